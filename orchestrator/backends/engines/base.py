@@ -1,0 +1,61 @@
+"""The Engine interface shared by MySQL/MariaDB, PostgreSQL and SQLite."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from orchestrator.backends.remote import Command, Connector
+
+TableCounts = dict[str, int]
+
+
+class Engine(ABC):
+    """Commands for one database. `db` is an inventory Database; `name` may be overridden for scratch copies."""
+
+    dump_filename: str          # name of the dump inside the backup
+    tool_names: tuple[str, ...]  # client tools `orch check` reports
+
+    def __init__(self, db, env_path: str | None = None):
+        self.db, self.env_path = db, env_path
+
+    @abstractmethod
+    def ping(self) -> Command:
+        """Return a command that exits 0 iff we can log in to the database."""
+
+    @abstractmethod
+    def dump(self) -> Command:
+        """Return a command that writes a consistent dump to stdout and exits non-zero on any failure."""
+
+    @abstractmethod
+    def restore(self, database: str | None = None) -> Command:
+        """Return a command that loads a dump from stdin into `database` (default: this one)."""
+
+    @abstractmethod
+    def create(self, database: str) -> Command:
+        """Return a command creating an empty database (a scratch for drills)."""
+
+    @abstractmethod
+    def drop(self, database: str) -> Command:
+        """Return a command dropping a database if it exists."""
+
+    @abstractmethod
+    def list_tables(self, database: str | None = None) -> Command:
+        """Return a command printing one table name per line."""
+
+    @abstractmethod
+    def count_rows(self, tables: list[str], database: str | None = None) -> Command:
+        """Return a command printing `table<TAB>rows` for each table."""
+
+    def table_counts(self, conn: Connector, database: str | None = None) -> TableCounts:
+        """Given a connector, return {table: exact row count} for the database."""
+        tables = [t for t in conn.run(self.list_tables(database)).text.splitlines() if t]
+        if not tables:
+            return {}
+        counts = {}
+        for line in conn.run(self.count_rows(tables, database)).text.splitlines():
+            table, _, rows = line.rpartition("\t")
+            counts[table] = int(rows)
+        return counts
+
+    def is_complete(self, tail: bytes) -> bool:
+        """Given the last bytes of a dump, return whether it looks complete (not truncated)."""
+        return True

@@ -1,0 +1,79 @@
+"""MySQL / MariaDB: mariadb-dump (or mysqldump) with a consistent snapshot, restore with the mariadb client."""
+from __future__ import annotations
+
+from orchestrator.backends.remote import Command, Raw
+
+from .base import Engine
+
+# Prefer MariaDB's names, fall back to MySQL's: hosts have one or the other (Debian 12 has both).
+DUMP_TOOL = Raw('"$(command -v mariadb-dump || command -v mysqldump || echo mariadb-dump)"')
+CLIENT_TOOL = Raw('"$(command -v mariadb || command -v mysql || echo mariadb)"')
+DUMP_FLAGS = ("--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob",
+              "--default-character-set=utf8mb4")
+
+
+def ident(name: str) -> str:
+    """Quote a MySQL identifier (backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class MySQL(Engine):
+    dump_filename = "database.sql"
+    tool_names = ("mariadb-dump", "mysqldump", "mariadb")
+
+    def _conn_args(self) -> list:
+        db, args = self.db, []
+        if db.socket:
+            args.append(f"--socket={db.socket}")
+        else:
+            args += [f"--host={db.host or 'localhost'}", f"--port={db.port or 3306}"]
+            if (db.host or "localhost") != "localhost":
+                args.append("--protocol=TCP")
+        if db.user:
+            args.append(f"--user={db.user}")
+        return args
+
+    def _with_password(self, cmd: Command) -> Command:
+        return cmd.env(MYSQL_PWD=self.db.password) if self.db.password else cmd
+
+    def client(self, database: str | None = None, *extra) -> Command:
+        """Return the mysql client reading SQL from stdin, batch mode, no column names."""
+        args = [CLIENT_TOOL, *self._conn_args(), "--batch", "--skip-column-names", *extra]
+        if database is not False:
+            args.append(database or self.db.name)
+        return self._with_password(Command(*args))
+
+    def sql(self, statement: str, database: str | None = None) -> Command:
+        """Return the client running one statement. The statement travels in argv: never put secrets in it."""
+        return self.client(database, "-e", statement)
+
+    def ping(self) -> Command:
+        return self.sql("SELECT 1")
+
+    def dump(self) -> Command:
+        return self._with_password(Command(DUMP_TOOL, *self._conn_args(), *DUMP_FLAGS, self.db.name))
+
+    def restore(self, database: str | None = None) -> Command:
+        return self.client(database)
+
+    def create(self, database: str) -> Command:
+        return self.client(False, "-e", f"CREATE DATABASE {ident(database)} CHARACTER SET utf8mb4")
+
+    def drop(self, database: str) -> Command:
+        return self.client(False, "-e", f"DROP DATABASE IF EXISTS {ident(database)}")
+
+    def list_tables(self, database: str | None = None) -> Command:
+        return self.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+                        "AND table_type = 'BASE TABLE' ORDER BY table_name", database)
+
+    def count_rows(self, tables: list[str], database: str | None = None) -> Command:
+        query = " UNION ALL ".join(f"SELECT {literal(t)}, COUNT(*) FROM {ident(t)}" for t in tables)
+        return self.sql(query, database)
+
+    def is_complete(self, tail: bytes) -> bool:
+        # mysqldump/mariadb-dump end with this comment only when they finished writing every table.
+        return b"-- Dump completed" in tail

@@ -1,0 +1,101 @@
+"""The CLI's context object: global options, and the inventory and oplog opened lazily on first use."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import click
+
+from orchestrator.errors import UsageError
+from orchestrator.masking import mask
+
+from . import output
+
+TASK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class MaskingFormatter(logging.Formatter):
+    """Every log line passes through the secret mask, whatever a library put into it."""
+
+    def format(self, record):
+        return mask(super().format(record))
+
+
+def setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(MaskingFormatter("%(message)s" if verbosity < 2 else "%(name)s: %(message)s"))
+    root = logging.getLogger("orch")
+    root.handlers[:] = [handler]
+    root.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    root.propagate = False
+
+
+class App:
+    """Holds what every command needs; commands reach it with `@pass_app`."""
+
+    def __init__(self, inventory_path: str | None, json_output: bool, verbosity: int):
+        self.inventory_path = Path(inventory_path or os.environ.get("ORCH_INVENTORY") or "inventory.yaml")
+        self.json = json_output
+        self.verbosity = verbosity
+
+    @cached_property
+    def inventory(self):
+        from orchestrator.config import load_inventory
+        return load_inventory(self.inventory_path)
+
+    @cached_property
+    def oplog(self):
+        from orchestrator.oplog import Oplog
+        oplog = Oplog.from_inventory(self.inventory)
+        oplog.reap()  # a crashed earlier run shows as `interrupted`, and its lock becomes reclaimable
+        return oplog
+
+    def emit(self, data, columns: list[tuple[str, str]] | None = None, rows=None) -> None:
+        """Print `data` as JSON with --json, else `rows` (default: data) as a table of `columns`."""
+        if self.json:
+            output.emit_json(data)
+        elif columns is not None:
+            output.table(data if rows is None else rows, columns)
+
+    def say(self, message: str) -> None:
+        """Tell a human something (stderr, so --json stdout stays clean)."""
+        if self.verbosity >= 0:
+            click.echo(mask(message), err=True)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def json_option(func):
+    """`--json` on a subcommand, same as the global flag (`orch log --json` and `orch --json log` both work)."""
+    def callback(ctx, _param, value):
+        if value:
+            ctx.find_object(App).json = True
+    return click.option("--json", "json_flag", is_flag=True, expose_value=False, callback=callback,
+                        help="Machine-readable JSON on stdout.")(func)
+
+
+def validate_task(_ctx, _param, value):
+    if value is not None and not TASK_RE.match(str(value)):
+        raise click.BadParameter("a task is a support task number or id such as 14883")
+    return None if value is None else str(value)
+
+
+def task_option(required: bool = True):
+    return click.option("--task", "-t", required=required, callback=validate_task, metavar="N",
+                        help="Support task this action is logged against" + (" (required)." if required else "."))
+
+
+def require_tty_or_yes(yes: bool, what: str) -> None:
+    """Refuse a dangerous action without --yes when nobody can confirm it interactively."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        from orchestrator.errors import Refused
+        raise Refused(f"{what}: refusing without --yes (no terminal to confirm on)")
+    if not click.confirm(f"{what}. Continue?", default=False):
+        raise UsageError("aborted by user")

@@ -1,0 +1,84 @@
+"""`orch log`: the operation log, the PM's view of a task."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import click
+
+from .app import json_option, pass_app, validate_task
+from .output import human_duration, human_size, short_time
+
+COLUMNS = [("id", "id"), ("started", "started (utc)"), ("task", "task"), ("site", "site"), ("env", "env"),
+           ("action", "action"), ("actor", "actor"), ("took", "took"), ("status", "status"), ("note", "error")]
+
+
+def parse_since(_ctx, _param, value):
+    """Accept an ISO date/time, or a relative '3d', '12h', '30m'."""
+    if not value:
+        return None
+    units = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter("use a date like 2026-11-01, a time like 2026-11-01T08:00, or 3d / 12h") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@click.command("log")
+@click.option("--task", "-t", callback=validate_task, help="Only this task, oldest first, with the total time.")
+@click.option("--site", "-s", help="Only this site.")
+@click.option("--action", "-a", help="Only this action (backup, restore, staging, promote, unlock...).")
+@click.option("--since", callback=parse_since, help="Only operations started since DATE (or 3d, 12h).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N operations (default 50 without --task).")
+@click.option("--steps", is_flag=True, help="Show each operation's steps and artifacts.")
+@json_option
+@pass_app
+def log_cmd(app, task, site, action, since, limit, steps):
+    """Show what was done: operations with who, when, how long, result.
+
+    With --task it is the PM's view of one support task: every operation on it, oldest first,
+    and the total time spent.
+
+    \b
+    Examples:
+      orch log --task 14883
+      orch log --site shinglas --since 7d --steps
+      orch log --task 14883 --json
+    """
+    ops = app.oplog.operations(task=task, site=site, action=action, since=since,
+                               limit=limit or (None if task else 50), oldest_first=bool(task),
+                               with_details=steps or app.json)
+    if app.json:
+        app.emit(ops)
+        return
+    _print(ops, steps)
+    if task:
+        total = sum(op["duration"] or 0 for op in ops)
+        click.echo(f"\ntask {task}: {len(ops)} operation(s), total time {human_duration(total) or '0s'}")
+
+
+def _print(ops: list[dict], steps: bool) -> None:
+    rows = [op | {"started": short_time(op["started_at"]), "took": human_duration(op["duration"]),
+                  "note": (op.get("error") or "")[:80] + (" (catch-up)" if op.get("catch_up") else "")}
+            for op in ops]
+    if not steps:
+        from .output import table
+        table(rows, COLUMNS)
+        return
+    for row, op in zip(rows, ops, strict=True):
+        click.echo(f"#{row['id']} {row['started']}  task {row['task']}  {row['site'] or '-'}/{row['env'] or '-'}  "
+                   f"{row['action']}  by {row['actor']}  {row['took']}  {row['status'].upper()}")
+        if op.get("error"):
+            click.echo(f"    error: {op['error']}")
+        for step in op.get("steps", []):
+            click.echo(f"    {step['seq']:>2}. {step['name']:<32} {step['status']:<11} "
+                       f"{human_duration(step.get('duration'))}")
+            for line in (step.get("output") or "").strip().splitlines()[-3:]:
+                click.echo(f"          {line}")
+        for art in op.get("artifacts", []):
+            click.echo(f"    -> {art['kind']}: {art['ident']} {human_size(art.get('size'))}".rstrip())
+
+
+COMMANDS = [log_cmd]
