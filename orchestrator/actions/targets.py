@@ -1,0 +1,59 @@
+"""Resolve what an action runs on: a site's environment, its host, its storage and repository."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.backends.engines import Engine, engine_for
+from orchestrator.backends.storage.restic import Repository
+from orchestrator.errors import UsageError
+
+
+@dataclass
+class Target:
+    """Everything needed to act on one environment of one site."""
+
+    site: object
+    env: object
+    host: object
+    storage: object | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.site.name}/{self.env.name}"
+
+    @property
+    def engine(self) -> Engine | None:
+        return engine_for(self.env.database, self.env.path) if self.env.database else None
+
+    @property
+    def repository(self) -> Repository:
+        if self.storage is None:
+            raise UsageError(f"site {self.site.name}: no backup storage configured (backup.storage)")
+        return Repository(self.storage, self.site.name, self.host.restic)
+
+    @property
+    def restic_host(self) -> str:
+        """The restic --host of this environment's snapshots: stable whichever machine ran restic."""
+        return f"{self.site.name}.{self.env.name}"
+
+
+def target(inventory, site_name: str, env_name: str = "production") -> Target:
+    """Given site and env names, return the Target; raise UsageError naming what is unknown."""
+    site = inventory.site(site_name)
+    env = site.env(env_name)
+    storage_name = site.backup.storage
+    if storage_name and storage_name not in inventory.storage:
+        raise UsageError(f"site {site.name}: backup.storage '{storage_name}' is not in the inventory's storage")
+    return Target(site, env, inventory.hosts[env.host], inventory.storage.get(storage_name) if storage_name else None)
+
+
+def targets(inventory, site_names: list[str], all_sites: bool, env_name: str) -> list[Target]:
+    """Given names (or --all), return targets for env_name; --all skips sites without that env or backups off."""
+    if all_sites and site_names:
+        raise UsageError("give site names or --all, not both")
+    if not all_sites and not site_names:
+        raise UsageError("name at least one site (or --all)")
+    if site_names:
+        return [target(inventory, name, env_name) for name in site_names]
+    return [target(inventory, site.name, env_name) for site in inventory.sites.values()
+            if env_name in site.environments and site.backup.enabled]

@@ -1,0 +1,129 @@
+"""`orch backup`, `orch backups`, `orch restore`."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orchestrator.actions import catalog
+from orchestrator.actions.backup import plan, run_backups
+from orchestrator.actions.restore import restore
+from orchestrator.actions.targets import target, targets
+from orchestrator.backends.remote import connect
+from orchestrator.errors import ExitCode
+
+from .app import json_option, pass_app, require_tty_or_yes, task_option
+from .output import human_size, short_time
+
+
+@click.command("backup")
+@click.argument("sites", nargs=-1)
+@click.option("--all", "all_sites", is_flag=True, help="Every site that has the environment and backups enabled.")
+@click.option("--env", "-e", default="production", show_default=True, help="Environment to back up.")
+@task_option()
+@click.option("--pin", is_flag=True, help="Keep this backup out of retention until `orch unpin`.")
+@click.option("--dry-run", is_flag=True, help="Show what would be backed up, and where; do nothing.")
+@json_option
+@pass_app
+def backup_cmd(app, sites, all_sites, env, task, pin, dry_run):
+    """Back up files and database of sites into their restic repositories.
+
+    restic runs on each site's host and writes straight to the repository; the database dump is
+    streamed into it, and a failed or truncated dump fails the backup. Several sites run in parallel
+    (at most hosts.X.max_parallel per host). Exit 1 if any site failed, with a summary.
+
+    \b
+    Examples:
+      orch backup shinglas --task 14883
+      orch backup --all --task 10001 --json
+      orch backup shinglas --task 14883 --pin     # keep until `orch unpin`
+    """
+    chosen = targets(app.inventory, list(sites), all_sites, env)
+    if dry_run:
+        app.emit([plan(t, pin) for t in chosen], [("site", "site"), ("env", "env"), ("host", "host"),
+                                                  ("path", "path"), ("database", "database"),
+                                                  ("repository", "repository")])
+        return
+    show = sys.stderr.isatty() and not app.json
+
+    def progress(result):
+        if show or app.verbosity > 1:
+            app.say(f"{result['site']}/{result['env']}: {result['status']} "
+                    f"{result.get('backup_id') or result.get('error', '')}")
+
+    if show:
+        app.say(f"backing up {len(chosen)} environment(s)...")
+    results = run_backups(app.inventory, app.oplog, chosen, task=task, pin=pin, on_done=progress)
+    rows = [r | {"files": human_size((r.get("summary") or {}).get("files", {}).get("size")),
+                 "added": human_size((r.get("summary") or {}).get("added"))} for r in results]
+    app.emit(results, [("site", "site"), ("env", "env"), ("status", "status"), ("backup_id", "backup"),
+                       ("files", "files"), ("added", "added"), ("error", "error")], rows=rows)
+    failed = [r for r in results if r["status"] != "ok"]
+    if failed:
+        app.say(f"{len(failed)} of {len(results)} backup(s) failed")
+        raise click.exceptions.Exit(ExitCode.LOCKED if all(r["status"] == "locked" for r in failed)
+                                    and len(results) == 1 else ExitCode.FAILED)
+
+
+@click.command("backups")
+@click.argument("site")
+@click.option("--env", "-e", default="production", show_default=True)
+@json_option
+@pass_app
+def backups_cmd(app, site, env):
+    """List a site's backups: id, time, task, pinned, sizes, status.
+
+    \b
+    Example:
+      orch backups shinglas --json
+    """
+    t = target(app.inventory, site, env)
+    with connect(t.host) as conn:
+        backups = catalog.list_backups(t, conn, app.oplog)
+    rows = [b | {"time": short_time(b["time"]), "files": human_size(b["files_size"]),
+                 "database": human_size(b["db_size"]), "pin": "pinned" if b["pinned"] else ""} for b in backups]
+    app.emit(backups, [("backup_id", "backup"), ("time", "time (utc)"), ("task", "task"), ("pin", "pinned"),
+                       ("files", "files"), ("database", "database"), ("status", "status")], rows=rows)
+
+
+@click.command("restore")
+@click.argument("site")
+@click.option("--backup", "backup_id", required=True, metavar="ID|latest", help="Backup to restore.")
+@click.option("--to", "to_env", required=True, metavar="ENV", help="Environment to restore into.")
+@click.option("--from-env", default="production", show_default=True, help="Environment the backup was taken of.")
+@task_option()
+@click.option("--files-only", is_flag=True, help="Restore files, leave the database.")
+@click.option("--db-only", is_flag=True, help="Restore the database, leave files.")
+@click.option("--path", "path", metavar="P", help="Restore only this relative path of the docroot.")
+@click.option("--yes", is_flag=True, help="Confirm restoring onto production (a safety backup is taken first).")
+@click.option("--dry-run", is_flag=True, help="Show what would be restored; do nothing.")
+@json_option
+@pass_app
+def restore_cmd(app, site, backup_id, to_env, from_env, task, files_only, db_only, path, yes, dry_run):
+    """Restore a backup into an environment (files, database, or one path).
+
+    Onto production this needs --yes and takes a safety backup of production first; its id is
+    recorded in the oplog.
+
+    \b
+    Examples:
+      orch restore shinglas --backup latest --to staging --task 14883
+      orch restore shinglas --backup 20261127-030012-3fa2 --to production --task 14883 --yes
+      orch restore shinglas --backup latest --to production --path wp-content/uploads --task 14883 --yes
+    """
+    if files_only and db_only:
+        raise click.UsageError("--files-only and --db-only exclude each other")
+    source, dest = target(app.inventory, site, from_env), target(app.inventory, site, to_env)
+    if dest.env.production and not dry_run:
+        require_tty_or_yes(yes, f"restore {site} onto production {to_env}")
+        yes = True
+    result = restore(app.oplog, source, dest, backup_id=backup_id, task=task, files=not db_only,
+                     db=not files_only, path=path, yes=yes, dry_run=dry_run)
+    app.emit(result)
+    if not app.json:
+        verb = "would restore" if dry_run else "restored"
+        app.say(f"{verb} backup {result['backup_id']} into {site}/{to_env}"
+                + (f" (safety backup {result['safety_backup']})" if result.get("safety_backup") else ""))
+
+
+COMMANDS = [backup_cmd, backups_cmd, restore_cmd]
