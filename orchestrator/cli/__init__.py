@@ -42,9 +42,9 @@ def cli(ctx, inventory, json_output, verbose, quiet):
 
 
 def _register() -> None:
-    from . import backup, check, hosts, locks, sites
+    from . import backup, check, hosts, locks, maintain, sites
     from . import log as log_cmd
-    for module in (sites, check, log_cmd, locks, hosts, backup):
+    for module in (sites, check, log_cmd, locks, hosts, backup, maintain):
         for command in module.COMMANDS:
             cli.add_command(command)
 
