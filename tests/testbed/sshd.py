@@ -74,7 +74,11 @@ def start_sshd(workdir: Path, name: str, address: str, user: str, identity_file:
     log = workdir / f"{name}_sshd.log"
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir, absent on a fresh machine
     proc = spawn([SSHD, "-D", "-f", str(conf), "-E", str(log)], log)
-    wait_ready(proc, lambda: port_open(address, port), f"sshd {name}", log)
+    try:
+        wait_ready(proc, lambda: port_open(address, port), f"sshd {name}", log)
+    except TestbedError:
+        authorized_keys.unlink(missing_ok=True)
+        raise
     return SshHost(
         name=name, address=address, port=port, user=user, home=home,
         host_key=" ".join(Path(f"{host_key_file}.pub").read_text().split()[:2]),
