@@ -180,10 +180,10 @@ def run_backups(inventory, oplog, targets: list[Target], *, task: str | None, pi
                 summary = backup_target(oplog, t, task=task or t.site.task, pin=pin, catch_up=catch_up)
                 result |= {"status": "ok", "backup_id": summary["backup_id"], "summary": summary}
             except OrchError as exc:
-                result |= {"status": "locked" if exc.exit_code == 3 else "failed", "error": str(exc)}
+                result |= {"status": "failed", "error": str(exc), "exit_code": int(exc.exit_code)}
             except Exception as exc:  # noqa: BLE001 - one site's bug must not stop the fleet
                 log.exception("%s: unexpected error", t.label)
-                result |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                result |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
             if on_done:
                 on_done(result)
             return result

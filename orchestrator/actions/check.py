@@ -74,23 +74,28 @@ def database_row(site, env, host) -> CheckRow:
     return CheckRow(site.name, env.name, env.host, "database", ok, detail)
 
 
-def storage_row(site, env, inventory, host) -> CheckRow:
+def s3_status(storage) -> tuple[bool, str]:
+    """Reach an S3 storage's bucket (creating it if allowed): (ok, detail)."""
+    from orchestrator.backends.storage.s3 import ensure_bucket
+    try:
+        return True, f"{storage.name}: s3 bucket {storage.bucket} {ensure_bucket(storage)}"
+    except OrchError as exc:
+        return False, str(exc)
+
+
+def storage_row(site, env, inventory, host, s3_results: dict) -> CheckRow:
     storage = inventory.storage.get(site.backup.storage) if site.backup.storage else None
     if storage is None:
         return CheckRow(site.name, env.name, env.host, "storage", True, "no backup storage configured")
+    if storage.type == "s3":
+        return CheckRow(site.name, env.name, env.host, "storage", *s3_results[storage.name])
     try:
-        if storage.type == "s3":
-            from orchestrator.backends.storage.s3 import ensure_bucket
-            detail = f"s3 bucket {storage.bucket} {ensure_bucket(storage)}"
-        else:
-            with connect(host) as conn:
-                ok = conn.ok(Command("sh", "-c", 'test -w "$1" || test -w "$(dirname "$1")"', "orch", storage.path))
-            if not ok:
-                raise OrchError(f"storage {storage.name}: {storage.path} is not writable on host {host.name}")
-            detail = f"local {storage.path} writable"
-        return CheckRow(site.name, env.name, env.host, "storage", True, f"{storage.name}: {detail}")
+        with connect(host) as conn:
+            ok = conn.ok(Command("sh", "-c", 'test -w "$1" || test -w "$(dirname "$1")"', "orch", storage.path))
     except OrchError as exc:
         return CheckRow(site.name, env.name, env.host, "storage", False, str(exc))
+    detail = f"local {storage.path} " + ("writable" if ok else f"NOT writable on host {host.name}")
+    return CheckRow(site.name, env.name, env.host, "storage", ok, f"{storage.name}: {detail}")
 
 
 def run_check(inventory, site_names: list[str] | None = None) -> tuple[list[dict], bool]:
@@ -101,13 +106,16 @@ def run_check(inventory, site_names: list[str] | None = None) -> tuple[list[dict
     sites = [inventory.site(n) for n in site_names] if site_names else list(inventory.sites.values())
     envs = [(site, env) for site in sites for env in site.environments.values()]
     host_names = sorted({env.host for _, env in envs})
+    s3_names = sorted({s.backup.storage for s in sites if s.backup.storage
+                       and getattr(inventory.storage.get(s.backup.storage), "type", None) == "s3"})
     with ThreadPoolExecutor(max_workers=8) as pool:
         probes = dict(zip(host_names, pool.map(lambda n: probe_host(inventory.hosts[n]), host_names), strict=True))
-        rows = list(pool.map(lambda se: _env_rows(inventory, probes, *se), envs))
+        s3_results = dict(zip(s3_names, pool.map(lambda n: s3_status(inventory.storage[n]), s3_names), strict=True))
+        rows = list(pool.map(lambda se: _env_rows(inventory, probes, s3_results, *se), envs))
     return [asdict(r) for group in rows for r in group], any(p["refused"] for p in probes.values())
 
 
-def _env_rows(inventory, probes, site, env) -> list[CheckRow]:
+def _env_rows(inventory, probes, s3_results, site, env) -> list[CheckRow]:
     probe, host = probes[env.host], inventory.hosts[env.host]
     rows = [CheckRow(site.name, env.name, env.host, "connect", probe["ok"], probe["detail"])]
     if not probe["ok"]:
@@ -115,5 +123,5 @@ def _env_rows(inventory, probes, site, env) -> list[CheckRow]:
     rows.append(tools_row(site, env, probe))
     if env.database:
         rows.append(database_row(site, env, host))
-    rows.append(storage_row(site, env, inventory, host))
+    rows.append(storage_row(site, env, inventory, host, s3_results))
     return rows

@@ -1,7 +1,6 @@
 """`orch` command line: parse, confirm, print. The work itself lives in orchestrator.actions."""
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 
@@ -12,8 +11,6 @@ from orchestrator.errors import ExitCode, InventoryError, OrchError
 from orchestrator.masking import mask
 
 from .app import App, setup_logging
-
-log = logging.getLogger("orch")
 
 EPILOG = """\b
 Examples:
@@ -67,12 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     _register()
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        cli.main(args=argv, prog_name="orch", standalone_mode=False)
-        code = ExitCode.OK
+        # without standalone mode click returns the code of a `click.exceptions.Exit` instead of exiting
+        code = cli.main(args=argv, prog_name="orch", standalone_mode=False) or ExitCode.OK
     except OrchError as error:
         code = report(error)
-    except click.exceptions.Exit as exit_:
-        code = exit_.exit_code
     except click.ClickException as error:
         error.show()
         code = ExitCode.USAGE

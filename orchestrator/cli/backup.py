@@ -60,9 +60,12 @@ def backup_cmd(app, sites, all_sites, env, task, pin, dry_run):
                        ("files", "files"), ("added", "added"), ("error", "error")], rows=rows)
     failed = [r for r in results if r["status"] != "ok"]
     if failed:
+        for r in failed:
+            app.say(f"orch: {r['site']}/{r['env']}: {r['error']}")
         app.say(f"{len(failed)} of {len(results)} backup(s) failed")
-        raise click.exceptions.Exit(ExitCode.LOCKED if all(r["status"] == "locked" for r in failed)
-                                    and len(results) == 1 else ExitCode.FAILED)
+        codes = {r["exit_code"] for r in failed}
+        # a lone site keeps its precise code (3 locked, 2 inventory); a fleet run says "something failed"
+        raise click.exceptions.Exit(codes.pop() if len(results) == 1 else ExitCode.FAILED)
 
 
 @click.command("backups")

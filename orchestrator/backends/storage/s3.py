@@ -46,6 +46,10 @@ def ensure_bucket(storage) -> str:
             try:
                 s3.create_bucket(Bucket=storage.bucket)
                 return "created"
+            except botocore.exceptions.ClientError as create_exc:
+                if create_exc.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+                    return "ok"  # a concurrent orch created it a moment ago
+                raise explain(storage, create_exc) from None
             except Exception as create_exc:  # noqa: BLE001 - reported with the storage's name
                 raise explain(storage, create_exc) from None
         raise explain(storage, exc) from None

@@ -1,0 +1,76 @@
+"""A small agency fleet on the testbed: real sites on real hosts, an inventory describing them, and a way to
+run the real `orch` CLI against it."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ORCH = [sys.executable, "-m", "orchestrator"]
+
+
+@dataclass
+class Fleet:
+    root: Path                 # inventory dir
+    env: dict                  # environment for orch (secrets as env vars, state dir)
+    hosts: dict
+    sites: dict = field(default_factory=dict)   # name -> {"host", "path", "db": {...}}
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "inventory.yaml"
+
+    def orch(self, *args, expect: int | None = 0, env: dict | None = None, timeout: int = 300,
+             stdin: str | None = None) -> subprocess.CompletedProcess:
+        """Run the real CLI; assert its exit code unless expect is None."""
+        proc = subprocess.run([*ORCH, "-i", str(self.inventory), *map(str, args)], capture_output=True,
+                              text=True, env=self.env | (env or {}), timeout=timeout, input=stdin or "")
+        if expect is not None:
+            assert proc.returncode == expect, (f"orch {' '.join(map(str, args))} exited {proc.returncode}\n"
+                                               f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}")
+        return proc
+
+    def orch_json(self, *args, expect: int | None = 0):
+        return json.loads(self.orch("--json", *args, expect=expect).stdout)
+
+    def write_inventory(self, inventory: dict, sites: dict[str, dict]) -> None:
+        sites_dir = self.root / "sites"
+        sites_dir.mkdir(parents=True, exist_ok=True)
+        for old in sites_dir.glob("*.yaml"):
+            old.unlink()
+        self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+        for name, site in sites.items():
+            (sites_dir / f"{name}.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
+
+
+def host_entry(host, **extra) -> dict:
+    return {"address": host.address, "port": host.port, "user": host.user, "host_key": host.host_key,
+            "identity_file": str(host.identity_file), **extra}
+
+
+def orch_env(state_dir: Path, **secrets_env) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return env | {"ORCH_STATE_DIR": str(state_dir), "PYTHONPATH": str(Path(__file__).parents[2])} | secrets_env
+
+
+def new_password() -> str:
+    return "pw-" + secrets.token_hex(8)
+
+
+def make_tree(host, path: str, files: int = 40, size: int = 4096) -> None:
+    """Create a small site docroot on a host (as its user): text files, a binary, nested folders, a cache."""
+    host.run(f"mkdir -p {path}/wp-content/uploads/2026 {path}/wp-content/cache {path}/wp-content/themes/t")
+    host.run(f"cd {path} && for i in $(seq 1 {files}); do head -c {size} /dev/urandom > wp-content/uploads/2026/f$i.bin; "
+             f"done && echo '<?php echo \"home\";' > index.php && echo cached > wp-content/cache/page.html && "
+             f"echo 'theme v1' > wp-content/themes/t/style.css && printf 'ünïcødé\\n' > 'wp-content/uploads/2026/Файл с пробелом.txt'")
+
+
+def tree_checksums(host, path: str, exclude: str = "wp-content/cache") -> dict[str, str]:
+    out = host.run(f"cd {path} && find . -type f ! -path './{exclude}/*' -print0 | sort -z | xargs -0 sha256sum").stdout
+    return {line[66:]: line[:64] for line in out.splitlines()}

@@ -1,0 +1,170 @@
+"""Foundation, end to end: inventory errors, strict host keys, check, the oplog, locks, secrets."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+from fleet import ORCH, host_entry
+
+pytestmark = pytest.mark.e2e
+
+
+def test_check_reaches_every_host_database_and_storage(fleet):
+    rows = fleet.orch_json("check")
+    assert {(r["site"], r["check"]) for r in rows} >= {("shop", "connect"), ("shop", "database"), ("shop", "tools"),
+                                                       ("blog", "database"), ("blog", "storage")}
+    assert all(r["ok"] for r in rows), rows
+    tools = next(r for r in rows if r["site"] == "shop" and r["check"] == "tools")["detail"]
+    assert "restic 0." in tools and "mariadb-dump" in tools
+
+
+def test_sites_lists_every_environment(fleet):
+    rows = fleet.orch_json("sites")
+    assert {(r["site"], r["env"], r["host"]) for r in rows} == {("shop", "production", "web1"),
+                                                                 ("blog", "production", "stage1")}
+
+
+def test_a_broken_inventory_reports_every_problem_with_file_and_key_path(fleet, tmp_path):
+    bad = tmp_path / "bad"
+    (bad / "sites").mkdir(parents=True)
+    (bad / "inventory.yaml").write_text(yaml.safe_dump(fleet.base | {"colour": "blue"}))
+    site = json.loads(json.dumps(fleet.sites["shop"]))
+    site["environments"]["production"]["database"]["engine"] = "mysqll"
+    (bad / "sites" / "shop.yaml").write_text(yaml.safe_dump(site))
+    (bad / "sites" / "blog.yaml").write_text("name: blog\nenvironments: {production: [unclosed\n")
+    proc = subprocess.run([*ORCH, "-i", str(bad / "inventory.yaml"), "check"], capture_output=True, text=True,
+                          env=fleet.env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "sites/shop.yaml: environments.production.database.engine: 'mysqll' is not one of" in proc.stderr
+    assert "inventory.yaml: colour" in proc.stderr
+    assert "sites/blog.yaml" in proc.stderr and "line" in proc.stderr
+
+
+def test_a_missing_secret_is_a_clear_error_naming_site_and_key(fleet):
+    env = {k: v for k, v in fleet.env.items() if k != "T_SHOP_PW"}
+    proc = subprocess.run([*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", "1"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "sites/shop.yaml: environments.production.database.password" in proc.stderr
+    assert "T_SHOP_PW" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _with_host(fleet, tmp_path, **overrides):
+    inv_dir = tmp_path / "inv"
+    inventory = json.loads(json.dumps(fleet.base))
+    inventory["hosts"]["web1"] = host_entry(fleet.hosts["web1"]) | overrides
+    inventory["hosts"]["web1"] = {k: v for k, v in inventory["hosts"]["web1"].items() if v is not None}
+    from fleet import Fleet
+    other = Fleet(inv_dir, fleet.env, fleet.hosts)
+    other.write_inventory(inventory, {"shop": fleet.sites["shop"]})
+    return other
+
+
+def test_an_unknown_host_key_is_refused_with_its_fingerprint_and_nothing_runs(fleet, tmp_path):
+    marker = fleet.hosts["web1"].home / "ran-something"
+    other = _with_host(fleet, tmp_path, host_key=None, known_hosts=str(tmp_path / "known_hosts"))
+    proc = other.orch("backup", "shop", "--task", "77", expect=2)
+    assert "unknown ssh-ed25519 key SHA256:" in proc.stderr
+    assert not marker.exists()
+    # trusting it with the right fingerprint makes the host usable
+    fp = subprocess.run(["ssh-keygen", "-lf", "/dev/stdin"], input=fleet.hosts["web1"].host_key, text=True,
+                        capture_output=True).stdout.split()[1]
+    other.orch("hosts", "trust", "web1", "--fingerprint", "SHA256:wrong", expect=4)
+    other.orch("hosts", "trust", "web1", "--fingerprint", fp)
+    rows = other.orch_json("check", "shop")
+    assert all(r["ok"] for r in rows), rows
+
+
+def test_a_changed_host_key_is_refused(fleet, tmp_path):
+    other_key = fleet.hosts["stage1"].host_key  # a valid key, but not web1's
+    other = _with_host(fleet, tmp_path, host_key=other_key)
+    proc = other.orch("check", "shop", expect=2)
+    assert "REFUSED" in proc.stdout + proc.stderr and "SHA256:" in proc.stdout + proc.stderr
+
+
+def test_log_task_json_lists_operations_with_steps_and_artifacts(fleet):
+    fleet.orch("backup", "blog", "--task", "5501")
+    ops = fleet.orch_json("log", "--task", "5501")
+    assert [op["action"] for op in ops] == ["backup"]
+    op = ops[0]
+    assert op["status"] == "ok" and op["task"] == "5501" and op["duration"] > 0
+    assert "@" in op["actor"]
+    assert [s["status"] for s in op["steps"]] == ["ok"] * len(op["steps"]) and len(op["steps"]) >= 3
+    backup = next(a for a in op["artifacts"] if a["kind"] == "backup")
+    assert backup["details"]["snapshots"]["files"] and backup["details"]["snapshots"]["db"]
+    text = fleet.orch("log", "--task", "5501").stdout
+    assert "task 5501: 1 operation(s), total time" in text
+
+
+def test_the_oplog_works_on_postgresql(fleet, postgres, tmp_path):
+    postgres.sql("CREATE DATABASE orch_oplog_e2e")
+    inventory = json.loads(json.dumps(fleet.base)) | {"oplog": postgres.url("orch_oplog_e2e").replace("+psycopg", "")}
+    from fleet import Fleet
+    other = Fleet(tmp_path / "pg", fleet.env, fleet.hosts)
+    other.write_inventory(inventory, {"blog": fleet.sites["blog"]})
+    other.orch("backup", "blog", "--task", "5601")
+    ops = other.orch_json("log", "--task", "5601")
+    assert ops[0]["status"] == "ok" and ops[0]["artifacts"]
+    assert postgres.sql("SELECT count(*) FROM operations WHERE task = '5601'", "orch_oplog_e2e").strip() == "1"
+
+
+def _start_backup(fleet, task: str) -> subprocess.Popen:
+    return subprocess.Popen([*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", task],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+
+
+def _wait_for_lock(fleet, site: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        locks = [lk for lk in fleet.orch_json("locks") if lk["site"] == site]
+        if locks:
+            return locks[0]
+        time.sleep(0.05)
+    raise AssertionError("the first command never took the lock")
+
+
+def test_a_second_mutating_command_on_a_locked_site_exits_3_naming_holder_and_task(fleet):
+    first = _start_backup(fleet, "6601")
+    try:
+        _wait_for_lock(fleet, "shop")
+        proc = fleet.orch("backup", "shop", "--task", "6602", expect=3)
+        assert "task 6601" in proc.stdout + proc.stderr and "locked by" in proc.stdout + proc.stderr
+    finally:
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+
+
+def test_kill_9_leaves_a_trail_that_the_next_command_marks_interrupted(fleet):
+    victim = _start_backup(fleet, "6701")
+    _wait_for_lock(fleet, "shop")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    fleet.orch("backup", "shop", "--task", "6702")  # reaps the dead one and takes the lock
+    ops = fleet.orch_json("log", "--task", "6701")
+    assert ops[0]["status"] == "interrupted"
+    assert any(s["status"] == "interrupted" for s in ops[0]["steps"])
+    assert fleet.orch_json("log", "--task", "6702")[0]["status"] == "ok"
+
+
+def test_secrets_never_show_in_ps_oplog_or_verbose_logs(fleet):
+    proc = subprocess.Popen([*ORCH, "-vv", "-i", str(fleet.inventory), "backup", "shop", "blog", "--task", "6801"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+    seen = []
+    while proc.poll() is None:  # every process on this machine, which hosts all the testbed hosts
+        seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert len(seen) > 5 and "restic" in "".join(seen)
+    oplog = (fleet.root / "state" / "oplog.db").read_bytes()
+    logs = fleet.orch("-vv", "log", "--steps").stdout
+    for secret in fleet.secrets:
+        assert secret not in "".join(seen), "secret visible in ps"
+        assert secret not in out + err, "secret in -vv output"
+        assert secret.encode() not in oplog, "secret in the oplog"
+        assert secret not in logs
+    assert "***" in err  # the verbose log did show the commands, masked
