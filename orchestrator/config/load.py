@@ -1,0 +1,336 @@
+"""Inventory loading: YAML files -> schema validation (every problem, with its file and key path) -> secrets
+wrapped -> defaults merged -> cross-references checked -> the typed model.
+
+Nothing here raises on the first problem: each file is read and validated, all problem lines are collected, and
+one InventoryError carries them all, so a user fixes a broken inventory in one pass.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, ValidationError
+
+from orchestrator.errors import InventoryError
+
+from .model import Inventory, build_inventory
+from .secrets import Secret
+
+SCHEMA_FILE = Path(__file__).with_name("schema.yaml")
+SECRET_REF = "#/$defs/secret"  # noqa: S105 -- a schema pointer, not a password
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Given the inventory file's path, return the Inventory with every site of its sites folder; raise
+    InventoryError listing every problem of every file (syntax, schema, cross-references) at once."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise InventoryError(f"{path}: inventory file not found")
+    base = path.parent
+    inventory, inventory_problems = read_file(path, "inventory", base)
+    sites, problems = read_sites(sites_folder(inventory, base), base)
+    if inventory_problems:
+        # Cross-references need a valid inventory file; checking against a broken one would only add noise.
+        raise InventoryError(_unique(inventory_problems + problems))
+    defaults = copy.deepcopy(inventory.get("defaults", {}))
+    merged = {file: fill_defaults(definition("site"), deep_merge(defaults, site)) for file, site in sites.items()}
+    fill_defaults(definition("inventory"), _default_oplog(inventory))
+    problems += check_inventory(inventory, path.name)
+    for file, site in sites.items():
+        problems += check_site(file, site, merged[file], inventory, base)
+    if problems:
+        raise InventoryError(_unique(problems))
+    return build_inventory(path, inventory, defaults, merged)
+
+
+# ---------------------------------------------------------------- files
+
+def read_file(file: Path, name: str, base: Path) -> tuple[Any, list[str]]:
+    """Given a YAML file, the schema definition it must follow and the inventory's folder, return its data (with
+    Secret objects in place of secret values) and no problems, or whatever was parsed and the problem lines."""
+    label = display_name(file, base)
+    try:
+        data = read_yaml(file)
+    except _FileProblem as exc:
+        return None, [f"{label}: {exc}"]
+    problems = validate(data, name, label)
+    if not problems:
+        wrap_secrets(definition(name), data, label, base)
+    return data, problems
+
+
+def read_sites(folder: Path, base: Path) -> tuple[dict[Path, dict], list[str]]:
+    """Given the sites folder and the inventory's folder, return the data of each valid site file by path, and
+    the problems of all of them."""
+    files, problems = site_files_in(folder, base)
+    sites = {}
+    for file in files:
+        data, file_problems = read_file(file, "site", base)
+        problems += file_problems
+        if not file_problems:
+            sites[file] = data
+    return sites, problems
+
+
+def sites_folder(inventory: Any, base: Path) -> Path:
+    """Given the inventory file's data (possibly invalid) and its folder, return the sites folder it names."""
+    value = inventory.get("sites") if isinstance(inventory, dict) else None
+    return base / (value if isinstance(value, str) else definition("inventory")["properties"]["sites"]["default"])
+
+
+def site_files_in(folder: Path, base: Path) -> tuple[list[Path], list[str]]:
+    """Given the sites folder, return its site files (`*.yaml`, sorted) and problems (missing folder, `.yml`)."""
+    if not folder.is_dir():
+        return [], [f"{display_name(folder, base)}/: sites folder not found (see `sites` in the inventory file)"]
+    files = sorted(file for file in folder.iterdir() if not file.name.startswith("."))  # editor lock files
+    # A silently ignored site would silently go without backups: a `.yml` is an error, not a skip.
+    problems = [f"{display_name(file, base)}: site files must be named *.yaml" for file in files
+                if file.suffix == ".yml"]
+    return [file for file in files if file.suffix == ".yaml" and file.is_file()], problems
+
+
+def display_name(file: Path, base: Path) -> str:
+    """Given a path and the inventory's folder, return the path relative to that folder when inside it."""
+    try:
+        return str(file.relative_to(base))
+    except ValueError:
+        return str(file)
+
+
+class _FileProblem(Exception):
+    """A file could not be read or parsed; the message says where in it and why."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans (only true/false, so `on:` and `no` stay strings) that refuses
+    duplicate keys (PyYAML keeps the last one silently, hiding a copy-paste slip)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def read_yaml(file: Path) -> Any:
+    """Given a YAML file, return its data; raise _FileProblem (with line and column when known) if it cannot
+    be read or parsed."""
+    try:
+        with file.open(encoding="utf-8") as stream:
+            return yaml.load(stream, Loader=YamlLoader)  # noqa: S506 -- YamlLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = f" ({exc.context})" if exc.context else ""
+        raise _FileProblem(f"{where}{exc.problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise _FileProblem(f"cannot parse YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _FileProblem(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+# ---------------------------------------------------------------- schema
+
+@functools.cache
+def load_schema() -> dict:
+    """Return the inventory schema (schema.yaml) as a dict."""
+    with SCHEMA_FILE.open(encoding="utf-8") as stream:
+        return yaml.load(stream, Loader=YamlLoader)  # noqa: S506 -- YamlLoader is a SafeLoader
+
+
+def definition(name: str) -> dict:
+    """Given a definition name (`inventory`, `site`, `host`...), return its schema node."""
+    return load_schema()["$defs"][name]
+
+
+def resolve(node: dict) -> dict:
+    """Given a schema node, return it with any `$ref` followed; the node's own keys (a description, an
+    example) win over the referenced definition's."""
+    while "$ref" in node:
+        target = definition(node["$ref"].removeprefix("#/$defs/"))
+        node = {**target, **{key: value for key, value in node.items() if key != "$ref"}}
+    return node
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator({**load_schema(), "$ref": f"#/$defs/{name}"})
+
+
+def children(node: dict, data: Any) -> Iterator[tuple[str | int, dict]]:
+    """Given a resolved schema node and data valid against it, yield (key, child schema) for each child present
+    in data. The child schema is not resolved, so a `$ref` to the secret definition stays recognisable."""
+    if isinstance(data, dict):
+        properties, values = node.get("properties", {}), node.get("additionalProperties")
+        for key in data:
+            child = properties.get(key, values)
+            if isinstance(child, dict):
+                yield key, child
+    elif isinstance(data, list) and isinstance(node.get("items"), dict):
+        for index in range(len(data)):
+            yield index, node["items"]
+
+
+def wrap_secrets(node: dict, data: Any, label: str, base: Path, path: tuple = ()) -> Any:
+    """Given a schema node, data valid against it, the file's display name and the inventory's folder, replace
+    every secret value in data by a Secret that knows where it was written (in place); return data."""
+    for key, child in children(resolve(node), data):
+        if child.get("$ref") == SECRET_REF:
+            data[key] = Secret(data[key], f"{label}: {format_path([*path, key])}", base)
+        else:
+            wrap_secrets(child, data[key], label, base, (*path, key))
+    return data
+
+
+def fill_defaults(node: dict, data: Any) -> Any:
+    """Given a schema node and data valid against it, add each absent key's schema `default` (in place, at
+    every depth, including inside defaults just added); return data."""
+    node = resolve(node)
+    if isinstance(data, dict):
+        for key, child in node.get("properties", {}).items():
+            child = resolve(child)
+            if key not in data and "default" in child:
+                data[key] = copy.deepcopy(child["default"])
+    for key, child in children(node, data):
+        fill_defaults(child, data[key])
+    return data
+
+
+def deep_merge(defaults: dict, data: dict) -> dict:
+    """Given inventory defaults and a site's data, return a new dict merging them key by key: the site wins,
+    mappings merge recursively, anything else (lists, Secrets) is replaced whole."""
+    merged = copy.deepcopy(defaults)
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _default_oplog(inventory: dict) -> dict:
+    """Given the inventory data, set `oplog` to $ORCH_STATE_DIR/oplog.db when unset and that variable is set
+    (the state folder orch also keeps trusted host keys in); return the data."""
+    state_dir = os.environ.get("ORCH_STATE_DIR")
+    if "oplog" not in inventory and state_dir:
+        inventory["oplog"] = f"sqlite:///{Path(state_dir).absolute() / 'oplog.db'}"
+    return inventory
+
+
+# ---------------------------------------------------------------- validation messages
+
+def validate(data: Any, name: str, label: str) -> list[str]:
+    """Given a file's data, the schema definition it must follow and its display name, return one line per
+    problem, `label: key.path: message`, sorted by key path (empty if valid)."""
+    if data is None:
+        return [f"{label}: the file is empty"]
+    errors = sorted(_validator(name).iter_errors(data), key=lambda error: [str(p) for p in error.absolute_path])
+    # One `required` error per missing key, but describe_error names them all: drop the repeats.
+    return _unique([f"{label}: {line}" for error in errors for line in describe_error(error)])
+
+
+def describe_error(error: ValidationError) -> list[str]:
+    """Given a jsonschema error, return the `key.path: message` lines for it (several for unknown keys)."""
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        allowed = ", ".join(sorted(known))
+        return [_at([*path, key], f"unknown key (allowed: {allowed})") for key in error.instance if key not in known]
+    if error.validator == "required":
+        return [_at(path, f"missing required key {key!r}") for key in error.validator_value
+                if key not in error.instance]
+    if "propertyNames" in error.absolute_schema_path:
+        return [_at(path, f"key {_message(error)}")]
+    return [_at(path, _message(error))]
+
+
+_TYPE_WORDS = {"null": "nothing", "boolean": "true or false", "integer": "an integer", "number": "a number",
+               "string": "a string", "array": "a list", "object": "a mapping"}
+
+
+def _message(error: ValidationError) -> str:
+    """Given a jsonschema error, return its message in the inventory's words."""
+    if error.validator == "not" and error.validator_value == {}:  # a key switched off for some `type`
+        return "not used with the `type` set here"
+    if error.validator == "type":
+        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        # The value itself is not shown: it may be a secret typed in plain.
+        return f"expected {' or '.join(_TYPE_WORDS[t] for t in wanted)}, got {_TYPE_WORDS[_type_of(error.instance)]}"
+    if error.validator == "pattern" and "example" in error.schema:
+        return f"{error.instance!r} does not match the expected form, e.g. {error.schema['example']!r}"
+    if error.validator in ("minProperties", "maxProperties") and error.schema.get("maxProperties") == 1:
+        return f"expected exactly one of: {', '.join(sorted(error.schema.get('properties', {})))}"
+    return error.message
+
+
+def _type_of(value: Any) -> str:
+    """Given a YAML value, return its JSON Schema type name."""
+    checker = Draft202012Validator.TYPE_CHECKER
+    return next(name for name in _TYPE_WORDS if checker.is_type(value, name))
+
+
+def _at(path: list, message: str) -> str:
+    return f"{format_path(path)}: {message}" if path else message
+
+
+def format_path(parts: list) -> str:
+    """Given key path parts, return them dotted, list indexes in brackets: `notify[0].type`."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _unique(lines: list[str]) -> list[str]:
+    return list(dict.fromkeys(lines))
+
+
+# ---------------------------------------------------------------- cross-references
+
+def check_inventory(inventory: dict, label: str) -> list[str]:
+    """Given the inventory file's data, return problems with its own cross-references."""
+    storage = inventory["defaults"].get("backup", {}).get("storage")
+    return _unknown(storage, inventory["storage"], "storage", f"{label}: defaults.backup.storage")
+
+
+def check_site(file: Path, site: dict, merged: dict, inventory: dict, base: Path) -> list[str]:
+    """Given a site file, its data as written, its data merged with defaults and the inventory's data, return
+    problems: a name not matching the file, unknown hosts or storage, backups enabled without a storage."""
+    label = display_name(file, base)
+    problems = []
+    if site["name"] != file.stem:
+        problems.append(f"{label}: name: {site['name']!r} does not match the file name (expected {file.stem!r})")
+    for env, item in site["environments"].items():
+        problems += _unknown(item["host"], inventory["hosts"], "host", f"{label}: environments.{env}.host")
+    storage = site.get("backup", {}).get("storage")
+    problems += _unknown(storage, inventory["storage"], "storage", f"{label}: backup.storage")
+    if merged["backup"]["enabled"] and merged["backup"].get("storage") is None:
+        problems.append(f"{label}: backup.storage: not set, here or in the inventory's defaults.backup.storage "
+                        "(or set backup.enabled: false)")
+    return problems
+
+
+def _unknown(name: str | None, known: dict, what: str, where: str) -> list[str]:
+    """Given a name (or None), the names it must be one of and where it was written, return a problem line
+    if it is not known."""
+    if name is None or name in known:
+        return []
+    return [f"{where}: unknown {what} {name!r} (known: {', '.join(sorted(known)) or 'none'})"]
