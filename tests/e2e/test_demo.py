@@ -1,0 +1,71 @@
+"""scripts/demo, the README's first command, runs end to end on embedded defaults and its restore really restores."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run scripts/demo once into a temp folder (no bootstrap: the suite's own bootstrap already ran)."""
+    demo_dir = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "RESTIC_"))}
+    venv_bin = str(Path(sys.executable).parent)
+    env |= {"ORCH_DEMO_DIR": str(demo_dir), "ORCH_DEMO_SKIP_BOOTSTRAP": "1",
+            "PATH": venv_bin + os.pathsep + env.get("PATH", "")}
+    result = subprocess.run(["bash", "scripts/demo"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=600)
+    return result, demo_dir
+
+
+def line(output: str, prefix: str) -> str:
+    found = [ln for ln in output.splitlines() if ln.startswith(prefix)]
+    assert found, f"no line starting with {prefix!r} in:\n{output}"
+    return found[-1]
+
+
+def test_demo_exits_zero(demo):
+    result, _ = demo
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+
+
+def test_restore_brings_the_file_and_rows_back(demo):
+    out = demo[0].stdout
+    before, broken, after = (line(out, p).split(":", 1)[1].strip() for p in ("before:", "broken:", "after:"))
+    assert broken != before, "the demo did not actually break the site"
+    assert "missing" in broken and "HACKED" in broken
+    assert after == before  # same row counts, same title, same file checksum
+    assert re.search(r"posts=3 comments=5 post1='Hello, world'", after)
+    assert "demo: restore OK" in out
+
+
+def test_every_step_is_shown_and_logged(demo):
+    out = demo[0].stdout
+    for command in ("check", "backup sample --task 14883", "backups sample",
+                    "restore sample --backup latest --to production --task 14883 --yes",
+                    "verify sample --task 14883", "log --task 14883 --steps"):
+        assert re.search(rf"^\$ orch -i \S+ {re.escape(command)}$", out, re.M), command
+    # the PM's view: backup, safety backup, restore and verify, all ok, against the task
+    log = out[out.rindex("log --task 14883 --steps"):]
+    assert re.findall(r"^#\d+ .* task 14883 +sample/production +(\w+) .* (\w+)$", log, re.M) == [
+        ("backup", "OK"), ("backup", "OK"), ("restore", "OK"), ("verify", "OK")]
+    assert "-> safety-backup:" in log and "-> restored-backup:" in log
+
+
+def test_demo_stays_in_its_folder(demo):
+    result, demo_dir = demo
+    assert (demo_dir / "restic.key").stat().st_mode & 0o077 == 0
+    assert (demo_dir / "oplog.db").is_file()
+    assert (demo_dir / "repository" / "sample" / "config").is_file()
+    key = (demo_dir / "restic.key").read_text().strip()
+    assert key not in result.stdout + result.stderr
+    assert key not in (demo_dir / "inventory.yaml").read_text()
