@@ -1,0 +1,145 @@
+"""Oplog tables and the ordered migrations that build them; `migrate()` brings any database up to date.
+
+To change the schema, append a function to MIGRATIONS (never edit an applied one) and update the table
+definitions below. Migration 1 creates tables from these definitions, so before the first ALTER-style migration
+freeze migration 1's tables as they were.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from orchestrator.errors import UsageError
+
+
+class SchemaTooNew(UsageError):
+    """The oplog database was migrated by a newer orch than this one."""
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """A timestamp that goes in and comes out timezone-aware UTC, on SQLite (no zones) as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the oplog stores only timezone-aware times")
+        value = value.astimezone(UTC)
+        # SQLite keeps the text form; a uniform zone-less UTC text keeps comparisons in SQL correct.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Plain JSON (not JSONB) on PostgreSQL too: it keeps key order as written, the same as on SQLite.
+JSONDoc = sa.JSON()
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version", metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+operations = sa.Table(
+    "operations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task", sa.String, nullable=False),
+    sa.Column("site", sa.String),
+    sa.Column("env", sa.String),
+    sa.Column("action", sa.String, nullable=False),
+    sa.Column("actor", sa.String, nullable=False),
+    sa.Column("host", sa.String, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("params", JSONDoc),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("duration", sa.Float),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("catch_up", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_operations_task", "task"),
+    sa.Index("ix_operations_site_started", "site", "started_at"),
+    sa.Index("ix_operations_started", "started_at"),
+    sa.Index("ix_operations_status_host", "status", "host"),
+)
+
+steps = sa.Table(
+    "steps", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("output", sa.Text),
+    sa.UniqueConstraint("operation_id", "seq", name="uq_steps_operation_seq"),
+)
+
+artifacts = sa.Table(
+    "artifacts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("ident", sa.String, nullable=False),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("details", JSONDoc),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_artifacts_operation", "operation_id"),
+)
+
+locks = sa.Table(
+    "locks", metadata,
+    sa.Column("site", sa.String, primary_key=True),  # the PRIMARY KEY is what makes acquiring atomic
+    sa.Column("task", sa.String, nullable=False),
+    sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="SET NULL")),
+    sa.Column("holder", sa.String, nullable=False),
+    sa.Column("host", sa.String, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+
+def _v1_initial(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[operations, steps, artifacts, locks])
+
+
+# Ordered; the schema version of a database is the number of these applied to it.
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_initial]
+CURRENT_VERSION = len(MIGRATIONS)
+
+
+def migrate(engine: sa.Engine) -> int:
+    """Given an engine, apply pending migrations in one transaction and return the resulting version.
+
+    Raise SchemaTooNew if the database is at a version this code does not know.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Serialise concurrent first opens; DDL is transactional on PostgreSQL, so losers see the result.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7142001)"))
+        schema_version.create(conn, checkfirst=True)
+        version = conn.execute(sa.select(schema_version.c.version)).scalar()
+        if version is None:
+            conn.execute(schema_version.insert().values(version=0))
+            version = 0
+        if version > CURRENT_VERSION:
+            raise SchemaTooNew(
+                f"the oplog database is at schema version {version}, but this orch knows only up to "
+                f"{CURRENT_VERSION}: upgrade orch"
+            )
+        for migration in MIGRATIONS[version:]:
+            migration(conn)
+        if version < CURRENT_VERSION:
+            conn.execute(schema_version.update().values(version=CURRENT_VERSION))
+    return CURRENT_VERSION

@@ -1,0 +1,41 @@
+"""Make text and JSON safe to store: every secret masked, step output bounded."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from orchestrator.masking import mask
+
+OUTPUT_LIMIT = 4096
+
+
+def clean(text: object) -> str | None:
+    """Given any value meant for a text column, return it as masked text (None stays None)."""
+    if text is None:
+        return None
+    return mask(str(text))
+
+
+def clean_json(value: Any) -> Any:
+    """Given a JSON-ish value, return a JSON-ready copy with every string (keys too) masked.
+
+    Masking the parts rather than the serialized document matters: a secret containing a quote or a
+    backslash is escaped in JSON text and would no longer match its registered value.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {mask(str(k)): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [clean_json(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return mask(str(value))
+
+
+def tail(text: str, limit: int = OUTPUT_LIMIT) -> str:
+    """Given text, return at most `limit` characters of it, keeping the end (where errors usually are)."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 40  # room for the marker line, so the result never exceeds the limit
+    return f"[... {len(text) - keep} characters cut ...]\n" + text[-keep:]
