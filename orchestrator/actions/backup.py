@@ -48,7 +48,8 @@ def count_tables(t: Target, conn) -> dict[str, int]:
 def merge_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, list[int]]:
     """Row counts bracket the dump: [min, max] of before/after per table (equal on a quiet site)."""
     tables = set(before) | set(after)
-    return {name: sorted({before.get(name, 0), after.get(name, 0)}) for name in sorted(tables)}
+    pairs = {name: (before.get(name, 0), after.get(name, 0)) for name in sorted(tables)}
+    return {name: [min(pair), max(pair)] for name, pair in pairs.items()}
 
 
 def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version) -> dict:

@@ -29,7 +29,7 @@ def group_backups(snapshots: list[dict], env: str | None = None, has_db: bool = 
     for group in groups.values():
         complete = "files" in group["parts"] and ("db" in group["parts"] or not has_db)
         group["status"] = "ok" if complete else "incomplete"
-        group["snapshots"] = {part: snap["id"] for part, snap in group["parts"].items()}
+        group["snapshots"] = {part: snap["id"][:8] for part, snap in group["parts"].items()}  # as restic prints them
         backups.append(group)
     return sorted(backups, key=lambda b: b["time"], reverse=True)
 

@@ -29,8 +29,11 @@ def compare_tables(recorded: dict[str, list[int]] | None, restored: dict[str, in
     if not recorded:
         return []  # a backup taken without a recorded table list can only be checked for restorability
     problems = [f"table {name} missing from the restored dump" for name in recorded if name not in restored]
-    problems += [f"table {name}: {restored[name]} rows restored, backup recorded {lo}" + (f"-{hi}" if hi != lo else "")
-                 for name, (lo, hi) in recorded.items() if name in restored and not lo <= restored[name] <= hi]
+    for name, bracket in recorded.items():
+        low, high = min(bracket), max(bracket)
+        if name in restored and not low <= restored[name] <= high:
+            expected = f"{low}" if low == high else f"{low}-{high}"
+            problems.append(f"table {name}: {restored[name]} rows restored, the backup recorded {expected}")
     return problems
 
 

@@ -52,7 +52,9 @@ def fleet(tmp_path_factory, ssh_hosts, mariadb, postgres, s3) -> Fleet:
     seed_shop(mariadb, "shop", "shop", shop_pw)
     seed_blog(postgres, "blog", "blog", blog_pw)
     web1, stage1 = ssh_hosts["web1"], ssh_hosts["stage1"]
-    shop_path, blog_path = f"{web1.home}/sites/shop", f"{stage1.home}/sites/blog"
+    # unique per session: the host users' homes outlive a session and may be shared by concurrent ones
+    run = root.name + "-" + new_password()[3:9]
+    shop_path, blog_path = f"{web1.home}/sites-{run}/shop", f"{stage1.home}/sites-{run}/blog"
     make_tree(web1, shop_path)
     make_tree(stage1, blog_path, files=10)
     env = orch_env(state, T_S3_KEY=s3.access_key, T_S3_SECRET=s3.secret_key, T_RESTIC_PW=new_password(),

@@ -228,8 +228,18 @@ class _Needle:
     old: bytes  # escaped for the syntax
     new: bytes  # escaped for the syntax
     delta: int  # change of the unescaped length
-    anchor_at: int  # offset of the group's anchor inside old
     bare: bool  # no scheme: must also have a left boundary
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Needles sharing one anchor, and how to look for them around an anchor hit."""
+
+    anchor: bytes
+    pattern: re.Pattern[bytes]  # all needles, longest first, with their boundary rules
+    back: int  # how far before a hit a needle can start
+    ahead: int  # how far after a hit a needle plus its boundary context can reach
+    needles: dict[bytes, _Needle]  # by escaped old value
 
 
 class _Matcher:
@@ -237,22 +247,35 @@ class _Matcher:
 
     Python's regex engine scans an alternation of literals at ~100 MB/s; ``bytes.find`` runs at GB/s. So each
     needle gets an anchor (its longest host-ish run, shared where one contains another: ``shop.example.com``
-    for all url_pairs() variants), lines are searched for anchors, and needles are compared around each hit.
+    for all url_pairs() variants), lines are searched for anchors, and the needles' regex is run only on a
+    small window around each hit.
     """
 
     def __init__(self, pairs: Sequence[tuple[bytes, bytes]], syntax: _Syntax):
         self.syntax = syntax
         olds = [syntax.escape(old) for old, _ in pairs]
         candidates = {_longest_segment(old) for old in olds}
-        groups: dict[bytes, list[_Needle]] = {}
+        by_anchor: dict[bytes, list[_Needle]] = {}
         for old, (raw_old, raw_new) in zip(olds, pairs, strict=True):
             anchor = min((c for c in candidates if c in old), key=len)
             bare = raw_old[:1] in _HOST_BYTES and b"://" not in raw_old and b":\\/\\/" not in raw_old
-            needle = _Needle(old, syntax.escape(raw_new), len(raw_new) - len(raw_old), old.find(anchor), bare)
-            groups.setdefault(anchor, []).append(needle)
-        # longest first, so https://www.host wins over //www.host at the same hit
-        self._groups = [(a, sorted(ns, key=lambda n: -len(n.old))) for a, ns in groups.items()]
-        self.anchors = tuple(groups)
+            by_anchor.setdefault(anchor, []).append(
+                _Needle(old, syntax.escape(raw_new), len(raw_new) - len(raw_old), bare))
+        self._groups = [self._group(anchor, needles) for anchor, needles in by_anchor.items()]
+        self.anchors = tuple(by_anchor)
+
+    def _group(self, anchor: bytes, needles: list[_Needle]) -> _Group:
+        # Longest first: at one start position the regex takes the first alternative that matches.
+        needles = sorted(needles, key=lambda n: -len(n.old))
+        # A bare host must not continue a longer name on its left, unless what precedes it is an escape
+        # such as "\n" (a two-byte look-behind: escape byte plus any byte).
+        left = b"(?:(?<![A-Za-z0-9_.-])|(?<=" + re.escape(self.syntax.esc) + b"[\\s\\S]))"
+        alternatives = b"|".join((left if n.bare else b"") + re.escape(n.old) for n in needles)
+        pattern = re.compile(b"(?:" + alternatives + b")(?![A-Za-z0-9_-]|\\.[A-Za-z0-9_-])")
+        offsets = [n.old.find(anchor) for n in needles]
+        return _Group(anchor, pattern, back=max(offsets),
+                      ahead=max(len(n.old) - at for n, at in zip(needles, offsets, strict=True)) + 2,
+                      needles={n.old: n for n in needles})
 
     def may_match(self, data: bytes) -> bool:
         """Given bytes, return False when no match can be in them (the fast path)."""
@@ -260,38 +283,22 @@ class _Matcher:
 
     def find(self, line: bytes) -> list[tuple[int, int, _Needle]]:
         """Given a line, return its non-overlapping matches (start, end, needle), by position."""
-        found = [m for anchor, needles in self._groups for m in self._find_group(line, anchor, needles)]
+        found = [m for group in self._groups for m in self._find_group(line, group)]
         return found if len(self._groups) == 1 else _drop_overlaps(found)
 
-    def _find_group(self, line: bytes, anchor: bytes, needles: list[_Needle]):
+    @staticmethod
+    def _find_group(line: bytes, group: _Group):
         floor = 0
-        hit = line.find(anchor)
+        hit = line.find(group.anchor)
         while hit >= 0:
-            match = self._match_at(line, hit, needles, floor)
+            # endpos must leave the boundary look-ahead its two bytes: the regex treats endpos as the end
+            match = group.pattern.search(line, max(floor, hit - group.back), hit + group.ahead)
             if match:
-                floor = match[1]
-                yield match
-            hit = line.find(anchor, max(floor, hit + 1))
-
-    def _match_at(self, line: bytes, hit: int, needles: list[_Needle], floor: int):
-        for needle in needles:
-            start = hit - needle.anchor_at
-            end = start + len(needle.old)
-            if start >= floor and line.startswith(needle.old, start) and self._bounded(line, start, end, needle):
-                return start, end, needle
-        return None
-
-    def _bounded(self, line: bytes, start: int, end: int, needle: _Needle) -> bool:
-        """Given a needle found at line[start:end], return whether it stands alone (see the module doc)."""
-        after = line[end : end + 2]
-        if after[:1] in _HOST_BYTES or (after[:1] == b"." and after[1:] in _HOST_BYTES):
-            return False
-        if not needle.bare or start == 0:
-            return True
-        before = line[start - 1 : start]
-        # "\n" right before a host is an escape, not a longer host name
-        escaped = line[start - 2 : start - 1] == self.syntax.esc if start > 1 else False
-        return escaped or not (before in _HOST_BYTES or before == b".")
+                floor = match.end()
+                yield match.start(), floor, group.needles[match.group()]
+                if floor <= hit:  # that match ended before this hit: look at the hit again
+                    continue
+            hit = line.find(group.anchor, max(floor, hit + 1))
 
 
 def _longest_segment(needle: bytes) -> bytes:
@@ -370,7 +377,13 @@ def _enclosing_strings(line: bytes, lo: int, hi: int, matches, starts: list[int]
         if first == len(starts) or starts[first] >= content + 2 * length:
             continue
         end = _content_end(line, content, length, syntax.esc, hi)
-        if end is None or not line.startswith(syntax.close, end) or matches[bisect_left(starts, end) - 1][1] > end:
+        if end is None or not line.startswith(syntax.close, end):
+            stats.serialized_skipped += 1
+            continue
+        last = bisect_left(starts, end) - 1
+        if last < first:  # a well-formed string, but the next match lies after it
+            continue
+        if matches[last][1] > end:  # a match running past the closing quote: not a string around it
             stats.serialized_skipped += 1
             continue
         found.append((content, end, length, token.start(1), token.end(1)))

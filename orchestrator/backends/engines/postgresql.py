@@ -46,7 +46,9 @@ class PostgreSQL(Engine):
         return self._tool("pg_dump", "-Fc", "-Z0", "--no-owner", "--no-acl")
 
     def restore(self, database: str | None = None) -> Command:
-        return self._tool("pg_restore", "--no-owner", "--no-acl", "--exit-on-error", "--single-transaction",
+        # --clean --if-exists: restoring over an existing database replaces its objects instead of failing
+        return self._tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--no-acl", "--exit-on-error",
+                          "--single-transaction",
                           database=database)
 
     def create(self, database: str) -> Command:

@@ -1,0 +1,216 @@
+"""Backups end to end: restic on the hosts, dumps streamed, S3 storage, restore, verify, prune, faults."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+from fleet import Fleet, host_entry, tree_checksums
+
+pytestmark = pytest.mark.e2e
+
+
+def _rows(fleet, site):
+    if site == "shop":
+        out = fleet.mariadb.sql("SELECT COUNT(*), MAX(option_value) FROM wp_options", "shop")
+    else:
+        out = fleet.postgres.sql("SELECT COUNT(*) || '|' || MAX(title) FROM posts", "blog")
+    return out.strip()
+
+
+@pytest.fixture(scope="module")
+def backed_up(fleet, mariadb, postgres):
+    """Both sites backed up once; returns {site: backup_id} and the state they were in."""
+    fleet.mariadb, fleet.postgres = mariadb, postgres
+    results = fleet.orch_json("backup", "shop", "blog", "--task", "14883")
+    assert [r["status"] for r in results] == ["ok", "ok"], results
+    state = {s: (_rows(fleet, s), tree_checksums(fleet.hosts[h], fleet.sites[s]["environments"]["production"]["path"]))
+             for s, h in (("shop", "web1"), ("blog", "stage1"))}
+    return {r["site"]: r["backup_id"] for r in results}, state
+
+
+def test_restore_brings_back_rows_and_files_exactly(fleet, backed_up):
+    ids, before = backed_up
+    web1, stage1 = fleet.hosts["web1"], fleet.hosts["stage1"]
+    shop_path = fleet.sites["shop"]["environments"]["production"]["path"]
+    blog_path = fleet.sites["blog"]["environments"]["production"]["path"]
+    fleet.mariadb.sql("UPDATE wp_options SET option_value = 'changed' WHERE option_id = 1", "shop")
+    fleet.mariadb.sql("DELETE FROM wp_options WHERE option_id > 200", "shop")
+    fleet.postgres.sql("DELETE FROM posts WHERE id % 2 = 0", "blog")
+    web1.run(f"rm {shop_path}/wp-content/uploads/2026/f3.bin && echo new > {shop_path}/added.txt")
+    stage1.run(f"rm '{blog_path}/wp-content/uploads/2026/Файл с пробелом.txt'")
+    assert _rows(fleet, "shop") != before["shop"][0]
+
+    for site in ("shop", "blog"):
+        fleet.orch("restore", site, "--backup", ids[site], "--to", "production", "--task", "14883", "--yes")
+
+    assert _rows(fleet, "shop") == before["shop"][0]
+    assert _rows(fleet, "blog") == before["blog"][0]
+    assert tree_checksums(web1, shop_path) == before["shop"][1]
+    assert tree_checksums(stage1, blog_path) == before["blog"][1]
+    restore_op = [op for op in fleet.orch_json("log", "--task", "14883") if op["action"] == "restore"][-1]
+    assert any(a["kind"] == "safety-backup" for a in restore_op["artifacts"])
+
+
+def test_restoring_onto_production_without_yes_is_refused(fleet, backed_up):
+    ids, _ = backed_up
+    proc = fleet.orch("restore", "shop", "--backup", ids["shop"], "--to", "production", "--task", "1", expect=4)
+    assert "--yes" in proc.stderr
+
+
+@pytest.mark.parametrize("path", ["../etc", "/etc/passwd", "wp-content/../../x"])
+def test_restore_path_traversal_is_refused(fleet, backed_up, path):
+    ids, _ = backed_up
+    proc = fleet.orch("restore", "shop", "--backup", ids["shop"], "--to", "production", "--task", "1", "--yes",
+                      "--path", path, expect=2)
+    assert "relative path inside the site" in proc.stderr
+
+
+def test_a_backup_id_that_does_not_exist_is_refused(fleet, backed_up):
+    proc = fleet.orch("restore", "shop", "--backup", "19990101-000000-dead", "--to", "production", "--task", "1",
+                      "--yes", expect=2)
+    assert "no backup '19990101-000000-dead'" in proc.stderr
+
+
+def test_backups_json_and_log_show_snapshot_ids_and_sizes(fleet, backed_up):
+    ids, _ = backed_up
+    listed = {b["backup_id"]: b for b in fleet.orch_json("backups", "shop")}
+    mine = listed[ids["shop"]]
+    assert mine["status"] == "ok" and mine["task"] == "14883"
+    assert set(mine["snapshots"]) == {"db", "files"} and mine["files_size"] > 100_000 and mine["db_size"] > 1000
+    op = next(op for op in fleet.orch_json("log", "--task", "14883") if op["action"] == "backup"
+              and op["site"] == "shop")
+    art = next(a for a in op["artifacts"] if a["kind"] == "backup")
+    assert art["ident"] == ids["shop"] and art["details"]["snapshots"] == mine["snapshots"]
+    assert art["details"]["files"]["count"] >= 40 and art["details"]["db"]["size"] == mine["db_size"]
+
+
+def test_verify_passes_on_a_good_backup(fleet, backed_up):
+    ids, _ = backed_up
+    report = fleet.orch_json("verify", "blog", "--backup", ids["blog"], "--task", "14884")
+    assert report["status"] == "ok" and report["tables"]["public.posts"] == 120
+    assert report["files"]["sampled"] > 0 and report["files"]["restored"] == report["files"]["sampled"]
+
+
+def test_verify_fails_loudly_when_a_table_is_missing(fleet, backed_up):
+    ids, _ = backed_up
+    # the backup recorded one table more than its dump holds (as if the dump had silently skipped it)
+    db = sqlite3.connect(fleet.root / "state" / "oplog.db")
+    row = db.execute("SELECT id, details FROM artifacts WHERE kind='backup' AND ident=?", (ids["shop"],)).fetchone()
+    details = json.loads(row[1])
+    details["db"]["tables"]["wp_orders"] = [5, 5]
+    db.execute("UPDATE artifacts SET details=? WHERE id=?", (json.dumps(details), row[0]))
+    db.commit()
+    proc = fleet.orch("verify", "shop", "--backup", ids["shop"], "--task", "14885", expect=1)
+    assert "table wp_orders missing" in proc.stderr
+    assert fleet.orch_json("log", "--task", "14885")[0]["status"] == "failed"
+
+
+def test_verify_fails_loudly_when_the_stored_dump_is_corrupt(fleet, s3, mariadb):
+    fleet.mariadb = mariadb
+    backup_id = fleet.orch_json("backup", "shop", "--task", "14886")[0]["backup_id"]
+    snap = next(b for b in fleet.orch_json("backups", "shop") if b["backup_id"] == backup_id)["snapshots"]["db"]
+    # flip bytes in every data pack written by that backup's db part (the newest packs of the repository)
+    packs = sorted((s3.root / "agency-backups" / "orch" / "shop" / "data").rglob("*"), key=lambda p: p.stat().st_mtime)
+    newest = [p for p in packs if p.is_file()][-2:]
+    for pack in newest:
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 64] = b"\x00" * 64
+        pack.write_bytes(bytes(data))
+    proc = fleet.orch("verify", "shop", "--backup", backup_id, "--task", "14886", expect=1)
+    assert "FAILED" in proc.stderr, (snap, proc.stderr)
+
+
+def test_a_failing_dump_fails_the_backup_and_leaves_no_good_snapshot(fleet, mariadb):
+    fleet.mariadb = mariadb
+    before = {b["backup_id"] for b in fleet.orch_json("backups", "shop")}
+    proc = fleet.orch("backup", "shop", "--task", "14887", env={"T_SHOP_PW": "wrong-password"}, expect=1)
+    assert "Access denied" in proc.stderr
+    after = fleet.orch_json("backups", "shop")
+    assert {b["backup_id"] for b in after} == before, "a snapshot of the failed dump survived"
+    assert fleet.orch_json("log", "--task", "14887")[0]["status"] == "failed"
+
+
+def test_a_dump_that_dies_half_way_fails_the_backup(fleet, mariadb):
+    """A table the dump cannot read (a view over a dropped table) stops mariadb-dump mid-stream."""
+    mariadb.sql("CREATE TABLE zz_tmp (id INT)", "shop")
+    mariadb.sql("CREATE VIEW zz_broken AS SELECT id FROM zz_tmp", "shop")
+    mariadb.sql("DROP TABLE zz_tmp", "shop")
+    try:
+        before = {b["backup_id"] for b in fleet.orch_json("backups", "shop")}
+        proc = fleet.orch("backup", "shop", "--task", "14888", expect=1)
+        assert "database dump failed" in proc.stderr and "zz_broken" in proc.stderr
+        assert {b["backup_id"] for b in fleet.orch_json("backups", "shop")} == before
+    finally:
+        mariadb.sql("DROP VIEW zz_broken", "shop")
+
+
+def test_wrong_s3_credentials_fail_naming_the_storage(fleet):
+    proc = fleet.orch("backup", "blog", "--task", "14889", env={"T_S3_SECRET": "not-the-secret"}, expect=1)
+    assert "storage offsite" in proc.stderr
+    assert fleet.orch_json("log", "--task", "14889")[0]["status"] == "failed"
+
+
+def test_an_unreachable_host_fails_its_site_and_the_others_finish(fleet, tmp_path):
+    inventory = json.loads(json.dumps(fleet.base))
+    inventory["hosts"]["gone"] = host_entry(fleet.hosts["web1"]) | {"address": "127.0.0.9", "port": 1}
+    ghost = json.loads(json.dumps(fleet.sites["blog"]))
+    ghost["name"] = "ghost"
+    ghost["environments"]["production"]["host"] = "gone"
+    other = Fleet(tmp_path / "inv", fleet.env, fleet.hosts)
+    other.write_inventory(inventory, {"blog": fleet.sites["blog"], "ghost": ghost})
+    proc = other.orch("--json", "backup", "--all", "--task", "14890", expect=1)
+    results = {r["site"]: r for r in json.loads(proc.stdout)}
+    assert results["blog"]["status"] == "ok"
+    assert results["ghost"]["status"] == "failed" and "unreachable" in results["ghost"]["error"]
+
+
+def test_prune_dry_run_lists_what_would_go_and_keeps_pinned_and_newest(fleet, backed_up):
+    ids, _ = backed_up
+    fleet.orch("pin", "blog", "--backup", ids["blog"], "--task", "14891")
+    for _ in range(2):
+        fleet.orch("backup", "blog", "--task", "14891")
+    site = json.loads(json.dumps(fleet.sites["blog"]))
+    site["backup"] = {"retention": {"last": 1, "daily": 0}}
+    fleet.write_inventory(fleet.base, fleet.sites | {"blog": site})
+    try:
+        before = fleet.orch_json("backups", "blog")
+        plan = fleet.orch_json("prune", "blog", "--task", "14891", "--dry-run")[0]
+        kept = {b["backup_id"] for b in plan["keep"]}
+        assert ids["blog"] in kept and before[0]["backup_id"] in kept
+        assert plan["drop"], plan
+        assert len(fleet.orch_json("backups", "blog")) == len(before)  # dry run deleted nothing
+        fleet.orch("prune", "blog", "--task", "14891")
+        after = {b["backup_id"] for b in fleet.orch_json("backups", "blog")}
+        assert after == kept
+    finally:
+        fleet.write_inventory(fleet.base, fleet.sites)
+
+
+def test_usage_reports_bytes_per_site_from_the_bucket(fleet, backed_up):
+    rows = {r["site"]: r for r in fleet.orch_json("usage")}
+    assert rows["shop"]["bytes"] > 100_000 and rows["blog"]["bytes"] > 10_000 and not rows["shop"]["error"]
+
+
+def test_a_second_backup_of_an_unchanged_site_adds_almost_nothing(fleet, ssh_hosts):
+    """200 MB of incompressible files: the second backup adds < 1 % and takes < half the time."""
+    host = ssh_hosts["web1"]
+    path = fleet.sites["shop"]["environments"]["production"]["path"].replace("/shop", "/big")
+    host.run(f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 100); do head -c 2097152 /dev/urandom "
+             f"> {path}/f$i.bin; done")
+    big = {"name": "big", "task": "10003", "environments": {"production": {"host": "web1", "path": path}}}
+    fleet.write_inventory(fleet.base, fleet.sites | {"big": big})
+    try:
+        t0 = time.monotonic()
+        first = fleet.orch_json("backup", "big", "--task", "14892")[0]["summary"]
+        t1 = time.monotonic()
+        second = fleet.orch_json("backup", "big", "--task", "14892")[0]["summary"]
+        t2 = time.monotonic()
+    finally:
+        host.run(f"rm -rf {path}")
+        fleet.write_inventory(fleet.base, fleet.sites)
+    size = first["files"]["size"]
+    assert size >= 200 * 1024 * 1024
+    assert second["added"] < 0.01 * size, second
+    assert (t2 - t1) < 0.5 * (t1 - t0), (t1 - t0, t2 - t1)
