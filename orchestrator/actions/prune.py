@@ -21,6 +21,7 @@ def prune_target(oplog, t: Target, *, task: str, dry_run: bool = False) -> dict:
             return result
         with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="prune",
                               params={"policy": policy}) as op:
+            t.repository.unlock_stale(conn)  # a crashed run's lock would block forget/prune forever
             with op.step(f"forget {len(drop)} backup(s) and prune") as step:
                 ids = [snap for b in drop for snap in b["snapshots"].values()]
                 t.repository.forget(conn, ids, prune=True)

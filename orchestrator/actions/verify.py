@@ -115,7 +115,9 @@ def verify(oplog, t: Target, *, backup_id: str, task: str) -> dict:
             step.output(json.dumps(report["files"]) + ("; " + "; ".join(found) if found else ""))
         with op.step("restic check") as step:
             subset = data_subset(t.site.verify.get("read_data_subset") if t.site.verify else None)
+
             try:
+                t.repository.unlock_stale(conn)
                 t.repository.run(conn, "check", f"--read-data-subset={subset}", timeout=None)
                 step.output(f"repository ok (data subset {subset})")
             except OrchError as exc:

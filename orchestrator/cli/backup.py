@@ -129,4 +129,33 @@ def restore_cmd(app, site, backup_id, to_env, from_env, task, files_only, db_onl
                 + (f" (safety backup {result['safety_backup']})" if result.get("safety_backup") else ""))
 
 
-COMMANDS = [backup_cmd, backups_cmd, restore_cmd]
+@click.command("export")
+@click.argument("site")
+@click.option("--backup", "backup_id", default="latest", show_default=True, metavar="ID|latest")
+@click.option("--env", "-e", default="production", show_default=True)
+@click.option("--expires", "expires_days", type=click.IntRange(1, 7), default=7, show_default=True,
+              help="Days the download link stays valid (S3 allows at most 7).")
+@task_option()
+@json_option
+@pass_app
+def export_cmd(app, site, backup_id, env, expires_days, task):
+    """Export a backup (files + database dump) as one .tar.zst in the bucket, with a download link.
+
+    The archive is streamed from the repository, through zstd, into a multipart upload: no temp
+    copy on the host or here.
+
+    \b
+    Example:
+      orch export shinglas --backup latest --task 14883
+    """
+    from orchestrator.actions.export import export
+    result = export(app.oplog, target(app.inventory, site, env), backup_id=backup_id, task=task,
+                    expires_seconds=expires_days * 86400)
+    app.emit(result)
+    if not app.json:
+        click.echo(result["url"])
+        app.say(f"{human_size(result['size'])} in s3://{result['bucket']}/{result['key']}, "
+                f"link valid {expires_days} day(s)")
+
+
+COMMANDS = [backup_cmd, backups_cmd, restore_cmd, export_cmd]

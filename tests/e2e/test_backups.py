@@ -214,3 +214,47 @@ def test_a_second_backup_of_an_unchanged_site_adds_almost_nothing(fleet, ssh_hos
     assert size >= 200 * 1024 * 1024
     assert second["added"] < 0.01 * size, second
     assert (t2 - t1) < 0.5 * (t1 - t0), (t1 - t0, t2 - t1)
+
+
+def test_export_streams_a_tar_zst_with_files_and_dump_and_gives_a_working_link(fleet, backed_up, tmp_path):
+    import io
+    import tarfile
+    import urllib.request
+
+    import zstandard
+    ids, _ = backed_up
+    result = fleet.orch_json("export", "shop", "--backup", ids["shop"], "--task", "14893")
+    assert result["key"].endswith(".tar.zst") and result["size"] > 100_000
+    data = urllib.request.urlopen(result["url"], timeout=30).read()  # the presigned link, no credentials
+    assert len(data) == result["size"]
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = tar.getnames()
+        dump = tar.extractfile("database/database.sql").read()
+    assert "files/index.php" in names and "files/wp-content/uploads/2026/f1.bin" in names
+    assert b"CREATE TABLE `wp_options`" in dump and b"-- Dump completed" in dump
+
+
+def test_kill_9_during_restic_leaves_interrupted_and_the_stale_repository_lock_is_handled(fleet, mariadb):
+    import signal
+    import subprocess
+
+    from fleet import ORCH
+    fleet.mariadb = mariadb
+    victim = subprocess.Popen([*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", "14894"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=fleet.env)
+    deadline = time.monotonic() + 60
+    pids = []
+    while not pids and time.monotonic() < deadline:  # wait until restic itself runs on the host
+        ps = subprocess.run(["pgrep", "-f", "restic backup --json --host shop.production"], capture_output=True,
+                            text=True).stdout
+        pids = [int(p) for p in ps.split()]
+    assert pids, "restic never started"
+    victim.send_signal(signal.SIGKILL)  # the orchestrator dies...
+    for pid in pids:  # ...and so does the host's restic, as in a reboot: its repository lock stays behind
+        subprocess.run(["kill", "-9", str(pid)])
+    victim.wait()
+    assert fleet.orch_json("log", "--task", "14894")[0]["status"] == "interrupted"
+    # prune needs an exclusive repository lock: it only works if the stale one was removed
+    fleet.orch("prune", "shop", "--task", "14895")
+    assert fleet.orch_json("log", "--task", "14895")[0]["status"] == "ok"

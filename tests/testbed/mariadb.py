@@ -54,8 +54,10 @@ def start_mariadb(workdir: Path) -> MariaDB:
     """Initialise a data dir under ``workdir`` and start mariadbd on it; returns when it accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
     datadir, sock, log = workdir / "data", workdir / "mysqld.sock", workdir / "mysqld.err"
+    tmpdir = workdir / "tmp"  # own tmpdir: concurrent instances otherwise collide on /tmp/#sql-temptable-*
+    tmpdir.mkdir(exist_ok=True)
     init = subprocess.run(
-        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={datadir}",
+        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={datadir}", f"--tmpdir={tmpdir}",
          "--auth-root-authentication-method=socket", "--skip-test-db"],
         capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )
@@ -63,7 +65,7 @@ def start_mariadb(workdir: Path) -> MariaDB:
         raise TestbedError(f"mariadb-install-db failed:\n{init.stdout[-2000:]}{init.stderr[-2000:]}")
     port = free_port()
     proc = spawn(
-        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={datadir}", f"--socket={sock}",
+        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={datadir}", f"--socket={sock}", f"--tmpdir={tmpdir}",
          f"--port={port}", "--bind-address=127.0.0.1", f"--pid-file={workdir / 'mysqld.pid'}",
          f"--log-error={log}", "--skip-log-bin", "--innodb-buffer-pool-size=64M",
          "--innodb-flush-log-at-trx-commit=0", "--skip-name-resolve",

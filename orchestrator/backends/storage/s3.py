@@ -69,3 +69,27 @@ def prefix_usage(storage, prefix: str) -> tuple[int, int]:
     except Exception as exc:  # noqa: BLE001
         raise explain(storage, exc) from None
     return total, count
+
+
+def upload_stream(storage, key: str, fileobj, part_size: int = 16 << 20) -> None:
+    """Upload a readable stream to the storage's bucket as `key` with multipart upload (no temp file)."""
+    from boto3.s3.transfer import TransferConfig
+    config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=2)
+    try:
+        client(storage).upload_fileobj(fileobj, storage.bucket, key, Config=config)
+    except Exception as exc:  # noqa: BLE001
+        raise explain(storage, exc) from None
+
+
+def presigned_url(storage, key: str, expires_seconds: int) -> str:
+    """Return a time-limited download link for an object."""
+    return client(storage).generate_presigned_url("get_object", Params={"Bucket": storage.bucket, "Key": key},
+                                                  ExpiresIn=expires_seconds)
+
+
+def object_size(storage, key: str) -> int:
+    return client(storage).head_object(Bucket=storage.bucket, Key=key)["ContentLength"]
+
+
+def delete_object(storage, key: str) -> None:
+    client(storage).delete_object(Bucket=storage.bucket, Key=key)
