@@ -66,9 +66,11 @@ def new_password() -> str:
 def make_tree(host, path: str, files: int = 40, size: int = 4096) -> None:
     """Create a small site docroot on a host (as its user): text files, a binary, nested folders, a cache."""
     host.run(f"mkdir -p {path}/wp-content/uploads/2026 {path}/wp-content/cache {path}/wp-content/themes/t")
-    host.run(f"cd {path} && for i in $(seq 1 {files}); do head -c {size} /dev/urandom > wp-content/uploads/2026/f$i.bin; "
-             f"done && echo '<?php echo \"home\";' > index.php && echo cached > wp-content/cache/page.html && "
-             f"echo 'theme v1' > wp-content/themes/t/style.css && printf 'ünïcødé\\n' > 'wp-content/uploads/2026/Файл с пробелом.txt'")
+    uploads = "wp-content/uploads/2026"
+    host.run(f"cd {path} && for i in $(seq 1 {files}); do head -c {size} /dev/urandom > {uploads}/f$i.bin; done")
+    host.run(f"cd {path} && echo '<?php echo \"home\";' > index.php && echo cached > wp-content/cache/page.html && "
+             f"echo 'theme v1' > wp-content/themes/t/style.css && "
+             f"printf 'ünïcødé\\n' > '{uploads}/Файл с пробелом.txt'")
 
 
 def tree_checksums(host, path: str, exclude: str = "wp-content/cache") -> dict[str, str]:
