@@ -110,12 +110,33 @@ locks = sa.Table(
 )
 
 
+# Environments orch made at run time (staging copies per task): the inventory holds only their template.
+environments = sa.Table(
+    "environments", metadata,
+    sa.Column("site", sa.String, primary_key=True),
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("task", sa.String, nullable=False),
+    sa.Column("host", sa.String, nullable=False),
+    sa.Column("path", sa.String, nullable=False),
+    sa.Column("url", sa.String),
+    sa.Column("database", JSONDoc),   # engine/name/user/host/port; never a password (derived when needed)
+    sa.Column("details", JSONDoc),    # backup used, basic-auth user, vhost file, ...
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("destroyed_at", UTCDateTime),
+)
+
+
 def _v1_initial(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[operations, steps, artifacts, locks])
 
 
+def _v2_environments(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[environments])
+
+
 # Ordered; the schema version of a database is the number of these applied to it.
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_initial]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_initial, _v2_environments]
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from orchestrator.errors import UsageError
 
+from . import envs as env_registry
 from . import locks as site_locks
 from . import process
 from .engine import make_engine
@@ -175,3 +176,19 @@ class Oplog:
     def locks(self) -> list[dict[str, Any]]:
         """Return every current lock as a dict (site, task, operation_id, action, holder, host, pid, times, stale)."""
         return site_locks.listing(self.engine)
+
+    # -- environments made at run time ---------------------------------------------------------------------
+
+    def record_env(self, site: str, name: str, **fields: Any) -> None:
+        """Register (or re-register) a run-time environment: task, host, path, url, database, details."""
+        env_registry.record(self.engine, site, name, **fields)
+
+    def update_env(self, site: str, name: str, **details: Any) -> None:
+        env_registry.update_details(self.engine, site, name, **details)
+
+    def env_destroyed(self, site: str, name: str) -> None:
+        env_registry.mark_destroyed(self.engine, site, name)
+
+    def envs(self, site: str | None = None, *, include_destroyed: bool = False) -> list[dict[str, Any]]:
+        """Return run-time environments (live ones unless include_destroyed), oldest first."""
+        return env_registry.listing(self.engine, site, include_destroyed=include_destroyed)
