@@ -57,24 +57,16 @@ def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version
 
     Raise OperationFailed (after forgetting any snapshot it made) if the dump failed or is truncated.
     """
-    engine = t.engine
     backup = repo.command("backup", "--json", "--host", t.restic_host, *tag_args(tags + ["part=db"]),
-                          "--stdin-filename", engine.dump_filename)
-    tail_file = conn.run(Command("mktemp")).text.strip()
-    # tee the stream to restic (fd 3) and keep its last bytes in tail_file to detect truncated dumps;
-    # the group is part of the pipeline, so `tail` has finished writing when the pipeline returns.
-    keep_tail = Command(Raw("{"), "tee", "/dev/fd/3", PIPE, "tail", "-c", TAIL_BYTES, Raw(">"), tail_file,
-                        Raw("; } 3>&1"))
-    pipeline = engine.dump().pipe(keep_tail).pipe(backup.args("--stdin"))
-    try:
-        result = conn.run(pipeline, check=False, timeout=None)
-        tail = conn.run(Command("cat", tail_file), check=False).stdout
-    finally:
-        conn.run(Command("rm", "-f", tail_file), check=False)
+                          "--stdin-filename", t.engine.dump_filename)
+    if version.stdin_from_command:
+        result, tail = _dump_by_restic(conn, backup, t), None
+    else:
+        result, tail = _dump_through_pipe(conn, backup, t)
     problem = None
     if not result.ok:
         problem = f"database dump failed (exit {result.exit_status}): {_last_lines(result.stderr)}"
-    elif not engine.is_complete(tail):
+    elif tail is not None and not t.engine.is_complete(tail):
         problem = "database dump is truncated (no completion marker at its end)"
     if problem:
         _forget_part(conn, repo, tags, "db")
@@ -82,6 +74,29 @@ def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version
     summary = parse_summary(result.text)
     summary["dump_size"] = summary.get("total_bytes_processed", 0)
     return summary
+
+
+def _dump_by_restic(conn, backup: Command, t: Target):
+    """restic >= 0.17 runs the dump itself and saves no snapshot when the dump exits non-zero."""
+    dump = t.engine.dump()
+    command = backup.env(**dict(dump.environment)).args(
+        "--stdin-from-command", "--", "bash", "-o", "pipefail", "-c", dump.body())
+    return conn.run(command, check=False, timeout=None)
+
+
+def _dump_through_pipe(conn, backup: Command, t: Target):
+    """Older restic reads the dump on stdin: pipefail catches a failing dump, the kept tail a truncated one."""
+    tail_file = conn.run(Command("mktemp")).text.strip()
+    # tee the stream to restic (fd 3) and keep its last bytes in tail_file; the group is part of the
+    # pipeline, so `tail` has finished writing when the pipeline returns.
+    keep_tail = Command(Raw("{"), "tee", "/dev/fd/3", PIPE, "tail", "-c", TAIL_BYTES, Raw(">"), tail_file,
+                        Raw("; } 3>&1"))
+    try:
+        result = conn.run(t.engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")), check=False, timeout=None)
+        tail = conn.run(Command("cat", tail_file), check=False).stdout
+    finally:
+        conn.run(Command("rm", "-f", tail_file), check=False)
+    return result, tail
 
 
 def _last_lines(text: str, n: int = 3) -> str:

@@ -134,13 +134,17 @@ class _Syntax:
     name: str
     escapes: dict[int, bytes]  # raw byte -> its escaped spelling
     esc: bytes  # first byte of every escape sequence; each sequence is exactly two bytes
-    token: re.Pattern[bytes]  # opening of a serialized string; group 1 is the claimed length
-    close: bytes  # what follows a serialized string's content
+    quote: bytes  # how a double quote is written: it opens and closes a serialized string's content
     bounds: Callable[[bytes, int], tuple[int, int]]  # (content start, content end) of the value at a position
 
     def escape(self, raw: bytes) -> bytes:
         """Given raw value bytes, return them as this syntax writes them inside a string value."""
         return b"".join(self.escapes.get(byte, bytes((byte,))) for byte in raw)
+
+    @property
+    def close(self) -> bytes:
+        """What follows a serialized string's content."""
+        return self.quote + b";"
 
 
 def _run_before(line: bytes, pos: int, byte: int) -> int:
@@ -198,20 +202,17 @@ def _copy_bounds(line: bytes, pos: int) -> tuple[int, int]:
     return line.rfind(b"\t", 0, pos) + 1, len(line) if end < 0 else end
 
 
-_BACKSLASH_TOKEN = re.compile(rb's:(\d+):\\"')
-_PLAIN_TOKEN = re.compile(rb's:(\d+):"')
-
 MYSQL = _Syntax(
     "mysql",
     {0x00: b"\\0", 0x0A: b"\\n", 0x0D: b"\\r", 0x5C: b"\\\\", 0x27: b"\\'", 0x22: b'\\"', 0x1A: b"\\Z"},
-    b"\\", _BACKSLASH_TOKEN, b'\\";', _mysql_bounds,
+    b"\\", b'\\"', _mysql_bounds,
 )
 PG_COPY = _Syntax(
     "pg-copy",
     {0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t", 0x08: b"\\b", 0x0C: b"\\f", 0x0B: b"\\v"},
-    b"\\", _PLAIN_TOKEN, b'";', _copy_bounds,
+    b"\\", b'"', _copy_bounds,
 )
-PG_SQL = _Syntax("pg-sql", {0x27: b"''"}, b"'", _PLAIN_TOKEN, b'";', _pg_sql_bounds)
+PG_SQL = _Syntax("pg-sql", {0x27: b"''"}, b"'", b'"', _pg_sql_bounds)
 
 # dialect -> the syntaxes it can switch between; the first is where a dump starts
 _DIALECTS: dict[str, tuple[_Syntax, ...]] = {
@@ -263,6 +264,10 @@ class _Matcher:
                 _Needle(old, syntax.escape(raw_new), len(raw_new) - len(raw_old), bare))
         self._groups = [self._group(anchor, needles) for anchor, needles in by_anchor.items()]
         self.anchors = tuple(by_anchor)
+        # Opening of a serialized string that is long enough to hold a needle: skipping the short ones
+        # (array keys such as s:4:"text") skips most tokens. Group 1 is the claimed length.
+        digits = len(str(min(len(old) for old, _ in pairs)))
+        self.token = re.compile(b"s:([1-9]\\d{%d,}):" % (digits - 1) + re.escape(syntax.quote))
 
     def _group(self, anchor: bytes, needles: list[_Needle]) -> _Group:
         # Longest first: at one start position the regex takes the first alternative that matches.
@@ -283,22 +288,29 @@ class _Matcher:
 
     def find(self, line: bytes) -> list[tuple[int, int, _Needle]]:
         """Given a line, return its non-overlapping matches (start, end, needle), by position."""
-        found = [m for group in self._groups for m in self._find_group(line, group)]
-        return found if len(self._groups) == 1 else _drop_overlaps(found)
+        if len(self._groups) == 1:
+            return self._find_group(line, self._groups[0])
+        return _drop_overlaps([m for group in self._groups for m in self._find_group(line, group)])
 
     @staticmethod
-    def _find_group(line: bytes, group: _Group):
+    def _find_group(line: bytes, group: _Group) -> list[tuple[int, int, _Needle]]:
+        # the hot loop of changed lines: names bound locally on purpose
+        find, search, needles, anchor, back, ahead = (line.find, group.pattern.search, group.needles,
+                                                      group.anchor, group.back, group.ahead)
+        found = []
         floor = 0
-        hit = line.find(group.anchor)
+        hit = find(anchor)
         while hit >= 0:
             # endpos must leave the boundary look-ahead its two bytes: the regex treats endpos as the end
-            match = group.pattern.search(line, max(floor, hit - group.back), hit + group.ahead)
-            if match:
-                floor = match.end()
-                yield match.start(), floor, group.needles[match.group()]
-                if floor <= hit:  # that match ended before this hit: look at the hit again
-                    continue
-            hit = line.find(group.anchor, max(floor, hit + 1))
+            match = search(line, max(floor, hit - back), hit + ahead)
+            if not match:
+                hit = find(anchor, hit + 1)
+                continue
+            start, floor = match.span()
+            found.append((start, floor, needles[match[0]]))
+            if floor > hit:  # else that match ended before this hit: look at the hit again
+                hit = find(anchor, floor)
+        return found
 
 
 def _longest_segment(needle: bytes) -> bytes:
@@ -325,31 +337,34 @@ def _rewrite(line: bytes, matcher: _Matcher, stats: ReplaceStats) -> list[bytes]
     matches = matcher.find(line)
     if not matches:
         return None
-    syntax = matcher.syntax
+    bounds = matcher.syntax.bounds
     edits: list[Edit] = [(start, end, needle.new) for start, end, needle in matches]
-    i = 0
+    # a line without serialized strings (posts' HTML, JSON) needs no per-value work
+    i = 0 if matcher.token.search(line, 0, matches[-1][0]) else len(matches)
     while i < len(matches):  # one SQL value (and its serialized strings) at a time
-        lo, hi = syntax.bounds(line, matches[i][0])
+        lo, hi = bounds(line, matches[i][0])
         j = i + 1
         while j < len(matches) and matches[j][1] <= hi:
             j += 1
-        edits += _length_fixes(line, lo, hi, matches[i:j], syntax, stats)
+        edits += _length_fixes(line, lo, hi, matches[i:j], matcher, stats)
         i = j
     stats.replacements += len(matches)
     edits.sort()
     return _splice(line, edits)
 
 
-def _length_fixes(line: bytes, lo: int, hi: int, matches, syntax: _Syntax, stats: ReplaceStats) -> list[Edit]:
+def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _Matcher, stats: ReplaceStats) -> list[Edit]:
     """Given the matches inside one value line[lo:hi], return edits of the length prefixes of the serialized
     strings that enclose them."""
     starts = [m[0] for m in matches]
+    strings = _enclosing_strings(line, lo, hi, matches, starts, matcher, stats)
+    if not strings:  # most values: HTML, JSON, plain URLs
+        return []
     sums = list(accumulate((m[2].delta for m in matches), initial=0))
     edits: list[Edit] = []
     widened: list[tuple[int, int]] = []  # (position, growth) of length prefixes that gained or lost a digit
     # innermost first: a nested string's new prefix can change its container's length by a digit
-    for content, end, length, digits_at, digits_end in reversed(
-            _enclosing_strings(line, lo, hi, matches, starts, syntax, stats)):
+    for content, end, length, digits_at, digits_end in reversed(strings):
         first, last = bisect_left(starts, content), bisect_left(starts, end)
         delta = sums[last] - sums[first] + sum(g for p, g in widened if content <= p < end)
         if not delta:
@@ -362,12 +377,13 @@ def _length_fixes(line: bytes, lo: int, hi: int, matches, syntax: _Syntax, stats
     return edits
 
 
-def _enclosing_strings(line: bytes, lo: int, hi: int, matches, starts: list[int], syntax: _Syntax,
+def _enclosing_strings(line: bytes, lo: int, hi: int, matches, starts: list[int], matcher: _Matcher,
                        stats: ReplaceStats) -> list[tuple[int, int, int, int, int]]:
     """Given a value line[lo:hi] and its matches, return (content start, content end, length, digits start,
     digits end) of every well-formed serialized string in it that may hold a match, by position."""
     found = []
-    for token in syntax.token.finditer(line, lo, starts[-1]):
+    esc, close = matcher.syntax.esc, matcher.syntax.close
+    for token in matcher.token.finditer(line, lo, starts[-1]):
         at = token.start()
         if at > lo and line[at - 1] not in _BEFORE_TOKEN:
             continue
@@ -376,8 +392,8 @@ def _enclosing_strings(line: bytes, lo: int, hi: int, matches, starts: list[int]
         # an escaped byte takes at most two bytes: skip strings that cannot reach the next match
         if first == len(starts) or starts[first] >= content + 2 * length:
             continue
-        end = _content_end(line, content, length, syntax.esc, hi)
-        if end is None or not line.startswith(syntax.close, end):
+        end = _content_end(line, content, length, esc, hi)
+        if end is None or not line.startswith(close, end):
             stats.serialized_skipped += 1
             continue
         last = bisect_left(starts, end) - 1
@@ -533,16 +549,20 @@ def _lines(block: bytes) -> Iterator[bytes]:
 
 def _read_blocks(src: BinaryIO, chunk_size: int) -> Iterator[bytes]:
     """Given a binary stream, yield consecutive blocks of whole lines (only the last may lack its newline).
-    A block is about chunk_size bytes, or one line when the line is longer."""
-    pending: list[bytes] = []
+    A block is about chunk_size bytes, or one line when the line is longer. Each byte is copied once at most:
+    pieces are memoryviews until the join."""
+    pending: list[memoryview] = []
     while chunk := src.read(chunk_size):
         cut = chunk.rfind(b"\n") + 1
         if not cut:
-            pending.append(chunk)  # inside a long line: collect, join once
+            pending.append(memoryview(chunk))  # inside a long line: collect, join once
             continue
-        pending.append(chunk if cut == len(chunk) else chunk[:cut])
-        block = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending = [chunk[cut:]] if cut < len(chunk) else []  # drop the pieces before processing the block
+        if pending or cut < len(chunk):
+            view = memoryview(chunk)
+            block = b"".join([*pending, view[:cut]])
+            pending = [view[cut:]] if cut < len(chunk) else []  # drop the pieces before processing the block
+        else:
+            block = chunk
         yield block
     if pending:
         yield b"".join(pending)

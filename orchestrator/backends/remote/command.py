@@ -116,6 +116,10 @@ class Command:
     def _body(self) -> str:
         return " ".join(_quote(p) for p in self.parts)
 
+    def body(self) -> str:
+        """Return the command line alone (no environment), e.g. to hand to `bash -c` inside another command."""
+        return self._body()
+
     def _secret_names(self) -> list[str]:
         return [name for name, value in self.environment if isinstance(value, Revealable)]
 

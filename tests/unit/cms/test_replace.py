@@ -230,6 +230,16 @@ def test_serialized_values_are_replaced_with_correct_lengths(build):
 
 
 @needs_php
+def test_strings_next_to_a_url_are_not_taken_for_its_container():
+    # the key's length, were all its bytes escaped, would reach the URL: it is walked and found to end before
+    def build(u: str) -> dict:
+        return {"a_key_long_enough_to_reach": u, "x": [f"{u}/1", "short", f"{u}/2"]}
+
+    stats = check_serialized(build(OLD), build(NEW))
+    assert stats.serialized_skipped == 0 and stats.serialized_fixed == 3
+
+
+@needs_php
 def test_nested_length_prefix_growing_a_digit_fixes_every_container():
     # "//a.io" (6 bytes) becomes 23 bytes: s:6: -> s:23: changes the containers' lengths by one more byte
     pairs = url_pairs("http://a.io", "https://staging-a.example.net")

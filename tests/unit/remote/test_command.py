@@ -112,3 +112,8 @@ def test_big_streams_do_not_deadlock(local, tmp_path):
     with open(out, "wb") as fh:
         local.run(Command("cat"), stdin=data, stdout=fh)
     assert out.read_bytes() == data
+
+
+def test_body_is_the_line_without_environment():
+    cmd = Command("mariadb-dump", "it's").env(MYSQL_PWD=Sensitive("zzz-secret"))
+    assert cmd.body() == "mariadb-dump 'it'\"'\"'s'"

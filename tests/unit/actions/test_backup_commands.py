@@ -1,0 +1,48 @@
+"""How a backup drives restic, depending on the host's restic version (facts in, commands out)."""
+from types import SimpleNamespace
+
+from orchestrator.actions import backup
+from orchestrator.backends.remote import Result, Sensitive
+from orchestrator.backends.storage.restic import Version
+
+
+class RecordingConnector:
+    name = "web1"
+
+    def __init__(self):
+        self.commands = []
+
+    def run(self, cmd, **_kw):
+        self.commands.append(cmd)
+        return Result(0, b'{"message_type":"summary","snapshot_id":"abc","total_bytes_processed":7}\n', "")
+
+
+def _target():
+    db = SimpleNamespace(engine="mysql", name="shop", user="shop", password=Sensitive("db-secret-pw"), host="db",
+                         port=3306, socket=None, path=None)
+    env = SimpleNamespace(name="production", path="/var/www/shop", database=db)
+    site = SimpleNamespace(name="shop", backup=SimpleNamespace(exclude=[]))
+    storage = SimpleNamespace(name="local", type="local", path="/backups", password=Sensitive("repo-secret-pw"),
+                              access_key=None, secret_key=None, region=None, prefix=None)
+    return backup.Target(site, env, SimpleNamespace(name="web1", restic="restic"), storage)
+
+
+def test_new_restic_runs_the_dump_itself_with_the_password_in_its_environment():
+    t, conn = _target(), RecordingConnector()
+    summary = backup.dump_into_restic(conn, t.repository, t, ["site=shop"], Version(0, 17, 3))
+    (cmd,) = conn.commands
+    line = cmd.masked()
+    assert "--stdin-from-command" in line and "mariadb-dump" in line and "--single-transaction" in line
+    assert "MYSQL_PWD=***" in line and "db-secret-pw" not in cmd.script()
+    assert summary["dump_size"] == 7
+
+
+def test_old_restic_reads_the_dump_from_a_pipe_and_checks_its_tail():
+    t, conn = _target(), RecordingConnector()
+    conn.run = lambda cmd, **kw: (conn.commands.append(cmd) or Result(
+        0, b'{"message_type":"summary","snapshot_id":"abc"}\n' if "restic" in cmd.body() else b"-- Dump completed\n",
+        ""))
+    backup.dump_into_restic(conn, t.repository, t, ["site=shop"], Version(0, 14, 0))
+    pipeline = next(c for c in conn.commands if "--stdin" in c.body())
+    assert "--stdin-from-command" not in pipeline.body() and "| restic backup" in pipeline.body()
+    assert "tee /dev/fd/3" in pipeline.body()
