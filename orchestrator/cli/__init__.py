@@ -26,8 +26,8 @@ Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)"  (zsh_source, fish_s
 @click.option("-i", "--inventory", envvar="ORCH_INVENTORY", metavar="PATH",
               help="Inventory file (default ./inventory.yaml, or $ORCH_INVENTORY).")
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON on stdout, nothing else there.")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv: every command run, masked).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr: every command run, secrets masked.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr, only warnings and errors.")
 @click.version_option(__version__, prog_name="orch")
 @click.pass_context
 def cli(ctx, inventory, json_output, verbose, quiet):

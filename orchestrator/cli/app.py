@@ -30,7 +30,8 @@ def setup_logging(verbosity: int) -> None:
     handler.setFormatter(MaskingFormatter("%(message)s" if verbosity < 2 else "%(name)s: %(message)s"))
     root = logging.getLogger("orch")
     root.handlers[:] = [handler]
-    root.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    # -q: warnings and errors only; default: progress (INFO); -v: every command run, masked (DEBUG)
+    root.setLevel(logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
     root.propagate = False
 
 

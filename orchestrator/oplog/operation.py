@@ -5,6 +5,7 @@ turns into `interrupted`, never a silent gap.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,6 +21,8 @@ from .text import OUTPUT_LIMIT, clean, clean_json, tail
 
 OPERATION_STATUSES = ("ok", "failed", "interrupted", "rolled_back")
 STEP_STATUSES = ("ok", "failed", "interrupted", "skipped")
+
+progress = logging.getLogger("orch.progress")
 
 
 def exit_status(exc: BaseException | None) -> str:
@@ -108,6 +111,8 @@ class Operation:
         The exception that ends the step propagates after being recorded.
         """
         step = self._insert_step(name)
+        # every step is also the user's progress line (stderr; -q hides it)
+        progress.info("%s %s: %s...", self.action, "/".join(p for p in (self.site, self.env) if p), name)
         try:
             yield step
         except BaseException as exc:
