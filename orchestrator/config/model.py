@@ -27,6 +27,7 @@ class Host:
     max_parallel: int
     restic: str
     nightly_window: str | None
+    web: dict | None = None  # nginx/php-fpm facts for staging vhosts (see schema `web`)
 
 
 @dataclass(frozen=True)
