@@ -10,7 +10,7 @@ from .targets import Target
 DEFAULT_POLICY = {"daily": 7, "weekly": 4, "monthly": 6}
 
 
-def prune_target(oplog, t: Target, *, task: str, dry_run: bool = False) -> dict:
+def prune_target(oplog, t: Target, *, task: str, dry_run: bool = False, catch_up: bool = False) -> dict:
     """Decide which backups go; unless dry_run, forget them and prune the repository. Return the decision."""
     policy = t.site.backup.retention or DEFAULT_POLICY
     with connect(t.host) as conn:
@@ -20,7 +20,7 @@ def prune_target(oplog, t: Target, *, task: str, dry_run: bool = False) -> dict:
         if dry_run:
             return result
         with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="prune",
-                              params={"policy": policy}) as op:
+                              params={"policy": policy}, catch_up=catch_up) as op:
             t.repository.unlock_stale(conn)  # a crashed run's lock would block forget/prune forever
             with op.step(f"forget {len(drop)} backup(s) and prune") as step:
                 ids = [snap for b in drop for snap in b["snapshots"].values()]

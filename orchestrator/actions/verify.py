@@ -97,10 +97,10 @@ def data_subset(spec: str | None, today: datetime | None = None) -> str:
     return f"{day % total + 1}/{total}"
 
 
-def verify(oplog, t: Target, *, backup_id: str, task: str) -> dict:
+def verify(oplog, t: Target, *, backup_id: str, task: str, catch_up: bool = False) -> dict:
     """Run the restore drill on one backup. Return the report; raise OperationFailed if anything is off."""
     with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="verify",
-                          params={"backup_id": backup_id}) as op, connect(t.host) as conn:
+                          params={"backup_id": backup_id}, catch_up=catch_up) as op, connect(t.host) as conn:
         chosen = catalog.resolve(catalog.list_backups(t, conn, oplog), backup_id)
         report, problems = {"backup_id": chosen["backup_id"], "site": t.site.name, "env": t.env.name}, []
         if "db" in chosen["snapshots"] and t.engine:
