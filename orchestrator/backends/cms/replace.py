@@ -43,7 +43,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
@@ -294,20 +294,22 @@ class _Matcher:
 
     @staticmethod
     def _find_group(line: bytes, group: _Group) -> list[tuple[int, int, _Needle]]:
-        # the hot loop of changed lines: names bound locally on purpose
+        # the hot loop of changed lines: names bound locally, no max(), on purpose
         find, search, needles, anchor, back, ahead = (line.find, group.pattern.search, group.needles,
                                                       group.anchor, group.back, group.ahead)
-        found = []
+        found: list[tuple[int, int, _Needle]] = []
+        append = found.append
         floor = 0
         hit = find(anchor)
         while hit >= 0:
+            lo = hit - back
             # endpos must leave the boundary look-ahead its two bytes: the regex treats endpos as the end
-            match = search(line, max(floor, hit - back), hit + ahead)
-            if not match:
+            match = search(line, lo if lo > floor else floor, hit + ahead)
+            if match is None:
                 hit = find(anchor, hit + 1)
                 continue
-            start, floor = match.span()
-            found.append((start, floor, needles[match[0]]))
+            floor = match.end()
+            append((match.start(), floor, needles[match[0]]))
             if floor > hit:  # else that match ended before this hit: look at the hit again
                 hit = find(anchor, floor)
         return found
@@ -337,20 +339,39 @@ def _rewrite(line: bytes, matcher: _Matcher, stats: ReplaceStats) -> list[bytes]
     matches = matcher.find(line)
     if not matches:
         return None
-    bounds = matcher.syntax.bounds
-    edits: list[Edit] = [(start, end, needle.new) for start, end, needle in matches]
-    # a line without serialized strings (posts' HTML, JSON) needs no per-value work
-    i = 0 if matcher.token.search(line, 0, matches[-1][0]) else len(matches)
-    while i < len(matches):  # one SQL value (and its serialized strings) at a time
-        lo, hi = bounds(line, matches[i][0])
-        j = i + 1
-        while j < len(matches) and matches[j][1] <= hi:
-            j += 1
-        edits += _length_fixes(line, lo, hi, matches[i:j], matcher, stats)
-        i = j
     stats.replacements += len(matches)
-    edits.sort()
+    edits: list[Edit] = [(start, end, needle.new) for start, end, needle in matches]
+    fixes = _serialized_fixes(line, matches, matcher, stats)
+    if fixes:
+        edits += fixes
+        edits.sort()
     return _splice(line, edits)
+
+
+def _serialized_fixes(line: bytes, matches, matcher: _Matcher, stats: ReplaceStats) -> list[Edit]:
+    """Given a line and its matches, return the edits of the length prefixes of the serialized strings that
+    enclose them, one SQL value at a time.
+
+    A match can only be inside a serialized string whose opening token precedes it in the same value, so a
+    match with no token between it and what was already looked at (HTML, JSON, plain URLs) costs one regex
+    search over that gap; only values with a token pay for bounds and the token walk."""
+    token, bounds = matcher.token, matcher.syntax.bounds
+    fixes: list[Edit] = []
+    seen = i = 0  # line[:seen] and matches[:i] are done
+    while i < len(matches):
+        start, end, _ = matches[i]
+        if not token.search(line, seen, start):
+            seen, i = end, i + 1
+            continue
+        lo, hi = bounds(line, start)
+        j = bisect_right(matches, hi, i + 1, key=_end)  # the matches inside this value
+        fixes += _length_fixes(line, lo, hi, matches[i:j], matcher, stats)
+        seen, i = max(hi, matches[j - 1][1]), j
+    return fixes
+
+
+def _end(match: tuple[int, int, _Needle]) -> int:
+    return match[1]
 
 
 def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _Matcher, stats: ReplaceStats) -> list[Edit]:
@@ -358,7 +379,7 @@ def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _Matcher, sta
     strings that enclose them."""
     starts = [m[0] for m in matches]
     strings = _enclosing_strings(line, lo, hi, matches, starts, matcher, stats)
-    if not strings:  # most values: HTML, JSON, plain URLs
+    if not strings:
         return []
     sums = list(accumulate((m[2].delta for m in matches), initial=0))
     edits: list[Edit] = []
