@@ -71,3 +71,51 @@ def s3(testbed_dir: Path) -> Iterator[S3Server]:
     server = start_s3(testbed_dir / "s3")
     yield server
     server.stop()
+
+
+# --- nginx + php-fpm as the hosts' users, and a real WordPress (tests/testbed/webserver.py, wordpress.py) ---
+
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+
+from testbed.webserver import WebStack, start_web_stack  # noqa: E402
+from testbed.wordpress import WordPress, install_wordpress  # noqa: E402
+
+
+def _web_stack(host: SshHost, testbed_dir: Path) -> Iterator[WebStack]:
+    stack = start_web_stack(host.user, host.address, parent=host.home)
+    try:
+        yield stack
+    finally:
+        stack.stop(keep_logs_in=testbed_dir / f"web-{host.name}-logs")
+
+
+@pytest.fixture(scope="session")
+def web1_web(ssh_hosts: dict[str, SshHost], testbed_dir: Path) -> Iterator[WebStack]:
+    """php-fpm + nginx running AS orch-web1 on http://127.0.0.2:<free port>, work dir ~orch-web1/web-<port>/.
+
+    ``.nginx.sites_dir`` (owned by orch-web1) holds the vhosts; ``.nginx.test_command``/``.reload_command`` and
+    ``.php.socket`` are what orch needs to add a site over SSH."""
+    yield from _web_stack(ssh_hosts["web1"], testbed_dir)
+
+
+@pytest.fixture(scope="session")
+def stage1_web(ssh_hosts: dict[str, SshHost], testbed_dir: Path) -> Iterator[WebStack]:
+    """Like ``web1_web``, on stage1: AS orch-stage1 on http://127.0.0.3:<free port>."""
+    yield from _web_stack(ssh_hosts["stage1"], testbed_dir)
+
+
+@pytest.fixture(scope="session")
+def wordpress(ssh_hosts: dict[str, SshHost], mariadb: MariaDB, web1_web: WebStack) -> Iterator[WordPress]:
+    """A real WordPress on web1 in ~orch-web1/wp-<random>/, served by ``web1_web`` at its URL
+    (http://127.0.0.2:<port>), database ``wp`` (user ``wp``) on the session MariaDB. Admin ``admin``
+    (``.admin_password``), more users, posts with absolute links, serialized/JSON options, an upload."""
+    host = ssh_hosts["web1"]
+    path = host.home / f"wp-{secrets.token_hex(4)}"
+    try:
+        site = install_wordpress(host, path, mariadb, "wp", "wp", f"wp-{secrets.token_hex(6)}", web1_web.url,
+                                 web1_web.nginx, web1_web.php)
+        yield site
+    finally:
+        (web1_web.nginx.sites_dir / f"{path.name}.conf").unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
