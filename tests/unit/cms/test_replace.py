@@ -94,7 +94,6 @@ def php_reserialize(values: list[bytes]) -> list[bytes | None]:
 MYSQL_ESCAPES = {0x00: b"\\0", 0x0A: b"\\n", 0x0D: b"\\r", 0x1A: b"\\Z", 0x22: b'\\"', 0x27: b"\\'", 0x5C: b"\\\\"}
 MYSQL_UNESCAPES = {esc[1:]: bytes((raw,)) for raw, esc in MYSQL_ESCAPES.items()}
 COPY_ESCAPES = {0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t"}
-COPY_UNESCAPES = {esc[1:]: bytes((raw,)) for raw, esc in COPY_ESCAPES.items()}
 
 
 def _escape(raw: bytes, table: dict[int, bytes]) -> bytes:
@@ -118,6 +117,11 @@ def insert_line(table: str, rows: list[tuple]) -> bytes:
     """One mysqldump extended INSERT line."""
     values = b",".join(b"(" + b",".join(sql_value(v) for v in row) + b")" for row in rows)
     return b"INSERT INTO `" + table.encode() + b"` VALUES " + values + b";\n"
+
+
+def copy_line(fields: list) -> bytes:
+    """One row of PostgreSQL COPY text."""
+    return b"\t".join(_escape(as_bytes(f), COPY_ESCAPES) for f in fields) + b"\n"
 
 
 def mysql_literals(text: bytes) -> list[bytes]:
@@ -364,17 +368,40 @@ def test_stats_and_untouched_neighbour_lines():
     assert (stats.bytes_in, stats.bytes_out) == (len(dump), len(out))
 
 
+def mysql_dump(url: str) -> bytes:
+    return DUMP_HEAD + b"".join(
+        insert_line("wp_options", [(i, php_serialize(widget(url))), (i + 1, f"x{url}/{i}"), (i + 2, "plain")])
+        for i in range(0, 30, 3))
+
+
+def pg_dump(url: str) -> bytes:
+    """COPY rows, then INSERTs whose strings hold raw newlines (as pg_dump --inserts writes them)."""
+    serialized, json_text = php_serialize(widget(url)), php_json({"u": f"{url}/x", "q": "it's"}).encode()
+    inserts = b"".join(b"INSERT INTO public.t VALUES (%d, '%s', '%s');\n"
+                       % (i, serialized.replace(b"'", b"''"), json_text.replace(b"'", b"''")) for i in range(10))
+    return (b"SET standard_conforming_strings = on;\n"
+            b"COPY public.wp_options (option_id, option_name, option_value) FROM stdin;\n"
+            + b"".join(copy_line([str(i), "widget_text", serialized]) + copy_line([str(i), "json", json_text])
+                       for i in range(10))
+            + b"\\.\n" + inserts)
+
+
 @needs_php
 @pytest.mark.parametrize("chunk_size", [1, 7, 100, 1 << 20])
-def test_chunk_size_does_not_change_the_output(chunk_size):
-    dump = DUMP_HEAD + b"".join(
-        insert_line("wp_options", [(i, php_serialize(widget(OLD))), (i + 1, f"x{OLD}/{i}"), (i + 2, "plain")])
-        for i in range(0, 30, 3))
-    expected, expected_stats = replace_bytes(dump, PAIRS)
+@pytest.mark.parametrize(("dialect", "make_dump", "replaced", "fixed"),
+                         [("mysql", mysql_dump, 30, 10), ("postgres", pg_dump, 60, 20)])
+def test_chunk_size_does_not_change_the_output(chunk_size, dialect, make_dump, replaced, fixed):
     out = io.BytesIO()
-    stats = replace_stream(io.BytesIO(dump), out, PAIRS, chunk_size=chunk_size)
-    assert out.getvalue() == expected and stats == expected_stats
-    assert stats.replacements == 30 and stats.lines_changed == 10
+    stats = replace_stream(io.BytesIO(make_dump(OLD)), out, PAIRS, dialect=dialect, chunk_size=chunk_size)
+    assert out.getvalue() == make_dump(NEW)
+    assert (stats.replacements, stats.serialized_fixed, stats.serialized_skipped) == (replaced, fixed, 0)
+
+
+def test_unfinished_insert_at_the_end_is_still_written():
+    dump = b"INSERT INTO t VALUES ('" + OLD.encode() + b"\nline two"
+    out, stats = replace_bytes(dump, PAIRS, dialect="postgres")
+    assert out == b"INSERT INTO t VALUES ('" + NEW.encode() + b"\nline two"
+    assert (stats.lines, stats.lines_changed, stats.replacements) == (2, 1, 1)
 
 
 _BIG_LINE_SCRIPT = """
@@ -421,29 +448,11 @@ def test_fifty_megabyte_line_streams_in_bounded_memory(tmp_path: Path):
 # -------------------------------------------------------------------------------------------- PostgreSQL
 
 
-def copy_line(fields: list) -> bytes:
-    return b"\t".join(_escape(as_bytes(f), COPY_ESCAPES) for f in fields) + b"\n"
-
-
 @needs_php
 def test_postgres_copy_and_insert_syntax():
-    before, after = php_serialize(widget(OLD)), php_serialize(widget(NEW))
-    json_before = php_json({"u": f"{OLD}/x", "q": "it's"})
-    json_after = php_json({"u": f"{NEW}/x", "q": "it's"})
-    dump = (b"SET standard_conforming_strings = on;\n"
-            b"COPY public.wp_options (option_id, option_name, option_value) FROM stdin;\n"
-            + copy_line(["1", "widget_text", before]) + copy_line(["2", "json", json_before])
-            + b"\\.\n"
-            + b"INSERT INTO public.t VALUES (1, '" + before.replace(b"'", b"''") + b"', '"
-            + json_before.encode().replace(b"'", b"''") + b"');\n")
-    out, stats = replace_bytes(dump, PAIRS, dialect="postgres")
-    copy, inserts = out.split(b"\\.\n")  # the INSERT spans lines: the widget's "\r\n" is written raw
-    fields = [[_unescape(f, COPY_UNESCAPES) for f in line.split(b"\t")] for line in copy.split(b"\n")[2:4]]
-    assert fields[0][2] == after and fields[1][2] == json_after.encode()
-    literals = [m.replace(b"''", b"'") for m in re.findall(rb"'((?:[^']|'')*)'", inserts)]
-    assert literals == [after, json_after.encode()]
-    assert php_reserialize([fields[0][2], literals[0]]) == [after, after]
-    assert stats.lines_changed == 3 and stats.serialized_skipped == 0 and stats.replacements == 6
+    out, stats = replace_bytes(pg_dump(OLD), PAIRS, dialect="postgres")
+    assert out == pg_dump(NEW)
+    assert stats.lines_changed == 30 and stats.serialized_fixed == 20 and stats.serialized_skipped == 0
 
 
 # ------------------------------------------------------------------------------- real dumps from servers
