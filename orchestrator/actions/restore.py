@@ -63,7 +63,7 @@ def restore(oplog, source: Target, dest: Target, *, backup_id: str, task: str, f
     Onto a production environment this needs yes=True and first takes a safety backup of it.
     """
     subpath = safe_subpath(path)
-    if dest.env.production and not yes:
+    if dest.env.production and not yes and not dry_run:
         raise Refused(f"restoring onto production {dest.label} needs --yes (a safety backup is taken first)")
     with connect(dest.host) as conn:
         chosen = catalog.resolve(catalog.list_backups(source, conn, oplog), backup_id)

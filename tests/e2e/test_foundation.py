@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -113,9 +114,26 @@ def test_the_oplog_works_on_postgresql(fleet, postgres, tmp_path):
     assert postgres.sql("SELECT count(*) FROM operations WHERE task = '5601'", "orch_oplog_e2e").strip() == "1"
 
 
-def _start_backup(fleet, task: str) -> subprocess.Popen:
-    return subprocess.Popen([*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", task],
+def _blocked_backup(fleet, tmp_path, task: str):
+    """Start `orch backup shop` that holds the site lock until the test releases it.
+
+    The database password comes from `{command: cat FIFO}`: secrets resolve lazily, after the lock is taken,
+    so the backup waits on the FIFO with the lock held. Return (process, release) where release() lets it go.
+    """
+    fifo = tmp_path / "password.fifo"
+    os.mkfifo(fifo)
+    site = json.loads(json.dumps(fleet.sites["shop"]))
+    site["environments"]["production"]["database"]["password"] = {"command": f"cat {fifo}"}
+    from fleet import Fleet
+    slow = Fleet(tmp_path / "slow", fleet.env, fleet.hosts)  # same oplog (and so the same locks)
+    slow.write_inventory(fleet.base, {"shop": site})
+    proc = subprocess.Popen([*ORCH, "-i", str(slow.inventory), "backup", "shop", "--task", task],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+
+    def release():
+        with open(fifo, "w") as pipe:
+            pipe.write(fleet.env["T_SHOP_PW"] + "\n")
+    return proc, release
 
 
 def _wait_for_lock(fleet, site: str, timeout: float = 30) -> dict:
@@ -128,21 +146,27 @@ def _wait_for_lock(fleet, site: str, timeout: float = 30) -> dict:
     raise AssertionError("the first command never took the lock")
 
 
-def test_a_second_mutating_command_on_a_locked_site_exits_3_naming_holder_and_task(fleet):
-    first = _start_backup(fleet, "6601")
+def test_a_second_mutating_command_on_a_locked_site_exits_3_naming_holder_and_task(fleet, tmp_path):
+    first, release = _blocked_backup(fleet, tmp_path, "6601")
     try:
         _wait_for_lock(fleet, "shop")
         proc = fleet.orch("backup", "shop", "--task", "6602", expect=3)
-        assert "task 6601" in proc.stdout + proc.stderr and "locked by" in proc.stdout + proc.stderr
+        assert "task 6601" in proc.stderr and "locked by" in proc.stderr
     finally:
+        release()
         assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert fleet.orch_json("log", "--task", "6601")[0]["status"] == "ok"
 
 
-def test_kill_9_leaves_a_trail_that_the_next_command_marks_interrupted(fleet):
-    victim = _start_backup(fleet, "6701")
+def test_kill_9_leaves_a_trail_that_the_next_command_marks_interrupted(fleet, tmp_path):
+    victim, _release = _blocked_backup(fleet, tmp_path, "6701")
     _wait_for_lock(fleet, "shop")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    running = [op for op in json.loads(subprocess.run(
+        ["sqlite3", "-json", str(fleet.root / "state" / "oplog.db"),
+         "SELECT status FROM operations WHERE task = '6701'"], capture_output=True, text=True).stdout)]
+    assert running == [{"status": "running"}]  # the crash left a visible trail
     fleet.orch("backup", "shop", "--task", "6702")  # reaps the dead one and takes the lock
     ops = fleet.orch_json("log", "--task", "6701")
     assert ops[0]["status"] == "interrupted"
