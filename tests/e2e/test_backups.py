@@ -194,12 +194,14 @@ def test_usage_reports_bytes_per_site_from_the_bucket(fleet, backed_up):
 
 
 def test_a_second_backup_of_an_unchanged_site_adds_almost_nothing(fleet, ssh_hosts):
-    """200 MB of incompressible files: the second backup adds < 1 % and takes < half the time."""
+    """200 MB of incompressible files + a database: the second backup adds < 1 % and takes < half the time."""
     host = ssh_hosts["web1"]
     path = fleet.sites["shop"]["environments"]["production"]["path"].replace("/shop", "/big")
     host.run(f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 100); do head -c 2097152 /dev/urandom "
              f"> {path}/f$i.bin; done")
-    big = {"name": "big", "task": "10003", "environments": {"production": {"host": "web1", "path": path}}}
+    shop_db = fleet.sites["shop"]["environments"]["production"]["database"]  # files AND a database
+    big = {"name": "big", "task": "10003",
+           "environments": {"production": {"host": "web1", "path": path, "database": shop_db}}}
     fleet.write_inventory(fleet.base, fleet.sites | {"big": big})
     try:
         t0 = time.monotonic()
@@ -210,7 +212,7 @@ def test_a_second_backup_of_an_unchanged_site_adds_almost_nothing(fleet, ssh_hos
     finally:
         host.run(f"rm -rf {path}")
         fleet.write_inventory(fleet.base, fleet.sites)
-    size = first["files"]["size"]
+    size = first["files"]["size"] + first["db"]["size"]
     assert size >= 200 * 1024 * 1024
     assert second["added"] < 0.01 * size, second
     assert (t2 - t1) < 0.5 * (t1 - t0), (t1 - t0, t2 - t1)
