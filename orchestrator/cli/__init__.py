@@ -41,7 +41,8 @@ def cli(ctx, inventory, json_output, verbose, quiet):
 def _register() -> None:
     from . import backup, check, hosts, locks, maintain, sites
     from . import log as log_cmd
-    for module in (sites, check, log_cmd, locks, hosts, backup, maintain):
+    from . import health, scheduler
+    for module in (sites, check, log_cmd, locks, hosts, backup, maintain, health, scheduler):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -17,7 +17,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _event(kind: str, title: str, text: str, **fields) -> dict:
+def _event(kind: str, title: str, text: str, /, **fields) -> dict:
     return clean_json({"event": kind, "title": title, "text": text, "time": _now(), "source": socket.gethostname(),
                        **fields})
 
@@ -43,8 +43,8 @@ def recovery(run: dict) -> dict:
 
 
 def _run_fields(run: dict) -> dict:
-    keys = ("site", "env", "kind", "host", "task", "operation_id", "status", "error", "catch_up", "backup_id")
-    return {key: run.get(key) for key in keys}
+    keys = ("site", "env", "host", "task", "operation_id", "status", "error", "catch_up", "backup_id")
+    return {"action": run["kind"]} | {key: run.get(key) for key in keys}
 
 
 def health(row: dict) -> dict:

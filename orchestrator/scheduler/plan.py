@@ -1,0 +1,116 @@
+"""`orch scheduler plan`: every job's next run, per host, and whether each host's nightly window can hold its
+work, estimated from the last durations of the same jobs in the oplog.
+
+A host is over-subscribed when the work starting inside its window, divided by `max_parallel`, lasts longer
+than the window: the last runs would wait for a slot past its end. Windows are read in the scheduler's time
+zone. A job starting outside its host's window is reported too.
+"""
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from tzlocal import get_localzone
+
+from . import cron
+from .jobs import JobSpec, job_specs, warnings
+
+DURATION_SAMPLES = 5
+MAX_RUNS_PER_WINDOW = 500  # a seconds-field cron would otherwise list thousands of runs
+
+
+def typical_duration(oplog, spec: JobSpec) -> float | None:
+    """Given a spec, return the median duration (s) of its last successful runs, or None if it never ran."""
+    ops = [op for op in oplog.operations(site=spec.site, action=spec.kind, limit=4 * DURATION_SAMPLES)
+           if op["env"] == spec.env and op["status"] == "ok" and op["duration"] is not None]
+    return statistics.median(op["duration"] for op in ops[:DURATION_SAMPLES]) if ops else None
+
+
+def stored_next_runs(engine, table: str = "scheduler_jobs") -> dict[str, datetime]:
+    """Given the oplog engine, return {job id: next run} as the daemon stored them ({} before its first start)."""
+    if not sa.inspect(engine).has_table(table):
+        return {}
+    jobs = sa.table(table, sa.column("id"), sa.column("next_run_time"))
+    with engine.begin() as conn:
+        rows = conn.execute(sa.select(jobs.c.id, jobs.c.next_run_time)).all()
+    return {row.id: datetime.fromtimestamp(row.next_run_time, UTC) for row in rows if row.next_run_time is not None}
+
+
+def window_bounds(window: str, now: datetime) -> tuple[datetime, datetime]:
+    """Given `HH:MM-HH:MM` (may wrap midnight) and an aware now, return the current or next occurrence."""
+    start_text, end_text = window.split("-")
+    start = now.replace(hour=int(start_text[:2]), minute=int(start_text[3:]), second=0, microsecond=0)
+    end = now.replace(hour=int(end_text[:2]), minute=int(end_text[3:]), second=0, microsecond=0)
+    if end <= start:
+        end += timedelta(days=1)
+    if end - timedelta(days=1) > now:  # still inside yesterday's occurrence of a wrapping window
+        start, end = start - timedelta(days=1), end - timedelta(days=1)
+    if end <= now:
+        start, end = start + timedelta(days=1), end + timedelta(days=1)
+    return start, end
+
+
+def runs_between(schedule: str, start: datetime, end: datetime, tz) -> list[datetime]:
+    """Given a cron schedule and a span, return its fire times inside the span (at most MAX_RUNS_PER_WINDOW)."""
+    trigger = cron.trigger(schedule, timezone=tz)
+    runs, moment = [], trigger.get_next_fire_time(None, start)
+    while moment is not None and moment < end and len(runs) < MAX_RUNS_PER_WINDOW:
+        runs.append(moment)
+        moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
+    return runs
+
+
+def host_load(host, jobs: list[dict], now: datetime, tz) -> tuple[dict, list[str]]:
+    """Given a Host and its planned jobs (with `estimated_seconds`), return its summary and warnings."""
+    summary = {"host": host.name, "max_parallel": host.max_parallel, "nightly_window": host.nightly_window,
+               "jobs": len(jobs), "window_runs": 0, "estimated_seconds": 0.0, "unknown_durations": 0,
+               "window_seconds": None, "oversubscribed": False}
+    if not host.nightly_window:
+        return summary, []
+    start, end = window_bounds(host.nightly_window, now.astimezone(tz))
+    summary["window_seconds"] = (end - start).total_seconds()
+    found = []
+    for job in jobs:
+        runs = runs_between(job["schedule"], start, end, tz)
+        if not runs:
+            found.append(f"host {host.name}: {job['kind']} {job['site']}/{job['env']} ({job['schedule']}) does not "
+                         f"start inside the nightly window {host.nightly_window}")
+        summary["window_runs"] += len(runs)
+        if job["estimated_seconds"] is None:
+            summary["unknown_durations"] += len(runs)
+        else:
+            summary["estimated_seconds"] += len(runs) * job["estimated_seconds"]
+    needed = summary["estimated_seconds"] / host.max_parallel
+    if needed > summary["window_seconds"]:
+        summary["oversubscribed"] = True
+        found.insert(0, f"host {host.name}: nightly window {host.nightly_window} is over-subscribed: "
+                        f"~{needed / 60:.0f} min of work per slot ({summary['window_runs']} runs, max_parallel "
+                        f"{host.max_parallel}) for a {summary['window_seconds'] / 60:.0f} min window")
+    return summary, found
+
+
+def plan(inventory, oplog, *, now: datetime | None = None, tz=None) -> dict:
+    """Given the inventory and the oplog, return {"timezone", "jobs", "hosts", "warnings", "problems"}: each
+    job with its next run (from the schedule; `stored_next_run` is what a running daemon holds, jitter
+    included) and its estimated duration; per host the window load."""
+    tz = tz or get_localzone()
+    now = (now or datetime.now(UTC)).astimezone(tz)
+    specs, problems = job_specs(inventory)
+    stored = stored_next_runs(oplog.engine)
+    jobs = []
+    for spec in specs:
+        next_run = cron.trigger(spec.schedule, timezone=tz).get_next_fire_time(None, now)
+        jobs.append({"id": spec.id, "kind": spec.kind, "site": spec.site, "env": spec.env, "host": spec.host,
+                     "schedule": spec.schedule, "task": spec.task,
+                     "next_run": next_run.isoformat() if next_run else None,
+                     "stored_next_run": stored[spec.id].astimezone(tz).isoformat() if spec.id in stored else None,
+                     "estimated_seconds": typical_duration(oplog, spec)})
+    jobs.sort(key=lambda job: (job["next_run"] or "~", job["id"]))
+    hosts, found = [], []
+    for host in inventory.hosts.values():
+        summary, host_warnings = host_load(host, [job for job in jobs if job["host"] == host.name], now, tz)
+        hosts.append(summary)
+        found += host_warnings
+    return {"generated_at": now.isoformat(timespec="seconds"), "timezone": str(tz), "jobs": jobs, "hosts": hosts,
+            "warnings": warnings(inventory) + found, "problems": problems}

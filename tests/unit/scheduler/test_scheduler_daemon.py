@@ -1,0 +1,171 @@
+"""The daemon in-process: real APScheduler, real SQLite oplog and job store, fake (but oplog-recording) actions."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from conftest import cron_at, wait_for
+
+from orchestrator.oplog import Oplog
+from orchestrator.scheduler import Daemon, leader
+
+
+def start(kit, daemons, **options) -> Daemon:
+    daemon = Daemon(kit.path, **({"health_interval": 3600, "stop_grace": 5} | options))
+    daemon.start(kit.load(), kit.oplog())
+    daemons.append(daemon)
+    return daemon
+
+
+def backups(oplog: Oplog, count: int | None = None):
+    ops = [op for op in oplog.operations(oldest_first=True) if op["action"] == "backup"]
+    return ops if count is None or len(ops) >= count and all(op["status"] != "running" for op in ops) else None
+
+
+def spans(ops):
+    return [(datetime.fromisoformat(op["started_at"]), datetime.fromisoformat(op["finished_at"])) for op in ops]
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_jobs_run_at_their_time_one_at_a_time_on_a_max_parallel_1_host(kit, fake_actions, daemons):
+    fake_actions.duration = 0.6
+    when = cron_at(2)
+    kit.write(kit.site("a", "one", when), kit.site("b", "one", when), kit.site("c", "one", when),
+              kit.site("d", "two", when))
+    daemon = start(kit, daemons)
+    ops = wait_for(lambda: backups(daemon.runtime.oplog, 4), timeout=12)
+    assert {op["site"] for op in ops} == {"a", "b", "c", "d"}
+    assert all(op["status"] == "ok" and op["task"] == "700" and not op["catch_up"] for op in ops)
+    on_one = spans([op for op in ops if op["site"] != "d"])
+    assert not any(overlap(x, y) for i, x in enumerate(on_one) for y in on_one[i + 1:]), on_one
+    (on_two,) = spans([op for op in ops if op["site"] == "d"])
+    assert any(overlap(on_two, x) for x in on_one), "host two should not wait for host one"
+
+
+def test_the_global_limit_holds_across_hosts(kit, fake_actions, daemons):
+    when = cron_at(2)
+    kit.write(kit.site("a", "two", when), kit.site("b", "two", when), kit.site("c", "one", when),
+              scheduler={"jitter": 0, "misfire_grace": 60, "max_parallel": 1})
+    daemon = start(kit, daemons)
+    found = spans(wait_for(lambda: backups(daemon.runtime.oplog, 3), timeout=12))
+    assert not any(overlap(x, y) for i, x in enumerate(found) for y in found[i + 1:]), found
+
+
+def test_a_run_missed_while_down_is_caught_up_once_and_marked(kit, fake_actions, daemons):
+    kit.write(kit.site("a", "one", cron_at(1, 2, 3)))
+    first = start(kit, daemons)
+    first.stop()
+    time.sleep(4.2)  # three scheduled times pass while no scheduler runs
+    second = start(kit, daemons)
+    (op,) = wait_for(lambda: backups(second.runtime.oplog, 1), timeout=8)
+    time.sleep(1)
+    assert op["catch_up"] is True and len(backups(second.runtime.oplog)) == 1
+
+
+def test_a_run_missed_beyond_the_grace_window_is_skipped(kit, fake_actions, daemons):
+    kit.write(kit.site("a", "one", cron_at(1)), scheduler={"jitter": 0, "misfire_grace": 1, "max_parallel": 4})
+    start(kit, daemons).stop()
+    time.sleep(3)
+    second = start(kit, daemons)
+    time.sleep(1)
+    assert backups(second.runtime.oplog) == []
+
+
+def test_reload_adds_changes_and_removes_jobs_and_keeps_them_on_a_broken_inventory(kit, fake_actions, daemons):
+    kit.write(kit.site("a", "one", "0 3 * * *"), kit.site("b", "one", "0 3 * * *"))
+    daemon = start(kit, daemons)
+    ids = lambda: sorted(job.id for job in daemon.scheduler.get_jobs(jobstore="default"))  # noqa: E731
+    assert ids() == ["backup:a:production", "backup:b:production"]
+
+    kit.write(kit.site("a", "one", "0 4 * * *"), kit.site("c", "two", "0 3 * * *"))
+    assert daemon.reload()
+    assert ids() == ["backup:a:production", "backup:c:production"]
+    assert "0 4 * * *" in daemon.scheduler.get_job("backup:a:production").name
+
+    (kit.root / "sites" / "c.yaml").write_text("name: c\nenvironments: {production: {host: nowhere, path: /x}}\n")
+    assert not daemon.reload()
+    assert ids() == ["backup:a:production", "backup:c:production"]
+    kit.write(kit.site("a", "one", "0 99 * * *"))
+    assert not daemon.reload(), "an impossible cron is an inventory error too"
+    assert ids() == ["backup:a:production", "backup:c:production"]
+
+
+def test_stopping_records_a_run_that_did_not_finish_as_interrupted_and_frees_its_lock(kit, fake_actions, daemons):
+    fake_actions.release = threading.Event()
+    kit.write(kit.site("a", "one", cron_at(1)))
+    daemon = start(kit, daemons, stop_grace=0.3)
+    oplog = daemon.runtime.oplog
+    wait_for(lambda: oplog.locks(), timeout=6)
+    assert daemon.stop() is False and daemon.threads_left
+    (op,) = backups(oplog)
+    assert op["status"] == "interrupted" and "scheduler stopped" in op["error"]
+    assert oplog.locks() == []
+    fake_actions.release.set()
+
+
+def test_stopping_waits_for_a_run_that_finishes_within_the_grace(kit, fake_actions, daemons):
+    fake_actions.duration = 1.0
+    kit.write(kit.site("a", "one", cron_at(1)))
+    daemon = start(kit, daemons, stop_grace=5)
+    wait_for(lambda: daemon.runtime.oplog.locks(), timeout=6)
+    assert daemon.stop() is True
+    assert [op["status"] for op in backups(daemon.runtime.oplog)] == ["ok"]
+
+
+def test_only_one_daemon_holds_the_scheduler_lock_of_a_sqlite_oplog(kit):
+    kit.write(kit.site("a", "one", "0 3 * * *"))
+    oplog = kit.oplog()
+    first, second = leader.for_oplog(oplog), leader.for_oplog(oplog)
+    try:
+        assert first.try_acquire() and not second.try_acquire()
+        assert first.holder()["pid"] > 0
+        first.release()
+        assert second.try_acquire()
+    finally:
+        first.release()
+        second.release()
+    assert leader.for_oplog(oplog).holder() is None
+
+
+def receiver() -> tuple[ThreadingHTTPServer, list[dict]]:
+    """A real HTTP server on 127.0.0.1 that keeps every JSON body posted to it."""
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, received
+
+
+def test_a_failed_run_notifies_failure_and_the_next_good_one_recovery(kit, fake_actions, daemons):
+    server, received = receiver()
+    try:
+        fake_actions.failing.add("a")
+        kit.write(kit.site("a", "one", cron_at(1, 3)),
+                  notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"},
+                          {"type": "webhook", "url": "http://127.0.0.1:9/refused"}])
+        daemon = start(kit, daemons)
+        wait_for(lambda: backups(daemon.runtime.oplog, 1), timeout=6)
+        fake_actions.failing.clear()
+        wait_for(lambda: len(received) >= 2, timeout=8)
+    finally:
+        server.shutdown()
+    failure, recovery = received
+    assert failure["event"] == "failure" and failure["site"] == "a" and "Access denied" in failure["error"]
+    assert failure["operation_id"] == backups(daemon.runtime.oplog)[0]["id"]
+    assert recovery["event"] == "recovery" and recovery["status"] == "ok"
+    assert [op["status"] for op in backups(daemon.runtime.oplog)] == ["failed", "ok"], "a dead channel broke nothing"
