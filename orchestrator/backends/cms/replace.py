@@ -11,13 +11,17 @@ How it works
       (a :class:`_Syntax`) they are SQL-escaped the way the dump writes values, so a JSON-escaped needle
       ``https:\\/\\/x`` is searched as ``https:\\\\/\\\\/x`` in a mysqldump.
     * Fast path: a block (or line) that holds none of the needles' anchors (their host part, found with
-      ``bytes.find``) is written through unchanged.
+      ``bytes.find``) is written through unchanged. Around each anchor hit a regex of all needles, with the
+      boundary rules below, runs on a small window only.
     * A line that holds a needle is rewritten. For each SQL value holding a match, every serialized string
-      opening ``s:<N>:\\"`` (mysqldump) or ``s:<N>:"`` (PostgreSQL) before the match is walked over its
-      escaped bytes until N *unescaped* bytes are consumed; only if the expected closing ``\\";`` / ``";``
-      follows is it taken as a serialized string. Its new length is N plus the length changes of the matches
-      and of nested length prefixes inside it, so serialized-in-serialized (widgets) comes out right too.
-      A token that does not check out is left alone and counted in ``serialized_skipped``.
+      opening ``s:<N>:\\"`` (mysqldump) or ``s:<N>:"`` (PostgreSQL) before the match, with N large enough to
+      hold a needle, is walked over its escaped bytes until N *unescaped* bytes are consumed; only if the
+      expected closing ``\\";`` / ``";`` follows is it taken as a serialized string. Its new length is N plus
+      the length changes of the matches and of nested length prefixes inside it, so serialized-in-serialized
+      (widgets) comes out right too. A token that does not check out is left alone and counted in
+      ``serialized_skipped``.
+    * PostgreSQL: lines between ``COPY ... FROM stdin;`` and ``\\.`` are COPY text; an ``INSERT`` whose
+      string spans lines (pg_dump --inserts writes newlines raw) is joined before it is rewritten.
 
 Decisions
     * Right boundary: a match must not continue the host or the last path segment: it is rejected when the
@@ -67,8 +71,10 @@ Edit = tuple[int, int, bytes]  # replace line[start:end] with bytes
 
 @dataclass
 class ReplaceStats:
-    """What a replacement run did. ``serialized_skipped`` counts ``s:N:"`` tokens around a replaced URL that
-    did not check out as serialized strings (already broken, or text that only looks like one)."""
+    """What a replacement run did. ``lines`` counts input lines; ``lines_changed`` counts rewritten lines (a
+    PostgreSQL INSERT spanning lines counts once); ``serialized_fixed`` counts rewritten ``s:N:`` prefixes;
+    ``serialized_skipped`` counts ``s:N:"`` tokens around a replaced URL that did not check out as serialized
+    strings (already broken, or text that only looks like one): they are left as they were."""
 
     lines: int = 0
     lines_changed: int = 0
