@@ -54,6 +54,8 @@ from itertools import accumulate
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+# hostscript.py ships this file to hosts as a standalone script: standard library only, and it swaps this
+# exact import line for a local class.
 from orchestrator.errors import UsageError
 
 # Bytes that continue a host name or a path segment (see "Right boundary" above).
