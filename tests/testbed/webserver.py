@@ -286,6 +286,9 @@ def start_nginx(workdir: Path, port: int, *, user: str, address: str = "127.0.0.
         error_log=logs / "nginx-error.log", access_log=logs / "nginx-access.log",
     )
     temp_paths = "\n".join(f"    {name}_temp_path {temp / name};" for name in NGINX_TEMP_PATHS)
+    # Like a packaged nginx, keep the shared snippets next to nginx.conf: vhosts `include fastcgi_params;`.
+    for snippet in ("fastcgi_params", "mime.types"):
+        write_user_file(workdir / snippet, Path("/etc/nginx", snippet).read_text(), user)
     write_user_file(nginx.conf_path, f"""\
 # testbed nginx running as {user} (no 'user' directive: the master is not root)
 worker_processes {workers};

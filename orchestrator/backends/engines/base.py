@@ -59,3 +59,32 @@ class Engine(ABC):
     def is_complete(self, tail: bytes) -> bool:
         """Given the last bytes of a dump, return whether it looks complete (not truncated)."""
         return True
+
+    # -- staging copies: only MySQL/MariaDB and PostgreSQL implement these --------------------------------------
+    replace_dialect: str | None = None  # the URL replacer's dialect for this engine's plain SQL
+    ADMIN_DATABASE: str | None = None   # where an admin connects when the template names no database
+
+    def script(self, database: str | None = None) -> Command:
+        """Return a client that runs the SQL script on its stdin, stopping at the first error."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run SQL scripts for staging copies")
+
+    def to_plain_sql(self) -> Command | None:
+        """Return a filter turning a stored dump into plain SQL (None: it already is)."""
+        return None
+
+    def provision_sql(self, database: str, user: str, password: str) -> str:
+        """Return admin SQL creating (or resetting) a database owned by a user with that password."""
+        raise NotImplementedError
+
+    def deprovision_sql(self, database: str, user: str) -> str:
+        """Return admin SQL dropping the database and its user."""
+        raise NotImplementedError
+
+    def columns(self, conn: Connector, database: str | None = None) -> dict[str, set[str]]:
+        """Return {table: {column, ...}} of the database (plain table names)."""
+        out = conn.run(self.sql(self.COLUMNS_SQL, database)).text
+        schema: dict[str, set[str]] = {}
+        for line in out.splitlines():
+            table, _, column = line.partition("\t")
+            schema.setdefault(table, set()).add(column)
+        return schema

@@ -45,8 +45,9 @@ class MySQL(Engine):
     def client(self, database: str | None = None, *extra) -> Command:
         """Return the mysql client reading SQL from stdin, batch mode, no column names."""
         args = [CLIENT_TOOL, *self._conn_args(), "--batch", "--skip-column-names", *extra]
-        if database is not False:
-            args.append(database or self.db.name)
+        name = None if database is False else database or self.db.name
+        if name:
+            args.append(name)
         return self._with_password(Command(*args))
 
     def sql(self, statement: str, database: str | None = None) -> Command:
@@ -75,6 +76,26 @@ class MySQL(Engine):
     def count_rows(self, tables: list[str], database: str | None = None) -> Command:
         query = " UNION ALL ".join(f"SELECT {literal(t)}, COUNT(*) FROM {ident(t)}" for t in tables)
         return self.sql(query, database)
+
+    replace_dialect = "mysql"
+    COLUMNS_SQL = ("SELECT table_name, column_name FROM information_schema.columns "
+                   "WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position")
+
+    def script(self, database: str | None = None) -> Command:
+        return self.client(database)
+
+    def provision_sql(self, database: str, user: str, password: str) -> str:
+        db, pw = ident(database), literal(password)
+        lines = [f"DROP DATABASE IF EXISTS {db};", f"CREATE DATABASE {db} CHARACTER SET utf8mb4;"]
+        for host in ("%", "localhost"):
+            account = f"{literal(user)}@{literal(host)}"
+            lines += [f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {pw};",
+                      f"ALTER USER {account} IDENTIFIED BY {pw};", f"GRANT ALL ON {db}.* TO {account};"]
+        return "\n".join(lines) + "\n"
+
+    def deprovision_sql(self, database: str, user: str) -> str:
+        drops = [f"DROP USER IF EXISTS {literal(user)}@{literal(host)};" for host in ("%", "localhost")]
+        return "\n".join([f"DROP DATABASE IF EXISTS {ident(database)};", *drops]) + "\n"
 
     def is_complete(self, tail: bytes) -> bool:
         # mysqldump/mariadb-dump end with this comment only when they finished writing every table.

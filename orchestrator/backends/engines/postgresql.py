@@ -65,5 +65,28 @@ class PostgreSQL(Engine):
         query = " UNION ALL ".join(f"SELECT {literal(t)}, COUNT(*) FROM {qualified(t)}" for t in tables)
         return self.sql(query, database)
 
+    replace_dialect = "postgres"
+    ADMIN_DATABASE = "postgres"
+    COLUMNS_SQL = ("SELECT table_name, column_name FROM information_schema.columns "
+                   "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position")
+
+    def script(self, database: str | None = None) -> Command:
+        return self._tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", database=database)
+
+    def to_plain_sql(self) -> Command:
+        return Command("pg_restore", "--file=-", "--no-owner", "--no-acl")
+
+    def provision_sql(self, database: str, user: str, password: str) -> str:
+        role, pw = ident(user), literal(password)
+        return "\n".join([
+            f"DROP DATABASE IF EXISTS {ident(database)};",
+            f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+            f"ALTER ROLE {role} LOGIN PASSWORD {pw};",
+            f"CREATE DATABASE {ident(database)} OWNER {role};",
+        ]) + "\n"
+
+    def deprovision_sql(self, database: str, user: str) -> str:
+        return f"DROP DATABASE IF EXISTS {ident(database)};\nDROP ROLE IF EXISTS {ident(user)};\n"
+
     def is_complete(self, tail: bytes) -> bool:
         return True  # -Fc has no trailer; pg_dump's exit status and pg_restore --list in verify catch damage
