@@ -61,32 +61,51 @@ def runs_between(schedule: str, start: datetime, end: datetime, tz) -> list[date
     return runs
 
 
+def in_window(moment: datetime, window: str) -> bool:
+    """Given a local time and `HH:MM-HH:MM` (may wrap midnight), return whether its time of day is inside."""
+    minute = moment.hour * 60 + moment.minute
+    start, end = (int(part[:2]) * 60 + int(part[3:]) for part in window.split("-"))
+    return start <= minute < end if start < end else minute >= start or minute < end
+
+
+def night_load(jobs: list[dict], start: datetime, end: datetime, tz) -> dict:
+    """Given planned jobs and one window occurrence, return its runs, known work (s) and unknown durations."""
+    load = {"night": start.isoformat(timespec="minutes"), "window_runs": 0, "estimated_seconds": 0.0,
+            "unknown_durations": 0}
+    for job in jobs:
+        runs = len(runs_between(job["schedule"], start, end, tz))
+        load["window_runs"] += runs
+        if job["estimated_seconds"] is None:
+            load["unknown_durations"] += runs
+        else:
+            load["estimated_seconds"] += runs * job["estimated_seconds"]
+    return load
+
+
 def host_load(host, jobs: list[dict], now: datetime, tz) -> tuple[dict, list[str]]:
-    """Given a Host and its planned jobs (with `estimated_seconds`), return its summary and warnings."""
+    """Given a Host and its planned jobs (with `estimated_seconds` and `next_run`), return its summary (the
+    busiest of the next seven windows) and warnings."""
     summary = {"host": host.name, "max_parallel": host.max_parallel, "nightly_window": host.nightly_window,
-               "jobs": len(jobs), "window_runs": 0, "estimated_seconds": 0.0, "unknown_durations": 0,
-               "window_seconds": None, "oversubscribed": False}
+               "jobs": len(jobs), "night": None, "window_runs": 0, "estimated_seconds": 0.0,
+               "unknown_durations": 0, "window_seconds": None, "oversubscribed": False}
     if not host.nightly_window:
         return summary, []
     start, end = window_bounds(host.nightly_window, now.astimezone(tz))
+    nights = [night_load(jobs, start + timedelta(days=day), end + timedelta(days=day), tz) for day in range(7)]
+    summary |= max(nights, key=lambda night: (night["estimated_seconds"], night["window_runs"]))
     summary["window_seconds"] = (end - start).total_seconds()
-    found = []
-    for job in jobs:
-        runs = runs_between(job["schedule"], start, end, tz)
-        if not runs:
-            found.append(f"host {host.name}: {job['kind']} {job['site']}/{job['env']} ({job['schedule']}) does not "
-                         f"start inside the nightly window {host.nightly_window}")
-        summary["window_runs"] += len(runs)
-        if job["estimated_seconds"] is None:
-            summary["unknown_durations"] += len(runs)
-        else:
-            summary["estimated_seconds"] += len(runs) * job["estimated_seconds"]
+    found = [f"host {host.name}: {job['kind']} {job['site']}/{job['env']} ({job['schedule']}) starts outside the "
+             f"nightly window {host.nightly_window}" for job in jobs
+             if job["next_run"] and not in_window(datetime.fromisoformat(job["next_run"]).astimezone(tz),
+                                                  host.nightly_window)]
     needed = summary["estimated_seconds"] / host.max_parallel
     if needed > summary["window_seconds"]:
         summary["oversubscribed"] = True
-        found.insert(0, f"host {host.name}: nightly window {host.nightly_window} is over-subscribed: "
-                        f"~{needed / 60:.0f} min of work per slot ({summary['window_runs']} runs, max_parallel "
-                        f"{host.max_parallel}) for a {summary['window_seconds'] / 60:.0f} min window")
+        unknown = f", {summary['unknown_durations']} of them without history" if summary["unknown_durations"] else ""
+        found.insert(0, f"host {host.name}: nightly window {host.nightly_window} is over-subscribed on the night "
+                        f"of {summary['night'][:10]}: ~{needed / 60:.0f} min of work per slot "
+                        f"({summary['window_runs']} runs{unknown}, max_parallel {host.max_parallel}) for a "
+                        f"{summary['window_seconds'] / 60:.0f} min window")
     return summary, found
 
 

@@ -169,3 +169,22 @@ def test_a_failed_run_notifies_failure_and_the_next_good_one_recovery(kit, fake_
     assert failure["operation_id"] == backups(daemon.runtime.oplog)[0]["id"]
     assert recovery["event"] == "recovery" and recovery["status"] == "ok"
     assert [op["status"] for op in backups(daemon.runtime.oplog)] == ["failed", "ok"], "a dead channel broke nothing"
+
+
+def test_the_daemon_raises_health_alarms_and_sends_the_digest(kit, fake_actions, daemons):
+    server, received = receiver()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        kit.write(kit.site("never", "one", "0 3 * * *"),
+                  notify=[{"type": "webhook", "url": url + "/alarms", "on": ["health"]},
+                          {"type": "webhook", "url": url + "/digest", "on": ["digest"],
+                           "digest_schedule": cron_at(1)}])
+        start(kit, daemons, health_interval=1)
+        wait_for(lambda: {event["event"] for event in received} >= {"health", "digest"}, timeout=8)
+    finally:
+        server.shutdown()
+    health = next(event for event in received if event["event"] == "health")
+    assert health["site"] == "never" and not health["healthy"] and health["problems"] == ["no good backup recorded"]
+    digest = next(event for event in received if event["event"] == "digest")
+    assert [row["site"] for row in digest["unhealthy"]] == ["never"]
+    assert len([event for event in received if event["event"] == "health"]) == 1, "alarm once, not every check"

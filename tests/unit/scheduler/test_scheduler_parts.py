@@ -124,15 +124,22 @@ class Host:
     name, max_parallel, nightly_window = "web1", 2, "02:00-03:00"
 
 
+def job(site, schedule, seconds, next_run="2026-01-02T02:00:00+00:00"):
+    return {"kind": "backup", "site": site, "env": "production", "schedule": schedule, "estimated_seconds": seconds,
+            "next_run": next_run}
+
+
 def test_a_window_is_over_subscribed_when_its_runs_outlast_it():
-    jobs = [{"kind": "backup", "site": f"s{i}", "env": "production", "schedule": "0 2 * * *",
-             "estimated_seconds": 1800} for i in range(5)]
-    jobs.append({"kind": "backup", "site": "late", "env": "production", "schedule": "0 12 * * *",
-                 "estimated_seconds": None})
+    jobs = [job(f"s{i}", "0 2 * * *", 1800) for i in range(4)]
+    jobs += [job("weekly", "30 2 * * 0", 1800, "2026-01-04T02:30:00+00:00"),  # Sunday: the busiest night
+             job("new", "0 2 * * *", None), job("late", "0 12 * * *", None, "2026-01-01T12:00:00+00:00")]
     summary, found = host_load(Host(), jobs, datetime(2026, 1, 1, tzinfo=UTC), UTC)
-    assert summary["oversubscribed"] and summary["window_runs"] == 5 and summary["estimated_seconds"] == 9000
-    assert "over-subscribed: ~75 min of work per slot (5 runs, max_parallel 2) for a 60 min window" in found[0]
-    assert "late/production (0 12 * * *) does not start inside the nightly window" in found[1]
+    assert summary["oversubscribed"] and summary["night"].startswith("2026-01-04")
+    assert (summary["window_runs"], summary["estimated_seconds"], summary["unknown_durations"]) == (6, 9000, 1)
+    assert ("on the night of 2026-01-04: ~75 min of work per slot (6 runs, 1 of them without history, max_parallel 2) "
+            "for a 60 min window") in found[0]
+    assert found[1:] == ["host web1: backup late/production (0 12 * * *) starts outside the nightly window "
+                         "02:00-03:00"]
     summary, found = host_load(Host(), jobs[:2], datetime(2026, 1, 1, tzinfo=UTC), UTC)
     assert not summary["oversubscribed"] and found == []
 
