@@ -22,6 +22,11 @@ Exit codes: 0 ok, 1 operation failed, 2 usage or inventory error, 3 site locked,
 Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)"  (zsh_source, fish_source likewise)."""
 
 
+# Each module holds related commands and lists them in its COMMANDS.
+COMMAND_MODULES = ("sites", "check", "log", "locks", "hosts", "backup", "maintain", "staging", "health",
+                   "scheduler")
+
+
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-i", "--inventory", envvar="ORCH_INVENTORY", metavar="PATH",
               help="Inventory file (default ./inventory.yaml, or $ORCH_INVENTORY).")
@@ -39,11 +44,9 @@ def cli(ctx, inventory, json_output, verbose, quiet):
 
 
 def _register() -> None:
-    from . import backup, check, hosts, locks, maintain, sites
-    from . import log as log_cmd
-    from . import health, scheduler
-    for module in (sites, check, log_cmd, locks, hosts, backup, maintain, health, scheduler):
-        for command in module.COMMANDS:
+    from importlib import import_module
+    for name in COMMAND_MODULES:
+        for command in import_module(f"{__name__}.{name}").COMMANDS:
             cli.add_command(command)
 
 

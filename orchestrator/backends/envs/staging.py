@@ -1,0 +1,106 @@
+"""Per-task staging environments derived from a site's `environments.staging` template.
+
+The template names the staging host, a base path, the database server (with an admin account that may
+create databases and users) and a URL template such as `https://{env}.{site}.stage.example.net`. An
+environment `t14883` gets its own folder, database, database user and basic-auth login. Their passwords
+are DERIVED (HMAC of the template's admin password), so orch stores none of them anywhere and can always
+recompute them for a refresh, a promotion or a destroy.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import posixpath
+import re
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit, urlunsplit
+
+from orchestrator.backends.remote import Sensitive
+from orchestrator.errors import Refused, UsageError
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+TEMPLATE = "staging"
+AUTH_USER = "staging"
+
+
+def default_name(task: str) -> str:
+    return f"t{task}".lower()
+
+
+def check_name(site, name: str) -> str:
+    """Refuse a name that is not a plain label, or that is (or is configured as) production."""
+    if not NAME.match(name):
+        raise UsageError(f"environment name {name!r}: use lowercase letters, digits and dashes (max 31)")
+    configured = site.environments.get(name)
+    if name == "production" or (configured is not None and configured.production):
+        raise Refused(f"{site.name}/{name} is a production environment: staging commands never touch it")
+    if name == TEMPLATE:
+        raise UsageError(f"'{TEMPLATE}' is the template of staging environments; pick another name")
+    return name
+
+
+def template(site):
+    """Return the site's staging template environment; raise UsageError if it has none."""
+    env = site.environments.get(TEMPLATE)
+    if env is None:
+        raise UsageError(f"site {site.name} has no environments.{TEMPLATE} (the template of staging copies)")
+    if env.database is not None and not env.database.password and env.database.engine != "sqlite":
+        raise UsageError(f"sites/{site.name}.yaml: environments.{TEMPLATE}.database needs the admin password")
+    return env
+
+
+def derive_secret(tmpl, site: str, name: str, purpose: str) -> Sensitive:
+    """Return a stable password for (site, env, purpose), keyed by the template's admin password."""
+    key = (tmpl.database.password.reveal() if tmpl.database and tmpl.database.password else tmpl.path).encode()
+    digest = hmac.new(key, f"orch:{site}:{name}:{purpose}".encode(), hashlib.sha256).hexdigest()
+    return Sensitive(digest[:24])
+
+
+def _url(template_url: str | None, site: str, name: str) -> str | None:
+    if not template_url:
+        return None
+    if "{env}" in template_url:
+        return template_url.replace("{env}", name).replace("{site}", site)
+    parts = urlsplit(template_url.replace("{site}", site))
+    return urlunsplit(parts._replace(netloc=f"{name}.{parts.netloc}"))
+
+
+def _path(template_path: str, site: str, name: str) -> str:
+    if "{env}" in template_path:
+        return template_path.replace("{env}", name).replace("{site}", site)
+    return posixpath.join(template_path.replace("{site}", site), name)
+
+
+def db_ident(site: str, name: str) -> str:
+    """Database and user name of an environment (MySQL user names are at most 80 chars, PG 63)."""
+    return re.sub(r"[^a-z0-9_]", "_", f"{site}_{name}".lower())[:63]
+
+
+@dataclass(frozen=True)
+class StagingEnv:
+    """A derived staging environment: an inventory-shaped Environment plus what orch needs around it."""
+
+    env: object             # orchestrator.config.model.Environment
+    admin_db: object | None  # the template's Database (admin account on the staging DB server)
+    auth_password: Sensitive
+
+    @property
+    def name(self) -> str:
+        return self.env.name
+
+
+def derive(site, name: str) -> StagingEnv:
+    """Given a site and an environment name, return the staging environment orch makes (or made) for it."""
+    tmpl = template(site)
+    check_name(site, name)
+    database = None
+    if tmpl.database is not None:
+        ident = db_ident(site.name, name)
+        if tmpl.database.engine == "sqlite":
+            database = replace(tmpl.database, password=None)
+        else:
+            database = replace(tmpl.database, name=ident, user=ident,
+                               password=derive_secret(tmpl, site.name, name, "database"))
+    env = replace(tmpl, name=name, path=_path(tmpl.path, site.name, name), url=_url(tmpl.url, site.name, name),
+                  production=False, database=database)
+    return StagingEnv(env, tmpl.database, derive_secret(tmpl, site.name, name, "basic-auth"))

@@ -1,0 +1,126 @@
+"""`orch staging ...`: test environments copied from production, one per task."""
+from __future__ import annotations
+
+import click
+
+from orchestrator.actions import staging
+
+from .app import json_option, pass_app, task_option
+from .output import short_time
+
+
+@click.group("staging")
+def staging_group():
+    """Staging copies of production: create, refresh, list, destroy.
+
+    Content flows down from a production backup (files restored on the staging host, the dump
+    streamed through the URL replacer), then the copy is made safe: sanitized, passwords reset,
+    mail off, basic auth and noindex on its vhost.
+    """
+
+
+@staging_group.command("create")
+@click.argument("site")
+@task_option()
+@click.option("--name", help="Environment name (default: t<TASK>, e.g. t14883).")
+@click.option("--from", "source", default="latest", show_default=True, metavar="latest|fresh|BACKUP_ID",
+              help="Production backup to copy: the newest good one, a new one taken now, or a given id.")
+@click.option("--dry-run", is_flag=True, help="Show what would be created; do nothing.")
+@json_option
+@pass_app
+def create_cmd(app, site, task, name, source, dry_run):
+    """Create a staging copy of SITE's production for a task.
+
+    \b
+    Examples:
+      orch staging create shinglas --task 14883
+      orch staging create shinglas --task 14883 --from fresh --name t14883-b
+    """
+    if dry_run:
+        app.emit(staging.plan(app.inventory, site, name or f"t{task}", source))
+        if not app.json:
+            for key, value in staging.plan(app.inventory, site, name or f"t{task}", source).items():
+                click.echo(f"{key:>16}: {value}")
+        return
+    result = staging.create(app.oplog, app.inventory, site, task=task, name=name, source=source)
+    if app.json:
+        app.emit(result)
+        return
+    click.echo(f"staging {result['site']}/{result['env']} is ready: {result['url']}")
+    click.echo(f"  basic auth:       {result['basic_auth']['user']} / {result['basic_auth']['password']}")
+    if result.get("staging_password"):
+        click.echo(f"  site logins:      every account's password is now {result['staging_password']}"
+                   "  (shown once)")
+    click.echo(f"  copied from:      backup {result['backup_id']}")
+    replaced = (result.get("replacements") or {}).get("replacements")
+    if replaced is not None:
+        click.echo(f"  URLs replaced:    {replaced}")
+
+
+@staging_group.command("refresh")
+@click.argument("site")
+@click.option("--env", "name", required=True, help="The staging environment to refresh.")
+@task_option()
+@click.option("--from", "source", default="latest", show_default=True, metavar="latest|fresh|BACKUP_ID")
+@click.option("--db-only", is_flag=True, help="Only the database.")
+@click.option("--files-only", is_flag=True, help="Only the content files.")
+@click.option("--with-code", is_flag=True, help="Also overwrite staging's code with production's.")
+@json_option
+@pass_app
+def refresh_cmd(app, site, name, task, source, db_only, files_only, with_code):
+    """Copy production's content down again; staging's code (your work) stays unless --with-code.
+
+    \b
+    Examples:
+      orch staging refresh shinglas --env t14883 --task 14883
+      orch staging refresh shinglas --env t14883 --task 14883 --db-only --from fresh
+    """
+    if db_only and files_only:
+        raise click.UsageError("--db-only and --files-only exclude each other")
+    result = staging.refresh(app.oplog, app.inventory, site, name=name, task=task, source=source,
+                             files=not db_only, db=not files_only, with_code=with_code)
+    if app.json:
+        app.emit(result)
+        return
+    click.echo(f"refreshed {site}/{name} from backup {result['backup_id']}")
+    if result.get("staging_password"):
+        click.echo(f"  site logins: every account's password is now {result['staging_password']}  (shown once)")
+
+
+@staging_group.command("destroy")
+@click.argument("site")
+@click.option("--env", "name", required=True, help="The staging environment to remove.")
+@task_option()
+@json_option
+@pass_app
+def destroy_cmd(app, site, name, task):
+    """Remove a staging environment: files, database, database user, vhost, basic-auth file.
+
+    Refuses (exit 4) anything that is or is configured as production.
+
+    \b
+    Example:
+      orch staging destroy shinglas --env t14883 --task 14883
+    """
+    result = staging.destroy(app.oplog, app.inventory, site, name=name, task=task)
+    app.emit(result)
+    app.say(f"destroyed {site}/{name} ({result['path']})")
+
+
+@staging_group.command("list")
+@click.argument("site", required=False)
+@json_option
+@pass_app
+def list_cmd(app, site):
+    """List staging environments orch made: env, task, created, URL.
+
+    \b
+    Example:
+      orch staging list shinglas
+    """
+    rows = staging.listing(app.oplog, site)
+    app.emit(rows, [("site", "site"), ("name", "env"), ("task", "task"), ("created", "created"), ("host", "host"),
+                    ("url", "url")], rows=[r | {"created": short_time(r["created_at"])} for r in rows])
+
+
+COMMANDS = [staging_group]

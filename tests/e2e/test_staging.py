@@ -1,0 +1,168 @@
+"""Staging copies end to end: a real WordPress on web1 copied to stage1, served by real nginx + php-fpm."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+from fleet import Fleet, host_entry, tree_checksums
+
+pytestmark = pytest.mark.e2e
+
+TASK = "14883"
+
+
+@pytest.fixture(scope="module")
+def wp_fleet(fleet, wordpress, stage1_web, mariadb, ssh_hosts, tmp_path_factory):
+    """The fleet inventory plus site `wp`: production = the real WordPress, staging template on stage1."""
+    admin_pw = "admin-" + wordpress.db_password[-8:]
+    mariadb.sql(f"CREATE USER IF NOT EXISTS 'orch_admin'@'%' IDENTIFIED BY '{admin_pw}'")
+    mariadb.sql("GRANT ALL PRIVILEGES ON *.* TO 'orch_admin'@'%' WITH GRANT OPTION")
+    stage1, nginx = ssh_hosts["stage1"], stage1_web.nginx
+    inventory = json.loads(json.dumps(fleet.base))
+    inventory["hosts"]["stage1"] = host_entry(stage1) | {"web": {
+        "sites_dir": str(nginx.sites_dir), "listen": nginx.listen, "connect": nginx.listen,
+        "php_socket": str(stage1_web.php.socket), "test": nginx.test_command.split(),
+        "reload": nginx.reload_command.split()}}
+    port = nginx.listen.rsplit(":", 1)[1]
+    site = {"name": "wp", "playbook": "wordpress", "task": "10010", "environments": {
+        "production": {"host": "web1", "path": str(wordpress.path), "url": wordpress.url,
+                       "database": {"engine": "mysql", "name": wordpress.db_name, "user": wordpress.db_user,
+                                    "password": {"env": "T_WP_PW"}, "host": mariadb.host, "port": mariadb.port}},
+        "staging": {"host": "stage1", "path": f"{stage1.home}/stage-{tmp_path_factory.getbasetemp().name}",
+                    "url": f"http://{{env}}.wp.stage.test:{port}",
+                    "database": {"engine": "mysql", "name": "mysql", "user": "orch_admin",
+                                 "password": {"env": "T_WP_ADMIN_PW"},
+                                 "host": mariadb.host, "port": mariadb.port}}}}
+    wp = Fleet(tmp_path_factory.mktemp("wpfleet"), fleet.env | {"T_WP_PW": wordpress.db_password,
+                                                                 "T_WP_ADMIN_PW": admin_pw}, fleet.hosts)
+    wp.write_inventory(inventory, {"wp": site})
+    wp.wordpress, wp.mariadb, wp.stage1 = wordpress, mariadb, stage1
+    wp.orch("backup", "wp", "--task", TASK)
+    return wp
+
+
+def _prod_state(wp):
+    dump = subprocess.run(["mariadb-dump", "-S", str(wp.mariadb.socket), "--skip-dump-date", "--skip-comments",
+                           wp.wordpress.db_name], capture_output=True, check=True).stdout
+    return dump, tree_checksums(wp.wordpress.host, str(wp.wordpress.path), exclude="wp-content/cache")
+
+
+@pytest.fixture(scope="module")
+def staged(wp_fleet):
+    before = _prod_state(wp_fleet)
+    result = wp_fleet.orch_json("staging", "create", "wp", "--task", TASK)
+    return result, before
+
+
+def _get(result, path="/", auth=True):
+    from orchestrator.backends.envs.web import fetch
+    listen = result["url"].rsplit(":", 1)[1]
+    return fetch(result["url"].rstrip("/") + path, connect_to=f"127.0.0.3:{listen}",
+                 auth=(result["basic_auth"]["user"], result["basic_auth"]["password"]) if auth else None)
+
+
+def test_the_staging_url_serves_the_copy_behind_basic_auth_with_noindex(wp_fleet, staged):
+    result, _ = staged
+    status, headers, body = _get(result)
+    assert status == 200 and "Dachdeckerei Muster Shop" in body
+    assert "noindex" in headers.get("X-Robots-Tag", "")
+    assert _get(result, auth=False)[0] == 401
+    links = re.findall(r'(?:href|src)="(https?://[^"]+)"', body)
+    # every link to the site itself points at the staging URL; the theme's credit link to wordpress.org stays
+    own = [link for link in links if "wordpress.org" not in link]
+    assert len(own) > 5 and all(link.startswith(result["url"].rstrip("/")) for link in own), own
+    assert not [link for link in links if wp_fleet.wordpress.url in link]
+
+
+def test_production_is_untouched(wp_fleet, staged):
+    _, before = staged
+    assert _prod_state(wp_fleet) == before
+
+
+def test_serialized_and_json_values_are_valid_after_replacement(wp_fleet, staged):
+    result, _ = staged
+    db = f"wp_{result['env']}"
+    raw = wp_fleet.mariadb.sql("SELECT option_value FROM wp_options WHERE option_name='orch_test_widget'", db)
+    value = raw.strip().replace("\\\\", "\\")
+    out = subprocess.run(["php", "-r", "var_export(unserialize(stream_get_contents(STDIN)));"], input=value,
+                         capture_output=True, text=True).stdout
+    assert result["url"].rstrip("/") in out and "false" != out.strip() and wp_fleet.wordpress.url not in out
+    assert "Кровля" in out
+    js = wp_fleet.mariadb.sql("SELECT option_value FROM wp_options WHERE option_name='orch_test_json'", db)
+    assert result["url"].rstrip("/").replace("/", "\\\\/") in js
+    assert result["replacements"]["replacements"] > 0
+
+
+def test_no_production_email_survives_and_the_admin_logs_in_with_the_staging_password(wp_fleet, staged):
+    result, _ = staged
+    db = f"wp_{result['env']}"
+    emails = wp_fleet.mariadb.sql("SELECT user_email FROM wp_users", db).split()
+    assert emails and not set(emails) & set(wp_fleet.wordpress.users.values())
+    assert all(e.endswith("@staging.invalid") for e in emails)
+    from urllib.parse import urlencode
+    body = urlencode({"log": "admin", "pwd": result["staging_password"], "wp-submit": "Log In",
+                      "testcookie": "1"}).encode()
+    import urllib.request
+    listen = result["url"].rsplit(":", 1)[1]
+    req = urllib.request.Request(f"http://127.0.0.3:{listen}/wp-login.php", data=body, headers={
+        "Host": result["url"].split("//")[1].rstrip("/"), "Cookie": "wordpress_test_cookie=WP%20Cookie%20check",
+        "Authorization": "Basic " + __import__("base64").b64encode(
+            f"staging:{result['basic_auth']['password']}".encode()).decode()})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+    try:
+        urllib.request.build_opener(NoRedirect).open(req, timeout=10)
+        status = 200
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    assert status == 302, "admin login with the staging password failed"
+
+
+def test_the_oplog_shows_every_step_and_the_artifacts(wp_fleet, staged):
+    ops = wp_fleet.orch_json("log", "--task", TASK)
+    create = next(op for op in ops if op["action"] == "staging-create")
+    assert create["status"] == "ok" and all(s["status"] == "ok" for s in create["steps"])
+    kinds = {a["kind"] for a in create["artifacts"]}
+    assert {"source-backup", "staging-url", "url-replacements"} <= kinds
+    assert staged[0]["basic_auth"]["password"] not in json.dumps(ops)
+    listed = wp_fleet.orch_json("staging", "list", "wp")
+    assert [e["name"] for e in listed] == [staged[0]["env"]]
+
+
+def test_refresh_brings_new_production_content_down_and_keeps_staging_code(wp_fleet, staged):
+    result, _ = staged
+    stage1, wp = wp_fleet.stage1, wp_fleet.wordpress
+    theme = f"{result['path']}/wp-content/themes/orch-test-theme.txt"
+    stage1.run(f"echo 'work in progress' > {theme}")
+    upload = f"{wp.path}/wp-content/uploads/2026/11/after-staging.txt"
+    wp.host.run(f"echo 'uploaded later' > {upload}")
+    wp_fleet.mariadb.sql("UPDATE wp_options SET option_value = 'Refreshed Title' WHERE option_name = 'blogname'",
+                         wp.db_name)
+    try:
+        out = wp_fleet.orch_json("staging", "refresh", "wp", "--env", result["env"], "--task", TASK, "--from", "fresh")
+        assert out["staging_password"]
+        assert stage1.run(f"cat {result['path']}/wp-content/uploads/2026/11/after-staging.txt").stdout.strip() \
+            == "uploaded later"
+        assert stage1.run(f"cat {theme}").stdout.strip() == "work in progress"
+        assert _get(result | {"basic_auth": result["basic_auth"]})[2].count("Refreshed Title") >= 1
+    finally:
+        wp.host.run(f"rm -f {upload}")
+        wp_fleet.mariadb.sql("UPDATE wp_options SET option_value = 'Dachdeckerei Muster Shop' "
+                             "WHERE option_name = 'blogname'", wp.db_name)
+
+
+def test_destroy_refuses_production_and_removes_everything(wp_fleet, staged):
+    result, before = staged
+    proc = wp_fleet.orch("staging", "destroy", "wp", "--env", "production", "--task", TASK, expect=4)
+    assert "production" in proc.stderr
+    assert _prod_state(wp_fleet) == before
+    wp_fleet.orch("staging", "destroy", "wp", "--env", result["env"], "--task", TASK)
+    assert not subprocess.run(["test", "-e", result["path"]]).returncode == 0
+    assert wp_fleet.mariadb.sql(f"SHOW DATABASES LIKE 'wp\\_{result['env']}'").strip() == ""
+    assert wp_fleet.mariadb.sql(f"SELECT COUNT(*) FROM mysql.user WHERE user = 'wp_{result['env']}'").strip() == "0"
+    assert not list(__import__("pathlib").Path(result["vhost"]).parent.glob(f"orch-wp-{result['env']}.conf"))
+    assert wp_fleet.orch_json("staging", "list", "wp") == []
