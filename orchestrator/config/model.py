@@ -110,6 +110,7 @@ class Site:
     sanitize: dict
     layout: str
     raw: dict
+    promote: dict = None  # keep_releases, health_paths, expect_status, health_timeout, restore_db_on_rollback
 
     def env(self, name: str) -> Environment:
         """Given an environment name, return it; raise InventoryError listing the site's environments if unknown."""
