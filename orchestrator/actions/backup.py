@@ -119,7 +119,7 @@ def backup_files(conn, repo: Repository, t: Target, tags: list[str]) -> dict:
     excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
     backup = repo.command("backup", "--json", "--host", t.restic_host, *tag_args(tags + ["part=files"]),
                           *excludes, ".")
-    result = conn.run(Command("cd", t.env.path).then(backup), check=False, timeout=None)
+    result = conn.run(Command("cd", t.files_root).then(backup), check=False, timeout=None)
     if result.exit_status == 3:  # restic: snapshot saved, some files unreadable: keep it, say so loudly
         log.warning("%s: some files could not be read: %s", t.label, _last_lines(result.stderr))
     elif not result.ok:
@@ -184,7 +184,7 @@ def _summary(t: Target, backup_id, task, pin, files: dict, db: dict | None, tabl
 
 def plan(t: Target, pin: bool) -> dict:
     """What a backup of this target would do (for --dry-run)."""
-    return {"site": t.site.name, "env": t.env.name, "host": t.host.name, "path": t.env.path,
+    return {"site": t.site.name, "env": t.env.name, "host": t.host.name, "path": t.files_root,
             "database": f"{t.env.database.engine}:{t.env.database.name or t.env.database.path}"
             if t.env.database else None,
             "repository": t.repository.url, "exclude": list(t.site.backup.exclude), "pin": pin}

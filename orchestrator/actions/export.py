@@ -11,40 +11,17 @@ import os
 import tarfile
 import threading
 import time
-from contextlib import contextmanager
 
 import zstandard
 
 from orchestrator.backends.remote import connect
+from orchestrator.backends.remote.relay import remote_stream
 from orchestrator.backends.storage import s3
 from orchestrator.errors import UsageError
 from orchestrator.oplog.run import locked_operation
 
 from . import catalog
 from .targets import Target
-
-
-@contextmanager
-def remote_stream(conn, command):
-    """Yield a readable pipe fed by `command`'s stdout in a background thread; re-raise its failure at exit."""
-    read_fd, write_fd = os.pipe()
-    errors: list[BaseException] = []
-
-    def pump():
-        with open(write_fd, "wb") as sink:
-            try:
-                conn.run(command, stdout=sink, timeout=None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the reader's thread
-                errors.append(exc)
-
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
-    with open(read_fd, "rb") as source:
-        yield source
-        source.read()  # drain, so the producer can finish
-    thread.join()
-    if errors:
-        raise errors[0]
 
 
 def dump_member(t: Target, conn, snapshot_id: str) -> tarfile.TarInfo:

@@ -29,7 +29,8 @@ def safe_subpath(path: str | None) -> str | None:
 
 def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None) -> str:
     """Restore the files snapshot into the target's docroot (or only `subpath`). Return a summary line."""
-    repo, parent = t.repository, posixpath.dirname(t.env.path.rstrip("/"))
+    repo, root = t.repository, t.files_root
+    parent = posixpath.dirname(root.rstrip("/"))
     staging = conn.run(Command("mktemp", "-d", "-p", parent, ".orch-restore.XXXXXX")).text.strip()
     try:
         include = ["--include", "/" + subpath] if subpath else []
@@ -37,7 +38,7 @@ def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None) -> str
         source = posixpath.join(staging, subpath) if subpath else staging
         if subpath and not conn.ok(Command("test", "-e", source)):
             raise UsageError(f"{subpath} is not in backup snapshot {snapshot_id[:8]}")
-        dest = posixpath.join(t.env.path, subpath) if subpath else t.env.path
+        dest = posixpath.join(root, subpath) if subpath else root
         excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
         is_dir = conn.ok(Command("test", "-d", source))
         src, dst = (source.rstrip("/") + "/", dest.rstrip("/") + "/") if is_dir else (source, dest)

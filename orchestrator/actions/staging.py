@@ -86,7 +86,8 @@ def _build(op, conn, site, staged, prod: Target, stage_host, chosen) -> dict:
     env, playbook = staged.env, playbook_for_site(site)
     repo = _repo_on(stage_host, prod)
     with op.step("restore files on the staging host") as step:
-        _restore_files(conn, repo, chosen["snapshots"]["files"], env.path, playbook)
+        _restore_files(conn, repo, chosen["snapshots"]["files"], env.path, playbook,
+                       flatten=prod.files_root != prod.env.path)
         step.output(f"{env.path} from snapshot {chosen['snapshots']['files']}")
     db_result = _copy_database(op, conn, site, staged, prod, repo, chosen, playbook) if env.database else {}
     with op.step("switch mail and cron off") as step:
@@ -97,10 +98,23 @@ def _build(op, conn, site, staged, prod: Target, stage_host, chosen) -> dict:
             "vhost": vhost, **db_result}
 
 
-def _restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook) -> None:
+def _restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook, flatten: bool) -> None:
+    """Restore a production files snapshot as the staging docroot. A releases-layout snapshot holds
+    releases/, shared/ and current: its live release is copied out with the shared links dereferenced."""
     conn.run(Command("rm", "-rf", "--", path).then(Command("mkdir", "-p", "--", path)))
     excludes = [arg for pattern in playbook.cache for arg in ("--exclude", "/" + pattern.strip("/"))]
-    repo.run(conn, "restore", snapshot_id, "--target", path, *excludes, timeout=None)
+    if not flatten:
+        repo.run(conn, "restore", snapshot_id, "--target", path, *excludes, timeout=None)
+        return
+    scratch = conn.run(Command("mktemp", "-d", "-p", posixpath.dirname(path.rstrip("/")), ".orch-flat.XXXXXX"))
+    scratch = scratch.text.strip()
+    try:
+        repo.run(conn, "restore", snapshot_id, "--target", scratch, "--exclude", "/releases/*/BAD_RELEASE",
+                 timeout=None)
+        conn.run(Command("rsync", "-a", "--copy-links", *_excludes(playbook.cache), "--",
+                         posixpath.join(scratch, "current") + "/", path + "/"))
+    finally:
+        conn.run(Command("rm", "-rf", "--", scratch), check=False)
 
 
 def _copy_database(op, conn, site, staged, prod: Target, repo, chosen, playbook) -> dict:
@@ -183,7 +197,7 @@ def refresh(oplog, inventory, site_name: str, *, name: str, task: str, source: s
         if files:
             with op.step("refresh " + ("all files" if with_code else "content files")) as step:
                 step.output(_refresh_files(conn, repo, chosen["snapshots"]["files"], staged.env, playbook,
-                                           with_code))
+                                           with_code, flatten=prod.files_root != prod.env.path))
         if db and staged.env.database:
             result |= _copy_database(op, conn, site, staged, prod, repo, chosen, playbook)
         if with_code:
@@ -193,7 +207,8 @@ def refresh(oplog, inventory, site_name: str, *, name: str, task: str, source: s
         return result
 
 
-def _refresh_files(conn, repo: Repository, snapshot_id: str, env, playbook, with_code: bool) -> str:
+def _refresh_files(conn, repo: Repository, snapshot_id: str, env, playbook, with_code: bool,
+                   flatten: bool = False) -> str:
     """Restore the snapshot's content (or everything) beside the env, then rsync it in.
 
     Without with_code only the playbook's content paths come down; each plain (glob-free) content folder
@@ -202,20 +217,28 @@ def _refresh_files(conn, repo: Repository, snapshot_id: str, env, playbook, with
     parent = posixpath.dirname(env.path.rstrip("/"))
     scratch = conn.run(Command("mktemp", "-d", "-p", parent, ".orch-refresh.XXXXXX")).text.strip()
     try:
-        includes = [] if with_code else [a for p in playbook.content for a in ("--include", "/" + p.strip("/"))]
+        includes = [] if with_code or flatten else [
+            a for p in playbook.content for a in ("--include", "/" + p.strip("/"))]
         repo.run(conn, "restore", snapshot_id, "--target", scratch, *includes, timeout=None)
+        if flatten:  # a releases-layout snapshot: the live release, shared links dereferenced
+            flat = scratch + "/flat"
+            conn.run(Command("rsync", "-a", "--copy-links", "--", scratch + "/current/", flat + "/"))
+            scratch_source = flat
+        else:
+            scratch_source = scratch
         staging_only = [item.path for item in playbook.config] + [*playbook.mail_off.files, *playbook.cron_off.files]
         skip = [*playbook.cache, *staging_only]
         if with_code:
-            conn.run(Command("rsync", "-a", "--delete", *_excludes(skip), "--", scratch + "/", env.path + "/"))
+            conn.run(Command("rsync", "-a", "--delete", *_excludes(skip), "--", scratch_source + "/", env.path + "/"))
             return f"{env.path}: everything but cache, config and staging guard files"
-        conn.run(Command("rsync", "-a", *_excludes(skip), "--", scratch + "/", env.path + "/"))
+        if not flatten:  # the restore held only content (glob patterns included): bring all of it
+            conn.run(Command("rsync", "-a", *_excludes(skip), "--", scratch_source + "/", env.path + "/"))
         mirrored = []
         for pattern in playbook.content:
             rel = pattern.strip("/")
-            if not any(c in rel for c in "*?[") and conn.ok(Command("test", "-d", posixpath.join(scratch, rel))):
+            if not any(c in rel for c in "*?[") and conn.ok(Command("test", "-d", posixpath.join(scratch_source, rel))):
                 conn.run(Command("rsync", "-a", "--delete", *_excludes(skip, rel), "--",
-                                 posixpath.join(scratch, rel) + "/", posixpath.join(env.path, rel) + "/"))
+                                 posixpath.join(scratch_source, rel) + "/", posixpath.join(env.path, rel) + "/"))
                 mirrored.append(rel)
         return f"content mirrored: {', '.join(mirrored) or 'none found'}"
     finally:

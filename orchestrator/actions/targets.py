@@ -32,6 +32,14 @@ class Target:
         return Repository(self.storage, self.site.name, self.host.restic)
 
     @property
+    def files_root(self) -> str:
+        """The folder a files backup covers: the docroot, or in the releases layout the whole release tree
+        (releases/, shared/ and current), since restic does not follow the symlinks into shared/."""
+        if self.env.production and self.site.layout == "releases":
+            return self.env.path.rstrip("/") + ".releases"
+        return self.env.path
+
+    @property
     def restic_host(self) -> str:
         """The restic --host of this environment's snapshots: stable whichever machine ran restic."""
         return f"{self.site.name}.{self.env.name}"

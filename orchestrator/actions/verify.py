@@ -77,7 +77,7 @@ def drill_files(conn, t: Target, snapshot_id: str) -> tuple[dict, list[str]]:
         problems = [] if "error" not in result.stderr.lower() else [f"file restore reported: {result.stderr[-300:]}"]
         rel = [p.lstrip("/") for p in paths]
         restored = _sha256(conn, scratch, rel)
-        live = _sha256(conn, t.env.path, rel)
+        live = _sha256(conn, t.files_root, rel)
         problems += [f"sampled file {p} did not restore" for p in rel if p not in restored]
         same = sum(1 for p in rel if p in restored and live.get(p) == restored[p])
         return {"sampled": len(rel), "restored": len(restored), "unchanged_since_backup": same}, problems

@@ -6,11 +6,10 @@ plus a small `main`. It is written once per content hash under the host user's c
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from orchestrator.backends.remote import Command
+from orchestrator.backends.remote import Command, shipped
 
 from . import replace
 
@@ -41,14 +40,7 @@ def script_source() -> str:
 
 def ensure_script(conn) -> str:
     """Make sure the replacer script is on the host; return its path there."""
-    source = script_source().encode()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    home = conn.run(Command("sh", "-c", 'printf %s "$HOME"')).text
-    path = f"{home}/.cache/orch/replace-{digest}.py"
-    if not conn.ok(Command("test", "-s", path)):
-        conn.run(Command("mkdir", "-p", f"{home}/.cache/orch"))
-        conn.put_bytes(source, path, mode=0o644)
-    return path
+    return shipped.ensure_script(conn, script_source(), "replace")
 
 
 def replace_command(script_path: str, pairs: list[tuple[str, str]], dialect: str) -> Command:

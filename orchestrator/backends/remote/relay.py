@@ -1,0 +1,38 @@
+"""Stream one command's stdout into another command's stdin, across two connectors (host -> here -> host),
+without a temp file anywhere."""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+
+from .command import Command
+
+
+@contextmanager
+def remote_stream(conn, command: Command, stdin: bytes | None = None):
+    """Yield a readable pipe fed by `command`'s stdout in a background thread; re-raise its failure at exit."""
+    read_fd, write_fd = os.pipe()
+    errors: list[BaseException] = []
+
+    def pump():
+        with open(write_fd, "wb") as sink:
+            try:
+                conn.run(command, stdin=stdin, stdout=sink, timeout=None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader's thread
+                errors.append(exc)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    with open(read_fd, "rb") as source:
+        yield source
+        source.read()  # drain, so the producer can finish
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def relay(src_conn, src_command: Command, dst_conn, dst_command: Command, *, src_stdin: bytes | None = None):
+    """Run src_command on one host and pipe its output into dst_command on another; return dst's Result."""
+    with remote_stream(src_conn, src_command, src_stdin) as source:
+        return dst_conn.run(dst_command, stdin=source, timeout=None)
