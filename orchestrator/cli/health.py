@@ -16,8 +16,8 @@ def _row(row: dict) -> dict:
         "max_age": f"{row['max_age_hours']:g} h",
         "failure": f"{failure['action']} {short_time(failure['at'])}" if failure else "",
         "drill": short_time(drill["at"]) if drill else "never",
-        "size": human_size(row["repository_bytes"] if row["repository_bytes"] is not None
-                           else (last or {}).get("size")),
+        "size": human_size((last or {}).get("size")),
+        "stored": human_size(row["repository_bytes"]),
     }
 
 
@@ -39,7 +39,8 @@ def health_cmd(app, usage):
     from orchestrator.actions.health import health
     rows = health(app.inventory, app.oplog, usage=usage)
     app.emit(rows, [("site", "site"), ("env", "env"), ("status", "status"), ("backup", "newest good backup"),
-                    ("max_age", "max age"), ("failure", "last failure"), ("drill", "last drill"), ("size", "size")],
+                    ("max_age", "max age"), ("failure", "last failure"), ("drill", "last drill"),
+                    ("size", "backup size"), *([("stored", "stored")] if usage else [])],
              rows=[_row(row) for row in rows])
     bad = [row for row in rows if not row["healthy"]]
     for row in bad:

@@ -89,8 +89,8 @@ def plan_cmd(app):
     from orchestrator.scheduler.plan import plan
     result = plan(app.inventory, app.oplog)
     rows = [job | {"next": short_time(job["next_run"]), "estimate": human_duration(job["estimated_seconds"])}
-            for job in result["jobs"]]
-    app.emit(result, [("next", "next run"), ("kind", "job"), ("site", "site"), ("env", "env"), ("host", "host"),
+            for job in sorted(result["jobs"], key=lambda job: job["host"])]  # stable: by host, then by time
+    app.emit(result, [("host", "host"), ("next", "next run"), ("kind", "job"), ("site", "site"), ("env", "env"),
                       ("schedule", "schedule"), ("estimate", "typical"), ("task", "task")], rows=rows)
     if not app.json:
         for host in result["hosts"]:

@@ -198,16 +198,23 @@ class Daemon:
             log.info("waiting up to %ss for %d running job(s)", self.stop_grace, running)
         finished = self.runtime.wait_idle(self.stop_grace)
         if not finished:
-            ids = interrupt_own_operations(
-                self.runtime.oplog, f"the scheduler stopped (pid {leader.identity()['pid']}) before the operation "
-                                    "finished")
-            log.warning("stopped with %d job(s) still running: operation(s) %s recorded as interrupted",
-                        self.runtime.inflight, ", ".join(map(str, ids)) or "none yet")
+            self._interrupt_leftovers()
         self.scheduler.shutdown(wait=False)
         runtime.install(None)
         self.threads_left = not finished
         log.info("scheduler stopped")
         return finished
+
+
+    def _interrupt_leftovers(self) -> None:
+        reason = f"the scheduler stopped (pid {leader.identity()['pid']}) before the operation finished"
+        try:
+            ids = interrupt_own_operations(self.runtime.oplog, reason)
+        except Exception as exc:  # noqa: BLE001 - the database may be why we stop; the reaper closes them later
+            log.error("could not record the running operations as interrupted: %s", exc)
+            return
+        log.warning("stopped with %d job(s) still running: operation(s) %s recorded as interrupted",
+                    self.runtime.inflight, ", ".join(map(str, ids)) or "none yet")
 
 
 def _host_limits(inventory) -> dict[str, int]:
