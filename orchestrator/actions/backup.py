@@ -128,12 +128,15 @@ def backup_files(conn, repo: Repository, t: Target, tags: list[str]) -> dict:
     return parse_summary(result.text)
 
 
-def backup_target(oplog, t: Target, *, task: str, pin: bool = False, catch_up: bool = False) -> dict:
-    """Back up one environment as one locked operation. Return a summary dict; raise on failure."""
+def backup_target(oplog, t: Target, *, task: str, pin: bool = False, catch_up: bool = False,
+                  lock: bool = True) -> dict:
+    """Back up one environment as one locked operation. Return a summary dict; raise on failure.
+
+    lock=False is for a caller that already holds the site's lock (a promotion's mandatory backup)."""
     backup_id = new_backup_id()
     params = {"backup_id": backup_id, "pin": pin, "storage": t.storage.name if t.storage else None}
     with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="backup", params=params,
-                          catch_up=catch_up) as op, connect(t.host) as conn:
+                          catch_up=catch_up, lock=lock) as op, connect(t.host) as conn:
         repo = t.repository
         with op.step("open repository") as step:
             version = repo.version(conn)

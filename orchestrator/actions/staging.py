@@ -112,7 +112,7 @@ def _restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook
         repo.run(conn, "restore", snapshot_id, "--target", scratch, "--exclude", "/releases/*/BAD_RELEASE",
                  timeout=None)
         conn.run(Command("rsync", "-a", "--copy-links", *_excludes(playbook.cache), "--",
-                         posixpath.join(scratch, "current") + "/", path + "/"))
+                         _live_tree(conn, scratch) + "/", path + "/"))
     finally:
         conn.run(Command("rm", "-rf", "--", scratch), check=False)
 
@@ -222,7 +222,7 @@ def _refresh_files(conn, repo: Repository, snapshot_id: str, env, playbook, with
         repo.run(conn, "restore", snapshot_id, "--target", scratch, *includes, timeout=None)
         if flatten:  # a releases-layout snapshot: the live release, shared links dereferenced
             flat = scratch + "/flat"
-            conn.run(Command("rsync", "-a", "--copy-links", "--", scratch + "/current/", flat + "/"))
+            conn.run(Command("rsync", "-a", "--copy-links", "--", _live_tree(conn, scratch) + "/", flat + "/"))
             scratch_source = flat
         else:
             scratch_source = scratch
@@ -243,6 +243,13 @@ def _refresh_files(conn, repo: Repository, snapshot_id: str, env, playbook, with
         return f"content mirrored: {', '.join(mirrored) or 'none found'}"
     finally:
         conn.run(Command("rm", "-rf", "--", scratch), check=False)
+
+
+def _live_tree(conn, restored: str) -> str:
+    """Given a restored files snapshot, return its live docroot: `current` of a releases-layout snapshot, or the
+    snapshot itself (backups taken before `orch adopt` are flat)."""
+    current = posixpath.join(restored, "current")
+    return current if conn.ok(Command("test", "-L", current)) else restored
 
 
 def _excludes(patterns, under: str = "") -> list[str]:

@@ -23,7 +23,7 @@ Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)"  (zsh_source, fish_s
 
 
 # Each module holds related commands and lists them in its COMMANDS.
-COMMAND_MODULES = ("sites", "check", "log", "locks", "hosts", "backup", "maintain", "staging", "health",
+COMMAND_MODULES = ("sites", "check", "log", "locks", "hosts", "backup", "maintain", "staging", "promote", "health",
                    "scheduler")
 
 

@@ -1,6 +1,8 @@
 """The e2e fleet: a MariaDB-backed site on web1 and a PostgreSQL-backed site on stage1, backed up to S3."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from fleet import Fleet, host_entry, make_tree, new_password, orch_env
 
@@ -74,3 +76,34 @@ def fleet(tmp_path_factory, ssh_hosts, mariadb, postgres, s3) -> Fleet:
     fleet.write_inventory(fleet.base, fleet.sites)
     fleet.secrets = [shop_pw, blog_pw, env["T_RESTIC_PW"], s3.secret_key]
     return fleet
+
+
+@pytest.fixture(scope="session")
+def wp_fleet(fleet, wordpress, stage1_web, mariadb, ssh_hosts, tmp_path_factory):
+    """The fleet inventory plus site `wp`: production = the real WordPress, staging template on stage1."""
+    admin_pw = "admin-" + wordpress.db_password[-8:]
+    mariadb.sql(f"CREATE USER IF NOT EXISTS 'orch_admin'@'%' IDENTIFIED BY '{admin_pw}'")
+    mariadb.sql("GRANT ALL PRIVILEGES ON *.* TO 'orch_admin'@'%' WITH GRANT OPTION")
+    stage1, nginx = ssh_hosts["stage1"], stage1_web.nginx
+    inventory = json.loads(json.dumps(fleet.base))
+    inventory["hosts"]["stage1"] = host_entry(stage1) | {"web": {
+        "sites_dir": str(nginx.sites_dir), "listen": nginx.listen, "connect": nginx.listen,
+        "php_socket": str(stage1_web.php.socket), "test": nginx.test_command.split(),
+        "reload": nginx.reload_command.split()}}
+    port = nginx.listen.rsplit(":", 1)[1]
+    site = {"name": "wp", "playbook": "wordpress", "task": "10010", "environments": {
+        "production": {"host": "web1", "path": str(wordpress.path), "url": wordpress.url,
+                       "database": {"engine": "mysql", "name": wordpress.db_name, "user": wordpress.db_user,
+                                    "password": {"env": "T_WP_PW"}, "host": mariadb.host, "port": mariadb.port}},
+        "staging": {"host": "stage1", "path": f"{stage1.home}/stage-{tmp_path_factory.getbasetemp().name}",
+                    "url": f"http://{{env}}.wp.stage.test:{port}",
+                    "database": {"engine": "mysql", "name": "mysql", "user": "orch_admin",
+                                 "password": {"env": "T_WP_ADMIN_PW"},
+                                 "host": mariadb.host, "port": mariadb.port}}}}
+    wp = Fleet(tmp_path_factory.mktemp("wpfleet"), fleet.env | {"T_WP_PW": wordpress.db_password,
+                                                                 "T_WP_ADMIN_PW": admin_pw}, fleet.hosts)
+    wp.write_inventory(inventory, {"wp": site})
+    wp.wordpress, wp.mariadb, wp.stage1 = wordpress, mariadb, stage1
+    wp.orch("backup", "wp", "--task", "14883")
+    wp.site = site
+    return wp

@@ -91,7 +91,7 @@ class Releases:
             name, bad, revision = (line.split("\t", 2) + ["", ""])[:3]
             data = json.loads(revision) if revision.strip().startswith("{") else {}
             status = "current" if name == current else ("bad" if bad else "previous")
-            rows.append({"release": name, "status": status, **data})
+            rows.append({**data, "release": name, "status": status})
         return sorted(rows, key=lambda r: int(r["release"]) if r["release"].isdigit() else 0, reverse=True)
 
     def build(self, revision_data: dict) -> str:

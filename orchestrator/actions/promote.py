@@ -1,0 +1,328 @@
+"""`orch promote`, `orch rollback`, `orch releases`, `orch adopt`: code flows up, safely.
+
+promote: lock -> mandatory production backup (refuse on failure) -> plan (code files added / changed /
+removed between the source environment and production; --dry-run stops here) -> build the new release ->
+atomic switch -> migrations -> health check (status, the playbook's marker, and the NEW revision answered by
+PHP) -> done, or automatic rollback recorded as `rolled_back` with the reason. Content never flows up:
+only files the playbook classifies as code are compared and sent.
+"""
+from __future__ import annotations
+
+import posixpath
+import time
+from dataclasses import replace
+
+from orchestrator.backends.cms.playbook import playbook_for_site
+from orchestrator.backends.envs import layouts, web
+from orchestrator.backends.envs import staging as staging_model
+from orchestrator.backends.remote import Command, connect
+from orchestrator.backends.remote.relay import relay
+from orchestrator.errors import OperationFailed, OrchError, UsageError
+from orchestrator.oplog.run import locked_operation
+
+from .backup import backup_target
+from .restore import restore_database
+from .targets import Target, target
+
+PLAN_LIST_LIMIT = 500  # file names kept in the oplog per category; counts are always complete
+
+
+def source_env(oplog, inventory, site, name: str):
+    """Return the Environment code is promoted from: a staging copy orch made, or one from the inventory."""
+    if name in site.environments:
+        env = site.environments[name]
+        if env.production:
+            raise UsageError(f"{site.name}/{name} is production: promote FROM a test environment")
+        return env
+    if any(row["name"] == name for row in oplog.envs(site.name)):
+        return staging_model.derive(site, name).env
+    raise UsageError(f"{site.name} has no environment {name!r} (see `orch sites` and `orch staging list`)")
+
+
+def layout_for(conn, prod: Target):
+    if prod.site.layout == "releases":
+        layout = layouts.Releases(conn, prod.env.path)
+        layout.check()
+        return layout
+    return layouts.InPlace(conn, prod.env.path)
+
+
+def make_plan(playbook, source_tree: dict, live_tree: dict) -> dict:
+    """Compare code files of source and production; return added/changed/removed with counts and sizes."""
+    def code(tree):
+        return {rel: v for rel, v in tree.items() if playbook.classify(rel) == "code"
+                and rel not in (layouts.REVISION_FILE, layouts.REVISION_PHP)}
+    src, live = code(source_tree), code(live_tree)
+    added = sorted(set(src) - set(live))
+    changed = sorted(rel for rel in set(src) & set(live) if src[rel][0] != live[rel][0])
+    removed = sorted(set(live) - set(src))
+    return {"added": added, "changed": changed, "removed": removed,
+            "counts": {"added": len(added), "changed": len(changed), "removed": len(removed)},
+            "bytes": sum(src[rel][1] for rel in added + changed)}
+
+
+def plan_for_oplog(plan: dict) -> dict:
+    return {k: (v[:PLAN_LIST_LIMIT] if isinstance(v, list) else v) for k, v in plan.items()}
+
+
+def _send(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) -> None:
+    """Copy files (relative paths) from one host's folder into another's, streamed as tar through here."""
+    if not files:
+        return
+    names = b"\0".join(f.encode() for f in files) + b"\0"
+    dst_conn.run(Command("mkdir", "-p", dst_path))
+    relay(src_conn, Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
+          dst_conn, Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"), src_stdin=names)
+
+
+def health_check(prod: Target, playbook, revision: str) -> str:
+    """Poll the production URL(s) until they answer as configured AND PHP serves the new revision.
+
+    Raise OperationFailed with what was last seen when the timeout passes."""
+    cfg = prod.site.promote or {}
+    base, connect_to = prod.env.url.rstrip("/"), (prod.host.web or {}).get("connect")
+    deadline = time.monotonic() + float(cfg.get("health_timeout", 30))
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            last = _health_once(base, connect_to, cfg, playbook, revision)
+            if last is None:
+                return f"{base}: {', '.join(cfg.get('health_paths', ['/']))} healthy, revision {revision} live"
+        except OSError as exc:
+            last = f"{base}: {exc}"
+        time.sleep(0.5)
+    raise OperationFailed(f"health check failed: {last}")
+
+
+def _health_once(base, connect_to, cfg, playbook, revision) -> str | None:
+    """One round of checks; return what is wrong, or None when healthy."""
+    for path in cfg.get("health_paths", ["/"]):
+        status, _, body = web.fetch(base + path, connect_to=connect_to)
+        if status != cfg.get("expect_status", 200):
+            return f"{path} answered {status}: {body[:160]!r}"
+        if path == "/" and not playbook.healthy(body):
+            return f"{path} lacks the playbook's health marker"
+    status, _, body = web.fetch(f"{base}/{layouts.REVISION_PHP}", connect_to=connect_to)
+    if status != 200 or body.strip() != revision:
+        return f"/{layouts.REVISION_PHP} answered {status} {body.strip()[:60]!r}, expected {revision}"
+    return None
+
+
+def preview(oplog, inventory, site_name: str, source: str) -> dict:
+    """The exact file plan of a promotion, computed without changing anything (--dry-run)."""
+    site = inventory.site(site_name)
+    prod, src = target(inventory, site.name, "production"), source_env(oplog, inventory, site, source)
+    playbook = playbook_for_site(site)
+    with connect(inventory.hosts[src.host]) as src_conn, connect(prod.host) as conn:
+        plan = make_plan(playbook, layouts.code_tree(src_conn, src.path),
+                         layouts.code_tree(conn, layout_for(conn, prod).live_dir()))
+    return {"site": site.name, "from": source, "layout": site.layout, "dry_run": True, **plan}
+
+
+def promote(oplog, inventory, site_name: str, *, source: str, task: str, migrate: bool = True) -> dict:
+    """Promote code from `source` to production; return the outcome. Raise OperationFailed when the
+    promotion did not happen (nothing changed) or was rolled back (status `rolled_back`)."""
+    site = inventory.site(site_name)
+    prod, src = target(inventory, site.name, "production"), source_env(oplog, inventory, site, source)
+    playbook, src_host = playbook_for_site(site), inventory.hosts[src.host]
+    with locked_operation(oplog, site=site.name, env="production", task=task, action="promote",
+                          params={"from": source, "layout": site.layout, "migrate": migrate}) as op, \
+            connect(src_host) as src_conn, connect(prod.host) as conn:
+        layout = layout_for(conn, prod)
+        with op.step("mandatory production backup") as step:
+            try:
+                backup = backup_target(oplog, prod, task=task, lock=False)
+            except OrchError as exc:
+                raise OperationFailed(f"promotion refused, production unchanged: the backup failed: {exc}") from exc
+            op.artifact("pre-promotion-backup", backup["backup_id"], details=backup["snapshots"])
+            step.output(f"backup {backup['backup_id']}")
+        with op.step("plan: compare code files") as step:
+            live = layouts.code_tree(conn, layout.live_dir())
+            plan = make_plan(playbook, layouts.code_tree(src_conn, src.path), live)
+            step.output(f"{plan['counts']} {plan['bytes']} bytes")
+            op.artifact("plan", f"{sum(plan['counts'].values())} files", size=plan["bytes"],
+                        details=plan_for_oplog(plan))
+        if not any(plan["counts"].values()):
+            return {"site": site.name, "status": "unchanged", "backup_id": backup["backup_id"], **plan}
+        runner = _ReleasesRun if isinstance(layout, layouts.Releases) else _InPlaceRun
+        return runner(op, layout, conn, src_conn, src, prod, playbook, plan, task, source, migrate,
+                      backup).run() | {"backup_id": backup["backup_id"]}
+
+
+class _Run:
+    """One promotion after its backup and plan: build, switch, migrate, check; roll back on failure."""
+
+    def __init__(self, op, layout, conn, src_conn, src, prod, playbook, plan, task, source, migrate, backup):
+        self.op, self.layout, self.conn, self.src_conn, self.src, self.prod = op, layout, conn, src_conn, src, prod
+        self.playbook, self.plan, self.migrate, self.backup = playbook, plan, migrate, backup
+        self.revision = layouts.new_revision(self._number(), task, source, op.id, sum(plan["counts"].values()))
+        self.migrated = False
+
+    def run(self) -> dict:
+        with self.op.step("build the new release") as step:
+            step.output(self.build())
+        with self.op.step("switch") as step:
+            started = time.monotonic()
+            step.output(self.switch() + f" in {time.monotonic() - started:.3f}s")
+        try:
+            self._migrate()
+            with self.op.step("health check") as step:
+                step.output(health_check(self.prod, self.playbook, self.revision["revision"]))
+        except OrchError as failure:
+            self._roll_back(str(failure))
+        self.op.artifact("revision", self.revision["revision"], details=self.revision)
+        return {"site": self.prod.site.name, "status": "ok", "revision": self.revision["revision"],
+                **self.plan["counts"], "release": str(self.revision["release"])}
+
+    def _migrate(self) -> None:
+        with self.op.step("migrations") as step:
+            if not self.migrate:
+                step.skip("--no-migrate")
+                return
+            command = self.playbook.choose_migration(self.prod.env.path, self.prod.env.url or "", self.conn.ok)
+            if command is None:
+                step.skip("the playbook has no migration for this site")
+                return
+            self.migrated = True
+            result = self.conn.run(command, check=False, timeout=600)
+            step.output(result.text[-1000:] + result.stderr[-1000:])
+            if not result.ok:
+                raise OperationFailed(f"migration failed (exit {result.exit_status}): {result.stderr.strip()[-300:]}")
+
+    def _roll_back(self, reason: str) -> None:
+        with self.op.step("automatic rollback") as step:
+            step.output(self.undo(reason))
+            policy = (self.prod.site.promote or {}).get("restore_db_on_rollback")
+            if self.migrated and policy and "db" in self.backup["snapshots"]:
+                step.output(restore_database(self.conn, self.prod, self.backup["snapshots"]["db"]))
+        self.op.artifact("rollback", self.revision["revision"], details={"reason": reason})
+        self.op.finish("rolled_back", error=reason)
+        raise OperationFailed(f"promotion rolled back: {reason}")
+
+
+class _ReleasesRun(_Run):
+    def _number(self) -> int:
+        return self.layout.next_number()
+
+    def build(self) -> str:
+        self.previous = self.layout.current()
+        self.target = self.layout.build(self.revision)
+        _send(self.src_conn, self.src.path, self.conn, self.target, self.plan["added"] + self.plan["changed"])
+        self.layout.remove(self.target, self.plan["removed"])
+        self.layout.write_revision(self.target, self.revision)
+        return f"{self.target} (from release {self.previous})"
+
+    def switch(self) -> str:
+        self.layout.switch(str(self.revision["release"]))
+        reload = (self.prod.host.web or {}).get("php_reload") or []
+        if reload:
+            self.conn.run(Command(*reload))
+        return f"current -> releases/{self.revision['release']}"
+
+    def undo(self, reason: str) -> str:
+        self.layout.switch(self.previous)
+        self.layout.mark_bad(str(self.revision["release"]), reason)
+        return f"current -> releases/{self.previous}; release {self.revision['release']} marked bad"
+
+    def run(self) -> dict:
+        result = super().run()
+        keep = (self.prod.site.promote or {}).get("keep_releases", 5)
+        removed = self.layout.prune(keep)
+        return result | {"pruned_releases": removed}
+
+
+class _InPlaceRun(_Run):
+    def _number(self) -> int:
+        return int(time.time())
+
+    def build(self) -> str:
+        incoming = self.layout.incoming(self.op.id)
+        _send(self.src_conn, self.src.path, self.conn, incoming, self.plan["added"] + self.plan["changed"])
+        for name, data in layouts.revision_files(self.revision).items():
+            self.conn.put_bytes(data, posixpath.join(incoming, name), mode=0o644)
+        return f"{len(self.plan['added']) + len(self.plan['changed'])} files staged in {incoming}"
+
+    def switch(self) -> str:
+        changed = self.plan["added"] + self.plan["changed"] + [layouts.REVISION_FILE, layouts.REVISION_PHP]
+        done = self.layout.apply(self.op.id, changed, self.plan["removed"])
+        return f"{len(done['replaced'])} replaced, {len(done['added'])} added, {len(done['removed'])} removed"
+
+    def undo(self, reason: str) -> str:
+        done = self.layout.undo(self.op.id)
+        return f"{len(done['restored'])} files restored, {len(done['deleted'])} new files removed"
+
+
+def rollback(oplog, inventory, site_name: str, *, task: str, to: str | None = None) -> dict:
+    """Put production back on an earlier release (releases layout) or undo the last promotion (in place)."""
+    site = inventory.site(site_name)
+    prod = target(inventory, site.name, "production")
+    with locked_operation(oplog, site=site.name, env="production", task=task, action="rollback",
+                          params={"to": to}) as op, connect(prod.host) as conn:
+        layout = layout_for(conn, prod)
+        with op.step("switch back") as step:
+            if isinstance(layout, layouts.Releases):
+                current = layout.current()
+                chosen = to or layout.previous_good(current)
+                if not chosen:
+                    raise UsageError(f"{site.name}: no earlier good release than {current}")
+                layout.switch(chosen)
+                layout.mark_bad(current, f"rolled back by task {task}")
+                result = {"from": current, "to": chosen}
+            else:
+                last = _last_inplace_promotion(oplog, site.name, to)
+                done = layout.undo(last)
+                result = {"undone_operation": last, "restored": len(done["restored"]), "deleted": len(done["deleted"])}
+            step.output(str(result))
+        op.artifact("rollback", str(result.get("to") or result.get("undone_operation")), details=result)
+        return {"site": site.name, **result}
+
+
+def _last_inplace_promotion(oplog, site: str, to: str | None) -> int:
+    promotions = [op for op in oplog.operations(site=site, action="promote") if op["status"] == "ok"]
+    if to:
+        promotions = [op for op in promotions if str(op["id"]) == to]
+    if not promotions:
+        raise UsageError(f"{site}: no successful in-place promotion to undo" + (f" with id {to}" if to else ""))
+    return promotions[0]["id"]
+
+
+def releases(oplog, inventory, site_name: str) -> list[dict]:
+    """The site's releases: from the host (releases layout) or from promotions in the oplog (in place)."""
+    site = inventory.site(site_name)
+    prod = target(inventory, site.name, "production")
+    if site.layout == "releases":
+        with connect(prod.host) as conn:
+            return layouts.Releases(conn, prod.env.path).listing()
+    rows = []
+    for op in oplog.operations(site=site.name, action="promote", with_details=True):
+        revision = next((a for a in op.get("artifacts", []) if a["kind"] == "revision"), None)
+        rows.append({"release": str(op["id"]), "status": op["status"], "task": op["task"],
+                     "created": op["started_at"], "revision": revision["ident"] if revision else None})
+    return rows
+
+
+def adopt(oplog, inventory, site_name: str, *, layout: str, task: str) -> dict:
+    """Convert an in-place production docroot to the releases layout (after a safety backup)."""
+    if layout != "releases":
+        raise UsageError("only `--layout releases` can be adopted")
+    site = inventory.site(site_name)
+    prod = target(inventory, site.name, "production")
+    as_found = Target(replace(site, layout="inplace"), prod.env, prod.host, prod.storage)
+    playbook = playbook_for_site(site)
+    shared = [p.strip("/") for p in playbook.content if not any(c in p for c in "*?[")]
+    shared += [c.path for c in playbook.config]
+    with locked_operation(oplog, site=site.name, env="production", task=task, action="adopt",
+                          params={"layout": layout}) as op, connect(prod.host) as conn:
+        with op.step("safety backup") as step:
+            backup = backup_target(oplog, as_found, task=task, lock=False)
+            op.artifact("pre-adopt-backup", backup["backup_id"])
+            step.output(backup["backup_id"])
+        with op.step("move the docroot into releases/1 and switch atomically") as step:
+            result = layouts.adopt(conn, prod.env.path, shared)
+            step.output(str(result))
+        revision = layouts.new_revision(1, task, "adopt", op.id, 0)
+        layouts.Releases(conn, prod.env.path).write_revision(posixpath.join(result["root"], "releases", "1"),
+                                                             revision)
+        op.artifact("revision", revision["revision"], details=revision)
+        note = "" if site.layout == "releases" else f"; now set `layout: releases` in sites/{site.name}.yaml"
+        return {"site": site.name, **result, "backup_id": backup["backup_id"], "note": note.lstrip("; ")}

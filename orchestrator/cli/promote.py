@@ -1,0 +1,117 @@
+"""`orch promote`, `orch rollback`, `orch releases`, `orch adopt`."""
+from __future__ import annotations
+
+import click
+
+from orchestrator.actions import promote as actions
+
+from .app import json_option, pass_app, require_tty_or_yes, task_option
+from .output import short_time
+
+
+@click.command("promote")
+@click.argument("site")
+@click.option("--from", "source", required=True, metavar="ENV", help="Test environment to take code from.")
+@task_option()
+@click.option("--dry-run", is_flag=True, help="Print the exact file plan and stop; nothing changes.")
+@click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
+@click.option("--no-migrate", is_flag=True, help="Skip the playbook's database migrations.")
+@json_option
+@pass_app
+def promote_cmd(app, site, source, task, dry_run, yes, no_migrate):
+    """Send code from a test environment to production, safely.
+
+    Content never flows up: only files the playbook calls code. A production backup is taken first
+    (no backup, no promotion); then the plan, a new release, an atomic switch, migrations and a health
+    check that must see the NEW revision answered by PHP. Any failure after the switch rolls back
+    automatically and the operation is logged as `rolled_back`.
+
+    \b
+    Examples:
+      orch promote shinglas --from t14883 --task 14883 --dry-run
+      orch promote shinglas --from t14883 --task 14883 --yes
+    """
+    if dry_run:
+        plan = actions.preview(app.oplog, app.inventory, site, source)
+        if app.json:
+            app.emit(plan)
+            return
+        for kind in ("added", "changed", "removed"):
+            for rel in plan[kind]:
+                click.echo(f"{ {'added': '+', 'changed': '~', 'removed': '-'}[kind] } {rel}")
+        click.echo(f"{plan['counts']['added']} added, {plan['counts']['changed']} changed, "
+                   f"{plan['counts']['removed']} removed ({plan['bytes']} bytes); dry run: nothing changed")
+        return
+    require_tty_or_yes(yes, f"promote {site} from {source} to production")
+    result = actions.promote(app.oplog, app.inventory, site, source=source, task=task, migrate=not no_migrate)
+    app.emit(result)
+    if not app.json:
+        if result["status"] == "unchanged":
+            click.echo(f"{site}: production already runs this code (backup {result['backup_id']} taken)")
+        else:
+            click.echo(f"{site}: revision {result['revision']} is live ({result['added']} added, "
+                       f"{result['changed']} changed, {result['removed']} removed; backup {result['backup_id']})")
+
+
+@click.command("rollback")
+@click.argument("site")
+@task_option()
+@click.option("--to", "to", metavar="RELEASE", help="Release to go back to (default: the previous good one).")
+@click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
+@json_option
+@pass_app
+def rollback_cmd(app, site, task, to, yes):
+    """Put production back on an earlier release (releases layout) or undo the last promotion (in place).
+
+    \b
+    Examples:
+      orch rollback shinglas --task 14883 --yes
+      orch rollback shinglas --task 14883 --to 6 --yes
+    """
+    require_tty_or_yes(yes, f"roll back {site} production")
+    result = actions.rollback(app.oplog, app.inventory, site, task=task, to=to)
+    app.emit(result)
+    app.say(f"{site}: rolled back {result}")
+
+
+@click.command("releases")
+@click.argument("site")
+@json_option
+@pass_app
+def releases_cmd(app, site):
+    """List a site's releases: release, time, task, revision, status (current, previous, bad).
+
+    \b
+    Example:
+      orch releases shinglas
+    """
+    rows = actions.releases(app.oplog, app.inventory, site)
+    app.emit(rows, [("release", "release"), ("time", "created (utc)"), ("task", "task"), ("revision", "revision"),
+                    ("status", "status")], rows=[r | {"time": short_time(r.get("created"))} for r in rows])
+
+
+@click.command("adopt")
+@click.argument("site")
+@click.option("--layout", type=click.Choice(["releases"]), required=True)
+@task_option()
+@click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
+@json_option
+@pass_app
+def adopt_cmd(app, site, layout, task, yes):
+    """Convert an in-place production docroot to the releases layout, atomically and after a backup.
+
+    The docroot path becomes a symlink into PATH.releases/ (releases/1, shared/, current), so the
+    web server configuration does not change.
+
+    \b
+    Example:
+      orch adopt shinglas --layout releases --task 14883 --yes
+    """
+    require_tty_or_yes(yes, f"convert {site} production to the {layout} layout")
+    result = actions.adopt(app.oplog, app.inventory, site, layout=layout, task=task)
+    app.emit(result)
+    app.say(f"{site}: now in the releases layout at {result['root']}" + (f"; {result['note']}" if result["note"]
+                                                                             else ""))
+
+
+COMMANDS = [promote_cmd, rollback_cmd, releases_cmd, adopt_cmd]
