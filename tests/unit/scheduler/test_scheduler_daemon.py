@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import cron_at, wait_for
+from schedkit import cron_at, wait_for
 
 from orchestrator.oplog import Oplog
 from orchestrator.scheduler import Daemon, leader
