@@ -1,0 +1,75 @@
+"""Promotion into a legacy in-place docroot: changed files renamed into place with a rollback set."""
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from fleet import Fleet, host_entry
+from testbed.webserver import php_vhost
+
+from orchestrator.backends.envs.web import fetch
+
+pytestmark = pytest.mark.e2e
+TASK = "15001"
+
+
+@pytest.fixture(scope="module")
+def plain(fleet, ssh_hosts, web1_web, tmp_path_factory):
+    """Site `plain` (generic PHP, no database): production on web1 behind nginx, a `dev` copy on stage1."""
+    web1, stage1 = ssh_hosts["web1"], ssh_hosts["stage1"]
+    run = secrets.token_hex(3)
+    prod, dev = f"{web1.home}/plain-{run}", f"{stage1.home}/plain-dev-{run}"
+    for host, path in ((web1, prod), (stage1, dev)):
+        host.run(f"mkdir -p {path}/lib {path}/uploads && echo '<?php echo \"plain v1\";' > {path}/index.php && "
+                 f"echo '<?php // old' > {path}/lib/old.php && echo 'keep' > {path}/uploads/u.txt")
+    nginx = web1_web.nginx
+    vhost = nginx.sites_dir / f"plain-{run}.conf"
+    vhost.write_text(php_vhost(listen=nginx.listen, root=prod, php_socket=web1_web.php.socket,
+                               server_name="plain.test"))
+    nginx.reload()
+    port = nginx.listen.rsplit(":", 1)[1]
+    inventory = json.loads(json.dumps(fleet.base))
+    inventory["hosts"]["web1"] = host_entry(web1) | {"web": {"sites_dir": str(nginx.sites_dir),
+                                                             "connect": nginx.listen}}
+    site = {"name": "plain", "playbook": "generic", "task": TASK, "layout": "inplace",
+            "playbook_overrides": {"content": ["uploads/"]}, "promote": {"health_timeout": 10},
+            "environments": {"production": {"host": "web1", "path": prod, "url": f"http://plain.test:{port}"},
+                             "dev": {"host": "stage1", "path": dev}}}
+    other = Fleet(tmp_path_factory.mktemp("plain"), fleet.env, fleet.hosts)
+    other.write_inventory(inventory, {"plain": site})
+    other.prod, other.dev, other.web1, other.stage1, other.connect = prod, dev, web1, stage1, nginx.listen
+    other.url = site["environments"]["production"]["url"]
+    yield other
+    vhost.unlink(missing_ok=True)
+    nginx.reload()
+
+
+def _page(plain, path="/"):
+    return fetch(plain.url + path, connect_to=plain.connect)
+
+
+def test_inplace_promotion_replaces_adds_and_removes_code_but_not_content(plain):
+    plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain v2\";' > index.php && "
+                     f"echo '<?php // new' > lib/new.php && rm lib/old.php && echo 'dev junk' > uploads/u.txt")
+    result = plain.orch_json("promote", "plain", "--from", "dev", "--task", TASK, "--yes")
+    assert (result["added"], result["changed"], result["removed"]) == (1, 1, 1)
+    assert _page(plain)[2] == "plain v2"
+    assert _page(plain, "/orch-revision.php")[2] == result["revision"]
+    assert plain.web1.run(f"cat {plain.prod}/uploads/u.txt").stdout.strip() == "keep"  # content stays
+    assert plain.web1.run(f"test ! -e {plain.prod}/lib/old.php && test -e {plain.prod}/lib/new.php").returncode == 0
+
+
+def test_inplace_breaking_change_is_undone_file_by_file(plain):
+    plain.stage1.run(f"echo '<?php undefined_function_here();' > {plain.dev}/index.php")
+    proc = plain.orch("promote", "plain", "--from", "dev", "--task", TASK, "--yes", expect=1)
+    assert "rolled back" in proc.stderr
+    assert _page(plain)[2] == "plain v2"
+    ops = plain.orch_json("log", "--task", TASK, "--action", "promote")
+    assert ops[-1]["status"] == "rolled_back"
+
+
+def test_manual_rollback_undoes_the_last_inplace_promotion(plain):
+    plain.orch("rollback", "plain", "--task", TASK, "--yes")
+    assert _page(plain)[2] == "plain v1"
+    assert plain.web1.run(f"test -e {plain.prod}/lib/old.php && test ! -e {plain.prod}/lib/new.php").returncode == 0
