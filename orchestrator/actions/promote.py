@@ -8,12 +8,14 @@ only files the playbook classifies as code are compared and sent.
 """
 from __future__ import annotations
 
+import json
 import posixpath
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 from orchestrator.backends.cms.playbook import playbook_for_site
-from orchestrator.backends.envs import layouts, web
+from orchestrator.backends.envs import gitsource, layouts, web
 from orchestrator.backends.envs import staging as staging_model
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.remote.relay import relay
@@ -75,7 +77,26 @@ def _send(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) ->
           dst_conn, Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"), src_stdin=names)
 
 
-def health_check(prod: Target, playbook, revision: str) -> str:
+def reload_php(conn, prod: Target) -> str:
+    """Reload php-fpm when the host says how (OPcache must not serve replaced files; in place, a restored file
+    can even carry the same mtime second as the cached one, so only a reload is certain)."""
+    command = (prod.host.web or {}).get("php_reload") or []
+    if command:
+        conn.run(Command(*command))
+        return "; php-fpm reloaded"
+    return ""
+
+
+def live_revision(conn, layout) -> str | None:
+    """The revision id in the live tree's REVISION file (None before orch's first release)."""
+    result = conn.run(Command("cat", posixpath.join(layout.live_dir(), layouts.REVISION_FILE)), check=False)
+    try:
+        return json.loads(result.text)["revision"] if result.ok else None
+    except (ValueError, KeyError):
+        return None
+
+
+def health_check(prod: Target, playbook, revision: str | None) -> str:
     """Poll the production URL(s) until they answer as configured AND PHP serves the new revision.
 
     Raise OperationFailed with what was last seen when the timeout passes."""
@@ -87,7 +108,7 @@ def health_check(prod: Target, playbook, revision: str) -> str:
         try:
             last = _health_once(base, connect_to, cfg, playbook, revision)
             if last is None:
-                return f"{base}: {', '.join(cfg.get('health_paths', ['/']))} healthy, revision {revision} live"
+                return f"{base}: {', '.join(cfg.get('health_paths', ['/']))} healthy, revision {revision or '?'} live"
         except OSError as exc:
             last = f"{base}: {exc}"
         time.sleep(0.5)
@@ -102,32 +123,57 @@ def _health_once(base, connect_to, cfg, playbook, revision) -> str | None:
             return f"{path} answered {status}: {body[:160]!r}"
         if path == "/" and not playbook.healthy(body):
             return f"{path} lacks the playbook's health marker"
+    if revision is None:
+        return None
     status, _, body = web.fetch(f"{base}/{layouts.REVISION_PHP}", connect_to=connect_to)
     if status != 200 or body.strip() != revision:
         return f"/{layouts.REVISION_PHP} answered {status} {body.strip()[:60]!r}, expected {revision}"
     return None
 
 
-def preview(oplog, inventory, site_name: str, source: str) -> dict:
+@contextmanager
+def open_source(oplog, inventory, site, prod: Target, prod_conn, *, env_name: str | None, ref: str | None):
+    """Yield (connector, folder, label) of the code to promote: a test environment's folder on its host, or
+    a git ref unpacked beside production's folder (removed afterwards)."""
+    if ref is None:
+        env = source_env(oplog, inventory, site, env_name)
+        with connect(inventory.hosts[env.host]) as conn:
+            yield conn, env.path, env_name
+        return
+    repository = site.raw.get("repository")
+    if not repository:
+        raise UsageError(f"sites/{site.name}.yaml declares no `repository`, so --ref cannot be used")
+    git_dir = gitsource.mirror(repository["url"])
+    commit = gitsource.resolve(git_dir, ref)
+    parent = posixpath.dirname(prod.env.path.rstrip("/"))
+    folder = prod_conn.run(Command("mktemp", "-d", "-p", parent, ".orch-src.XXXXXX")).text.strip()
+    try:
+        gitsource.send_tree(git_dir, commit, repository.get("subdir"), prod_conn, folder)
+        yield prod_conn, folder, f"{ref}@{commit[:12]}"
+    finally:
+        prod_conn.run(Command("rm", "-rf", "--", folder), check=False)
+
+
+def preview(oplog, inventory, site_name: str, source: str | None, ref: str | None = None) -> dict:
     """The exact file plan of a promotion, computed without changing anything (--dry-run)."""
     site = inventory.site(site_name)
-    prod, src = target(inventory, site.name, "production"), source_env(oplog, inventory, site, source)
-    playbook = playbook_for_site(site)
-    with connect(inventory.hosts[src.host]) as src_conn, connect(prod.host) as conn:
-        plan = make_plan(playbook, layouts.code_tree(src_conn, src.path),
+    prod, playbook = target(inventory, site.name, "production"), playbook_for_site(site)
+    with connect(prod.host) as conn, \
+            open_source(oplog, inventory, site, prod, conn, env_name=source, ref=ref) as (src_conn, path, label):
+        plan = make_plan(playbook, layouts.code_tree(src_conn, path),
                          layouts.code_tree(conn, layout_for(conn, prod).live_dir()))
-    return {"site": site.name, "from": source, "layout": site.layout, "dry_run": True, **plan}
+    return {"site": site.name, "from": label, "layout": site.layout, "dry_run": True, **plan}
 
 
-def promote(oplog, inventory, site_name: str, *, source: str, task: str, migrate: bool = True) -> dict:
-    """Promote code from `source` to production; return the outcome. Raise OperationFailed when the
-    promotion did not happen (nothing changed) or was rolled back (status `rolled_back`)."""
+def promote(oplog, inventory, site_name: str, *, source: str | None, task: str, migrate: bool = True,
+            ref: str | None = None) -> dict:
+    """Promote code from a test environment (`source`) or a git `ref` to production; return the outcome.
+    Raise OperationFailed when the promotion did not happen (nothing changed) or was rolled back."""
     site = inventory.site(site_name)
-    prod, src = target(inventory, site.name, "production"), source_env(oplog, inventory, site, source)
-    playbook, src_host = playbook_for_site(site), inventory.hosts[src.host]
+    prod, playbook = target(inventory, site.name, "production"), playbook_for_site(site)
+    params = {"from": source, "ref": ref, "layout": site.layout, "migrate": migrate}
     with locked_operation(oplog, site=site.name, env="production", task=task, action="promote",
-                          params={"from": source, "layout": site.layout, "migrate": migrate}) as op, \
-            connect(src_host) as src_conn, connect(prod.host) as conn:
+                          params=params) as op, connect(prod.host) as conn:
         layout = layout_for(conn, prod)
         with op.step("mandatory production backup") as step:
             try:
@@ -136,24 +182,26 @@ def promote(oplog, inventory, site_name: str, *, source: str, task: str, migrate
                 raise OperationFailed(f"promotion refused, production unchanged: the backup failed: {exc}") from exc
             op.artifact("pre-promotion-backup", backup["backup_id"], details=backup["snapshots"])
             step.output(f"backup {backup['backup_id']}")
-        with op.step("plan: compare code files") as step:
-            live = layouts.code_tree(conn, layout.live_dir())
-            plan = make_plan(playbook, layouts.code_tree(src_conn, src.path), live)
-            step.output(f"{plan['counts']} {plan['bytes']} bytes")
-            op.artifact("plan", f"{sum(plan['counts'].values())} files", size=plan["bytes"],
-                        details=plan_for_oplog(plan))
-        if not any(plan["counts"].values()):
-            return {"site": site.name, "status": "unchanged", "backup_id": backup["backup_id"], **plan}
-        runner = _ReleasesRun if isinstance(layout, layouts.Releases) else _InPlaceRun
-        return runner(op, layout, conn, src_conn, src, prod, playbook, plan, task, source, migrate,
-                      backup).run() | {"backup_id": backup["backup_id"]}
+        with open_source(oplog, inventory, site, prod, conn, env_name=source, ref=ref) as (src_conn, path, label):
+            with op.step(f"plan: compare code files with {label}") as step:
+                live = layouts.code_tree(conn, layout.live_dir())
+                plan = make_plan(playbook, layouts.code_tree(src_conn, path), live)
+                step.output(f"{plan['counts']} {plan['bytes']} bytes")
+                op.artifact("plan", f"{sum(plan['counts'].values())} files", size=plan["bytes"],
+                            details=plan_for_oplog(plan) | {"source": label})
+            if not any(plan["counts"].values()):
+                return {"site": site.name, "status": "unchanged", "backup_id": backup["backup_id"], **plan}
+            runner = _ReleasesRun if isinstance(layout, layouts.Releases) else _InPlaceRun
+            return runner(op, layout, conn, src_conn, path, prod, playbook, plan, task, label, migrate,
+                          backup).run() | {"backup_id": backup["backup_id"], "from": label}
 
 
 class _Run:
     """One promotion after its backup and plan: build, switch, migrate, check; roll back on failure."""
 
-    def __init__(self, op, layout, conn, src_conn, src, prod, playbook, plan, task, source, migrate, backup):
-        self.op, self.layout, self.conn, self.src_conn, self.src, self.prod = op, layout, conn, src_conn, src, prod
+    def __init__(self, op, layout, conn, src_conn, src_path, prod, playbook, plan, task, source, migrate, backup):
+        self.op, self.layout, self.conn, self.src_conn, self.prod = op, layout, conn, src_conn, prod
+        self.src_path = src_path
         self.playbook, self.plan, self.migrate, self.backup = playbook, plan, migrate, backup
         self.revision = layouts.new_revision(self._number(), task, source, op.id, sum(plan["counts"].values()))
         self.migrated = False
@@ -207,22 +255,20 @@ class _ReleasesRun(_Run):
     def build(self) -> str:
         self.previous = self.layout.current()
         self.target = self.layout.build(self.revision)
-        _send(self.src_conn, self.src.path, self.conn, self.target, self.plan["added"] + self.plan["changed"])
+        _send(self.src_conn, self.src_path, self.conn, self.target, self.plan["added"] + self.plan["changed"])
         self.layout.remove(self.target, self.plan["removed"])
         self.layout.write_revision(self.target, self.revision)
         return f"{self.target} (from release {self.previous})"
 
     def switch(self) -> str:
         self.layout.switch(str(self.revision["release"]))
-        reload = (self.prod.host.web or {}).get("php_reload") or []
-        if reload:
-            self.conn.run(Command(*reload))
-        return f"current -> releases/{self.revision['release']}"
+        return f"current -> releases/{self.revision['release']}" + reload_php(self.conn, self.prod)
 
     def undo(self, reason: str) -> str:
         self.layout.switch(self.previous)
         self.layout.mark_bad(str(self.revision["release"]), reason)
-        return f"current -> releases/{self.previous}; release {self.revision['release']} marked bad"
+        return (f"current -> releases/{self.previous}; release {self.revision['release']} marked bad"
+                + reload_php(self.conn, self.prod))
 
     def run(self) -> dict:
         result = super().run()
@@ -237,7 +283,7 @@ class _InPlaceRun(_Run):
 
     def build(self) -> str:
         incoming = self.layout.incoming(self.op.id)
-        _send(self.src_conn, self.src.path, self.conn, incoming, self.plan["added"] + self.plan["changed"])
+        _send(self.src_conn, self.src_path, self.conn, incoming, self.plan["added"] + self.plan["changed"])
         for name, data in layouts.revision_files(self.revision).items():
             self.conn.put_bytes(data, posixpath.join(incoming, name), mode=0o644)
         return f"{len(self.plan['added']) + len(self.plan['changed'])} files staged in {incoming}"
@@ -245,11 +291,13 @@ class _InPlaceRun(_Run):
     def switch(self) -> str:
         changed = self.plan["added"] + self.plan["changed"] + [layouts.REVISION_FILE, layouts.REVISION_PHP]
         done = self.layout.apply(self.op.id, changed, self.plan["removed"])
-        return f"{len(done['replaced'])} replaced, {len(done['added'])} added, {len(done['removed'])} removed"
+        return (f"{len(done['replaced'])} replaced, {len(done['added'])} added, {len(done['removed'])} removed"
+                + reload_php(self.conn, self.prod))
 
     def undo(self, reason: str) -> str:
         done = self.layout.undo(self.op.id)
-        return f"{len(done['restored'])} files restored, {len(done['deleted'])} new files removed"
+        return (f"{len(done['restored'])} files restored, {len(done['deleted'])} new files removed"
+                + reload_php(self.conn, self.prod))
 
 
 def rollback(oplog, inventory, site_name: str, *, task: str, to: str | None = None) -> dict:
@@ -272,7 +320,10 @@ def rollback(oplog, inventory, site_name: str, *, task: str, to: str | None = No
                 last = _last_inplace_promotion(oplog, site.name, to)
                 done = layout.undo(last)
                 result = {"undone_operation": last, "restored": len(done["restored"]), "deleted": len(done["deleted"])}
-            step.output(str(result))
+            step.output(str(result) + reload_php(conn, prod))
+        with op.step("health check") as step:
+            result["revision"] = live_revision(conn, layout)
+            step.output(health_check(prod, playbook_for_site(site), result["revision"]))
         op.artifact("rollback", str(result.get("to") or result.get("undone_operation")), details=result)
         return {"site": site.name, **result}
 

@@ -11,14 +11,15 @@ from .output import short_time
 
 @click.command("promote")
 @click.argument("site")
-@click.option("--from", "source", required=True, metavar="ENV", help="Test environment to take code from.")
+@click.option("--from", "source", metavar="ENV", help="Test environment to take code from.")
+@click.option("--ref", metavar="TAG_OR_SHA", help="Or a ref of the site's git `repository` (sent as an archive).")
 @task_option()
 @click.option("--dry-run", is_flag=True, help="Print the exact file plan and stop; nothing changes.")
 @click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
 @click.option("--no-migrate", is_flag=True, help="Skip the playbook's database migrations.")
 @json_option
 @pass_app
-def promote_cmd(app, site, source, task, dry_run, yes, no_migrate):
+def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
     """Send code from a test environment to production, safely.
 
     Content never flows up: only files the playbook calls code. A production backup is taken first
@@ -30,9 +31,12 @@ def promote_cmd(app, site, source, task, dry_run, yes, no_migrate):
     Examples:
       orch promote shinglas --from t14883 --task 14883 --dry-run
       orch promote shinglas --from t14883 --task 14883 --yes
+      orch promote shinglas --ref v2.4.1 --task 14883 --yes
     """
+    if bool(source) == bool(ref):
+        raise click.UsageError("give exactly one of --from ENV or --ref TAG_OR_SHA")
     if dry_run:
-        plan = actions.preview(app.oplog, app.inventory, site, source)
+        plan = actions.preview(app.oplog, app.inventory, site, source, ref)
         if app.json:
             app.emit(plan)
             return
@@ -42,8 +46,9 @@ def promote_cmd(app, site, source, task, dry_run, yes, no_migrate):
         click.echo(f"{plan['counts']['added']} added, {plan['counts']['changed']} changed, "
                    f"{plan['counts']['removed']} removed ({plan['bytes']} bytes); dry run: nothing changed")
         return
-    require_tty_or_yes(yes, f"promote {site} from {source} to production")
-    result = actions.promote(app.oplog, app.inventory, site, source=source, task=task, migrate=not no_migrate)
+    require_tty_or_yes(yes, f"promote {site} from {source or ref} to production")
+    result = actions.promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
+                             migrate=not no_migrate)
     app.emit(result)
     if not app.json:
         if result["status"] == "unchanged":

@@ -30,8 +30,10 @@ def plain(fleet, ssh_hosts, web1_web, tmp_path_factory):
     nginx.reload()
     port = nginx.listen.rsplit(":", 1)[1]
     inventory = json.loads(json.dumps(fleet.base))
-    inventory["hosts"]["web1"] = host_entry(web1) | {"web": {"sites_dir": str(nginx.sites_dir),
-                                                             "connect": nginx.listen}}
+    inventory["hosts"]["web1"] = host_entry(web1) | {"web": {
+        "sites_dir": str(nginx.sites_dir), "connect": nginx.listen,
+        # in place, a restored file may carry the cached file's mtime second: only a reload empties OPcache
+        "php_reload": ["sh", "-c", web1_web.php.reload_command]}}
     site = {"name": "plain", "playbook": "generic", "task": TASK, "layout": "inplace",
             "playbook_overrides": {"content": ["uploads/"]}, "promote": {"health_timeout": 10},
             "environments": {"production": {"host": "web1", "path": prod, "url": f"http://plain.test:{port}"},
@@ -73,3 +75,26 @@ def test_manual_rollback_undoes_the_last_inplace_promotion(plain):
     plain.orch("rollback", "plain", "--task", TASK, "--yes")
     assert _page(plain)[2] == "plain v1"
     assert plain.web1.run(f"test -e {plain.prod}/lib/old.php && test ! -e {plain.prod}/lib/new.php").returncode == 0
+
+
+def test_a_git_ref_is_promoted_as_an_archive_without_git_on_the_host(plain, tmp_path):
+    import subprocess
+    repo = tmp_path / "repo"
+    (repo / "public" / "lib").mkdir(parents=True)
+    (repo / "public" / "index.php").write_text('<?php echo "plain v3 from git";\n')
+    (repo / "public" / "lib" / "old.php").write_text("<?php // old\n")
+    (repo / "README.md").write_text("not deployed: outside the subdir\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v3"], check=True)
+    subprocess.run([*git, "tag", "v3"], check=True)
+    import yaml
+    site = yaml.safe_load((plain.root / "sites" / "plain.yaml").read_text())
+    site["repository"] = {"url": str(repo), "subdir": "public"}
+    (plain.root / "sites" / "plain.yaml").write_text(yaml.safe_dump(site))
+    plain.orch("promote", "plain", "--ref", "nope", "--task", TASK, "--yes", expect=2)
+    result = plain.orch_json("promote", "plain", "--ref", "v3", "--task", TASK, "--yes")
+    assert result["from"].startswith("v3@")
+    assert _page(plain)[2] == "plain v3 from git"
+    assert plain.web1.run(f"test ! -e {plain.prod}/README.md").returncode == 0
