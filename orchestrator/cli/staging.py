@@ -37,9 +37,10 @@ def create_cmd(app, site, task, name, source, dry_run):
       orch staging create shinglas --task 14883 --from fresh --name t14883-b
     """
     if dry_run:
-        app.emit(staging.plan(app.inventory, site, name or f"t{task}", source))
+        plan = staging.plan(app.inventory, site, name or f"t{task}", source)
+        app.emit(plan)
         if not app.json:
-            for key, value in staging.plan(app.inventory, site, name or f"t{task}", source).items():
+            for key, value in plan.items():
                 click.echo(f"{key:>16}: {value}")
         return
     result = staging.create(app.oplog, app.inventory, site, task=task, name=name, source=source)
