@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.actions import staging
+from orchestrator.backends.envs.staging import default_name
 
 from .app import json_option, pass_app, task_option
 from .output import short_time
@@ -37,7 +38,7 @@ def create_cmd(app, site, task, name, source, dry_run):
       orch staging create shinglas --task 14883 --from fresh --name t14883-b
     """
     if dry_run:
-        plan = staging.plan(app.inventory, site, name or f"t{task}", source)
+        plan = staging.plan(app.inventory, site, name or default_name(task), source)
         app.emit(plan)
         if not app.json:
             for key, value in plan.items():
