@@ -31,7 +31,7 @@ PLAN_LIST_LIMIT = 500  # file names kept in the oplog per category; counts are a
 
 def source_env(oplog, inventory, site, name: str):
     """Return the Environment code is promoted from: a staging copy orch made, or one from the inventory."""
-    if name in site.environments:
+    if name in site.environments and name != staging_model.TEMPLATE:
         env = site.environments[name]
         if env.production:
             raise UsageError(f"{site.name}/{name} is production: promote FROM a test environment")

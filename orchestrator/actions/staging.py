@@ -125,7 +125,7 @@ def _copy_database(op, conn, site, staged, prod: Target, repo, chosen, playbook)
     with op.step("create the staging database and its user"):
         apply.provision_database(conn, admin, engine, env.database.name, env.database.user, env.database.password)
     with op.step("load the dump, replacing production URLs") as step:
-        pairs = url_pairs(prod.env.url, env.url) if prod.env.url and env.url else []
+        pairs = replacement_pairs(playbook, prod.env.url, env.url)
         stats = apply.load_database(conn, repo, chosen["snapshots"]["db"], engine, pairs)
         step.output(f"{stats.get('replacements', 0)} replacements, {stats.get('serialized_fixed', 0)} "
                     f"serialized lengths fixed, {stats.get('lines_changed', 0)} lines changed")
@@ -140,6 +140,19 @@ def _copy_database(op, conn, site, staged, prod: Target, repo, chosen, playbook)
         password = apply.reset_passwords(conn, playbook, engine, prefix)
     return {"replacements": stats, "table_prefix": prefix,
             "staging_password": password.reveal() if password else None}
+
+
+def replacement_pairs(playbook, production_url: str | None, staging_url: str | None) -> list[tuple[str, str]]:
+    """URL pairs for the dump, plus the bare host when the CMS stores it alone (Bitrix's SERVER_NAME).
+
+    The bare-host pair also rewrites e-mail domains such as sale@shop.example: on a staging copy, mail to
+    those must not reach production's mailboxes anyway."""
+    if not production_url or not staging_url:
+        return []
+    pairs = url_pairs(production_url, staging_url)
+    if playbook.urls.bare_host:
+        pairs.append((urlsplit(production_url).netloc, urlsplit(staging_url).netloc))
+    return pairs
 
 
 def _install_web(op, conn, site, staged, stage_host, playbook) -> str:

@@ -48,6 +48,10 @@ class Target:
 def target(inventory, site_name: str, env_name: str = "production") -> Target:
     """Given site and env names, return the Target; raise UsageError naming what is unknown."""
     site = inventory.site(site_name)
+    if env_name == "staging" and "staging" in site.environments:
+        # environments.staging is the TEMPLATE of staging copies: its path and database are not a site
+        raise UsageError(f"{site.name}: `staging` is the template of staging copies, not an environment to act "
+                         "on; name a copy (see `orch staging list`)")
     env = site.env(env_name)
     storage_name = site.backup.storage
     if storage_name and storage_name not in inventory.storage:

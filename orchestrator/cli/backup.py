@@ -110,12 +110,14 @@ def restore_cmd(app, site, backup_id, to_env, from_env, task, files_only, db_onl
 
     \b
     Examples:
-      orch restore shinglas --backup latest --to staging --task 14883
       orch restore shinglas --backup 20261127-030012-3fa2 --to production --task 14883 --yes
       orch restore shinglas --backup latest --to production --path wp-content/uploads --task 14883 --yes
     """
     if files_only and db_only:
         raise click.UsageError("--files-only and --db-only exclude each other")
+    if any(row["name"] == to_env for row in app.oplog.envs(site)):
+        # a raw production restore would skip URL replacement and sanitizing: refresh does both
+        raise click.UsageError(f"{site}/{to_env} is a staging copy: use `orch staging refresh {site} --env {to_env}`")
     source, dest = target(app.inventory, site, from_env), target(app.inventory, site, to_env)
     if dest.env.production and not dry_run:
         require_tty_or_yes(yes, f"restore {site} onto production {to_env}")

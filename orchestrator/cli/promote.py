@@ -76,7 +76,8 @@ def rollback_cmd(app, site, task, to, yes):
     require_tty_or_yes(yes, f"roll back {site} production")
     result = actions.rollback(app.oplog, app.inventory, site, task=task, to=to)
     app.emit(result)
-    app.say(f"{site}: rolled back {result}")
+    where = f"release {result['to']}" if "to" in result else f"before operation {result.get('undone_operation')}"
+    app.say(f"{site}: rolled back to {where}; live revision {result.get('revision') or 'unknown'}")
 
 
 @click.command("releases")

@@ -125,6 +125,16 @@ def test_refresh_brings_new_production_content_down_and_keeps_staging_code(wp_fl
                              "WHERE option_name = 'blogname'", wp.db_name)
 
 
+
+def test_the_template_and_staging_copies_are_not_targets_for_raw_restores(wp_fleet, staged):
+    result, _ = staged
+    proc = wp_fleet.orch("restore", "wp", "--backup", "latest", "--to", result["env"], "--task", TASK, expect=2)
+    assert "staging refresh" in proc.stderr  # a raw restore would skip URL replacement and sanitizing
+    proc = wp_fleet.orch("restore", "wp", "--backup", "latest", "--to", "staging", "--task", TASK, expect=2)
+    assert "template" in proc.stderr
+    proc = wp_fleet.orch("promote", "wp", "--from", "staging", "--task", TASK, "--dry-run", expect=2)
+    assert "no environment 'staging'" in proc.stderr
+
 def test_destroy_refuses_production_and_removes_everything(wp_fleet, staged):
     result, before = staged
     proc = wp_fleet.orch("staging", "destroy", "wp", "--env", "production", "--task", TASK, expect=4)

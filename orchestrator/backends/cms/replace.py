@@ -22,6 +22,12 @@ How it works
       ``serialized_skipped``.
     * PostgreSQL: lines between ``COPY ... FROM stdin;`` and ``\\.`` are COPY text; an ``INSERT`` whose
       string spans lines (pg_dump --inserts writes newlines raw) is joined before it is rewritten.
+    * mysqldump ``--hex-blob`` writes BLOB/BINARY values as hex literals (``0x613A323A...``; Drupal keeps its
+      serialized config, state and caches in longblob columns). The needles' anchors are also searched in
+      their uppercase hex form; a hex literal value of an INSERT line that holds one is decoded, its bytes are
+      rewritten like a value of a dump without escapes (the same pairs and serialized-length repair, see
+      ``RAW``) and it is written back as uppercase hex. A literal is a value: ``0x`` and an even number of
+      digits right after ``(`` or ``,`` and right before ``,`` or ``)``, outside any ``'...'`` string.
 
 Decisions
     * Right boundary: a match must not continue the host or the last path segment: it is rejected when the
@@ -44,6 +50,7 @@ Decisions
 
 from __future__ import annotations
 
+import binascii
 import io
 import ipaddress
 import re
@@ -76,7 +83,8 @@ class ReplaceStats:
     """What a replacement run did. ``lines`` counts input lines; ``lines_changed`` counts rewritten lines (a
     PostgreSQL INSERT spanning lines counts once); ``serialized_fixed`` counts rewritten ``s:N:`` prefixes;
     ``serialized_skipped`` counts ``s:N:"`` tokens around a replaced URL that did not check out as serialized
-    strings (already broken, or text that only looks like one): they are left as they were."""
+    strings (already broken, or text that only looks like one): they are left as they were. Matches and
+    prefixes inside hex literals (mysqldump --hex-blob) count the same as those in strings."""
 
     lines: int = 0
     lines_changed: int = 0
@@ -141,9 +149,10 @@ class _Syntax:
 
     name: str
     escapes: dict[int, bytes]  # raw byte -> its escaped spelling
-    esc: bytes  # first byte of every escape sequence; each sequence is exactly two bytes
+    esc: bytes  # first byte of every escape sequence; each sequence is exactly two bytes. Empty: no escapes
     quote: bytes  # how a double quote is written: it opens and closes a serialized string's content
     bounds: Callable[[bytes, int], tuple[int, int]]  # (content start, content end) of the value at a position
+    hex_blobs: bool = False  # INSERT values may be hex literals (mysqldump --hex-blob) to look into
 
     def escape(self, raw: bytes) -> bytes:
         """Given raw value bytes, return them as this syntax writes them inside a string value."""
@@ -177,10 +186,16 @@ def _mysql_bounds(line: bytes, pos: int) -> tuple[int, int]:
     start = line.rfind(b"'", 0, pos)
     while start >= 0 and _run_before(line, start, 0x5C) % 2:
         start = line.rfind(b"'", 0, start)
+    return start + 1, _mysql_close(line, pos)
+
+
+def _mysql_close(line: bytes, pos: int) -> int:
+    """Given a mysqldump line and a position inside a ``'...'`` literal, return the index of its closing
+    quote, or len(line) if it has none."""
     end = line.find(b"'", pos)
     while end >= 0 and _run_before(line, end, 0x5C) % 2:
         end = line.find(b"'", end + 1)
-    return start + 1, len(line) if end < 0 else end
+    return len(line) if end < 0 else end
 
 
 def _pg_sql_bounds(line: bytes, pos: int) -> tuple[int, int]:
@@ -203,6 +218,11 @@ def _pg_sql_bounds(line: bytes, pos: int) -> tuple[int, int]:
     return start + 1, len(line) if end < 0 else end
 
 
+def _whole_bounds(line: bytes, pos: int) -> tuple[int, int]:
+    """Given the bytes of one value (a decoded hex literal) and a position, return their (start, end)."""
+    return 0, len(line)
+
+
 def _copy_bounds(line: bytes, pos: int) -> tuple[int, int]:
     """Given a COPY text line and a position, return the field's (start, end): fields are tab separated and
     a tab inside a value is always written ``\\t``."""
@@ -213,8 +233,10 @@ def _copy_bounds(line: bytes, pos: int) -> tuple[int, int]:
 MYSQL = _Syntax(
     "mysql",
     {0x00: b"\\0", 0x0A: b"\\n", 0x0D: b"\\r", 0x5C: b"\\\\", 0x27: b"\\'", 0x22: b'\\"', 0x1A: b"\\Z"},
-    b"\\", b'\\"', _mysql_bounds,
+    b"\\", b'\\"', _mysql_bounds, hex_blobs=True,
 )
+# The bytes of one value as stored, without escapes: a decoded hex literal.
+RAW = _Syntax("raw", {}, b"", b'"', _whole_bounds)
 PG_COPY = _Syntax(
     "pg-copy",
     {0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t", 0x08: b"\\b", 0x0C: b"\\f", 0x0B: b"\\v"},
@@ -257,7 +279,8 @@ class _Matcher:
     Python's regex engine scans an alternation of literals at ~100 MB/s; ``bytes.find`` runs at GB/s. So each
     needle gets an anchor (its longest host-ish run, shared where one contains another: ``shop.example.com``
     for all url_pairs() variants), lines are searched for anchors, and the needles' regex is run only on a
-    small window around each hit.
+    small window around each hit. ``anchors`` also holds the hex forms of the anchors where the syntax has hex
+    literals (``blobs``), so a line holding either is looked at.
     """
 
     def __init__(self, pairs: Sequence[tuple[bytes, bytes]], syntax: _Syntax):
@@ -271,7 +294,8 @@ class _Matcher:
             by_anchor.setdefault(anchor, []).append(
                 _Needle(old, syntax.escape(raw_new), len(raw_new) - len(raw_old), bare))
         self._groups = [self._group(anchor, needles) for anchor, needles in by_anchor.items()]
-        self.anchors = tuple(by_anchor)
+        self.blobs = _HexBlobs(pairs) if syntax.hex_blobs else None
+        self.anchors = tuple(by_anchor) + (self.blobs.anchors if self.blobs else ())
         # Opening of a serialized string that is long enough to hold a needle: skipping the short ones
         # (array keys such as s:4:"text") skips most tokens. Group 1 is the claimed length.
         digits = len(str(min(len(old) for old, _ in pairs)))
@@ -282,7 +306,9 @@ class _Matcher:
         needles = sorted(needles, key=lambda n: -len(n.old))
         # A bare host must not continue a longer name on its left, unless what precedes it is an escape
         # such as "\n" (a two-byte look-behind: escape byte plus any byte).
-        left = b"(?:(?<![A-Za-z0-9_.-])|(?<=" + re.escape(self.syntax.esc) + b"[\\s\\S]))"
+        left = b"(?<![A-Za-z0-9_.-])"
+        if self.syntax.esc:
+            left = b"(?:" + left + b"|(?<=" + re.escape(self.syntax.esc) + b"[\\s\\S]))"
         alternatives = b"|".join((left if n.bare else b"") + re.escape(n.old) for n in needles)
         pattern = re.compile(b"(?:" + alternatives + b")(?![A-Za-z0-9_-]|\\.[A-Za-z0-9_-])")
         offsets = [n.old.find(anchor) for n in needles]
@@ -338,22 +364,123 @@ def _drop_overlaps(matches: list[tuple[int, int, _Needle]]) -> list[tuple[int, i
     return kept
 
 
+# ------------------------------------------------------------------------------------------- hex literals
+
+# A hex literal token; group 1 is its digits. "x" is no hex digit, so the nearest "0x" before a digit of a
+# literal is the literal's start.
+_HEX_LITERAL = re.compile(rb"0x([0-9A-Fa-f]+)")
+
+
+class _HexBlobs:
+    """Rewrites the hex literals of mysqldump INSERT lines (``--hex-blob``: ``0x613A...`` for BLOB/BINARY
+    values) whose bytes hold a match.
+
+    The bytes of a literal are the value as stored, without escapes, so they are matched and their serialized
+    lengths repaired by a matcher of the RAW syntax as one value, and written back as uppercase hex (what
+    mysqldump writes). Lines are searched for the hex forms of that matcher's anchors (``anchors``). Hex is
+    byte-aligned: a hit at an odd offset from the literal's first digit straddles two bytes and is no anchor
+    of the bytes; such a literal is decoded but its bytes do not match, so it is left as it was.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[bytes, bytes]]):
+        self.matcher = _Matcher(pairs, RAW)
+        self.anchors = tuple(binascii.hexlify(anchor).upper() for anchor in self.matcher.anchors)
+
+    def edits(self, line: bytes, stats: ReplaceStats) -> list[Edit]:
+        """Given a line, return the sorted edits that replace the digits of each hex literal value whose bytes
+        hold a match with those of its rewritten bytes; none unless it holds rows of an INSERT."""
+        values = _rows_start(line)
+        if values < 0:
+            return []
+        edits: list[Edit] = []
+        hits = _Hits(line, self.anchors, values)
+        outside = pos = values  # outside: a position outside every '...' string
+        while (hit := hits.first(pos)) >= 0:
+            token = _hex_token(line, pos, hit)
+            if token is None:
+                pos = hit + 1
+                continue
+            pos = token.end()
+            if not _is_hex_value(line, token):
+                continue
+            outside = _past_strings(line, outside, token.start())
+            if outside > token.start():  # hex-looking text inside a string
+                pos = outside
+                continue
+            outside = pos  # the end of a value is outside every string too
+            new = _rewrite(binascii.unhexlify(token[1]), self.matcher, stats)
+            if new is not None:
+                edits.append((token.start(1), token.end(1), binascii.hexlify(b"".join(new)).upper()))
+        return edits
+
+
+def _rows_start(line: bytes) -> int:
+    """Given a mysqldump line, return where its VALUES rows start, or -1 if it holds none: after the head of
+    an ``INSERT``/``REPLACE`` line (which holds no string); 0 for a line starting with ``(``, a row of an
+    INSERT that has each row on a line of its own (mariadb-dump 10.11 writes them so). mysqldump writes no
+    newline inside a value, so any other line starting with ``(`` is not in a string either."""
+    if line.startswith(b"("):
+        return 0
+    if line.startswith((b"INSERT ", b"REPLACE ")):
+        return line.find(b" VALUES (")
+    return -1
+
+
+def _hex_token(line: bytes, floor: int, pos: int) -> re.Match[bytes] | None:
+    """Given a line and a position of a hex digit, return the ``0x...`` token starting at or after ``floor``
+    whose digits include that position, or None."""
+    start = line.rfind(b"0x", floor, pos)
+    token = _HEX_LITERAL.match(line, start) if start >= 0 else None
+    return token if token is not None and token.end() > pos else None
+
+
+def _is_hex_value(line: bytes, token: re.Match[bytes]) -> bool:
+    """Given a ``0x...`` token, return whether it is a whole value of a VALUES list with whole bytes: right
+    after ``(`` or ``,``, right before ``,`` or ``)``, an even number of digits (MySQL reads an odd count
+    with a leading 0 nibble; mysqldump never writes one)."""
+    start, end = token.span()
+    return (line[start - 1:start] in (b"(", b",") and line[end:end + 1] in (b",", b")")
+            and not (end - start) % 2)
+
+
+def _past_strings(line: bytes, pos: int, until: int) -> int:
+    """Given a mysqldump line, a position outside its ``'...'`` strings and a later position ``until``,
+    return ``until`` if that is outside them too, else the position just past the string that holds it.
+    Costs one find() per string between the two."""
+    while (quote := line.find(b"'", pos, until)) >= 0:
+        pos = _mysql_close(line, quote + 1) + 1
+    return max(pos, until)
+
+
 # ---------------------------------------------------------------------------------------- line rewriting
 
 
 def _rewrite(line: bytes, matcher: _Matcher, stats: ReplaceStats) -> list[bytes] | None:
     """Given a line, return it rewritten (as pieces to write) with every match replaced and every enclosing
-    serialized length fixed, or None when nothing in it matches."""
+    serialized length fixed, in its strings and in its hex literals, or None when nothing in it matches."""
+    edits = _match_edits(line, matcher, stats)
+    if matcher.blobs is not None:
+        # Whole hex literals. They never overlap a match in the text: a needle made of hex digits only would
+        # have to start with "0x" (a bare one is not matched after "x" or a digit), the others hold "/" or ":".
+        blob_edits = matcher.blobs.edits(line, stats)
+        if blob_edits:
+            edits = sorted(edits + blob_edits)
+    return _splice(line, edits) if edits else None
+
+
+def _match_edits(line: bytes, matcher: _Matcher, stats: ReplaceStats) -> list[Edit]:
+    """Given a line, return the sorted edits replacing its matches and fixing the serialized lengths around
+    them."""
     matches = matcher.find(line)
     if not matches:
-        return None
+        return []
     stats.replacements += len(matches)
     edits: list[Edit] = [(start, end, needle.new) for start, end, needle in matches]
     fixes = _serialized_fixes(line, matches, matcher, stats)
     if fixes:
         edits += fixes
         edits.sort()
-    return _splice(line, edits)
+    return edits
 
 
 def _serialized_fixes(line: bytes, matches, matcher: _Matcher, stats: ReplaceStats) -> list[Edit]:
@@ -437,12 +564,13 @@ def _enclosing_strings(line: bytes, lo: int, hi: int, matches, starts: list[int]
 
 def _content_end(line: bytes, pos: int, length: int, esc: bytes, limit: int) -> int | None:
     """Given escaped text starting at line[pos] and a length in unescaped bytes, return the index just past
-    those bytes, or None if that would pass ``limit``. Costs one find() per escape sequence, not per byte."""
+    those bytes, or None if that would pass ``limit``. Costs one find() per escape sequence, not per byte.
+    An empty ``esc`` means raw text: every byte stands for itself."""
     while True:
         end = pos + length
         if end > limit:
             return None
-        esc_at = line.find(esc, pos, end)
+        esc_at = line.find(esc, pos, end) if esc else -1
         if esc_at < 0:
             return end
         length -= esc_at - pos + 1
@@ -473,7 +601,8 @@ class _Replacer:
             raise UsageError(f"unknown dump dialect {dialect!r} (known: {', '.join(_DIALECTS)})") from None
         raw = _raw_pairs(pairs)
         self._matchers = {syntax.name: _Matcher(raw, syntax) for syntax in syntaxes}
-        self._anchors = tuple({a for m in self._matchers.values() for a in m.anchors})
+        # in order (plain anchors before hex ones): any() on the fast path usually stops at the first
+        self._anchors = tuple(dict.fromkeys(a for m in self._matchers.values() for a in m.anchors))
         self._syntax = syntaxes[0]
         self._stateful = len(syntaxes) > 1
         self._open: list[bytes] = []  # lines of an unfinished PostgreSQL INSERT
@@ -504,7 +633,8 @@ class _Replacer:
         matcher = self._matchers[self._syntax.name]
         pieces: list[bytes] = []
         done = scan = 0
-        while (hit := _first_hit(block, matcher.anchors, scan)) >= 0:
+        hits = _Hits(block, matcher.anchors)
+        while (hit := hits.first(scan)) >= 0:
             start = block.rfind(b"\n", 0, hit) + 1
             scan = block.find(b"\n", hit) + 1 or len(block)
             new = _rewrite(block[start:scan], matcher, self.stats)  # [0:len] is the block itself, no copy
@@ -561,10 +691,24 @@ def _syntax_after(line: bytes, current: _Syntax) -> _Syntax:
     return current
 
 
-def _first_hit(data: bytes, anchors: tuple[bytes, ...], pos: int) -> int:
-    """Given bytes and anchors, return the first index >= pos where any anchor occurs, or -1."""
-    hits = [h for h in (data.find(a, pos) for a in anchors) if h >= 0]
-    return min(hits, default=-1)
+class _Hits:
+    """Where any of several anchors occurs next in some bytes, for a scan that moves forward only.
+
+    Each anchor is searched again only once the scan has passed its last hit, so a block costs about one pass
+    per anchor however many hits it has (searching every anchor anew at each hit would rescan the rest of the
+    block for an anchor that is not there, once per hit)."""
+
+    def __init__(self, data: bytes, anchors: tuple[bytes, ...], pos: int = 0):
+        self._data, self._anchors = data, anchors
+        self._next = [data.find(anchor, pos) for anchor in anchors]  # -1: none left
+
+    def first(self, pos: int) -> int:
+        """Return the first index >= pos where any anchor occurs, or -1; pos must not decrease."""
+        upcoming = self._next
+        for i, at in enumerate(upcoming):
+            if 0 <= at < pos:
+                upcoming[i] = self._data.find(self._anchors[i], pos)
+        return min((at for at in upcoming if at >= 0), default=-1)
 
 
 def _lines(block: bytes) -> Iterator[bytes]:
