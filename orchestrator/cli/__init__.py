@@ -23,8 +23,8 @@ Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)"  (zsh_source, fish_s
 
 
 # Each module holds related commands and lists them in its COMMANDS.
-COMMAND_MODULES = ("sites", "check", "log", "locks", "hosts", "backup", "maintain", "staging", "promote", "health",
-                   "scheduler")
+COMMAND_MODULES = ("sites", "check", "log", "report", "locks", "hosts", "backup", "maintain", "staging", "promote",
+                   "health", "scheduler")
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -260,3 +260,12 @@ def test_kill_9_during_restic_leaves_interrupted_and_the_stale_repository_lock_i
     # prune needs an exclusive repository lock: it only works if the stale one was removed
     fleet.orch("prune", "shop", "--task", "14895")
     assert fleet.orch_json("log", "--task", "14895")[0]["status"] == "ok"
+
+
+def test_the_pm_report_of_a_task_lists_its_backups_and_restores(fleet, backed_up, tmp_path):
+    ids, _ = backed_up
+    text = fleet.orch("report", "--task", "14883").stdout
+    assert text.startswith("# Task 14883") and ids["shop"] in text and "restore" in text
+    page = tmp_path / "task.html"
+    fleet.orch("report", "--task", "14883", "--format", "html", "-o", page)
+    assert "<h1>Task 14883</h1>" in page.read_text() and ids["blog"] in page.read_text()

@@ -1,0 +1,85 @@
+"""A task's report for project managers: what was done, by whom, when, how long, with what result.
+
+Rendered from `Oplog.operations(task=..., with_details=True)` as Markdown (for a ticket comment) or as one
+self-contained HTML page (no scripts, no external assets: it can be mailed or attached as it is).
+"""
+from __future__ import annotations
+
+import html
+from collections import Counter
+
+SHOWN_ARTIFACTS = ("backup", "pre-promotion-backup", "safety-backup", "restored-backup", "source-backup",
+                   "staging-url", "revision", "rollback", "export", "plan", "url-replacements", "verify")
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{seconds:02d}s"
+
+
+def _when(iso: str | None) -> str:
+    return (iso or "").replace("T", " ")[:16]
+
+
+def summary(task: str, ops: list[dict]) -> dict:
+    """Totals of a task: operations, time spent, statuses, sites, first and last activity."""
+    return {"task": task, "operations": len(ops), "total_seconds": sum(op["duration"] or 0 for op in ops),
+            "statuses": dict(Counter(op["status"] for op in ops)),
+            "sites": sorted({op["site"] for op in ops if op["site"]}),
+            "first": ops[0]["started_at"] if ops else None, "last": ops[-1]["started_at"] if ops else None}
+
+
+def _artifacts(op: dict) -> list[str]:
+    return [f"{a['kind']}: {a['ident']}" for a in op.get("artifacts", []) if a["kind"] in SHOWN_ARTIFACTS]
+
+
+def markdown(task: str, ops: list[dict]) -> str:
+    s = summary(task, ops)
+    lines = [f"# Task {task}", "",
+             f"{s['operations']} operation(s) on {', '.join(s['sites']) or '-'}, "
+             f"{_when(s['first'])} to {_when(s['last'])} UTC, total time {_duration(s['total_seconds'])}; "
+             + ", ".join(f"{n} {status}" for status, n in sorted(s["statuses"].items())), "",
+             "| when (UTC) | who | site/env | action | took | result | produced |",
+             "|---|---|---|---|---|---|---|"]
+    for op in ops:
+        result = op["status"] + (f": {op['error']}" if op.get("error") else "")
+        lines.append(f"| {_when(op['started_at'])} | {op['actor']} | {op['site'] or '-'}/{op['env'] or '-'} | "
+                     f"{op['action']}{' (catch-up)' if op.get('catch_up') else ''} | {_duration(op['duration'])} | "
+                     f"{_cell(result)} | {_cell('; '.join(_artifacts(op)))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:300]
+
+
+STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%}
+td,th{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f4f4f4}
+.ok{color:#176f2c}.failed,.interrupted{color:#b00020;font-weight:600}.rolled_back{color:#a15c00;font-weight:600}
+.running{color:#0b57d0}details{margin:.2em 0}small{color:#666}"""
+
+
+def html_page(task: str, ops: list[dict]) -> str:
+    e = html.escape
+    s = summary(task, ops)
+    rows = []
+    for op in ops:
+        steps = "".join(f"<li>{e(step['name'])}: <span class='{e(step['status'])}'>{e(step['status'])}</span> "
+                        f"<small>{_duration(step.get('duration'))}</small></li>" for step in op.get("steps", []))
+        produced = "<br>".join(e(item) for item in _artifacts(op))
+        error = f"<br><small>{e(op['error'])}</small>" if op.get("error") else ""
+        rows.append(
+            f"<tr><td>{e(_when(op['started_at']))}</td><td>{e(op['actor'])}</td>"
+            f"<td>{e(op['site'] or '-')}/{e(op['env'] or '-')}</td><td>{e(op['action'])}</td>"
+            f"<td>{_duration(op['duration'])}</td><td class='{e(op['status'])}'>{e(op['status'])}{error}</td>"
+            f"<td>{produced}<details><summary>{len(op.get('steps', []))} steps</summary><ol>{steps}</ol>"
+            f"</details></td></tr>")
+    statuses = ", ".join(f"{n} {e(status)}" for status, n in sorted(s["statuses"].items()))
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Task {e(task)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>Task {e(task)}</h1>"
+            f"<p>{s['operations']} operation(s) on {e(', '.join(s['sites']) or '-')}, {e(_when(s['first']))} to "
+            f"{e(_when(s['last']))} UTC. Total time <b>{_duration(s['total_seconds'])}</b>; {statuses}.</p>"
+            "<table><tr><th>When (UTC)</th><th>Who</th><th>Site/env</th><th>Action</th><th>Took</th>"
+            f"<th>Result</th><th>Produced</th></tr>{''.join(rows)}</table></body></html>\n")
