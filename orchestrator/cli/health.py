@@ -59,7 +59,12 @@ def notify_group():
 @json_option
 @pass_app
 def notify_test_cmd(app):
-    """Send a test message to every channel, whatever events it subscribed to. Exit 1 if any failed."""
+    """Send a test message to every channel, whatever events it subscribed to. Exit 1 if any failed.
+
+    \b
+    Example:
+      orch notify test
+    """
     from orchestrator.notify import Notifier, events
     notifier = Notifier(app.inventory.notify, attempts=1)
     results = notifier.send(events.test(), notifier.channels)

@@ -114,7 +114,12 @@ def _holder(app):
 @json_option
 @pass_app
 def status_cmd(app):
-    """Which scheduler is active on this oplog database (pid, machine, since), and its stored jobs."""
+    """Which scheduler is active on this oplog database (pid, machine, since), and its stored jobs.
+
+    \b
+    Example:
+      orch scheduler status --json
+    """
     from orchestrator.scheduler.plan import stored_next_runs
     active = _holder(app)
     jobs = [{"id": job_id, "next_run": when.isoformat()}
@@ -130,7 +135,12 @@ def status_cmd(app):
 @json_option
 @pass_app
 def reload_cmd(app):
-    """Make the running scheduler re-read the inventory (SIGHUP), after checking the inventory here first."""
+    """Make the running scheduler re-read the inventory (SIGHUP), after checking the inventory here first.
+
+    \b
+    Example:
+      orch scheduler reload
+    """
     try:
         _ = app.inventory  # checked here: a broken inventory would only be refused by the daemon's log
     except InventoryError as exc:

@@ -116,6 +116,11 @@ def test_a_breaking_change_rolls_back_automatically_within_30_seconds(promo):
     assert _get(wp.url + "/")[0] == 200
     op = _last_promotion(promo)
     assert op["status"] == "rolled_back" and "health check failed" in op["error"]
+    steps = {step["name"]: step for step in op["steps"]}
+    from datetime import datetime
+    switched = datetime.fromisoformat(steps["switch"]["finished_at"])
+    back = datetime.fromisoformat(steps["automatic rollback"]["finished_at"])
+    assert (back - switched).total_seconds() < 30  # production on the previous release within 30 s
     assert any(a["kind"] == "pre-promotion-backup" for a in op["artifacts"])
     assert [r["status"] for r in _releases(promo)][0] == "bad"
     promo.stage1.run(f"rm {promo.staging_path}/{THEME}/functions.php")
