@@ -12,10 +12,12 @@ import json
 import posixpath
 import random
 import secrets
+from dataclasses import replace
 from datetime import datetime, timezone
 
+from orchestrator.backends.engines import engine_for
 from orchestrator.backends.remote import Command, connect
-from orchestrator.errors import OperationFailed, OrchError
+from orchestrator.errors import OperationFailed, OrchError, UsageError
 from orchestrator.oplog.run import locked_operation
 
 from . import catalog
@@ -37,9 +39,23 @@ def compare_tables(recorded: dict[str, list[int]] | None, restored: dict[str, in
     return problems
 
 
+def scratch_engine(t: Target):
+    """The engine drills restore into: the site's own server, or `verify.scratch_database` when configured
+    (production accounts rarely may CREATE DATABASE)."""
+    scratch = (t.site.verify or {}).get("scratch_database")
+    if not scratch:
+        return t.engine
+    if scratch["engine"] != t.env.database.engine:
+        raise UsageError(f"site {t.site.name}: verify.scratch_database is {scratch['engine']}, the site's "
+                         f"database is {t.env.database.engine}")
+    db = replace(t.env.database, host=scratch.get("host"), port=scratch.get("port"), user=scratch.get("user"),
+                 password=scratch.get("password"), socket=None)
+    return engine_for(db, t.env.path)
+
+
 def drill_database(conn, t: Target, snapshot_id: str, recorded) -> tuple[dict, list[str]]:
     """Restore the dump into a scratch database, compare, drop it. Return (restored counts, problems)."""
-    engine = t.engine
+    engine = scratch_engine(t)
     scratch = f"orch_verify_{secrets.token_hex(4)}"
     if t.env.database.engine == "sqlite":
         scratch = posixpath.join("/tmp", scratch + ".sqlite")  # noqa: S108 - the host's tmp, removed below

@@ -36,8 +36,8 @@ class Fleet:
                                                f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}")
         return proc
 
-    def orch_json(self, *args, expect: int | None = 0):
-        return json.loads(self.orch("--json", *args, expect=expect).stdout)
+    def orch_json(self, *args, expect: int | None = 0, env: dict | None = None):
+        return json.loads(self.orch("--json", *args, expect=expect, env=env).stdout)
 
     def write_inventory(self, inventory: dict, sites: dict[str, dict]) -> None:
         sites_dir = self.root / "sites"

@@ -269,3 +269,22 @@ def test_the_pm_report_of_a_task_lists_its_backups_and_restores(fleet, backed_up
     page = tmp_path / "task.html"
     fleet.orch("report", "--task", "14883", "--format", "html", "-o", page)
     assert "<h1>Task 14883</h1>" in page.read_text() and ids["blog"] in page.read_text()
+
+
+def test_verify_uses_the_configured_scratch_server_when_the_site_user_may_not_create_databases(fleet, postgres,
+                                                                                               backed_up):
+    ids, _ = backed_up
+    postgres.sql("ALTER ROLE blog NOCREATEDB")
+    try:
+        proc = fleet.orch("verify", "blog", "--backup", ids["blog"], "--task", "14896", expect=1)
+        assert "permission denied to create database" in proc.stderr
+        site = json.loads(json.dumps(fleet.sites["blog"]))
+        site["verify"] = {"scratch_database": {"engine": "postgresql", "host": postgres.host, "port": postgres.port,
+                                               "user": "postgres", "password": {"env": "T_PG_SUPER"}}}
+        fleet.write_inventory(fleet.base, fleet.sites | {"blog": site})
+        report = fleet.orch_json("verify", "blog", "--backup", ids["blog"], "--task", "14896",
+                                 env={"T_PG_SUPER": postgres.password})
+        assert report["status"] == "ok" and report["tables"]["public.posts"] == 120
+    finally:
+        postgres.sql("ALTER ROLE blog CREATEDB")
+        fleet.write_inventory(fleet.base, fleet.sites)
