@@ -22,7 +22,8 @@ Exit codes: 0 ok, 1 operation failed, 2 usage or inventory error, 3 site locked,
 Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)"  (zsh_source, fish_source likewise)."""
 
 
-# Each module holds related commands and lists them in its COMMANDS.
+# Each module holds related commands and lists them in its COMMANDS. Importing them sets attributes of this
+# package with their names, so no function here may share a name with one of them.
 COMMAND_MODULES = ("sites", "check", "log", "report", "locks", "hosts", "backup", "maintain", "staging", "promote",
                    "health", "scheduler")
 
@@ -55,7 +56,7 @@ def _terminate(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def report(error: OrchError) -> int:
+def show_error(error: OrchError) -> int:
     """Print an OrchError as one line per problem on stderr and return its exit code."""
     lines = error.problems if isinstance(error, InventoryError) else [str(error)]
     for line in lines:
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         # without standalone mode click returns the code of a `click.exceptions.Exit` instead of exiting
         code = cli.main(args=argv, prog_name="orch", standalone_mode=False) or ExitCode.OK
     except OrchError as error:
-        code = report(error)
+        code = show_error(error)
     except click.ClickException as error:
         error.show()
         code = ExitCode.USAGE

@@ -38,3 +38,10 @@ def test_exit_code_2_for_usage_errors():
     proc = subprocess.run([sys.executable, "-m", "orchestrator", "backup", "--no-such-flag"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_an_orch_error_is_one_line_and_its_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "-i", str(tmp_path / "missing.yaml"), "sites"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("orch: ") and "missing.yaml" in proc.stderr
