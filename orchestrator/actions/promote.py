@@ -319,6 +319,7 @@ def rollback(oplog, inventory, site_name: str, *, task: str, to: str | None = No
             else:
                 last = _last_inplace_promotion(oplog, site.name, to)
                 done = layout.undo(last)
+                op.artifact("undone-promotion", str(last))
                 result = {"undone_operation": last, "restored": len(done["restored"]), "deleted": len(done["deleted"])}
             step.output(str(result) + reload_php(conn, prod))
         with op.step("health check") as step:
@@ -329,7 +330,11 @@ def rollback(oplog, inventory, site_name: str, *, task: str, to: str | None = No
 
 
 def _last_inplace_promotion(oplog, site: str, to: str | None) -> int:
-    promotions = [op for op in oplog.operations(site=site, action="promote") if op["status"] == "ok"]
+    """The newest successful in-place promotion not undone yet (or the one with id `to`)."""
+    undone = {a["ident"] for op in oplog.operations(site=site, action="rollback", with_details=True)
+              if op["status"] == "ok" for a in op.get("artifacts", []) if a["kind"] == "undone-promotion"}
+    promotions = [op for op in oplog.operations(site=site, action="promote")
+                  if op["status"] == "ok" and str(op["id"]) not in undone]
     if to:
         promotions = [op for op in promotions if str(op["id"]) == to]
     if not promotions:

@@ -74,6 +74,8 @@ def test_inplace_breaking_change_is_undone_file_by_file(plain):
 def test_manual_rollback_undoes_the_last_inplace_promotion(plain):
     plain.orch("rollback", "plain", "--task", TASK, "--yes")
     assert _page(plain)[2] == "plain v1"
+    proc = plain.orch("rollback", "plain", "--task", TASK, "--yes", expect=2)  # nothing left to undo
+    assert "no successful in-place promotion to undo" in proc.stderr
     assert plain.web1.run(f"test -e {plain.prod}/lib/old.php && test ! -e {plain.prod}/lib/new.php").returncode == 0
 
 
