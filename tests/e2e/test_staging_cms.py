@@ -327,10 +327,6 @@ def site(cms_fleet, request) -> Deployed:
     return item
 
 
-def xfail_for(cms: str, reason: str):
-    return pytest.param(cms, marks=pytest.mark.xfail(strict=True, reason=reason))
-
-
 ALL = list(CMSES)
 per_cms = pytest.mark.parametrize("site", ALL, indirect=True)
 
@@ -417,14 +413,9 @@ def test_no_production_email_survives_and_personal_data_is_sanitized(cms_fleet, 
             assert empty(table), table
 
 
-HEX_BLOB = (
-    "orch defect: the MySQL engine dumps with --hex-blob (engines/mysql.py DUMP_FLAGS), so BLOB columns reach the "
-    "URL replacer as 0x... literals it cannot see into; Drupal keeps serialized data in longblob columns "
-    "(key_value.value, config.data -- which playbooks/drupal.yaml lists under urls.columns --, cache_*.data), "
-    "so key_value 'aggregator.last_feed' keeps https://drupal.example.org/rss.xml on staging")
-
-
-@pytest.mark.parametrize("site", ["joomla", "bitrix", xfail_for("drupal", HEX_BLOB), "laravel"], indirect=True)
+# Drupal keeps serialized data in longblob columns (key_value.value, config.data, cache_*.data), which the MySQL
+# engine dumps as 0x... literals (--hex-blob): the URL replacer rewrites inside those too.
+@per_cms
 def test_no_production_url_is_left_in_the_staging_database(cms_fleet, site):
     cms, staging_url = site.cms, site.result["url"].rstrip("/")
     text = dump(cms_fleet.mariadb, cms.staging_db)
@@ -448,7 +439,7 @@ def test_json_values_hold_the_staging_url(cms_fleet, site):
 
 
 # Laravel's serialized values (cache, jobs, failed_jobs) are in tables the playbook empties.
-@pytest.mark.parametrize("site", ["joomla", "bitrix", xfail_for("drupal", HEX_BLOB)], indirect=True)
+@pytest.mark.parametrize("site", ["joomla", "bitrix", "drupal"], indirect=True)
 def test_serialized_values_hold_the_staging_url_and_still_unserialize(cms_fleet, site):
     cms, mariadb, staging_url = site.cms, cms_fleet.mariadb, site.result["url"].rstrip("/")
     staged = fetch_decoded(mariadb, cms.staging_db, cms.serialized_sql, "serialized")

@@ -2,8 +2,9 @@
 
 Serialized values come from real PHP (``php`` CLI), are embedded in dump text with this file's own tiny
 escapers (independent of the module's), and after replacement are read back and unserialized by PHP again: a
-value is right when PHP re-serializes it to exactly PHP's serialization of the expected structure. The last
-tests go through real ``mariadb-dump`` and ``pg_dump`` output and load the result back into the server.
+value is right when PHP re-serializes it to exactly PHP's serialization of the expected structure. BLOB values
+are written as mysqldump --hex-blob writes them (``0x`` + uppercase hex). The last tests go through real
+``mariadb-dump`` (with and without --hex-blob) and ``pg_dump`` output and load the result back into the server.
 """
 
 from __future__ import annotations
@@ -108,9 +109,19 @@ def as_bytes(value) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
+class Blob(bytes):
+    """A BLOB value in a test row: mysqldump --hex-blob writes it as 0x + uppercase hex, or '' when empty."""
+
+
 def sql_value(value) -> bytes:
-    """An int as a number, str/bytes as a mysqldump '...' literal."""
-    return b"%d" % value if isinstance(value, int) else b"'" + _escape(as_bytes(value), MYSQL_ESCAPES) + b"'"
+    """An int as a number, None as NULL, a Blob as --hex-blob writes it, str/bytes as a '...' literal."""
+    if isinstance(value, int):
+        return b"%d" % value
+    if value is None:
+        return b"NULL"
+    if isinstance(value, Blob):
+        return b"0x" + value.hex().upper().encode() if value else b"''"
+    return b"'" + _escape(as_bytes(value), MYSQL_ESCAPES) + b"'"
 
 
 def insert_line(table: str, rows: list[tuple]) -> bytes:
@@ -129,6 +140,11 @@ def mysql_literals(text: bytes) -> list[bytes]:
     return [_unescape(m, MYSQL_UNESCAPES) for m in re.findall(rb"'((?:[^'\\]|\\.)*)'", text, flags=re.S)]
 
 
+def hex_values(text: bytes) -> list[bytes]:
+    """The decoded bytes of all hex literal values (``0x...`` between ``(``/``,`` and ``,``/``)``) in text."""
+    return [bytes.fromhex(h.decode()) for h in re.findall(rb"[(,]0x([0-9A-F]+)(?=[,)])", text)]
+
+
 def replace_values(values: list, pairs=PAIRS) -> tuple[list[bytes], ReplaceStats]:
     """Embed values as wp_options rows of one INSERT line, replace, and return the values read back."""
     rows = [(i + 1, f"option_{i}", v, "yes") for i, v in enumerate(values)]
@@ -138,11 +154,22 @@ def replace_values(values: list, pairs=PAIRS) -> tuple[list[bytes], ReplaceStats
     return literals[1::3], stats
 
 
-def check_serialized(before, after, pairs=PAIRS) -> ReplaceStats:
-    """Serialize ``before`` with PHP, replace inside a dump line, and require exactly PHP's serialization of
-    ``after``, which PHP must unserialize again."""
+def replace_blobs(values: list, pairs=PAIRS) -> tuple[list[bytes], ReplaceStats]:
+    """Embed non-empty values as BLOBs of Drupal key_value rows of one INSERT line, replace, and return the
+    values read back."""
+    rows = [("state", f"key_{i}", Blob(as_bytes(v))) for i, v in enumerate(values)]
+    out, stats = replace_bytes(insert_line("key_value", rows), pairs)
+    blobs = hex_values(out)
+    assert len(blobs) == len(values) and len(mysql_literals(out)) == 2 * len(values)
+    return blobs, stats
+
+
+def check_serialized(before, after, pairs=PAIRS, replace=replace_values) -> ReplaceStats:
+    """Serialize ``before`` with PHP, replace inside a dump line (as a string value, or a hex BLOB with
+    ``replace=replace_blobs``), and require exactly PHP's serialization of ``after``, which PHP must
+    unserialize again."""
     expected = php_serialize(after)
-    [got], stats = replace_values([php_serialize(before)], pairs)
+    [got], stats = replace([php_serialize(before)], pairs)
     assert got == expected
     assert php_reserialize([got]) == [expected]
     return stats
@@ -340,6 +367,99 @@ def test_several_sites_in_one_run():
     assert stats.replacements == 3
 
 
+# ---------------------------------------------------------------------------- BLOBs as hex (--hex-blob)
+
+
+def drupal_state(u: str) -> dict:
+    """Drupal's key_value 'aggregator.last_feed' (a longblob column)."""
+    return {"last_feed": f"{u}/rss.xml", "checked": 1736900000}
+
+
+def url_hex(url: str = OLD) -> str:
+    return url.encode().hex().upper()
+
+
+@needs_php
+@pytest.mark.parametrize("build", [drupal_state, widget, nested, multibyte, json_in_serialized,
+                                   serialized_in_serialized])
+def test_serialized_values_in_hex_blobs_are_replaced_with_correct_lengths(build):
+    stats = check_serialized(build(OLD), build(NEW), replace=replace_blobs)
+    assert stats.serialized_fixed >= 1 and stats.serialized_skipped == 0
+
+
+@needs_php
+def test_binary_bytes_in_a_blob_pass_through_around_the_url():
+    def build(u: str) -> dict:
+        return {"bin": b"\x00\xff\xfe'\"\\\n\r\x1a " + u.encode() + b" \xc3(", "ok": "Ж"}
+
+    check_serialized(build(OLD), build(NEW), replace=replace_blobs)
+    binary = bytes(range(256))
+    got, stats = replace_blobs([binary + OLD.encode() + b"/x\x00" + binary])
+    assert got == [binary + NEW.encode() + b"/x\x00" + binary]
+    assert (stats.replacements, stats.serialized_fixed) == (1, 0)
+
+
+def test_url_hex_at_an_odd_offset_of_a_blob_is_no_match():
+    # "0" + the URL's hex + "0": its digits straddle bytes, so the blob's bytes do not hold the URL
+    shifted = bytes.fromhex("0" + url_hex() + "0")
+    line = insert_line("key_value", [("state", "odd", Blob(shifted))])
+    assert url_hex().encode() in line and OLD.encode() not in shifted
+    out, stats = replace_bytes(line, PAIRS)
+    assert out == line and (stats.replacements, stats.lines_changed) == (0, 0)
+    # an odd occurrence before an even one: only the bytes of the real URL change
+    got, stats = replace_blobs([shifted + b" " + OLD.encode()])
+    assert got == [shifted + b" " + NEW.encode()] and stats.replacements == 1
+
+
+@needs_php
+def test_several_blobs_and_strings_in_one_line():
+    def line(u: str) -> bytes:
+        return insert_line("cache_data", [
+            ("a", Blob(php_serialize(nested(u))), f"{u}/plain", 1),
+            ("b", Blob(b"no url here"), "", 2),
+            ("c", Blob(b""), u, None),
+            ("d", Blob(f"{u}/1 and {u}/2".encode()), "x", 4),
+            ("e", Blob(php_serialize(serialized_in_serialized(u))), None, 5)])
+
+    out, stats = replace_bytes(line(OLD), PAIRS)
+    assert out == line(NEW)
+    # URLs: nested 5 + plain 1 + "c" 1 + "d" 2 + serialized-in-serialized 3; lengths: nested 4 + 5
+    assert (stats.lines_changed, stats.replacements, stats.serialized_fixed) == (1, 12, 9)
+    assert php_reserialize([hex_values(out)[0]]) == [php_serialize(nested(NEW))]
+
+
+def test_hex_blobs_of_an_insert_with_a_row_per_line():
+    # mariadb-dump 10.11 writes "INSERT INTO `t` VALUES" and then each row on a line of its own
+    def dump(u: str) -> bytes:
+        rows = insert_line("key_value", [("state", f"k{i}", Blob(f"{u}/{i}".encode())) for i in range(3)])
+        return rows.replace(b" VALUES (", b" VALUES\n(").replace(b"),(", b"),\n(")
+
+    out, stats = replace_bytes(dump(OLD), PAIRS)
+    assert out == dump(NEW) and (stats.lines, stats.lines_changed, stats.replacements) == (4, 3, 3)
+
+
+def test_hex_looking_text_in_strings_is_left_alone():
+    def line(u: str) -> bytes:
+        return insert_line("cache_data", [
+            ("it's ,0x" + url_hex() + ", (0x" + url_hex() + ")", Blob(u.encode()), "0x" + url_hex()),
+            ("\\", Blob(b"x" + u.encode()), "'0x" + url_hex() + "'")])
+
+    out, stats = replace_bytes(line(OLD), PAIRS)
+    assert out == line(NEW) and stats.replacements == 2
+
+
+def test_lines_without_a_needle_are_byte_identical_with_hex_blobs():
+    dump = (DUMP_HEAD + insert_line("cache_data", [
+        ("a", Blob(b"\x00\xff binary"), "text ,0x" + url_hex() + ","),
+        ("b", Blob(b"info@shop.example.com, https://shop.example.community"), ""),
+        ("c", Blob(bytes.fromhex("0" + url_hex() + "0")), Blob(b""))])
+        + b"-- 0x" + url_hex().encode() + b"\n")
+    out, stats = replace_bytes(dump, PAIRS)
+    assert out == dump
+    assert stats == ReplaceStats(lines=8, lines_changed=0, replacements=0, serialized_fixed=0,
+                                 bytes_in=len(dump), bytes_out=len(dump))
+
+
 # ---------------------------------------------------------------------------------------------- streaming
 
 
@@ -374,6 +494,14 @@ def mysql_dump(url: str) -> bytes:
         for i in range(0, 30, 3))
 
 
+def mysql_hex_dump(url: str) -> bytes:
+    """Drupal-like rows whose values are BLOBs (mysqldump --hex-blob)."""
+    return DUMP_HEAD + b"".join(
+        insert_line("key_value", [("state", f"w{i}", Blob(php_serialize(widget(url)))),
+                                  ("state", f"u{i}", Blob(f"x{url}/{i}".encode())), ("state", "e", Blob(b""))])
+        for i in range(10))
+
+
 def pg_dump(url: str) -> bytes:
     """COPY rows, then INSERTs whose strings hold raw newlines (as pg_dump --inserts writes them)."""
     serialized, json_text = php_serialize(widget(url)), php_json({"u": f"{url}/x", "q": "it's"}).encode()
@@ -389,7 +517,8 @@ def pg_dump(url: str) -> bytes:
 @needs_php
 @pytest.mark.parametrize("chunk_size", [1, 7, 100, 1 << 20])
 @pytest.mark.parametrize(("dialect", "make_dump", "replaced", "fixed"),
-                         [("mysql", mysql_dump, 30, 10), ("postgres", pg_dump, 60, 20)])
+                         [("mysql", mysql_dump, 30, 10), ("mysql", mysql_hex_dump, 30, 10),
+                          ("postgres", pg_dump, 60, 20)])
 def test_chunk_size_does_not_change_the_output(chunk_size, dialect, make_dump, replaced, fixed):
     out = io.BytesIO()
     stats = replace_stream(io.BytesIO(make_dump(OLD)), out, PAIRS, dialect=dialect, chunk_size=chunk_size)
@@ -492,6 +621,44 @@ def test_real_mariadb_dump_round_trip(mariadb):
     assert [g[0] for g in got] == after and all(g[1] == blob_after for g in got)
     assert php_reserialize(after[:5]) == after[:5]
     assert stats.replacements == 27 and stats.serialized_fixed == 15 and stats.serialized_skipped == 0
+
+
+@needs_php
+def test_real_mariadb_hex_blob_dump_round_trip(mariadb):
+    """orch's own dump flags (--hex-blob among them) write the LONGBLOB column as 0x... literals; replaced
+    inside and loaded back, every value is byte-exact."""
+    from orchestrator.backends.engines.mysql import DUMP_FLAGS
+
+    binary = b"\x00\xff'\"\\\x1a\n"
+
+    def values(url: str, relative: str) -> list[bytes | None]:
+        return [*corpus(url, relative), binary + url.encode() + binary, php_serialize({"b": binary + url.encode()}),
+                b"", None]
+
+    before, after = values(OLD, "//shop.example.com"), values(NEW, NEW_RELATIVE)
+    mariadb.sql("DROP DATABASE IF EXISTS replace_src; DROP DATABASE IF EXISTS replace_dst;"
+                "CREATE DATABASE replace_src; CREATE DATABASE replace_dst")
+    rows = ",".join(f"({i}, {'NULL' if v is None else f'UNHEX({v.hex()!r})'}, 'see {OLD}')"
+                    for i, v in enumerate(before))
+    mariadb.sql("CREATE TABLE cache_data (cid INT PRIMARY KEY, data LONGBLOB, label TEXT) DEFAULT CHARSET=utf8mb4;"
+                f"INSERT INTO cache_data VALUES {rows}", "replace_src")
+    client = ["--no-defaults", "-S", str(mariadb.socket), "-u", "root"]
+    dump = subprocess.run(["mariadb-dump", *client, *DUMP_FLAGS, "replace_src"], capture_output=True,
+                          check=True).stdout
+    assert f",0x{url_hex()}".encode() in dump  # the blobs are hex (a row per line with mariadb-dump 10.11)
+
+    out, stats = replace_bytes(dump, PAIRS)
+    subprocess.run(["mariadb", *client, "replace_dst"], input=out, check=True)
+    hexes = mariadb.sql("SELECT IFNULL(HEX(data), 'NULL'), label FROM cache_data ORDER BY cid", "replace_dst")
+    got = [line.split("\t") for line in hexes.splitlines()]
+    assert [None if h == "NULL" else bytes.fromhex(h) for h, _ in got] == after
+    assert {label for _, label in got} == {f"see {NEW}"}
+    serialized = [*after[:5], after[9]]
+    assert php_reserialize(serialized) == serialized
+    # the corpus holds 19 URLs in 15 serialized strings (as in the round trip above), the binary values 2 URLs
+    # in 1 string, each row's label 1 URL
+    assert stats.replacements == 19 + 2 + len(before) and stats.serialized_fixed == 15 + 1
+    assert stats.serialized_skipped == 0
 
 
 @needs_php
