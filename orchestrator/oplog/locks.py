@@ -19,7 +19,9 @@ from . import process
 from .rows import lock_dict
 from .schema import locks, operations
 
-DEFAULT_TTL = 6 * 3600
+# A live holder renews its lock every TTL/3 (locked_operation's heartbeat), so the TTL only has to outlast a
+# stalled heartbeat: a holder that died on another machine (where we cannot check its pid) frees the site soon.
+DEFAULT_TTL = 15 * 60
 _ATTEMPTS = 5  # each failed attempt means another process changed the row under us; this bounds the churn
 
 
@@ -42,6 +44,14 @@ def acquire(engine: sa.Engine, site: str, *, task: str, operation_id: int | None
         if _reclaim(engine, row, task=task, operation_id=operation_id, ttl_seconds=ttl_seconds):
             return
     raise OrchError(f"could not lock site {site!r}: the lock kept changing hands, try again")
+
+
+def extend(engine: sa.Engine, site: str, operation_id: int, ttl_seconds: int) -> bool:
+    """Given a site and the operation holding it, push its expiry ttl_seconds ahead; False if it is not held."""
+    with engine.begin() as conn:
+        updated = conn.execute(locks.update().where(locks.c.site == site, locks.c.operation_id == operation_id)
+                               .values(expires_at=process.now() + timedelta(seconds=ttl_seconds)))
+        return bool(updated.rowcount)
 
 
 def release(engine: sa.Engine, site: str, operation_id: int | None) -> None:

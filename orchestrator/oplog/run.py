@@ -1,11 +1,16 @@
 """`locked_operation`: the usual shape of a mutating action (record the operation, hold the site lock)."""
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .locks import DEFAULT_TTL
 from .operation import Operation
 from .store import Oplog
+
+log = logging.getLogger("orch.oplog")
 
 
 @contextmanager
@@ -18,13 +23,35 @@ def locked_operation(oplog: Oplog, *, site: str | None, task: str, env: str | No
     this operation took it. With lock=False (or no site) nothing is locked.
     """
     op = oplog.start(task=task, site=site, env=env, action=action, params=params, catch_up=catch_up)
-    locked = False
+    heartbeat = None
     try:
         with op:
             if lock and site is not None:
                 oplog.acquire_lock(site, task=task, operation_id=op.id)
-                locked = True
+                heartbeat = _Heartbeat(oplog, site, op.id)
+                heartbeat.start()
             yield op
     finally:
-        if locked:
+        if heartbeat is not None:
+            heartbeat.stop()
             oplog.release_lock(site, op.id)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the site lock while the operation runs, so a short TTL frees the sites of holders that died."""
+
+    def __init__(self, oplog: Oplog, site: str, operation_id: int, ttl_seconds: int = DEFAULT_TTL):
+        super().__init__(daemon=True, name=f"lock-heartbeat-{site}")
+        self.oplog, self.site, self.operation_id, self.ttl = oplog, site, operation_id, ttl_seconds
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.ttl / 3):
+            try:
+                self.oplog.extend_lock(self.site, self.operation_id, self.ttl)
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the TTL leaves room for two
+                log.warning("could not renew the lock on %s", self.site, exc_info=True)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=5)

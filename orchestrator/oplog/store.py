@@ -160,6 +160,10 @@ class Oplog:
         """Given a site, lock it for this process (reclaiming a stale lock); raise LockHeld if someone holds it."""
         site_locks.acquire(self.engine, site, task=str(task), operation_id=operation_id, ttl_seconds=ttl_seconds)
 
+    def extend_lock(self, site: str, operation_id: int, ttl_seconds: int = site_locks.DEFAULT_TTL) -> bool:
+        """Renew the lock an operation holds; return False if it does not hold it any more."""
+        return site_locks.extend(self.engine, site, operation_id, ttl_seconds)
+
     def release_lock(self, site: str, operation_id: int | None) -> None:
         """Given a site and the operation that locked it, unlock it if that operation holds the lock."""
         site_locks.release(self.engine, site, operation_id)

@@ -37,3 +37,30 @@ def test_a_version_1_oplog_gains_the_environments_table(tmp_path):
     Oplog(url).record_env("s", "e", task="1", host="h", path="/p", url=None, database=None, details=None)
     with engine.connect() as conn:
         assert conn.execute(sa.select(schema.schema_version.c.version)).scalar() == schema.CURRENT_VERSION
+
+
+def test_a_held_lock_is_renewed_by_the_heartbeat_and_released_at_the_end(tmp_path):
+    import time
+
+    from orchestrator.oplog import locks as site_locks
+    from orchestrator.oplog import run
+    oplog = Oplog(f"sqlite:///{tmp_path}/oplog.db")
+    original = run._Heartbeat.__init__
+
+    def fast(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.ttl = 0.3  # beat every 0.1 s
+    run._Heartbeat.__init__ = fast
+    try:
+        with run.locked_operation(oplog, site="shop", task="1", env="production", action="backup"):
+            from datetime import datetime, timezone
+            first = oplog.locks()[0]["expires_at"]
+            time.sleep(0.35)
+            renewed = oplog.locks()[0]["expires_at"]
+            assert renewed != first  # the heartbeat re-set it to now + ttl
+            delta = datetime.fromisoformat(renewed) - datetime.now(timezone.utc)
+            assert abs(delta.total_seconds()) < 1
+    finally:
+        run._Heartbeat.__init__ = original
+    assert oplog.locks() == []
+    assert site_locks.DEFAULT_TTL <= 3600

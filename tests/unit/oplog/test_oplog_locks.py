@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import LockHeld
-from orchestrator.oplog import Oplog, locked_operation, schema
+from orchestrator.oplog import Oplog, locked_operation, locks, schema
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -78,7 +78,7 @@ def test_a_lock_is_taken_listed_and_released(oplog):
     assert lock["pid"] == os.getpid() and lock["stale"] is False
     assert lock["holder"] == f"{lock['holder'].split('@')[0]}@{lock['host']}"
     acquired, expires = (datetime.fromisoformat(lock[k]) for k in ("acquired_at", "expires_at"))
-    assert expires - acquired == timedelta(hours=6)
+    assert expires - acquired == timedelta(seconds=locks.DEFAULT_TTL)
     oplog.release_lock("shinglas", op.id)
     assert oplog.locks() == []
 
