@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.actions import promote as actions
+from orchestrator.actions import adopt, promote, rollback
 
 from .app import json_option, pass_app, require_tty_or_yes, task_option
 from .output import short_time
@@ -36,7 +36,7 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
     if bool(source) == bool(ref):
         raise click.UsageError("give exactly one of --from ENV or --ref TAG_OR_SHA")
     if dry_run:
-        plan = actions.preview(app.oplog, app.inventory, site, source, ref)
+        plan = promote.preview(app.oplog, app.inventory, site, source, ref)
         if app.json:
             app.emit(plan)
             return
@@ -47,7 +47,7 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
                    f"{plan['counts']['removed']} removed ({plan['bytes']} bytes); dry run: nothing changed")
         return
     require_tty_or_yes(yes, f"promote {site} from {source or ref} to production")
-    result = actions.promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
+    result = promote.promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
                              migrate=not no_migrate)
     app.emit(result)
     if not app.json:
@@ -74,7 +74,7 @@ def rollback_cmd(app, site, task, to, yes):
       orch rollback shinglas --task 14883 --to 6 --yes
     """
     require_tty_or_yes(yes, f"roll back {site} production")
-    result = actions.rollback(app.oplog, app.inventory, site, task=task, to=to)
+    result = rollback.rollback(app.oplog, app.inventory, site, task=task, to=to)
     app.emit(result)
     where = f"release {result['to']}" if "to" in result else f"before operation {result.get('undone_operation')}"
     app.say(f"{site}: rolled back to {where}; live revision {result.get('revision') or 'unknown'}")
@@ -91,7 +91,7 @@ def releases_cmd(app, site):
     Example:
       orch releases shinglas
     """
-    rows = actions.releases(app.oplog, app.inventory, site)
+    rows = rollback.releases(app.oplog, app.inventory, site)
     app.emit(rows, [("release", "release"), ("time", "created (utc)"), ("task", "task"), ("revision", "revision"),
                     ("status", "status")], rows=[r | {"time": short_time(r.get("created"))} for r in rows])
 
@@ -114,7 +114,7 @@ def adopt_cmd(app, site, layout, task, yes):
       orch adopt shinglas --layout releases --task 14883 --yes
     """
     require_tty_or_yes(yes, f"convert {site} production to the {layout} layout")
-    result = actions.adopt(app.oplog, app.inventory, site, layout=layout, task=task)
+    result = adopt.adopt(app.oplog, app.inventory, site, layout=layout, task=task)
     app.emit(result)
     app.say(f"{site}: now in the releases layout at {result['root']}" + (f"; {result['note']}" if result["note"]
                                                                              else ""))
