@@ -74,25 +74,35 @@ def test_promotion_serves_the_new_revision_and_keeps_newer_content_under_load(pr
     # content made on production AFTER the staging copy must survive the promotion
     wp.run_php("wp_insert_post(['post_title' => 'Written after staging', 'post_status' => 'publish']);")
     wp.host.run(f"echo 'late upload' > {wp.path}/wp-content/uploads/2026/11/late.txt")
-    failures, done, count = [], threading.Event(), [0]
+    failures, results, submitted, done = [], [], [0], threading.Event()
+    paths = ["/", f"/{THEME}/style.css"]  # half through PHP, half static, as a browser's page view mixes them
 
-    def load():  # ~50 requests/s against production for the whole promotion
-        while not done.is_set():
-            status, _ = _get(wp.url + "/", timeout=5)
-            count[0] += 1
-            if status != 200:
-                failures.append(status)
-            time.sleep(0.02)
-    threads = [threading.Thread(target=load) for _ in range(1)]
-    for thread in threads:
-        thread.start()
+    def one(path):
+        status, _ = _get(wp.url + path, timeout=5)
+        results.append(status)
+        if status != 200:
+            failures.append((path, status))
+
+    def load():  # open loop: a request every 20 ms (50/s), whatever the answers take
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            tick = time.monotonic()
+            while not done.is_set():
+                pool.submit(one, paths[submitted[0] % 2])
+                submitted[0] += 1
+                tick += 0.02
+                time.sleep(max(0.0, tick - time.monotonic()))
+    loader = threading.Thread(target=load)
+    loader.start()
+    started = time.monotonic()
     try:
         result = promo.orch_json("promote", "wp", "--from", "t14883", "--task", TASK, "--yes")
     finally:
         done.set()
-        for thread in threads:
-            thread.join()
-    assert failures == [] and count[0] > 20, (failures, count)
+        loader.join()
+    elapsed = time.monotonic() - started
+    assert failures == [] and len(results) == submitted[0], failures
+    assert submitted[0] >= 0.8 * 50 * elapsed, (submitted, elapsed)
     assert _get(f"{wp.url}/orch-revision.php")[1].strip() == result["revision"]
     assert _get(f"{wp.url}/{THEME}/orch-promo.txt")[1].strip() == "promoted"
     assert "orch promo v2" in _get(f"{wp.url}/{THEME}/style.css")[1]
