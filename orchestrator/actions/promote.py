@@ -9,6 +9,7 @@ only files the playbook classifies as code are compared and sent.
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import time
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from .backup import backup_target
 from .restore import restore_database
 from .targets import Target, target
 
+log = logging.getLogger("orch.promote")
 PLAN_LIST_LIMIT = 500  # file names kept in the oplog per category; counts are always complete
 
 
@@ -261,7 +263,11 @@ class _ReleasesRun(_Run):
 
     def switch(self) -> str:
         self.layout.switch(str(self.revision["release"]))
-        return f"current -> releases/{self.revision['release']}" + reload_php(self.conn, self.prod)
+        reloaded = reload_php(self.conn, self.prod)
+        if not reloaded:  # $realpath_root serves the new code, but every old release stays cached (bench/README.md)
+            log.warning("%s: hosts.%s.web.php_reload is not set: OPcache keeps every old release until it is full",
+                        self.prod.label, self.prod.host.name)
+        return f"current -> releases/{self.revision['release']}" + reloaded
 
     def undo(self, reason: str) -> str:
         self.layout.switch(self.previous)
