@@ -38,7 +38,7 @@ class SshConnector(Connector):
         self.conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
                                connect_kwargs=connect_kwargs,
                                config=Config(overrides={"load_ssh_configs": False}))
-        self.conn.client = strict_client(host)  # replaces fabric's AutoAddPolicy client
+        self.conn.client = strict_client(host)  # fabric's own client would auto-add unknown keys
         self._lock = threading.Lock()
 
     def _transport(self) -> paramiko.Transport:
