@@ -40,9 +40,9 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
         if app.json:
             app.emit(plan)
             return
-        for kind in ("added", "changed", "removed"):
+        for kind, mark in (("added", "+"), ("changed", "~"), ("removed", "-")):
             for rel in plan[kind]:
-                click.echo(f"{ {'added': '+', 'changed': '~', 'removed': '-'}[kind] } {rel}")
+                click.echo(f"{mark} {rel}")
         click.echo(f"{plan['counts']['added']} added, {plan['counts']['changed']} changed, "
                    f"{plan['counts']['removed']} removed ({plan['bytes']} bytes); dry run: nothing changed")
         return

@@ -12,7 +12,6 @@ class Engine(ABC):
     """Commands for one database. `db` is an inventory Database; `name` may be overridden for scratch copies."""
 
     dump_filename: str          # name of the dump inside the backup
-    tool_names: tuple[str, ...]  # client tools `orch check` reports
 
     def __init__(self, db, env_path: str | None = None):
         self.db, self.env_path = db, env_path

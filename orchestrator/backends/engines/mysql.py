@@ -25,7 +25,6 @@ def literal(value: str) -> str:
 
 class MySQL(Engine):
     dump_filename = "database.sql"
-    tool_names = ("mariadb-dump", "mysqldump", "mariadb")
 
     def _conn_args(self) -> list:
         db, args = self.db, []

@@ -21,7 +21,6 @@ def qualified(table: str) -> str:
 
 class PostgreSQL(Engine):
     dump_filename = "database.pgdump"
-    tool_names = ("pg_dump", "pg_restore", "psql")
 
     def _conn_args(self, database: str | None) -> list:
         db = self.db

@@ -44,7 +44,6 @@ PY
 
 class SQLite(Engine):
     dump_filename = "database.sqlite"
-    tool_names = ("python3",)
 
     def path(self, database: str | None = None) -> str:
         path = database or self.db.path or self.db.name

@@ -45,7 +45,7 @@ class Raw:
     text: str
 
 
-PIPE, AND, OR, SEMI = Raw("|"), Raw("&&"), Raw("||"), Raw(";")
+PIPE, AND = Raw("|"), Raw("&&")
 
 
 def _quote(part) -> str:
@@ -99,18 +99,10 @@ class Command:
         """`self && other`."""
         return self._join(AND, other)
 
-    def otherwise(self, other: Command) -> Command:
-        """`self || other`."""
-        return self._join(OR, other)
-
     def to_file(self, path, append: bool = False) -> Command:
         """Redirect stdout to a (quoted) path."""
         return Command(*self.parts, Raw(">>" if append else ">"), path, environment=self.environment,
                        pipefail=self.pipefail)
-
-    def quiet_errors(self) -> Command:
-        """Discard stderr (for probes whose failure is an answer, e.g. `command -v`)."""
-        return Command(*self.parts, Raw("2>/dev/null"), environment=self.environment, pipefail=self.pipefail)
 
     # -- rendering ----------------------------------------------------------------------------------------
     def _body(self) -> str:

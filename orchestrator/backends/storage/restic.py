@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from orchestrator.backends.remote import Command, Connector
 from orchestrator.errors import OrchError, RemoteError
 
-TAG_PREFIXES = ("site=", "env=", "task=", "backup=", "part=")
 NOT_A_REPO = re.compile(r"(does not exist|Is there a repository|unable to open config file|no such file)", re.I)
 WRONG_PASSWORD = re.compile(r"wrong password|no key found", re.I)
 
@@ -63,7 +62,7 @@ class Repository:
     def command(self, *args) -> Command:
         """Return `restic ARGS` with the repository, password and S3 keys in the environment."""
         env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD": self.storage.password,
-               "RESTIC_CACHE_DIR": None, "AWS_ACCESS_KEY_ID": self.storage.access_key,
+               "AWS_ACCESS_KEY_ID": self.storage.access_key,
                "AWS_SECRET_ACCESS_KEY": self.storage.secret_key}
         if self.storage.type == "s3" and self.storage.region:
             env["AWS_DEFAULT_REGION"] = self.storage.region
