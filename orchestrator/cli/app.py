@@ -62,6 +62,27 @@ class App:
         elif columns is not None:
             output.table(data if rows is None else rows, columns)
 
+    def show_plan(self, plans) -> None:
+        """--dry-run output, one style for every verb: per plan a header and its lines, then a closing line
+        (stderr); with --json, the plans' data on stdout."""
+        plans = plans if isinstance(plans, list) else [plans]
+        if self.json:
+            data = [plan.as_dict() | {"dry_run": True} for plan in plans]
+            output.emit_json(data[0] if len(data) == 1 else data)
+            return
+        for plan in plans:
+            where = "/".join(part for part in (plan.site, plan.env) if part)
+            click.echo(f"{plan.action} {where} (task {plan.task}):")
+            for line in plan.lines() or ["nothing to do"]:
+                click.echo(f"  {mask(line)}")
+        self.say("dry run: nothing changed")
+
+    def preflight(self, action: str, task: str | None, site: str | None = None, env: str | None = None,
+                  dry_run: bool = False):
+        """A context for planning a mutating command: a refusal raised inside is recorded under the task."""
+        from orchestrator.actions.plan import preflight
+        return preflight(lambda: self.oplog, action=action, task=task, site=site, env=env, dry_run=dry_run)
+
     def say(self, message: str) -> None:
         """Tell a human something (stderr, so --json stdout stays clean)."""
         if self.verbosity >= 0:

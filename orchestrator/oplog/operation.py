@@ -19,7 +19,7 @@ from .rows import seconds
 from .schema import artifacts, operations, steps
 from .text import OUTPUT_LIMIT, clean, clean_json, tail
 
-OPERATION_STATUSES = ("ok", "failed", "interrupted", "rolled_back")
+OPERATION_STATUSES = ("ok", "failed", "interrupted", "rolled_back", "refused")  # refused: nothing changed
 STEP_STATUSES = ("ok", "failed", "interrupted", "skipped")
 
 progress = logging.getLogger("orch.progress")
@@ -132,7 +132,7 @@ class Operation:
             ))
 
     def finish(self, status: str = "ok", error: str | None = None) -> None:
-        """Given a final status (ok, failed, interrupted, rolled_back), record it with the masked error text.
+        """Given a final status (ok, failed, interrupted, rolled_back, refused), record it with the masked error text.
 
         Steps still running are marked interrupted unless the operation ended ok. Raise ValueError for an
         unknown status.

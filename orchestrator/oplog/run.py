@@ -6,6 +6,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from orchestrator.errors import LockHeld
+
 from .locks import DEFAULT_TTL
 from .operation import Operation
 from .store import Oplog
@@ -18,16 +20,21 @@ def locked_operation(oplog: Oplog, *, site: str | None, task: str, env: str | No
                      params: dict | None = None, lock: bool = True, catch_up: bool = False) -> Iterator[Operation]:
     """Given what is about to run, start its operation, lock its site, yield the operation, then unlock.
 
-    If the site is locked by someone else, the operation is recorded `failed` with the lock message and
-    LockHeld propagates. The lock is released after the operation's final status is written, and only if
-    this operation took it. With lock=False (or no site) nothing is locked.
+    If the site is locked by someone else, the operation is recorded `refused` (nothing was changed, so a PM's
+    log shows no failure) with the lock message, and LockHeld propagates. The lock is released after the
+    operation's final status is written, and only if this operation took it. With lock=False (or no site)
+    nothing is locked.
     """
     op = oplog.start(task=task, site=site, env=env, action=action, params=params, catch_up=catch_up)
     heartbeat = None
     try:
         with op:
             if lock and site is not None:
-                oplog.acquire_lock(site, task=task, operation_id=op.id)
+                try:
+                    oplog.acquire_lock(site, task=task, operation_id=op.id)
+                except LockHeld as exc:
+                    op.finish("refused", error=str(exc))
+                    raise
                 heartbeat = _Heartbeat(oplog, site, op.id)
                 heartbeat.start()
             yield op

@@ -68,6 +68,13 @@ class Oplog:
             )).inserted_primary_key[0]
         return Operation(self.engine, op_id, task=task, site=site, env=env, action=action, started_at=started)
 
+    def refused(self, *, task: str, site: str | None, env: str | None, action: str, error: str) -> int:
+        """Given a command that stopped before changing anything, record it as a `refused` operation with the
+        reason (masked); return its id. A PM then sees what was tried under the task, and why it stopped."""
+        op = self.start(task=task, site=site, env=env, action=action)
+        op.finish("refused", error=error)
+        return op.id
+
     def reap(self) -> int:
         """Mark running operations of dead processes on this machine (and their running steps) interrupted.
 

@@ -158,13 +158,14 @@ def test_locked_operation_holds_the_lock_while_it_runs(oplog):
     assert oplog.operation(op.id)["status"] == "ok"
 
 
-def test_locked_operation_on_a_held_site_records_a_failure_and_keeps_the_other_lock(oplog):
+def test_locked_operation_on_a_held_site_records_a_refusal_and_keeps_the_other_lock(oplog):
     plant_lock(oplog, site="a")
     with pytest.raises(LockHeld):
         with locked_operation(oplog, site="a", task="5", env=None, action="restore", params={}):
             pytest.fail("the body must not run without the lock")
-    failed = oplog.operations(action="restore")[0]
-    assert failed["status"] == "failed" and failed["error"].startswith("site 'a' is locked by alice@web-admin")
+    refused = oplog.operations(action="restore")[0]
+    # not `failed`: nothing was changed, and a PM's log must not show a failure for a wait
+    assert refused["status"] == "refused" and refused["error"].startswith("site 'a' is locked by alice@web-admin")
     assert [lock["operation_id"] for lock in oplog.locks()] == [42]
 
 
