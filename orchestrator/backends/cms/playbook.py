@@ -7,9 +7,9 @@ sanitized and passwords reset (``sanitize``); how mail and cron are switched off
 homepage must contain; and the nginx server block of a staging copy.
 
 Decisions
-    * Files: the YAML files live in the repository's top-level ``playbooks/``; an installed package finds them in
-      ``orchestrator/playbooks/`` (the package data pyproject declares). ``load_playbook(..., directory=)`` reads
-      another folder (tests, an agency's own playbooks).
+    * Files: the YAML files live in the repository's top-level ``playbooks/``, which ``orchestrator/playbooks`` links
+      to; a wheel carries them there as package data (pyproject declares it), so one path serves both.
+      ``load_playbook(..., directory=)`` reads another folder (tests, an agency's own playbooks).
     * Site overrides: a site adjusts its playbook with ``playbook_overrides:`` in its site file (read from
       ``site.raw``; see :func:`playbook_for_site`). They are deep-merged over the playbook's data: mappings merge
       key by key, lists and scalars replace, and a YAML ``null`` removes the key (so to set a column to NULL write
@@ -39,8 +39,8 @@ from orchestrator.backends.remote import Command
 from orchestrator.errors import UsageError
 
 _HERE = Path(__file__).resolve()
-# Repository checkout first (playbooks/ next to orchestrator/), then the installed package's data folder.
-PLAYBOOK_DIRS = (_HERE.parents[3] / "playbooks", _HERE.parents[2] / "playbooks")
+# orchestrator/playbooks: in a checkout a symlink to the top-level playbooks/, in a wheel the package data.
+PLAYBOOK_DIRS = (_HERE.parents[2] / "playbooks",)
 OVERRIDES_KEY = "playbook_overrides"
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
