@@ -26,7 +26,7 @@ def parse_since(_ctx, _param, value):
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-@click.command("log")
+@click.group("log", invoke_without_command=True)
 @click.option("--task", "-t", callback=validate_task, help="Only this task, oldest first, with the total time.")
 @click.option("--site", "-s", help="Only this site.")
 @click.option("--action", "-a", help="Only this action (backup, restore, staging, promote, unlock...).")
@@ -46,7 +46,10 @@ def log_cmd(app, task, site, action, since, limit, steps):
       orch log --task 14883
       orch log --site shinglas --since 7d --steps
       orch log --task 14883 --json
+      orch log verify                    is the oplog as orch wrote it? (hash chain)
     """
+    if click.get_current_context().invoked_subcommand:
+        return
     ops = app.oplog.operations(task=task, site=site, action=action, since=since,
                                limit=limit or (None if task else 50), oldest_first=bool(task),
                                with_details=steps or app.json)
@@ -81,4 +84,10 @@ def _print(ops: list[dict], steps: bool) -> None:
             click.echo(f"    -> {art['kind']}: {art['ident']} {human_size(art.get('size'))}".rstrip())
 
 
+def _subcommands() -> None:
+    from .verifylog import verify_cmd
+    log_cmd.add_command(verify_cmd)
+
+
+_subcommands()
 COMMANDS = [log_cmd]

@@ -1,20 +1,22 @@
 """Handles for one running operation and its steps; every change is written to the oplog at once.
 
 A step is INSERTed as `running` before its body runs, so a crash leaves a visible trail that the reaper later
-turns into `interrupted`, never a silent gap.
+turns into `interrupted`, never a silent gap. The write that makes a row final (a step closed, an operation
+finished, an artifact recorded) also links it into the tamper-evident chain (chain.py), in the same transaction;
+a final row is never written again.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from . import process
+from . import chain, process
 from .rows import seconds
 from .schema import artifacts, operations, steps
 from .text import OUTPUT_LIMIT, clean, clean_json, tail
@@ -50,7 +52,12 @@ class Step:
         self._raw = ""
 
     def output(self, text: str) -> None:
-        """Given text, append it to the step's stored output (masked, cut to its last ~4 KB)."""
+        """Given text, append it to the step's stored output (masked, cut to its last ~4 KB).
+
+        Once the step is closed its row is in the chain and stays as it is: later output is not stored.
+        """
+        if self.status != "running":
+            return
         # Mask the joined text, not each piece: a secret split across two calls is still found. Keeping
         # twice the limit raw leaves room for masks to shorten it without losing the visible tail.
         self._raw = (self._raw + str(text))[-2 * OUTPUT_LIMIT:]
@@ -65,12 +72,17 @@ class Step:
         if error:
             sep = "\n" if self._raw and not self._raw.endswith("\n") else ""
             self._raw = (self._raw + f"{sep}error: {error}")[-2 * OUTPUT_LIMIT:]
+        with self._engine.begin() as conn:
+            head = chain.lock_head(conn)
+            updated = conn.execute(steps.update().where(steps.c.id == self.id, steps.c.status == "running").values(
+                status=status, finished_at=process.now(), output=tail(clean(self._raw)))).rowcount
+            if updated:  # else the operation's finish (or a reaper) closed it first, and linked it
+                chain.append(conn, "step", [self.id], head)
         self.status = status
-        self._update(status=status, finished_at=process.now(), output=tail(clean(self._raw)))
 
     def _update(self, **values: Any) -> None:
         with self._engine.begin() as conn:
-            conn.execute(steps.update().where(steps.c.id == self.id).values(**values))
+            conn.execute(steps.update().where(steps.c.id == self.id, steps.c.status == "running").values(**values))
 
 
 class Operation:
@@ -82,8 +94,9 @@ class Operation:
     """
 
     def __init__(self, engine: sa.Engine, op_id: int, *, task: str, site: str | None, env: str | None,
-                 action: str, started_at: datetime):
+                 action: str, started_at: datetime, on_finish: list[Callable[[int], None]] | None = None):
         self._engine, self.id = engine, op_id
+        self._on_finish = on_finish or []
         self.task, self.site, self.env, self.action = task, site, env, action
         self.started_at = started_at
         self.status = "running"
@@ -126,30 +139,42 @@ class Operation:
     def artifact(self, kind: str, ident: str, size: int | None = None, details: dict | None = None) -> None:
         """Given what the operation produced (a backup id, a revision, a URL), record it with masked details."""
         with self._engine.begin() as conn:
-            conn.execute(artifacts.insert().values(
+            head = chain.lock_head(conn)
+            artifact_id = conn.execute(artifacts.insert().values(
                 operation_id=self.id, kind=kind, ident=clean(ident), size=size,
                 details=clean_json(details or {}), created_at=process.now(),
-            ))
+            )).inserted_primary_key[0]
+            chain.append(conn, "artifact", [artifact_id], head)
 
     def finish(self, status: str = "ok", error: str | None = None) -> None:
         """Given a final status (ok, failed, interrupted, rolled_back, refused), record it with the masked error text.
 
-        Steps still running are marked interrupted unless the operation ended ok. Raise ValueError for an
-        unknown status.
+        Steps still running are marked interrupted unless the operation ended ok. The operation joins the
+        chain, and then the finish hooks run (tracker notes): a hook that fails is logged, never raised.
+        Raise ValueError for an unknown status.
         """
         if status not in OPERATION_STATUSES:
             raise ValueError(f"operation status must be one of {OPERATION_STATUSES}, not {status!r}")
         finished = process.now()
         with self._engine.begin() as conn:
-            conn.execute(operations.update().where(operations.c.id == self.id).values(
-                status=status, error=clean(error), finished_at=finished,
-                duration=seconds(self.started_at, finished),
-            ))
+            head = chain.lock_head(conn)
+            # once final, the row is in the chain: a second finish() leaves it as the first one wrote it
+            done = conn.execute(operations.update()
+                                .where(operations.c.id == self.id, operations.c.status == "running")
+                                .values(status=status, error=clean(error), finished_at=finished,
+                                        duration=seconds(self.started_at, finished))).rowcount
             if status != "ok":
                 conn.execute(steps.update()
                              .where(steps.c.operation_id == self.id, steps.c.status == "running")
                              .values(status="interrupted", finished_at=finished))
+            chain.append_operation(conn, self.id, head)
         self.status = status
+        for hook in self._on_finish if done else ():
+            try:
+                hook(self.id)
+            except Exception:  # noqa: BLE001 - what runs after an operation must never fail it
+                progress.warning("after operation %s: %s failed", self.id, getattr(hook, "__name__", hook),
+                                 exc_info=True)
 
     def _insert_step(self, name: str) -> Step:
         with self._seq_lock:

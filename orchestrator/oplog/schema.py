@@ -127,6 +127,51 @@ environments = sa.Table(
 )
 
 
+# The hash chain over final operation, step and artifact rows (see chain.py); `chain_head` is its one-row head,
+# locked by each writer so concurrent processes append in turn.
+chain = sa.Table(
+    "chain", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),   # operation, step, artifact
+    sa.Column("row_id", sa.Integer, nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+    sa.Column("link_hash", sa.String(64), nullable=False),
+    sa.Column("linked_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("kind", "row_id", name="uq_chain_row"),
+)
+
+chain_head = sa.Table(
+    "chain_head", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("link_hash", sa.String(64), nullable=False),
+)
+
+# Notes waiting for (or done with) delivery to a task tracker: written when an operation finishes, delivered
+# with retries; `key` makes a second delivery recognisable, so the tracker gets each note once.
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False, unique=True),
+    sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="SET NULL")),
+    sa.Column("task", sa.String, nullable=False),
+    sa.Column("site", sa.String),
+    sa.Column("tracker", sa.String, nullable=False),    # kind:where, e.g. redmine:https://redmine.example
+    sa.Column("issue", sa.String, nullable=False),
+    sa.Column("payload", JSONDoc, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending, sent
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("claimed_until", UTCDateTime),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("remote", JSONDoc),                       # what the tracker answered: note / time entry ids
+    sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    sa.Index("ix_outbox_task", "task"),
+)
+
+
 def _v1_initial(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[operations, steps, artifacts, locks])
 
@@ -135,8 +180,15 @@ def _v2_environments(conn: sa.Connection) -> None:
     metadata.create_all(conn, tables=[environments])
 
 
+def _v3_chain_and_outbox(conn: sa.Connection) -> None:
+    from .chain import GENESIS, backfill
+    metadata.create_all(conn, tables=[chain, chain_head, outbox])
+    conn.execute(chain_head.insert().values(id=1, seq=0, link_hash=GENESIS))
+    backfill(conn)  # rows finished before the chain existed join it now, operation by operation
+
+
 # Ordered; the schema version of a database is the number of these applied to it.
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_initial, _v2_environments]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_initial, _v2_environments, _v3_chain_and_outbox]
 CURRENT_VERSION = len(MIGRATIONS)
 
 

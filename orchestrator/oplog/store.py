@@ -10,9 +10,9 @@ import sqlalchemy as sa
 
 from orchestrator.errors import UsageError
 
+from . import chain, process
 from . import envs as env_registry
 from . import locks as site_locks
-from . import process
 from .engine import make_engine
 from .operation import Operation
 from .rows import artifact_dict, operation_dict, seconds, step_dict
@@ -36,6 +36,7 @@ class Oplog:
         """
         self.engine = make_engine(url)
         self.url = self.engine.url.render_as_string(hide_password=True)
+        self.finish_hooks: list = []  # called with an operation's id once it finished (tracker notes)
         migrate(self.engine)
 
     @classmethod
@@ -66,7 +67,8 @@ class Oplog:
                 pid=os.getpid(), params=clean_json(params or {}), started_at=started, status="running",
                 catch_up=catch_up,
             )).inserted_primary_key[0]
-        return Operation(self.engine, op_id, task=task, site=site, env=env, action=action, started_at=started)
+        return Operation(self.engine, op_id, task=task, site=site, env=env, action=action, started_at=started,
+                         on_finish=self.finish_hooks)
 
     def refused(self, *, task: str, site: str | None, env: str | None, action: str, error: str) -> int:
         """Given a command that stopped before changing anything, record it as a `refused` operation with the
@@ -95,6 +97,7 @@ class Oplog:
         now = process.now()
         error = clean(f"process {row.pid} on {process.machine()} ended without finishing the operation")
         with self.engine.begin() as conn:
+            head = chain.lock_head(conn)
             # The status condition keeps a concurrent reaper (or a late finish) from being overwritten.
             conn.execute(operations.update()
                          .where(operations.c.id == row.id, operations.c.status == "running")
@@ -103,6 +106,7 @@ class Oplog:
             conn.execute(steps.update()
                          .where(steps.c.operation_id == row.id, steps.c.status == "running")
                          .values(status="interrupted", finished_at=now))
+            chain.append_operation(conn, row.id, head)
 
     # -- querying ----------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import os
 
 import sqlalchemy as sa
 
-from orchestrator.oplog import process
+from orchestrator.oplog import chain, process
 from orchestrator.oplog.schema import locks, operations, steps
 from orchestrator.oplog.text import clean
 
@@ -23,6 +23,7 @@ def interrupt_own_operations(oplog, reason: str) -> list[int]:
                    operations.c.pid == os.getpid())
     now = process.now()
     with oplog.engine.begin() as conn:
+        head = chain.lock_head(conn)
         rows = conn.execute(sa.select(operations.c.id, operations.c.started_at).where(mine)).all()
         for row in rows:
             # the status condition keeps an operation that finished meanwhile as it finished
@@ -32,4 +33,5 @@ def interrupt_own_operations(oplog, reason: str) -> list[int]:
             conn.execute(steps.update().where(steps.c.operation_id == row.id, steps.c.status == "running")
                          .values(status="interrupted", finished_at=now))
             conn.execute(locks.delete().where(locks.c.operation_id == row.id))
+            head = chain.append_operation(conn, row.id, head)
     return [row.id for row in rows]
