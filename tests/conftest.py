@@ -119,3 +119,11 @@ def wordpress(ssh_hosts: dict[str, SshHost], mariadb: MariaDB, web1_web: WebStac
     finally:
         (web1_web.nginx.sites_dir / f"{path.name}.conf").unlink(missing_ok=True)
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's) driven by Playwright; see testbed/browser.py for pages and screenshots."""
+    from testbed.browser import chromium
+    with chromium() as running:
+        yield running
