@@ -129,6 +129,9 @@ class Inventory:
     notify: list[dict]
     scheduler: SchedulerOptions
     sites: dict[str, Site]
+    tracker: dict | None = None   # see schema `tracker`; a site's own block merges over it
+    billing: dict | None = None   # currency, hourly_rate, storage_gb_month; a site's own block merges over it
+    serve: dict | None = None     # public_url, accounts
 
     def site(self, name: str) -> Site:
         """Given a site name, return the Site; raise InventoryError listing the known sites if unknown."""
@@ -164,6 +167,7 @@ def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, di
                                    jitter_seconds=data["scheduler"]["jitter"],
                                    misfire_grace_seconds=data["scheduler"]["misfire_grace"]),
         sites={site.name: site for site in sorted(built, key=lambda site: site.name)},
+        tracker=data.get("tracker"), billing=data.get("billing"), serve=data.get("serve"),
     )
 
 
