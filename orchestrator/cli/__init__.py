@@ -35,6 +35,7 @@ COMMANDS = {
                          "backup."),
     "backup": ("backup", "Back up files and database of sites into their restic repositories."),
     "backups": ("backup", "List a site's backups: id, time, task, pinned, sizes, status."),
+    "compare": ("visual", "Compare two sets of screenshots: changed pixels per page and width, and a diff image."),
     "check": ("check", "Validate the inventory and check every host, database and storage it names."),
     "export": ("backup", "Export a backup (files + database dump) as one .tar.zst in the bucket, with a download "
                          "link."),
@@ -57,6 +58,7 @@ COMMANDS = {
                             "promotion (in place)."),
     "scheduler": ("scheduler", "Back up, prune and verify every site on schedule, unattended."),
     "sites": ("sites", "List sites and their environments."),
+    "snap": ("visual", "Full-page screenshots of an environment's check URLs, desktop and mobile."),
     "staging": ("staging", "Staging copies of production: create, refresh, list, destroy."),
     "unlock": ("locks", "Remove a site's lock (after checking its holder is really gone), and log that you did."),
     "unpin": ("maintain", "Unpin a backup: pinned backups are never pruned."),

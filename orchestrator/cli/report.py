@@ -27,7 +27,9 @@ def report_cmd(app, task, fmt, output):
         import json
         text = json.dumps({"summary": report.summary(task, ops), "operations": ops}, indent=2, default=str)
     else:
-        text = report.html_page(task, ops) if fmt == "html" else report.markdown(task, ops)
+        from orchestrator.backends.visual.shots import Gallery, root
+        gallery = Gallery(root(app.oplog.url))  # screenshots and diffs of the task, side by side
+        text = (report.html_page(task, ops, gallery) if fmt == "html" else report.markdown(task, ops, gallery))
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -111,6 +111,8 @@ class Site:
     layout: str
     raw: dict
     promote: dict = None  # keep_releases, health_paths, expect_status, health_timeout, restore_db_on_rollback
+    drill: dict = None    # schedule, response_time, timeout, max_php_warnings (boot drills)
+    visual: dict = None   # ignore: CSS selectors left out of screenshot comparisons
 
     def env(self, name: str) -> Environment:
         """Given an environment name, return it; raise InventoryError listing the site's environments if unknown."""

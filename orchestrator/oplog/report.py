@@ -9,7 +9,8 @@ import html
 from collections import Counter
 
 SHOWN_ARTIFACTS = ("backup", "pre-promotion-backup", "safety-backup", "restored-backup", "source-backup",
-                   "staging-url", "revision", "rollback", "export", "plan", "url-replacements", "verify")
+                   "staging-url", "revision", "rollback", "export", "plan", "url-replacements", "verify",
+                   "visual-diff", "drill")
 
 
 def _duration(seconds) -> str:
@@ -35,7 +36,37 @@ def _artifacts(op: dict) -> list[str]:
     return [f"{a['kind']}: {a['ident']}" for a in op.get("artifacts", []) if a["kind"] in SHOWN_ARTIFACTS]
 
 
-def markdown(task: str, ops: list[dict]) -> str:
+def _visuals(op: dict) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Given an operation, return (its comparisons, its screenshots by set) from its artifacts' details."""
+    diffs = [a["details"] for a in op.get("artifacts", []) if a["kind"] == "visual-diff"]
+    sets: dict[str, list[dict]] = {}
+    for a in op.get("artifacts", []):
+        if a["kind"] == "screenshot":
+            sets.setdefault(a["details"]["set"], []).append(a["details"])
+    return diffs, sets
+
+
+def _visual_markdown(ops: list[dict], gallery) -> list[str]:
+    lines = []
+    for op in ops:
+        diffs, sets = _visuals(op)
+        if not diffs and not sets:
+            continue
+        lines += ["", f"### Operation {op['id']}: {op['action']} {op['site'] or '-'}/{op['env'] or '-'}", ""]
+        for row in diffs:
+            verdict = " **above the threshold**" if row.get("exceeded") else ""
+            lines.append(f"- {row['path']} ({row['viewport']}): {row['percent']:.2f} % changed{verdict}; before "
+                         f"{gallery.path(row['before'])}, after {gallery.path(row['after'])}, "
+                         f"diff {gallery.path(row['diff'])}")
+        if not diffs:
+            lines += [f"- {shot['set']}: {shot['path']} ({shot['viewport']}) {gallery.path(shot['file'])}"
+                      for shots in sets.values() for shot in shots]
+    return (["", "## Screenshots"] + lines) if lines else []
+
+
+def markdown(task: str, ops: list[dict], gallery=None) -> str:
+    """Given a task and its operations (with details), return the Markdown report. A gallery (see
+    backends/visual/shots.Gallery) adds the screenshots' and diff images' files."""
     s = summary(task, ops)
     lines = [f"# Task {task}", "",
              f"{s['operations']} operation(s) on {', '.join(s['sites']) or '-'}, "
@@ -48,6 +79,8 @@ def markdown(task: str, ops: list[dict]) -> str:
         lines.append(f"| {_when(op['started_at'])} | {op['actor']} | {op['site'] or '-'}/{op['env'] or '-'} | "
                      f"{op['action']}{' (catch-up)' if op.get('catch_up') else ''} | {_duration(op['duration'])} | "
                      f"{_cell(result)} | {_cell('; '.join(_artifacts(op)))} |")
+    if gallery is not None:
+        lines += _visual_markdown(ops, gallery)
     return "\n".join(lines) + "\n"
 
 
@@ -58,10 +91,51 @@ def _cell(text: str) -> str:
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f4f4f4}
 .ok{color:#176f2c}.failed,.interrupted{color:#b00020;font-weight:600}.rolled_back{color:#a15c00;font-weight:600}
-.running{color:#0b57d0}details{margin:.2em 0}small{color:#666}"""
+.running{color:#0b57d0}details{margin:.2em 0}small{color:#666}
+.shots td{width:25%}.shots img{width:100%;border:1px solid #ccc}.over{color:#b00020;font-weight:600}"""
 
 
-def html_page(task: str, ops: list[dict]) -> str:
+def _picture(gallery, file: str | None) -> str:
+    e = html.escape
+    if not file:
+        return "<small>-</small>"
+    uri = gallery.data_uri(file)
+    name = e(gallery.path(file))
+    return f"<img src='{uri}' alt='{name}' title='{name}'>" if uri else f"<small>{name} (missing)</small>"
+
+
+def _visual_html(ops: list[dict], gallery) -> str:
+    e = html.escape
+    sections = []
+    for op in ops:
+        diffs, sets = _visuals(op)
+        if not diffs and not sets:
+            continue
+        if diffs:
+            rows = "".join(
+                f"<tr><td>{e(d['path'])} <small>{e(d['viewport'])}</small><br>"
+                f"<span class='{'over' if d.get('exceeded') else 'ok'}'>{d['percent']:.2f} % changed</span></td>"
+                f"<td>{_picture(gallery, d['before'])}</td><td>{_picture(gallery, d['after'])}</td>"
+                f"<td>{_picture(gallery, d['diff'])}</td></tr>" for d in diffs)
+            head = "<tr><th>Page</th><th>Before</th><th>After</th><th>Difference</th></tr>"
+        else:
+            labels = list(sets)
+            by_key: dict[tuple, dict] = {}
+            for label, shots in sets.items():
+                for shot in shots:
+                    by_key.setdefault((shot["path"], shot["viewport"]), {})[label] = shot["file"]
+            rows = "".join(f"<tr><td>{e(path)} <small>{e(viewport)}</small></td>"
+                           + "".join(f"<td>{_picture(gallery, files.get(label))}</td>" for label in labels)
+                           + "</tr>" for (path, viewport), files in by_key.items())
+            head = "<tr><th>Page</th>" + "".join(f"<th>{e(label)}</th>" for label in labels) + "</tr>"
+        sections.append(f"<h3>Operation {op['id']}: {e(op['action'])} {e(op['site'] or '-')}/{e(op['env'] or '-')}"
+                        f"</h3><table class='shots'>{head}{rows}</table>")
+    return ("<h2>Screenshots</h2>" + "".join(sections)) if sections else ""
+
+
+def html_page(task: str, ops: list[dict], gallery=None) -> str:
+    """Given a task and its operations (with details), return the self-contained HTML report. A gallery (see
+    backends/visual/shots.Gallery) embeds screenshots side by side: before, after and the difference."""
     e = html.escape
     s = summary(task, ops)
     rows = []
@@ -82,4 +156,5 @@ def html_page(task: str, ops: list[dict]) -> str:
             f"<p>{s['operations']} operation(s) on {e(', '.join(s['sites']) or '-')}, {e(_when(s['first']))} to "
             f"{e(_when(s['last']))} UTC. Total time <b>{_duration(s['total_seconds'])}</b>; {statuses}.</p>"
             "<table><tr><th>When (UTC)</th><th>Who</th><th>Site/env</th><th>Action</th><th>Took</th>"
-            f"<th>Result</th><th>Produced</th></tr>{''.join(rows)}</table></body></html>\n")
+            f"<th>Result</th><th>Produced</th></tr>{''.join(rows)}</table>"
+            f"{_visual_html(ops, gallery) if gallery is not None else ''}</body></html>\n")

@@ -72,9 +72,16 @@ def remove_vhost(conn, host, site: str, env: str) -> bool:
     return True
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the 3xx itself is the answer
+
+
 def fetch(url: str, *, connect_to: str | None = None, auth: tuple[str, str] | None = None,
-          timeout: float = 10) -> tuple[int, dict, str]:
-    """GET a URL (optionally sending it to another address, keeping the Host header). Return status, headers, body."""
+          timeout: float = 10, follow_redirects: bool = True) -> tuple[int, dict, str]:
+    """GET a URL (optionally sending it to another address, keeping the Host header). Return status, headers, body.
+
+    With follow_redirects=False a 3xx is returned as it is (a site redirecting to its installer is not up)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise UsageError(f"not an http(s) URL: {url}")
@@ -85,7 +92,8 @@ def fetch(url: str, *, connect_to: str | None = None, auth: tuple[str, str] | No
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) URLs only
+        opener = urllib.request.build_opener(*([] if follow_redirects else [_NoRedirect()]))
+        with opener.open(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read().decode("utf-8", "replace")

@@ -1,0 +1,86 @@
+"""`orch snap` and `orch compare`: screenshots of a site's check URLs, and how much two sets of them differ."""
+from __future__ import annotations
+
+import click
+
+from orchestrator.errors import ExitCode
+
+from .app import json_option, pass_app, task_option
+
+DIFF_COLUMNS = [("path", "url"), ("viewport", "width"), ("changed", "changed"), ("verdict", "verdict"),
+                ("diff", "diff image")]
+
+
+@click.command("snap")
+@click.argument("site")
+@click.option("--env", "-e", default="production", show_default=True,
+              help="Environment to shoot: one of the inventory's or a staging copy.")
+@task_option()
+@click.option("--dry-run", is_flag=True, help="List the pages and widths that would be shot; take none.")
+@json_option
+@pass_app
+def snap_cmd(app, site, env, task, dry_run):
+    """Full-page screenshots of an environment's check URLs, desktop and mobile.
+
+    The check URLs are `verify.urls`, or the home page plus a sample of the sitemap. Headless
+    Chromium takes each shot with a fixed viewport, animations off and the network idle; the
+    PNGs are kept beside the oplog with the operation (see `orch log`, `orch report`).
+
+    \b
+    Examples:
+      orch snap shinglas --task 14883
+      orch snap shinglas --env t14883 --task 14883
+      orch compare 412 415 --task 14883     # then diff two snaps
+    """
+    from orchestrator.actions.snap import plan_snap, snap
+    with app.preflight("snap", task, site, env, dry_run):
+        plan = plan_snap(app.oplog, app.inventory, site, env, task=task)
+    if dry_run:
+        app.show_plan(plan)
+        return
+    result = snap(app.oplog, plan)
+    app.emit(result, [("path", "url"), ("viewport", "width"), ("size", "size"), ("status", "http"),
+                      ("file", "file")],
+             rows=[shot | {"size": f"{shot['width']}x{shot['height']}"} for shot in result["shots"]])
+    app.say(f"{len(result['shots'])} screenshot(s) in {result['folder']} (operation {result['operation_id']})")
+
+
+@click.command("compare")
+@click.argument("before", metavar="BEFORE")
+@click.argument("after", metavar="AFTER")
+@task_option()
+@click.option("--threshold", type=click.FloatRange(0, 100), metavar="PERCENT",
+              help="Fail when a page changed more than this (default: the site's promote.visual_threshold).")
+@json_option
+@pass_app
+def compare_cmd(app, before, after, task, threshold):
+    """Compare two sets of screenshots: changed pixels per page and width, and a diff image.
+
+    BEFORE and AFTER are operations that took screenshots (`orch snap`, a promotion), as
+    OPERATION or OPERATION:SET when it holds several (a promotion holds `before` and `after`).
+    Regions matching `visual.ignore` selectors do not count. Exit 1 when a page changed more
+    than the threshold.
+
+    \b
+    Examples:
+      orch compare 412 415 --task 14883
+      orch compare 420:before 420:after --task 14883 --threshold 5
+    """
+    from orchestrator.actions.compare import compare
+    result = compare(app.oplog, app.inventory, before, after, task=task, threshold=threshold)
+    show(app, result)
+
+
+def show(app, result: dict) -> None:
+    """Print a comparison's rows (table or JSON) and exit 1 when a page changed more than its threshold."""
+    from orchestrator.backends.visual import shots
+    root = shots.root(app.oplog.url)
+    rows = [row | {"changed": f"{row['percent']:.2f} %", "diff": str(root / row["diff"]),
+                   "verdict": "TOO MUCH" if row["exceeded"] else "ok"} for row in result["rows"]]
+    app.emit(result, DIFF_COLUMNS, rows=rows)
+    if result.get("error"):
+        app.say(f"orch: {result['error']}")
+        raise click.exceptions.Exit(ExitCode.FAILED)
+
+
+COMMANDS = [snap_cmd, compare_cmd]
