@@ -95,17 +95,28 @@ def _judge(row: dict, attempt: dict | None, drill_run: dict | None) -> tuple[lis
     return problems, status
 
 
-def health(inventory, oplog, *, now: datetime | None = None, usage: bool = False) -> list[dict]:
-    """Given the inventory and the oplog, return one row per monitored site environment:
+def broken_health(site: str, problems: list[str]) -> dict:
+    """Given a site whose file is broken and its problem lines, return its health row: unhealthy, status
+    `broken` (nothing is backed up as written until the file is fixed)."""
+    return {"site": site, "env": None, "host": None, "task": None, "max_age_hours": None, "last_backup": None,
+            "last_failure": None, "last_drill": None, "running": None, "repository_bytes": None,
+            "problems": list(problems), "status": "broken", "healthy": False}
 
-    {site, env, host, task, healthy, status (ok|missing|stale|failing|drill-failed), problems, max_age_hours,
-     last_backup {backup_id, at, age_hours, size, added, ...} | None, last_failure, last_drill, running,
-     repository_bytes (read from the storage only with usage=True)}.
+
+def health(inventory, oplog, *, now: datetime | None = None, usage: bool = False) -> list[dict]:
+    """Given the inventory and the oplog, return one row per monitored site environment, and one per broken
+    site file (status `broken`, env None):
+
+    {site, env, host, task, healthy, status (ok|missing|stale|failing|drill-failed|broken), problems,
+     max_age_hours, last_backup {backup_id, at, age_hours, size, added, ...} | None, last_failure, last_drill,
+     running, repository_bytes (read from the storage only with usage=True)}.
     """
     rows = [env_health(oplog, site, env, now) for site in inventory.sites.values() for env in monitored_envs(site)]
+    rows += [broken_health(site, problems) for site, problems in sorted(inventory.broken.items())]
     if usage:
         from .usage import site_usage
-        sizes = {name: site_usage(inventory, inventory.sites[name]) for name in {row["site"] for row in rows}}
+        sizes = {name: site_usage(inventory, inventory.sites[name]) for name in {row["site"] for row in rows}
+                 if name in inventory.sites}
         for row in rows:
-            row["repository_bytes"] = sizes[row["site"]]["bytes"]
+            row["repository_bytes"] = sizes[row["site"]]["bytes"] if row["site"] in sizes else None
     return rows

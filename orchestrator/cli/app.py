@@ -45,15 +45,30 @@ class App:
 
     @cached_property
     def inventory(self):
+        """The inventory with every valid site; a broken site file costs that site alone (see `broken_sites`)."""
         from orchestrator.config import load_inventory
-        return load_inventory(self.inventory_path)
+        return load_inventory(self.inventory_path, partial=True)
 
     @cached_property
     def oplog(self):
+        """The oplog the inventory file names. Only the inventory file is read, not the site files: `orch log`
+        stays quick on a large fleet and works while a site file is broken."""
+        from orchestrator.config.load import load_oplog_url
         from orchestrator.oplog import Oplog
-        oplog = Oplog.from_inventory(self.inventory)
+        oplog = Oplog(load_oplog_url(self.inventory_path))
         oplog.reap()  # a crashed earlier run shows as `interrupted`, and its lock becomes reclaimable
         return oplog
+
+    def broken_sites(self) -> int:
+        """For a command over the whole fleet: print the problems of each broken site file (stderr) and return
+        how many files were skipped (the command then exits 1 once the valid sites are done)."""
+        broken = self.inventory.broken
+        for line in self.inventory.problems:
+            click.echo(f"orch: {mask(line)}", err=True)
+        if broken:
+            click.echo(f"orch: skipped {len(broken)} site(s) whose file is broken: {', '.join(sorted(broken))}",
+                       err=True)
+        return len(broken)
 
     def emit(self, data, columns: list[tuple[str, str]] | None = None, rows=None) -> None:
         """Print `data` as JSON with --json, else `rows` (default: data) as a table of `columns`."""

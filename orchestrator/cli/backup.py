@@ -38,11 +38,13 @@ def backup_cmd(app, sites, all_sites, env, task, pin, dry_run):
       orch backup --all --task 10001 --json
       orch backup shinglas --task 14883 --pin     # keep until `orch unpin`
     """
-    chosen = targets(app.inventory, list(sites), all_sites, env)
+    chosen = _chosen(app, sites, all_sites, env, task, dry_run)
     if dry_run:
         app.emit([plan(t, pin) for t in chosen], [("site", "site"), ("env", "env"), ("host", "host"),
                                                   ("path", "path"), ("database", "database"),
                                                   ("repository", "repository")])
+        if all_sites and app.broken_sites():
+            raise click.exceptions.Exit(ExitCode.FAILED)
         return
     show = sys.stderr.isatty() and not app.json
 
@@ -59,13 +61,27 @@ def backup_cmd(app, sites, all_sites, env, task, pin, dry_run):
     app.emit(results, [("site", "site"), ("env", "env"), ("status", "status"), ("backup_id", "backup"),
                        ("files", "files"), ("added", "added"), ("error", "error")], rows=rows)
     failed = [r for r in results if r["status"] != "ok"]
+    for r in failed:
+        app.say(f"orch: {r['site']}/{r['env']}: {r['error']}")
     if failed:
-        for r in failed:
-            app.say(f"orch: {r['site']}/{r['env']}: {r['error']}")
         app.say(f"{len(failed)} of {len(results)} backup(s) failed")
+    skipped = app.broken_sites() if all_sites else 0  # a broken site file costs that site alone, said at the end
+    if failed or skipped:
         codes = {r["exit_code"] for r in failed}
         # a lone site keeps its precise code (3 locked, 2 inventory); a fleet run says "something failed"
-        raise click.exceptions.Exit(codes.pop() if len(results) == 1 else ExitCode.FAILED)
+        raise click.exceptions.Exit(codes.pop() if len(results) == 1 and not skipped else ExitCode.FAILED)
+
+
+def _chosen(app, sites, all_sites: bool, env: str, task: str, dry_run: bool) -> list:
+    """Given the command's arguments, return the targets to back up; a named site that cannot be backed up
+    (unknown, its site file broken) is refused, and the refusal recorded under the task."""
+    if all_sites or not sites:
+        return targets(app.inventory, list(sites), all_sites, env)
+    chosen = []
+    for name in sites:
+        with app.preflight("backup", task, site=name, env=env, dry_run=dry_run):
+            chosen.append(target(app.inventory, name, env))
+    return chosen
 
 
 @click.command("backups")

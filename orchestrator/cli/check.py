@@ -18,7 +18,8 @@ def check_cmd(app, sites):
 
     Connects to each environment's host (strict host keys), reports the versions of restic,
     mariadb-dump/mysqldump, pg_dump, php, rsync found there, logs in to each database and
-    reaches each backup storage. Exit 1 if anything is broken.
+    reaches each backup storage. Exit 1 if anything is unreachable, 2 if a host key is refused
+    or a site file is broken (the other sites are still checked).
 
     \b
     Examples:
@@ -33,7 +34,9 @@ def check_cmd(app, sites):
     broken = [r for r in rows if not r["ok"]]
     if broken:
         app.say(f"{len(broken)} problem(s): " + "; ".join(f"{r['site']}/{r['env']} {r['check']}" for r in broken))
-        raise click.exceptions.Exit(ExitCode.USAGE if refused else ExitCode.FAILED)
+    broken_files = 0 if sites else app.broken_sites()
+    if broken or broken_files:
+        raise click.exceptions.Exit(ExitCode.USAGE if refused or broken_files else ExitCode.FAILED)
 
 
 COMMANDS = [check_cmd]

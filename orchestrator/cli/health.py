@@ -13,7 +13,7 @@ def _row(row: dict) -> dict:
     last, failure, drill = row["last_backup"], row["last_failure"], row["last_drill"]
     return row | {
         "backup": f"{short_time(last['at'])} ({last['age_hours']:.1f} h)" if last else "never",
-        "max_age": f"{row['max_age_hours']:g} h",
+        "max_age": f"{row['max_age_hours']:g} h" if row["max_age_hours"] is not None else "",
         "failure": f"{failure['action']} {short_time(failure['at'])}" if failure else "",
         "drill": short_time(drill["at"]) if drill else "never",
         "size": human_size((last or {}).get("size")),
@@ -44,7 +44,8 @@ def health_cmd(app, usage):
              rows=[_row(row) for row in rows])
     bad = [row for row in rows if not row["healthy"]]
     for row in bad:
-        app.say(f"{row['site']}/{row['env']}: {'; '.join(row['problems'])}")
+        where = "/".join(part for part in (row["site"], row["env"]) if part)
+        app.say(f"{where}: {'; '.join(row['problems'])}")
     if bad:
         app.say(f"{len(bad)} of {len(rows)} site environment(s) unhealthy")
         raise click.exceptions.Exit(ExitCode.FAILED)

@@ -71,7 +71,7 @@ def prune_cmd(app, sites, all_sites, env, task, dry_run):
     for r in results:
         if r.get("error"):
             app.say(f"{r['site']}: {r['error']}")
-    if failed:
+    if failed or (all_sites and app.broken_sites()):
         raise click.exceptions.Exit(ExitCode.FAILED)
 
 
@@ -106,6 +106,8 @@ def usage_cmd(app):
     rows = usage(app.inventory)
     app.emit(rows, [("site", "site"), ("storage", "storage"), ("size", "stored"), ("objects", "objects"),
                     ("error", "error")], rows=[r | {"size": human_size(r["bytes"])} for r in rows])
+    if app.broken_sites():
+        raise click.exceptions.Exit(ExitCode.FAILED)
 
 
 COMMANDS = [verify_cmd, prune_cmd, _pin_command("pin", True), _pin_command("unpin", False), usage_cmd]

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from orchestrator.errors import InventoryError, OperationFailed
+from orchestrator.errors import ExitCode, InventoryError, OperationFailed
 from orchestrator.masking import mask
 from orchestrator.oplog import process
 
@@ -101,8 +101,10 @@ def plan_cmd(app):
         app.say(f"times in {result['timezone']}")
     for line in result["warnings"]:
         app.say(f"warning: {line}")
-    if result["problems"]:
-        raise InventoryError(result["problems"])
+    for line in result["problems"]:
+        click.echo(f"orch: {mask(line)}", err=True)
+    if result["problems"]:  # the plan of every other site is shown; these sites are not scheduled as written
+        raise click.exceptions.Exit(ExitCode.FAILED)
 
 
 def _holder(app):
@@ -137,6 +139,9 @@ def status_cmd(app):
 def reload_cmd(app):
     """Make the running scheduler re-read the inventory (SIGHUP), after checking the inventory here first.
 
+    A broken inventory file is not sent (the scheduler keeps its current jobs); a broken site file keeps that
+    site's jobs as they are while the rest is reloaded (exit 1).
+
     \b
     Example:
       orch scheduler reload
@@ -155,8 +160,11 @@ def reload_cmd(app):
         os.kill(active["pid"], signal.SIGHUP)
     except ProcessLookupError:
         raise OperationFailed(f"the active scheduler (pid {active['pid']}) is gone") from None
-    app.emit({"reloaded": True, **active})
+    app.emit({"reloaded": True, **active, "broken": sorted(app.inventory.broken)})
     app.say(f"reload requested from the scheduler (pid {active['pid']}); its log says what changed")
+    if app.broken_sites():
+        app.say("the sites of broken files keep their current jobs")
+        raise click.exceptions.Exit(ExitCode.FAILED)
 
 
 COMMANDS = [scheduler_group]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from orchestrator.errors import ExitCode
+
 from .app import json_option, pass_app
 
 
@@ -11,6 +13,8 @@ from .app import json_option, pass_app
 @pass_app
 def sites_cmd(app):
     """List sites and their environments.
+
+    A broken site file is named on stderr and its site left out (exit 1).
 
     \b
     Example:
@@ -25,6 +29,8 @@ def sites_cmd(app):
                          "database": f"{db.engine}:{db.name or db.path}" if db else None})
     app.emit(rows, [("site", "site"), ("env", "env"), ("playbook", "playbook"), ("host", "host"),
                     ("path", "path"), ("url", "url"), ("database", "database")])
+    if app.broken_sites():
+        raise click.exceptions.Exit(ExitCode.FAILED)
 
 
 COMMANDS = [sites_cmd]

@@ -1,8 +1,9 @@
 """Inventory loading: YAML files -> schema validation (every problem, with its file and key path) -> secrets
 wrapped -> defaults merged -> cross-references checked -> the typed model.
 
-Nothing here raises on the first problem: each file is read and validated, all problem lines are collected, and
-one InventoryError carries them all, so a user fixes a broken inventory in one pass.
+Nothing here raises on the first problem: each file is read and validated and all problem lines are collected,
+so a user fixes a broken inventory in one pass. A broken site file costs that site alone when the caller asks
+for it (`partial=True`): the valid sites load and the broken ones are listed in `Inventory.broken`.
 """
 from __future__ import annotations
 
@@ -19,34 +20,65 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from orchestrator.errors import InventoryError
 
-from .model import Inventory, build_inventory
+from .model import Inventory, build_inventory, oplog_url
 from .secrets import Secret
 
 SCHEMA_FILE = Path(__file__).with_name("schema.yaml")
 SECRET_REF = "#/$defs/secret"  # noqa: S105 -- a schema pointer, not a password
+# Bounds for one YAML file. A real site file has a few hundred nodes; aliases are expanded by whatever walks
+# the data (validation, merging), so an "alias bomb" of a few hundred bytes would expand to billions of nodes.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 50_000
 
 
-def load_inventory(path: str | Path) -> Inventory:
+def load_inventory(path: str | Path, *, partial: bool = False) -> Inventory:
     """Given the inventory file's path, return the Inventory with every site of its sites folder; raise
-    InventoryError listing every problem of every file (syntax, schema, cross-references) at once."""
+    InventoryError listing every problem of every file (syntax, schema, cross-references) at once.
+
+    With partial=True a broken site file costs that site alone: the Inventory holds the valid sites, and
+    `Inventory.broken` maps each broken file's site name to its problem lines. Problems of the inventory file
+    itself (or a missing sites folder) are raised either way.
+    """
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise InventoryError(f"{path}: inventory file not found")
     base = path.parent
     inventory, inventory_problems = read_file(path, "inventory", base)
-    sites, problems = read_sites(sites_folder(inventory, base), base)
-    if inventory_problems:
+    folder = sites_folder(inventory, base)
+    sites, broken = read_sites(folder, base)
+    if inventory_problems or not folder.is_dir():
         # Cross-references need a valid inventory file; checking against a broken one would only add noise.
-        raise InventoryError(_unique(inventory_problems + problems))
+        raise InventoryError(_unique(inventory_problems + _lines(broken)))
     defaults = copy.deepcopy(inventory.get("defaults", {}))
     merged = {file: fill_defaults(definition("site"), deep_merge(defaults, site)) for file, site in sites.items()}
     fill_defaults(definition("inventory"), _default_oplog(inventory))
-    problems += check_inventory(inventory, path.name)
+    global_problems = check_inventory(inventory, path.name)
     for file, site in sites.items():
-        problems += check_site(file, site, merged[file], inventory, base)
+        problems = check_site(file, site, merged[file], inventory, base)
+        if problems:
+            broken.setdefault(file.stem, []).extend(problems)
+    if global_problems or (broken and not partial):
+        raise InventoryError(_unique(global_problems + _lines(broken)))
+    valid = {file: site for file, site in merged.items() if file.stem not in broken}
+    return build_inventory(path, inventory, defaults, valid, broken={name: _unique(lines)
+                                                                     for name, lines in sorted(broken.items())})
+
+
+def load_oplog_url(path: str | Path) -> str:
+    """Given the inventory file's path, return the oplog URL it names (or the default), reading that file only;
+    raise InventoryError listing its problems if it is broken."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise InventoryError(f"{path}: inventory file not found")
+    inventory, problems = read_file(path, "inventory", path.parent)
     if problems:
-        raise InventoryError(_unique(problems))
-    return build_inventory(path, inventory, defaults, merged)
+        raise InventoryError(problems)
+    fill_defaults(definition("inventory"), _default_oplog(inventory))
+    return oplog_url(inventory["oplog"], path.parent)
+
+
+def _lines(broken: dict[str, list[str]]) -> list[str]:
+    return [line for name in sorted(broken) for line in broken[name]]
 
 
 # ---------------------------------------------------------------- files
@@ -65,17 +97,18 @@ def read_file(file: Path, name: str, base: Path) -> tuple[Any, list[str]]:
     return data, problems
 
 
-def read_sites(folder: Path, base: Path) -> tuple[dict[Path, dict], list[str]]:
+def read_sites(folder: Path, base: Path) -> tuple[dict[Path, dict], dict[str, list[str]]]:
     """Given the sites folder and the inventory's folder, return the data of each valid site file by path, and
-    the problems of all of them."""
-    files, problems = site_files_in(folder, base)
+    the problem lines of each broken one by its site name (the file name without its suffix)."""
+    files, broken = site_files_in(folder, base)
     sites = {}
     for file in files:
-        data, file_problems = read_file(file, "site", base)
-        problems += file_problems
-        if not file_problems:
+        data, problems = read_file(file, "site", base)
+        if problems:
+            broken.setdefault(file.stem, []).extend(problems)
+        else:
             sites[file] = data
-    return sites, problems
+    return sites, broken
 
 
 def sites_folder(inventory: Any, base: Path) -> Path:
@@ -84,15 +117,16 @@ def sites_folder(inventory: Any, base: Path) -> Path:
     return base / (value if isinstance(value, str) else definition("inventory")["properties"]["sites"]["default"])
 
 
-def site_files_in(folder: Path, base: Path) -> tuple[list[Path], list[str]]:
-    """Given the sites folder, return its site files (`*.yaml`, sorted) and problems (missing folder, `.yml`)."""
+def site_files_in(folder: Path, base: Path) -> tuple[list[Path], dict[str, list[str]]]:
+    """Given the sites folder, return its site files (`*.yaml`, sorted) and the problems of the others by site
+    name (a `.yml` file; a missing folder under the name "")."""
     if not folder.is_dir():
-        return [], [f"{display_name(folder, base)}/: sites folder not found (see `sites` in the inventory file)"]
+        return [], {"": [f"{display_name(folder, base)}/: sites folder not found (see `sites` in the inventory file)"]}
     files = sorted(file for file in folder.iterdir() if not file.name.startswith("."))  # editor lock files
     # A silently ignored site would silently go without backups: a `.yml` is an error, not a skip.
-    problems = [f"{display_name(file, base)}: site files must be named *.yaml" for file in files
-                if file.suffix == ".yml"]
-    return [file for file in files if file.suffix == ".yaml" and file.is_file()], problems
+    broken = {file.stem: [f"{display_name(file, base)}: site files must be named *.yaml"] for file in files
+              if file.suffix == ".yml"}
+    return [file for file in files if file.suffix == ".yaml" and file.is_file()], broken
 
 
 def display_name(file: Path, base: Path) -> str:
@@ -109,7 +143,16 @@ class _FileProblem(Exception):
 
 class YamlLoader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans (only true/false, so `on:` and `no` stay strings) that refuses
-    duplicate keys (PyYAML keeps the last one silently, hiding a copy-paste slip)."""
+    duplicate keys (PyYAML keeps the last one silently, hiding a copy-paste slip) and documents that expand,
+    through aliases, to more than MAX_NODES nodes or refer to themselves."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        expanded = expanded_size(node)
+        if expanded > MAX_NODES:
+            raise _FileProblem(f"too large once its aliases are expanded (over {MAX_NODES} nodes): "
+                               "write the values out, or use fewer aliases")
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -130,12 +173,48 @@ YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
+def _node_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def expanded_size(root: yaml.Node | None, limit: int = MAX_NODES) -> int:
+    """Given a composed YAML node graph (aliases are shared nodes), return how many nodes the document has once
+    every alias is expanded, counting no further than just past `limit`. Raise _FileProblem if an alias
+    refers to a node containing it. Walks each shared node once, so it is cheap even for an alias bomb."""
+    if root is None:
+        return 0
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(child)] for child in _node_children(node)))
+        elif key in open_nodes:
+            mark = node.start_mark
+            raise _FileProblem(f"line {mark.line + 1}, column {mark.column + 1}: an alias refers to a value that "
+                               "contains it")
+        elif key not in sizes:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _node_children(node))
+    return sizes[id(root)]
+
+
 def read_yaml(file: Path) -> Any:
     """Given a YAML file, return its data; raise _FileProblem (with line and column when known) if it cannot
-    be read or parsed."""
+    be read or parsed, is larger than MAX_FILE_BYTES or expands to more than MAX_NODES nodes."""
     try:
-        with file.open(encoding="utf-8") as stream:
-            return yaml.load(stream, Loader=YamlLoader)  # noqa: S506 -- YamlLoader is a SafeLoader
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise _FileProblem(f"larger than {MAX_FILE_BYTES // 1024} KiB: not an inventory file")
+        text = raw.decode("utf-8")
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 -- YamlLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -143,8 +222,13 @@ def read_yaml(file: Path) -> Any:
         raise _FileProblem(f"{where}{exc.problem}{context}") from None
     except yaml.YAMLError as exc:
         raise _FileProblem(f"cannot parse YAML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _FileProblem(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise _FileProblem(f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+    except RecursionError:
+        raise _FileProblem("nested too deeply") from None
+    except OSError as exc:
+        raise _FileProblem(f"cannot read: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------- schema
@@ -194,7 +278,8 @@ def wrap_secrets(node: dict, data: Any, label: str, base: Path, path: tuple = ()
     every secret value in data by a Secret that knows where it was written (in place); return data."""
     for key, child in children(resolve(node), data):
         if child.get("$ref") == SECRET_REF:
-            data[key] = Secret(data[key], f"{label}: {format_path([*path, key])}", base)
+            if not isinstance(data[key], Secret):  # a mapping reached twice through a YAML alias is wrapped once
+                data[key] = Secret(data[key], f"{label}: {format_path([*path, key])}", base)
         else:
             wrap_secrets(child, data[key], label, base, (*path, key))
     return data

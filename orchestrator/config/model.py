@@ -2,7 +2,7 @@
 so constructors here trust their input (shapes, enums, cross-references were checked before)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -134,10 +134,20 @@ class Inventory:
     tracker: dict | None = None   # see schema `tracker`; a site's own block merges over it
     billing: dict | None = None   # currency, hourly_rate, storage_gb_month; a site's own block merges over it
     serve: dict | None = None     # public_url, accounts
+    # site name -> problem lines of its broken site file (loaded with partial=True; the site is not in `sites`)
+    broken: dict[str, list[str]] = field(default_factory=dict)
 
     def site(self, name: str) -> Site:
-        """Given a site name, return the Site; raise InventoryError listing the known sites if unknown."""
+        """Given a site name, return the Site; raise InventoryError with the problems of its site file if that
+        file is broken, or listing the known sites if the name is unknown."""
+        if name in self.broken:
+            raise InventoryError(self.broken[name])
         return _lookup(self.sites, name, "site")
+
+    @property
+    def problems(self) -> list[str]:
+        """Return the problem lines of every broken site file, sorted by site name."""
+        return [line for name in sorted(self.broken) for line in self.broken[name]]
 
 
 def _lookup(items: dict, name: str, what: str, context: str = ""):
@@ -154,9 +164,10 @@ def _record(cls, data: dict, **computed):
     return cls(**plain, **computed)
 
 
-def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, dict]) -> Inventory:
+def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, dict],
+                    broken: dict[str, list[str]] | None = None) -> Inventory:
     """Given the inventory file's path, its validated data (defaults filled), its `defaults` block as written,
-    and each site file's merged data, return the Inventory."""
+    each valid site file's merged data and the problems of the broken ones by site name, return the Inventory."""
     built = [build_site(file, site) for file, site in sites.items()]
     return Inventory(
         path=path,
@@ -170,6 +181,7 @@ def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, di
                                    misfire_grace_seconds=data["scheduler"]["misfire_grace"]),
         sites={site.name: site for site in sorted(built, key=lambda site: site.name)},
         tracker=data.get("tracker"), billing=data.get("billing"), serve=data.get("serve"),
+        broken=dict(broken or {}),
     )
 
 

@@ -42,6 +42,15 @@ def recovery(run: dict) -> dict:
     return _event("recovery", f"orch: {what} recovered", text, **_run_fields(run))
 
 
+def broken_site(site: str, problems: list[str]) -> dict:
+    """Given a site whose file is broken (or whose schedule cannot be read) and its problem lines, return the
+    `failure` event saying its scheduled runs do not happen as written until the file is fixed."""
+    title = f"orch: the site file of {site} is broken: its scheduled runs fail until it is fixed"
+    text = f"{title}\n" + "\n".join(problems) + "\ncheck it with: orch check " + site
+    return _event("failure", title, text, action="inventory", site=site, env=None, error="; ".join(problems),
+                  problems=list(problems))
+
+
 def _run_fields(run: dict) -> dict:
     keys = ("site", "env", "host", "task", "operation_id", "status", "error", "catch_up", "backup_id")
     return {"action": run["kind"]} | {key: run.get(key) for key in keys}

@@ -1,6 +1,7 @@
 """`orch scheduler run`: the foreground daemon.
 
-Life cycle: load the inventory -> wait as a standby until this process holds the oplog's scheduler lock ->
+Life cycle: load the inventory (a broken site file costs that site alone: the others are scheduled, the broken
+one is alerted about) -> wait as a standby until this process holds the oplog's scheduler lock ->
 start APScheduler (jobs persisted in the oplog database, table `scheduler_jobs`) paused, bring the stored jobs
 in line with the inventory, resume (missed runs within the grace window run now, once, as catch-ups) ->
 serve: SIGHUP reloads the inventory, the lock is checked every few seconds, health is evaluated hourly ->
@@ -24,12 +25,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.config import load_inventory
 from orchestrator.errors import InventoryError
-from orchestrator.notify import Notifier
+from orchestrator.notify import Notifier, events
 from orchestrator.oplog import Oplog
 
 from . import cron, leader, runtime
 from .executor import CatchUpExecutor
-from .jobs import job_specs
+from .jobs import job_specs, problem_lines
 from .runtime import Runtime
 from .slots import Slots
 from .stop import interrupt_own_operations
@@ -43,14 +44,10 @@ LIVENESS_SECONDS = 5  # how often the active daemon checks it still holds the sc
 FIRST_HEALTH_MAX = 600
 
 
-def load_checked(path) -> tuple:
-    """Given the inventory path, return (inventory, job specs); raise InventoryError listing every problem,
-    unparsable schedules included."""
-    inventory = load_inventory(path)
-    specs, problems = job_specs(inventory)
-    if problems:
-        raise InventoryError(problems)
-    return inventory, specs
+def load(path):
+    """Given the inventory path, return the Inventory with every valid site (broken site files are listed in its
+    `broken`); raise InventoryError if the inventory file itself is broken."""
+    return load_inventory(path, partial=True)
 
 
 class Daemon:
@@ -64,6 +61,7 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.runtime: Runtime | None = None
         self.watch = HealthWatch()
+        self.alerted: dict[str, list[str]] = {}  # site -> the problems last alerted about, to alert on changes
         self.threads_left = False  # jobs still running after stop: the caller must exit hard
 
     # -- the process ---------------------------------------------------------------------------------------
@@ -76,9 +74,9 @@ class Daemon:
     def run(self) -> int:
         """Serve until stopped; return the exit code (0 after a clean stop, 1 if the scheduler lock was lost).
 
-        Raise InventoryError if the inventory is broken at start.
+        Raise InventoryError if the inventory file itself is broken at start.
         """
-        inventory, _ = load_checked(self.path)
+        inventory = load(self.path)
         oplog = Oplog.from_inventory(inventory)
         lock = leader.for_oplog(oplog)
         try:
@@ -108,7 +106,7 @@ class Daemon:
     def _latest(self, inventory):
         """Return the inventory as it is on disk now (a standby may have waited for days), or `inventory`."""
         try:
-            return load_checked(self.path)[0]
+            return load(self.path)
         except InventoryError as exc:
             _log_problems("the inventory on disk has problems; using the one read at start", exc)
             return inventory
@@ -152,9 +150,10 @@ class Daemon:
                  len(self.scheduler.get_jobs(jobstore="default")), oplog.url)
 
     def reload(self) -> bool:
-        """Re-read the inventory and apply it; keep everything as it is (and log why) if it is invalid."""
+        """Re-read the inventory and apply it; return whether it had no problems. A broken inventory file keeps
+        everything as it is; a broken site file keeps that site's jobs as they are (both logged and alerted)."""
         try:
-            inventory, _ = load_checked(self.path)
+            inventory = load(self.path)
         except InventoryError as exc:
             _log_problems("reload refused, the current jobs stay", exc)
             return False
@@ -163,14 +162,17 @@ class Daemon:
         self.runtime.inventory = inventory
         self.runtime.notifier = Notifier(inventory.notify)
         self.runtime.slots.resize(inventory.scheduler.max_parallel, _host_limits(inventory))
-        self._apply(inventory)
-        return True
+        return not self._apply(inventory)
 
-    def _apply(self, inventory) -> None:
-        specs, _ = job_specs(inventory)
+    def _apply(self, inventory) -> dict[str, list[str]]:
+        """Given an inventory, bring the stored jobs and digests in line with it, alert about the sites that
+        cannot be scheduled, and return their problems by site."""
+        specs, problems = job_specs(inventory)
         options = inventory.scheduler
-        changes = sync_jobs(self.scheduler, specs, options.jitter_seconds, options.misfire_grace_seconds)
+        changes = sync_jobs(self.scheduler, specs, options.jitter_seconds, options.misfire_grace_seconds,
+                            broken=problems)
         log.info("jobs: %s", describe(changes))
+        self._alert(problems)
         for job in self.scheduler.get_jobs(jobstore="internal"):
             if job.id.startswith("digest:"):
                 job.remove()
@@ -178,6 +180,18 @@ class Daemon:
             self.scheduler.add_job(send_digest, cron.trigger(schedule), args=[self.runtime, indexes],
                                    id=f"digest:{schedule}", name=f"daily digest @ {schedule}",
                                    jobstore="internal", executor="internal")
+        return problems
+
+    def _alert(self, problems: dict[str, list[str]]) -> None:
+        """Given the sites that cannot be scheduled, log their problems and alert the `failure` channels about
+        each site whose problems are new or changed since the last alert."""
+        if problems:
+            log.error("%d site(s) cannot be scheduled as written, their stored jobs stay: %s", len(problems),
+                      "; ".join(problem_lines(problems)))
+        for site, lines in sorted(problems.items()):
+            if self.alerted.get(site) != lines:
+                self.runtime.notifier.send(events.broken_site(site, lines))
+        self.alerted = {site: list(lines) for site, lines in problems.items()}
 
     def _health(self) -> None:
         try:

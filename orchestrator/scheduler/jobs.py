@@ -38,6 +38,11 @@ class JobSpec:
         return f"{self.label} @ {self.schedule} (jitter {jitter}s, grace {grace}s)"
 
 
+def job_site(job_id: str) -> str:
+    """Given a job id `kind:site:env`, return its site."""
+    return job_id.split(":")[1]
+
+
 def site_schedules(site) -> dict[str, str | None]:
     """Given a Site, return {kind: its cron schedule or None} (backup, verify, prune; defaults already merged)."""
     if not site.backup.enabled:
@@ -51,9 +56,11 @@ def scheduled_envs(site) -> list:
     return [env for env in site.environments.values() if env.production]
 
 
-def job_specs(inventory) -> tuple[list[JobSpec], list[str]]:
-    """Given an Inventory, return (every job spec, problems): an unparsable schedule is a problem, not a job."""
-    specs, problems = [], []
+def job_specs(inventory) -> tuple[list[JobSpec], dict[str, list[str]]]:
+    """Given an Inventory, return (every job spec, problems by site name): a broken site file and an unparsable
+    schedule are problems of that site alone, not jobs."""
+    specs: list[JobSpec] = []
+    problems = {name: list(lines) for name, lines in inventory.broken.items()}
     for site in inventory.sites.values():
         for kind, schedule in site_schedules(site).items():
             if not schedule:
@@ -61,11 +68,16 @@ def job_specs(inventory) -> tuple[list[JobSpec], list[str]]:
             try:
                 cron.trigger(schedule)
             except cron.CronError as exc:
-                problems.append(f"site {site.name}: {kind}.schedule: {exc}")
+                problems.setdefault(site.name, []).append(f"site {site.name}: {kind}.schedule: {exc}")
                 continue
             for env in scheduled_envs(site):
                 specs.append(JobSpec(kind, site.name, env.name, env.host, schedule, site.task or FALLBACK_TASK))
     return specs, problems
+
+
+def problem_lines(problems: dict[str, list[str]]) -> list[str]:
+    """Given problems by site name (as job_specs returns them), return their lines, sorted by site."""
+    return [line for name in sorted(problems) for line in problems[name]]
 
 
 def warnings(inventory) -> list[str]:

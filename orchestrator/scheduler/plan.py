@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from tzlocal import get_localzone
 
 from . import cron
-from .jobs import JobSpec, job_specs, warnings
+from .jobs import JobSpec, job_specs, problem_lines, warnings
 
 DURATION_SAMPLES = 5
 MAX_RUNS_PER_WINDOW = 500  # a seconds-field cron would otherwise list thousands of runs
@@ -112,7 +112,8 @@ def host_load(host, jobs: list[dict], now: datetime, tz) -> tuple[dict, list[str
 def plan(inventory, oplog, *, now: datetime | None = None, tz=None) -> dict:
     """Given the inventory and the oplog, return {"timezone", "jobs", "hosts", "warnings", "problems"}: each
     job with its next run (from the schedule; `stored_next_run` is what a running daemon holds, jitter
-    included) and its estimated duration; per host the window load."""
+    included) and its estimated duration; per host the window load; the problem lines of the sites that cannot
+    be scheduled (broken site files, unparsable schedules)."""
     tz = tz or get_localzone()
     now = (now or datetime.now(UTC)).astimezone(tz)
     specs, problems = job_specs(inventory)
@@ -132,4 +133,4 @@ def plan(inventory, oplog, *, now: datetime | None = None, tz=None) -> dict:
         hosts.append(summary)
         found += host_warnings
     return {"generated_at": now.isoformat(timespec="seconds"), "timezone": str(tz), "jobs": jobs, "hosts": hosts,
-            "warnings": warnings(inventory) + found, "problems": problems}
+            "warnings": warnings(inventory) + found, "problems": problem_lines(problems)}

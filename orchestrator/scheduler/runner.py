@@ -48,13 +48,17 @@ def run_job(site: str, env: str, kind: str) -> dict:
     catch_up = bool(getattr(context, "catch_up", False))
     with rt.running():
         run = {"site": site, "env": env, "kind": kind, "catch_up": catch_up}
+        started = process.now() - timedelta(seconds=1)
+        if site in rt.inventory.broken:  # its file broke after the job was stored: fail loudly until fixed
+            run |= {"status": "failed", "error": "; ".join(rt.inventory.broken[site])}
+            report(rt, run, started)
+            return run
         try:
             t = target(rt.inventory, site, env)
         except OrchError as exc:  # removed by a reload that raced with this run
             log.warning("%s %s/%s skipped: %s", kind, site, env, exc)
             return run | {"status": "skipped", "error": str(exc)}
         run |= {"host": t.host.name, "task": t.site.task or FALLBACK_TASK}
-        started = process.now() - timedelta(seconds=1)
         try:
             with rt.slots.hold(t.host.name, rt.stopping):
                 log.info("%s %s/%s starts%s (task %s)", kind, site, env, _late(catch_up), run["task"])

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import secrets
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 ORCH = [sys.executable, "-m", "orchestrator"]
+
+
+@dataclass
+class Measured:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    max_rss: int  # bytes
 
 
 @dataclass
@@ -38,6 +50,28 @@ class Fleet:
 
     def orch_json(self, *args, expect: int | None = 0, env: dict | None = None):
         return json.loads(self.orch("--json", *args, expect=expect, env=env).stdout)
+
+    def orch_measured(self, *args, memory_limit: int | None = None, timeout: float = 120) -> Measured:
+        """Run the real CLI and measure it: wall time and peak RSS of that process alone (wait4's rusage).
+        memory_limit (bytes of address space) keeps a runaway from taking the machine down."""
+        def limit():
+            if memory_limit:
+                resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            started = time.monotonic()
+            proc = subprocess.Popen([*ORCH, "-i", str(self.inventory), *map(str, args)], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, env=self.env, preexec_fn=limit)
+            deadline = started + timeout
+            while (waited := os.wait4(proc.pid, os.WNOHANG))[0] == 0:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                time.sleep(0.005)
+            seconds = time.monotonic() - started
+            proc.returncode = os.waitstatus_to_exitcode(waited[1])  # reaped here: keep Popen from waiting again
+            out.seek(0)
+            err.seek(0)
+            return Measured(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                            seconds, waited[2].ru_maxrss * 1024)
 
     def write_inventory(self, inventory: dict, sites: dict[str, dict]) -> None:
         sites_dir = self.root / "sites"

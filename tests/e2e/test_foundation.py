@@ -192,3 +192,35 @@ def test_secrets_never_show_in_ps_oplog_or_verbose_logs(fleet):
         assert secret.encode() not in oplog, "secret in the oplog"
         assert secret not in logs
     assert "***" in err  # the verbose log did show the commands, masked
+
+
+def test_defect_5_one_broken_site_file_costs_that_site_alone(fleet, tmp_path):
+    from fleet import Fleet
+    other = Fleet(tmp_path / "inv", fleet.env, fleet.hosts)
+    sites = {name: site | {"backup": {"schedule": "0 3 * * *"}} for name, site in fleet.sites.items()}
+    other.write_inventory(fleet.base, sites)
+    (other.root / "sites" / "bad.yaml").write_text("name: bad\nenvironments: {production: {host: nowhere, path: /x}}\n")
+
+    proc = other.orch("backup", "--all", "--task", "5505", expect=1)
+    assert "sites/bad.yaml: environments.production.host: unknown host 'nowhere'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    ops = other.orch_json("log", "--task", "5505")
+    assert sorted((op["site"], op["status"]) for op in ops) == [("blog", "ok"), ("shop", "ok")]
+    assert "task 5505: 2 operation(s)" in other.orch("log", "--task", "5505").stdout
+    assert "| shop/production | backup |" in other.orch("report", "--task", "5505").stdout
+
+    health = other.orch("--json", "health", expect=1)
+    rows = {row["site"]: row for row in json.loads(health.stdout)}
+    assert rows["shop"]["healthy"] and rows["blog"]["healthy"]
+    assert rows["bad"]["status"] == "broken" and "unknown host 'nowhere'" in rows["bad"]["problems"][0]
+
+    plan = other.orch("--json", "scheduler", "plan", expect=1)
+    assert {job["site"] for job in json.loads(plan.stdout)["jobs"]} == {"shop", "blog"}
+    assert "sites/bad.yaml" in plan.stderr
+
+    named = other.orch("backup", "bad", "--task", "5506", expect=2)
+    assert named.stderr.strip() == ("orch: sites/bad.yaml: environments.production.host: unknown host 'nowhere' "
+                                    "(known: stage1, web1)")
+    (refused,) = other.orch_json("log", "--task", "5506")
+    assert (refused["site"], refused["status"]) == ("bad", "refused") and "unknown host" in refused["error"]
+    other.orch("backup", "blog", "--task", "5506")  # naming a valid site works as ever

@@ -254,11 +254,17 @@ def test_reload_changes_jobs_and_an_invalid_inventory_keeps_them(fleet, tmp_path
 
     broken = "name: blog\nenvironments: {production: {host: nowhere, path: /x}}\n"
     (other.root / "sites" / "blog.yaml").write_text(broken)
+    proc = other.orch("scheduler", "reload", expect=1)  # reloads the rest; blog keeps its jobs
+    assert "unknown host 'nowhere'" in proc.stderr and "keep their current jobs" in proc.stderr
+    daemon.wait_log("cannot be scheduled as written", timeout=15)
+    assert "unknown host 'nowhere'" in daemon.text()
+    assert stored_jobs(tmp_path) == ["backup:blog:production", "backup:shop:production"]
+
+    other.inventory.write_text("hosts: [not, a, mapping]\n")
     proc = other.orch("scheduler", "reload", expect=2)
-    assert "unknown host 'nowhere'" in proc.stderr and "keeps its current jobs" in proc.stderr
+    assert "inventory.yaml: hosts" in proc.stderr and "keeps its current jobs" in proc.stderr
     os.kill(daemon.pid, signal.SIGHUP)  # the daemon itself must refuse it too
     daemon.wait_log("reload refused", timeout=15)
-    assert "unknown host 'nowhere'" in daemon.text()
     assert stored_jobs(tmp_path) == ["backup:blog:production", "backup:shop:production"]
 
     del sites["blog"]
@@ -267,6 +273,23 @@ def test_reload_changes_jobs_and_an_invalid_inventory_keeps_them(fleet, tmp_path
     daemon.wait_log("removed backup:blog:production", timeout=15)
     assert stored_jobs(tmp_path) == ["backup:shop:production"]
     assert daemon.stop() == 0
+
+
+def test_defect_5_a_cold_scheduler_runs_every_valid_site_and_alerts_about_the_broken_one(
+        fleet, tmp_path, receiver, daemons):
+    when, _ = cron_at(5)
+    other = scheduled_fleet(fleet, tmp_path, {"blog": when},
+                            notify=[{"type": "webhook", "url": receiver.url + "/orch"}])
+    (other.root / "sites" / "bad.yaml").write_text("name: bad\nenvironments: {production: [unclosed\n")
+    daemon = Daemon(other, tmp_path / "scheduler.log")
+    daemons.append(daemon)
+    daemon.wait_log("scheduler active")
+    (op,) = wait_for(lambda: finished(sqlite_ops(tmp_path), "backup", 1), 90, "the valid site's backup")
+    assert op["site"] == "blog" and op["status"] == "ok"
+    alert = wait_for(lambda: [post for post in receiver.posts if post["event"] == "failure"], 10, "an alert")[0]
+    assert alert["site"] == "bad" and "sites/bad.yaml: line" in alert["text"]
+    assert daemon.stop() == 0
+    assert "sites/bad.yaml" in daemon.text()
 
 
 def test_sigterm_during_a_backup_records_it_interrupted_and_exits_promptly(fleet, tmp_path, daemons):

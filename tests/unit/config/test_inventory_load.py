@@ -257,3 +257,57 @@ def test_unknown_site_and_environment_errors_list_the_known_names(tmp_path):
     with pytest.raises(InventoryError, match=r"^site 'shop': unknown environment 'prod' "
                                              r"\(known: production, staging\)$"):
         inventory.site("shop").env("prod")
+
+
+def test_partial_loading_keeps_the_valid_sites_and_lists_each_broken_file_by_site(tmp_path):
+    path = write_inventory(tmp_path, shop=SITE, blog="name: blog\nenvironments: {production: [unclosed\n",
+                           lost=SITE.replace("shop", "lost").replace("host: web1", "host: nowhere"))
+    (tmp_path / "sites" / "old.yml").write_text(SITE)
+
+    inventory = load_inventory(path, partial=True)
+
+    assert list(inventory.sites) == ["shop"]
+    assert sorted(inventory.broken) == ["blog", "lost", "old"]
+    assert inventory.broken["lost"] == ["sites/lost.yaml: environments.production.host: unknown host 'nowhere' "
+                                        "(known: stage1, web1)"]
+    assert inventory.broken["old"] == ["sites/old.yml: site files must be named *.yaml"]
+    with pytest.raises(InventoryError) as caught:
+        inventory.site("blog")
+    assert caught.value.problems[0].startswith("sites/blog.yaml: line 3, column 1: ")
+    assert inventory.problems == [*inventory.broken["blog"], *inventory.broken["lost"], *inventory.broken["old"]]
+    assert sorted(problems_of(path)) == sorted(inventory.problems), "strict loading still refuses it all"
+
+
+def test_partial_loading_still_refuses_a_broken_inventory_file(tmp_path):
+    path = write_inventory(tmp_path, INVENTORY.replace("storage: offsite\n", "storage: elsewhere\n"), shop=SITE)
+    with pytest.raises(InventoryError, match="unknown storage 'elsewhere'"):
+        load_inventory(path, partial=True)
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path):
+    bomb = ["a0: &a0 [" + ", ".join(['"lol"'] * 10) + "]"]
+    bomb += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]  # 10**12 strings
+    path = write_inventory(tmp_path, shop="name: shop\nsanitize:\n" + "\n".join(f"  {line}" for line in bomb))
+    assert problems_of(path) == ["sites/shop.yaml: too large once its aliases are expanded (over 50000 nodes): "
+                                 "write the values out, or use fewer aliases"]
+
+
+def test_a_few_ordinary_aliases_and_merge_keys_still_load(tmp_path):
+    site = SITE.replace("    database: {engine: mysql", "    database: &db {engine: mysql")
+    site += "  test: {host: stage1, path: /var/www/test, database: *db}\n"
+    site += "  demo: {host: stage1, path: /var/www/demo, database: {<<: *db, name: shop_demo}}\n"
+    envs = load_inventory(write_inventory(tmp_path, shop=site)).site("shop").environments
+    assert envs["test"].database.name == "shop" and envs["demo"].database.name == "shop_demo"
+    assert envs["demo"].database.password.describe() == "environment variable SHOP_DB_PW"
+
+
+def test_a_recursive_alias_a_huge_file_and_non_utf8_text_are_one_line_each(tmp_path):
+    path = write_inventory(tmp_path, a="a: &x [1, *x]\n", b="x: " + "y" * (1024 * 1024) + "\n")
+    (tmp_path / "sites" / "c.yaml").write_bytes(b"name: c\nenvironments: caf\xe9\n")
+    (tmp_path / "sites" / "d.yaml").write_text("[" * 100_000)
+    assert problems_of(path) == [
+        "sites/a.yaml: line 1, column 4: an alias refers to a value that contains it",
+        "sites/b.yaml: larger than 1024 KiB: not an inventory file",
+        "sites/c.yaml: line 2: not UTF-8 text (byte 0xe9)",
+        "sites/d.yaml: nested too deeply",
+    ]

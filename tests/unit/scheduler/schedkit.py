@@ -68,7 +68,7 @@ class Kit:
         return self.path
 
     def load(self):
-        return load_inventory(self.path)
+        return load_inventory(self.path, partial=True)
 
     def oplog(self) -> Oplog:
         return Oplog.from_inventory(self.load())

@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import yaml
 from schedkit import cron_at, wait_for
 
 from orchestrator.oplog import Oplog
@@ -77,7 +78,7 @@ def test_a_run_missed_beyond_the_grace_window_is_skipped(kit, fake_actions, daem
     assert backups(second.runtime.oplog) == []
 
 
-def test_reload_adds_changes_and_removes_jobs_and_keeps_them_on_a_broken_inventory(kit, fake_actions, daemons):
+def test_reload_adds_changes_and_removes_jobs_and_keeps_a_broken_sites_jobs(kit, fake_actions, daemons):
     kit.write(kit.site("a", "one", "0 3 * * *"), kit.site("b", "one", "0 3 * * *"))
     daemon = start(kit, daemons)
     ids = lambda: sorted(job.id for job in daemon.scheduler.get_jobs(jobstore="default"))  # noqa: E731
@@ -89,11 +90,41 @@ def test_reload_adds_changes_and_removes_jobs_and_keeps_them_on_a_broken_invento
     assert "0 4 * * *" in daemon.scheduler.get_job("backup:a:production").name
 
     (kit.root / "sites" / "c.yaml").write_text("name: c\nenvironments: {production: {host: nowhere, path: /x}}\n")
-    assert not daemon.reload()
-    assert ids() == ["backup:a:production", "backup:c:production"]
+    (kit.root / "sites" / "d.yaml").write_text(yaml.safe_dump(kit.site("d", "two", "0 5 * * *")))
+    assert not daemon.reload(), "a broken site file is reported"
+    assert ids() == ["backup:a:production", "backup:c:production", "backup:d:production"], "the rest reloads"
+    assert "c" in daemon.runtime.inventory.broken
+
     kit.write(kit.site("a", "one", "0 99 * * *"))
-    assert not daemon.reload(), "an impossible cron is an inventory error too"
-    assert ids() == ["backup:a:production", "backup:c:production"]
+    assert not daemon.reload(), "an impossible cron is a problem of its site"
+    assert ids() == ["backup:a:production"], "c and d are gone from the folder: their jobs go"
+    assert "0 4 * * *" in daemon.scheduler.get_job("backup:a:production").name, "a keeps its last good job"
+
+    kit.path.write_text("hosts: [not, a, mapping]\n")
+    assert not daemon.reload(), "a broken inventory file changes nothing"
+    assert ids() == ["backup:a:production"]
+
+
+def test_a_broken_site_file_is_alerted_at_start_and_its_stored_jobs_fail_loudly(kit, fake_actions, daemons):
+    server, received = receiver()
+    try:
+        when = cron_at(1)
+        kit.write(kit.site("a", "one", when), kit.site("b", "two", when),
+                  notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"}])
+        first = start(kit, daemons)
+        first.stop()
+        (kit.root / "sites" / "b.yaml").write_text("name: b\nenvironments: {production: [broken\n")
+        second = Daemon(kit.path, health_interval=3600, stop_grace=5)
+        second.start(kit.load(), kit.oplog())
+        daemons.append(second)
+        wait_for(lambda: backups(second.runtime.oplog, 1), timeout=8)
+        wait_for(lambda: len([e for e in received if e["event"] == "failure"]) >= 2, timeout=8)
+    finally:
+        server.shutdown()
+    alert, failed_run = [event for event in received if event["event"] == "failure"][:2]
+    assert alert["site"] == "b" and alert["action"] == "inventory" and "sites/b.yaml: line" in alert["text"]
+    assert failed_run["site"] == "b" and failed_run["action"] == "backup" and "sites/b.yaml" in failed_run["error"]
+    assert [op["site"] for op in backups(second.runtime.oplog)] == ["a"], "the valid site ran"
 
 
 def test_stopping_records_a_run_that_did_not_finish_as_interrupted_and_frees_its_lock(kit, fake_actions, daemons):

@@ -56,7 +56,7 @@ def test_job_specs_follow_schedules_defaults_and_production_envs(kit):
               kit.site("b", "two"), kit.site("off", "one", "0 3 * * *", backup={"enabled": False}),
               defaults={"backup": {"storage": "local", "schedule": "30 2 * * *"}, "prune": {"schedule": "0 6 * * 0"}})
     specs, problems = job_specs(kit.load())
-    assert problems == []
+    assert problems == {}
     assert sorted((s.id, s.schedule, s.host, s.task) for s in specs) == [
         ("backup:a:production", "0 3 * * *", "one", "700"), ("backup:b:production", "30 2 * * *", "two", "700"),
         ("prune:a:production", "0 6 * * 0", "one", "700"), ("prune:b:production", "0 6 * * 0", "two", "700"),
