@@ -1,20 +1,25 @@
 """`orch restore`: bring an environment's files and/or database back to a backup.
 
 Files are restored into a fresh folder beside the docroot, then synced into place with rsync (only changed
-files are touched; excluded paths such as caches are left alone). The database dump streams from the
-repository straight into the target database on the host.
+files are touched; excluded paths such as caches are left alone; the docroot keeps its own mode, owner and
+group). A `--path` is resolved on the host first: a component that is a symlink out of the docroot is refused,
+so a restore never writes or deletes outside the site. The database dump streams from the repository straight
+into the target database on the host. Onto production, a safety backup is taken first, inside the same locked
+operation.
 """
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 
+from orchestrator.backends.envs.docroot import resolve_inside, sync_into
 from orchestrator.backends.remote import Command, connect
 from orchestrator.errors import Refused, UsageError
-from orchestrator.oplog.run import locked_operation
 
 from . import catalog
 from .backup import backup_target
-from .targets import Target
+from .plan import Plan, execute
+from .targets import Target, target
 
 
 def safe_subpath(path: str | None) -> str | None:
@@ -22,30 +27,134 @@ def safe_subpath(path: str | None) -> str | None:
     if path is None:
         return None
     norm = posixpath.normpath(path.strip())
-    if path.startswith("/") or norm == ".." or norm.startswith("../") or "\0" in path or norm in ("", "."):
+    if (norm.startswith("/") or norm == ".." or norm.startswith("../") or "\0" in path or "\n" in path
+            or norm in ("", ".")):
         raise UsageError(f"--path {path!r} must be a relative path inside the site (no leading /, no ..)")
     return norm
 
 
-def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None) -> str:
-    """Restore the files snapshot into the target's docroot (or only `subpath`). Return a summary line."""
+@dataclass
+class RestorePlan(Plan):
+    """Which backup goes where: files (all, or one path), database, and whether production is backed up first."""
+
+    source: Target
+    dest: Target
+    backup: dict
+    files: bool
+    db: bool
+    subpath: str | None
+    into: str             # the real folder or file the files land in: the docroot, or the resolved --path
+    safety_backup: bool   # production: a full backup of it is taken first
+
+    def lines(self) -> list[str]:
+        snaps, lines = self.backup["snapshots"], []
+        if self.safety_backup:
+            lines.append(f"back up production {self.dest.label} first (the safety backup)")
+        if self.files:
+            kept = ", ".join(self.dest.site.backup.exclude)
+            lines.append(f"restore files of backup {self.backup['backup_id']} (snapshot {snaps['files']}) into "
+                         f"{self.into}: changed files only" + (f"; left alone: {kept}" if kept else ""))
+        if self.db:
+            db = self.dest.env.database
+            lines.append(f"replace {db.engine} database {db.name or db.path} with the dump of backup "
+                         f"{self.backup['backup_id']} (snapshot {snaps['db']})")
+        return lines
+
+    def params(self) -> dict:
+        return {"backup_id": self.backup["backup_id"], "from_env": self.source.env.name, "files": self.files,
+                "db": self.db, "path": self.subpath, "safety_backup_first": self.safety_backup}
+
+    def as_dict(self) -> dict:
+        return {"site": self.site, "to": self.env, **self.params(), "into": self.into, "plan": self.lines()}
+
+
+def plan_restore(oplog, inventory, site: str, *, to_env: str, from_env: str, backup_id: str, task: str,
+                 files: bool = True, db: bool = True, path: str | None = None, yes: bool = False) -> RestorePlan:
+    """Given what the user asked for, return the restore plan (reads only).
+
+    Raise UsageError for a staging copy (`staging refresh` does its URL replacement and sanitizing), an unknown
+    backup, a --path that escapes the site or leads out of it through a symlink; Refused for production
+    without yes."""
+    subpath = safe_subpath(path)
+    if subpath and not files:
+        raise UsageError("--path restores files: it cannot go with --db-only")
+    if any(row["name"] == to_env for row in oplog.envs(site)):
+        # a raw restore would skip URL replacement and sanitizing: refresh does both
+        raise UsageError(f"{site}/{to_env} is a staging copy: use `orch staging refresh {site} --env {to_env}`")
+    source, dest = target(inventory, site, from_env), target(inventory, site, to_env)
+    if dest.env.production and not yes:
+        raise Refused(f"restoring onto production {dest.label} needs --yes (a safety backup is taken first)")
+    with connect(dest.host) as conn:
+        chosen = catalog.resolve(catalog.list_backups(source, conn, oplog), backup_id)
+        into = resolve_inside(conn, dest.files_root, subpath) if subpath else dest.files_root
+    db = db and dest.engine is not None and "db" in chosen["snapshots"] and subpath is None
+    if not files and not db:
+        raise UsageError(f"backup {chosen['backup_id']} has no database part to restore into {dest.label}")
+    return RestorePlan("restore", site, to_env, task, source, dest, chosen, files, db, subpath, into,
+                       safety_backup=dest.env.production)
+
+
+def restore(oplog, inventory, plan: RestorePlan) -> dict:
+    """Given a restore plan, apply it as one locked operation, planned again under the lock (the backup may
+    have been pruned, a symlink may have appeared). Return the plan applied, with the safety backup's id."""
+    def recheck(p: RestorePlan) -> RestorePlan:
+        return plan_restore(oplog, inventory, p.site, to_env=p.env, from_env=p.source.env.name,
+                            backup_id=p.backup["backup_id"], task=p.task, files=p.files, db=p.db,
+                            path=p.subpath, yes=True)
+    return execute(oplog, plan, lambda op, p: _apply(oplog, op, p), recheck=recheck)
+
+
+def _apply(oplog, op, plan: RestorePlan) -> dict:
+    dest, snaps, result = plan.dest, plan.backup["snapshots"], plan.as_dict()
+    if plan.safety_backup:
+        with op.step("safety backup of production") as step:
+            # the site is locked by this operation: the backup runs under its lock, not one of its own
+            safety = backup_target(oplog, dest, task=plan.task, lock=False)
+            step.output(f"backup {safety['backup_id']}")
+        op.artifact("safety-backup", safety["backup_id"])
+        result["safety_backup"] = safety["backup_id"]
+    op.artifact("restored-backup", plan.backup["backup_id"], details={"snapshots": snaps})
+    with connect(dest.host) as conn:
+        if plan.files:
+            with op.step("restore files" + (f" ({plan.subpath})" if plan.subpath else "")) as step:
+                step.output(restore_files(conn, dest, snaps["files"], plan.subpath, plan.into))
+        if plan.db:
+            with op.step("restore database") as step:
+                step.output(restore_database(conn, dest, snaps["db"]))
+    return result
+
+
+def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: str) -> str:
+    """Restore the files snapshot into the target's docroot, or only `subpath` into `into` (its real path,
+    checked by resolve_inside). Return a summary line."""
     repo, root = t.repository, t.files_root
-    parent = posixpath.dirname(root.rstrip("/"))
-    staging = conn.run(Command("mktemp", "-d", "-p", parent, ".orch-restore.XXXXXX")).text.strip()
+    scratch = conn.run(Command("mktemp", "-d", "-p", posixpath.dirname(root.rstrip("/")),
+                               ".orch-restore.XXXXXX")).text.strip()
+    if not scratch:
+        raise UsageError(f"could not make a scratch folder beside {root}")
     try:
         include = ["--include", "/" + subpath] if subpath else []
-        repo.run(conn, "restore", snapshot_id, "--target", staging, *include)
-        source = posixpath.join(staging, subpath) if subpath else staging
-        if subpath and not conn.ok(Command("test", "-e", source)):
-            raise UsageError(f"{subpath} is not in backup snapshot {snapshot_id[:8]}")
-        dest = posixpath.join(root, subpath) if subpath else root
+        repo.run(conn, "restore", snapshot_id, "--target", scratch, *include, timeout=None)
         excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
-        is_dir = conn.ok(Command("test", "-d", source))
-        src, dst = (source.rstrip("/") + "/", dest.rstrip("/") + "/") if is_dir else (source, dest)
-        out = conn.run(Command("rsync", "-a", "--delete", "--itemize-changes", *excludes, "--", src, dst)).text
-        return f"{len([line for line in out.splitlines() if line.strip()])} path(s) changed in {dest}"
+        if not subpath:
+            out = sync_into(conn, scratch, root, "--delete", "--itemize-changes", *excludes)
+            return f"{_changed(out)} path(s) changed in {root}"
+        source = posixpath.join(scratch, subpath)
+        if not conn.ok(Command("test", "-e", source)) and not conn.ok(Command("test", "-L", source)):
+            raise UsageError(f"{subpath} is not in backup snapshot {snapshot_id[:8]}")
+        conn.run(Command("mkdir", "-p", "--", posixpath.dirname(into)))
+        # a folder is mirrored; a file, or a symlink as the backup holds it, is copied as itself
+        is_dir = conn.ok(Command("test", "-d", source).then(Command("test", "!", "-L", source)))
+        src, dst = (source + "/", into + "/") if is_dir else (source, into)
+        out = conn.run(Command("rsync", "-a", "--delete", "--itemize-changes", *excludes, "--", src, dst),
+                       timeout=None).text
+        return f"{_changed(out)} path(s) changed in {posixpath.join(root, subpath)}"
     finally:
-        conn.run(Command("rm", "-rf", "--", staging), check=False)
+        conn.run(Command("rm", "-rf", "--", scratch), check=False)
+
+
+def _changed(rsync_out: str) -> int:
+    return len([line for line in rsync_out.splitlines() if line.strip()])
 
 
 def restore_database(conn, t: Target, snapshot_id: str) -> str:
@@ -55,39 +164,3 @@ def restore_database(conn, t: Target, snapshot_id: str) -> str:
     conn.run(dump.pipe(engine.restore()), timeout=None)
     tables = engine.table_counts(conn)
     return f"{len(tables)} tables, {sum(tables.values())} rows now in {t.env.database.name or t.env.database.path}"
-
-
-def restore(oplog, source: Target, dest: Target, *, backup_id: str, task: str, files: bool = True,
-            db: bool = True, path: str | None = None, yes: bool = False, dry_run: bool = False) -> dict:
-    """Restore a backup of `source`'s environment into `dest` (same site). Return what was done.
-
-    Onto a production environment this needs yes=True and first takes a safety backup of it.
-    """
-    subpath = safe_subpath(path)
-    if dest.env.production and not yes and not dry_run:
-        raise Refused(f"restoring onto production {dest.label} needs --yes (a safety backup is taken first)")
-    with connect(dest.host) as conn:
-        chosen = catalog.resolve(catalog.list_backups(source, conn, oplog), backup_id)
-    snaps = chosen["snapshots"]
-    db = db and dest.engine is not None and "db" in snaps and subpath is None
-    plan = {"site": dest.site.name, "to": dest.env.name, "backup_id": chosen["backup_id"],
-            "from_env": chosen["env"], "files": files, "db": db, "path": subpath}
-    if dry_run:
-        return plan | {"dry_run": True}
-    if dest.env.production:
-        safety = backup_target(oplog, dest, task=task)
-        plan["safety_backup"] = safety["backup_id"]
-    params = {"backup_id": chosen["backup_id"], "files": files, "db": db, "path": subpath,
-              "safety_backup": plan.get("safety_backup")}
-    with locked_operation(oplog, site=dest.site.name, env=dest.env.name, task=task, action="restore",
-                          params=params) as op, connect(dest.host) as conn:
-        if plan.get("safety_backup"):
-            op.artifact("safety-backup", plan["safety_backup"])
-        op.artifact("restored-backup", chosen["backup_id"], details={"snapshots": snaps})
-        if files:
-            with op.step("restore files" + (f" ({subpath})" if subpath else "")) as step:
-                step.output(restore_files(conn, dest, snaps["files"], subpath))
-        if db:
-            with op.step("restore database") as step:
-                step.output(restore_database(conn, dest, snaps["db"]))
-    return plan

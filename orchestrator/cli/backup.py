@@ -7,12 +7,12 @@ import click
 
 from orchestrator.actions import catalog
 from orchestrator.actions.backup import plan, run_backups
-from orchestrator.actions.restore import restore
+from orchestrator.actions.restore import plan_restore, restore
 from orchestrator.actions.targets import target, targets
 from orchestrator.backends.remote import connect
 from orchestrator.errors import ExitCode
 
-from .app import json_option, pass_app, require_tty_or_yes, task_option
+from .app import json_option, pass_app, task_option
 from .output import human_size, short_time
 
 
@@ -121,29 +121,32 @@ def backups_cmd(app, site, env):
 def restore_cmd(app, site, backup_id, to_env, from_env, task, files_only, db_only, path, yes, dry_run):
     """Restore a backup into an environment (files, database, or one path).
 
-    Onto production this needs --yes and takes a safety backup of production first; its id is
-    recorded in the oplog.
+    Onto production this needs --yes and takes a safety backup of production first, under the
+    same lock; its id is recorded in the oplog. The docroot keeps its own mode, owner and group; a
+    --path leading out of the site through a symlink is refused.
 
     \b
     Examples:
       orch restore shinglas --backup 20261127-030012-3fa2 --to production --task 14883 --yes
       orch restore shinglas --backup latest --to production --path wp-content/uploads --task 14883 --yes
+      orch restore shinglas --backup latest --to production --task 14883 --dry-run
     """
     if files_only and db_only:
         raise click.UsageError("--files-only and --db-only exclude each other")
-    if any(row["name"] == to_env for row in app.oplog.envs(site)):
-        # a raw production restore would skip URL replacement and sanitizing: refresh does both
-        raise click.UsageError(f"{site}/{to_env} is a staging copy: use `orch staging refresh {site} --env {to_env}`")
-    source, dest = target(app.inventory, site, from_env), target(app.inventory, site, to_env)
-    if dest.env.production and not dry_run:
-        require_tty_or_yes(yes, f"restore {site} onto production {to_env}")
-        yes = True
-    result = restore(app.oplog, source, dest, backup_id=backup_id, task=task, files=not db_only,
-                     db=not files_only, path=path, yes=yes, dry_run=dry_run)
+    with app.preflight("restore", task, site, to_env, dry_run=dry_run):
+        env = app.inventory.site(site).environments.get(to_env)
+        if env is not None and env.production and not yes and not dry_run and sys.stdin.isatty():
+            yes = click.confirm(f"restore {site} onto production {to_env}. Continue?", default=False)
+        plan = plan_restore(app.oplog, app.inventory, site, to_env=to_env, from_env=from_env,
+                            backup_id=backup_id, task=task, files=not db_only, db=not files_only, path=path,
+                            yes=yes or dry_run)  # a dry run changes nothing: it needs no confirmation
+    if dry_run:
+        app.show_plan(plan)
+        return
+    result = restore(app.oplog, app.inventory, plan)
     app.emit(result)
     if not app.json:
-        verb = "would restore" if dry_run else "restored"
-        app.say(f"{verb} backup {result['backup_id']} into {site}/{to_env}"
+        app.say(f"restored backup {result['backup_id']} into {site}/{to_env}"
                 + (f" (safety backup {result['safety_backup']})" if result.get("safety_backup") else ""))
 
 

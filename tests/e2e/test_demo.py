@@ -54,10 +54,10 @@ def test_every_step_is_shown_and_logged(demo):
                     "restore sample --backup latest --to production --task 14883 --yes",
                     "verify sample --task 14883", "log --task 14883 --steps"):
         assert re.search(rf"^\$ orch -i \S+ {re.escape(command)}$", out, re.M), command
-    # the PM's view: backup, safety backup, restore and verify, all ok, against the task
+    # the PM's view: backup, restore (with its safety backup taken inside it) and verify, all ok, against the task
     log = out[out.rindex("log --task 14883 --steps"):]
     assert re.findall(r"^#\d+ .* task 14883 +sample/production +(\w+) .* (\w+)$", log, re.M) == [
-        ("backup", "OK"), ("backup", "OK"), ("restore", "OK"), ("verify", "OK")]
+        ("backup", "OK"), ("restore", "OK"), ("backup", "OK"), ("verify", "OK")]
     assert "-> safety-backup:" in log and "-> restored-backup:" in log
 
 
