@@ -60,7 +60,7 @@ COMMANDS = {
     "sites": ("sites", "List sites and their environments."),
     "snap": ("visual", "Full-page screenshots of an environment's check URLs, desktop and mobile."),
     "staging": ("staging", "Staging copies of production: create, refresh, list, destroy."),
-    "unlock": ("locks", "Remove a site's lock (after checking its holder is really gone), and log that you did."),
+    "unlock": ("locks", "Remove a site's lock after checking its holder is really gone, and log that you did."),
     "unpin": ("maintain", "Unpin a backup: pinned backups are never pruned."),
     "usage": ("maintain", "Bytes stored per site, read from the storage (S3 bucket listing or du), for cost "
                           "transparency."),
@@ -119,6 +119,15 @@ def show_error(error: OrchError) -> int:
     return int(error.exit_code)
 
 
+def show_click_error(error: click.ClickException) -> int:
+    """Print a command-line error as one line on stderr (with where to find help) and return its exit code."""
+    hint = ""
+    if isinstance(error, click.UsageError) and error.ctx is not None:
+        hint = f" (see `{error.ctx.command_path} --help`)"
+    click.echo(f"orch: {mask(error.format_message())}{hint}", err=True)
+    return ExitCode.USAGE if isinstance(error, click.UsageError) else error.exit_code
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `orch` console script."""
     signal.signal(signal.SIGTERM, _terminate)
@@ -128,8 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     except OrchError as error:
         code = show_error(error)
     except click.ClickException as error:
-        error.show()
-        code = ExitCode.USAGE
+        code = show_click_error(error)
     except (click.Abort, KeyboardInterrupt):
         click.echo("orch: interrupted", err=True)
         code = 130

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -12,10 +11,9 @@ import click
 
 from orchestrator.errors import UsageError
 from orchestrator.masking import mask
+from orchestrator.tasks import UNATTENDED, is_task
 
 from . import output
-
-TASK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class MaskingFormatter(logging.Formatter):
@@ -94,8 +92,16 @@ class App:
 
     def preflight(self, action: str, task: str | None, site: str | None = None, env: str | None = None,
                   dry_run: bool = False):
-        """A context for planning a mutating command: a refusal raised inside is recorded under the task."""
+        """A context for planning a mutating command: a refusal raised inside is recorded under the task.
+
+        A site or environment argument that cannot be a name at all (`../x`, `a;b`, a newline) is a usage error
+        raised here, before the context: typing noise is not recorded in the oplog.
+        """
         from orchestrator.actions.plan import preflight
+        from orchestrator.config.load import check_name
+        for what, value in (("site", site), ("environment", env)):
+            if value is not None:
+                check_name(value, what)
         return preflight(lambda: self.oplog, action=action, task=task, site=site, env=env, dry_run=dry_run)
 
     def say(self, message: str) -> None:
@@ -117,9 +123,15 @@ def json_option(func):
 
 
 def validate_task(_ctx, _param, value):
-    if value is not None and not TASK_RE.match(str(value)):
-        raise click.BadParameter("a task is a support task number or id such as 14883")
-    return None if value is None else str(value)
+    """A task option's callback: a task number (digits only), else a usage error (exit 2)."""
+    if value is not None and not is_task(value):
+        raise click.BadParameter(f"{value!r} is not a task number: give the support task's number, such as 14883")
+    return value
+
+
+def validate_task_query(ctx, param, value):
+    """Like validate_task, for reading the log: also accepts the task of unattended runs (`scheduler`)."""
+    return value if value == UNATTENDED else validate_task(ctx, param, value)
 
 
 def task_option(required: bool = True):

@@ -7,8 +7,8 @@ import click
 
 from orchestrator.errors import ExitCode
 
-from .app import json_option, pass_app, validate_task
-from .output import human_duration, human_size, short_time
+from .app import json_option, pass_app, validate_task_query
+from .output import human_duration, human_size, one_line, short_time
 
 COLUMNS = [("id", "id"), ("started", "started (utc)"), ("task", "task"), ("site", "site"), ("env", "env"),
            ("action", "action"), ("actor", "actor"), ("took", "took"), ("status", "status"), ("note", "error")]
@@ -29,7 +29,7 @@ def parse_since(_ctx, _param, value):
 
 
 @click.group("log", invoke_without_command=True)
-@click.option("--task", "-t", callback=validate_task, help="Only this task, oldest first, with the total time.")
+@click.option("--task", "-t", callback=validate_task_query, help="Only this task, oldest first, with the total time.")
 @click.option("--site", "-s", help="Only this site.")
 @click.option("--action", "-a", help="Only this action (backup, restore, staging, promote, unlock...).")
 @click.option("--since", callback=parse_since, help="Only operations started since DATE (or 3d, 12h).")
@@ -64,10 +64,16 @@ def log_cmd(app, task, site, action, since, limit, steps):
         click.echo(f"\ntask {task}: {len(ops)} operation(s), total time {human_duration(total) or '0s'}")
 
 
+def _note(op: dict) -> str:
+    """Given an operation, return the table's last column: its error cut to one short line, and its flags."""
+    flags = [flag for flag, on in (("(catch-up)", op.get("catch_up")), ("(forced)", op["params"].get("force")))
+             if on]
+    return " ".join([one_line(op.get("error"), 80), *flags]).strip()
+
+
 def _print(ops: list[dict], steps: bool) -> None:
     rows = [op | {"started": short_time(op["started_at"]), "took": human_duration(op["duration"]),
-                  "note": (op.get("error") or "")[:80] + (" (catch-up)" if op.get("catch_up") else "")}
-            for op in ops]
+                  "note": _note(op)} for op in ops]
     if not steps:
         from .output import table
         table(rows, COLUMNS)

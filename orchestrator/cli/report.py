@@ -5,11 +5,11 @@ import click
 
 from orchestrator.oplog import report
 
-from .app import pass_app, validate_task
+from .app import pass_app, validate_task_query
 
 
 @click.command("report")
-@click.option("--task", "-t", required=True, callback=validate_task, help="The support task to report on.")
+@click.option("--task", "-t", required=True, callback=validate_task_query, help="The support task to report on.")
 @click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to a file.")
 @pass_app

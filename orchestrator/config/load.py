@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import Draft202012Validator, ValidationError, validators
 
-from orchestrator.errors import InventoryError
+from orchestrator.errors import InventoryError, UsageError
 
 from .model import Inventory, build_inventory, oplog_url
 from .secrets import Secret
@@ -170,7 +170,7 @@ YamlLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF"))
 
 
 def _node_children(node: yaml.Node) -> list[yaml.Node]:
@@ -240,6 +240,14 @@ def load_schema() -> dict:
         return yaml.load(stream, Loader=YamlLoader)  # noqa: S506 -- YamlLoader is a SafeLoader
 
 
+def check_name(value: str, what: str) -> str:
+    """Given a site or environment name from the command line and what it names, return it; raise UsageError if
+    it does not have the form of a name (the schema's `name`: lowercase letters, digits, `-`, `_`)."""
+    if not _strict(definition("name")["pattern"]).search(value):
+        raise UsageError(f"{value!r} is not a valid {what} name (lowercase letters, digits, - and _)")
+    return value
+
+
 def definition(name: str) -> dict:
     """Given a definition name (`inventory`, `site`, `host`...), return its schema node."""
     return load_schema()["$defs"][name]
@@ -254,9 +262,24 @@ def resolve(node: dict) -> dict:
     return node
 
 
+def _whole_pattern(validator, pattern: str, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    """The `pattern` keyword with ECMA-262's `$`, which matches only at the very end: Python's `$` also matches
+    before a trailing newline, so `name: "shop\\n"` would pass `^[a-z0-9][a-z0-9_-]*$`."""
+    if validator.is_type(instance, "string") and not _strict(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@functools.cache
+def _strict(pattern: str) -> re.Pattern:
+    return re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _whole_pattern})
+
+
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator({**load_schema(), "$ref": f"#/$defs/{name}"})
+    return _Validator({**load_schema(), "$ref": f"#/$defs/{name}"})
 
 
 def children(node: dict, data: Any) -> Iterator[tuple[str | int, dict]]:

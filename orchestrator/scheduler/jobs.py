@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.tasks import UNATTENDED
+
 from . import cron
 
 KINDS = ("backup", "verify", "prune")
-FALLBACK_TASK = "scheduler"  # a site without `task` still gets its nightly backup; the plan warns about it
+FALLBACK_TASK = UNATTENDED  # a site without `task` still gets its nightly backup; the plan warns about it
 
 
 @dataclass(frozen=True)

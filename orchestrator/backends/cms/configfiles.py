@@ -164,7 +164,7 @@ def php_literal_value(literal: str) -> str | None:
     return None
 
 
-_ENV_BARE = re.compile(r"^[A-Za-z0-9_./:@+-]*$")
+_ENV_BARE = re.compile(r"^[A-Za-z0-9_./:@+-]*\Z")
 
 
 def env_value(value: Any) -> str:
@@ -588,7 +588,7 @@ def read_drupal_prefix(text: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ Laravel
 
-_ENV_LINE = re.compile(r"^[ \t]*(?:export[ \t]+)?([A-Za-z0-9_.]+)[ \t]*=(.*)$")
+_ENV_LINE = re.compile(r"^[ \t]*(?:export[ \t]+)?([A-Za-z0-9_.]+)[ \t]*=(.*)\Z")
 
 
 def _env_entries(text: str) -> list[tuple[str, int, int]]:

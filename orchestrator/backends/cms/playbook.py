@@ -43,12 +43,12 @@ _HERE = Path(__file__).resolve()
 PLAYBOOK_DIRS = (_HERE.parents[2] / "playbooks",)
 OVERRIDES_KEY = "playbook_overrides"
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-RULE = re.compile(r"^(email|name|phone|null|hash|fixed:.*)$", re.S)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+RULE = re.compile(r"^(email|name|phone|null|hash|fixed:.*)\Z", re.S)
 SCHEMES = ("phpass", "md5", "bcrypt", "bitrix")
 CATEGORIES = ("cache", "content", "config", "code")
 VHOST_PLACEHOLDERS = ("server_name", "listen", "root", "php_socket", "auth_file")
-_VHOST_VALUE = re.compile(r"^[A-Za-z0-9._:/@~+\[\]-]+$")
+_VHOST_VALUE = re.compile(r"^[A-Za-z0-9._:/@~+\[\]-]+\Z")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(VHOST_PLACEHOLDERS) + r")\}")
 
 
@@ -291,7 +291,7 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"),
                               list("tTfF"))
 
 

@@ -47,8 +47,8 @@ from orchestrator.errors import UsageError
 
 from .playbook import Playbook, SanitizeRule, sanitize_rules
 
-_IDENT = re.compile(r"^[A-Za-z0-9_$#]+$")
-_PREFIX = re.compile(r"^[A-Za-z0-9_$]*$")
+_IDENT = re.compile(r"^[A-Za-z0-9_$#]+\Z")
+_PREFIX = re.compile(r"^[A-Za-z0-9_$]*\Z")
 FAKE_DOMAIN = "staging.invalid"
 PHONE_PREFIX, PHONE_DIGITS = "+1555", 7
 PASSWORD_ENV = "ORCH_STAGING_PASSWORD"  # noqa: S105 -- the variable's name, not a password

@@ -9,7 +9,7 @@ from orchestrator.backends.remote.hostkeys import state_dir
 from orchestrator.backends.remote.relay import relay
 from orchestrator.errors import RemoteError, UsageError
 
-REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}\Z")
 
 
 def mirror(url: str) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from orchestrator.backends.remote import Sensitive
 from orchestrator.errors import Refused, UsageError
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}\Z")
 TEMPLATE = "staging"
 AUTH_USER = "staging"
 

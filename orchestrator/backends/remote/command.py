@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from orchestrator.masking import MASK, register_secret
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @runtime_checkable
