@@ -92,16 +92,18 @@ def plan_pin(t: Target, *, backup_id: str, task: str, pinned: bool) -> PinPlan:
     return PinPlan("pin" if pinned else "unpin", t.site.name, t.env.name, task, t, chosen, pinned)
 
 
-def set_pin(oplog, t: Target, *, backup_id: str, task: str, pinned: bool) -> dict:
-    """Pin or unpin a backup (the `pinned` tag on both its snapshots)."""
+def set_pin(oplog, plan: PinPlan) -> dict:
+    """Given a pin plan (see plan_pin), pin or unpin its backup (the `pinned` tag on both its snapshots)."""
+    t = plan.target
+
     def recheck(plan: PinPlan) -> PinPlan:  # it may have been pruned while we waited for the lock
-        return plan_pin(t, backup_id=plan.backup["backup_id"], task=task, pinned=pinned)
+        return plan_pin(t, backup_id=plan.backup["backup_id"], task=plan.task, pinned=plan.pinned)
 
     def apply(op, plan: PinPlan) -> dict:
         ids = list(plan.backup["snapshots"].values())
         with connect(t.host) as conn:
-            (t.repository.tag_add if pinned else t.repository.tag_remove)(conn, ids, "pinned")
-        op.artifact("pinned" if pinned else "unpinned", plan.backup["backup_id"])
-        return {"backup_id": plan.backup["backup_id"], "pinned": pinned}
+            (t.repository.tag_add if plan.pinned else t.repository.tag_remove)(conn, ids, "pinned")
+        op.artifact("pinned" if plan.pinned else "unpinned", plan.backup["backup_id"])
+        return {"backup_id": plan.backup["backup_id"], "pinned": plan.pinned}
 
-    return execute(oplog, plan_pin(t, backup_id=backup_id, task=task, pinned=pinned), apply, recheck=recheck)
+    return execute(oplog, plan, apply, recheck=recheck)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.actions.prune import prune_target, set_pin
+from orchestrator.actions.prune import plan_pin, prune_target, set_pin
 from orchestrator.actions.targets import target, targets
 from orchestrator.actions.usage import usage
 from orchestrator.actions.verify import verify
@@ -84,8 +84,9 @@ def _pin_command(name: str, pinned: bool):
     @json_option
     @pass_app
     def command(app, site, backup_id, env, task):
-        result = set_pin(app.oplog, target(app.inventory, site, env), backup_id=backup_id, task=task,
-                         pinned=pinned)
+        with app.preflight(name, task, site=site, env=env):  # no such backup: recorded under the task
+            plan = plan_pin(target(app.inventory, site, env), backup_id=backup_id, task=task, pinned=pinned)
+        result = set_pin(app.oplog, plan)
         app.emit(result)
         app.say(f"backup {result['backup_id']} {'pinned' if pinned else 'unpinned'}")
     command.help = (f"{'Pin' if pinned else 'Unpin'} a backup: pinned backups are never pruned.\n\n"

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orchestrator.errors import LockHeld, OrchError
+from orchestrator.errors import LockHeld, OrchError, Refused
 
 from . import process
 from .rows import lock_dict
@@ -66,17 +66,33 @@ def release(engine: sa.Engine, site: str, operation_id: int | None) -> None:
         conn.execute(locks.delete().where(locks.c.site == site, mine))
 
 
-def force(engine: sa.Engine, site: str) -> dict[str, Any] | None:
-    """Given a site, remove whatever lock it has and return that lock's dict, or None if it was not locked."""
+def force(engine: sa.Engine, site: str, *, live: bool = False) -> dict[str, Any] | None:
+    """Given a site, remove its lock if its holder is gone (the lock is stale), or whatever holds it with
+    live=True; return the removed lock's dict (`stale` says whether its holder was gone), or None if it was not
+    locked. Raise Refused naming the holder if it is alive and live is False."""
     for _ in range(_ATTEMPTS):
         current = _current(engine, site)
         if current is None:
             return None
         row, action = current
+        stale = is_stale(row, process.now())
+        if not stale and not live:
+            raise Refused(f"{held_message(row, action)}, and {_alive(row)}: removing the lock would let two "
+                          "operations run on the site at once. If you are sure it is gone, use --force")
         with engine.begin() as conn:
             if conn.execute(locks.delete().where(*_same_row(row))).rowcount:
-                return lock_dict(row, action=action, stale=is_stale(row, process.now()))
+                return lock_dict(row, action=action, stale=stale)
     raise OrchError(f"could not unlock site {site!r}: the lock kept changing hands, try again")
+
+
+def _alive(row: sa.Row) -> str:
+    """Given a live lock row, return why we believe its holder is alive."""
+    if row.host == process.machine():
+        return f"process {row.pid} still runs on this machine"
+    renewed = row.expires_at - timedelta(seconds=DEFAULT_TTL)
+    minutes = max(0, round((process.now() - renewed).total_seconds() / 60))
+    return (f"its heartbeat from {row.host} is fresh (renewed about {minutes} min ago; it expires "
+            f"{row.expires_at.strftime('%H:%M UTC')} if the holder is gone)")
 
 
 def listing(engine: sa.Engine) -> list[dict[str, Any]]:

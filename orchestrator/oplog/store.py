@@ -179,14 +179,15 @@ class Oplog:
         """Given a site and the operation that locked it, unlock it if that operation holds the lock."""
         site_locks.release(self.engine, site, operation_id)
 
-    def force_unlock(self, site: str, *, task: str) -> dict[str, Any] | None:
-        """Given a site, remove any lock on it and return the removed lock's dict (None if it was not locked).
+    def force_unlock(self, site: str, *, task: str, live: bool = False) -> dict[str, Any] | None:
+        """Given a site, remove its lock if the holder is gone (or whatever holds it, live=True) and return the
+        removed lock's dict (None if it was not locked); raise Refused if the holder is alive and live is False.
 
         `task` is the task the unlock is done for; the caller records the `unlock` operation against it.
         """
         if not str(task).strip():
             raise UsageError("force-unlocking a site needs a task")
-        return site_locks.force(self.engine, site)
+        return site_locks.force(self.engine, site, live=live)
 
     def locks(self) -> list[dict[str, Any]]:
         """Return every current lock as a dict (site, task, operation_id, action, holder, host, pid, times, stale)."""

@@ -3,6 +3,7 @@ and nothing is lost or changed."""
 from __future__ import annotations
 
 import copy
+import sqlite3
 
 import pytest
 from fleet import Fleet
@@ -53,3 +54,57 @@ def test_defect_3_a_yaml_alias_bomb_is_refused_at_once_in_little_memory_naming_i
     listed = other.orch_measured("sites", memory_limit=normal.max_rss + 1024 * MIB)
     assert listed.returncode == 1 and "sites/bomb.yaml" in listed.stderr and "Traceback" not in listed.stderr
     assert {"shop", "blog"} <= {line.split()[0] for line in listed.stdout.splitlines()[1:]}
+
+
+
+def recorded(fleet: Fleet, task: str) -> list[tuple]:
+    """The operations stored under exactly this task, read straight from the fleet's SQLite oplog."""
+    db = sqlite3.connect(fleet.base["oplog"].removeprefix("sqlite:///"))
+    try:
+        return db.execute("SELECT id, task, status FROM operations WHERE task = ?", (task,)).fetchall()
+    finally:
+        db.close()
+
+
+def test_defect_17_a_task_number_with_a_trailing_newline_is_refused_and_never_stored(fleet):
+    proc = fleet.orch("unlock", "shop", "--task", "777\n", expect=2)
+    assert "'777\\n' is not a task number" in one_error_line(proc.stderr)
+    assert recorded(fleet, "777\n") == []
+    fleet.orch("unlock", "shop", "--task", "777")
+    assert [op["action"] for op in fleet.orch_json("log", "--task", "777")] == ["unlock"]
+
+
+@pytest.mark.parametrize("task", ["-1", "abc", "14883; rm -rf /", "1 2", "$(id)"])
+def test_a_task_that_is_not_a_number_is_one_line_and_exit_2(fleet, task):
+    for command in (("backup", "shop"), ("unlock", "shop"), ("log",), ("report",)):
+        proc = fleet.orch(*command, "--task", task, expect=2)
+        assert f"{task!r} is not a task number" in one_error_line(proc.stderr)
+    assert recorded(fleet, task) == []
+
+
+@pytest.mark.parametrize("name", ["../etc", "shop;id", "$(id)", "shop\n", "../../shop", "Shop"])
+def test_a_site_or_env_name_that_cannot_be_a_name_is_one_line_and_exit_2_and_not_recorded(fleet, name):
+    task = "8801"
+    for args in (("backup", name), ("backup", "shop", "--env", name), ("unlock", name),
+                 ("pin", name, "--backup", "x")):
+        proc = fleet.orch(*args, "--task", task, expect=2)
+        line = one_error_line(proc.stderr)
+        assert repr(name) in line and "name" in line, line
+    assert recorded(fleet, task) == []
+
+
+def test_a_site_file_that_is_not_utf8_is_one_line_naming_it(fleet, tmp_path):
+    other = own_fleet(fleet, tmp_path / "inv")
+    (other.root / "sites" / "blog.yaml").write_bytes((other.root / "sites" / "blog.yaml").read_bytes()
+                                                      .replace(b"playbook: generic", b"playbook: g\xe9n\xe9ric"))
+    proc = other.orch("backup", "blog", "--task", "8802", expect=2)
+    assert one_error_line(proc.stderr) == "orch: sites/blog.yaml: line 2: not UTF-8 text (byte 0xe9)"
+
+
+def test_a_missing_secret_is_one_line_naming_file_key_and_variable(fleet):
+    env = {k: v for k, v in fleet.env.items() if k != "T_BLOG_PW"}
+    other = Fleet(fleet.root, env, fleet.hosts)
+    proc = other.orch("backup", "blog", "--task", "8803", expect=2)
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("orch: ")]  # besides progress
+    assert "sites/blog.yaml: environments.production.database.password" in line and "T_BLOG_PW" in line
+    assert "Traceback" not in proc.stderr

@@ -224,3 +224,28 @@ def test_defect_5_one_broken_site_file_costs_that_site_alone(fleet, tmp_path):
     (refused,) = other.orch_json("log", "--task", "5506")
     assert (refused["site"], refused["status"]) == ("bad", "refused") and "unknown host" in refused["error"]
     other.orch("backup", "blog", "--task", "5506")  # naming a valid site works as ever
+
+
+def test_defect_15_unlock_refuses_a_live_lock_unless_forced_and_records_the_force(fleet, tmp_path):
+    first, release = _blocked_backup(fleet, tmp_path, "1501")
+    try:
+        lock = _wait_for_lock(fleet, "shop")
+        proc = fleet.orch("unlock", "shop", "--task", "1502", expect=4)
+        assert f"process {lock['pid']} still runs on this machine" in proc.stderr and "--force" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert [lk["pid"] for lk in fleet.orch_json("locks")] == [lock["pid"]], "the live lock stayed"
+        fleet.orch("backup", "shop", "--task", "1502", expect=3)  # so no second backup ran beside the first
+        forced = fleet.orch("unlock", "shop", "--task", "1502", "--force")
+        assert "FORCED while its holder looked alive" in forced.stderr
+        assert fleet.orch_json("locks") == []
+    finally:
+        release()
+        first.wait(timeout=120)
+    ops = fleet.orch_json("log", "--task", "1502")
+    assert [(op["action"], op["status"]) for op in ops] == [("unlock", "refused"), ("backup", "refused"),
+                                                             ("unlock", "ok")]
+    assert "still runs" in ops[0]["error"]
+    assert ops[2]["params"] == {"force": True}
+    (artifact,) = ops[2]["artifacts"]
+    assert artifact["details"]["forced"] is True and artifact["details"]["task"] == "1501"
+    assert "(forced)" in fleet.orch("log", "--task", "1502").stdout

@@ -141,12 +141,29 @@ def test_a_lock_of_a_dead_local_process_is_reclaimed(oplog):
     assert oplog.locks()[0]["pid"] == os.getpid()
 
 
-def test_force_unlock_removes_any_lock_and_returns_it(oplog):
-    plant_lock(oplog)
-    removed = oplog.force_unlock("shinglas", task="777")
-    assert (removed["holder"], removed["pid"], removed["operation_id"]) == ("alice@web-admin", 123, 42)
+def test_force_unlock_refuses_a_live_holder_unless_live_and_removes_a_stale_one(oplog):
+    from orchestrator.errors import Refused
+    from orchestrator.oplog.process import machine
+    plant_lock(oplog, expires_in=timedelta(minutes=14))  # another machine, heartbeat a minute ago
+    with pytest.raises(Refused, match=r"heartbeat from web-admin is fresh \(renewed about 1 min ago.*--force"):
+        oplog.force_unlock("shinglas", task="777")
+    assert [lock["pid"] for lock in oplog.locks()] == [123]
+    removed = oplog.force_unlock("shinglas", task="777", live=True)
+    assert (removed["holder"], removed["pid"], removed["operation_id"], removed["stale"]) == (
+        "alice@web-admin", 123, 42, False)
     assert oplog.locks() == []
     assert oplog.force_unlock("shinglas", task="777") is None
+
+    plant_lock(oplog, host=machine(), pid=os.getpid(), op_id=None)  # this machine, a live process
+    with pytest.raises(Refused, match=f"process {os.getpid()} still runs on this machine"):
+        oplog.force_unlock("shinglas", task="777")
+    oplog.release_lock("shinglas", None)
+
+    plant_lock(oplog, host=machine(), pid=dead_pid(), op_id=None)  # this machine, a dead process
+    assert oplog.force_unlock("shinglas", task="777")["stale"] is True
+    plant_lock(oplog, expires_in=timedelta(seconds=-1), op_id=None)  # another machine, heartbeat expired
+    assert oplog.force_unlock("shinglas", task="777")["stale"] is True
+    assert oplog.locks() == []
 
 
 # -- locked_operation ------------------------------------------------------------------------------------------
