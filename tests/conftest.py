@@ -127,3 +127,34 @@ def browser():
     from testbed.browser import chromium
     with chromium() as running:
         yield running
+
+
+# --- a private Docker engine with locally built images, reached over its socket and over SSH (testbed/docker.py) ---
+
+from testbed.docker import DockerEngine, ensure_images, start_dockerd  # noqa: E402
+
+DOCKER_SSH_HOST = ("dock1", "127.0.0.4", "orch-dock1")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A private dockerd (unix socket in a temp dir) holding the testbed's images (``.images`` by role: mariadb,
+    php-fpm, nginx, tools); the first session on a machine builds them (minutes), later ones load a cache."""
+    engine = start_dockerd()
+    try:
+        engine.images = ensure_images(engine)
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_ssh_host(testbed_dir: Path, ssh_identity: Path, docker_engine: DockerEngine) -> Iterator[SshHost]:
+    """An sshd host (127.0.0.4, user orch-dock1) whose sessions talk to ``docker_engine``: DOCKER_HOST is set for
+    them and the user owns the socket, so the SDK's SSH transport (`docker system dial-stdio`) reaches it."""
+    name, address, user = DOCKER_SSH_HOST
+    host = start_sshd(testbed_dir / "ssh", name, address, user, ssh_identity,
+                      extra_config=f"SetEnv DOCKER_HOST={docker_engine.url}\n")
+    docker_engine.grant(user)
+    yield host
+    host.stop()

@@ -54,8 +54,10 @@ class SshHost:
             self._authorized_keys.unlink(missing_ok=True)
 
 
-def start_sshd(workdir: Path, name: str, address: str, user: str, identity_file: Path) -> SshHost:
-    """Start sshd on ``address``:<free port> accepting only ``user`` with the key ``identity_file``.
+def start_sshd(workdir: Path, name: str, address: str, user: str, identity_file: Path,
+               extra_config: str = "") -> SshHost:
+    """Start sshd on ``address``:<free port> accepting only ``user`` with the key ``identity_file``
+    (``extra_config``: more sshd_config lines, e.g. ``SetEnv``).
 
     The user is created if missing (bash shell, home 0700). The public key goes to an authorized_keys file in
     the user's ~/.ssh named after the port, so concurrent test sessions sharing the user do not clobber each
@@ -70,7 +72,8 @@ def start_sshd(workdir: Path, name: str, address: str, user: str, identity_file:
     host_key_file.unlink(missing_ok=True)
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key_file)])
     conf = workdir / f"{name}_sshd_config"
-    conf.write_text(_config(address, port, user, host_key_file, workdir / f"{name}_sshd.pid", auth_keys_name))
+    conf.write_text(_config(address, port, user, host_key_file, workdir / f"{name}_sshd.pid", auth_keys_name)
+                    + extra_config)
     log = workdir / f"{name}_sshd.log"
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir, absent on a fresh machine
     proc = spawn([SSHD, "-D", "-f", str(conf), "-E", str(log)], log)
