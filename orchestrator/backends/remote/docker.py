@@ -1,0 +1,193 @@
+"""Docker hosts: a client over the unix socket or over SSH (orch's strict host keys, never ~/.ssh/known_hosts),
+and a connector that runs orch's Commands inside a container (`docker exec`).
+
+The connector is what lets the staging machinery run unchanged on a Docker host: restic, the URL replacer and
+the database clients run in a short-lived tools container exactly as they run on a staging host over SSH
+(`bash -c` with secrets read from stdin, never argv).
+"""
+from __future__ import annotations
+
+import io
+import socket
+import tarfile
+import time
+from pathlib import Path, PurePosixPath
+
+import docker
+import paramiko
+import requests
+from docker.transport.sshconn import SSHHTTPAdapter
+from docker.utils import version_lt
+
+from orchestrator.errors import ConnectError, HostKeyError
+
+from .base import Connector, Result, StderrTail, StdinFeeder
+from .command import Command, Raw
+from .hostkeys import changed_key_error
+from .ssh import CONNECT_TIMEOUT, strict_client
+
+API_TIMEOUT = 120       # seconds for one API call (image pulls and builds stream, so they are not bound by it)
+FRAME_HEADER = 8        # docker's multiplexed stream: 1 byte stream id, 3 padding, 4 bytes big-endian length
+
+
+class StrictSSHAdapter(SSHHTTPAdapter):
+    """The SDK's paramiko transport with orch's host key policy: only the pinned key (or orch's known_hosts) is
+    accepted, an unknown or changed key is refused before anything runs, and ~/.ssh/config is not read."""
+
+    def __init__(self, host, timeout: int = API_TIMEOUT):
+        self.orch_host = host
+        super().__init__(f"ssh://{host.user}@{host.address}:{host.port}", timeout)
+
+    def _create_paramiko_client(self, base_url):
+        host = self.orch_host
+        self.ssh_client = strict_client(host)
+        self.ssh_params = {"hostname": host.address, "port": host.port, "username": host.user,
+                           "timeout": CONNECT_TIMEOUT, "look_for_keys": host.identity_file is None,
+                           "allow_agent": host.identity_file is None}
+        if host.identity_file:
+            self.ssh_params["key_filename"] = str(Path(host.identity_file).expanduser())
+
+    def _connect(self):
+        host = self.orch_host
+        try:
+            self.ssh_client.connect(**self.ssh_params)
+        except HostKeyError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            raise changed_key_error(host, exc) from None
+        except paramiko.AuthenticationException as exc:
+            raise ConnectError(f"docker host {host.name}: {host.user}@{host.address} refused our key ({exc})") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise ConnectError(f"docker host {host.name} ({host.address}:{host.port}) unreachable: {exc}") from None
+
+
+def docker_client(dhost) -> docker.DockerClient:
+    """Given an inventory DockerHost, return a client speaking the highest API version both sides know; raise
+    ConnectError if the engine cannot be reached, HostKeyError if its SSH host key is not the trusted one."""
+    if dhost.ssh is not None:
+        # use_ssh_client=True builds the SDK's shell-out adapter, which connects nowhere; ours replaces it.
+        client = docker.DockerClient(base_url=dhost.url, use_ssh_client=True, timeout=API_TIMEOUT,
+                                     version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+        adapter = StrictSSHAdapter(dhost.ssh)
+        client.api._custom_adapter = adapter
+        client.api.mount("http+docker://ssh", adapter)
+    else:
+        client = docker.DockerClient(base_url=dhost.url, timeout=API_TIMEOUT,
+                                     version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+    try:
+        server = client.api.version(api_version=False)["ApiVersion"]
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException, OSError) as exc:
+        client.close()
+        raise ConnectError(f"docker host {dhost.name} ({dhost.url}) unreachable: {_short(exc)}") from None
+    newest = docker.constants.DEFAULT_DOCKER_API_VERSION
+    client.api._version = server if version_lt(server, newest) else newest  # the SDK's own negotiation, minus a request
+    return client
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+class _Hijacked:
+    """The two halves of an upgraded `exec start` connection: buffered reads (nothing the HTTP parser already
+    buffered is lost), raw writes, and a half-close that tells the command its stdin ended."""
+
+    def __init__(self, response):
+        self.response = response
+        self.reader = response.raw._fp.fp
+        channel = getattr(self.reader, "channel", None)   # SSH: a paramiko ChannelFile
+        if channel is not None:
+            self.write, self.close_write, self.settimeout = channel.sendall, channel.shutdown_write, channel.settimeout
+        else:                                              # unix socket: a BufferedReader over SocketIO
+            sock = self.reader.raw._sock
+            self.write, self.settimeout = sock.sendall, sock.settimeout
+            self.close_write = lambda: sock.shutdown(socket.SHUT_WR)
+
+    def frames(self):
+        """Yield (stream id, bytes) until the command's output ends: 1 = stdout, 2 = stderr."""
+        while len(header := self.reader.read(FRAME_HEADER)) == FRAME_HEADER:
+            kind, length = header[0], int.from_bytes(header[4:], "big")
+            data = self.reader.read(length) if length else b""
+            if len(data) < length:
+                return
+            yield kind, data
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class ContainerConnector(Connector):
+    """Commands run inside a running container (`docker exec`, as `user`, default the image's).
+
+    With shell=False a command is exec'd as its plain argv, for images without bash (nginx:alpine...); such a
+    command may hold neither shell syntax nor environment."""
+
+    def __init__(self, client: docker.DockerClient, container, name: str, user: str = "", shell: bool = True):
+        self.client, self.container, self.name, self.user, self.shell = client, container, name, user, shell
+
+    def _argv(self, cmd: Command) -> list[str]:
+        if self.shell:
+            return cmd.argv()
+        if cmd.environment or any(isinstance(part, Raw) for part in cmd.parts):
+            raise ValueError(f"{self.name}: `{cmd.masked()}` needs a shell, which this container is not given")
+        return [str(part) for part in cmd.parts]
+
+    def _run(self, cmd: Command, stdin, stdout, timeout, stderr: StderrTail) -> Result:
+        api = self.client.api
+        exec_id = api.exec_create(self.container.id, self._argv(cmd), stdin=True, stdout=True, stderr=True,
+                                  user=self.user)["Id"]
+        # exec_start(socket=True) hands back the raw socket and loses what the HTTP parser buffered after the
+        # 101 answer, so the upgrade is done here (as the SDK does it) and reads go through the buffer.
+        response = api._post_json(api._url("/exec/{0}/start", exec_id), data={"Tty": False, "Detach": False},
+                                  headers={"Connection": "Upgrade", "Upgrade": "tcp"}, stream=True)
+        api._raise_for_status(response)
+        stream = _Hijacked(response)
+        feeder = StdinFeeder(cmd.stdin_prefix(), stdin, stream.write, stream.close_write)
+        feeder.start()
+        stream.settimeout(timeout)
+        collected = bytearray()
+        sink = stdout.write if stdout is not None else collected.extend
+        try:
+            for kind, data in stream.frames():
+                (stderr.feed if kind == 2 else sink)(data)
+        except (socket.timeout, TimeoutError):
+            stream.close()
+            return Result(124, bytes(collected), stderr.text() + f"\ntimed out after {timeout}s")
+        finally:
+            stream.close()
+        feeder.join(timeout=5)
+        return Result(self._exit_code(exec_id), bytes(collected), stderr.text())
+
+    def _exit_code(self, exec_id: str) -> int:
+        """The exec's exit code; the engine may report it a moment after the output stream closed."""
+        deadline = time.monotonic() + 10
+        while True:
+            info = self.client.api.exec_inspect(exec_id)
+            if not info["Running"] or time.monotonic() > deadline:
+                return info["ExitCode"] if info["ExitCode"] is not None else 255
+            time.sleep(0.05)
+
+    def put(self, local: Path, remote: str, mode: int | None = None) -> None:
+        self.put_bytes(Path(local).read_bytes(), remote, mode=0o644 if mode is None else mode)
+
+    def put_bytes(self, data: bytes, remote: str, mode: int = 0o600) -> None:
+        """Write bytes to a path in the container (one tar member through the API; no shell, no temp file)."""
+        path = PurePosixPath(remote)
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        if not self.container.put_archive(str(path.parent), archive.getvalue()):
+            raise ConnectError(f"{self.name}: could not write {remote}")
+
+    def get(self, remote: str, local: Path) -> None:
+        chunks, _ = self.container.get_archive(remote)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+            member = tar.next()
+            source = tar.extractfile(member) if member else None
+            if source is None:
+                raise ConnectError(f"{self.name}: {remote} is not a file")
+            Path(local).write_bytes(source.read())
+
