@@ -4,7 +4,9 @@ typed, validated :class:`Playbook`.
 A playbook says which files are code, content, cache and config; how each config file is rewritten for a staging
 copy (``configfiles``); where the database table prefix is read; which columns hold URLs; how personal data is
 sanitized and passwords reset (``sanitize``); how mail and cron are switched off; how migrations run; what the
-homepage must contain; and the nginx server block of a staging copy.
+homepage must contain; and the nginx server block of a staging copy (``{fastcgi}`` is where PHP requests go:
+``unix:/run/php/php8.2-fpm.sock`` on a staging host, ``php:9000`` in a Docker copy), plus ``docker.images``, the
+images a Docker copy of this CMS runs when the inventory names none.
 
 Decisions
     * Files: the YAML files live in the repository's top-level ``playbooks/``, which ``orchestrator/playbooks`` links
@@ -47,7 +49,8 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 RULE = re.compile(r"^(email|name|phone|null|hash|fixed:.*)\Z", re.S)
 SCHEMES = ("phpass", "md5", "bcrypt", "bitrix")
 CATEGORIES = ("cache", "content", "config", "code")
-VHOST_PLACEHOLDERS = ("server_name", "listen", "root", "php_socket", "auth_file")
+VHOST_PLACEHOLDERS = ("server_name", "listen", "root", "fastcgi", "php_socket", "auth_file")
+DOCKER_IMAGE_ROLES = ("php", "web", "proxy", "mysql", "postgresql", "tools")
 _VHOST_VALUE = re.compile(r"^[A-Za-z0-9._:/@~+\[\]-]+\Z")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(VHOST_PLACEHOLDERS) + r")\}")
 
@@ -186,6 +189,7 @@ class Playbook:
     health_path: str
     vhost: str
     data: dict
+    docker_images: dict[str, str] = field(default_factory=dict)   # images of Docker copies, by role
 
     def classify(self, path: str) -> str:
         """Given a path relative to the environment's folder, return ``staging`` (a file orch writes into staging
@@ -216,8 +220,11 @@ class Playbook:
         return not self.health_marker or any(marker in html for marker in self.health_marker)
 
     def render_vhost(self, **values: str) -> str:
-        """Given server_name, listen, root, php_socket and auth_file, return the nginx server block; raise
-        UsageError if one is missing or holds characters nginx would read as syntax."""
+        """Given server_name, listen, root, fastcgi (`unix:/path` or `host:port`; from php_socket when not given)
+        and auth_file, return the nginx server block; raise UsageError if one is missing or holds characters
+        nginx would read as syntax."""
+        if "fastcgi" not in values and values.get("php_socket"):
+            values["fastcgi"] = f"unix:{values['php_socket']}"
         missing = [name for name in VHOST_PLACEHOLDERS if name in _PLACEHOLDER.findall(self.vhost)
                    and name not in values]
         if missing:
@@ -398,6 +405,7 @@ def build_playbook(data: dict, label: str) -> Playbook:
         health_path=p.take(data, "health_path", str, required=False, default="/"),
         vhost=p.take(data, "vhost", str, default=""),
         data=data,
+        docker_images=_docker_images(p, p.take(data, "docker", dict, required=False, default={})),
     )
     unknown = sorted(set(data) - _KNOWN_KEYS)
     for key in unknown:
@@ -410,7 +418,7 @@ def build_playbook(data: dict, label: str) -> Playbook:
 
 _KNOWN_KEYS = {"name", "title", "notes", "detect", "code", "content", "cache", "config", "table_prefix", "urls",
                "sanitize", "keys", "truncate", "password_reset", "mail_off", "cron_off", "migrate", "health_marker",
-               "health_path", "vhost"}
+               "health_path", "vhost", "docker"}
 
 
 def _config_file(p: _Problems, item: Any, path: str) -> ConfigFile:
@@ -534,6 +542,16 @@ def _migrate_step(p: _Problems, item: Any, path: str) -> MigrateStep:
         p.add(f"{path}.run", "must not be empty")
     return MigrateStep(run=run, when_command=p.take(when, "command", str, f"{path}.when", required=False),
                        when_file=p.take(when, "file", str, f"{path}.when", required=False))
+
+
+def _docker_images(p: _Problems, data: dict) -> dict[str, str]:
+    """The `docker` block: `images` by role for Docker copies (see orchestrator/backends/envs/docker.py)."""
+    for extra in sorted(set(data) - {"images"}):
+        p.add(f"docker.{extra}", "unknown key (known: images)")
+    images = p.take(data, "images", dict, "docker", required=False, default={}) or {}
+    for role in sorted(set(images) - set(DOCKER_IMAGE_ROLES)):
+        p.add(f"docker.images.{role}", f"unknown role (known: {', '.join(DOCKER_IMAGE_ROLES)})")
+    return {role: str(image) for role, image in images.items() if role in DOCKER_IMAGE_ROLES}
 
 
 def _check_vhost(p: _Problems, vhost: str) -> None:
