@@ -57,9 +57,12 @@ COMMANDS = {
     "rollback": ("promote", "Put production back on an earlier release (releases layout) or undo the last "
                             "promotion (in place)."),
     "scheduler": ("scheduler", "Back up, prune and verify every site on schedule, unattended."),
+    "serve": ("serve", "Web pages for project managers: every task's operations, time and cost; sites; fleet "
+                       "health."),
     "sites": ("sites", "List sites and their environments."),
     "snap": ("visual", "Full-page screenshots of an environment's check URLs, desktop and mobile."),
     "staging": ("staging", "Staging copies of production: create, refresh, list, destroy."),
+    "tracker": ("tracker", "Notes posted to the task tracker: what is queued, sent, or waiting for a retry."),
     "unlock": ("locks", "Remove a site's lock after checking its holder is really gone, and log that you did."),
     "unpin": ("maintain", "Unpin a backup: pinned backups are never pruned."),
     "usage": ("maintain", "Bytes stored per site, read from the storage (S3 bucket listing or du), for cost "

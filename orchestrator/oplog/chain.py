@@ -152,6 +152,14 @@ def current_head(engine: sa.Engine) -> Head:
     return Head(row.seq, row.link_hash) if row else Head(0, GENESIS)
 
 
+def link_of(engine: sa.Engine, kind: str, row_id: int) -> Head | None:
+    """Given a row kind and id, return its link as a Head (seq and link hash), or None if it is not linked."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(chain.c.seq, chain.c.link_hash)
+                           .where(chain.c.kind == kind, chain.c.row_id == row_id)).first()
+    return None if row is None else Head(row.seq, row.link_hash)
+
+
 def verify(engine: sa.Engine) -> tuple[Head, Break | None]:
     """Given an oplog engine, walk the chain from its first link; return the last good head and the first
     break (None if the whole chain holds, every final row is in it and the recorded head matches)."""

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from . import process
 from .rows import iso
-from .schema import outbox
+from .schema import operations, outbox
 from .text import clean, clean_json
 
 CLAIM_SECONDS = 120      # a delivery that takes longer than this may be started again by someone else
@@ -31,6 +31,19 @@ def add(engine: sa.Engine, *, key: str, operation_id: int | None, task: str, sit
     except sa.exc.IntegrityError:
         return False
     return True
+
+
+def enclosing(engine: sa.Engine, op_id: int) -> int | None:
+    """Given an operation, return the id of the operation of the same process and site that was running when
+    it started and still runs (a promotion around its mandatory backup), or None. Its note tells both."""
+    inner = operations.alias("inner")
+    query = (sa.select(operations.c.id).join(inner, inner.c.id == op_id)
+             .where(operations.c.status == "running", operations.c.id < inner.c.id,
+                    operations.c.pid == inner.c.pid, operations.c.host == inner.c.host,
+                    operations.c.site == inner.c.site)
+             .order_by(operations.c.id.desc()).limit(1))
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
 
 
 def claim_due(engine: sa.Engine, *, everything: bool = False, limit: int = 50) -> list[dict[str, Any]]:
@@ -70,6 +83,12 @@ def failed(engine: sa.Engine, row_id: int, error: str, attempts: int) -> None:
         conn.execute(outbox.update().where(outbox.c.id == row_id).values(
             last_error=clean(error)[:1000], attempts=attempts + 1, claimed_until=None,
             next_attempt_at=process.now() + timedelta(seconds=delay)))
+
+
+def release(engine: sa.Engine, row_id: int) -> None:
+    """Given a note claimed but not tried, let anyone claim it again at once."""
+    with engine.begin() as conn:
+        conn.execute(outbox.update().where(outbox.c.id == row_id).values(claimed_until=None))
 
 
 def listing(engine: sa.Engine, *, status: str | None = None, task: str | None = None,

@@ -23,6 +23,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from orchestrator import tracker
 from orchestrator.config import load_inventory
 from orchestrator.errors import InventoryError
 from orchestrator.notify import Notifier, events
@@ -78,6 +79,7 @@ class Daemon:
         """
         inventory = load(self.path)
         oplog = Oplog.from_inventory(inventory)
+        tracker.attach(oplog, inventory)  # notes of scheduled operations go to the tracker too
         lock = leader.for_oplog(oplog)
         try:
             if not self._wait_for_leadership(lock):

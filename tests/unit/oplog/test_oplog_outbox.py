@@ -30,3 +30,16 @@ def test_a_claimed_note_is_not_claimed_again_until_released(tmp_path):
         (done,) = outbox.listing(oplog.engine)
         assert (done["status"], done["remote"], done["attempts"]) == ("sent", {"journal": 7}, 2)
         assert outbox.claim_due(oplog.engine, everything=True) == []
+
+
+def test_an_operation_run_inside_another_of_the_same_process_and_site_is_found(tmp_path):
+    with Oplog(f"sqlite:///{tmp_path}/o.db") as oplog:
+        promote = oplog.start(task="1", site="shop", env="production", action="promote")
+        backup = oplog.start(task="1", site="shop", env="production", action="backup")
+        other = oplog.start(task="1", site="blog", env="production", action="backup")
+        backup.finish("ok")
+        other.finish("ok")
+        assert outbox.enclosing(oplog.engine, backup.id) == promote.id
+        assert outbox.enclosing(oplog.engine, other.id) is None
+        promote.finish("ok")
+        assert outbox.enclosing(oplog.engine, promote.id) is None
