@@ -64,14 +64,16 @@ def _visual_markdown(ops: list[dict], gallery) -> list[str]:
     return (["", "## Screenshots"] + lines) if lines else []
 
 
-def markdown(task: str, ops: list[dict], gallery=None) -> str:
+def markdown(task: str, ops: list[dict], gallery=None, notes: list[str] = ()) -> str:
     """Given a task and its operations (with details), return the Markdown report. A gallery (see
-    backends/visual/shots.Gallery) adds the screenshots' and diff images' files."""
+    backends/visual/shots.Gallery) adds the screenshots' and diff images' files; notes are extra lines under
+    the summary (cost, the oplog's chain head)."""
     s = summary(task, ops)
     lines = [f"# Task {task}", "",
              f"{s['operations']} operation(s) on {', '.join(s['sites']) or '-'}, "
              f"{_when(s['first'])} to {_when(s['last'])} UTC, total time {_duration(s['total_seconds'])}; "
              + ", ".join(f"{n} {status}" for status, n in sorted(s["statuses"].items())), "",
+             *[f"{note}  " for note in notes], *([""] if notes else []),
              "| when (UTC) | who | site/env | action | took | result | produced |",
              "|---|---|---|---|---|---|---|"]
     for op in ops:
@@ -133,9 +135,10 @@ def _visual_html(ops: list[dict], gallery) -> str:
     return ("<h2>Screenshots</h2>" + "".join(sections)) if sections else ""
 
 
-def html_page(task: str, ops: list[dict], gallery=None) -> str:
+def html_page(task: str, ops: list[dict], gallery=None, notes: list[str] = ()) -> str:
     """Given a task and its operations (with details), return the self-contained HTML report. A gallery (see
-    backends/visual/shots.Gallery) embeds screenshots side by side: before, after and the difference."""
+    backends/visual/shots.Gallery) embeds screenshots side by side: before, after and the difference; notes
+    are extra lines under the summary (cost, the oplog's chain head)."""
     e = html.escape
     s = summary(task, ops)
     rows = []
@@ -155,6 +158,7 @@ def html_page(task: str, ops: list[dict], gallery=None) -> str:
             f"<style>{STYLE}</style></head><body><h1>Task {e(task)}</h1>"
             f"<p>{s['operations']} operation(s) on {e(', '.join(s['sites']) or '-')}, {e(_when(s['first']))} to "
             f"{e(_when(s['last']))} UTC. Total time <b>{_duration(s['total_seconds'])}</b>; {statuses}.</p>"
+            + "".join(f"<p>{e(note)}</p>" for note in notes) +
             "<table><tr><th>When (UTC)</th><th>Who</th><th>Site/env</th><th>Action</th><th>Took</th>"
             f"<th>Result</th><th>Produced</th></tr>{''.join(rows)}</table>"
             f"{_visual_html(ops, gallery) if gallery is not None else ''}</body></html>\n")

@@ -237,3 +237,20 @@ def test_orch_log_verify_prints_the_head_or_names_the_row(tmp_path, capsys, monk
         main(["log", "verify"])
     assert done.value.code == 1
     assert f"artifact {artifact_id} (link 3) was changed" in capsys.readouterr().err
+
+
+def test_the_task_report_carries_the_chain_head_and_the_cost(tmp_path, capsys, monkeypatch):
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "inventory.yaml").write_text("oplog: sqlite:///oplog.db\n"
+                                             "billing: {currency: EUR, hourly_rate: 3600}\n")
+    monkeypatch.chdir(tmp_path)
+    with Oplog(f"sqlite:///{tmp_path}/oplog.db") as oplog:
+        record(oplog)
+        head = chain.current_head(oplog.engine)
+        duration = oplog.operations(task="14883")[0]["duration"]
+    for fmt in ("md", "html"):
+        with pytest.raises(SystemExit) as done:
+            main(["report", "--task", "14883", "--format", fmt])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        assert f"Oplog chain head: {head}" in out and f"Cost: {duration:,.2f} EUR" in out
