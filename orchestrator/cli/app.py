@@ -56,7 +56,7 @@ class App:
         oplog = Oplog(load_oplog_url(self.inventory_path))
         oplog.reap()  # a crashed earlier run shows as `interrupted`, and its lock becomes reclaimable
         from orchestrator.tracker import attach
-        attach(oplog, self.inventory)  # finished operations queue a note for the task tracker, if one is set
+        attach(oplog, lambda: self.inventory)  # finished operations queue a note for the tracker, if one is set
         return oplog
 
     def broken_sites(self) -> int:

@@ -76,8 +76,8 @@ def configured(inventory) -> bool:
 
 
 def attach(oplog, inventory) -> None:
-    """Given an oplog and the inventory, queue (and start delivering) a note whenever an operation finishes,
-    if a tracker is configured; otherwise do nothing."""
-    if configured(inventory):
-        from .delivery import NoteHook
-        oplog.finish_hooks.append(NoteHook(oplog, inventory))
+    """Given an oplog and the inventory (or a function returning it, called when the first operation finishes,
+    so a command that finishes none never reads the site files), queue and start delivering a note whenever an
+    operation finishes, if a tracker is configured."""
+    from .delivery import NoteHook
+    oplog.finish_hooks.append(NoteHook(oplog, inventory))

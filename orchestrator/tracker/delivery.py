@@ -13,7 +13,7 @@ from orchestrator.billing import rates_for
 from orchestrator.errors import OrchError
 from orchestrator.oplog import chain, outbox
 
-from . import redmine, tracker_for, webhook
+from . import configured, redmine, tracker_for, webhook
 from .http import DeliveryError
 from .note import build, task_url
 
@@ -74,13 +74,19 @@ class NoteHook:
     __name__ = "tracker note"
 
     def __init__(self, oplog, inventory):
-        self.oplog, self.inventory = oplog, inventory
+        self.oplog, self._inventory = oplog, inventory
         self._lock = threading.Lock()
         self._queued = False
         self._thread: threading.Thread | None = None
 
+    @property
+    def inventory(self):
+        if callable(self._inventory):
+            self._inventory = self._inventory()
+        return self._inventory
+
     def __call__(self, op_id: int) -> None:
-        if not enqueue(self.oplog, self.inventory, op_id):
+        if not configured(self.inventory) or not enqueue(self.oplog, self.inventory, op_id):
             return
         with self._lock:
             self._queued = True
