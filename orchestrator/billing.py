@@ -41,11 +41,37 @@ def rates_for(inventory, site: str | None = None) -> Rates:
                  storage_gb_month=merged.get("storage_gb_month"))
 
 
+def enclosing(ops: list[dict]) -> dict[int, int]:
+    """Given operations, return {id: id of the operation it ran inside} for those run inside another of the same
+    person, machine and site (a promotion's mandatory backup; the site lock keeps others apart): their time is
+    already part of the outer one's."""
+    groups: dict[tuple, list[dict]] = {}
+    for op in sorted(ops, key=lambda op: op["id"]):
+        groups.setdefault((op["actor"], op["host"], op["site"]), []).append(op)
+    inside = {}
+    for group in groups.values():
+        active: list[dict] = []  # earlier operations still running when this one started
+        for op in group:
+            active = [o for o in active if (o["finished_at"] or "~") >= op["started_at"]]
+            outer = next((o for o in active if o["started_at"] <= op["started_at"]
+                          and (o["finished_at"] or "~") >= (op["finished_at"] or "~")), None)
+            if outer is not None:
+                inside[op["id"]] = outer["id"]
+            active.append(op)
+    return inside
+
+
+def total_seconds(ops: list[dict]) -> float:
+    """Given a task's operations, return the time they took, each operation counted once."""
+    inside = enclosing(ops)
+    return sum(op["duration"] or 0 for op in ops if op["id"] not in inside)
+
+
 def task_cost(inventory, ops: list[dict]) -> str:
     """Given the inventory and a task's operations, return their time's cost as text (`135.00 EUR`), each
-    operation at its site's rate; '' when no rate applies."""
-    costs, currency = [], ""
-    for op in ops:
+    operation at its site's rate and counted once; '' when no rate applies."""
+    costs, currency, inside = [], "", enclosing(ops)
+    for op in (op for op in ops if op["id"] not in inside):
         rates = rates_for(inventory, op["site"])
         cost = rates.time_cost(op["duration"])
         if cost is not None:

@@ -60,7 +60,8 @@ def log_cmd(app, task, site, action, since, limit, steps):
         return
     _print(ops, steps)
     if task:
-        total = sum(op["duration"] or 0 for op in ops)
+        from orchestrator.billing import total_seconds
+        total = total_seconds(ops)  # an operation run inside another (a promotion's backup) is counted once
         click.echo(f"\ntask {task}: {len(ops)} operation(s), total time {human_duration(total) or '0s'}")
 
 

@@ -26,7 +26,8 @@ def _when(iso: str | None) -> str:
 
 def summary(task: str, ops: list[dict]) -> dict:
     """Totals of a task: operations, time spent, statuses, sites, first and last activity."""
-    return {"task": task, "operations": len(ops), "total_seconds": sum(op["duration"] or 0 for op in ops),
+    from orchestrator.billing import total_seconds  # an operation run inside another is counted once
+    return {"task": task, "operations": len(ops), "total_seconds": total_seconds(ops),
             "statuses": dict(Counter(op["status"] for op in ops)),
             "sites": sorted({op["site"] for op in ops if op["site"]}),
             "first": ops[0]["started_at"] if ops else None, "last": ops[-1]["started_at"] if ops else None}

@@ -5,7 +5,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from orchestrator.billing import rates_for, task_cost
+from orchestrator.billing import enclosing, rates_for, task_cost, total_seconds
 from orchestrator.cli.output import human_duration, human_size
 from orchestrator.errors import OrchError
 from orchestrator.oplog import chain
@@ -81,12 +81,14 @@ def task(oplog, inventory, number: str) -> dict:
     """Given a task, return its page: operations (oldest first) with steps and artifacts, totals, cost, the
     tracker link and the chain head."""
     ops = oplog.operations(task=number, oldest_first=True, with_details=True)
+    inside = enclosing(ops)
     for op in ops:
         rates = rates_for(inventory, op["site"])
-        op["money"] = rates.money(rates.time_cost(op["duration"]))
+        op["inside"] = inside.get(op["id"])
+        op["money"] = "" if op["inside"] else rates.money(rates.time_cost(op["duration"]))
         op["items"] = [_artifact_view(a, oplog, op) for a in op["artifacts"]]
-    total = sum(op["duration"] or 0 for op in ops)
-    return {"task": number, "operations": ops, "total_seconds": total, "total_cost": task_cost(inventory, ops),
+    return {"task": number, "operations": ops, "total_seconds": total_seconds(ops),
+            "total_cost": task_cost(inventory, ops),
             "sites": sorted({op["site"] for op in ops if op["site"]}),
             "statuses": _count(op["status"] for op in ops), "tracker": tracker_link(inventory, ops, number),
             "head": chain.current_head(oplog.engine)}

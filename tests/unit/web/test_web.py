@@ -122,3 +122,16 @@ def test_with_accounts_a_login_is_required(world):
     assert web.get("/tasks", headers={"Authorization": "Bearer nope"}).status_code == 401
     bad = base64.b64encode(b"\xff\xfe").decode()
     assert web.get("/tasks", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+
+
+def test_an_operation_run_inside_another_is_shown_as_its_part_and_counted_once(world):
+    inventory, oplog = world
+    outer = oplog.start(task="16000", site="shop", env="production", action="promote")
+    with oplog.start(task="16000", site="shop", env="production", action="backup"):
+        pass
+    outer.finish("ok")
+    ops = oplog.operations(task="16000", oldest_first=True)
+    html = client(world).get("/tasks/16000").text
+    assert f"part of <a href=\"#op-{outer.id}\">operation {outer.id}</a>" in html
+    from orchestrator.billing import total_seconds
+    assert total_seconds(ops) == ops[0]["duration"]
