@@ -47,16 +47,15 @@ def write(root: Path, tracker: str, site_tracker: str = "", billing: str = "") -
     return path
 
 
-WEBHOOK = f"tracker: {{type: webhook, url: URL, secret: {SECRET}, issue_pattern: '^(?:RM-)?(\\d+)$'}}\n"
+WEBHOOK = f"tracker: {{type: webhook, url: URL, secret: {SECRET}, issue_pattern: '^(\\d{{5}})$'}}\n"
 
 
 def test_a_site_merges_its_tracker_over_the_inventorys_and_may_turn_it_off(tmp_path):
     inventory = load_inventory(write(tmp_path, WEBHOOK.replace("URL", "http://hooks.test/a"),
                                      site_tracker="tracker: {url: 'http://hooks.test/shop'}"))
     shop = tracker_for(inventory, "shop")
-    assert (shop.type, shop.url, shop.issue_for("RM-14883"), shop.issue_for("14883")) == (
-        "webhook", "http://hooks.test/shop", "14883", "14883")
-    assert shop.issue_for("ops-1") is None
+    assert (shop.type, shop.url, shop.issue_for("14883")) == ("webhook", "http://hooks.test/shop", "14883")
+    assert shop.issue_for("7") is None and shop.issue_for("scheduler") is None
     assert tracker_for(inventory, "blog") is None
     assert tracker_for(inventory, None).url == "http://hooks.test/a"
 
@@ -100,14 +99,14 @@ def orch(inventory: Path, *args) -> int:
 def test_finished_operations_post_one_signed_note_each_with_results_cost_link_and_chain(tmp_path, receiver):
     inventory = write(tmp_path, WEBHOOK.replace("URL", receiver.url),
                       billing="billing: {currency: EUR, hourly_rate: 90}")
-    assert orch(inventory, "unlock", "shop", "--task", "RM-14883") == 0
+    assert orch(inventory, "unlock", "shop", "--task", "14883") == 0
     assert orch(inventory, "unlock", "blog", "--task", "14883") == 0   # tracker off for blog
-    assert orch(inventory, "unlock", "shop", "--task", "ops-7") == 0    # not an issue number
+    assert orch(inventory, "unlock", "shop", "--task", "7") == 0        # not an issue number by the pattern
     (note,) = receiver.notes.values()
-    assert (note["task"], note["issue"], note["site"]) == ("RM-14883", "14883", "shop")
+    assert (note["task"], note["issue"], note["site"]) == ("14883", "14883", "shop")
     assert note["operation"]["action"] == "unlock" and note["operation"]["status"] == "ok"
     assert "**orch unlock** of shop: **ok**" in note["text"] and "EUR" in note["text"]
-    assert note["task_page"] == "https://orch.agency.test/pm/tasks/RM-14883"
+    assert note["task_page"] == "https://orch.agency.test/pm/tasks/14883"
     with Oplog(f"sqlite:///{tmp_path}/oplog.db") as oplog:
         link = chain.link_of(oplog.engine, "operation", note["operation"]["id"])
         assert note["chain_link"] == str(link) and str(link) in note["text"]
