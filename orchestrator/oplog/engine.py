@@ -1,4 +1,5 @@
-"""Turn an oplog URL into a SQLAlchemy engine tuned for several orch processes sharing one database."""
+"""Turn an oplog URL into a SQLAlchemy engine tuned for several orch processes sharing one database, whose
+failures to reach, open or write the database arrive as one clear OplogError line (not a driver traceback)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from orchestrator.errors import UsageError
+from orchestrator.errors import OrchError, UsageError
+from orchestrator.masking import mask
 
 BUSY_TIMEOUT_MS = 30_000
+
+
+class OplogError(OrchError):
+    """The oplog database cannot be used: unreachable, damaged, not a database, or locked by another writer."""
 
 
 def normalize_url(url: str) -> sa.URL:
@@ -32,19 +38,72 @@ def normalize_url(url: str) -> sa.URL:
 
 
 def make_engine(url: str) -> sa.Engine:
-    """Given an oplog URL, return an engine; for SQLite create the file's folder and set WAL + busy timeout."""
+    """Given an oplog URL, return an engine; for SQLite create the file's folder and set WAL + busy timeout.
+
+    Raise OplogError if a SQLite path is a folder or an empty file; database errors of the engine's later use
+    (cannot connect, not a database, damaged, locked for longer than the busy timeout) raise OplogError too.
+    """
     parsed = normalize_url(url)
+    where = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    in_memory = parsed.database in (None, "", ":memory:")
-    if in_memory:
+        engine = sa.create_engine(parsed, pool_pre_ping=True)
+    elif parsed.database in (None, "", ":memory:"):
         # One shared connection, or every checkout would see its own empty database.
         engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        _tune_sqlite(engine, wal=False)
     else:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        where = parsed.database
+        _check_file(Path(parsed.database))
         engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-    _tune_sqlite(engine, wal=not in_memory)
+        _tune_sqlite(engine, wal=True)
+    _explain_errors(engine, where)
     return engine
+
+
+def _check_file(path: Path) -> None:
+    """Given a SQLite oplog path, create its folder; raise OplogError if the path is a folder or an empty file
+    (SQLite would silently start a new, empty oplog in it: a truncated oplog must not pass for a new one)."""
+    if path.is_dir():
+        raise OplogError(f"oplog {path}: is a folder, not a database file (see `oplog` in the inventory)")
+    try:
+        if path.exists() and path.stat().st_size == 0:
+            raise OplogError(f"oplog {path}: the file is empty (0 bytes), not an oplog: restore it from a backup, "
+                             "or delete it to start a new oplog")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OplogError(f"oplog {path}: {exc.strerror or exc}") from None
+
+
+# SQLAlchemy error classes that mean "this database cannot be used now", as opposed to a bug in a query or a
+# constraint that callers expect and catch (IntegrityError: a lock row that already exists).
+_UNUSABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
+def _explain_errors(engine: sa.Engine, where: str) -> None:
+    """Given an engine and how to name its database, make its unusable-database errors raise OplogError."""
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        error = context.sqlalchemy_exception
+        if context.is_pre_ping or not (isinstance(error, _UNUSABLE) or type(error) is sa.exc.DatabaseError):
+            return  # a pre-ping reconnects on its own; other errors are the caller's to handle
+        raise OplogError(f"oplog {where}: {explain(context.original_exception)}") from context.original_exception
+
+
+def explain(error: BaseException) -> str:
+    """Given a driver error of an oplog database, return one line saying what is wrong and what to do."""
+    text = " ".join(str(error).split())
+    lowered = text.lower()
+    if "database is locked" in lowered:
+        return (f"locked by another writer for more than {BUSY_TIMEOUT_MS // 1000} s; try again when it is done "
+                "(a long transaction of another orch, or a program holding the file open)")
+    if "file is not a database" in lowered or "malformed" in lowered:
+        return f"not a readable oplog database (damaged or truncated: {text}); restore it from a backup"
+    if "unable to open database file" in lowered or "readonly database" in lowered:
+        return f"cannot open or write the database file ({text}): check the path and its permissions"
+    if "connection" in lowered or "connect" in lowered:
+        return f"cannot connect to the database: {mask(text)[:300]}"
+    return mask(text)[:300]
 
 
 def _tune_sqlite(engine: sa.Engine, *, wal: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import sqlite3
+import time
 
 import pytest
 from fleet import Fleet
@@ -108,3 +109,64 @@ def test_a_missing_secret_is_one_line_naming_file_key_and_variable(fleet):
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("orch: ")]  # besides progress
     assert "sites/blog.yaml: environments.production.database.password" in line and "T_BLOG_PW" in line
     assert "Traceback" not in proc.stderr
+
+
+def with_oplog(fleet: Fleet, root, url: str) -> Fleet:
+    other = Fleet(root, fleet.env, fleet.hosts)
+    other.write_inventory(copy.deepcopy(fleet.base) | {"oplog": url}, copy.deepcopy(fleet.sites))
+    return other
+
+
+def good_oplog(fleet: Fleet, path) -> bytes:
+    """Given a path, make a real oplog there (one recorded operation) and return its bytes."""
+    with_oplog(fleet, path.parent / "maker", f"sqlite:///{path}").orch("unlock", "shop", "--task", "1601")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "folder", "empty"])
+def test_defect_16_a_damaged_oplog_file_is_one_line_and_exit_1(fleet, tmp_path, damage):
+    path = tmp_path / "state" / "oplog.db"
+    if damage == "garbage":
+        path.parent.mkdir()
+        path.write_bytes(b"this is no database\n" * 500)
+    elif damage == "truncated":
+        data = good_oplog(fleet, path)
+        path.write_bytes(data[:len(data) // 2])
+    elif damage == "folder":
+        path.mkdir(parents=True)
+    else:
+        path.parent.mkdir()
+        path.touch()
+    other = with_oplog(fleet, tmp_path / "inv", f"sqlite:///{path}")
+    for args in (("log", "--task", "1601"), ("report", "--task", "1601"), ("unlock", "shop", "--task", "1602")):
+        proc = other.orch(*args, expect=1)
+        assert one_error_line(proc.stderr).startswith(f"orch: oplog {path}: "), proc.stderr
+    if damage == "empty":
+        assert path.stat().st_size == 0, "a zero-byte file was silently made a new oplog"
+        assert "empty" in proc.stderr
+
+
+def test_defect_16_an_unreachable_postgresql_oplog_is_one_line_and_exit_1(fleet, tmp_path):
+    from testbed.ports import free_port
+    other = with_oplog(fleet, tmp_path / "inv", f"postgresql://orch:pg-secret-1601@127.0.0.1:{free_port()}/oplog")
+    proc = other.orch("log", "--task", "1601", expect=1)
+    line = one_error_line(proc.stderr)
+    assert "cannot connect to the database" in line and "pg-secret-1601" not in proc.stderr
+
+
+def test_defect_16_an_oplog_locked_by_another_writer_is_one_line_and_exit_1_after_30_s(fleet, tmp_path):
+    path = tmp_path / "state" / "oplog.db"
+    good_oplog(fleet, path)
+    other = with_oplog(fleet, tmp_path / "inv", f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer, in the middle of a long transaction
+    try:
+        started = time.monotonic()
+        proc = other.orch("unlock", "shop", "--task", "1603", expect=1)
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "locked by another writer for more than 30 s" in one_error_line(proc.stderr)
+    assert 29 < waited < 90
+    other.orch("unlock", "shop", "--task", "1603")  # free again: works
