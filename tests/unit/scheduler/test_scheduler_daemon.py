@@ -209,9 +209,9 @@ def test_the_daemon_raises_health_alarms_and_sends_the_digest(kit, fake_actions,
         kit.write(kit.site("never", "one", "0 3 * * *"),
                   notify=[{"type": "webhook", "url": url + "/alarms", "on": ["health"]},
                           {"type": "webhook", "url": url + "/digest", "on": ["digest"],
-                           "digest_schedule": cron_at(1)}])
+                           "digest_schedule": cron_at(3)}])  # room for a slow start on a busy machine
         start(kit, daemons, health_interval=1)
-        wait_for(lambda: {event["event"] for event in received} >= {"health", "digest"}, timeout=8)
+        wait_for(lambda: {event["event"] for event in received} >= {"health", "digest"}, timeout=12)
     finally:
         server.shutdown()
     health = next(event for event in received if event["event"] == "health")
