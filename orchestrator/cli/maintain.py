@@ -104,9 +104,14 @@ def usage_cmd(app):
     Example:
       orch usage --json
     """
-    rows = usage(app.inventory)
+    from orchestrator.billing import rates_for
+    rows, shown = usage(app.inventory), []
+    for row in rows:  # priced at billing.storage_gb_month, when the inventory gives it
+        rates = rates_for(app.inventory, row["site"])
+        row |= {"monthly_cost": rates.storage_cost(row["bytes"]), "currency": rates.currency or None}
+        shown.append(row | {"size": human_size(row["bytes"]), "cost": rates.money(row["monthly_cost"])})
     app.emit(rows, [("site", "site"), ("storage", "storage"), ("size", "stored"), ("objects", "objects"),
-                    ("error", "error")], rows=[r | {"size": human_size(r["bytes"])} for r in rows])
+                    ("cost", "per month"), ("error", "error")], rows=shown)
     if app.broken_sites():
         raise click.exceptions.Exit(ExitCode.FAILED)
 
