@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import textwrap
+import time
 
 import pytest
 from starlette.testclient import TestClient
@@ -135,3 +136,15 @@ def test_an_operation_run_inside_another_is_shown_as_its_part_and_counted_once(w
     assert f"part of <a href=\"#op-{outer.id}\">operation {outer.id}</a>" in html
     from orchestrator.billing import total_seconds
     assert total_seconds(ops) == ops[0]["duration"]
+
+
+def test_the_tasks_list_counts_an_operation_inside_another_once(world):
+    inventory, oplog = world
+    outer = oplog.start(task="16001", site="shop", env="production", action="promote")
+    with oplog.start(task="16001", site="shop", env="production", action="backup"):
+        time.sleep(0.05)
+    time.sleep(0.05)
+    outer.finish("ok")
+    from orchestrator.web.queries import TaskFilter, tasks
+    (row,) = tasks(oplog.engine, TaskFilter(number="16001"))[0]
+    assert row["seconds"] == oplog.operation(outer.id)["duration"]
