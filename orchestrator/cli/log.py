@@ -8,7 +8,7 @@ import click
 from orchestrator.errors import ExitCode
 
 from .app import json_option, pass_app, validate_task_query
-from .output import human_duration, human_size, one_line, short_time
+from .output import human_duration, human_size, short_time
 
 COLUMNS = [("id", "id"), ("started", "started (utc)"), ("task", "task"), ("site", "site"), ("env", "env"),
            ("action", "action"), ("actor", "actor"), ("took", "took"), ("status", "status"), ("note", "error")]
@@ -67,12 +67,14 @@ def log_cmd(app, task, site, action, since, limit, steps):
 
 def _note(op: dict) -> str:
     """Given an operation, return the table's last column: its error cut to one short line, and its flags."""
+    from orchestrator.oplog.text import one_line
     flags = [flag for flag, on in (("(catch-up)", op.get("catch_up")), ("(forced)", op["params"].get("force")))
              if on]
     return " ".join([one_line(op.get("error"), 80), *flags]).strip()
 
 
 def _print(ops: list[dict], steps: bool) -> None:
+    from orchestrator.oplog.text import one_line
     rows = [op | {"started": short_time(op["started_at"]), "took": human_duration(op["duration"]),
                   "note": _note(op)} for op in ops]
     if not steps:
@@ -83,7 +85,7 @@ def _print(ops: list[dict], steps: bool) -> None:
         click.echo(f"#{row['id']} {row['started']}  task {row['task']}  {row['site'] or '-'}/{row['env'] or '-'}  "
                    f"{row['action']}  by {row['actor']}  {row['took']}  {row['status'].upper()}")
         if op.get("error"):
-            click.echo(f"    error: {op['error']}")
+            click.echo(f"    error: {one_line(op['error'], 1000)}")
         for step in op.get("steps", []):
             click.echo(f"    {step['seq']:>2}. {step['name']:<32} {step['status']:<11} "
                        f"{human_duration(step.get('duration'))}")

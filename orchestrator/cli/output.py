@@ -43,13 +43,6 @@ def human_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
 
-def one_line(text: str | None, limit: int) -> str:
-    """Given a text (an error may be a whole HTML page or a traceback), return it on one line, whitespace runs
-    collapsed, cut to `limit` characters with an ellipsis."""
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
-
-
 def short_time(value: str | datetime | None) -> str:
     """Given an ISO time, return 'YYYY-MM-DD HH:MM:SS' (UTC as stored)."""
     if not value:

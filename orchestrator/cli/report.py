@@ -26,7 +26,7 @@ def report_cmd(app, task, fmt, output):
     extra = _extra(app, ops)
     if fmt == "json":
         import json
-        text = json.dumps({"summary": report.summary(task, ops) | extra, "operations": ops}, indent=2, default=str)
+        text = json.dumps(report.data(task, ops, extra), indent=2, default=str)
     else:
         from orchestrator.backends.visual.shots import Gallery, root
         gallery = Gallery(root(app.oplog.url))  # screenshots and diffs of the task, side by side

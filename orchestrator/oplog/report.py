@@ -6,8 +6,12 @@ self-contained HTML page (no scripts, no external assets: it can be mailed or at
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 
+from .text import one_line
+
+ERROR_LIMIT = 300  # characters of an error shown in a report: one line, whatever the error held (an HTML page)
 SHOWN_ARTIFACTS = ("backup", "pre-promotion-backup", "safety-backup", "restored-backup", "source-backup",
                    "staging-url", "revision", "rollback", "export", "plan", "url-replacements", "verify",
                    "visual-diff", "drill")
@@ -78,7 +82,7 @@ def markdown(task: str, ops: list[dict], gallery=None, notes: list[str] = ()) ->
              "| when (UTC) | who | site/env | action | took | result | produced |",
              "|---|---|---|---|---|---|---|"]
     for op in ops:
-        result = op["status"] + (f": {op['error']}" if op.get("error") else "")
+        result = op["status"] + (f": {_error(op)}" if op.get("error") else "")
         lines.append(f"| {_when(op['started_at'])} | {op['actor']} | {op['site'] or '-'}/{op['env'] or '-'} | "
                      f"{op['action']}{' (catch-up)' if op.get('catch_up') else ''} | {_duration(op['duration'])} | "
                      f"{_cell(result)} | {_cell('; '.join(_artifacts(op)))} |")
@@ -87,8 +91,25 @@ def markdown(task: str, ops: list[dict], gallery=None, notes: list[str] = ()) ->
     return "\n".join(lines) + "\n"
 
 
+_MARKDOWN = re.compile(r"([\\`|\[\]])")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:300]
+    """Given text for a Markdown table cell, return it on one line with what Markdown or HTML would act on
+    escaped: a `|` would add a cell, a tag would render."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(one_line(text, 2 * ERROR_LIMIT), quote=False))
+
+
+def _error(op: dict) -> str:
+    """Given an operation, return its error as the report shows it: one line, at most ERROR_LIMIT characters."""
+    return one_line(op.get("error"), ERROR_LIMIT)
+
+
+def data(task: str, ops: list[dict], extra: dict | None = None) -> dict:
+    """Given a task and its operations (with details), return the JSON report: the summary (plus extra) and
+    the operations, each error one line as in the other formats (the full text stays in `orch log --json`)."""
+    return {"summary": summary(task, ops) | (extra or {}),
+            "operations": [op | {"error": _error(op) or None} for op in ops]}
 
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%}
@@ -147,7 +168,7 @@ def html_page(task: str, ops: list[dict], gallery=None, notes: list[str] = ()) -
         steps = "".join(f"<li>{e(step['name'])}: <span class='{e(step['status'])}'>{e(step['status'])}</span> "
                         f"<small>{_duration(step.get('duration'))}</small></li>" for step in op.get("steps", []))
         produced = "<br>".join(e(item) for item in _artifacts(op))
-        error = f"<br><small>{e(op['error'])}</small>" if op.get("error") else ""
+        error = f"<br><small>{e(_error(op))}</small>" if op.get("error") else ""
         rows.append(
             f"<tr><td>{e(_when(op['started_at']))}</td><td>{e(op['actor'])}</td>"
             f"<td>{e(op['site'] or '-')}/{e(op['env'] or '-')}</td><td>{e(op['action'])}</td>"

@@ -1,12 +1,17 @@
 """Make text and JSON safe to store: every secret masked, step output bounded."""
 from __future__ import annotations
 
+import html
+import re
 from datetime import date, datetime
 from typing import Any
 
 from orchestrator.masking import mask
 
 OUTPUT_LIMIT = 4096
+_HTML_PAGE = re.compile(r"<(!doctype|html|head|body)\b", re.I)
+_HIDDEN = re.compile(r"<(script|style)\b.*?(</\1\s*>|\Z)", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
 
 
 def clean(text: object) -> str | None:
@@ -39,3 +44,13 @@ def tail(text: str, limit: int = OUTPUT_LIMIT) -> str:
         return text
     keep = limit - 40  # room for the marker line, so the result never exceeds the limit
     return f"[... {len(text) - keep} characters cut ...]\n" + text[-keep:]
+
+
+def one_line(text: str | None, limit: int) -> str:
+    """Given a text (an error may hold a whole HTML error page, or a traceback), return it as one line: a page
+    reduced to its visible text, whitespace runs collapsed, cut to `limit` characters with an ellipsis."""
+    text = text or ""
+    if _HTML_PAGE.search(text):
+        text = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text)))
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"

@@ -11,6 +11,8 @@ import pytest
 import yaml
 from fleet import ORCH, host_entry
 
+from orchestrator.cli.output import human_duration
+
 pytestmark = pytest.mark.e2e
 
 
@@ -249,3 +251,51 @@ def test_defect_15_unlock_refuses_a_live_lock_unless_forced_and_records_the_forc
     (artifact,) = ops[2]["artifacts"]
     assert artifact["details"]["forced"] is True and artifact["details"]["task"] == "1501"
     assert "(forced)" in fleet.orch("log", "--task", "1502").stdout
+
+
+HTML_PAGE = ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{font:14px} td|th{}</style>"
+             "</head><body><h1>502 Bad Gateway</h1><script>alert('x')</script><p>" + "upstream said no. " * 60
+             + "</p><hr><center>nginx/1.22.1</center></body></html>")
+
+
+def test_defect_10_an_html_error_page_stays_one_short_escaped_line_in_every_report_format(fleet, tmp_path):
+    web1 = fleet.hosts["web1"]
+    fake = f"{web1.home}/html-restic-{tmp_path.name}"  # restic behind a proxy that answers with an error page
+    web1.run(f"printf '%s\\n' '#!/bin/sh' 'if [ \"$1\" = version ]; then exec restic version; fi' "
+             f"'cat >&2 <<\"PAGE\"' '{HTML_PAGE}' 'PAGE' 'exit 1' > {fake} && chmod +x {fake}")
+    from fleet import Fleet
+    other = Fleet(tmp_path / "inv", fleet.env, fleet.hosts)
+    base = json.loads(json.dumps(fleet.base))
+    base["hosts"]["web1"]["restic"] = fake
+    other.write_inventory(base, {"shop": fleet.sites["shop"]})
+    other.orch("backup", "shop", "--task", "1010", expect=1)
+    (op,) = other.orch_json("log", "--task", "1010")
+    assert "502 Bad Gateway" in op["error"], op["error"]  # the page itself is kept in the oplog
+
+    md = other.orch("report", "--task", "1010").stdout
+    (row,) = [line for line in md.splitlines() if line.startswith("| ") and "| backup |" in line]
+    assert "<" not in row and "502 Bad Gateway" in row and len(row) < 500, row
+    assert row.count(" | ") == 6, "the error's pipes would add table cells"
+    page = other.orch("report", "--task", "1010", "--format", "html").stdout
+    assert "<script>alert" not in page and "&lt;script&gt;" not in page and "502 Bad Gateway" in page
+    assert len(page) < len(HTML_PAGE) + 3000
+    (data,) = json.loads(other.orch("report", "--task", "1010", "--format", "json").stdout)["operations"]
+    assert "\n" not in data["error"] and len(data["error"]) <= 300 and "502 Bad Gateway" in data["error"]
+    web1.run(f"rm -f {fake}")
+
+
+def test_defect_9_a_task_total_counts_a_nested_backup_once(fleet):
+    fleet.orch("backup", "blog", "--task", "9009")
+    fleet.orch("restore", "blog", "--backup", "latest", "--to", "production", "--task", "9009", "--yes")
+    ops = fleet.orch_json("log", "--task", "9009")
+    first, restore, safety = sorted(ops, key=lambda op: op["id"])
+    assert (first["action"], restore["action"], safety["action"]) == ("backup", "restore", "backup")
+    assert restore["started_at"] <= safety["started_at"] and safety["finished_at"] <= restore["finished_at"], \
+        "the safety backup runs inside the restore"
+
+    assert first["finished_at"] <= restore["started_at"]
+    wall = first["duration"] + restore["duration"]  # the wall time spent: the third ran inside the restore
+    total = f"task 9009: 3 operation(s), total time {human_duration(wall)}"
+    assert total in fleet.orch("log", "--task", "9009").stdout
+    summary = json.loads(fleet.orch("report", "--task", "9009", "--format", "json").stdout)["summary"]
+    assert abs(summary["total_seconds"] - wall) < 0.01

@@ -108,7 +108,7 @@ def test_reload_adds_changes_and_removes_jobs_and_keeps_a_broken_sites_jobs(kit,
 def test_a_broken_site_file_is_alerted_at_start_and_its_stored_jobs_fail_loudly(kit, fake_actions, daemons):
     server, received = receiver()
     try:
-        when = cron_at(1)
+        when = cron_at(4)  # after the first daemon stored the jobs and stopped, even on a busy machine
         kit.write(kit.site("a", "one", when), kit.site("b", "two", when),
                   notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"}])
         first = start(kit, daemons)
@@ -117,7 +117,7 @@ def test_a_broken_site_file_is_alerted_at_start_and_its_stored_jobs_fail_loudly(
         second = Daemon(kit.path, health_interval=3600, stop_grace=5)
         second.start(kit.load(), kit.oplog())
         daemons.append(second)
-        wait_for(lambda: backups(second.runtime.oplog, 1), timeout=8)
+        wait_for(lambda: backups(second.runtime.oplog, 1), timeout=15)
         wait_for(lambda: len([e for e in received if e["event"] == "failure"]) >= 2, timeout=8)
     finally:
         server.shutdown()
