@@ -1,37 +1,120 @@
-"""`orch promote`, `orch rollback`, `orch releases`, `orch adopt`: code flows up, safely.
+"""`orch promote`: code flows up, safely.
 
-promote: lock -> mandatory production backup (refuse on failure) -> plan (code files added / changed /
-removed between the source environment and production; --dry-run stops here) -> build the new release ->
-atomic switch -> migrations -> health check (status, the playbook's marker, and the NEW revision answered by
-PHP) -> done, or automatic rollback recorded as `rolled_back` with the reason. Content never flows up:
-only files the playbook classifies as code are compared and sent.
+plan (code files added / changed / removed between the source and production; --dry-run prints it) -> lock ->
+the plan decided again under the lock -> mandatory production backup (refuse on failure) -> the promotion's
+journal on the host -> build the new release -> point of no return: atomic switch, php-fpm reload, migrations,
+health check (status, the playbook's marker, and the NEW revision answered by PHP) -> done, or, on ANY
+exception after the first production change, an automatic rollback recorded as `rolled_back` with the reason.
+Content never flows up: only files the playbook classifies as code are compared and sent.
 """
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 
 from orchestrator.backends.cms.playbook import playbook_for_site
-from orchestrator.backends.envs import gitsource, layouts, web
+from orchestrator.backends.envs import gitsource, layouts
 from orchestrator.backends.envs import staging as staging_model
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.remote.relay import relay
 from orchestrator.errors import OperationFailed, OrchError, UsageError
-from orchestrator.oplog.run import locked_operation
 
 from .backup import backup_target
-from .restore import restore_database
+from .plan import Plan, execute
+from .release import (
+    PromoteOptions,
+    health_check,
+    layout_for,
+    options,
+    php_reload_command,
+    point_of_no_return,
+    reload_php,
+    undo_promotion,
+)
 from .targets import Target, target
 
 log = logging.getLogger("orch.promote")
 PLAN_LIST_LIMIT = 500  # file names kept in the oplog per category; counts are always complete
+NOT_PROMOTED = (layouts.REVISION_FILE, layouts.REVISION_PHP)  # orch writes these into every release
 
 
-def source_env(oplog, inventory, site, name: str):
-    """Return the Environment code is promoted from: a staging copy orch made, or one from the inventory."""
+@dataclass(frozen=True)
+class FilePlan:
+    """The code files a promotion adds, changes and removes, and the bytes it sends."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    bytes: int = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"added": len(self.added), "changed": len(self.changed), "removed": len(self.removed)}
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+    @property
+    def sent(self) -> list[str]:
+        return [*self.added, *self.changed]
+
+    def lines(self) -> list[str]:
+        return ([f"+ {rel}" for rel in self.added] + [f"~ {rel}" for rel in self.changed]
+                + [f"- {rel}" for rel in self.removed])
+
+    def as_dict(self, limit: int | None = None) -> dict:
+        """The plan as JSON-ready data; with `limit`, each list is cut to that many names (counts stay whole)."""
+        cut = (lambda names: list(names[:limit])) if limit else list
+        return {"added": cut(self.added), "changed": cut(self.changed), "removed": cut(self.removed),
+                "counts": self.counts, "bytes": self.bytes}
+
+
+def make_plan(playbook, source_tree: dict, live_tree: dict) -> FilePlan:
+    """Given the playbook and {path: (sha256, size)} trees of the source and of production, return the code
+    files to add, change and remove (sorted), and the bytes to send. Content, config, caches and the files orch
+    writes itself are never part of it."""
+    def code(tree: dict) -> dict:
+        return {rel: v for rel, v in tree.items() if rel not in NOT_PROMOTED and playbook.classify(rel) == "code"}
+    src, live = code(source_tree), code(live_tree)
+    added = sorted(set(src) - set(live))
+    changed = sorted(rel for rel in set(src) & set(live) if src[rel][0] != live[rel][0])
+    removed = sorted(set(live) - set(src))
+    return FilePlan(tuple(added), tuple(changed), tuple(removed), sum(src[rel][1] for rel in added + changed))
+
+
+@dataclass
+class PromotePlan(Plan):
+    """Which code files go from the source to production, in which layout, with or without migrations."""
+
+    target: Target
+    source: str | None        # a test environment's name (--from), or None with a ref
+    ref: str | None           # a git ref (--ref)
+    label: str                # where the code comes from, as shown: `t14883` or `v2.4.1@1a2b3c4d5e6f`
+    migrate: bool
+    files: FilePlan
+
+    def lines(self) -> list[str]:
+        counts = self.files.counts
+        head = (f"code from {self.label} into the {self.target.site.layout} layout: {counts['added']} added, "
+                f"{counts['changed']} changed, {counts['removed']} removed ({self.files.bytes} bytes)"
+                + ("" if self.migrate else "; no migrations"))
+        return [head, *self.files.lines()] if not self.files.empty else []
+
+    def params(self) -> dict:
+        return {"from": self.source, "ref": self.ref, "layout": self.target.site.layout, "migrate": self.migrate}
+
+    def as_dict(self) -> dict:
+        return {"site": self.site, "env": self.env, "task": self.task, "from": self.label,
+                "layout": self.target.site.layout, "migrate": self.migrate, **self.files.as_dict()}
+
+
+def source_env(oplog, site, name: str):
+    """Return the Environment code is promoted from: a staging copy orch made, or one from the inventory.
+    Raise UsageError for production, the staging template, or an unknown name."""
     if name in site.environments and name != staging_model.TEMPLATE:
         env = site.environments[name]
         if env.production:
@@ -42,103 +125,16 @@ def source_env(oplog, inventory, site, name: str):
     raise UsageError(f"{site.name} has no environment {name!r} (see `orch sites` and `orch staging list`)")
 
 
-def layout_for(conn, prod: Target):
-    if prod.site.layout == "releases":
-        layout = layouts.Releases(conn, prod.env.path)
-        layout.check()
-        return layout
-    return layouts.InPlace(conn, prod.env.path)
-
-
-def make_plan(playbook, source_tree: dict, live_tree: dict) -> dict:
-    """Compare code files of source and production; return added/changed/removed with counts and sizes."""
-    def code(tree):
-        return {rel: v for rel, v in tree.items() if playbook.classify(rel) == "code"
-                and rel not in (layouts.REVISION_FILE, layouts.REVISION_PHP)}
-    src, live = code(source_tree), code(live_tree)
-    added = sorted(set(src) - set(live))
-    changed = sorted(rel for rel in set(src) & set(live) if src[rel][0] != live[rel][0])
-    removed = sorted(set(live) - set(src))
-    return {"added": added, "changed": changed, "removed": removed,
-            "counts": {"added": len(added), "changed": len(changed), "removed": len(removed)},
-            "bytes": sum(src[rel][1] for rel in added + changed)}
-
-
-def plan_for_oplog(plan: dict) -> dict:
-    return {k: (v[:PLAN_LIST_LIMIT] if isinstance(v, list) else v) for k, v in plan.items()}
-
-
-def _send(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) -> None:
-    """Copy files (relative paths) from one host's folder into another's, streamed as tar through here."""
-    if not files:
-        return
-    names = b"\0".join(f.encode() for f in files) + b"\0"
-    dst_conn.run(Command("mkdir", "-p", dst_path))
-    relay(src_conn, Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
-          dst_conn, Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"), src_stdin=names)
-
-
-def reload_php(conn, prod: Target) -> str:
-    """Reload php-fpm when the host says how (OPcache must not serve replaced files; in place, a restored file
-    can even carry the same mtime second as the cached one, so only a reload is certain)."""
-    command = (prod.host.web or {}).get("php_reload") or []
-    if command:
-        conn.run(Command(*command))
-        return "; php-fpm reloaded"
-    return ""
-
-
-def live_revision(conn, layout) -> str | None:
-    """The revision id in the live tree's REVISION file (None before orch's first release)."""
-    result = conn.run(Command("cat", posixpath.join(layout.live_dir(), layouts.REVISION_FILE)), check=False)
-    try:
-        return json.loads(result.text)["revision"] if result.ok else None
-    except (ValueError, KeyError):
-        return None
-
-
-def health_check(prod: Target, playbook, revision: str | None) -> str:
-    """Poll the production URL(s) until they answer as configured AND PHP serves the new revision.
-
-    Raise OperationFailed with what was last seen when the timeout passes."""
-    cfg = prod.site.promote or {}
-    base, connect_to = prod.env.url.rstrip("/"), (prod.host.web or {}).get("connect")
-    deadline = time.monotonic() + float(cfg.get("health_timeout", 30))
-    last = "no answer yet"
-    while time.monotonic() < deadline:
-        try:
-            last = _health_once(base, connect_to, cfg, playbook, revision)
-            if last is None:
-                return f"{base}: {', '.join(cfg.get('health_paths', ['/']))} healthy, revision {revision or '?'} live"
-        except OSError as exc:
-            last = f"{base}: {exc}"
-        time.sleep(0.5)
-    raise OperationFailed(f"health check failed: {last}")
-
-
-def _health_once(base, connect_to, cfg, playbook, revision) -> str | None:
-    """One round of checks; return what is wrong, or None when healthy."""
-    for path in cfg.get("health_paths", ["/"]):
-        status, _, body = web.fetch(base + path, connect_to=connect_to)
-        if status != cfg.get("expect_status", 200):
-            return f"{path} answered {status}: {body[:160]!r}"
-        if path == "/" and not playbook.healthy(body):
-            return f"{path} lacks the playbook's health marker"
-    if revision is None:
-        return None
-    status, _, body = web.fetch(f"{base}/{layouts.REVISION_PHP}", connect_to=connect_to)
-    if status != 200 or body.strip() != revision:
-        return f"/{layouts.REVISION_PHP} answered {status} {body.strip()[:60]!r}, expected {revision}"
-    return None
-
-
 @contextmanager
-def open_source(oplog, inventory, site, prod: Target, prod_conn, *, env_name: str | None, ref: str | None):
+def open_source(oplog, inventory, prod: Target, prod_conn, *, env_name: str | None, ref: str | None):
     """Yield (connector, folder, label) of the code to promote: a test environment's folder on its host, or
     a git ref unpacked beside production's folder (removed afterwards)."""
+    site = prod.site
     if ref is None:
-        env = source_env(oplog, inventory, site, env_name)
+        env = source_env(oplog, site, env_name)
         with connect(inventory.hosts[env.host]) as conn:
+            if not conn.ok(Command("test", "-d", env.path)):  # an empty tree would remove all of production's code
+                raise UsageError(f"{site.name}/{env_name}: {env.path} does not exist on {env.host}")
             yield conn, env.path, env_name
         return
     repository = site.raw.get("repository")
@@ -155,152 +151,188 @@ def open_source(oplog, inventory, site, prod: Target, prod_conn, *, env_name: st
         prod_conn.run(Command("rm", "-rf", "--", folder), check=False)
 
 
-def preview(oplog, inventory, site_name: str, source: str | None, ref: str | None = None) -> dict:
-    """The exact file plan of a promotion, computed without changing anything (--dry-run)."""
-    site = inventory.site(site_name)
-    prod, playbook = target(inventory, site.name, "production"), playbook_for_site(site)
-    with connect(prod.host) as conn, \
-            open_source(oplog, inventory, site, prod, conn, env_name=source, ref=ref) as (src_conn, path, label):
-        plan = make_plan(playbook, layouts.code_tree(src_conn, path),
-                         layouts.code_tree(conn, layout_for(conn, prod).live_dir()))
-    return {"site": site.name, "from": label, "layout": site.layout, "dry_run": True, **plan}
+def refuse_unfinished(layout, site: str) -> None:
+    """Raise UsageError if an earlier promotion changed production and never ended (its health unknown)."""
+    for journal in layout.unfinished():
+        raise UsageError(f"{site}: promotion {journal.id} (release {journal.release}, task "
+                         f"{journal.meta.get('task', '?')}) changed production and never finished (state "
+                         f"{journal.state}): `orch rollback {site}` takes it back")
 
 
-def promote(oplog, inventory, site_name: str, *, source: str | None, task: str, migrate: bool = True,
-            ref: str | None = None) -> dict:
-    """Promote code from a test environment (`source`) or a git `ref` to production; return the outcome.
-    Raise OperationFailed when the promotion did not happen (nothing changed) or was rolled back."""
-    site = inventory.site(site_name)
-    prod, playbook = target(inventory, site.name, "production"), playbook_for_site(site)
-    params = {"from": source, "ref": ref, "layout": site.layout, "migrate": migrate}
-    with locked_operation(oplog, site=site.name, env="production", task=task, action="promote",
-                          params=params) as op, connect(prod.host) as conn:
-        layout = layout_for(conn, prod)
-        with op.step("mandatory production backup") as step:
-            try:
-                backup = backup_target(oplog, prod, task=task, lock=False)
-            except OrchError as exc:
-                raise OperationFailed(f"promotion refused, production unchanged: the backup failed: {exc}") from exc
-            op.artifact("pre-promotion-backup", backup["backup_id"], details=backup["snapshots"])
-            step.output(f"backup {backup['backup_id']}")
-        with open_source(oplog, inventory, site, prod, conn, env_name=source, ref=ref) as (src_conn, path, label):
-            with op.step(f"plan: compare code files with {label}") as step:
-                live = layouts.code_tree(conn, layout.live_dir())
-                plan = make_plan(playbook, layouts.code_tree(src_conn, path), live)
-                step.output(f"{plan['counts']} {plan['bytes']} bytes")
-                op.artifact("plan", f"{sum(plan['counts'].values())} files", size=plan["bytes"],
-                            details=plan_for_oplog(plan) | {"source": label})
-            if not any(plan["counts"].values()):
-                return {"site": site.name, "status": "unchanged", "backup_id": backup["backup_id"], **plan}
-            runner = _ReleasesRun if isinstance(layout, layouts.Releases) else _InPlaceRun
-            return runner(op, layout, conn, src_conn, path, prod, playbook, plan, task, label, migrate,
-                          backup).run() | {"backup_id": backup["backup_id"], "from": label}
+def _decide(plan: PromotePlan, conn, source) -> PromotePlan:
+    """Given a plan's intent, open connections to production and the source, return it with the file plan
+    computed now; raise an OrchError if the promotion cannot be done."""
+    src_conn, path, label = source
+    layout = layout_for(conn, plan.target)
+    refuse_unfinished(layout, plan.site)
+    files = make_plan(playbook_for_site(plan.target.site), layouts.code_tree(src_conn, path),
+                      layouts.code_tree(conn, layout.live_dir()))
+    return PromotePlan(plan.action, plan.site, plan.env, plan.task, plan.target, plan.source, plan.ref, label,
+                       plan.migrate, files)
 
 
-class _Run:
-    """One promotion after its backup and plan: build, switch, migrate, check; roll back on failure."""
+def plan_promote(oplog, inventory, site_name: str, *, source: str | None, ref: str | None, task: str,
+                 migrate: bool = True) -> PromotePlan:
+    """Given a site and where its code comes from (`source` env or git `ref`), return the promotion's plan
+    (reads only). Raise UsageError if the promotion cannot be made as asked."""
+    if (source is None) == (ref is None):
+        raise UsageError("give exactly one of --from ENV or --ref TAG_OR_SHA")
+    prod = target(inventory, site_name, "production")
+    if not prod.env.url:
+        raise UsageError(f"{prod.label} has no `url`: a promotion needs it for its health check")
+    draft = PromotePlan("promote", prod.site.name, "production", task, prod, source, ref, source or ref, migrate,
+                        FilePlan())
+    with connect(prod.host) as conn, open_source(oplog, inventory, prod, conn, env_name=source, ref=ref) as src:
+        return _decide(draft, conn, src)
 
-    def __init__(self, op, layout, conn, src_conn, src_path, prod, playbook, plan, task, source, migrate, backup):
-        self.op, self.layout, self.conn, self.src_conn, self.prod = op, layout, conn, src_conn, prod
-        self.src_path = src_path
-        self.playbook, self.plan, self.migrate, self.backup = playbook, plan, migrate, backup
-        self.revision = layouts.new_revision(self._number(), task, source, op.id, sum(plan["counts"].values()))
+
+def promote(oplog, inventory, plan: PromotePlan) -> dict:
+    """Given a plan, promote: lock, decide the file plan again, back up, build, switch, check; return the
+    outcome. Raise OperationFailed when the promotion did not happen (nothing changed) or was rolled back."""
+    with ExitStack() as stack:
+        conn = stack.enter_context(connect(plan.target.host))
+        opened = {}
+
+        def recheck(p: PromotePlan) -> PromotePlan:  # under the lock: sources and production as they are now
+            opened["source"] = stack.enter_context(
+                open_source(oplog, inventory, p.target, conn, env_name=p.source, ref=p.ref))
+            return _decide(p, conn, opened["source"])
+
+        return execute(oplog, plan, lambda op, p: _Promotion(oplog, op, p, conn, opened["source"]).run(),
+                       recheck=recheck)
+
+
+class _Promotion:
+    """One promotion under its lock: backup, journal, build, then the point of no return."""
+
+    def __init__(self, oplog, op, plan: PromotePlan, conn, source):
+        self.oplog, self.op, self.plan, self.conn = oplog, op, plan, conn
+        self.src_conn, self.src_path, _ = source
+        self.prod: Target = plan.target
+        self.opts: PromoteOptions = options(self.prod)
+        self.playbook = playbook_for_site(self.prod.site)
+        self.layout = layout_for(conn, self.prod)
         self.migrated = False
 
     def run(self) -> dict:
-        with self.op.step("build the new release") as step:
-            step.output(self.build())
-        with self.op.step("switch") as step:
-            started = time.monotonic()
-            step.output(self.switch() + f" in {time.monotonic() - started:.3f}s")
-        try:
+        files = self.plan.files
+        self.op.artifact("plan", f"{sum(files.counts.values())} files", size=files.bytes,
+                         details=files.as_dict(PLAN_LIST_LIMIT) | {"source": self.plan.label})
+        if files.empty:
+            return {"site": self.prod.site.name, "status": "unchanged", "from": self.plan.label, **files.as_dict()}
+        backup = self._backup()
+        self.journal = self._begin(backup)
+        self._build()
+        with point_of_no_return(self.op, self.undo):
+            with self.op.step("switch") as step:
+                started = time.monotonic()
+                done = self._switch() + f" in {time.monotonic() - started:.3f}s"
+                step.output(done + reload_php(self.conn, self.prod))
             self._migrate()
             with self.op.step("health check") as step:
-                step.output(health_check(self.prod, self.playbook, self.revision["revision"]))
-        except OrchError as failure:
-            self._roll_back(str(failure))
+                step.output(health_check(self.prod, self.opts, self.playbook, self.revision["revision"]))
+        self.layout.set_state(self.journal.id, "verified")
         self.op.artifact("revision", self.revision["revision"], details=self.revision)
         return {"site": self.prod.site.name, "status": "ok", "revision": self.revision["revision"],
-                **self.plan["counts"], "release": str(self.revision["release"])}
+                "release": str(self.revision["release"]), "backup_id": backup["backup_id"], "from": self.plan.label,
+                **files.counts, **self._prune()}
+
+    def _backup(self) -> dict:
+        with self.op.step("mandatory production backup") as step:
+            try:
+                backup = backup_target(self.oplog, self.prod, task=self.plan.task, lock=False)
+            except OrchError as exc:
+                raise OperationFailed(f"promotion refused, production unchanged: the backup failed: {exc}") from exc
+            self.op.artifact("pre-promotion-backup", backup["backup_id"], details=backup["snapshots"])
+            step.output(f"backup {backup['backup_id']}")
+        return backup
+
+    def _begin(self, backup: dict) -> layouts.Journal:
+        """Record the promotion's journal, in the oplog and then on the host, before anything is built."""
+        journal_id = layouts.new_journal_id()
+        releases = isinstance(self.layout, layouts.Releases)
+        release = str(self.layout.next_number()) if releases else journal_id
+        self.revision = layouts.new_revision(release, self.plan.task, self.plan.label, self.op.id,
+                                             sum(self.plan.files.counts.values()))
+        self.migration = self._migration()
+        meta = {"layout": self.prod.site.layout, "release": release, "revision": self.revision["revision"],
+                "previous": self.layout.current() if releases else None, "task": self.plan.task,
+                "operation": self.op.id, "source": self.plan.label, "migration": self.migration is not None,
+                "backup": backup["backup_id"], "db_snapshot": backup["snapshots"].get("db"),
+                "php_reload": bool(php_reload_command(self.prod))}
+        self.op.artifact("journal", journal_id, details=meta)  # first: a reaper finds it even if we die next
+        self.layout.begin(journal_id, meta)
+        return layouts.Journal(journal_id, "prepared", meta)
+
+    def _migration(self) -> Command | None:
+        if not self.plan.migrate:
+            return None
+        return self.playbook.choose_migration(self.prod.env.path, self.prod.env.url or "", self.conn.ok)
+
+    def _build(self) -> None:
+        """Put the new files in place beside production (nothing live changes); clean up if that fails."""
+        files = self.plan.files
+        with self.op.step("build the new release") as step:
+            try:
+                if isinstance(self.layout, layouts.Releases):
+                    folder = self.layout.build(self.journal.release)
+                    _send(self.src_conn, self.src_path, self.conn, folder, files.sent)
+                    self.layout.remove(folder, list(files.removed))
+                    self.layout.write_revision(folder, self.revision)
+                    self.layout.finish_build(self.journal.release)
+                    step.output(f"release {self.journal.release} (from release {self.journal.meta['previous']})")
+                else:
+                    folder = self.layout.incoming(self.journal.id)
+                    _send(self.src_conn, self.src_path, self.conn, folder, files.sent)
+                    for name, data in layouts.revision_files(self.revision).items():
+                        self.conn.put_bytes(data, posixpath.join(folder, name), mode=0o644)
+                    step.output(f"{len(files.sent)} files staged in {folder}")
+            except BaseException:
+                self.layout.abandon(self.journal)
+                raise
+
+    def _switch(self) -> str:
+        if isinstance(self.layout, layouts.Releases):
+            done = self.layout.switch(self.journal)
+            if not php_reload_command(self.prod):  # $realpath_root serves the new code, but OPcache keeps every
+                log.warning("%s: hosts.%s.web.php_reload is not set: OPcache keeps every old release until it is "
+                            "full", self.prod.label, self.prod.host.name)
+            return done
+        return self.layout.switch(self.journal, [*self.plan.files.sent, *NOT_PROMOTED], list(self.plan.files.removed))
 
     def _migrate(self) -> None:
         with self.op.step("migrations") as step:
-            if not self.migrate:
-                step.skip("--no-migrate")
-                return
-            command = self.playbook.choose_migration(self.prod.env.path, self.prod.env.url or "", self.conn.ok)
+            command = self.migration
             if command is None:
-                step.skip("the playbook has no migration for this site")
+                step.skip("--no-migrate" if not self.plan.migrate else "the playbook has no migration for this site")
                 return
+            self.layout.set_state(self.journal.id, "migrating")
             self.migrated = True
             result = self.conn.run(command, check=False, timeout=600)
             step.output(result.text[-1000:] + result.stderr[-1000:])
             if not result.ok:
                 raise OperationFailed(f"migration failed (exit {result.exit_status}): {result.stderr.strip()[-300:]}")
-
-    def _roll_back(self, reason: str) -> None:
-        with self.op.step("automatic rollback") as step:
-            step.output(self.undo(reason))
-            policy = (self.prod.site.promote or {}).get("restore_db_on_rollback")
-            if self.migrated and policy and "db" in self.backup["snapshots"]:
-                step.output(restore_database(self.conn, self.prod, self.backup["snapshots"]["db"]))
-        self.op.artifact("rollback", self.revision["revision"], details={"reason": reason})
-        self.op.finish("rolled_back", error=reason)
-        raise OperationFailed(f"promotion rolled back: {reason}")
-
-
-class _ReleasesRun(_Run):
-    def _number(self) -> int:
-        return self.layout.next_number()
-
-    def build(self) -> str:
-        self.previous = self.layout.current()
-        self.target = self.layout.build(self.revision)
-        _send(self.src_conn, self.src_path, self.conn, self.target, self.plan["added"] + self.plan["changed"])
-        self.layout.remove(self.target, self.plan["removed"])
-        self.layout.write_revision(self.target, self.revision)
-        return f"{self.target} (from release {self.previous})"
-
-    def switch(self) -> str:
-        self.layout.switch(str(self.revision["release"]))
-        reloaded = reload_php(self.conn, self.prod)
-        if not reloaded:  # $realpath_root serves the new code, but every old release stays cached (bench/README.md)
-            log.warning("%s: hosts.%s.web.php_reload is not set: OPcache keeps every old release until it is full",
-                        self.prod.label, self.prod.host.name)
-        return f"current -> releases/{self.revision['release']}" + reloaded
+            self.layout.set_state(self.journal.id, "migrated")
 
     def undo(self, reason: str) -> str:
-        self.layout.switch(self.previous)
-        self.layout.mark_bad(str(self.revision["release"]), reason)
-        return (f"current -> releases/{self.previous}; release {self.revision['release']} marked bad"
-                + reload_php(self.conn, self.prod))
+        done = undo_promotion(self.conn, self.prod, self.layout, self.journal, reason, migrated=self.migrated)
+        self.op.artifact("rollback", self.revision["revision"], details={"reason": reason, "journal": self.journal.id})
+        return done
 
-    def run(self) -> dict:
-        result = super().run()
-        keep = (self.prod.site.promote or {}).get("keep_releases", 5)
-        removed = self.layout.prune(keep)
-        return result | {"pruned_releases": removed}
+    def _prune(self) -> dict:
+        """Keep `keep_releases` releases (releases layout) and promotion journals (both layouts)."""
+        keep = self.opts.keep_releases
+        pruned = {"pruned_journals": self.layout.prune_journals(keep)}
+        if isinstance(self.layout, layouts.Releases):
+            pruned["pruned_releases"] = self.layout.prune(keep)
+        return pruned
 
 
-class _InPlaceRun(_Run):
-    def _number(self) -> int:
-        return int(time.time())
-
-    def build(self) -> str:
-        incoming = self.layout.incoming(self.op.id)
-        _send(self.src_conn, self.src_path, self.conn, incoming, self.plan["added"] + self.plan["changed"])
-        for name, data in layouts.revision_files(self.revision).items():
-            self.conn.put_bytes(data, posixpath.join(incoming, name), mode=0o644)
-        return f"{len(self.plan['added']) + len(self.plan['changed'])} files staged in {incoming}"
-
-    def switch(self) -> str:
-        changed = self.plan["added"] + self.plan["changed"] + [layouts.REVISION_FILE, layouts.REVISION_PHP]
-        done = self.layout.apply(self.op.id, changed, self.plan["removed"])
-        return (f"{len(done['replaced'])} replaced, {len(done['added'])} added, {len(done['removed'])} removed"
-                + reload_php(self.conn, self.prod))
-
-    def undo(self, reason: str) -> str:
-        done = self.layout.undo(self.op.id)
-        return (f"{len(done['restored'])} files restored, {len(done['deleted'])} new files removed"
-                + reload_php(self.conn, self.prod))
-
+def _send(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) -> None:
+    """Copy files (relative paths) from one host's folder into another's, streamed as tar through here."""
+    dst_conn.run(Command("mkdir", "-p", dst_path))
+    if not files:
+        return
+    names = b"\0".join(f.encode() for f in files) + b"\0"
+    relay(src_conn, Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
+          dst_conn, Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"), src_stdin=names)

@@ -54,7 +54,9 @@ class App:
         from orchestrator.config.load import load_oplog_url
         from orchestrator.oplog import Oplog
         oplog = Oplog(load_oplog_url(self.inventory_path))
-        oplog.reap()  # a crashed earlier run shows as `interrupted`, and its lock becomes reclaimable
+        if oplog.reap():  # a crashed earlier run shows as `interrupted`, and its lock becomes reclaimable
+            from orchestrator.actions.rollback import settle_interrupted
+            settle_interrupted(oplog, self.inventory, self.say)  # a promotion cut short is checked or undone
         from orchestrator.tracker import attach
         attach(oplog, lambda: self.inventory)  # finished operations queue a note for the tracker, if one is set
         return oplog

@@ -33,26 +33,18 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
       orch promote shinglas --from t14883 --task 14883 --yes
       orch promote shinglas --ref v2.4.1 --task 14883 --yes
     """
-    if bool(source) == bool(ref):
-        raise click.UsageError("give exactly one of --from ENV or --ref TAG_OR_SHA")
-    if dry_run:
-        plan = promote.preview(app.oplog, app.inventory, site, source, ref)
-        if app.json:
-            app.emit(plan)
+    with app.preflight("promote", task, site, "production", dry_run):
+        plan = promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
+                                    migrate=not no_migrate)
+        if dry_run:
+            app.show_plan(plan)
             return
-        for kind, mark in (("added", "+"), ("changed", "~"), ("removed", "-")):
-            for rel in plan[kind]:
-                click.echo(f"{mark} {rel}")
-        click.echo(f"{plan['counts']['added']} added, {plan['counts']['changed']} changed, "
-                   f"{plan['counts']['removed']} removed ({plan['bytes']} bytes); dry run: nothing changed")
-        return
-    require_tty_or_yes(yes, f"promote {site} from {source or ref} to production")
-    result = promote.promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
-                             migrate=not no_migrate)
+        require_tty_or_yes(yes, f"promote {site} from {source or ref} to production")
+    result = promote.promote(app.oplog, app.inventory, plan)
     app.emit(result)
     if not app.json:
         if result["status"] == "unchanged":
-            click.echo(f"{site}: production already runs this code (backup {result['backup_id']} taken)")
+            click.echo(f"{site}: production already runs this code; nothing changed")
         else:
             click.echo(f"{site}: revision {result['revision']} is live ({result['added']} added, "
                        f"{result['changed']} changed, {result['removed']} removed; backup {result['backup_id']})")
@@ -61,22 +53,32 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
 @click.command("rollback")
 @click.argument("site")
 @task_option()
-@click.option("--to", "to", metavar="RELEASE", help="Release to go back to (default: the previous good one).")
+@click.option("--to", "to", metavar="RELEASE", help="Release to go back to (default: the one before the live one).")
+@click.option("--dry-run", is_flag=True, help="Print what would be switched or undone and stop.")
 @click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
 @json_option
 @pass_app
-def rollback_cmd(app, site, task, to, yes):
+def rollback_cmd(app, site, task, to, dry_run, yes):
     """Put production back on an earlier release (releases layout) or undo the last promotion (in place).
+
+    In place, --to RELEASE undoes every promotion after it (see `orch releases`). A promotion that never
+    finished (its orch died after the switch) is what a rollback takes back first.
 
     \b
     Examples:
+      orch rollback shinglas --task 14883 --dry-run
       orch rollback shinglas --task 14883 --yes
       orch rollback shinglas --task 14883 --to 6 --yes
     """
-    require_tty_or_yes(yes, f"roll back {site} production")
-    result = rollback.rollback(app.oplog, app.inventory, site, task=task, to=to)
+    with app.preflight("rollback", task, site, "production", dry_run):
+        plan = rollback.plan_rollback(app.inventory, site, task=task, to=to)
+        if dry_run:
+            app.show_plan(plan)
+            return
+        require_tty_or_yes(yes, f"roll back {site} production")
+    result = rollback.rollback(app.oplog, app.inventory, plan)
     app.emit(result)
-    where = f"release {result['to']}" if "to" in result else f"before operation {result.get('undone_operation')}"
+    where = f"release {result['to']}" if result["to"] else "the code from before its first recorded promotion"
     app.say(f"{site}: rolled back to {where}; live revision {result.get('revision') or 'unknown'}")
 
 
@@ -86,6 +88,10 @@ def rollback_cmd(app, site, task, to, yes):
 @pass_app
 def releases_cmd(app, site):
     """List a site's releases: release, time, task, revision, status (current, previous, bad).
+
+    `unverified`: live, but the promotion that made it live never ended (its orch died after the switch and
+    it was not settled yet): `orch rollback` takes it back. In place, releases are the promotions journaled
+    on the host.
 
     \b
     Example:
@@ -100,10 +106,11 @@ def releases_cmd(app, site):
 @click.argument("site")
 @click.option("--layout", type=click.Choice(["releases"]), required=True)
 @task_option()
+@click.option("--dry-run", is_flag=True, help="Print what would be moved and stop.")
 @click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
 @json_option
 @pass_app
-def adopt_cmd(app, site, layout, task, yes):
+def adopt_cmd(app, site, layout, task, dry_run, yes):
     """Convert an in-place production docroot to the releases layout, atomically and after a backup.
 
     The docroot path becomes a symlink into PATH.releases/ (releases/1, shared/, current), so the
@@ -113,8 +120,13 @@ def adopt_cmd(app, site, layout, task, yes):
     Example:
       orch adopt shinglas --layout releases --task 14883 --yes
     """
-    require_tty_or_yes(yes, f"convert {site} production to the {layout} layout")
-    result = adopt.adopt(app.oplog, app.inventory, site, layout=layout, task=task)
+    with app.preflight("adopt", task, site, "production", dry_run):
+        plan = adopt.plan_adopt(app.inventory, site, layout=layout, task=task)
+        if dry_run:
+            app.show_plan(plan)
+            return
+        require_tty_or_yes(yes, f"convert {site} production to the {layout} layout")
+    result = adopt.adopt(app.oplog, app.inventory, plan)
     app.emit(result)
     app.say(f"{site}: now in the releases layout at {result['root']}" + (f"; {result['note']}" if result["note"]
                                                                              else ""))

@@ -100,3 +100,60 @@ def test_a_git_ref_is_promoted_as_an_archive_without_git_on_the_host(plain, tmp_
     assert result["from"].startswith("v3@")
     assert _page(plain)[2] == "plain v3 from git"
     assert plain.web1.run(f"test ! -e {plain.prod}/README.md").returncode == 0
+
+
+def _person(plain, name: str) -> Fleet:
+    """Another person's orch on the same site: the same inventory with its own, fresh oplog (ids from 1)."""
+    import yaml
+    root = plain.root.parent / f"{plain.root.name}-{name}"
+    inventory = yaml.safe_load(plain.inventory.read_text()) | {"oplog": f"sqlite:///{root}/oplog.db"}
+    site = yaml.safe_load((plain.root / "sites" / "plain.yaml").read_text())
+    person = Fleet(root, plain.env, plain.hosts)
+    person.write_inventory(inventory, {"plain": site})
+    return person
+
+
+def test_inplace_rollback_data_is_not_keyed_by_operation_ids_that_repeat_across_oplogs(plain):
+    """Defect 4: two people's oplogs both start at operation 1. The second promotion used to hit FileExistsError
+    after files were already renamed into production, with no health check and no rollback."""
+    alice, bob = _person(plain, "alice"), _person(plain, "bob")
+    before = _page(plain)[2]
+    plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain v4\";' > index.php")
+    first = alice.orch_json("promote", "plain", "--from", "dev", "--task", TASK, "--yes")
+    plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain v5\";' > index.php && "
+                     "echo '<?php // v5' > lib/v5.php")
+    second = bob.orch_json("promote", "plain", "--from", "dev", "--task", TASK, "--yes")
+    assert [op["id"] for op in alice.orch_json("log", "--action", "promote")] == [1]
+    assert [op["id"] for op in bob.orch_json("log", "--action", "promote")] == [1]
+    assert _page(plain)[2] == "plain v5" and _page(plain, "/orch-revision.php")[2] == second["revision"]
+    releases = alice.orch_json("releases", "plain")
+    assert [r["revision"] for r in releases[:2]] == [second["revision"], first["revision"]]
+    # production's host knows what to undo, whichever oplog made the promotion
+    alice.orch("rollback", "plain", "--task", TASK, "--yes")
+    assert _page(plain)[2] == "plain v4"
+    assert plain.web1.run(f"test ! -e {plain.prod}/lib/v5.php").returncode == 0
+    bob.orch("rollback", "plain", "--task", TASK, "--yes")
+    assert _page(plain)[2] == before
+
+
+def test_an_error_mid_apply_in_place_is_undone_from_the_journal(plain):
+    """Defect 4: a rename that fails half-way through used to leave production torn (some files new, some old)
+    with no rollback. Every move is journaled on the host before it is made, and undone."""
+    locked = f"{plain.prod}/zz-locked"
+    for host, root in ((plain.web1, plain.prod), (plain.stage1, plain.dev)):
+        host.run(f"mkdir -p {root}/zz-locked && echo '<?php // old' > {root}/zz-locked/x.php")
+    plain.web1.run(f"chmod 555 {locked}")  # renaming into it fails: after index.php was already replaced
+    try:
+        before = _page(plain)[2]
+        plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain torn\";' > index.php && "
+                         "echo '<?php // new' > zz-locked/x.php")
+        proc = plain.orch("promote", "plain", "--from", "dev", "--task", TASK, "--yes", expect=1)
+        assert "rolled back" in proc.stderr and "Permission denied" in proc.stderr
+        assert _page(plain)[2] == before
+        assert plain.web1.run(f"cat {locked}/x.php").stdout.strip() == "<?php // old"
+        op = plain.orch_json("log", "--task", TASK, "--action", "promote")[-1]
+        assert op["status"] == "rolled_back"
+        assert [s["name"] for s in op["steps"]][-2:] == ["switch", "automatic rollback"]
+        assert plain.orch_json("releases", "plain")[0]["status"] == "bad"
+    finally:
+        plain.web1.run(f"chmod 755 {locked}")
