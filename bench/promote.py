@@ -39,6 +39,14 @@ The code change
     kind of change an in-place deploy can tear. An unmeasured run 0 first puts the marked theme live, so
     every measured run switches between two marked versions and the in-place site has its orch-revision.php.
 
+The release that fatals
+    Then (--fatal N, default 3) each layout promotes N versions whose theme functions.php calls an undefined
+    function: every page is an HTTP 500, /orch-revision.php and static files still answer. orch must roll back.
+    Measured: switch -> rollback (from the oplog: the "switch" step's start to the end of the "automatic
+    rollback" step: the time production served the broken release), the requests that failed in the window
+    (with the same load's baseline), and the failures that exposure means when every request is a page
+    (RATE x exposure: the issue's "<= 150 failed requests at 50 req/s" is exposure <= 3 s).
+
 Why the comparison is fair
     Both layouts run against two fresh WordPress installs made the same way (tests/testbed/wordpress.py: the
     Debian package copied, same content), served by the SAME nginx + php-fpm, backed by the same MariaDB and
@@ -60,7 +68,8 @@ Setup
     stopped and removed at the end (with the restic cache dirs this run created), unless --keep.
 
 Usage
-    .venv/bin/python bench/promote.py [--runs 5] [--layouts releases,inplace] [--php-reload [graceful]] [--keep]
+    .venv/bin/python bench/promote.py [--runs 5] [--fatal 3] [--layouts releases,inplace] [--php-reload [graceful]]
+                                      [--keep]
 
     --php-reload sets the host's `web.php_reload` to php-fpm's reload (SIGUSR2), so orch empties OPcache after
     each switch; `graceful` also sets php-fpm's process_control_timeout = 10s (default 0: a reload kills the
@@ -112,6 +121,7 @@ FONT = f"/{THEME}/assets/fonts/dm-sans/DMSans-Regular.woff2"
 PATHS = ("/", f"/{THEME}/style.css", "/orch-revision.php", FONT, f"/{THEME}/style.css")
 PROBE_HOST = "probe.bench.test"
 MARK = re.compile(rb"orch-bench-rev-(\d+)")
+FATAL_PHP = b"<?php\n// orch bench: a release whose every page dies\nthis_function_does_not_exist();\n"
 
 
 # --- the code change ---------------------------------------------------------------------------------------
@@ -453,6 +463,7 @@ class Run:
     switch: float | None = None        # the oplog's "switch ... in X.XXXs"
     switch_start: float | None = None  # epoch seconds the switch step started
     switch_end: float | None = None    # epoch seconds the switch step finished
+    rollback_end: float | None = None  # epoch seconds the automatic rollback step finished
     promotion: float | None = None     # the operation's duration in the oplog
     changes: str = ""
     steps: list[tuple[str, float, float]] = field(default_factory=list)   # oplog steps: name, start, end (epoch)
@@ -462,6 +473,14 @@ class Run:
         if self.switch_end is None or self.status != "ok":   # after a rollback the old version is right
             return []
         return [a for a in self.answers if a.sent > self.switch_end and not a.failed and (self.k - 1) in a.seen]
+
+    @property
+    def exposure(self) -> float | None:
+        """Seconds production served this promotion's release: from the switch step's start to the end of the
+        automatic rollback (None when it was not rolled back)."""
+        if self.switch_start is None or self.rollback_end is None:
+            return None
+        return self.rollback_end - self.switch_start
 
     @property
     def mixed(self) -> list[Answer]:
@@ -475,38 +494,56 @@ class Run:
         return f"{old} / {new} / {sum(not a.seen for a in ok)}"
 
 
-def measure_layout(b: Bench, site: Site, runs: int, rng: random.Random) -> tuple[list[Run], list[Run]]:
-    """N promotions under load, each followed by its baseline: the same load for the same time, no promotion
-    (interleaved, so both see the same background load of the machine)."""
+def measure_layout(b: Bench, site: Site, runs: int, fatal: int, rng: random.Random) -> Measured:
+    """N promotions under load, then `fatal` promotions of a release that fatals, each followed by its baseline:
+    the same load for the same time, no promotion (interleaved, so both see the same background load)."""
     step(f"{site.layout}: php-fpm reload (an empty OPcache), adopt/backup/warm-up promotion (version 0)")
     b.web.php.reload()
     prepare(b, site, rng)
-    results, baselines = [], []
-    for k in range(1, runs + 1):
+    measured = Measured([], [], [], [])
+    for k in range(1, runs + fatal + 1):
+        broken = k > runs
         write_version(site.dev, k, rng)
-        step(f"{site.layout}: promotion {k}/{runs} under {RATE} requests/s")
-        load, window, result = load_window(b, site, action=lambda: promote(b, site))
-        if result.get("status") == "ok":
-            site.revisions[k] = result["revision"]
-        classify(load.answers, site.revisions)
-        step(f"  OPcache after promotion {k}: {opcache(b)}")
-        results.append(Run(k, window, load.answers, load.max_lag, result.get("status", "?"),
-                           changes=f"+{result.get('added', '?')} ~{result.get('changed', '?')} "
-                                   f"-{result.get('removed', '?')}"))
-        if result.get("status") != "ok":
-            step(f"  promotion {k} did not succeed: {result.get('error', result)}")
-        step(f"{site.layout}: baseline {k}/{runs}, the same load for {window:.1f} s with no promotion")
-        load, quiet, _ = load_window(b, site, seconds=window)
-        classify(load.answers, site.revisions)
-        baselines.append(Run(k, quiet, load.answers, load.max_lag, "baseline"))
-    add_oplog_figures(results, promotion_log(b, site)[-runs:])
+        if broken:  # every page of this release dies with a PHP fatal error (HTTP 500)
+            write_as_user(site.dev / THEME / "functions.php", FATAL_PHP)
+        what = "promotion of a release that fatals" if broken else "promotion"
+        step(f"{site.layout}: {what} {k}/{runs + fatal} under {RATE} requests/s")
+        run, baseline = promote_and_baseline(b, site, k)
+        (measured.fatal if broken else measured.runs).append(run)
+        (measured.fatal_baselines if broken else measured.baselines).append(baseline)
+    add_oplog_figures(measured.runs + measured.fatal, promotion_log(b, site)[-(runs + fatal):] if runs + fatal else [])
     b.opcache[site.layout] = opcache(b)
     step(f"  OPcache after the {site.layout} runs: {b.opcache[site.layout]}")
-    for run in results:
+    for run in measured.runs + measured.fatal:
         step(f"  {site.layout} run {run.k} steps (s): "
              + ", ".join(f"{name} {end - start:.2f}" for name, start, end in run.steps))
         explain(site.layout, run)
-    return results, baselines
+    return measured
+
+
+def promote_and_baseline(b: Bench, site: Site, k: int) -> tuple[Run, Run]:
+    """Promote version k under load, then the same load for as long with no promotion."""
+    load, window, result = load_window(b, site, action=lambda: promote(b, site))
+    if result.get("status") == "ok":
+        site.revisions[k] = result["revision"]
+    classify(load.answers, site.revisions)
+    step(f"  OPcache after promotion {k}: {opcache(b)}")
+    run = Run(k, window, load.answers, load.max_lag, result.get("status", "?"),
+              changes=f"+{result.get('added', '?')} ~{result.get('changed', '?')} -{result.get('removed', '?')}")
+    if result.get("status") != "ok":
+        step(f"  promotion {k} did not succeed: {result.get('error', result)[-300:]}")
+    step(f"{site.layout}: baseline {k}, the same load for {window:.1f} s with no promotion")
+    load, quiet, _ = load_window(b, site, seconds=window)
+    classify(load.answers, site.revisions)
+    return run, Run(k, quiet, load.answers, load.max_lag, "baseline")
+
+
+@dataclass
+class Measured:
+    runs: list[Run]
+    baselines: list[Run]
+    fatal: list[Run]               # promotions of a release that fatals (rolled back)
+    fatal_baselines: list[Run]
 
 
 def add_oplog_figures(runs: list[Run], ops: list[dict]) -> None:
@@ -515,6 +552,8 @@ def add_oplog_figures(runs: list[Run], ops: list[dict]) -> None:
         run.promotion = op["duration"]
         run.steps = [(st["name"], epoch(st["started_at"]), epoch(st["finished_at"] or st["started_at"]))
                      for st in op.get("steps", [])]
+        back = next((s for s in op.get("steps", []) if s["name"] == "automatic rollback"), None)
+        run.rollback_end = epoch(back["finished_at"]) if back and back["finished_at"] else None
         switch = next((s for s in op.get("steps", []) if s["name"] == "switch"), None)
         if switch and switch["finished_at"]:
             found = re.search(r"in (\d+\.\d+)s", switch["output"])
@@ -553,6 +592,8 @@ def step(message: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured promotions per layout (default 5)")
+    parser.add_argument("--fatal", type=int, default=3,
+                        help="then promotions of a release that fatals, rolled back (default 3)")
     parser.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated (default: releases,inplace)")
     parser.add_argument("--php-reload", nargs="?", const="plain", choices=["plain", "graceful"],
                         help="set the host's web.php_reload: orch reloads php-fpm after each release switch; "
@@ -574,9 +615,9 @@ def main() -> None:
         b.sites = {layout: install_site(b, layout) for layout in layouts}
         write_inventory(b, args.php_reload)
         load_before = loadavg()
-        measured = {layout: measure_layout(b, b.sites[layout], args.runs, rng) for layout in layouts}
+        measured = {layout: measure_layout(b, b.sites[layout], args.runs, args.fatal, rng) for layout in layouts}
         print(f"\nMachine: {machine()}; 1-min load average {load_before} before, {loadavg()} after\n"
-              f"Command: .venv/bin/python bench/promote.py --runs {args.runs}"
+              f"Command: .venv/bin/python bench/promote.py --runs {args.runs} --fatal {args.fatal}"
               + ("" if layouts == list(LAYOUTS) else f" --layouts {','.join(layouts)}")
               + (f" --php-reload {args.php_reload}" if args.php_reload else "") + "\n")
         print(report(measured))
@@ -647,34 +688,63 @@ def run_row(layout: str, r: Run, baseline: Run) -> str:
             f"{r.promotion if r.promotion is not None else '-'} | {1000 * r.max_lag:.0f} |")
 
 
-def report(measured: dict[str, tuple[list[Run], list[Run]]]) -> str:
+def report(measured: dict[str, Measured]) -> str:
     lines = [f"Load: {RATE} requests/s open loop, new connection each, cycling over {', '.join(PATHS)}; "
-             f"failed = error, > {TIMEOUT:.0f} s or status != 200.", "",
-             "| layout | promotions | window s | requests | failed | failed % | stale after switch | "
-             "mixed pages | latency p50 / p99 / max ms | `/` p50 / p99 ms | switch s median / max | "
-             "promotion s median | failures |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for layout, (runs, baselines) in measured.items():
-        lines.append(summary_row(layout, runs))
-        lines.append(summary_row(f"{layout}: baseline (no promotion)", baselines))
-    lines += ["", "| layout | run | status | files +added ~changed -removed | window s | requests | failed | "
-              "stale | mixed | old / new / neither | p99 ms (baseline) | `/` p50 ms (baseline) | baseline failed | "
-              "switch s | promotion s | max scheduler lag ms |",
-              "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for layout, (runs, baselines) in measured.items():
-        lines += [run_row(layout, r, q) for r, q in zip(runs, baselines, strict=True)]
-    return "\n".join(lines + ["", *steps_table(measured)])
+             f"failed = error, > {TIMEOUT:.0f} s or status != 200.", ""]
+    if any(m.runs for m in measured.values()):
+        lines += ["| layout | promotions | window s | requests | failed | failed % | stale after switch | "
+                  "mixed pages | latency p50 / p99 / max ms | `/` p50 / p99 ms | switch s median / max | "
+                  "promotion s median | failures |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for layout, m in measured.items():
+            lines.append(summary_row(layout, m.runs))
+            lines.append(summary_row(f"{layout}: baseline (no promotion)", m.baselines))
+        lines += ["", "| layout | run | status | files +added ~changed -removed | window s | requests | failed | "
+                  "stale | mixed | old / new / neither | p99 ms (baseline) | `/` p50 ms (baseline) | baseline failed | "
+                  "switch s | promotion s | max scheduler lag ms |",
+                  "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for layout, m in measured.items():
+            lines += [run_row(layout, r, q) for r, q in zip(m.runs, m.baselines, strict=True)]
+        lines += ["", *steps_table({layout: m.runs for layout, m in measured.items()})]
+    if any(m.fatal for m in measured.values()):
+        lines += ["", *fatal_table(measured), "",
+                  *steps_table({layout: m.fatal for layout, m in measured.items()}, "release that fatals")]
+    return "\n".join(lines)
 
 
-def steps_table(measured: dict[str, tuple[list[Run], list[Run]]]) -> list[str]:
+def fatal_table(measured: dict[str, Measured]) -> list[str]:
+    """Promotions of a release that fatals: how long production served it (switch -> end of the rollback), the
+    requests that failed meanwhile, and what that exposure means if every request were a page (RATE x it)."""
+    lines = ["| layout | run | status | switch -> rollback s | requests | failed (baseline) | failed `/` | "
+             f"last failure after the rollback s | failed at {RATE} pages/s (= {RATE} x exposure) | promotion s |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for layout, m in measured.items():
+        for r, q in zip(m.fatal, m.fatal_baselines, strict=True):
+            failed = [a for a in r.answers if a.failed]
+            last = max((a.sent for a in failed), default=None)
+            after = f"{last - r.rollback_end:+.2f}" if last is not None and r.rollback_end else "-"
+            exposure = r.exposure
+            lines.append(f"| {layout} | {r.k} | {r.status} | {f'{exposure:.2f}' if exposure else '-'} | "
+                         f"{len(r.answers)} | {len(failed)} ({sum(a.failed for a in q.answers)}) | "
+                         f"{sum(a.path == '/' for a in failed)} | {after} | "
+                         f"{f'{RATE * exposure:.0f}' if exposure else '-'} | {r.promotion or '-'} |")
+    exposures = [r.exposure for m in measured.values() for r in m.fatal if r.exposure is not None]
+    if exposures:
+        lines += ["", f"switch -> rollback: median {statistics.median(exposures):.2f} s, max {max(exposures):.2f} s "
+                      f"over {len(exposures)} promotions of a release that fatals"]
+    return lines
+
+
+def steps_table(measured: dict[str, list[Run]], what: str = "promotion") -> list[str]:
     """Where a promotion's time goes: each oplog step's median (and max) duration, per layout."""
     layouts = list(measured)
-    names = list(dict.fromkeys(name for runs, _ in measured.values() for r in runs for name, _, _ in r.steps))
-    lines = ["| step, s: median (max) | " + " | ".join(layouts) + " |", "|---|" + "---:|" * len(layouts)]
+    names = list(dict.fromkeys(name for runs in measured.values() for r in runs for name, _, _ in r.steps))
+    lines = [f"| {what}: step, s: median (max) | " + " | ".join(layouts) + " |",
+             "|---|" + "---:|" * len(layouts)]
     for name in names:
         cells = []
         for layout in layouts:
-            took = [end - start for r in measured[layout][0] for n, start, end in r.steps if n == name]
+            took = [end - start for r in measured[layout] for n, start, end in r.steps if n == name]
             cells.append(f"{statistics.median(took):.2f} ({max(took):.2f})" if took else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines

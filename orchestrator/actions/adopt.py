@@ -23,7 +23,7 @@ class AdoptPlan(Plan):
 
     @property
     def root(self) -> str:
-        return layouts.Releases(None, self.target.env.path).root
+        return layouts.releases_root(self.target.env.path)
 
     def lines(self) -> list[str]:
         path = self.target.env.path
@@ -55,7 +55,7 @@ def plan_adopt(inventory, site_name: str, *, layout: str, task: str) -> AdoptPla
 def adopt(oplog, inventory, plan: AdoptPlan) -> dict:
     """Given a plan, convert production (after a safety backup, under the lock); return what was done."""
     def recheck(p: AdoptPlan) -> AdoptPlan:  # another adopt may have finished while we waited
-        return plan_adopt(inventory, p.site, layout="releases", task=p.task)
+        return plan_adopt(inventory, p.target.site.name, layout="releases", task=p.task)
     return execute(oplog, plan, lambda op, p: _apply_adopt(oplog, op, p), recheck=recheck)
 
 

@@ -130,7 +130,7 @@ def open_source(oplog, inventory, prod: Target, prod_conn, *, env_name: str | No
     """Yield (connector, folder, label) of the code to promote: a test environment's folder on its host, or
     a git ref unpacked beside production's folder (removed afterwards)."""
     site = prod.site
-    if ref is None:
+    if env_name is not None:
         env = source_env(oplog, site, env_name)
         with connect(inventory.hosts[env.host]) as conn:
             if not conn.ok(Command("test", "-d", env.path)):  # an empty tree would remove all of production's code
@@ -141,7 +141,7 @@ def open_source(oplog, inventory, prod: Target, prod_conn, *, env_name: str | No
     if not repository:
         raise UsageError(f"sites/{site.name}.yaml declares no `repository`, so --ref cannot be used")
     git_dir = gitsource.mirror(repository["url"])
-    commit = gitsource.resolve(git_dir, ref)
+    commit = gitsource.resolve(git_dir, ref or "")
     parent = posixpath.dirname(prod.env.path.rstrip("/"))
     folder = prod_conn.run(Command("mktemp", "-d", "-p", parent, ".orch-src.XXXXXX")).text.strip()
     try:
@@ -164,7 +164,7 @@ def _decide(plan: PromotePlan, conn, source) -> PromotePlan:
     computed now; raise an OrchError if the promotion cannot be done."""
     src_conn, path, label = source
     layout = layout_for(conn, plan.target)
-    refuse_unfinished(layout, plan.site)
+    refuse_unfinished(layout, plan.target.site.name)
     files = make_plan(playbook_for_site(plan.target.site), layouts.code_tree(src_conn, path),
                       layouts.code_tree(conn, layout.live_dir()))
     return PromotePlan(plan.action, plan.site, plan.env, plan.task, plan.target, plan.source, plan.ref, label,
@@ -180,7 +180,7 @@ def plan_promote(oplog, inventory, site_name: str, *, source: str | None, ref: s
     prod = target(inventory, site_name, "production")
     if not prod.env.url:
         raise UsageError(f"{prod.label} has no `url`: a promotion needs it for its health check")
-    draft = PromotePlan("promote", prod.site.name, "production", task, prod, source, ref, source or ref, migrate,
+    draft = PromotePlan("promote", prod.site.name, "production", task, prod, source, ref, source or ref or "", migrate,
                         FilePlan())
     with connect(prod.host) as conn, open_source(oplog, inventory, prod, conn, env_name=source, ref=ref) as src:
         return _decide(draft, conn, src)
@@ -250,13 +250,14 @@ class _Promotion:
     def _begin(self, backup: dict) -> layouts.Journal:
         """Record the promotion's journal, in the oplog and then on the host, before anything is built."""
         journal_id = layouts.new_journal_id()
-        releases = isinstance(self.layout, layouts.Releases)
-        release = str(self.layout.next_number()) if releases else journal_id
+        release, previous = journal_id, None  # in place, a promotion is its journal
+        if isinstance(self.layout, layouts.Releases):
+            release, previous = str(self.layout.next_number()), self.layout.current()
         self.revision = layouts.new_revision(release, self.plan.task, self.plan.label, self.op.id,
                                              sum(self.plan.files.counts.values()))
         self.migration = self._migration()
         meta = {"layout": self.prod.site.layout, "release": release, "revision": self.revision["revision"],
-                "previous": self.layout.current() if releases else None, "task": self.plan.task,
+                "previous": previous, "task": self.plan.task,
                 "operation": self.op.id, "source": self.plan.label, "migration": self.migration is not None,
                 "backup": backup["backup_id"], "db_snapshot": backup["snapshots"].get("db"),
                 "php_reload": bool(php_reload_command(self.prod))}

@@ -54,7 +54,7 @@ def plan_rollback(inventory, site_name: str, *, task: str, to: str | None = None
     with connect(prod.host) as conn:
         layout = layout_for(conn, prod)
         if isinstance(layout, layouts.Releases):
-            current = layout.current()
+            current = layout.current() or ""  # check() saw `current`
             chosen, unfinished = _releases_choice(layout, prod.site.name, current, to)
             return RollbackPlan("rollback", prod.site.name, "production", task, prod, to, current, chosen, unfinished)
         undo, left = _inplace_choice(layout, prod.site.name, to)
@@ -92,7 +92,7 @@ def rollback(oplog, inventory, plan: RollbackPlan) -> dict:
     """Given a plan, put production back (deciding again under the lock), check its health; return the outcome.
     Raise HealthFailed if production is not healthy afterwards."""
     def recheck(p: RollbackPlan) -> RollbackPlan:  # a promotion may have finished while we waited
-        return plan_rollback(inventory, p.site, task=p.task, to=p.asked)
+        return plan_rollback(inventory, p.target.site.name, task=p.task, to=p.asked)
     return execute(oplog, plan, _apply_rollback, recheck=recheck)
 
 
@@ -103,8 +103,9 @@ def _apply_rollback(op, plan: RollbackPlan) -> dict:
         with op.step("switch back") as step:
             reason = f"rolled back by task {plan.task}"
             if isinstance(layout, layouts.Releases):
-                layout.switch_to(plan.to)
-                layout.mark_bad(plan.current, reason)
+                to, current = str(plan.to), str(plan.current)  # both set for this layout
+                layout.switch_to(to)
+                layout.mark_bad(current, reason)
                 for journal in plan.undo:  # the promotion that made it live never ended: it has now
                     layout.set_state(journal.id, "undone")
                 done = f"current -> releases/{plan.to}; release {plan.current} marked bad"
@@ -190,7 +191,7 @@ def _settle(oplog, inventory, promotion: dict, journal_id: str) -> str:
         journal = layout.journal(journal_id)
         verdict = settle_verdict(journal) if journal else "none"
         with op.step(f"settle promotion {promotion['id']} ({journal.state if journal else 'no journal'})") as step:
-            if verdict == "none":
+            if journal is None or verdict == "none":
                 step.skip("nothing to do: it had ended")
                 return ""
             if verdict == "abandon":

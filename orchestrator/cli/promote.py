@@ -9,6 +9,18 @@ from .app import json_option, pass_app, require_tty_or_yes, task_option
 from .output import short_time
 
 
+def _planned(app, action: str, site: str, task: str, dry_run: bool, yes: bool, what: str, make_plan):
+    """Given how to plan a change of production, plan it (a refusal is recorded under the task); with
+    --dry-run print the plan and return None, else require --yes (or a terminal's confirmation) and return it."""
+    with app.preflight(action, task, site, "production", dry_run):
+        plan = make_plan()
+        if dry_run:
+            app.show_plan(plan)
+            return None
+        require_tty_or_yes(yes, what)
+    return plan
+
+
 @click.command("promote")
 @click.argument("site")
 @click.option("--from", "source", metavar="ENV", help="Test environment to take code from.")
@@ -33,13 +45,11 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
       orch promote shinglas --from t14883 --task 14883 --yes
       orch promote shinglas --ref v2.4.1 --task 14883 --yes
     """
-    with app.preflight("promote", task, site, "production", dry_run):
-        plan = promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
-                                    migrate=not no_migrate)
-        if dry_run:
-            app.show_plan(plan)
-            return
-        require_tty_or_yes(yes, f"promote {site} from {source or ref} to production")
+    plan = _planned(app, "promote", site, task, dry_run, yes, f"promote {site} from {source or ref} to production",
+                    lambda: promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
+                                                 migrate=not no_migrate))
+    if plan is None:
+        return
     result = promote.promote(app.oplog, app.inventory, plan)
     app.emit(result)
     if not app.json:
@@ -70,12 +80,10 @@ def rollback_cmd(app, site, task, to, dry_run, yes):
       orch rollback shinglas --task 14883 --yes
       orch rollback shinglas --task 14883 --to 6 --yes
     """
-    with app.preflight("rollback", task, site, "production", dry_run):
-        plan = rollback.plan_rollback(app.inventory, site, task=task, to=to)
-        if dry_run:
-            app.show_plan(plan)
-            return
-        require_tty_or_yes(yes, f"roll back {site} production")
+    plan = _planned(app, "rollback", site, task, dry_run, yes, f"roll back {site} production",
+                    lambda: rollback.plan_rollback(app.inventory, site, task=task, to=to))
+    if plan is None:
+        return
     result = rollback.rollback(app.oplog, app.inventory, plan)
     app.emit(result)
     where = f"release {result['to']}" if result["to"] else "the code from before its first recorded promotion"
@@ -120,12 +128,10 @@ def adopt_cmd(app, site, layout, task, dry_run, yes):
     Example:
       orch adopt shinglas --layout releases --task 14883 --yes
     """
-    with app.preflight("adopt", task, site, "production", dry_run):
-        plan = adopt.plan_adopt(app.inventory, site, layout=layout, task=task)
-        if dry_run:
-            app.show_plan(plan)
-            return
-        require_tty_or_yes(yes, f"convert {site} production to the {layout} layout")
+    plan = _planned(app, "adopt", site, task, dry_run, yes, f"convert {site} production to the {layout} layout",
+                    lambda: adopt.plan_adopt(app.inventory, site, layout=layout, task=task))
+    if plan is None:
+        return
     result = adopt.adopt(app.oplog, app.inventory, plan)
     app.emit(result)
     app.say(f"{site}: now in the releases layout at {result['root']}" + (f"; {result['note']}" if result["note"]

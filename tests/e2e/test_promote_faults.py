@@ -168,8 +168,12 @@ def test_an_unfinished_promotion_on_the_host_refuses_the_next_and_rollback_takes
 
 def test_dry_runs_of_rollback_and_adopt_print_the_plan_and_change_nothing(wp):
     before = _revision(wp)
-    plan = wp.orch_json("rollback", "wp", "--task", TASK, "--dry-run")
-    assert plan["dry_run"] and plan["from"] != plan["to"] and plan["plan"][0].startswith("switch current from")
+    rows = wp.orch_json("releases", "wp")
+    other = next(row["release"] for row in rows if row["status"] != "current")
+    plan = wp.orch_json("rollback", "wp", "--task", TASK, "--to", other, "--dry-run")
+    assert plan["dry_run"] and plan["to"] == other and plan["from"] == _current(rows)["release"]
+    assert plan["plan"] == [f"switch current from releases/{plan['from']} to releases/{other}; mark "
+                            f"{plan['from']} bad"]
     proc = wp.orch("adopt", "wp", "--layout", "releases", "--task", TASK, "--dry-run", expect=2)
     assert "already a symlink" in proc.stderr
     assert _revision(wp) == before

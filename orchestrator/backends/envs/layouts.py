@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from orchestrator.backends.remote import Command, shipped
+from orchestrator.backends.remote import Command, Connector, shipped
 from orchestrator.errors import OperationFailed, UsageError
 
 from . import release_tool
@@ -41,7 +41,7 @@ APPLIED = (*UNFINISHED, "verified")  # what an in-place rollback may undo
 _tool_paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def tool(conn, command: str, args: dict) -> dict:
+def tool(conn: Connector, command: str, args: dict) -> dict:
     """Run a release_tool subcommand on the host with JSON args; return its JSON answer.
     Raise OperationFailed with the tool's one-line error if it fails."""
     if conn not in _tool_paths:  # shipped once per connection: a rollback is timed in round trips
@@ -54,7 +54,7 @@ def tool(conn, command: str, args: dict) -> dict:
     return json.loads(result.text)
 
 
-def code_tree(conn, path: str) -> dict[str, tuple[str, int]]:
+def code_tree(conn: Connector, path: str) -> dict[str, tuple[str, int]]:
     """Return {relative path: (sha256, size)} of the regular files under path (symlinks not followed)."""
     return {rel: tuple(v) for rel, v in tool(conn, "tree", {"path": path})["files"].items()}
 
@@ -74,6 +74,11 @@ def new_revision(release: str, task: str, source: str, operation_id: int, change
     rid = f"r{release}-{now.strftime('%Y%m%d%H%M%S')}" if release.isdigit() else f"r{release}"
     return {"revision": rid, "release": int(release) if release.isdigit() else release, "task": task,
             "source": source, "operation": operation_id, "created": now.isoformat(), "files_changed": changes}
+
+
+def releases_root(path: str) -> str:
+    """Given a docroot path, return the folder of its releases layout (beside it, so the vhost never changes)."""
+    return path.rstrip("/") + ".releases"
 
 
 def new_journal_id() -> str:
@@ -102,7 +107,7 @@ class Journal:
 class _Layout:
     """What both layouts share: the promotion journals beside the docroot."""
 
-    conn: object
+    conn: Connector
     path: str
 
     @property
@@ -152,7 +157,7 @@ class Releases(_Layout):
 
     @property
     def root(self) -> str:
-        return self.path.rstrip("/") + ".releases"
+        return releases_root(self.path)
 
     def _release_dir(self, name: str) -> str:
         return posixpath.join(self.root, "releases", name)
@@ -166,7 +171,10 @@ class Releases(_Layout):
         return posixpath.basename(out) if out else None
 
     def live_dir(self) -> str:
-        return self._release_dir(self.current())
+        current = self.current()
+        if current is None:
+            raise UsageError(f"{self.root}/current is missing: the releases layout is broken (see `orch releases`)")
+        return self._release_dir(current)
 
     def listing(self) -> list[dict]:
         """Every release with its REVISION data, newest first, marking the current and the bad ones; the current
