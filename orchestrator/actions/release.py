@@ -44,13 +44,15 @@ class PromoteOptions:
     expect_status: int
     health_timeout: float
     restore_db_on_rollback: bool
+    visual_threshold: float | None  # screenshots around the switch (actions/compare.py); None: no visual check
 
     @classmethod
     def from_block(cls, block: dict) -> PromoteOptions:
         """Given a validated, defaults-filled `promote` block, return the options."""
         return cls(keep_releases=int(block["keep_releases"]), health_paths=tuple(block["health_paths"]),
                    expect_status=int(block["expect_status"]), health_timeout=float(block["health_timeout"]),
-                   restore_db_on_rollback=bool(block["restore_db_on_rollback"]))
+                   restore_db_on_rollback=bool(block["restore_db_on_rollback"]),
+                   visual_threshold=block.get("visual_threshold"))
 
 
 def options(t: Target) -> PromoteOptions:

@@ -247,4 +247,4 @@ def test_the_old_revision_is_definite_only_once_opcache_was_emptied(php_reload, 
 def test_options_come_from_the_schema_defaults():
     opts = rel.PromoteOptions.from_block(fill_defaults(definition("promote"), {"keep_releases": 3}))
     assert opts == rel.PromoteOptions(keep_releases=3, health_paths=("/",), expect_status=200, health_timeout=30.0,
-                                      restore_db_on_rollback=False)
+                                      restore_db_on_rollback=False, visual_threshold=None)
