@@ -95,21 +95,25 @@ class PromotePlan(Plan):
     ref: str | None           # a git ref (--ref)
     label: str                # where the code comes from, as shown: `t14883` or `v2.4.1@1a2b3c4d5e6f`
     migrate: bool
-    files: FilePlan
+    files: FilePlan | None    # None: compared under the lock only (hashing both trees twice costs seconds)
 
     def lines(self) -> list[str]:
+        head = f"code from {self.label} into the {self.target.site.layout} layout: "
+        tail = "" if self.migrate else "; no migrations"
+        if self.files is None:
+            return [head + "files compared under the lock" + tail]
         counts = self.files.counts
-        head = (f"code from {self.label} into the {self.target.site.layout} layout: {counts['added']} added, "
-                f"{counts['changed']} changed, {counts['removed']} removed ({self.files.bytes} bytes)"
-                + ("" if self.migrate else "; no migrations"))
-        return [head, *self.files.lines()] if not self.files.empty else []
+        head += (f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed "
+                 f"({self.files.bytes} bytes)")
+        return [head + tail, *self.files.lines()] if not self.files.empty else []
 
     def params(self) -> dict:
         return {"from": self.source, "ref": self.ref, "layout": self.target.site.layout, "migrate": self.migrate}
 
     def as_dict(self) -> dict:
         return {"site": self.site, "env": self.env, "task": self.task, "from": self.label,
-                "layout": self.target.site.layout, "migrate": self.migrate, **self.files.as_dict()}
+                "layout": self.target.site.layout, "migrate": self.migrate,
+                **(self.files.as_dict() if self.files else {})}
 
 
 def source_env(oplog, site, name: str):
@@ -125,6 +129,34 @@ def source_env(oplog, site, name: str):
     raise UsageError(f"{site.name} has no environment {name!r} (see `orch sites` and `orch staging list`)")
 
 
+def _check_folder(conn, site, env_name: str, env) -> None:
+    """Raise UsageError unless the source environment's folder exists (an empty tree would read as "remove
+    all of production's code")."""
+    if not conn.ok(Command("test", "-d", env.path)):
+        raise UsageError(f"{site.name}/{env_name}: {env.path} does not exist on {env.host}")
+
+
+def _git_commit(site, ref: str) -> tuple[str, str, dict]:
+    """Return (mirror folder, commit, repository block) of a ref of the site's repository; raise UsageError if
+    the site has no repository or the repository no such ref."""
+    repository = site.raw.get("repository")
+    if not repository:
+        raise UsageError(f"sites/{site.name}.yaml declares no `repository`, so --ref cannot be used")
+    git_dir = gitsource.mirror(repository["url"])
+    return git_dir, gitsource.resolve(git_dir, ref), repository
+
+
+def check_source(oplog, inventory, prod: Target, *, env_name: str | None, ref: str | None) -> str:
+    """Check that the code to promote is there without reading it; return its label."""
+    if env_name is not None:
+        env = source_env(oplog, prod.site, env_name)
+        with connect(inventory.hosts[env.host]) as conn:
+            _check_folder(conn, prod.site, env_name, env)
+        return env_name
+    _git_dir, commit, _repository = _git_commit(prod.site, ref or "")
+    return f"{ref}@{commit[:12]}"
+
+
 @contextmanager
 def open_source(oplog, inventory, prod: Target, prod_conn, *, env_name: str | None, ref: str | None):
     """Yield (connector, folder, label) of the code to promote: a test environment's folder on its host, or
@@ -133,15 +165,10 @@ def open_source(oplog, inventory, prod: Target, prod_conn, *, env_name: str | No
     if env_name is not None:
         env = source_env(oplog, site, env_name)
         with connect(inventory.hosts[env.host]) as conn:
-            if not conn.ok(Command("test", "-d", env.path)):  # an empty tree would remove all of production's code
-                raise UsageError(f"{site.name}/{env_name}: {env.path} does not exist on {env.host}")
+            _check_folder(conn, site, env_name, env)
             yield conn, env.path, env_name
         return
-    repository = site.raw.get("repository")
-    if not repository:
-        raise UsageError(f"sites/{site.name}.yaml declares no `repository`, so --ref cannot be used")
-    git_dir = gitsource.mirror(repository["url"])
-    commit = gitsource.resolve(git_dir, ref or "")
+    git_dir, commit, repository = _git_commit(site, ref or "")
     parent = posixpath.dirname(prod.env.path.rstrip("/"))
     folder = prod_conn.run(Command("mktemp", "-d", "-p", parent, ".orch-src.XXXXXX")).text.strip()
     try:
@@ -160,30 +187,42 @@ def refuse_unfinished(layout, site: str) -> None:
 
 
 def _decide(plan: PromotePlan, conn, source) -> PromotePlan:
-    """Given a plan's intent, open connections to production and the source, return it with the file plan
-    computed now; raise an OrchError if the promotion cannot be done."""
+    """Given a plan's intent, a connection to production and the opened source, return the plan with the file
+    plan computed now; raise an OrchError if the promotion cannot be done."""
     src_conn, path, label = source
-    layout = layout_for(conn, plan.target)
-    refuse_unfinished(layout, plan.target.site.name)
+    layout = _production(conn, plan.target)
     files = make_plan(playbook_for_site(plan.target.site), layouts.code_tree(src_conn, path),
                       layouts.code_tree(conn, layout.live_dir()))
     return PromotePlan(plan.action, plan.site, plan.env, plan.task, plan.target, plan.source, plan.ref, label,
                        plan.migrate, files)
 
 
+def _production(conn, prod: Target):
+    """Return production's layout, checked: adopted if it says `releases`, no promotion left unfinished."""
+    layout = layout_for(conn, prod)
+    refuse_unfinished(layout, prod.site.name)
+    return layout
+
+
 def plan_promote(oplog, inventory, site_name: str, *, source: str | None, ref: str | None, task: str,
-                 migrate: bool = True) -> PromotePlan:
+                 migrate: bool = True, compare: bool = True) -> PromotePlan:
     """Given a site and where its code comes from (`source` env or git `ref`), return the promotion's plan
-    (reads only). Raise UsageError if the promotion cannot be made as asked."""
+    (reads only). Without `compare`, every guard is checked but the files are left to be compared under the
+    lock (where they are compared anyway). Raise UsageError if the promotion cannot be made as asked."""
     if (source is None) == (ref is None):
         raise UsageError("give exactly one of --from ENV or --ref TAG_OR_SHA")
     prod = target(inventory, site_name, "production")
     if not prod.env.url:
         raise UsageError(f"{prod.label} has no `url`: a promotion needs it for its health check")
     draft = PromotePlan("promote", prod.site.name, "production", task, prod, source, ref, source or ref or "", migrate,
-                        FilePlan())
-    with connect(prod.host) as conn, open_source(oplog, inventory, prod, conn, env_name=source, ref=ref) as src:
-        return _decide(draft, conn, src)
+                        None)
+    with connect(prod.host) as conn:
+        if not compare:
+            _production(conn, prod)
+            draft.label = check_source(oplog, inventory, prod, env_name=source, ref=ref)
+            return draft
+        with open_source(oplog, inventory, prod, conn, env_name=source, ref=ref) as src:
+            return _decide(draft, conn, src)
 
 
 def promote(oplog, inventory, plan: PromotePlan) -> dict:
@@ -212,10 +251,11 @@ class _Promotion:
         self.opts: PromoteOptions = options(self.prod)
         self.playbook = playbook_for_site(self.prod.site)
         self.layout = layout_for(conn, self.prod)
+        self.files: FilePlan = plan.files or FilePlan()  # decided under the lock (recheck): always set here
         self.migrated = False
 
     def run(self) -> dict:
-        files = self.plan.files
+        files = self.files
         self.op.artifact("plan", f"{sum(files.counts.values())} files", size=files.bytes,
                          details=files.as_dict(PLAN_LIST_LIMIT) | {"source": self.plan.label})
         if files.empty:
@@ -254,7 +294,7 @@ class _Promotion:
         if isinstance(self.layout, layouts.Releases):
             release, previous = str(self.layout.next_number()), self.layout.current()
         self.revision = layouts.new_revision(release, self.plan.task, self.plan.label, self.op.id,
-                                             sum(self.plan.files.counts.values()))
+                                             sum(self.files.counts.values()))
         self.migration = self._migration()
         meta = {"layout": self.prod.site.layout, "release": release, "revision": self.revision["revision"],
                 "previous": previous, "task": self.plan.task,
@@ -272,7 +312,7 @@ class _Promotion:
 
     def _build(self) -> None:
         """Put the new files in place beside production (nothing live changes); clean up if that fails."""
-        files = self.plan.files
+        files = self.files
         with self.op.step("build the new release") as step:
             try:
                 if isinstance(self.layout, layouts.Releases):
@@ -299,7 +339,7 @@ class _Promotion:
                 log.warning("%s: hosts.%s.web.php_reload is not set: OPcache keeps every old release until it is "
                             "full", self.prod.label, self.prod.host.name)
             return done
-        return self.layout.switch(self.journal, [*self.plan.files.sent, *NOT_PROMOTED], list(self.plan.files.removed))
+        return self.layout.switch(self.journal, [*self.files.sent, *NOT_PROMOTED], list(self.files.removed))
 
     def _migrate(self) -> None:
         with self.op.step("migrations") as step:

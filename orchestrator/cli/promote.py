@@ -47,7 +47,7 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
     """
     plan = _planned(app, "promote", site, task, dry_run, yes, f"promote {site} from {source or ref} to production",
                     lambda: promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
-                                                 migrate=not no_migrate))
+                                                 migrate=not no_migrate, compare=dry_run))
     if plan is None:
         return
     result = promote.promote(app.oplog, app.inventory, plan)
