@@ -132,7 +132,9 @@ class Daemon:
     def start(self, inventory, oplog) -> None:
         """Given a checked inventory and its oplog, start scheduling (this process must hold the lock)."""
         active_since = datetime.now(UTC)
-        oplog.reap()  # a previous scheduler killed on this machine leaves `running` operations: close them
+        if oplog.reap():  # a previous scheduler killed on this machine leaves `running` operations: close them
+            from orchestrator.actions.rollback import settle_interrupted
+            settle_interrupted(oplog, inventory, log.warning)  # and a promotion cut short here: check or undo it
         options = inventory.scheduler
         self.runtime = Runtime(inventory, oplog, Slots(options.max_parallel, _host_limits(inventory)),
                                Notifier(inventory.notify), active_since)
