@@ -15,7 +15,16 @@ COLUMNS = [("id", "id"), ("created", "queued (utc)"), ("task", "task"), ("issue"
 
 @click.group("tracker")
 def tracker_cmd():
-    """Notes posted to the task tracker: what is queued, sent, or waiting for a retry."""
+    """Notes posted to the task tracker: what is queued, sent, or waiting for a retry.
+
+    Each finished operation whose task maps to an issue (`tracker:` in the inventory) queues a note in
+    the oplog; a tracker that is down gets it later, once.
+
+    
+    Examples:
+      orch tracker status            pending notes (exit 1 if any)
+      orch tracker retry             send them now
+    """
 
 
 @tracker_cmd.command("status")
