@@ -96,32 +96,39 @@ def _print(ops: list[dict], steps: bool) -> None:
 
 
 @click.command("verify")
+@click.option("--expect", "expected", multiple=True, metavar="SEQ:HASH",
+              help="A head quoted by a tracker note or a report: this oplog must still hold it (repeatable).")
 @json_option
 @pass_app
-def verify_cmd(app):
+def verify_cmd(app, expected):
     """Check that no operation, step or artifact of the oplog was changed, deleted or reordered.
 
     Every final row is a link of a hash chain. Prints the chain's head (quote it: it is also in each
-    tracker note and task report) and exits 0, or names the first broken row and exits 1.
+    tracker note and task report) and exits 0, or names the first broken row and exits 1. With --expect,
+    a head quoted elsewhere must still be in the chain: an oplog rewritten after that note fails.
 
     \b
     Examples:
       orch log verify
+      orch log verify --expect 1843:9c1e0f5a2b7d4e61
       orch log verify --json
     """
     from orchestrator.oplog import chain
     head, broken = chain.verify(app.oplog.engine)
+    problems = [str(broken)] if broken else []
+    problems += [found for quoted in expected if (found := chain.mismatch(app.oplog.engine, quoted))]
     if app.json:
-        app.emit({"ok": broken is None, "head": str(head), "links": head.seq,
+        app.emit({"ok": not problems, "head": str(head), "links": head.seq, "problems": problems,
                   "break": None if broken is None else {"seq": broken.seq, "kind": broken.kind,
                                                        "row_id": broken.row_id, "problem": broken.problem,
                                                        "message": str(broken)}})
-    elif broken is None:
+    elif not problems:
         click.echo(f"oplog chain ok: {head.seq} links, head {head}")
     else:
-        click.echo(f"oplog chain broken: {broken}; the chain holds up to link {head.seq} ({head.short})",
-                   err=True)
-    if broken is not None:
+        for problem in problems:
+            click.echo(f"oplog chain broken: {problem}; the chain holds up to link {head.seq} ({head.short})",
+                       err=True)
+    if problems:
         raise click.exceptions.Exit(ExitCode.FAILED)
 
 

@@ -160,6 +160,21 @@ def link_of(engine: sa.Engine, kind: str, row_id: int) -> Head | None:
     return None if row is None else Head(row.seq, row.link_hash)
 
 
+def mismatch(engine: sa.Engine, quoted: str) -> str | None:
+    """Given a head as a note or report quoted it (`seq:hash`, the hash possibly cut to 8+ hex digits), return
+    why this oplog does not hold it (the link is gone or has another hash), or None if it does."""
+    seq, _, digest = quoted.strip().partition(":")
+    if not seq.isdigit() or len(digest) < 8 or any(ch not in "0123456789abcdef" for ch in digest.lower()):
+        return f"{quoted!r} is not a chain head (SEQ:HASH, at least 8 hex digits of the hash)"
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(chain.c.link_hash).where(chain.c.seq == int(seq))).scalar()
+    if found is None:
+        return f"link {seq} is not in this oplog (quoted {digest[:16]}...)"
+    if not found.startswith(digest.lower()):
+        return f"link {seq} is {found[:16]}... here but was quoted as {digest[:16]}...: rows were rewritten since"
+    return None
+
+
 def verify(engine: sa.Engine) -> tuple[Head, Break | None]:
     """Given an oplog engine, walk the chain from its first link; return the last good head and the first
     break (None if the whole chain holds, every final row is in it and the recorded head matches)."""

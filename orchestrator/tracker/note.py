@@ -25,7 +25,8 @@ def task_url(public_url: str | None, task: str) -> str | None:
 
 def build(op: dict, *, key: str, link: str | None, rates: Rates, page: str | None) -> dict:
     """Given an operation dict with steps and artifacts, the note's key, the operation's chain link
-    (`seq:hash`), the rates in force and the task page URL, return the payload queued in the outbox."""
+    (`seq:hash`: the chain's head as the operation finished), the rates in force and the task page URL,
+    return the payload queued in the outbox."""
     cost = rates.time_cost(op["duration"])
     where = "/".join(part for part in (op["site"], op["env"]) if part) or "-"
     head = (f"**orch {op['action']}** of {where}: **{op['status']}** "
@@ -40,10 +41,10 @@ def build(op: dict, *, key: str, link: str | None, rates: Rates, page: str | Non
     if page:
         lines.append(f"Task page: {page}")
     if link:
-        lines.append(f"Oplog chain link: {link} (check with `orch log verify`)")
+        lines.append(f"Oplog chain head after this operation: {link} (check with `orch log verify`)")
     lines.append(f"orch note {key}")
     return {"text": "\n".join(lines), "hours": round((op["duration"] or 0) / 3600, 4),
-            "cost": cost, "currency": rates.currency or None, "chain_link": link, "task_page": page,
+            "cost": cost, "currency": rates.currency or None, "chain_head": link, "task_page": page,
             "operation": {k: op[k] for k in ("id", "task", "site", "env", "action", "actor", "started_at",
                                              "finished_at", "duration", "status", "error")},
             "artifacts": [{k: a[k] for k in ("kind", "ident", "size")} for a in op.get("artifacts", [])],

@@ -70,7 +70,7 @@ def test_backup_staging_and_promotion_each_leave_a_note_and_spent_time_on_the_is
     for note, op in zip(notes, ops, strict=True):
         assert f"Task page: {PUBLIC}/tasks/{TASK}" in note
         assert "EUR" in note and f"Operation {op['id']} by" in note
-        assert "Oplog chain link: " in note and "orch note " in note
+        assert "Oplog chain head after this operation: " in note and "orch note " in note
     entries = redmine.time_entries(int(TASK))
     assert sorted(e["hours"] for e in entries) == sorted(max(round(op["duration"] / 3600, 2), 0.01) for op in ops)
     assert pm.orch("tracker", "status").returncode == 0
@@ -105,10 +105,12 @@ def test_the_oplog_chain_verifies_and_each_note_carries_a_link_of_it(pm, worked)
     out = pm.orch("log", "verify").stdout
     assert out.startswith("oplog chain ok: ")
     for note in pm.redmine.notes(int(TASK)):
-        link = note.split("Oplog chain link: ")[1].split()[0]
+        link = note.split("Oplog chain head after this operation: ")[1].split()[0]
         seq, digest = link.split(":")
-        assert int(seq) <= int(out.split("head ")[1].split(":")[0])
-        assert len(digest) == 64
+        assert int(seq) <= int(out.split("head ")[1].split(":")[0]) and len(digest) == 64
+        pm.orch("log", "verify", "--expect", link)                       # the oplog still holds what Redmine has
+    wrong = pm.orch("log", "verify", "--expect", f"{seq}:{'0' * 16}", expect=1)
+    assert f"link {seq} is " in wrong.stderr and "rows were rewritten since" in wrong.stderr
 
 
 # ---------------------------------------------------------------- the web pages

@@ -254,3 +254,19 @@ def test_the_task_report_carries_the_chain_head_and_the_cost(tmp_path, capsys, m
         assert done.value.code == 0
         out = capsys.readouterr().out
         assert f"Oplog chain head: {head}" in out and f"Cost: {duration:,.2f} EUR" in out
+
+
+def test_a_head_quoted_elsewhere_must_still_be_in_the_oplog(oplog):
+    record(oplog)
+    head = chain.current_head(oplog.engine)
+    assert chain.mismatch(oplog.engine, str(head)) is None
+    assert chain.mismatch(oplog.engine, head.short) is None
+    # someone rewrites the chain from link 1 on, consistently: verify alone cannot tell, the quoted head can
+    with oplog.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE steps SET output = 'edited' WHERE id = (SELECT min(id) FROM steps)"))
+        conn.execute(schema.chain.delete())
+        conn.execute(schema.chain_head.update().values(seq=0, link_hash=chain.GENESIS))
+        chain.backfill(conn)
+    assert chain.verify(oplog.engine)[1] is None
+    assert "rows were rewritten since" in chain.mismatch(oplog.engine, str(head))
+    assert "not a chain head" in chain.mismatch(oplog.engine, "nonsense")

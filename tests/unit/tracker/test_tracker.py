@@ -109,7 +109,7 @@ def test_finished_operations_post_one_signed_note_each_with_results_cost_link_an
     assert note["task_page"] == "https://orch.agency.test/pm/tasks/14883"
     with Oplog(f"sqlite:///{tmp_path}/oplog.db") as oplog:
         link = chain.link_of(oplog.engine, "operation", note["operation"]["id"])
-        assert note["chain_link"] == str(link) and str(link) in note["text"]
+        assert note["chain_head"] == str(link) and str(link) in note["text"]
         assert [row["status"] for row in outbox.listing(oplog.engine)] == ["sent"]
 
 
