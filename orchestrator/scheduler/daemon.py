@@ -202,6 +202,17 @@ class Daemon:
             self.watch.check(self.runtime)
         except Exception:  # noqa: BLE001 - a broken check must not kill the hourly job for good
             log.exception("health check failed")
+        self._deliver_notes()
+
+    def _deliver_notes(self) -> None:
+        """Send the tracker notes whose retry is due, so a tracker that was down gets them within the hour even
+        when no operation finishes meanwhile."""
+        try:
+            if tracker.configured(self.runtime.inventory):
+                from orchestrator.tracker.delivery import deliver_pending
+                deliver_pending(self.runtime.oplog, self.runtime.inventory)
+        except Exception:  # noqa: BLE001 - the notes stay queued for the next round
+            log.warning("tracker notes not delivered", exc_info=True)
 
     def stop(self) -> bool:
         """Stop scheduling; give running jobs `stop_grace` seconds, then record the rest as interrupted.

@@ -149,3 +149,20 @@ def test_a_wrong_secret_is_refused_by_the_receiver_and_the_note_stays_queued(tmp
     with Oplog(f"sqlite:///{tmp_path}/oplog.db") as oplog:
         (row,) = outbox.listing(oplog.engine)
     assert row["status"] == "pending" and "HTTP 401" in row["last_error"] and SECRET not in json.dumps(row)
+
+
+def test_the_scheduler_sends_due_notes_on_its_hourly_round(tmp_path, receiver):
+    from types import SimpleNamespace
+
+    from orchestrator.scheduler.daemon import Daemon
+    inventory = write(tmp_path, WEBHOOK.replace("URL", receiver.url))
+    receiver.fail_next = 1
+    assert orch(inventory, "unlock", "shop", "--task", "14883") == 0
+    with Oplog(f"sqlite:///{tmp_path}/oplog.db") as oplog:
+        with oplog.engine.begin() as conn:  # its retry is due now
+            conn.execute(outbox.outbox.update().values(next_attempt_at=outbox.process.now()))
+        daemon = Daemon.__new__(Daemon)
+        daemon.runtime = SimpleNamespace(inventory=load_inventory(inventory), oplog=oplog)
+        daemon._deliver_notes()
+        assert [row["status"] for row in outbox.listing(oplog.engine)] == ["sent"]
+    assert len(receiver.notes) == 1
