@@ -11,6 +11,9 @@ from datetime import UTC, datetime
 
 HISTORY = 100  # backup operations looked at per site: far more than the failures in a row anyone tolerates
 FAILED = ("failed", "interrupted")
+# A run that ended: a `refused` one changed nothing (the site was locked, a guard stopped it), so it neither
+# fails a site nor hides the failure before it.
+RAN = ("ok", *FAILED, "rolled_back")
 
 
 def monitored_envs(site) -> list:
@@ -59,9 +62,9 @@ def env_health(oplog, site, env, now: datetime | None = None) -> dict:
            for action in ("backup", "verify", "prune")}
     backups, verifies = ops["backup"], ops["verify"]
     good = _first(backups, "ok")
-    attempt = next((op for op in backups if op["status"] != "running"), None)
-    drill, drill_run = _first(verifies, "ok"), next((op for op in verifies if op["status"] != "running"), None)
-    failures = [op for action_ops in ops.values() for op in action_ops[:1] if op["status"] in FAILED]
+    attempt = _first(backups, *RAN)
+    drill, drill_run = _first(verifies, "ok"), _first(verifies, *RAN)
+    failures = [op for action_ops in ops.values() for op in [_first(action_ops, *RAN)] if op and op["status"] in FAILED]
     row = {"site": site.name, "env": env.name, "host": env.host, "task": site.task,
            "max_age_hours": site.backup.max_age_hours, "last_backup": _last_backup(oplog, good, now),
            "last_failure": _brief(max(failures, key=lambda op: op["started_at"], default=None), "status", "error"),

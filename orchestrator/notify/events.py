@@ -72,7 +72,9 @@ def health(row: dict) -> dict:
 
 def digest(summary: dict) -> dict:
     """Given a digest summary (see scheduler.watch.digest_summary), return its `digest` event."""
-    counts = ", ".join(f"{action} {n['ok']} ok / {n['failed']} failed" for action, n in summary["actions"].items())
+    counts = ", ".join(f"{action} {n['ok']} ok / {n['failed']} failed"
+                       + (f" / {n['refused']} refused" if n.get("refused") else "")
+                       for action, n in summary["actions"].items())
     lines = [f"orch daily digest, last {summary['hours']} h: {counts or 'no operations'}"]
     lines += [f"FAILED: {f['action']} {f['site']}/{f['env']} at {f['started_at']}: {f['error']}"
               for f in summary["failures"]]

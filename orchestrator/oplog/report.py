@@ -115,7 +115,7 @@ def data(task: str, ops: list[dict], extra: dict | None = None) -> dict:
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%}
 td,th{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f4f4f4}
 .ok{color:#176f2c}.failed,.interrupted{color:#b00020;font-weight:600}.rolled_back{color:#a15c00;font-weight:600}
-.running{color:#0b57d0}details{margin:.2em 0}small{color:#666}
+.running{color:#0b57d0}.refused{color:#666}details{margin:.2em 0}small{color:#666}
 .shots td{width:25%}.shots img{width:100%;border:1px solid #ccc}.over{color:#b00020;font-weight:600}"""
 
 

@@ -11,7 +11,7 @@ from orchestrator.actions.backup import backup_target
 from orchestrator.actions.prune import prune_target
 from orchestrator.actions.targets import target
 from orchestrator.actions.verify import verify
-from orchestrator.errors import OrchError
+from orchestrator.errors import LockHeld, OrchError
 from orchestrator.notify import events
 from orchestrator.oplog import process
 
@@ -43,7 +43,8 @@ ACTIONS = {"backup": _backup, "verify": _verify, "prune": _prune}
 
 def run_job(site: str, env: str, kind: str) -> dict:
     """Given a site, an environment and a kind (backup, verify, prune), run it now with the daemon's current
-    inventory; return the run's result dict (status ok, failed or skipped). Never raises for an orch error."""
+    inventory; return the run's result dict (status ok, failed, refused or skipped). Never raises for an orch
+    error."""
     rt = runtime.current()
     catch_up = bool(getattr(context, "catch_up", False))
     with rt.running():
@@ -66,6 +67,8 @@ def run_job(site: str, env: str, kind: str) -> dict:
         except Stopping as exc:
             log.warning("%s %s/%s %s", kind, site, env, exc)
             return run | {"status": "skipped", "error": str(exc)}
+        except LockHeld as exc:  # someone else works on the site: not a failure of the site
+            run |= {"status": "refused", "error": str(exc)}
         except OrchError as exc:
             run |= {"status": "failed", "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one site's bug must not stop the daemon
@@ -83,11 +86,18 @@ def _late(catch_up: bool) -> str:
 
 
 def report(rt, run: dict, started) -> None:
-    """Given a finished run, log it and send `failure` or `recovery` events; never raises."""
+    """Given a finished run, log it and send `failure` or `recovery` events; never raises. A run its operation
+    recorded `refused` (the site was locked, a guard stopped it before any change) is logged, not alerted: it
+    is no failure of the site, and a refusal that lasts shows in health as a backup too old."""
     try:
         own, previous = _operations(rt.oplog, run, started)
         run["operation_id"] = own["id"] if own else None
-        if run["status"] == "ok":
+        if own is not None and own["status"] == "refused":
+            run["status"] = "refused"
+        if run["status"] == "refused":
+            log.warning("%s %s/%s refused, nothing changed (operation %s): %s", run["kind"], run["site"],
+                        run["env"], run["operation_id"], run["error"])
+        elif run["status"] == "ok":
             log.info("%s %s/%s ok (operation %s)", run["kind"], run["site"], run["env"], run["operation_id"])
             if previous and previous["status"] in FAILED:
                 rt.notifier.send(events.recovery(run | {"previous_status": previous["status"]}))
@@ -105,5 +115,5 @@ def _operations(oplog, run: dict, started) -> tuple[dict | None, dict | None]:
     recent = [op for op in oplog.operations(site=run["site"], action=run["kind"], limit=20) if op["env"] == run["env"]]
     own = next((op for op in reversed(recent) if datetime.fromisoformat(op["started_at"]) >= started), None)
     before = [op for op in recent if own is None or op["id"] < own["id"]]
-    previous = next((op for op in before if op["status"] != "running"), None)
+    previous = next((op for op in before if op["status"] not in ("running", "refused")), None)
     return own, previous

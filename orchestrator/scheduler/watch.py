@@ -54,15 +54,15 @@ class HealthWatch:
 
 
 def digest_summary(inventory, oplog, hours: int = 24, now: datetime | None = None) -> dict:
-    """Given the inventory and oplog, return what the last `hours` held: counts per action, failures, and the
-    site environments unhealthy now."""
+    """Given the inventory and oplog, return what the last `hours` held: counts per action (ok, failed, refused:
+    stopped before any change), failures, and the site environments unhealthy now."""
     now = now or datetime.now(UTC)
     ops = oplog.operations(since=now - timedelta(hours=hours))
     actions: dict[str, dict[str, int]] = {}
     for op in ops:
         if op["status"] != "running":
-            counts = actions.setdefault(op["action"], {"ok": 0, "failed": 0})
-            counts["ok" if op["status"] == "ok" else "failed"] += 1
+            counts = actions.setdefault(op["action"], {"ok": 0, "failed": 0, "refused": 0})
+            counts[op["status"] if op["status"] in ("ok", "refused") else "failed"] += 1
     failures = [{key: op[key] for key in ("action", "site", "env", "task", "started_at", "error", "id")}
                 for op in ops if op["status"] in ("failed", "interrupted")]
     unhealthy = [{key: row[key] for key in ("site", "env", "status", "problems")}

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -290,6 +291,35 @@ def test_defect_5_a_cold_scheduler_runs_every_valid_site_and_alerts_about_the_br
     assert alert["site"] == "bad" and "sites/bad.yaml: line" in alert["text"]
     assert daemon.stop() == 0
     assert "sites/bad.yaml" in daemon.text()
+
+
+def test_a_scheduled_run_refused_by_a_held_lock_is_no_failure_of_the_site(fleet, tmp_path, receiver, daemons):
+    other = scheduled_fleet(fleet, tmp_path, {"blog": "*/5 * * * * *"},  # every 5 s: runs keep coming
+                            notify=[{"type": "webhook", "url": receiver.url + "/orch",
+                                     "on": ["failure", "recovery", "health"]}])
+    other.orch("log")  # creates the oplog
+    now = datetime.utcnow()
+    db = sqlite3.connect(tmp_path / "state" / "oplog.db")
+    with db:  # a person's operation holds the site (this live process on this machine)
+        db.execute("INSERT INTO locks (site, task, holder, host, pid, acquired_at, expires_at) VALUES "
+                   "('blog', '4242', 'ann@ops1', ?, ?, ?, ?)",
+                   (socket.gethostname(), os.getpid(), str(now), str(now + timedelta(minutes=10))))
+    daemon = Daemon(other, tmp_path / "scheduler.log", "--health-interval", "600")
+    daemons.append(daemon)
+    (refused,) = wait_for(lambda: finished(sqlite_ops(tmp_path), "backup", 1), 60, "the first scheduled run")
+    assert refused["status"] == "refused" and "task 4242" in refused["error"]
+    with db:
+        db.execute("DELETE FROM locks WHERE site = 'blog'")
+    db.close()
+    wait_for(lambda: [op for op in sqlite_ops(tmp_path) if op["status"] == "ok"], 90, "a run once the lock is gone")
+    assert daemon.stop() == 0
+    statuses = [op["status"] for op in sqlite_ops(tmp_path) if op["action"] == "backup"]
+    assert statuses[0] == "refused" and "ok" in statuses and set(statuses) <= {"refused", "ok"}, statuses
+    assert "refused, nothing changed" in daemon.text()
+    assert [post["event"] for post in receiver.posts] == [], "no failure, so no recovery either"
+    (row,) = json.loads(other.orch("--json", "health").stdout)
+    assert row["healthy"] and row["last_failure"] is None
+    assert "refused" in other.orch("log", "--site", "blog").stdout
 
 
 def test_sigterm_during_a_backup_records_it_interrupted_and_exits_promptly(fleet, tmp_path, daemons):

@@ -202,6 +202,24 @@ def test_a_failed_run_notifies_failure_and_the_next_good_one_recovery(kit, fake_
     assert [op["status"] for op in backups(daemon.runtime.oplog)] == ["failed", "ok"], "a dead channel broke nothing"
 
 
+def test_a_run_refused_by_a_held_lock_is_logged_not_alerted_and_no_recovery_follows(kit, fake_actions, daemons):
+    server, received = receiver()
+    try:
+        kit.write(kit.site("a", "one", cron_at(2, 4)),
+                  notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"}])
+        oplog = kit.oplog()
+        oplog.acquire_lock("a", task="1", operation_id=None)  # a person's backup holds the site
+        daemon = start(kit, daemons)
+        wait_for(lambda: backups(daemon.runtime.oplog, 1), timeout=10)
+        oplog.release_lock("a", None)
+        wait_for(lambda: backups(daemon.runtime.oplog, 2), timeout=10)
+        time.sleep(0.5)
+    finally:
+        server.shutdown()
+    assert [op["status"] for op in backups(daemon.runtime.oplog)] == ["refused", "ok"]
+    assert received == [], "neither a failure nor a recovery: nothing failed"
+
+
 def test_the_daemon_raises_health_alarms_and_sends_the_digest(kit, fake_actions, daemons):
     server, received = receiver()
     url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -102,7 +102,7 @@ def test_the_digest_counts_the_day_and_lists_failures_and_unhealthy_sites(kit):
     record(oplog, "b", "backup", "failed", 3, error="boom")
     record(oplog, "b", "backup", "ok", 30)
     summary = digest_summary(kit.load(), oplog, now=NOW)
-    assert summary["actions"] == {"backup": {"ok": 1, "failed": 1}}
+    assert summary["actions"] == {"backup": {"ok": 1, "failed": 1, "refused": 0}}
     assert [f["site"] for f in summary["failures"]] == ["b"] and summary["failures"][0]["error"] == "boom"
     assert [row["site"] for row in summary["unhealthy"]] == ["b"]
 
@@ -112,3 +112,19 @@ def test_digest_channels_are_grouped_by_their_schedule():
                 {"type": "webhook", "url": "http://y", "on": ["failure"]},
                 {"type": "webhook", "url": "http://z", "on": ["digest"], "digest_schedule": "30 7 * * *"}]
     assert digest_schedules(channels) == {"0 8 * * *": [0], "30 7 * * *": [2]}
+
+
+def test_a_refused_run_neither_fails_a_site_nor_hides_the_failure_before_it(kit):
+    kit.write(kit.site("locked"), kit.site("failing"))
+    oplog = kit.oplog()
+    record(oplog, "locked", "backup", "ok", 3)
+    record(oplog, "locked", "backup", "refused", 1, error="site 'locked' is locked by ann@ops1")
+    record(oplog, "failing", "backup", "ok", 5)
+    record(oplog, "failing", "backup", "failed", 2, error="Access denied")
+    record(oplog, "failing", "backup", "refused", 1, error="site 'failing' is locked by ann@ops1")
+    rows = {row["site"]: row for row in health(kit.load(), oplog, now=NOW)}
+    assert rows["locked"]["healthy"] and rows["locked"]["last_failure"] is None
+    assert rows["failing"]["status"] == "failing" and "Access denied" in rows["failing"]["problems"][0]
+    digest = digest_summary(kit.load(), oplog, hours=24 * 400, now=NOW)
+    assert digest["actions"]["backup"] == {"ok": 2, "failed": 1, "refused": 2}
+    assert [f["site"] for f in digest["failures"]] == ["failing"]
