@@ -329,7 +329,11 @@ class _Promotion:
                         self.conn.put_bytes(data, posixpath.join(folder, name), mode=0o644)
                     step.output(f"{len(files.sent)} files staged in {folder}")
             except BaseException:
-                self.layout.abandon(self.journal)
+                try:
+                    self.layout.abandon(self.journal)
+                except Exception:  # noqa: BLE001 -- the build's own failure is the one to report
+                    log.warning("%s: could not remove the unfinished build of promotion %s", self.prod.label,
+                                self.journal.id, exc_info=True)
                 raise
 
     def _switch(self) -> str:

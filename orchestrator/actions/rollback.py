@@ -63,7 +63,7 @@ def plan_rollback(inventory, site_name: str, *, task: str, to: str | None = None
 
 def _releases_choice(layout: layouts.Releases, site: str, current: str, to: str | None):
     """The release to switch to (`to`, or the one before the live one), and the unfinished promotions to it."""
-    unfinished = tuple(j for j in layout.unfinished() if j.release == current)
+    unfinished = tuple(layout.unfinished())
     if to is None:
         to = unfinished[-1].meta.get("previous") if unfinished else layout.previous_good(current)
         if not to:

@@ -166,6 +166,12 @@ class Releases(_Layout):
         if not self.conn.ok(Command("test", "-L", self.path).then(Command("test", "-d", self.root + "/current"))):
             raise UsageError(f"{self.path} is not in the releases layout yet: run `orch adopt SITE --layout releases`")
 
+    def unfinished(self) -> list[Journal]:
+        """Unfinished promotions whose release is live: one cut short before its switch, or after it switched
+        back, left nothing of itself in production."""
+        current = self.current()
+        return [j for j in super().unfinished() if j.release == current]
+
     def current(self) -> str | None:
         out = self.conn.run(Command("readlink", posixpath.join(self.root, "current")), check=False).text.strip()
         return posixpath.basename(out) if out else None
@@ -184,7 +190,7 @@ class Releases(_Layout):
                   'tr -d "\\n" < "$d/REVISION" 2>/dev/null; echo; done')
         out = self.conn.run(Command("sh", "-c", script, "orch", self.root)).text
         current, rows = self.current(), []
-        unverified = {j.release for j in self.unfinished()}
+        unverified = {j.release for j in self.unfinished()}  # the current one, if its promotion never ended
         for line in out.splitlines():
             name, bad, revision = (line.split("\t", 2) + ["", ""])[:3]
             if not name.isdigit():
