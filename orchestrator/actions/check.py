@@ -98,10 +98,82 @@ def storage_row(site, env, inventory, host, s3_results: dict) -> CheckRow:
     return CheckRow(site.name, env.name, env.host, "storage", ok, f"{storage.name}: {detail}")
 
 
+# Whether the SSH user may signal nginx, found without reloading it: the reload argv with `-s SIGNAL` dropped and
+# `-T` added dumps the configuration nginx runs with (the same -c and -p), whose `pid` names the master's pid file.
+NGINX_SIGNAL_PROBE = r"""skip=0
+for a in "$@"; do
+  shift
+  if [ "$skip" = 1 ]; then skip=0; continue; fi
+  if [ "$a" = -s ]; then skip=1; continue; fi
+  set -- "$@" "$a"
+done
+pidfile=$("$@" -T 2>/dev/null | sed -n 's/^[[:space:]]*pid[[:space:]]\{1,\}\([^;]*\);.*/\1/p' | head -n 1)
+[ -n "$pidfile" ] || pidfile=$("$1" -V 2>&1 | sed -n 's/.*--pid-path=\([^ ]*\).*/\1/p')
+[ -r "$pidfile" ] || { echo "cannot read the nginx pid file ${pidfile:-(none found)}" >&2; exit 1; }
+pid=$(cat "$pidfile")
+kill -0 "$pid" 2>/dev/null || { echo "may not signal the nginx master (pid $pid, $pidfile)" >&2; exit 1; }
+echo "may signal the nginx master (pid $pid)"
+"""
+
+
+def permission_probe(argv: list[str], what: str) -> tuple[Command | None, str]:
+    """Given a reload command (argv) and what it reloads, return a Command that tells, without reloading,
+    whether the SSH user may run it (None if that cannot be told), and what a success means."""
+    if argv and argv[0] == "sudo":  # `sudo -l COMMAND` says whether sudo would run it, and runs nothing
+        return Command("sudo", "-n", "-l", *argv[1:]), "sudo allows it without a password"
+    if argv and argv[0].rsplit("/", 1)[-1] == "nginx" and "-s" in argv:
+        return Command("sh", "-c", NGINX_SIGNAL_PROBE, "orch-probe", *argv), ""
+    return None, f"not checked: telling would {what}"
+
+
+def web_rows(host) -> list[CheckRow]:
+    """Given a host with a `web:` block, check it as the SSH user: the vhost folder is writable, the nginx
+    configuration test passes, the php-fpm socket is there, and the user may reload nginx and php-fpm (sudo
+    commands with `sudo -n -l`, `nginx -s reload` by signalling the master; nothing is reloaded)."""
+    web = host.web
+    rows: list[CheckRow] = []
+
+    def add(check: str, command: Command | None, good: str, conn) -> None:
+        if command is None:
+            rows.append(CheckRow("", "", host.name, check, True, good))
+            return
+        result = conn.run(command, check=False, timeout=30)
+        detail = (result.text.strip().splitlines() or [good])[-1] if result.ok else _last(result.stderr or result.text)
+        rows.append(CheckRow("", "", host.name, check, result.ok, detail if result.ok else f"FAILED: {detail}"))
+
+    try:
+        with connect(host) as conn:
+            add("web sites_dir", Command("sh", "-c", 'test -d "$1" && test -w "$1" && echo "$1 writable" || '
+                                         '{ echo "$1: not a folder this user may write in" >&2; exit 1; }',
+                                         "orch-probe", web["sites_dir"]), "", conn)
+            add("web nginx test", Command(*web["test"]), f"`{' '.join(web['test'])}` passed", conn)
+            add("web php socket", Command("sh", "-c", 'test -S "$1" && echo "$1 is a socket" || '
+                                          '{ echo "$1: no such socket (is php-fpm running?)" >&2; exit 1; }',
+                                          "orch-probe", web["php_socket"]), "", conn)
+            probe, good = permission_probe(web["reload"], "reload nginx")
+            add("web reload", probe, good, conn)
+            if web.get("php_reload"):
+                probe, good = permission_probe(web["php_reload"], "reload php-fpm")
+                add("web php_reload", probe, good, conn)
+            else:
+                rows.append(CheckRow("", "", host.name, "web php_reload", True,
+                                     "not set: after a promotion in place OPcache may serve old code, and in the "
+                                     "releases layout it keeps every release (see hosts.X.web.php_reload)"))
+    except OrchError as exc:
+        rows.append(CheckRow("", "", host.name, "web", False, str(exc)))
+    return rows
+
+
+def _last(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message"
+
+
 def run_check(inventory, site_names: list[str] | None = None) -> tuple[list[dict], bool]:
     """Given the inventory and optional site names, check everything and return (rows, any_host_key_refused).
 
-    Each host is probed once however many environments it serves; probes run in parallel.
+    Each host is probed once however many environments it serves, and its `web:` block checked once (rows with
+    an empty site and env); probes run in parallel.
     """
     sites = [inventory.site(n) for n in site_names] if site_names else list(inventory.sites.values())
     envs = [(site, env) for site in sites for env in site.environments.values()]
@@ -112,6 +184,8 @@ def run_check(inventory, site_names: list[str] | None = None) -> tuple[list[dict
         probes = dict(zip(host_names, pool.map(lambda n: probe_host(inventory.hosts[n]), host_names), strict=True))
         s3_results = dict(zip(s3_names, pool.map(lambda n: s3_status(inventory.storage[n]), s3_names), strict=True))
         rows = list(pool.map(lambda se: _env_rows(inventory, probes, s3_results, *se), envs))
+        web_hosts = [inventory.hosts[n] for n in host_names if inventory.hosts[n].web and probes[n]["ok"]]
+        rows += list(pool.map(web_rows, web_hosts))
     return [asdict(r) for group in rows for r in group], any(p["refused"] for p in probes.values())
 
 

@@ -299,3 +299,30 @@ def test_defect_9_a_task_total_counts_a_nested_backup_once(fleet):
     assert total in fleet.orch("log", "--task", "9009").stdout
     summary = json.loads(fleet.orch("report", "--task", "9009", "--format", "json").stdout)["summary"]
     assert abs(summary["total_seconds"] - wall) < 0.01
+
+
+def test_check_checks_each_hosts_web_block_as_the_ssh_user(wp_fleet, tmp_path):
+    rows = {row["check"]: row for row in wp_fleet.orch_json("check", "wp") if row["host"] == "stage1"
+            and row["check"].startswith("web")}
+    assert {check: row["ok"] for check, row in rows.items()} == {
+        "web sites_dir": True, "web nginx test": True, "web php socket": True, "web reload": True,
+        "web php_reload": True}, rows
+    assert "may signal the nginx master" in rows["web reload"]["detail"]
+    assert "not set" in rows["web php_reload"]["detail"]
+
+    from fleet import Fleet
+    inventory = yaml.safe_load(wp_fleet.inventory.read_text())
+    web = inventory["hosts"]["stage1"]["web"]
+    inventory["hosts"]["stage1"]["web"] = web | {
+        "sites_dir": "/etc", "test": [*web["test"], "-c", str(tmp_path / "missing.conf")],
+        "php_socket": str(tmp_path / "no.sock"), "reload": ["sudo", "-n", "/usr/sbin/nginx", "-s", "reload"],
+        "php_reload": ["sudo", "systemctl", "reload", "php8.2-fpm"]}
+    broken = Fleet(tmp_path / "inv", wp_fleet.env, wp_fleet.hosts)
+    broken.write_inventory(inventory, {"wp": wp_fleet.site})
+    proc = broken.orch("--json", "check", "wp", expect=1)
+    rows = {row["check"]: row for row in json.loads(proc.stdout) if row["check"].startswith("web")}
+    assert not any(row["ok"] for row in rows.values()), rows
+    assert "/etc: not a folder this user may write in" in rows["web sites_dir"]["detail"]
+    assert "missing.conf" in rows["web nginx test"]["detail"]
+    assert "no such socket" in rows["web php socket"]["detail"]
+    assert "sudo" in rows["web reload"]["detail"] and "sudo" in rows["web php_reload"]["detail"]
