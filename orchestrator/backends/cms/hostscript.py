@@ -2,7 +2,8 @@
 
 The dump then never travels to the orchestrator. The replacer module is pure standard library but for one
 import of orch's error type, so the shipped script is its source with that import swapped for a local class,
-plus a small `main`. It is written once per content hash under the host user's cache folder.
+plus a small `main`: `python3 SCRIPT PAIRS_JSON DIALECT [WORKERS]` (workers: replace.default_workers()). It
+is written once per content hash under the host user's cache folder.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ MAIN = f'''
 def _orch_main():
     import dataclasses, json, sys
     pairs = [tuple(pair) for pair in json.loads(sys.argv[1])]
-    stats = replace_stream(sys.stdin.buffer, sys.stdout.buffer, pairs, dialect=sys.argv[2])
+    keep_freed_memory()
+    workers = int(sys.argv[3]) if len(sys.argv) > 3 else default_workers()  # a PostgreSQL dump takes one
+    stats = replace_stream(sys.stdin.buffer, sys.stdout.buffer, pairs, dialect=sys.argv[2], workers=workers)
     sys.stdout.flush()
     sys.stderr.write({STATS_PREFIX!r} + json.dumps(dataclasses.asdict(stats)) + "\\n")
 

@@ -10,9 +10,12 @@ are written as mysqldump --hex-blob writes them (``0x`` + uppercase hex). The la
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import io
+import os
+import random
 import re
 import shutil
 import subprocess
@@ -684,3 +687,122 @@ def test_real_pg_dump_round_trip(postgres, inserts):
                          " ORDER BY option_id", "replace_dst")
     assert [bytes.fromhex(h) for h in hexes.split()] == after
     assert stats.replacements > 0 and stats.serialized_skipped == 0
+
+
+# ------------------------------------------------------------------------------------------ parallel workers
+
+
+def replace_files(tmp_path: Path, dump: bytes, *, workers: int, chunk_size: int = 1 << 20,
+                  dialect: str = "mysql") -> tuple[bytes, ReplaceStats]:
+    """Replace a dump from one file into another (the workers need file descriptors)."""
+    src, dst = tmp_path / "in.sql", tmp_path / "out.sql"
+    src.write_bytes(dump)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        stats = replace_stream(fin, fout, PAIRS, dialect=dialect, chunk_size=chunk_size, workers=workers)
+    return dst.read_bytes(), stats
+
+
+def edge_dump() -> bytes:
+    """Lines of every length from 1 to 61 bytes between rows holding URLs in plain, JSON, serialized,
+    serialized-in-serialized and hex form; the last line without its newline. Replaced in chunks of 1 to 64
+    bytes, a line ends at every offset of a chunk."""
+    url = OLD.encode()
+    inner = b's:%d:\\"%s\\";' % (len(url), url)
+    rows = [b"INSERT INTO `t` VALUES (1,'" + url + b"/a'),(2,'https:\\\\/\\\\/shop.example.com\\\\/b');",
+            b"INSERT INTO `t` VALUES (3,'a:1:{i:0;" + inner + b"}');",
+            b"INSERT INTO `t` VALUES (4,'s:%d:\\\"a:1:{i:0;%s}\\\";');" % (len(inner) - 2 + 10, inner),
+            b"(5,0x" + binascii.hexlify(b'a:1:{i:0;s:%d:"%s";}' % (len(url), url)).upper() + b")"]
+    lines = [b"-- " + b"x" * (length - 3) if length > 3 else b"-" * length for length in range(1, 62)]
+    mixed = [line for i, pad in enumerate(lines) for line in (pad, rows[i % len(rows)])]
+    return b"\n".join(mixed) + b"\n" + rows[1]
+
+
+def test_edge_dump_holds_what_it_says():
+    out, stats = replace_bytes(edge_dump(), PAIRS)
+    # 16 rows with 2 URLs, 3 x 15 with 1 and the last line; 1 length fixed per row but 2 in the 15 nested ones
+    assert (stats.replacements, stats.serialized_fixed, stats.serialized_skipped) == (78, 61, 0)
+    assert OLD.encode() not in out and b"\\/\\/shop.example.com" not in out
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_workers_write_the_serial_output_at_every_chunk_edge(tmp_path, workers):
+    dump = edge_dump()
+    expected, expected_stats = replace_bytes(dump, PAIRS)
+    for chunk_size in range(1, 65):
+        out, stats = replace_files(tmp_path, dump, workers=workers, chunk_size=chunk_size)
+        assert out == expected, chunk_size
+        assert stats == expected_stats, chunk_size
+
+
+@needs_php
+@pytest.mark.parametrize("chunk_size", [1, 7, 100, 1 << 20])
+@pytest.mark.parametrize("make_dump", [mysql_dump, mysql_hex_dump])
+def test_parallel_workers_write_the_serial_output_of_the_corpus(tmp_path, make_dump, chunk_size):
+    expected, expected_stats = replace_bytes(make_dump(OLD), PAIRS)
+    out, stats = replace_files(tmp_path, make_dump(OLD), workers=2, chunk_size=chunk_size)
+    assert out == expected == make_dump(NEW)
+    assert stats == expected_stats
+
+
+_FEEDER = """
+import random, sys
+data, rng, pos = sys.stdin.buffer.read(), random.Random(7), 0
+while pos < len(data):  # writes of 1 byte to 64 KB, so reads end anywhere
+    size = rng.choice([1, 2, 13, 100, 4096, 65536])
+    sys.stdout.buffer.write(data[pos:pos + size])
+    sys.stdout.buffer.flush()
+    pos += size
+"""
+
+
+def test_parallel_workers_read_a_pipe_that_delivers_bytes_at_random(tmp_path):
+    dump = edge_dump() * 50
+    expected, _ = replace_bytes(dump, PAIRS)
+    (tmp_path / "in.sql").write_bytes(dump)
+    with open(tmp_path / "in.sql", "rb") as fin, open(tmp_path / "out.sql", "wb") as fout:
+        feeder = subprocess.Popen([sys.executable, "-c", _FEEDER], stdin=fin, stdout=subprocess.PIPE)
+        stats = replace_stream(feeder.stdout, fout, PAIRS, chunk_size=256, workers=2)
+    assert feeder.wait() == 0
+    assert (tmp_path / "out.sql").read_bytes() == expected
+    assert stats.bytes_in == len(dump) and stats.bytes_out == len(expected)
+
+
+def test_a_failing_worker_stops_the_others_and_raises(tmp_path):
+    src = tmp_path / "in.sql"
+    src.write_bytes(edge_dump() * 200)
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # nobody reads the output: the first write fails with EPIPE
+    with open(src, "rb") as fin, open(write_fd, "wb") as fout, pytest.raises(OSError, match="replace worker"):
+        replace_stream(fin, fout, PAIRS, chunk_size=64, workers=2)
+
+
+def test_a_postgres_dump_takes_one_process_with_workers_asked(tmp_path):
+    dump = b"COPY t (a) FROM stdin;\n" + OLD.encode() + b"\n\\.\nINSERT INTO t VALUES ('" + OLD.encode() + b"\n');\n"
+    out, _ = replace_files(tmp_path, dump, workers=2, dialect="postgres")
+    assert out == replace_bytes(dump, PAIRS, dialect="postgres")[0]
+
+
+@pytest.mark.parametrize("pairs", [
+    PAIRS,
+    url_pairs("http://www.shop.example.com/blog/", "https://stage.example.net/blog"),
+    [("shop.example.com", "stage.example.net"), ("https://shop.example.com/a", "https://x.example.net/a"),
+     ("//shop.example.com", "//x.example.net")],
+    [("x.com/x.com", "y"), ("//x.com", "//z.net")],  # a needle holding its anchor twice: the window search
+], ids=["url_pairs", "path", "bare-host", "anchor-twice"])
+def test_the_anchor_first_search_finds_what_the_window_search_finds(pairs):
+    from orchestrator.backends.cms.replace import _DIALECTS, RAW, _Matcher, _raw_pairs
+
+    rng = random.Random(5)
+    found = 0
+    for syntax in {s.name: s for syntaxes in [*_DIALECTS.values(), [RAW]] for s in syntaxes}.values():
+        matcher = _Matcher(_raw_pairs(pairs), syntax)
+        needles = [old for group in matcher._groups for old in group.needles]
+        cuts = [n[:i] for n in needles for i in range(1, len(n))] + [n[i:] for n in needles for i in range(len(n))]
+        fragments = needles * 20 + cuts + [b"www.", b"-", b"_", b".", b"a", b"0", b"\\", b"'", b"\\n", b" "] * 5
+        for _ in range(3000):
+            line = b"".join(rng.choice(fragments) for _ in range(rng.randint(1, 10)))
+            for group in matcher._groups:
+                matches = matcher._find_group(line, group)
+                assert matches == _Matcher._find_window(line, group), (syntax.name, line)
+                found += len(matches)
+    assert found > 1000  # the lines do hold matches
