@@ -56,7 +56,8 @@ def serve_cmd(app, host, port, root_path, hash_password, new_token):
     import uvicorn
 
     from orchestrator.web.app import create_app
-    web = create_app(app.oplog, app.inventory, accounts=None if is_loopback(host) else accounts)
+    from orchestrator.web.reader import read_only
+    web = create_app(read_only(app.oplog), app.inventory, accounts=None if is_loopback(host) else accounts)
     app.say(f"orch serve: http://{host}:{port}{root_path.rstrip('/')}/tasks "
             f"({'open to this machine' if is_loopback(host) else 'login required'}); Ctrl-C stops")
     uvicorn.run(web, host=host, port=port, root_path=root_path.rstrip("/"), log_level="warning",

@@ -148,3 +148,21 @@ def test_the_tasks_list_counts_an_operation_inside_another_once(world):
     from orchestrator.web.queries import TaskFilter, tasks
     (row,) = tasks(oplog.engine, TaskFilter(number="16001"))[0]
     assert row["seconds"] == oplog.operation(outer.id)["duration"]
+
+
+def test_pages_read_without_taking_the_write_lock(world, tmp_path):
+    import sqlalchemy as sa
+
+    from orchestrator.web.reader import read_only
+    inventory, oplog = world
+    reader = read_only(oplog)
+    web = TestClient(create_app(reader, inventory))
+    with oplog.engine.begin() as conn:  # a writer holds the lock (BEGIN IMMEDIATE) for the whole page view
+        conn.execute(sa.text("UPDATE locks SET task = task"))
+        started = time.monotonic()
+        assert web.get("/tasks/14883").status_code == 200
+        assert time.monotonic() - started < 5
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        with reader.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM operations"))
+    reader.engine.dispose()
