@@ -95,10 +95,12 @@ def run(label: str, url: str, steps: int) -> None:
     from starlette.testclient import TestClient
 
     from orchestrator.web.app import create_app
-    oplog = Oplog(url)
+    from orchestrator.web.reader import read_only
+    writer = Oplog(url)
     began = time.perf_counter()
-    fill(oplog, steps)
+    fill(writer, steps)
     print(f"{label}: filled {steps:,} steps in {time.perf_counter() - began:.0f} s")
+    oplog = read_only(writer)  # as `orch serve` reads it
     inventory = _inventory()
     web = TestClient(create_app(oplog, inventory))
 
@@ -118,6 +120,7 @@ def run(label: str, url: str, steps: int) -> None:
         flag = "  (goal < 200 ms)" if path == f"/tasks/{TASK}" else ""
         print(f"  {name:<38} {median:>10.1f} {p95:>8.1f} {median / base[0]:>11.2f}{flag}")
     oplog.close()
+    writer.close()
 
 
 def _inventory():
