@@ -79,5 +79,14 @@ def attach(oplog, inventory) -> None:
     """Given an oplog and the inventory (or a function returning it, called when the first operation finishes,
     so a command that finishes none never reads the site files), queue and start delivering a note whenever an
     operation finishes, if a tracker is configured."""
-    from .delivery import NoteHook
-    oplog.finish_hooks.append(NoteHook(oplog, inventory))
+    hook = None
+
+    def on_finish(op_id: int) -> None:  # delivery (urllib, the note) is imported when an operation finishes,
+        nonlocal hook                    # not by every command that opens the oplog (`orch log` starts faster)
+        if hook is None:
+            from .delivery import NoteHook
+            hook = NoteHook(oplog, inventory)
+        hook(op_id)
+
+    on_finish.__name__ = "tracker note"
+    oplog.finish_hooks.append(on_finish)
