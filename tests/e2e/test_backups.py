@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 
@@ -248,17 +249,15 @@ def test_kill_9_during_restic_leaves_interrupted_and_the_stale_repository_lock_i
     deadline = time.monotonic() + 60
     pids = []
     while not pids and time.monotonic() < deadline:  # wait until restic itself runs on the host
-        # anchored: the `bash -c` wrapper's command line contains the same words, restic's starts with them
-        ps = subprocess.run(["pgrep", "-f", "^restic backup --json --host shop.production"], capture_output=True,
-                            text=True).stdout
-        pids = [int(p) for p in ps.split()]
+        # anchored: the `bash -c` wrapper's command line contains the same words, restic's starts with them;
+        # only under this session's sshd: another test run's restic is none of our business
+        pids = fleet.hosts["web1"].processes(r"^restic backup --json --host shop\.production")
     assert pids, "restic never started"
+    groups = {os.getpgid(pid) for pid in pids}  # the SSH session's pipeline: wrapper shell, dump, restic
     victim.send_signal(signal.SIGKILL)  # the orchestrator dies...
-    for pid in pids:  # ...and so does the host's restic, as in a reboot: its repository lock stays behind
-        subprocess.run(["kill", "-9", str(pid)])
+    for group in groups:  # ...and so does the host's pipeline, as in a reboot: the repository lock stays behind
+        os.killpg(group, signal.SIGKILL)
     victim.wait()
-    # the rest of the dead pipeline (wrapper shell, dump) goes too, as it would in a reboot
-    subprocess.run(["pkill", "-9", "-f", "restic backup --json --host shop.production"])
     assert fleet.orch_json("log", "--task", "14894")[0]["status"] == "interrupted"
     # prune needs an exclusive repository lock: it only works if the stale one was removed
     fleet.orch("prune", "shop", "--task", "14895")

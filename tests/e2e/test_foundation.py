@@ -180,8 +180,8 @@ def test_secrets_never_show_in_ps_oplog_or_verbose_logs(fleet):
     proc = subprocess.Popen([*ORCH, "-vv", "-i", str(fleet.inventory), "backup", "shop", "blog", "--task", "6801"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
     seen = []
-    while proc.poll() is None:  # every process on this machine, which hosts all the testbed hosts
-        seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
+    while proc.poll() is None:  # every process on this machine (all the testbed hosts), whole lines: -ww
+        seen.append(subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout)
         time.sleep(0.02)
     out, err = proc.communicate()
     assert proc.returncode == 0, err

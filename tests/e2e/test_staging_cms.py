@@ -245,7 +245,8 @@ def deploy(cms: Cms, web1, mariadb, path: str) -> Deployed:
     with (fixture / "database.sql").open("rb") as sql:
         subprocess.run(["mariadb", "--no-defaults", "-S", str(mariadb.socket), "-u", "root", creds["database"]],
                        stdin=sql, check=True, capture_output=True)
-    web1.run(f"mkdir -p {path} && cp -r {fixture}/. {path}/ && rm {path}/database.sql")
+    web1.copy_in(fixture, path)  # as root: web1's user may not read a private checkout
+    web1.run(f"rm {path}/database.sql")
     for rel in dict.fromkeys(rel for rel, _, _ in cms.host_edits):
         text = (fixture / rel).read_text(encoding="utf-8")
         for edit_rel, old, new in cms.host_edits:

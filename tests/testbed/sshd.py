@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
+import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,36 @@ class SshHost:
         except subprocess.CalledProcessError as e:
             e.add_note(f"{self.name}$ {cmd}\nstdout: {e.stdout}\nstderr: {e.stderr}")
             raise
+
+    def copy_in(self, source: Path, dest: str) -> None:
+        """Copy a local folder's contents into ``dest`` on this host (created if missing), owned by the host's
+        user. Done as root: the checkout may live where the host's user cannot read (a clone under
+        ``mktemp -d`` or /root), so ``cp`` as that user would fail."""
+        self.run(f"mkdir -p {shlex.quote(dest)}")
+        shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True)
+        _run(["chown", "-R", f"{self.user}:", dest])
+
+    def processes(self, pattern: str) -> list[int]:
+        """Return the pids of processes this sshd started (its sessions and what they run) whose command line
+        matches the regex ``pattern``: another test session's processes, under its own sshd, never match."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(parent, []).append(int(stat.parent.name))
+        found, todo = [], list(children.get(self._proc.pid, []))
+        while todo:
+            pid = todo.pop()
+            todo += children.get(pid, [])
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if re.search(pattern, args.strip()):
+                found.append(pid)
+        return sorted(found)
 
     def stop(self) -> None:
         """Stop sshd and remove this instance's authorized_keys file."""

@@ -72,7 +72,7 @@ def test_a_secret_is_not_visible_in_ps_while_the_command_runs(local, tmp_path):
     runner.start()
     while not marker.exists():
         pass
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
     runner.join()
     assert secret not in ps
 
