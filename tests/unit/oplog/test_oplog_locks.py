@@ -61,6 +61,16 @@ def spawn(code: str, *args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO, **kwargs)
 
 
+def _reap(proc: subprocess.Popen) -> str:
+    """Wait for a child a little, kill it if it hangs (a failed test must leave no process behind); return its
+    stderr."""
+    try:
+        return proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[1]
+
+
 def wait_for(paths: list[Path], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not all(p.exists() for p in paths):
@@ -213,6 +223,8 @@ RACER = """
     op = oplog.start(task="7", site="race", env=None, action=f"racer{n}")
     (work / f"ready{n}").touch()
     while not (work / "go").exists():
+        if (work / "done").exists():  # the test gave up before the start: leave, never spin on as an orphan
+            sys.exit(3)
         time.sleep(0.001)
     try:
         oplog.acquire_lock("race", task="7", operation_id=op.id)
@@ -240,7 +252,7 @@ def test_racing_processes_get_the_lock_exactly_once(url, tmp_path, before):
         results = [(tmp_path / f"result{n}").read_text() for n in range(racers)]
     finally:
         (tmp_path / "done").touch()
-        errors = [proc.communicate(timeout=60)[1] for proc in procs]
+        errors = [_reap(proc) for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * racers, errors
     winners = [(n, r) for n, r in enumerate(results) if r.startswith("won")]
     assert len(winners) == 1, results
