@@ -7,7 +7,7 @@ kept beside the oplog and recorded as a `visual-diff` artifact, which `orch repo
 from __future__ import annotations
 
 from orchestrator.backends.visual import shots as store
-from orchestrator.errors import UsageError
+from orchestrator.errors import OperationFailed, UsageError
 from orchestrator.oplog.run import locked_operation
 
 from .snap import plan_snap, shoot_set
@@ -112,3 +112,35 @@ def _finish(op, rows: list[dict]) -> dict:
         op.finish("failed", error=problem)
     return {"operation_id": op.id, "status": "failed" if problem else "ok", "error": problem, "rows": rows}
 
+
+
+class AroundPromotion:
+    """The visual check of one promotion: production's check URLs shot before anything changes (`before`) and
+    after the health check (`after`), compared page by page. A page that changed more than the threshold
+    (promote.visual_threshold) fails the check and the promotion rolls back like after a failed health check,
+    naming the page and the share; the diff images stay with the operation either way. Without a threshold
+    both calls do nothing."""
+
+    def __init__(self, oplog, op, prod, threshold: float | None):
+        from .snap import Subject
+        self.op, self.root, self.threshold = op, store.root(oplog.url), threshold
+        self.subject = Subject(prod.site, prod.env, prod.env.url, (prod.host.web or {}).get("connect"))
+        self.paths: list[str] = []
+        self.shots: list[store.Shot] = []
+
+    def before(self) -> None:
+        """Shoot production as it is."""
+        if self.threshold is None:
+            return
+        from orchestrator.backends.visual.urls import check_paths
+        self.paths = check_paths(self.subject.site, self.subject.fetch, self.subject.base_url)
+        self.shots = shoot_set(self.op, self.root, self.subject, self.paths, "before")
+
+    def after(self) -> None:
+        """Shoot production again and compare; raise OperationFailed if a page changed more than the threshold."""
+        if self.threshold is None:
+            return
+        after = shoot_set(self.op, self.root, self.subject, self.paths, "after")
+        problem = exceeded(diff_sets(self.op, self.root, self.shots, after, threshold=float(self.threshold)))
+        if problem:
+            raise OperationFailed(f"visual check failed: {problem}")

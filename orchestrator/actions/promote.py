@@ -23,6 +23,7 @@ from orchestrator.backends.remote.relay import relay
 from orchestrator.errors import OperationFailed, OrchError, UsageError
 
 from .backup import backup_target
+from .compare import AroundPromotion
 from .plan import Plan, execute
 from .release import (
     PromoteOptions,
@@ -260,6 +261,8 @@ class _Promotion:
                          details=files.as_dict(PLAN_LIST_LIMIT) | {"source": self.plan.label})
         if files.empty:
             return {"site": self.prod.site.name, "status": "unchanged", "from": self.plan.label, **files.as_dict()}
+        look = AroundPromotion(self.oplog, self.op, self.prod, self.opts.visual_threshold)
+        look.before()  # production's screenshots, before anything changes
         backup = self._backup()
         self.journal = self._begin(backup)
         self._build()
@@ -271,6 +274,7 @@ class _Promotion:
             self._migrate()
             with self.op.step("health check") as step:
                 step.output(health_check(self.prod, self.opts, self.playbook, self.revision["revision"]))
+            look.after()  # above promote.visual_threshold: rolled back like a failed health check
         self.layout.set_state(self.journal.id, "verified")
         self.op.artifact("revision", self.revision["revision"], details=self.revision)
         return {"site": self.prod.site.name, "status": "ok", "revision": self.revision["revision"],

@@ -29,9 +29,11 @@ def _planned(app, action: str, site: str, task: str, dry_run: bool, yes: bool, w
 @click.option("--dry-run", is_flag=True, help="Print the exact file plan and stop; nothing changes.")
 @click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
 @click.option("--no-migrate", is_flag=True, help="Skip the playbook's database migrations.")
+@click.option("--visual", is_flag=True, help="With --dry-run: screenshot the test environment and production, "
+                                             "and compare them page by page.")
 @json_option
 @pass_app
-def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
+def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate, visual):
     """Send code from a test environment to production, safely.
 
     Content never flows up: only files the playbook calls code. A production backup is taken first
@@ -44,10 +46,19 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate):
       orch promote shinglas --from t14883 --task 14883 --dry-run
       orch promote shinglas --from t14883 --task 14883 --yes
       orch promote shinglas --ref v2.4.1 --task 14883 --yes
+      orch promote shinglas --from t14883 --task 14883 --dry-run --visual
+
+    With promote.visual_threshold set, production is also screenshot before and after (see `orch
+    snap`); a page that changed more than the threshold rolls the promotion back.
     """
+    def make_plan():
+        return promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
+                                    migrate=not no_migrate, compare=dry_run)
+    if visual:
+        from .visual import preview_promotion
+        return preview_promotion(app, site, source, task, dry_run, make_plan)
     plan = _planned(app, "promote", site, task, dry_run, yes, f"promote {site} from {source or ref} to production",
-                    lambda: promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
-                                                 migrate=not no_migrate, compare=dry_run))
+                    make_plan)
     if plan is None:
         return
     result = promote.promote(app.oplog, app.inventory, plan)

@@ -1,4 +1,5 @@
-"""`orch snap` and `orch compare`: screenshots of a site's check URLs, and how much two sets of them differ."""
+"""`orch snap` and `orch compare`: screenshots of a site's check URLs, and how much two sets of them differ; and
+`orch promote --dry-run --visual`, which compares a test environment with production."""
 from __future__ import annotations
 
 import click
@@ -81,6 +82,25 @@ def show(app, result: dict) -> None:
     if result.get("error"):
         app.say(f"orch: {result['error']}")
         raise click.exceptions.Exit(ExitCode.FAILED)
+
+
+def preview_promotion(app, site: str, source: str | None, task: str, dry_run: bool, make_plan) -> None:
+    """`orch promote --from ENV --dry-run --visual`: the promotion's plan, then ENV and production screenshot on
+    the same pages and compared (one `compare` operation of the task). Exit 1 above the threshold."""
+    if not dry_run or not source:
+        raise click.UsageError("--visual goes with --dry-run and --from ENV (promote.visual_threshold checks "
+                               "real promotions)")
+    from orchestrator.actions.compare import compare_envs
+    with app.preflight("promote", task, site, "production", dry_run=True):
+        plan = make_plan()
+    result = compare_envs(app.oplog, app.inventory, site, "production", source, task=task)
+    if app.json:
+        app.emit({"plan": plan.as_dict() | {"dry_run": True}, "visual": result})
+        if result.get("error"):
+            raise click.exceptions.Exit(ExitCode.FAILED)
+        return
+    app.show_plan(plan)
+    show(app, result)
 
 
 COMMANDS = [snap_cmd, compare_cmd]
