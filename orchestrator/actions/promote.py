@@ -35,6 +35,7 @@ from .release import (
     reload_php,
     undo_promotion,
 )
+from .staging import status_of
 from .targets import Target, target
 
 log = logging.getLogger("orch.promote")
@@ -125,8 +126,11 @@ def source_env(oplog, site, name: str):
         if env.production:
             raise UsageError(f"{site.name}/{name} is production: promote FROM a test environment")
         return env
-    if any(row["name"] == name for row in oplog.envs(site.name)):
-        return staging_model.derive(site, name).env
+    for row in oplog.envs(site.name):
+        if row["name"] == name:
+            if (status := status_of(oplog, row)) != "ready":  # a half-made copy holds no code worth promoting
+                raise UsageError(f"{site.name}/{name} is {status}, not ready: promote from a copy that is")
+            return staging_model.derive(site, name).env
     raise UsageError(f"{site.name} has no environment {name!r} (see `orch sites` and `orch staging list`)")
 
 

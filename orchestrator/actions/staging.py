@@ -5,10 +5,17 @@ is streamed there through the URL replacer into the new database. Then the copy 
 point at the staging database and URL, personal data is sanitized, passwords reset (the new one is shown
 once), mail and cron are off, and the vhost adds basic auth and `X-Robots-Tag: noindex`. Nothing of this
 ever runs against an environment that is, or is configured as, production.
+
+Each verb has the one shape: `plan_*` reads only and holds every guard; the apply runs as one locked
+operation that plans again under the lock. `create` registers the copy (status `creating`) before its first
+change and marks it `ready` or `failed` at the end, so a half-made copy is listed and `destroy` removes it.
+A `--from fresh` backup of production is taken inside the same locked operation.
 """
 from __future__ import annotations
 
+import logging
 import posixpath
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from orchestrator.backends.cms import apply
@@ -17,14 +24,18 @@ from orchestrator.backends.cms.replace import url_pairs
 from orchestrator.backends.engines import engine_for
 from orchestrator.backends.envs import staging as model
 from orchestrator.backends.envs import web
+from orchestrator.backends.envs.docroot import resolve_all, sync_into
 from orchestrator.backends.remote import Command, connect
-from orchestrator.backends.storage.restic import Repository
-from orchestrator.errors import OperationFailed, Refused, UsageError
-from orchestrator.oplog.run import locked_operation
+from orchestrator.backends.storage.restic import NOT_A_REPO, Repository, RepositoryError
+from orchestrator.errors import OperationFailed, OrchError, Refused, UsageError
 
 from . import catalog
 from .backup import backup_target
+from .plan import Plan, execute
 from .targets import Target, target
+
+log = logging.getLogger("orch.staging")
+HEALTH_STREAK = 3  # answers in a row from the new config before the copy counts as served (see web.wait_until)
 
 
 def _repo_on(stage_host, prod: Target) -> Repository:
@@ -37,64 +48,161 @@ def _repo_on(stage_host, prod: Target) -> Repository:
     return Repository(prod.storage, prod.site.name, stage_host.restic)
 
 
-def choose_backup(oplog, prod: Target, source: str, task: str) -> dict:
-    """Given 'latest', 'fresh' or a backup id, return the production backup to copy from."""
+def pick_backup(oplog, prod: Target, source: str) -> dict | None:
+    """Given 'latest', 'fresh' or a backup id, return the production backup to copy from; None for 'fresh' (it
+    is taken under the operation's lock). Raise UsageError if there is no such backup."""
     if source == "fresh":
-        backup_id = backup_target(oplog, prod, task=task)["backup_id"]
-    else:
-        backup_id = source
+        return None
+    with connect(prod.host) as conn:
+        try:
+            backups = catalog.list_backups(prod, conn, oplog)
+        except RepositoryError as exc:
+            if not NOT_A_REPO.search(str(exc)):
+                raise
+            backups = []  # never backed up: no repository yet, so no backup either
+    if source == "latest" and not any(b["status"] == "ok" for b in backups):
+        raise UsageError(f"{prod.label} has no complete backup yet: copy a new one with `--from fresh`")
+    return catalog.resolve(backups, source)
+
+
+def _backup_now(oplog, op, prod: Target, task: str) -> dict:
+    """Back up production inside the running operation (its site lock covers production) and return it."""
+    with op.step("back up production (--from fresh)") as step:
+        backup_id = backup_target(oplog, prod, task=task, lock=False)["backup_id"]
+        step.output(f"backup {backup_id}")
     with connect(prod.host) as conn:
         return catalog.resolve(catalog.list_backups(prod, conn, oplog), backup_id)
 
 
-def plan(inventory, site_name: str, name: str, source: str) -> dict:
-    """What `staging create` would do, without touching anything."""
-    site = inventory.site(site_name)
-    staged = model.derive(site, name)
-    env, host = staged.env, inventory.hosts[staged.env.host]
-    playbook = playbook_for_site(site)
-    return {"site": site.name, "env": name, "host": host.name, "path": env.path, "url": env.url,
-            "database": f"{env.database.engine}:{env.database.name}" if env.database else None,
-            "from": source, "playbook": playbook.name, "basic_auth_user": model.AUTH_USER,
-            "vhost": web.vhost_path(host, site.name, name) if host.web else None}
+def _source_lines(plan) -> list[str]:
+    if plan.backup is None:
+        return [f"back up production {plan.prod.label} first and copy that backup (--from fresh)"]
+    return [f"copy production backup {plan.backup['backup_id']} ({plan.source})"]
 
 
-def create(oplog, inventory, site_name: str, *, task: str, name: str | None = None, source: str = "latest") -> dict:
-    """Create (or re-create) a staging environment; return its summary with the one-time passwords."""
+@dataclass
+class StagingPlan(Plan):
+    """What every staging verb acts on: the derived copy and its host."""
+
+    staged: model.StagingEnv
+    host: object
+
+    @property
+    def label(self) -> str:
+        return f"{self.site}/{self.env}"
+
+
+@dataclass
+class CopyPlan(StagingPlan):
+    """A verb that copies production down: from which backup, with which playbook."""
+
+    prod: Target
+    playbook: object
+    source: str           # latest | fresh | a backup id, as the user said
+    backup: dict | None   # None: --from fresh, taken under the operation's lock
+
+
+@dataclass
+class CreatePlan(CopyPlan):
+    """Make (or make again) a staging copy from a production backup."""
+
+    vhost: str
+    replaces: bool        # a copy of that name exists: its files and database are made anew
+
+    def lines(self) -> list[str]:
+        env, db = self.staged.env, self.staged.env.database
+        lines = ([f"replace the existing copy {self.label}: its files and database are made anew"]
+                 if self.replaces else [])
+        lines += [f"register {self.label} (status creating) before the first change", *_source_lines(self),
+                  f"restore its files into {self.host.name}:{env.path} (cache left out)"]
+        if db is not None:
+            lines += [f"create {db.engine} database {db.name} and its user {db.user}",
+                      f"load the dump, replacing {self.prod.env.url} with {env.url}",
+                      "point config files at the copy, sanitize personal data, reset passwords"]
+        return lines + ["switch mail and cron off",
+                        f"write vhost {self.vhost} (basic auth {model.AUTH_USER} in {self.staged.auth_file}, "
+                        "noindex), reload nginx, wait until it serves the copy"]
+
+    def params(self) -> dict:
+        return {"backup_id": self.backup["backup_id"] if self.backup else None, "from": self.source,
+                "url": self.staged.env.url}
+
+    def as_dict(self) -> dict:
+        env = self.staged.env
+        return {"site": self.site, "env": self.env, "host": self.host.name, "path": env.path, "url": env.url,
+                "database": f"{env.database.engine}:{env.database.name}" if env.database else None,
+                "from": self.source, "backup_id": self.params()["backup_id"], "playbook": self.playbook.name,
+                "basic_auth_user": model.AUTH_USER, "auth_file": self.staged.auth_file, "vhost": self.vhost,
+                "plan": self.lines()}
+
+
+def _derived(inventory, site_name: str, name: str):
     site = inventory.site(site_name)
-    name = model.check_name(site, name or model.default_name(task))
-    staged = model.derive(site, name)
+    staged = model.derive(site, model.check_name(site, name))
+    return site, staged, inventory.hosts[staged.env.host]
+
+
+def plan_create(oplog, inventory, site_name: str, *, task: str, name: str | None = None,
+                source: str = "latest") -> CreatePlan:
+    """Given a site, a task and latest|fresh|ID, return the plan of its staging copy (reads only). Raise
+    Refused for production, UsageError for a bad name, no staging template, no web block on the staging
+    host, storage it cannot read, or no backup to copy."""
+    site, staged, host = _derived(inventory, site_name, name or model.default_name(task))
     prod = target(inventory, site.name, "production")
-    stage_host = inventory.hosts[staged.env.host]
-    web.web_config(stage_host)
-    chosen = choose_backup(oplog, prod, source, task)
-    params = {"backup_id": chosen["backup_id"], "from": source, "url": staged.env.url}
-    with locked_operation(oplog, site=site.name, env=name, task=task, action="staging-create",
-                          params=params) as op, connect(stage_host) as conn:
-        op.artifact("source-backup", chosen["backup_id"], details={"snapshots": chosen["snapshots"]})
-        result = _build(op, conn, site, staged, prod, stage_host, chosen)
-        oplog.record_env(site.name, name, task=task, host=stage_host.name, path=staged.env.path,
-                         url=staged.env.url, database=_db_summary(staged.env.database),
-                         details={"backup_id": chosen["backup_id"], "basic_auth_user": model.AUTH_USER,
-                                  "vhost": result["vhost"]})
-        op.artifact("staging-url", staged.env.url or "", details={"basic_auth_user": model.AUTH_USER,
-                                                                  "path": staged.env.path})
-        return result | {"backup_id": chosen["backup_id"], "task": task}
+    web.web_config(host)
+    _repo_on(host, prod)
+    replaces = any(row["name"] == staged.name for row in oplog.envs(site.name))
+    return CreatePlan("staging-create", site.name, staged.name, task, staged, host, prod, playbook_for_site(site),
+                      source, pick_backup(oplog, prod, source), web.vhost_path(host, site.name, staged.name),
+                      replaces)
 
 
-def _build(op, conn, site, staged, prod: Target, stage_host, chosen) -> dict:
-    env, playbook = staged.env, playbook_for_site(site)
-    repo = _repo_on(stage_host, prod)
+def create(oplog, inventory, plan: CreatePlan) -> dict:
+    """Apply a create plan as one locked operation (planned again under the lock). Return the copy's summary
+    with its one-time passwords; raise if any step fails (the copy then stays registered as `failed`)."""
+    def recheck(p: CreatePlan) -> CreatePlan:
+        return plan_create(oplog, inventory, p.site, task=p.task, name=p.env, source=p.source)
+    return execute(oplog, plan, lambda op, p: _apply_create(oplog, op, p), recheck=recheck)
+
+
+def _apply_create(oplog, op, plan: CreatePlan) -> dict:
+    env, name = plan.staged.env, plan.env
+    oplog.record_env(plan.site, name, task=plan.task, host=plan.host.name, path=env.path, url=env.url,
+                     database=_db_summary(env.database),
+                     details={"status": "creating", "operation_id": op.id, "basic_auth_user": model.AUTH_USER,
+                              "auth_file": plan.staged.auth_file, "vhost": plan.vhost})
+    try:
+        backup = plan.backup or _backup_now(oplog, op, plan.prod, plan.task)
+        op.artifact("source-backup", backup["backup_id"], details={"snapshots": backup["snapshots"]})
+        with connect(plan.host) as conn:
+            result = _build(op, conn, plan, backup)
+    except BaseException:
+        _mark(oplog, plan, status="failed")
+        raise
+    _mark(oplog, plan, status="ready", backup_id=backup["backup_id"])
+    op.artifact("staging-url", env.url or "", details={"basic_auth_user": model.AUTH_USER, "path": env.path})
+    return result | {"backup_id": backup["backup_id"], "task": plan.task}
+
+
+def _mark(oplog, plan: StagingPlan, **details) -> None:
+    try:
+        oplog.update_env(plan.site, plan.env, **details)
+    except Exception:  # noqa: BLE001 -- never hide the error that got us here behind an oplog one
+        log.warning("could not record %s as %s in the oplog", plan.label, details.get("status"), exc_info=True)
+
+
+def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
+    env, repo = plan.staged.env, _repo_on(plan.host, plan.prod)
     with op.step("restore files on the staging host") as step:
-        _restore_files(conn, repo, chosen["snapshots"]["files"], env.path, playbook,
-                       flatten=prod.files_root != prod.env.path)
-        step.output(f"{env.path} from snapshot {chosen['snapshots']['files']}")
-    db_result = _copy_database(op, conn, site, staged, prod, repo, chosen, playbook) if env.database else {}
+        _restore_files(conn, repo, backup["snapshots"]["files"], env.path, plan.playbook,
+                       flatten=plan.prod.files_root != plan.prod.env.path)
+        step.output(f"{env.path} from snapshot {backup['snapshots']['files']}")
+    db_result = _copy_database(op, conn, plan, repo, backup) if env.database else {}
     with op.step("switch mail and cron off") as step:
-        step.output(", ".join(apply.write_guard_files(conn, playbook, env.path)) or "nothing to write")
-    vhost = _install_web(op, conn, site, staged, stage_host, playbook)
-    return {"site": site.name, "env": env.name, "url": env.url, "path": env.path, "host": stage_host.name,
-            "basic_auth": {"user": model.AUTH_USER, "password": staged.auth_password.reveal()},
+        step.output(", ".join(apply.write_guard_files(conn, plan.playbook, env.path)) or "nothing to write")
+    vhost = _install_web(op, conn, plan)
+    return {"site": plan.site, "env": env.name, "url": env.url, "path": env.path, "host": plan.host.name,
+            "basic_auth": {"user": model.AUTH_USER, "password": plan.staged.auth_password.reveal()},
             "vhost": vhost, **db_result}
 
 
@@ -106,35 +214,42 @@ def _restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook
     if not flatten:
         repo.run(conn, "restore", snapshot_id, "--target", path, *excludes, timeout=None)
         return
-    scratch = conn.run(Command("mktemp", "-d", "-p", posixpath.dirname(path.rstrip("/")), ".orch-flat.XXXXXX"))
-    scratch = scratch.text.strip()
+    scratch = _scratch(conn, path, ".orch-flat.XXXXXX")
     try:
         repo.run(conn, "restore", snapshot_id, "--target", scratch, "--exclude", "/releases/*/BAD_RELEASE",
                  timeout=None)
-        conn.run(Command("rsync", "-a", "--copy-links", *_excludes(playbook.cache), "--",
-                         _live_tree(conn, scratch) + "/", path + "/"))
+        sync_into(conn, _live_tree(conn, scratch), path, "--copy-links", *_excludes(playbook.cache))
     finally:
         conn.run(Command("rm", "-rf", "--", scratch), check=False)
 
 
-def _copy_database(op, conn, site, staged, prod: Target, repo, chosen, playbook) -> dict:
-    env, engine = staged.env, engine_for(staged.env.database, staged.env.path)
+def _scratch(conn, beside: str, template: str) -> str:
+    """Make a scratch folder beside a docroot (same filesystem, so the final sync moves little); return it."""
+    scratch = conn.run(Command("mktemp", "-d", "-p", posixpath.dirname(beside.rstrip("/")), template)).text.strip()
+    if not scratch:
+        raise OperationFailed(f"could not make a scratch folder beside {beside}")
+    return scratch
+
+
+def _copy_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
+    env, playbook = plan.staged.env, plan.playbook
+    engine = engine_for(env.database, env.path)
     if engine.replace_dialect is None:
         raise UsageError(f"staging copies of {env.database.engine} databases are not supported yet")
-    admin = engine_for(staged.admin_db, env.path)
+    admin = engine_for(plan.staged.admin_db, env.path)
     with op.step("create the staging database and its user"):
         apply.provision_database(conn, admin, engine, env.database.name, env.database.user, env.database.password)
     with op.step("load the dump, replacing production URLs") as step:
-        pairs = replacement_pairs(playbook, prod.env.url, env.url)
-        stats = apply.load_database(conn, repo, chosen["snapshots"]["db"], engine, pairs)
+        pairs = replacement_pairs(playbook, plan.prod.env.url, env.url)
+        stats = apply.load_database(conn, repo, backup["snapshots"]["db"], engine, pairs)
         step.output(f"{stats.get('replacements', 0)} replacements, {stats.get('serialized_fixed', 0)} "
                     f"serialized lengths fixed, {stats.get('lines_changed', 0)} lines changed")
         op.artifact("url-replacements", str(stats.get("replacements", 0)), details=stats | {"pairs": len(pairs)})
     with op.step("point config files at the staging copy") as step:
-        step.output("\n".join(apply.rewrite_configs(conn, playbook, env, prod.env)))
+        step.output("\n".join(apply.rewrite_configs(conn, playbook, env, plan.prod.env)))
     prefix = apply.table_prefix(conn, playbook, env.path)
     with op.step("sanitize personal data") as step:
-        count, skipped = apply.sanitize(conn, playbook, site, engine, prefix)
+        count, skipped = apply.sanitize(conn, playbook, plan.prod.site, engine, prefix)
         step.output(f"{count} statements; skipped: {', '.join(skipped) or 'none'}")
     with op.step("reset passwords to a staging password"):
         password = apply.reset_passwords(conn, playbook, engine, prefix)
@@ -155,103 +270,146 @@ def replacement_pairs(playbook, production_url: str | None, staging_url: str | N
     return pairs
 
 
-def _install_web(op, conn, site, staged, stage_host, playbook) -> str:
-    env, cfg = staged.env, web.web_config(stage_host)
-    auth_file = posixpath.join(posixpath.dirname(env.path.rstrip("/")), f".orch-{env.name}.htpasswd")
+def _install_web(op, conn, plan: CreatePlan) -> str:
+    env, cfg, auth_file = plan.staged.env, web.web_config(plan.host), plan.staged.auth_file
     with op.step("write the vhost (basic auth, noindex) and reload nginx") as step:
-        conn.put_bytes(web.htpasswd_line(model.AUTH_USER, staged.auth_password.reveal()).encode(), auth_file,
+        conn.put_bytes(web.htpasswd_line(model.AUTH_USER, plan.staged.auth_password.reveal()).encode(), auth_file,
                        mode=0o644)
-        text = playbook.render_vhost(server_name=urlsplit(env.url).hostname, listen=cfg["listen"], root=env.path,
-                                     php_socket=cfg["php_socket"], auth_file=auth_file)
-        path = web.install_vhost(conn, stage_host, site.name, env.name, text)
+        text = plan.playbook.render_vhost(server_name=urlsplit(env.url).hostname, listen=cfg["listen"],
+                                          root=env.path, php_socket=cfg["php_socket"], auth_file=auth_file)
+        path = web.install_vhost(conn, plan.host, plan.site, env.name, text)
         step.output(path)
     with op.step("health check through nginx") as step:
-        step.output(_health(staged, cfg, playbook))
+        step.output(_health(plan.staged, cfg, plan.playbook))
     return path
 
 
 def _health(staged, cfg, playbook) -> str:
-    env, auth = staged.env, (model.AUTH_USER, staged.auth_password.reveal())
-    url = env.url.rstrip("/") + playbook.health_path
+    """Poll the copy through nginx until the new config answers: 200 with the playbook's marker given the
+    credentials AND 401 without them, HEALTH_STREAK times in a row (a reload lets old workers answer 404 for a
+    moment). Return a summary line; raise OperationFailed with the last answers if that never happens."""
+    url, connect_to = staged.env.url.rstrip("/") + playbook.health_path, cfg.get("connect")
+    auth = (model.AUTH_USER, staged.auth_password.reveal())
+    seen: dict = {}
 
-    def probe():
-        status, headers, body = web.fetch(url, connect_to=cfg.get("connect"), auth=auth)
-        return (status, headers, body) if status == 200 and playbook.healthy(body) else None
-    answer = web.wait_until(probe, timeout=20)
-    if not answer:
-        status, _, body = web.fetch(url, connect_to=cfg.get("connect"), auth=auth)
-        raise OperationFailed(f"{url} answered {status} without the playbook's marker: {body[:200]!r}")
-    anonymous = web.fetch(url, connect_to=cfg.get("connect"))[0]
-    if anonymous != 401:
-        raise OperationFailed(f"{url} answered {anonymous} without credentials (expected 401)")
-    return f"{url}: 200 with basic auth, 401 without, X-Robots-Tag {answer[1].get('X-Robots-Tag')}"
+    def probe() -> bool:
+        seen["auth"] = web.fetch(url, connect_to=connect_to, auth=auth)
+        seen["anonymous"] = web.fetch(url, connect_to=connect_to)
+        return (seen["auth"][0] == 200 and playbook.healthy(seen["auth"][2])
+                and seen["anonymous"][0] == 401)
+
+    if not web.wait_until(probe, timeout=20, interval=0.1, streak=HEALTH_STREAK):
+        status, _, body = seen["auth"]
+        raise OperationFailed(f"{url} answered {status} with basic auth (expected 200 and the playbook's marker: "
+                              f"{body[:200]!r}) and {seen['anonymous'][0]} without (expected 401)")
+    return (f"{url}: 200 with basic auth, 401 without, X-Robots-Tag {seen['auth'][1].get('X-Robots-Tag')}")
 
 
-def refresh(oplog, inventory, site_name: str, *, name: str, task: str, source: str = "latest",
-            files: bool = True, db: bool = True, with_code: bool = False) -> dict:
-    """Bring production's content down again into an existing staging environment.
+@dataclass
+class RefreshPlan(CopyPlan):
+    """Bring production's content (or everything) down again into an existing copy."""
 
-    Content files and the database are replaced; code on staging (the work being tested) stays unless
-    with_code. The database goes through the same replace/sanitize/password steps as on creation.
-    """
-    site = inventory.site(site_name)
-    model.check_name(site, name)
-    registered(oplog, site.name, name)
-    staged = model.derive(site, name)
+    files: bool
+    db: bool
+    with_code: bool
+    mirrored: dict[str, str]   # plain content folder -> its real path in the copy, checked to stay inside
+
+    def lines(self) -> list[str]:
+        env, lines = self.staged.env, _source_lines(self)
+        if self.files and self.with_code:
+            lines.append(f"replace every file in {env.path} but cache, config and staging guard files")
+        elif self.files:
+            lines.append(f"bring content files into {env.path}; mirror {', '.join(self.mirrored) or 'no folder'}")
+        if self.db and env.database is not None:
+            lines.append(f"reload database {env.database.name}: replace URLs, point config files at the copy, "
+                         "sanitize, reset passwords")
+        return lines + (["switch mail and cron off"] if self.with_code else [])
+
+    def params(self) -> dict:
+        return {"backup_id": self.backup["backup_id"] if self.backup else None, "from": self.source,
+                "files": self.files, "db": self.db, "with_code": self.with_code}
+
+
+def plan_refresh(oplog, inventory, site_name: str, *, name: str, task: str, source: str = "latest",
+                 files: bool = True, db: bool = True, with_code: bool = False) -> RefreshPlan:
+    """Given an existing copy and what to bring down, return the refresh plan (reads only). Raise UsageError if
+    the copy is not one orch made ready, a content folder in it is a symlink out of it, or there is no backup."""
+    site, staged, host = _derived(inventory, site_name, name)
     prod = target(inventory, site.name, "production")
-    stage_host = inventory.hosts[staged.env.host]
-    chosen = choose_backup(oplog, prod, source, task)
-    params = {"backup_id": chosen["backup_id"], "files": files, "db": db, "with_code": with_code}
-    with locked_operation(oplog, site=site.name, env=name, task=task, action="staging-refresh",
-                          params=params) as op, connect(stage_host) as conn:
-        playbook, repo = playbook_for_site(site), _repo_on(stage_host, prod)
-        op.artifact("source-backup", chosen["backup_id"], details={"snapshots": chosen["snapshots"]})
-        result = {"site": site.name, "env": name, "backup_id": chosen["backup_id"], "url": staged.env.url}
-        if files:
-            with op.step("refresh " + ("all files" if with_code else "content files")) as step:
-                step.output(_refresh_files(conn, repo, chosen["snapshots"]["files"], staged.env, playbook,
-                                           with_code, flatten=prod.files_root != prod.env.path))
-        if db and staged.env.database:
-            result |= _copy_database(op, conn, site, staged, prod, repo, chosen, playbook)
-        if with_code:
+    row = registered(oplog, site.name, staged.name)
+    if status_of(oplog, row) != "ready":
+        raise UsageError(f"{site.name}/{name} is {status_of(oplog, row)}, not ready: `orch staging destroy` it, "
+                         "then create it again")
+    _repo_on(host, prod)
+    playbook = playbook_for_site(site)
+    mirrored: dict[str, str] = {}
+    if files and not with_code:
+        plain = [p.strip("/") for p in playbook.content if not any(c in p for c in "*?[")]
+        with connect(host) as conn:
+            mirrored = dict(zip(plain, resolve_all(conn, staged.env.path, plain), strict=True))
+    return RefreshPlan("staging-refresh", site.name, staged.name, task, staged, host, prod, playbook, source,
+                       pick_backup(oplog, prod, source), files, db, with_code, mirrored)
+
+
+def refresh(oplog, inventory, plan: RefreshPlan) -> dict:
+    """Apply a refresh plan as one locked operation (planned again under the lock). Content files and the
+    database are replaced; code on staging (the work being tested) stays unless with_code. The database goes
+    through the same replace/sanitize/password steps as on creation. Return a summary."""
+    def recheck(p: RefreshPlan) -> RefreshPlan:
+        return plan_refresh(oplog, inventory, p.site, name=p.env, task=p.task, source=p.source, files=p.files,
+                            db=p.db, with_code=p.with_code)
+    return execute(oplog, plan, lambda op, p: _apply_refresh(oplog, op, p), recheck=recheck)
+
+
+def _apply_refresh(oplog, op, plan: RefreshPlan) -> dict:
+    env = plan.staged.env
+    backup = plan.backup or _backup_now(oplog, op, plan.prod, plan.task)
+    op.artifact("source-backup", backup["backup_id"], details={"snapshots": backup["snapshots"]})
+    result = {"site": plan.site, "env": plan.env, "backup_id": backup["backup_id"], "url": env.url}
+    with connect(plan.host) as conn:
+        repo = _repo_on(plan.host, plan.prod)
+        if plan.files:
+            with op.step("refresh " + ("all files" if plan.with_code else "content files")) as step:
+                step.output(_refresh_files(conn, repo, backup["snapshots"]["files"], plan))
+        if plan.db and env.database:
+            result |= _copy_database(op, conn, plan, repo, backup)
+        if plan.with_code:
             with op.step("switch mail and cron off"):
-                apply.write_guard_files(conn, playbook, staged.env.path)
-        oplog.update_env(site.name, name, backup_id=chosen["backup_id"])
-        return result
+                apply.write_guard_files(conn, plan.playbook, env.path)
+    oplog.update_env(plan.site, plan.env, backup_id=backup["backup_id"])
+    return result
 
 
-def _refresh_files(conn, repo: Repository, snapshot_id: str, env, playbook, with_code: bool,
-                   flatten: bool = False) -> str:
+def _refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -> str:
     """Restore the snapshot's content (or everything) beside the env, then rsync it in.
 
     Without with_code only the playbook's content paths come down; each plain (glob-free) content folder
-    is mirrored exactly (--delete), so files removed on production disappear on staging too. Cache paths
-    never come down; config files and staging guard files are never overwritten."""
-    parent = posixpath.dirname(env.path.rstrip("/"))
-    scratch = conn.run(Command("mktemp", "-d", "-p", parent, ".orch-refresh.XXXXXX")).text.strip()
+    is mirrored exactly (--delete) into its real path, checked by the plan to stay inside the copy, so files
+    removed on production disappear on staging too. Cache paths never come down; config files and staging
+    guard files are never overwritten. The copy's folder keeps its own mode, owner and group."""
+    env, playbook, with_code = plan.staged.env, plan.playbook, plan.with_code
+    flatten = plan.prod.files_root != plan.prod.env.path
+    scratch = _scratch(conn, env.path, ".orch-refresh.XXXXXX")
     try:
         includes = [] if with_code or flatten else [
             a for p in playbook.content for a in ("--include", "/" + p.strip("/"))]
         repo.run(conn, "restore", snapshot_id, "--target", scratch, *includes, timeout=None)
+        source = scratch
         if flatten:  # a releases-layout snapshot: the live release, shared links dereferenced
-            flat = scratch + "/flat"
-            conn.run(Command("rsync", "-a", "--copy-links", "--", _live_tree(conn, scratch) + "/", flat + "/"))
-            scratch_source = flat
-        else:
-            scratch_source = scratch
+            source = scratch + "/flat"
+            conn.run(Command("rsync", "-a", "--copy-links", "--", _live_tree(conn, scratch) + "/", source + "/"))
         staging_only = [item.path for item in playbook.config] + [*playbook.mail_off.files, *playbook.cron_off.files]
         skip = [*playbook.cache, *staging_only]
         if with_code:
-            conn.run(Command("rsync", "-a", "--delete", *_excludes(skip), "--", scratch_source + "/", env.path + "/"))
+            sync_into(conn, source, env.path, "--delete", *_excludes(skip))
             return f"{env.path}: everything but cache, config and staging guard files"
         if not flatten:  # the restore held only content (glob patterns included): bring all of it
-            conn.run(Command("rsync", "-a", *_excludes(skip), "--", scratch_source + "/", env.path + "/"))
+            sync_into(conn, source, env.path, *_excludes(skip))
         mirrored = []
-        for pattern in playbook.content:
-            rel = pattern.strip("/")
-            if not any(c in rel for c in "*?[") and conn.ok(Command("test", "-d", posixpath.join(scratch_source, rel))):
+        for rel, real in plan.mirrored.items():
+            if conn.ok(Command("test", "-d", posixpath.join(source, rel))):
                 conn.run(Command("rsync", "-a", "--delete", *_excludes(skip, rel), "--",
-                                 posixpath.join(scratch_source, rel) + "/", posixpath.join(env.path, rel) + "/"))
+                                 posixpath.join(source, rel) + "/", real + "/"), timeout=None)
                 mirrored.append(rel)
         return f"content mirrored: {', '.join(mirrored) or 'none found'}"
     finally:
@@ -277,27 +435,87 @@ def _db_summary(db) -> dict | None:
 
 
 def registered(oplog, site: str, name: str) -> dict:
-    """Return a live registered staging environment; raise Refused/UsageError if it is not one."""
+    """Return a live registered staging environment (ready, or half made); raise UsageError if none."""
     for row in oplog.envs(site):
         if row["name"] == name:
             return row
     raise UsageError(f"{site}/{name} is not a staging environment orch made (see `orch staging list {site}`)")
 
 
-def destroy(oplog, inventory, site_name: str, *, name: str, task: str) -> dict:
-    """Remove a staging environment: vhost, basic-auth file, files, database and its user."""
-    site = inventory.site(site_name)
-    model.check_name(site, name)  # refuses production whatever the registry says
-    row = registered(oplog, site.name, name)
-    staged = model.derive(site, name)
+def status_of(oplog, row: dict) -> str:
+    """Given a registry row, return the copy's status: ready, creating (its create is running) or failed (its
+    create failed, or died: a `creating` copy whose operation no longer runs). Copies registered before the
+    status existed were registered only once ready."""
+    details = row.get("details") or {}
+    status = details.get("status", "ready")
+    if status == "creating" and details.get("operation_id") is not None:
+        try:
+            running = oplog.operation(details["operation_id"])["status"] == "running"
+        except OrchError:  # the operation is gone from the oplog: nothing runs it any more
+            running = False
+        return "creating" if running else "failed"
+    return status
+
+
+@dataclass
+class DestroyPlan(StagingPlan):
+    """Remove a copy: vhost, database and its user, files, basic-auth file(s)."""
+
+    row: dict
+    auth_files: list[str]
+
+    def lines(self) -> list[str]:
+        db, vhost = self.staged.env.database, (self.row.get("details") or {}).get("vhost")
+        lines = [f"remove vhost {vhost or web.vhost_path(self.host, self.site, self.env)} and reload nginx"
+                 ] if self.host.web else []
+        if db is not None and self.staged.admin_db is not None:
+            lines.append(f"drop {db.engine} database {db.name} and its user {db.user}")
+        return lines + [f"delete {self.host.name}:{self.row['path']} and {', '.join(self.auth_files)}",
+                        f"unregister {self.label}"]
+
+    def params(self) -> dict:
+        return {"path": self.row["path"]}
+
+
+def plan_destroy(oplog, inventory, site_name: str, *, name: str, task: str) -> DestroyPlan:
+    """Given a copy, return the plan removing it (reads only): whatever state it is in, ready or half made.
+    Raise Refused for production (whatever the registry says) or a registered path other than the template's,
+    UsageError if orch did not make it."""
+    site, staged, _ = _derived(inventory, site_name, name)
+    row = registered(oplog, site.name, staged.name)
     host = inventory.hosts[row["host"]]
     if row["path"] != staged.env.path:
         raise Refused(f"{site.name}/{name}: registered path {row['path']} differs from the template's "
                       f"{staged.env.path}; refusing to delete either")
-    with locked_operation(oplog, site=site.name, env=name, task=task, action="staging-destroy",
-                          params={"path": row["path"]}) as op, connect(host) as conn:
+    return DestroyPlan("staging-destroy", site.name, staged.name, task, staged, host, row,
+                       _auth_files(oplog, site.name, row, staged))
+
+
+def _auth_files(oplog, site: str, row: dict, staged) -> list[str]:
+    """The basic-auth file(s) of a copy: the one its registry row names; for a copy made when the file was named
+    after the environment only (`.orch-<env>.htpasswd`), that one too unless another site's live copy of the
+    same name may still use it."""
+    recorded = (row.get("details") or {}).get("auth_file")
+    if recorded:
+        return [recorded]
+    legacy = posixpath.join(posixpath.dirname(row["path"].rstrip("/")), f".orch-{row['name']}.htpasswd")
+    shared = any(other["name"] == row["name"] and other["site"] != site for other in oplog.envs())
+    return [staged.auth_file] + ([] if shared else [legacy])
+
+
+def destroy(oplog, inventory, plan: DestroyPlan) -> dict:
+    """Apply a destroy plan as one locked operation (planned again under the lock). Each step tolerates what a
+    failed or interrupted create left out. Return a summary."""
+    def recheck(p: DestroyPlan) -> DestroyPlan:
+        return plan_destroy(oplog, inventory, p.site, name=p.env, task=p.task)
+    return execute(oplog, plan, lambda op, p: _apply_destroy(oplog, op, p), recheck=recheck)
+
+
+def _apply_destroy(oplog, op, plan: DestroyPlan) -> dict:
+    staged, host, path = plan.staged, plan.host, plan.row["path"]
+    with connect(host) as conn:
         with op.step("remove the vhost and reload nginx") as step:
-            removed = web.remove_vhost(conn, host, site.name, name) if host.web else False
+            removed = web.remove_vhost(conn, host, plan.site, plan.env) if host.web else False
             step.output("removed" if removed else "no vhost")
         with op.step("drop the database and its user"):
             if staged.env.database and staged.admin_db:
@@ -305,12 +523,12 @@ def destroy(oplog, inventory, site_name: str, *, name: str, task: str) -> dict:
                 sql = admin.deprovision_sql(staged.env.database.name, staged.env.database.user)
                 conn.run(admin.script(admin.db.name or admin.ADMIN_DATABASE), stdin=sql.encode())
         with op.step("delete the files") as step:
-            auth_file = posixpath.join(posixpath.dirname(row["path"].rstrip("/")), f".orch-{name}.htpasswd")
-            conn.run(Command("rm", "-rf", "--", row["path"], auth_file))
-            step.output(row["path"])
-        oplog.env_destroyed(site.name, name)
-        return {"site": site.name, "env": name, "destroyed": True, "path": row["path"]}
+            conn.run(Command("rm", "-rf", "--", path, *plan.auth_files))
+            step.output(", ".join([path, *plan.auth_files]))
+    oplog.env_destroyed(plan.site, plan.env)
+    return {"site": plan.site, "env": plan.env, "destroyed": True, "path": path}
 
 
 def listing(oplog, site: str | None = None) -> list[dict]:
-    return oplog.envs(site)
+    """Return the registered copies (of one site or all), each with its status."""
+    return [row | {"status": status_of(oplog, row)} for row in oplog.envs(site)]

@@ -32,19 +32,22 @@ def staging_group():
 def create_cmd(app, site, task, name, source, dry_run):
     """Create a staging copy of SITE's production for a task.
 
+    The copy is registered (status `creating`) before anything is made, and ends `ready` or
+    `failed`: `orch staging list` shows a half-made copy and `orch staging destroy` removes it.
+
     \b
     Examples:
       orch staging create shinglas --task 14883
       orch staging create shinglas --task 14883 --from fresh --name t14883-b
+      orch staging create shinglas --task 14883 --dry-run
     """
+    name = name or default_name(task)
+    with app.preflight("staging-create", task, site, name, dry_run=dry_run):
+        plan = staging.plan_create(app.oplog, app.inventory, site, task=task, name=name, source=source)
     if dry_run:
-        plan = staging.plan(app.inventory, site, name or default_name(task), source)
-        app.emit(plan)
-        if not app.json:
-            for key, value in plan.items():
-                click.echo(f"{key:>16}: {value}")
+        app.show_plan(plan)
         return
-    result = staging.create(app.oplog, app.inventory, site, task=task, name=name, source=source)
+    result = staging.create(app.oplog, app.inventory, plan)
     if app.json:
         app.emit(result)
         return
@@ -67,9 +70,10 @@ def create_cmd(app, site, task, name, source, dry_run):
 @click.option("--db-only", is_flag=True, help="Only the database.")
 @click.option("--files-only", is_flag=True, help="Only the content files.")
 @click.option("--with-code", is_flag=True, help="Also overwrite staging's code with production's.")
+@click.option("--dry-run", is_flag=True, help="Show what would be refreshed; do nothing.")
 @json_option
 @pass_app
-def refresh_cmd(app, site, name, task, source, db_only, files_only, with_code):
+def refresh_cmd(app, site, name, task, source, db_only, files_only, with_code, dry_run):
     """Copy production's content down again; staging's code (your work) stays unless --with-code.
 
     \b
@@ -79,8 +83,13 @@ def refresh_cmd(app, site, name, task, source, db_only, files_only, with_code):
     """
     if db_only and files_only:
         raise click.UsageError("--db-only and --files-only exclude each other")
-    result = staging.refresh(app.oplog, app.inventory, site, name=name, task=task, source=source,
-                             files=not db_only, db=not files_only, with_code=with_code)
+    with app.preflight("staging-refresh", task, site, name, dry_run=dry_run):
+        plan = staging.plan_refresh(app.oplog, app.inventory, site, name=name, task=task, source=source,
+                                    files=not db_only, db=not files_only, with_code=with_code)
+    if dry_run:
+        app.show_plan(plan)
+        return
+    result = staging.refresh(app.oplog, app.inventory, plan)
     if app.json:
         app.emit(result)
         return
@@ -93,18 +102,25 @@ def refresh_cmd(app, site, name, task, source, db_only, files_only, with_code):
 @click.argument("site")
 @click.option("--env", "name", required=True, help="The staging environment to remove.")
 @task_option()
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; do nothing.")
 @json_option
 @pass_app
-def destroy_cmd(app, site, name, task):
+def destroy_cmd(app, site, name, task, dry_run):
     """Remove a staging environment: files, database, database user, vhost, basic-auth file.
 
-    Refuses (exit 4) anything that is or is configured as production.
+    Works on a half-made copy too (status creating or failed). Refuses (exit 4) anything that is or
+    is configured as production.
 
     \b
     Example:
       orch staging destroy shinglas --env t14883 --task 14883
     """
-    result = staging.destroy(app.oplog, app.inventory, site, name=name, task=task)
+    with app.preflight("staging-destroy", task, site, name, dry_run=dry_run):
+        plan = staging.plan_destroy(app.oplog, app.inventory, site, name=name, task=task)
+    if dry_run:
+        app.show_plan(plan)
+        return
+    result = staging.destroy(app.oplog, app.inventory, plan)
     app.emit(result)
     app.say(f"destroyed {site}/{name} ({result['path']})")
 
@@ -114,15 +130,16 @@ def destroy_cmd(app, site, name, task):
 @json_option
 @pass_app
 def list_cmd(app, site):
-    """List staging environments orch made: env, task, created, URL.
+    """List staging environments orch made: env, status (creating, ready, failed), task, created, URL.
 
     \b
     Example:
       orch staging list shinglas
     """
     rows = staging.listing(app.oplog, site)
-    app.emit(rows, [("site", "site"), ("name", "env"), ("task", "task"), ("created", "created"), ("host", "host"),
-                    ("url", "url")], rows=[r | {"created": short_time(r["created_at"])} for r in rows])
+    columns = [("site", "site"), ("name", "env"), ("status", "status"), ("task", "task"), ("created", "created"),
+               ("host", "host"), ("url", "url")]
+    app.emit(rows, columns, rows=[r | {"created": short_time(r["created_at"])} for r in rows])
 
 
 COMMANDS = [staging_group]

@@ -100,7 +100,7 @@ def test_the_oplog_shows_every_step_and_the_artifacts(wp_fleet, staged):
     assert {"source-backup", "staging-url", "url-replacements"} <= kinds
     assert staged[0]["basic_auth"]["password"] not in json.dumps(ops)
     listed = wp_fleet.orch_json("staging", "list", "wp")
-    assert [e["name"] for e in listed] == [staged[0]["env"]]
+    assert [(e["name"], e["status"]) for e in listed] == [(staged[0]["env"], "ready")]
 
 
 def test_refresh_brings_new_production_content_down_and_keeps_staging_code(wp_fleet, staged):
@@ -112,9 +112,12 @@ def test_refresh_brings_new_production_content_down_and_keeps_staging_code(wp_fl
     wp.host.run(f"echo 'uploaded later' > {upload}")
     wp_fleet.mariadb.sql("UPDATE wp_options SET option_value = 'Refreshed Title' WHERE option_name = 'blogname'",
                          wp.db_name)
+    mode = stage1.run(f"chmod 0751 {result['path']} && stat -c '%a %U %G' {result['path']}").stdout
     try:
         out = wp_fleet.orch_json("staging", "refresh", "wp", "--env", result["env"], "--task", TASK, "--from", "fresh")
         assert out["staging_password"]
+        # the copy's folder keeps its own mode, owner and group (a scratch folder's 0700 locked nginx out)
+        assert stage1.run(f"stat -c '%a %U %G' {result['path']}").stdout == mode
         assert stage1.run(f"cat {result['path']}/wp-content/uploads/2026/11/after-staging.txt").stdout.strip() \
             == "uploaded later"
         assert stage1.run(f"cat {theme}").stdout.strip() == "work in progress"

@@ -51,7 +51,7 @@ SCHEMES = ("phpass", "md5", "bcrypt", "bitrix")
 CATEGORIES = ("cache", "content", "config", "code")
 VHOST_PLACEHOLDERS = ("server_name", "listen", "root", "fastcgi", "php_socket", "auth_file")
 DOCKER_IMAGE_ROLES = ("php", "web", "proxy", "mysql", "postgresql", "tools")
-_VHOST_VALUE = re.compile(r"^[A-Za-z0-9._:/@~+\[\]-]+\Z")
+_VHOST_VALUE = re.compile(r"^[A-Za-z0-9_.:/@~+\[\]-]+\Z")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(VHOST_PLACEHOLDERS) + r")\}")
 
 
@@ -231,7 +231,7 @@ class Playbook:
             raise UsageError(f"playbook {self.name}: vhost needs {', '.join(missing)}")
         for name, value in values.items():
             if not _VHOST_VALUE.match(str(value)):
-                raise UsageError(f"vhost {name} {value!r}: only letters, digits and ._:/@~+[]- are allowed")
+                raise UsageError(f"vhost {name} {value!r}: only letters, digits and _.:/@~+[]- are allowed")
         return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), self.vhost)
 
     def choose_migration(self, path: str, url: str, applies: Callable[[Command], bool]) -> Command | None:

@@ -83,6 +83,7 @@ class StagingEnv:
     env: object             # orchestrator.config.model.Environment
     admin_db: object | None  # the template's Database (admin account on the staging DB server)
     auth_password: Sensitive
+    auth_file: str          # the vhost's basic-auth file: beside the docroot, one per site and environment
 
     @property
     def name(self) -> str:
@@ -103,4 +104,12 @@ def derive(site, name: str) -> StagingEnv:
                                password=derive_secret(tmpl, site.name, name, "database"))
     env = replace(tmpl, name=name, path=_path(tmpl.path, site.name, name), url=_url(tmpl.url, site.name, name),
                   production=False, database=database)
-    return StagingEnv(env, tmpl.database, derive_secret(tmpl, site.name, name, "basic-auth"))
+    return StagingEnv(env, tmpl.database, derive_secret(tmpl, site.name, name, "basic-auth"),
+                      auth_file_path(site.name, env.path, name))
+
+
+def auth_file_path(site: str, path: str, name: str) -> str:
+    """Given a site, an environment's docroot and its name, return its basic-auth file: beside the docroot, named
+    after site AND environment (`.` joins them: neither may contain one), so copies of two sites that share a
+    parent folder and an environment name never share their credentials."""
+    return posixpath.join(posixpath.dirname(path.rstrip("/")), f".orch-{site}.{name}.htpasswd")

@@ -99,11 +99,18 @@ def fetch(url: str, *, connect_to: str | None = None, auth: tuple[str, str] | No
         return exc.code, dict(exc.headers), exc.read().decode("utf-8", "replace")
 
 
-def wait_until(check, timeout: float = 15, interval: float = 0.2):
-    """Call check() until it returns a truthy value or timeout passes; return the last value."""
+def wait_until(check, timeout: float = 15, interval: float = 0.2, streak: int = 1):
+    """Call check() until it returns a truthy value `streak` times in a row, or timeout passes; return the last
+    value.
+
+    A streak above 1 waits out an nginx reload: `nginx -s reload` returns at once, and for a moment old workers
+    (old config: a new vhost answers 404) and new ones take requests in turn, so one good answer does not yet
+    mean that every answer comes from the new config."""
     deadline = time.monotonic() + timeout
+    good = 0
     while True:
         value = check()
-        if value or time.monotonic() > deadline:
+        good = good + 1 if value else 0
+        if good >= streak or time.monotonic() > deadline:
             return value
         time.sleep(interval)
