@@ -2,7 +2,8 @@
 
 Nothing is staged on disk anywhere: on the host `restic dump` streams the files snapshot as a tar and the
 dump as raw bytes; here the tar is re-streamed with the dump appended as one more member, compressed with
-zstd and uploaded to the bucket with multipart upload; a presigned link is returned.
+zstd and uploaded to the bucket with multipart upload; a presigned link is returned. An export changes no
+site, so it takes no site lock; it is planned (`--dry-run` prints the plan) and recorded like any operation.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import tarfile
 import threading
 import time
+from dataclasses import dataclass
 
 import zstandard
 
@@ -18,9 +20,9 @@ from orchestrator.backends.remote import connect
 from orchestrator.backends.remote.relay import remote_stream
 from orchestrator.backends.storage import s3
 from orchestrator.errors import UsageError
-from orchestrator.oplog.run import locked_operation
 
 from . import catalog
+from .plan import Plan, execute
 from .targets import Target
 
 
@@ -54,33 +56,66 @@ def write_archive(t: Target, conn, snapshots: dict, sink) -> int:
     return members
 
 
-def export(oplog, t: Target, *, backup_id: str, task: str, expires_seconds: int) -> dict:
-    """Export a backup to the site's S3 storage and return {'key', 'size', 'url', 'expires_seconds', ...}."""
+@dataclass
+class ExportPlan(Plan):
+    """Which backup goes where in the bucket, and how long its link stays valid."""
+
+    target: Target
+    backup: dict
+    key: str
+    expires_seconds: int
+
+    def lines(self) -> list[str]:
+        parts = "files + database dump" if "db" in self.backup["snapshots"] and self.target.engine else "files"
+        return [f"stream backup {self.backup['backup_id']} ({parts}) as one .tar.zst to "
+                f"s3://{self.target.storage.bucket}/{self.key}",
+                f"sign a download link valid {self.expires_seconds // 86400} day(s)"]
+
+    def params(self) -> dict:
+        return {"backup_id": self.backup["backup_id"]}
+
+
+def plan_export(t: Target, *, backup_id: str, task: str, expires_seconds: int) -> ExportPlan:
+    """Given a target and a backup id (or 'latest'), return the export plan (reads only); raise UsageError if
+    the site's storage is not S3 or there is no such complete backup."""
     if t.storage is None or t.storage.type != "s3":
         raise UsageError(f"site {t.site.name}: export needs an s3 backup storage (it uploads the archive there)")
-    with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="export",
-                          params={"backup_id": backup_id}, lock=False) as op, connect(t.host) as conn:
+    with connect(t.host) as conn:
         chosen = catalog.resolve(catalog.list_backups(t, conn), backup_id)
-        prefix = "/".join(p.strip("/") for p in (t.storage.prefix, "exports", t.site.name) if p)
-        key = f"{prefix}/{t.site.name}-{t.env.name}-{chosen['backup_id']}.tar.zst"
-        with op.step("stream tar.zst to the bucket") as step:
-            read_fd, write_fd = os.pipe()
-            result: dict = {}
-            writer = threading.Thread(target=_write_then_close, args=(t, conn, chosen["snapshots"], write_fd, result))
-            writer.start()
-            with open(read_fd, "rb") as source:
-                s3.upload_stream(t.storage, key, source)
-            writer.join()
-            if "error" in result:
-                s3.delete_object(t.storage, key)  # the upload saw EOF early: never leave a truncated archive
-                raise result["error"]
-            size = s3.object_size(t.storage, key)
-            step.output(f"{result['members']} entries, {size} bytes -> s3://{t.storage.bucket}/{key}")
-        url = s3.presigned_url(t.storage, key, expires_seconds)
-        op.artifact("export", key, size=size, details={"backup_id": chosen["backup_id"],
-                                                       "expires_seconds": expires_seconds})
-        return {"backup_id": chosen["backup_id"], "bucket": t.storage.bucket, "key": key, "size": size,
-                "url": url, "expires_seconds": expires_seconds}
+    prefix = "/".join(p.strip("/") for p in (t.storage.prefix, "exports", t.site.name) if p)
+    key = f"{prefix}/{t.site.name}-{t.env.name}-{chosen['backup_id']}.tar.zst"
+    return ExportPlan("export", t.site.name, t.env.name, task, t, chosen, key, expires_seconds)
+
+
+def export(oplog, plan: ExportPlan) -> dict:
+    """Apply an export plan (the backup resolved again first: it may have been pruned). Return
+    {'backup_id', 'bucket', 'key', 'size', 'url', 'expires_seconds'}."""
+    def recheck(p: ExportPlan) -> ExportPlan:
+        return plan_export(p.target, backup_id=p.backup["backup_id"], task=p.task,
+                           expires_seconds=p.expires_seconds)
+    return execute(oplog, plan, _apply, recheck=recheck, lock=False)
+
+
+def _apply(op, plan: ExportPlan) -> dict:
+    t, chosen, key = plan.target, plan.backup, plan.key
+    with connect(t.host) as conn, op.step("stream tar.zst to the bucket") as step:
+        read_fd, write_fd = os.pipe()
+        result: dict = {}
+        writer = threading.Thread(target=_write_then_close, args=(t, conn, chosen["snapshots"], write_fd, result))
+        writer.start()
+        with open(read_fd, "rb") as source:
+            s3.upload_stream(t.storage, key, source)
+        writer.join()
+        if "error" in result:
+            s3.delete_object(t.storage, key)  # the upload saw EOF early: never leave a truncated archive
+            raise result["error"]
+        size = s3.object_size(t.storage, key)
+        step.output(f"{result['members']} entries, {size} bytes -> s3://{t.storage.bucket}/{key}")
+    url = s3.presigned_url(t.storage, key, plan.expires_seconds)
+    op.artifact("export", key, size=size, details={"backup_id": chosen["backup_id"],
+                                                   "expires_seconds": plan.expires_seconds})
+    return {"backup_id": chosen["backup_id"], "bucket": t.storage.bucket, "key": key, "size": size, "url": url,
+            "expires_seconds": plan.expires_seconds}
 
 
 def _write_then_close(t, conn, snapshots, write_fd, result):

@@ -4,7 +4,8 @@
    with what the backup recorded (each count must lie within the [before, after] bracket of the dump);
 2. a sample of files is restored with `restic restore --verify` and compared with the live site;
 3. `restic check --read-data-subset=n/t` reads a rotating slice of the repository's data.
-Any mismatch fails the operation loudly; the scratch database is always dropped.
+Any mismatch fails the operation loudly; the scratch database is always dropped. The drill is planned first
+(`--dry-run` prints the plan) and planned again under the site's lock.
 """
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import json
 import posixpath
 import random
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from orchestrator.backends.engines import engine_for
 from orchestrator.backends.remote import Command, connect
-from orchestrator.errors import OperationFailed, OrchError, UsageError
-from orchestrator.oplog.run import locked_operation
+from orchestrator.errors import OperationFailed, OrchError, RemoteError, UsageError
 
 from . import catalog
+from .plan import Plan, execute
 from .targets import Target
 
 SAMPLE_FILES = 20
@@ -61,7 +62,7 @@ def drill_database(conn, t: Target, snapshot_id: str, recorded) -> tuple[dict, l
         scratch = posixpath.join("/tmp", scratch + ".sqlite")  # noqa: S108 - the host's tmp, removed below
     dump = t.repository.command("dump", snapshot_id, "/" + engine.dump_filename)
     try:
-        conn.run(engine.create(scratch))
+        _create_scratch(conn, t, engine, scratch)
         result = conn.run(dump.pipe(engine.restore(scratch)), check=False, timeout=None)
         if not result.ok:
             reason = result.stderr.strip()[-400:] or f"exit {result.exit_status}"
@@ -70,6 +71,24 @@ def drill_database(conn, t: Target, snapshot_id: str, recorded) -> tuple[dict, l
         return restored, compare_tables(recorded, restored)
     finally:
         conn.run(engine.drop(scratch), check=False)
+
+
+def _create_scratch(conn, t: Target, engine, scratch: str) -> None:
+    """Create the scratch database; raise OperationFailed saying where to point the drill if that is refused."""
+    try:
+        conn.run(engine.create(scratch))
+    except RemoteError as exc:
+        configured = (t.site.verify or {}).get("scratch_database")
+        hint = ("check that verify.scratch_database's account may create databases" if configured else
+                f"the site's database user {t.env.database.user} may not create databases: set "
+                "verify.scratch_database to a server and an account that may (see docs/inventory.md)")
+        raise OperationFailed(f"{t.label}: could not create the scratch database {scratch} for the restore "
+                              f"drill: {_last_line(exc.stderr) or exc}; {hint}") from exc
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def sample_files(conn, t: Target, snapshot_id: str, count: int = SAMPLE_FILES) -> list[str]:
@@ -106,20 +125,74 @@ def _sha256(conn, root: str, rel_paths: list[str]) -> dict[str, str]:
     return {line[66:]: line[:64] for line in out.splitlines() if len(line) > 66}
 
 
+DEFAULT_SUBSET = "1/7"
+
+
 def data_subset(spec: str | None, today: datetime | None = None) -> str:
-    """Given 'n/t' (or None → '1/7'), return this run's rotating slice so all data is read over t runs."""
-    total = int((spec or "1/7").split("/")[1])
+    """Given 'n/t' (or None: DEFAULT_SUBSET), return this run's rotating slice so all data is read over t runs;
+    given a percentage ('5%'), return it (restic picks a random share each run)."""
+    spec = spec or DEFAULT_SUBSET
+    if spec.endswith("%"):
+        return spec
+    total = int(spec.split("/")[1])
     day = (today or datetime.now(timezone.utc)).timetuple().tm_yday
     return f"{day % total + 1}/{total}"
 
 
-def verify(oplog, t: Target, *, backup_id: str, task: str, catch_up: bool = False) -> dict:
-    """Run the restore drill on one backup. Return the report; raise OperationFailed if anything is off."""
-    with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="verify",
-                          params={"backup_id": backup_id}, catch_up=catch_up) as op, connect(t.host) as conn:
+@dataclass
+class VerifyPlan(Plan):
+    """Which backup the drill restores, and what it compares."""
+
+    target: Target
+    backup: dict
+    subset: str   # this run's restic check --read-data-subset
+
+    @property
+    def drills_database(self) -> bool:
+        return "db" in self.backup["snapshots"] and self.target.engine is not None
+
+    def lines(self) -> list[str]:
+        snaps, where = self.backup["snapshots"], self.target.host.name
+        lines = []
+        if self.drills_database:
+            lines.append(f"restore the dump of backup {self.backup['backup_id']} (snapshot {snaps['db']}) into a "
+                         "scratch database, compare each table's rows with the backup's record, drop it")
+        return lines + [f"restore up to {SAMPLE_FILES} random files of snapshot {snaps['files']} on {where} "
+                        "(content verified) and compare them with the live site",
+                        f"restic check --read-data-subset={self.subset}"]
+
+    def params(self) -> dict:
+        return {"backup_id": self.backup["backup_id"]}
+
+
+def plan_verify(oplog, t: Target, *, backup_id: str, task: str) -> VerifyPlan:
+    """Given a target and a backup id (or 'latest', or a prefix), return the drill's plan (reads only); raise
+    UsageError if there is no such complete backup."""
+    with connect(t.host) as conn:
         chosen = catalog.resolve(catalog.list_backups(t, conn, oplog), backup_id)
-        report, problems = {"backup_id": chosen["backup_id"], "site": t.site.name, "env": t.env.name}, []
-        if "db" in chosen["snapshots"] and t.engine:
+    subset = data_subset((t.site.verify or {}).get("read_data_subset"))
+    return VerifyPlan("verify", t.site.name, t.env.name, task, t, chosen, subset)
+
+
+def verify(oplog, t: Target, *, backup_id: str, task: str, catch_up: bool = False) -> dict:
+    """Run the restore drill on one backup (plan, then apply under the lock). Return the report; raise
+    OperationFailed if anything is off."""
+    return run_verify(oplog, plan_verify(oplog, t, backup_id=backup_id, task=task), catch_up=catch_up)
+
+
+def run_verify(oplog, plan: VerifyPlan, *, catch_up: bool = False) -> dict:
+    """Apply a drill plan as one locked operation; the backup is resolved again under the lock (it may have been
+    pruned meanwhile). Return the report; raise OperationFailed if anything is off."""
+    def recheck(p: VerifyPlan) -> VerifyPlan:
+        return plan_verify(oplog, p.target, backup_id=p.backup["backup_id"], task=p.task)
+    return execute(oplog, plan, _apply, recheck=recheck, catch_up=catch_up)
+
+
+def _apply(op, plan: VerifyPlan) -> dict:
+    t, chosen, problems = plan.target, plan.backup, []
+    report = {"backup_id": chosen["backup_id"], "site": t.site.name, "env": t.env.name}
+    with connect(t.host) as conn:
+        if plan.drills_database:
             with op.step("restore dump into a scratch database and compare") as step:
                 counts, found = drill_database(conn, t, chosen["snapshots"]["db"], chosen.get("tables"))
                 report["tables"] = counts
@@ -130,18 +203,16 @@ def verify(oplog, t: Target, *, backup_id: str, task: str, catch_up: bool = Fals
             problems += found
             step.output(json.dumps(report["files"]) + ("; " + "; ".join(found) if found else ""))
         with op.step("restic check") as step:
-            subset = data_subset(t.site.verify.get("read_data_subset") if t.site.verify else None)
-
             try:
                 t.repository.unlock_stale(conn)
-                t.repository.run(conn, "check", f"--read-data-subset={subset}", timeout=None)
-                step.output(f"repository ok (data subset {subset})")
+                t.repository.run(conn, "check", f"--read-data-subset={plan.subset}", timeout=None)
+                step.output(f"repository ok (data subset {plan.subset})")
             except OrchError as exc:
                 problems.append(f"restic check: {exc}")
-            report["read_data_subset"] = subset
-        report["problems"] = problems
-        report["status"] = "failed" if problems else "ok"
-        op.artifact("verify", chosen["backup_id"], details=report)
-        if problems:
-            raise OperationFailed(f"{t.label}: verify of backup {chosen['backup_id']} FAILED: " + "; ".join(problems))
-        return report
+            report["read_data_subset"] = plan.subset
+    report["problems"] = problems
+    report["status"] = "failed" if problems else "ok"
+    op.artifact("verify", chosen["backup_id"], details=report)
+    if problems:
+        raise OperationFailed(f"{t.label}: verify of backup {chosen['backup_id']} FAILED: " + "; ".join(problems))
+    return report

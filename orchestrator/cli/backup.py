@@ -157,9 +157,10 @@ def restore_cmd(app, site, backup_id, to_env, from_env, task, files_only, db_onl
 @click.option("--expires", "expires_days", type=click.IntRange(1, 7), default=7, show_default=True,
               help="Days the download link stays valid (S3 allows at most 7).")
 @task_option()
+@click.option("--dry-run", is_flag=True, help="Show which backup would go where; do nothing.")
 @json_option
 @pass_app
-def export_cmd(app, site, backup_id, env, expires_days, task):
+def export_cmd(app, site, backup_id, env, expires_days, task, dry_run):
     """Export a backup (files + database dump) as one .tar.zst in the bucket, with a download link.
 
     The archive is streamed from the repository, through zstd, into a multipart upload: no temp
@@ -169,9 +170,14 @@ def export_cmd(app, site, backup_id, env, expires_days, task):
     Example:
       orch export shinglas --backup latest --task 14883
     """
-    from orchestrator.actions.export import export
-    result = export(app.oplog, target(app.inventory, site, env), backup_id=backup_id, task=task,
-                    expires_seconds=expires_days * 86400)
+    from orchestrator.actions.export import export, plan_export
+    with app.preflight("export", task, site, env, dry_run=dry_run):
+        plan = plan_export(target(app.inventory, site, env), backup_id=backup_id, task=task,
+                           expires_seconds=expires_days * 86400)
+    if dry_run:
+        app.show_plan(plan)
+        return
+    result = export(app.oplog, plan)
     app.emit(result)
     if not app.json:
         click.echo(result["url"])

@@ -6,7 +6,7 @@ import click
 from orchestrator.actions.prune import plan_pin, prune_target, set_pin
 from orchestrator.actions.targets import target, targets
 from orchestrator.actions.usage import usage
-from orchestrator.actions.verify import verify
+from orchestrator.actions.verify import plan_verify, run_verify
 from orchestrator.errors import ExitCode, OrchError
 
 from .app import json_option, pass_app, task_option
@@ -18,20 +18,27 @@ from .output import human_size, short_time
 @click.option("--backup", "backup_id", default="latest", show_default=True, metavar="ID|latest")
 @click.option("--env", "-e", default="production", show_default=True)
 @task_option()
+@click.option("--dry-run", is_flag=True, help="Show which backup would be drilled, and how; do nothing.")
 @json_option
 @pass_app
-def verify_cmd(app, site, backup_id, env, task):
+def verify_cmd(app, site, backup_id, env, task, dry_run):
     """Restore drill: prove a backup restores, and that it holds what it should.
 
     Restores the dump into a scratch database on the host and compares tables and row counts with
     what the backup recorded; restores a sample of files (content-verified) and compares checksums;
-    runs `restic check` on a rotating slice of the data. Exit 1 on any mismatch.
+    runs `restic check` on a rotating slice of the data. Exit 1 on any mismatch. A site user that
+    may not create databases needs verify.scratch_database.
 
     \b
     Example:
       orch verify shinglas --task 10001
     """
-    report = verify(app.oplog, target(app.inventory, site, env), backup_id=backup_id, task=task)
+    with app.preflight("verify", task, site, env, dry_run=dry_run):
+        plan = plan_verify(app.oplog, target(app.inventory, site, env), backup_id=backup_id, task=task)
+    if dry_run:
+        app.show_plan(plan)
+        return
+    report = run_verify(app.oplog, plan)
     app.emit(report)
     if not app.json:
         app.say(f"backup {report['backup_id']}: drill passed ({len(report.get('tables', {}))} tables, "

@@ -280,6 +280,7 @@ def test_verify_uses_the_configured_scratch_server_when_the_site_user_may_not_cr
     try:
         proc = fleet.orch("verify", "blog", "--backup", ids["blog"], "--task", "14896", expect=1)
         assert "permission denied to create database" in proc.stderr
+        assert "verify.scratch_database" in proc.stderr  # the error says what to configure
         site = json.loads(json.dumps(fleet.sites["blog"]))
         site["verify"] = {"scratch_database": {"engine": "postgresql", "host": postgres.host, "port": postgres.port,
                                                "user": "postgres", "password": {"env": "T_PG_SUPER"}}}
