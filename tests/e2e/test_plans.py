@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fleet import Fleet
 
 pytestmark = pytest.mark.e2e
 
@@ -12,38 +13,41 @@ TASK = "14910"
 
 
 @pytest.fixture(scope="module")
-def shop(fleet, mariadb):
-    fleet.mariadb = mariadb
-    fleet.backup_id = fleet.orch_json("backup", "shop", "--task", TASK)[0]["backup_id"]
-    return fleet
+def plans(fleet, tmp_path_factory):
+    """The fleet's shop under another name: its own repository, whatever other tests did to shop's."""
+    site = json.loads(json.dumps(fleet.sites["shop"])) | {"name": "plans"}
+    plans = Fleet(tmp_path_factory.mktemp("plans"), fleet.env, fleet.hosts)
+    plans.write_inventory(fleet.base, {"plans": site})
+    plans.backup_id = plans.orch_json("backup", "plans", "--task", TASK)[0]["backup_id"]
+    return plans
 
 
 @pytest.mark.parametrize("verb, header, says", [
-    (("verify", "shop"), "verify shop/production", ["scratch database", "restic check --read-data-subset="]),
-    (("export", "shop", "--expires", "2"), "export shop/production", [".tar.zst to s3://agency-backups/",
+    (("verify", "plans"), "verify plans/production", ["scratch database", "restic check --read-data-subset="]),
+    (("export", "plans", "--expires", "2"), "export plans/production", [".tar.zst to s3://agency-backups/",
                                                                      "valid 2 day(s)"]),
 ])
-def test_dry_run_prints_the_plan_in_the_one_style_and_records_nothing(shop, verb, header, says):
-    out = shop.orch(*verb, "--backup", shop.backup_id, "--task", "14911", "--dry-run")
-    assert out.stdout.startswith(f"{header} (task 14911):\n") and shop.backup_id in out.stdout
+def test_dry_run_prints_the_plan_in_the_one_style_and_records_nothing(plans, verb, header, says):
+    out = plans.orch(*verb, "--backup", plans.backup_id, "--task", "14911", "--dry-run")
+    assert out.stdout.startswith(f"{header} (task 14911):\n") and plans.backup_id in out.stdout
     assert all(text in out.stdout for text in says), out.stdout
     assert "dry run: nothing changed" in out.stderr
-    plan = json.loads(shop.orch("--json", *verb, "--backup", shop.backup_id, "--task", "14911", "--dry-run").stdout)
-    assert plan["dry_run"] and plan["backup_id"] == shop.backup_id and plan["plan"]
-    assert shop.orch_json("log", "--task", "14911") == []
+    plan = json.loads(plans.orch("--json", *verb, "--backup", plans.backup_id, "--task", "14911", "--dry-run").stdout)
+    assert plan["dry_run"] and plan["backup_id"] == plans.backup_id and plan["plan"]
+    assert plans.orch_json("log", "--task", "14911") == []
 
 
-@pytest.mark.parametrize("verb", [("verify", "shop"), ("export", "shop"),
-                                  ("restore", "shop", "--to", "production", "--yes")])
-def test_a_plan_that_stops_is_a_refused_operation_of_the_task(shop, verb):
-    proc = shop.orch(*verb, "--backup", "19990101-000000-dead", "--task", "14912", expect=2)
+@pytest.mark.parametrize("verb", [("verify", "plans"), ("export", "plans"),
+                                  ("restore", "plans", "--to", "production", "--yes")])
+def test_a_plan_that_stops_is_a_refused_operation_of_the_task(plans, verb):
+    proc = plans.orch(*verb, "--backup", "19990101-000000-dead", "--task", "14912", expect=2)
     assert "no backup '19990101-000000-dead'" in proc.stderr
-    op = shop.orch_json("log", "--task", "14912", "--action", verb[0])[0]
-    assert op["status"] == "refused" and "19990101-000000-dead" in op["error"] and op["site"] == "shop"
+    op = plans.orch_json("log", "--task", "14912", "--action", verb[0])[0]
+    assert op["status"] == "refused" and "19990101-000000-dead" in op["error"] and op["site"] == "plans"
 
 
-def test_verify_drills_the_planned_backup(shop):
-    report = shop.orch_json("verify", "shop", "--backup", shop.backup_id, "--task", TASK)
-    assert report["status"] == "ok" and report["backup_id"] == shop.backup_id
-    op = shop.orch_json("log", "--task", TASK, "--action", "verify")[0]
-    assert op["status"] == "ok" and op["params"]["backup_id"] == shop.backup_id
+def test_verify_drills_the_planned_backup(plans):
+    report = plans.orch_json("verify", "plans", "--backup", plans.backup_id, "--task", TASK)
+    assert report["status"] == "ok" and report["backup_id"] == plans.backup_id
+    op = plans.orch_json("log", "--task", TASK, "--action", "verify")[0]
+    assert op["status"] == "ok" and op["params"]["backup_id"] == plans.backup_id

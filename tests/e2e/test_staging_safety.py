@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fleet import Fleet
+from fleet import Fleet, tree_checksums
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +89,7 @@ def test_copies_of_two_sites_with_the_same_env_name_keep_their_own_credentials(w
         for copy in (first, second):
             creds = (copy["basic_auth"]["user"], copy["basic_auth"]["password"])
             status, body = _get(copy["url"], listen, creds)
-            assert status == 200 and wp_fleet.wordpress.title in body, (copy["site"], status)
+            assert status == 200 and copy["url"] in body, (copy["site"], status)  # WordPress, at its own URL
             assert _get(copy["url"], listen)[0] == 401
         assert first["basic_auth"]["password"] != second["basic_auth"]["password"]
         assert _get(second["url"], listen, ("staging", first["basic_auth"]["password"]))[0] == 401
@@ -97,7 +97,7 @@ def test_copies_of_two_sites_with_the_same_env_name_keep_their_own_credentials(w
         two.orch("staging", "destroy", "wpb", "--env", "t14904", "--task", "14904")
 
         status, body = _get(first["url"], listen, (first["basic_auth"]["user"], first["basic_auth"]["password"]))
-        assert status == 200 and wp_fleet.wordpress.title in body
+        assert status == 200 and first["url"] in body
     finally:
         for name in ("wp", "wpb"):
             two.orch("staging", "destroy", name, "--env", "t14904", "--task", "14904", expect=None)
@@ -124,3 +124,17 @@ def test_a_bad_or_production_env_name_is_refused_before_anything_is_made(wp_flee
     assert proc.returncode == (4 if name == "production" else 2), proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert all(e["name"] != name for e in wp_fleet.orch_json("staging", "list", "wp"))
+
+
+def test_a_copy_that_would_land_on_another_sites_production_is_refused_and_production_is_untouched(
+        wp_fleet, fleet, tmp_path):
+    # a template without {site}: `--name blog` names the folder where site blog's production lives on stage1
+    blog_path = fleet.sites["blog"]["environments"]["production"]["path"]
+    site = json.loads(json.dumps(wp_fleet.site))
+    site["environments"]["staging"]["path"] = str(Path(blog_path).parent)
+    over = _variant(wp_fleet, tmp_path / "over", {"wp": site, "blog": fleet.sites["blog"]})
+    before = tree_checksums(wp_fleet.stage1, blog_path)
+    proc = over.orch("staging", "create", "wp", "--task", "14907", "--name", "blog", expect=4)
+    assert "would share its docroot with blog/production" in proc.stderr
+    assert tree_checksums(wp_fleet.stage1, blog_path) == before
+    assert [op["status"] for op in over.orch_json("log", "--task", "14907")] == ["refused"]
