@@ -24,7 +24,7 @@ from orchestrator.backends.cms.replace import url_pairs
 from orchestrator.backends.engines import engine_for
 from orchestrator.backends.envs import staging as model
 from orchestrator.backends.envs import web
-from orchestrator.backends.envs.docroot import is_within, resolve_all, sync_into
+from orchestrator.backends.envs.docroot import resolve_all, sync_into
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.storage.restic import NOT_A_REPO, Repository, RepositoryError
 from orchestrator.errors import OperationFailed, OrchError, Refused, UsageError
@@ -155,46 +155,20 @@ def plan_create(oplog, inventory, site_name: str, *, task: str, name: str | None
     mine = (site.name, staged.name, host.name, staged.env.path, _db_summary(staged.env.database), vhost,
             staged.auth_file)
     fix = "put {site} and {env} in environments.staging's path, or pick another --name"
-    if shared := clashes(_inventory_rows(inventory), *mine):
+    if shared := model.clashes(_inventory_rows(inventory), *mine):
         raise Refused(f"{site.name}/{staged.name} would share {'; '.join(shared)}: {fix}")
-    if shared := clashes(rows, *mine):
+    if shared := model.clashes(rows, *mine):
         raise UsageError(f"{site.name}/{staged.name} would share {'; '.join(shared)}: {fix}")
     replaces = any((row["site"], row["name"]) == (site.name, staged.name) for row in rows)
     return CreatePlan("staging-create", site.name, staged.name, task, staged, host, prod, playbook_for_site(site),
                       source, pick_backup(oplog, prod, source), vhost, replaces)
 
 
-def clashes(rows: list[dict], site: str, name: str, host: str, path: str, database: dict | None, vhost: str,
-            auth_file: str) -> list[str]:
-    """Given the live registered copies and a copy about to be made, return what it would share with another
-    copy, one line each: its docroot (the same folder, or one inside the other: a create or destroy of one
-    deletes the other), its database (same engine, server and name), its vhost or its basic-auth file."""
-    found = []
-    for row in rows:
-        if (row["site"], row["name"]) == (site, name):
-            continue
-        details, other, same_host = row.get("details") or {}, f"{row['site']}/{row['name']}", row["host"] == host
-        mine, theirs = path.rstrip("/"), row["path"].rstrip("/")
-        if same_host and (is_within(mine, theirs) or is_within(theirs, mine)):
-            found.append(f"its docroot with {other}")
-        if database and database.get("name") and _db_key(database) == _db_key(row.get("database")):
-            found.append(f"its database with {other}")
-        for what, own, its in (("vhost", vhost, details.get("vhost")),
-                               ("basic-auth file", auth_file, details.get("auth_file"))):
-            if same_host and own and own == its:
-                found.append(f"its {what} with {other}")
-    return found
-
-
 def _inventory_rows(inventory) -> list[dict]:
-    """The inventory's environments (staging templates aside) in the registry's shape, for clashes()."""
+    """The inventory's environments (staging templates aside) in the registry's shape, for model.clashes()."""
     return [{"site": site.name, "name": env.name, "host": env.host, "path": env.path,
              "database": _db_summary(env.database)}
             for site in inventory.sites.values() for env in site.environments.values() if env.name != model.TEMPLATE]
-
-
-def _db_key(db: dict | None) -> tuple | None:
-    return (db.get("engine"), db.get("host"), db.get("port"), db.get("name")) if db else None
 
 
 def create(oplog, inventory, plan: CreatePlan) -> dict:

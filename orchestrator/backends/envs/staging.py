@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
+from orchestrator.backends.envs.docroot import is_within
 from orchestrator.backends.remote import Sensitive
 from orchestrator.errors import Refused, UsageError
 
@@ -113,3 +114,30 @@ def auth_file_path(site: str, path: str, name: str) -> str:
     after site AND environment (`.` joins them: neither may contain one), so copies of two sites that share a
     parent folder and an environment name never share their credentials."""
     return posixpath.join(posixpath.dirname(path.rstrip("/")), f".orch-{site}.{name}.htpasswd")
+
+
+def clashes(rows: list[dict], site: str, name: str, host: str, path: str, database: dict | None, vhost: str,
+            auth_file: str) -> list[str]:
+    """Given environments as registry rows (the live copies, or the inventory's environments) and a copy about to
+    be made, return what it would share with one of them, one line each: its docroot (the same folder, or one
+    inside the other: a create or destroy of one deletes the other), its database (same engine, server and
+    name), its vhost or its basic-auth file."""
+    found = []
+    for row in rows:
+        if (row["site"], row["name"]) == (site, name):
+            continue
+        details, other, same_host = row.get("details") or {}, f"{row['site']}/{row['name']}", row["host"] == host
+        mine, theirs = path.rstrip("/"), row["path"].rstrip("/")
+        if same_host and (is_within(mine, theirs) or is_within(theirs, mine)):
+            found.append(f"its docroot with {other}")
+        if database and database.get("name") and _db_key(database) == _db_key(row.get("database")):
+            found.append(f"its database with {other}")
+        for what, own, its in (("vhost", vhost, details.get("vhost")),
+                               ("basic-auth file", auth_file, details.get("auth_file"))):
+            if same_host and own and own == its:
+                found.append(f"its {what} with {other}")
+    return found
+
+
+def _db_key(db: dict | None) -> tuple | None:
+    return (db.get("engine"), db.get("host"), db.get("port"), db.get("name")) if db else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.actions.staging import clashes
+from orchestrator.backends.envs.staging import clashes
 
 ROW = {"site": "shop", "name": "t1", "host": "stage1", "path": "/srv/stage/t1",
        "database": {"engine": "mysql", "name": "shop_t1", "user": "shop_t1", "host": "db", "port": 3306},
