@@ -163,8 +163,8 @@ def docker_ssh_host(testbed_dir: Path, ssh_identity: Path, docker_engine: Docker
 @pytest.fixture(scope="session")
 def redmine(testbed_dir: Path):
     """A private Redmine 5 (Debian's package under puma) on 127.0.0.1, REST API on, project `orch` holding the
-    issues 14884-14889 (tasks of the PM tests); `.api_key` is the admin's. ~40 s to start."""
+    issues 71001-71006 (tasks of the PM tests); `.api_key` is the admin's. ~40 s to start."""
     from testbed.redmine import remove_redmine, start_redmine
-    running = start_redmine(testbed_dir / "redmine", issues=list(range(14884, 14890)))
+    running = start_redmine(testbed_dir / "redmine", issues=list(range(71001, 71007)))
     yield running
     remove_redmine(running)

@@ -20,7 +20,7 @@ from testbed.ports import free_port, port_open
 
 pytestmark = pytest.mark.e2e
 
-TASK, DOWN_TASK = "14884", "14885"
+TASK, DOWN_TASK = "71001", "71002"  # Redmine issues the `redmine` fixture made; no other test uses these tasks
 THEME = "wp-content/themes/twentytwentythree"
 PUBLIC = "https://orch.agency.test"
 SHOTS = os.environ.get("ORCH_SCREENSHOTS")  # a folder to keep the page screenshots in (the README's come from here)
@@ -28,13 +28,16 @@ SHOTS = os.environ.get("ORCH_SCREENSHOTS")  # a folder to keep the page screensh
 
 @pytest.fixture(scope="module")
 def pm(wp_fleet, fleet, redmine, tmp_path_factory):
-    """The WordPress fleet with Redmine as its tracker (spent time on), rates, and the pages' public URL."""
+    """The WordPress fleet with Redmine as its tracker (spent time on), rates, and the pages' public URL, on an
+    oplog of its own: the chain it checks holds only what orch wrote (other tests plant rows in the fleet's)."""
     inventory = yaml.safe_load(wp_fleet.inventory.read_text())
-    inventory |= {"tracker": {"type": "redmine", "url": redmine.url, "api_key": {"env": "T_REDMINE_KEY"},
+    root = tmp_path_factory.mktemp("pm")
+    inventory |= {"oplog": f"sqlite:///{root}/oplog.db",
+                  "tracker": {"type": "redmine", "url": redmine.url, "api_key": {"env": "T_REDMINE_KEY"},
                               "time_entries": True},
                   "billing": {"currency": "EUR", "hourly_rate": 90, "storage_gb_month": 0.05},
                   "serve": {"public_url": PUBLIC}}
-    pm = Fleet(tmp_path_factory.mktemp("pm"), wp_fleet.env | {"T_REDMINE_KEY": redmine.api_key}, wp_fleet.hosts)
+    pm = Fleet(root, wp_fleet.env | {"T_REDMINE_KEY": redmine.api_key}, wp_fleet.hosts)
     pm.write_inventory(inventory, {"wp": wp_fleet.site})
     pm.wp, pm.redmine, pm.inventory_data = wp_fleet, redmine, inventory
     pm.secrets = [redmine.api_key, wp_fleet.wordpress.db_password, wp_fleet.env["T_WP_ADMIN_PW"], *fleet.secrets]
