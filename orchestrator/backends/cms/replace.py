@@ -932,7 +932,6 @@ def replace_bytes(data: bytes, pairs: Sequence[Pair], *, dialect: str = "mysql")
 
 _TOKEN = struct.Struct("<q")
 _EOF = -1  # read token: the input is done
-_IOV_MAX = 1024  # pieces per writev(); POSIX guarantees at least 16, Linux takes 1024
 
 
 def default_workers() -> int:
@@ -1002,10 +1001,11 @@ def _work(replacer: _Replacer, src: int, dst: int, carry: mmap.mmap, ring: tuple
         while (carried := _take(may_read)) != _EOF:
             block, carried = _read_block(src, carry, carried)
             _give(next_read, carried)
-            pieces = replacer.feed(block) if block else []
+            out = b"".join(replacer.feed(block))  # one copy costs less than writev() of ~10,000 pieces
             _take(may_write)
-            replacer.stats.bytes_out += _write_pieces(dst, pieces)
+            _write_all(dst, out)
             _give(next_write, 0)
+            replacer.stats.bytes_out += len(out)
             if carried == _EOF:
                 break
         else:
@@ -1053,19 +1053,11 @@ def _read_block(src: int, carry: mmap.mmap, carried: int) -> tuple[bytes, int]:
             return block, len(data) - cut
 
 
-def _write_pieces(fd: int, pieces: list[Piece]) -> int:
-    """Write pieces to a descriptor, without joining them first; return how many bytes that was."""
-    total = 0
-    for at in range(0, len(pieces), _IOV_MAX):
-        batch = pieces[at:at + _IOV_MAX]
-        size = sum(map(len, batch))
-        written = os.writev(fd, batch)
-        if written < size:  # a signal can cut a write to a pipe short
-            view = memoryview(b"".join(batch))[written:]
-            while view:
-                view = view[os.write(fd, view):]
-        total += size
-    return total
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of data to a descriptor (a pipe may take less per write)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _collect(running: dict[int, int]) -> ReplaceStats:
