@@ -28,6 +28,7 @@ class Host:
     restic: str
     nightly_window: str | None
     web: dict | None = None  # nginx/php-fpm facts for staging vhosts (see schema `web`)
+    stall_timeout: float = 600  # seconds without output or progress before a command is stopped (schema)
 
 
 @dataclass(frozen=True)

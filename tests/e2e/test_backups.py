@@ -243,6 +243,8 @@ def test_kill_9_during_restic_leaves_interrupted_and_the_stale_repository_lock_i
     import subprocess
 
     from fleet import ORCH
+
+    from orchestrator.backends.remote.watchdog import group_members
     fleet.mariadb = mariadb
     victim = subprocess.Popen([*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", "14894"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=fleet.env)
@@ -253,11 +255,17 @@ def test_kill_9_during_restic_leaves_interrupted_and_the_stale_repository_lock_i
         # only under this session's sshd: another test run's restic is none of our business
         pids = fleet.hosts["web1"].processes(r"^restic backup --json --host shop\.production")
     assert pids, "restic never started"
-    groups = {os.getpgid(pid) for pid in pids}  # the SSH session's pipeline: wrapper shell, dump, restic
-    victim.send_signal(signal.SIGKILL)  # the orchestrator dies...
-    for group in groups:  # ...and so does the host's pipeline, as in a reboot: the repository lock stays behind
-        os.killpg(group, signal.SIGKILL)
+    groups = {os.getpgid(pid) for pid in pids}  # the run's process group on the host: watchdog, shell, dump, restic
+    for pid in pids:  # the host's restic dies hard, as in a reboot: its repository lock stays behind...
+        os.kill(pid, signal.SIGKILL)
+    victim.send_signal(signal.SIGKILL)  # ...and so does the orchestrator
     victim.wait()
+
+    def left() -> list[int]:  # the rest of the dead run (dump, shells), which its watchdog must stop
+        return [pid for group in groups for pid in group_members(group, me=-1)]
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left(), left()
     assert fleet.orch_json("log", "--task", "14894")[0]["status"] == "interrupted"
     # prune needs an exclusive repository lock: it only works if the stale one was removed
     fleet.orch("prune", "shop", "--task", "14895")

@@ -1,21 +1,19 @@
 """One interface for every target: run a Command (streaming stdin/stdout), put and get files."""
 from __future__ import annotations
 
-import io
 import logging
-import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from orchestrator.errors import RemoteError
+from orchestrator.errors import ConnectError, RemoteError
 from orchestrator.masking import mask
 
 from .command import Command
+from .supervise import DEFAULT_STALL, Limits, Session, drive
 
 log = logging.getLogger("orch.remote")
-CHUNK = 1 << 16
 STDERR_KEEP = 64 * 1024  # keep the tail of stderr for error messages; the rest is streamed to the callback
 
 
@@ -34,35 +32,6 @@ class Result:
     @property
     def text(self) -> str:
         return self.stdout.decode("utf-8", "replace")
-
-
-class StdinFeeder(threading.Thread):
-    """Write the secret prefix and then the caller's stdin to a sink, then close it, in the background.
-
-    A thread, because the command may fill its stdout pipe before it reads all of stdin (a dump piped
-    through), and a single-threaded writer would deadlock against it.
-    """
-
-    def __init__(self, prefix: bytes, stdin: bytes | BinaryIO | None, write: Callable[[bytes], object],
-                 close: Callable[[], object]):
-        super().__init__(daemon=True)
-        self.prefix, self.stdin, self.write_, self.close_ = prefix, stdin, write, close
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            if self.prefix:
-                self.write_(self.prefix)
-            source = io.BytesIO(self.stdin) if isinstance(self.stdin, bytes) else self.stdin
-            while source is not None and (chunk := source.read(CHUNK)):
-                self.write_(chunk)
-        except (BrokenPipeError, OSError, EOFError) as exc:  # the command exited early: its status says why
-            self.error = exc
-        finally:
-            try:
-                self.close_()
-            except OSError:
-                pass
 
 
 class StderrTail:
@@ -88,10 +57,18 @@ class StderrTail:
         return mask(self.buf.decode("utf-8", "replace"))
 
 
+class HostLost(ConnectError):
+    """The host stopped answering, or its SSH connection dropped, while a command ran."""
+
+
 class Connector(ABC):
-    """A place commands run: the orchestrator itself (`local`) or a host over SSH (`ssh`)."""
+    """A place commands run: the orchestrator itself (`local`) or a host over SSH (`ssh`).
+
+    Every command runs under the watchdog (`watchdog.py`), so it dies with its orchestrator; `stall` is how many
+    seconds a command may show neither output nor progress before it is stopped."""
 
     name: str
+    stall: float | None = DEFAULT_STALL
 
     def run(self, cmd: Command, *, stdin: bytes | BinaryIO | None = None, stdout: BinaryIO | None = None,
             check: bool = True, timeout: float | None = None,
@@ -99,10 +76,22 @@ class Connector(ABC):
         """Given a Command, run it and return its Result.
 
         stdin: bytes or a binary file object streamed to the command; stdout: a binary file object to
-        stream output into (else it is collected). Raise RemoteError (masked) if check and it failed.
+        stream output into (else it is collected). `timeout` bounds the wall-clock time; past it, or past the
+        stall rule, the command and everything it started are stopped and the status is 124 (stderr kept, with
+        a line saying why). Raise RemoteError (masked) if check and it failed; raise HostLost if the host
+        stopped answering or the connection dropped (whatever `check` says: that is no status of the command).
         """
         log.debug("%s: %s", self.name, cmd.masked())
-        result = self._run(cmd, stdin, stdout, timeout, StderrTail(on_stderr))
+        limits = Limits(timeout=timeout, stall=self.stall)
+        tail = StderrTail(on_stderr)
+        outcome = drive(self._start(cmd, limits), cmd, stdin, stdout, tail.feed, limits)
+        if outcome.expired == "silent":
+            raise HostLost(f"host {self.name}: no sign of life for {limits.stall:g} s (host frozen or network "
+                           "cut); gave up on the command and closed the connection")
+        stderr = tail.text()
+        if outcome.expired:
+            stderr = f"{stderr.rstrip()}\n{outcome.note}: stopped".lstrip()
+        result = Result(124 if outcome.expired else outcome.status, outcome.stdout, stderr)
         if check and not result.ok:
             raise RemoteError(self.name, cmd.masked(), result.exit_status, result.stderr)
         return result
@@ -112,7 +101,8 @@ class Connector(ABC):
         return self.run(cmd, check=False).ok
 
     @abstractmethod
-    def _run(self, cmd: Command, stdin, stdout, timeout, stderr: StderrTail) -> Result: ...
+    def _start(self, cmd: Command, limits: Limits) -> Session:
+        """Start the command under the watchdog; return its Session."""
 
     @abstractmethod
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:

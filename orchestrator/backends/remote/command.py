@@ -141,10 +141,6 @@ class Command:
         """Return the local argv that runs this command (no secret inside)."""
         return ["bash", "-c", self.script()]
 
-    def remote_line(self) -> str:
-        """Return the line sent over SSH: the script wrapped for bash, whatever the login shell is."""
-        return shlex.join(self.argv())
-
     def masked(self) -> str:
         """Return a one-line human rendering with secrets as `***`, for logs, errors and the oplog."""
         env = " ".join(f"{n}={MASK if isinstance(v, Revealable) else _quote(v)}" for n, v in self.environment)

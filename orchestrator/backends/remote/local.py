@@ -1,37 +1,27 @@
 """The `local` connector: commands run on the orchestrator machine itself (demo sites, local repositories)."""
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
-import threading
+import sys
+import time
 from pathlib import Path
 
-from .base import CHUNK, Connector, Result, StderrTail, StdinFeeder
+from .base import Connector
 from .command import Command
+from .supervise import DEFAULT_STALL, Limits, PipeSource, Session, Sink, Source, watched_argv
+from .watchdog import GRACE, group_members
 
 
 class LocalConnector(Connector):
-    def __init__(self, name: str = "local"):
-        self.name = name
+    def __init__(self, name: str = "local", stall: float | None = DEFAULT_STALL):
+        self.name, self.stall = name, stall
 
-    def _run(self, cmd: Command, stdin, stdout, timeout, stderr: StderrTail) -> Result:
-        proc = subprocess.Popen(cmd.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
-        feeder = StdinFeeder(cmd.stdin_prefix(), stdin, proc.stdin.write, proc.stdin.close)
-        feeder.start()
-        err_reader = threading.Thread(target=_drain, args=(proc.stderr, stderr.feed), daemon=True)
-        err_reader.start()
-        collected = bytearray()
-        sink = stdout.write if stdout is not None else collected.extend
-        _drain(proc.stdout, sink)
-        try:
-            status = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            status = proc.wait()
-        err_reader.join()
-        feeder.join(timeout=5)
-        return Result(status, bytes(collected), stderr.text())
+    def _start(self, cmd: Command, limits: Limits) -> Session:
+        # orch's own interpreter: always there, whatever PATH says
+        return LocalSession(watched_argv(cmd, limits, python=sys.executable))
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
         shutil.copyfile(local, remote)
@@ -42,7 +32,52 @@ class LocalConnector(Connector):
         shutil.copyfile(remote, local)
 
 
-def _drain(pipe, sink) -> None:
-    while chunk := pipe.read1(CHUNK) if hasattr(pipe, "read1") else pipe.read(CHUNK):
-        sink(chunk)
-    pipe.close()
+class LocalSession(Session):
+    """The watchdog as a child process leading its own session (and so its own process group)."""
+
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True, bufsize=0)
+
+    def sources(self, out: Sink, err: Sink) -> list[Source]:
+        return [PipeSource(self.proc.stdout.fileno(), out), PipeSource(self.proc.stderr.fileno(), err)]
+
+    def send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return status if status >= 0 else 128 - status
+
+    def abort(self, why: str) -> None:
+        """Stop the whole group: SIGTERM (restic then removes its repository lock), SIGKILL after a grace."""
+        group = self.proc.pid
+        for signum in (signal.SIGTERM, signal.SIGCONT):
+            _signal_group(group, signum)
+        deadline = time.monotonic() + GRACE
+        while time.monotonic() < deadline:
+            if not group_members(group, me=-1):  # zombies left to init do not count
+                break
+            time.sleep(0.02)
+        else:
+            _signal_group(group, signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:  # we are leaving early (an exception in a sink): leave nothing behind
+            self.abort("closed")
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass

@@ -1,9 +1,9 @@
 """The `ssh` connector: fabric/paramiko with strict host keys and commands streamed over one channel."""
 from __future__ import annotations
 
+import shlex
 import socket
 import threading
-import time
 from pathlib import Path
 
 import paramiko
@@ -11,11 +11,13 @@ from fabric import Config, Connection
 
 from orchestrator.errors import ConnectError, HostKeyError
 
-from .base import CHUNK, Connector, Result, StderrTail, StdinFeeder
+from .base import Connector, HostLost
 from .command import Command
 from .hostkeys import RefuseUnknown, changed_key_error, trusted_keys
+from .supervise import CHUNK, Limits, Session, Sink, Source, watched_argv
 
 CONNECT_TIMEOUT = 15
+KEEPALIVE = 15  # seconds: SSH keepalives keep NATs open; TCP keepalives notice a dead peer between commands
 
 
 def strict_client(host) -> paramiko.SSHClient:
@@ -31,7 +33,7 @@ def strict_client(host) -> paramiko.SSHClient:
 
 class SshConnector(Connector):
     def __init__(self, host):
-        self.host, self.name = host, host.name
+        self.host, self.name, self.stall = host, host.name, host.stall_timeout
         connect_kwargs = {"look_for_keys": host.identity_file is None, "allow_agent": host.identity_file is None}
         if host.identity_file:
             connect_kwargs["key_filename"] = str(Path(host.identity_file).expanduser())
@@ -60,27 +62,16 @@ class SshConnector(Connector):
         except (OSError, socket.timeout, paramiko.SSHException) as exc:
             raise ConnectError(f"host {self.name} ({self.host.address}:{self.host.port}) unreachable: "
                                f"{exc}") from None
+        transport = self.conn.transport
+        transport.set_keepalive(KEEPALIVE)
+        sock = transport.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", KEEPALIVE), ("TCP_KEEPINTVL", KEEPALIVE), ("TCP_KEEPCNT", 4)):
+            if hasattr(socket, option):  # Linux names
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
-    def _run(self, cmd: Command, stdin, stdout, timeout, stderr: StderrTail) -> Result:
-        chan = self._transport().open_session()
-        chan.exec_command(cmd.remote_line())
-        feeder = StdinFeeder(cmd.stdin_prefix(), stdin, chan.sendall, chan.shutdown_write)
-        feeder.start()
-        err_reader = threading.Thread(target=_pump, args=(chan.recv_stderr, stderr.feed), daemon=True)
-        err_reader.start()
-        collected = bytearray()
-        deadline = time.monotonic() + timeout if timeout else None
-        chan.settimeout(timeout)
-        try:
-            _pump(chan.recv, stdout.write if stdout is not None else collected.extend)
-        except socket.timeout:
-            chan.close()
-            return Result(124, bytes(collected), stderr.text() + f"\ntimed out after {timeout}s")
-        status = chan.recv_exit_status()
-        err_reader.join(timeout=max(1.0, deadline - time.monotonic()) if deadline else None)
-        feeder.join(timeout=5)
-        chan.close()
-        return Result(status, bytes(collected), stderr.text())
+    def _start(self, cmd: Command, limits: Limits) -> Session:
+        return SshSession(self, self._transport(), shlex.join(watched_argv(cmd, limits)))
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
         self._transport()
@@ -96,6 +87,66 @@ class SshConnector(Connector):
         self.conn.close()
 
 
-def _pump(recv, sink) -> None:
-    while data := recv(CHUNK):
-        sink(data)
+class SshSession(Session):
+    """The watchdog in an SSH exec channel; sshd makes it a session (and process group) leader on the host."""
+
+    def __init__(self, connector: SshConnector, transport: paramiko.Transport, line: str):
+        self.name, self.transport = connector.name, transport
+        try:
+            self.chan = transport.open_session(timeout=CONNECT_TIMEOUT)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostLost(f"host {self.name}: cannot open an SSH session: {exc or type(exc).__name__}") from None
+        # exec_command waits for the host's answer without a deadline: a frozen host must not hang us here
+        guard = threading.Timer(CONNECT_TIMEOUT, self.chan.close)
+        guard.start()
+        try:
+            self.chan.exec_command(line)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.chan.close()
+            raise HostLost(f"host {self.name}: did not start the command within {CONNECT_TIMEOUT} s "
+                           f"({exc or type(exc).__name__})") from None
+        finally:
+            guard.cancel()
+
+    def sources(self, out: Sink, err: Sink) -> list[Source]:
+        return [ChannelSource(self.chan, out, err)]
+
+    def send(self, data: bytes) -> None:
+        self.chan.sendall(data)
+
+    def wait(self, timeout: float) -> int | None:
+        if not self.chan.status_event.wait(timeout):
+            return None
+        if self.chan.exit_status != -1:
+            return self.chan.exit_status
+        if not self.chan.eof_received or not self.transport.is_active():
+            raise HostLost(f"host {self.name}: the SSH connection dropped while a command ran")
+        return 255  # ended without an exit status: killed by a signal on the host
+
+    def abort(self, why: str) -> None:
+        """Close the channel: the host's watchdog sees its stdin end and stops the command's group. A host
+        that went silent gets its whole connection closed (the next command reconnects, or says it cannot)."""
+        self.chan.close()
+        if why == "silent":
+            self.transport.close()
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+class ChannelSource(Source):
+    """An SSH channel: one pollable fd for both streams."""
+
+    def __init__(self, chan: paramiko.Channel, out: Sink, err: Sink):
+        self.chan, self.out, self.err = chan, out, err
+
+    def fileno(self) -> int:
+        return self.chan.fileno()
+
+    def read(self) -> bool:
+        ended = self.chan.eof_received or self.chan.closed  # data before the end is buffered by now
+        while self.chan.recv_stderr_ready():
+            self.err(self.chan.recv_stderr(CHUNK))
+        while self.chan.recv_ready():
+            self.out(self.chan.recv(CHUNK))
+        return not ended

@@ -65,7 +65,7 @@ def test_problems_in_two_files_are_all_reported_at_once(tmp_path):
 
     assert problems_of(path) == [
         "inventory.yaml: hosts.web1.prot: unknown key (allowed: address, connector, host_key, identity_file, "
-        "known_hosts, max_parallel, nightly_window, port, restic, user, web)",
+        "known_hosts, max_parallel, nightly_window, port, restic, stall_timeout, user, web)",
         "sites/blog.yaml: missing required key 'environments'",
         "sites/shop.yaml: environments.production.database.engine: 'mysqll' is not one of "
         "['mysql', 'postgresql', 'sqlite']",
