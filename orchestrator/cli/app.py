@@ -54,12 +54,17 @@ class App:
         from orchestrator.config.load import load_oplog_url
         from orchestrator.oplog import Oplog
         oplog = Oplog(load_oplog_url(self.inventory_path))
-        if oplog.reap():  # a crashed earlier run shows as `interrupted`, and its lock becomes reclaimable
+        # a crashed earlier run shows as `interrupted`, its lock becomes reclaimable, nothing of it runs on
+        if oplog.reap(leftovers=self._stop_leftovers):
             from orchestrator.actions.rollback import settle_interrupted
             settle_interrupted(oplog, self.inventory, self.say)  # a promotion cut short is checked or undone
         from orchestrator.tracker import attach
         attach(oplog, lambda: self.inventory)  # finished operations queue a note for the tracker, if one is set
         return oplog
+
+    def _stop_leftovers(self, operation: dict) -> str | None:
+        from orchestrator.backends.remote.leftovers import stop_leftovers
+        return stop_leftovers(lambda: self.inventory, operation)
 
     def broken_sites(self) -> int:
         """For a command over the whole fleet: print the problems of each broken site file (stderr) and return

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -77,25 +78,28 @@ class Oplog:
         op.finish("refused", error=error)
         return op.id
 
-    def reap(self) -> int:
+    def reap(self, leftovers: Callable[[dict[str, Any]], str | None] | None = None) -> int:
         """Mark running operations of dead processes on this machine (and their running steps) interrupted.
 
         Return how many operations were marked. Operations of other machines are left alone: we cannot see
-        their processes.
+        their processes. `leftovers`, given a dead operation (id, pid, host, site, env, action), stops whatever
+        of it may still run on its hosts and returns a note for its error (or None).
         """
         with self.engine.begin() as conn:
             running = conn.execute(
-                sa.select(operations.c.id, operations.c.pid, operations.c.started_at)
+                sa.select(operations.c.id, operations.c.pid, operations.c.started_at, operations.c.host,
+                          operations.c.site, operations.c.env, operations.c.action)
                 .where(operations.c.status == "running", operations.c.host == process.machine())
             ).all()
         dead = [row for row in running if not process.pid_alive(row.pid)]
         for row in dead:
-            self._mark_interrupted(row)
+            self._mark_interrupted(row, leftovers(dict(row._mapping)) if leftovers else None)
         return len(dead)
 
-    def _mark_interrupted(self, row: sa.Row) -> None:
+    def _mark_interrupted(self, row: sa.Row, note: str | None = None) -> None:
         now = process.now()
-        error = clean(f"process {row.pid} on {process.machine()} ended without finishing the operation")
+        error = f"process {row.pid} on {process.machine()} ended without finishing the operation"
+        error = clean(f"{error}; {note}" if note else error)
         with self.engine.begin() as conn:
             head = chain.lock_head(conn)
             # The status condition keeps a concurrent reaper (or a late finish) from being overwritten.

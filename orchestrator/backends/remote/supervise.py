@@ -60,9 +60,10 @@ def watched_argv(cmd: Command, limits: Limits, python: str = "python3") -> list[
             "--", *cmd.argv()]
 
 
-def sweep_argv(dead_owner: str, python: str = "python3") -> list[str]:
-    """Return the argv that stops what a dead orchestrator (`machine:pid`) left running on a host."""
-    return [python, "-I", "-S", "-c", WATCHDOG_SOURCE, "sweep", dead_owner]
+def sweep_command(dead_owner: str) -> Command:
+    """Return the command that stops what a dead orchestrator (`machine:pid`) left running on a host and prints
+    `pid args` of each process it stopped."""
+    return Command("python3", "-I", "-S", "-c", WATCHDOG_SOURCE, "sweep", dead_owner)
 
 
 class Uplink:

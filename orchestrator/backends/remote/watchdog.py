@@ -232,8 +232,10 @@ def sweep(owner):
                 args = f.read().replace(b"\0", b" ").strip()
         except OSError:
             continue
-        if tag in environ or (b" run " + owner.encode() + b" ") in args:
-            found.append((int(name), args))
+        if tag in environ:
+            found.append((int(name), args[:200]))
+        elif (b" run " + owner.encode() + b" ") in args:
+            found.append((int(name), b"(orch watchdog)"))
     for signum in (signal.SIGTERM, signal.SIGCONT, signal.SIGKILL):
         for pid, _ in found:
             try:
@@ -243,7 +245,7 @@ def sweep(owner):
         if signum == signal.SIGCONT:
             time.sleep(min(GRACE, 2.0))
     for pid, args in found:
-        print(pid, args[:300].decode("utf-8", "replace"))
+        print(pid, args.decode("utf-8", "replace"))
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends.remote import Command, LocalConnector, Raw
-from orchestrator.backends.remote.supervise import Beats, sweep_argv
+from orchestrator.backends.remote.supervise import Beats, sweep_command
 from orchestrator.backends.remote.watchdog import ALIVE, PROGRESS
 from orchestrator.errors import RemoteError
 
@@ -189,7 +189,7 @@ def test_sweep_stops_what_a_dead_orchestrator_left_and_lists_it(tmp_path):
     leftover = subprocess.Popen(["sleep", "60"], env=os.environ | {"ORCH_OWNER": "gone-host:4242"})
     bystander = subprocess.Popen(["sleep", "60"], env=os.environ | {"ORCH_OWNER": "gone-host:42424"})
     try:
-        out = LocalConnector().run(Command(*sweep_argv("gone-host:4242", python=sys.executable))).text
+        out = LocalConnector().run(sweep_command("gone-host:4242")).text
         assert leftover.wait(timeout=5) == -signal.SIGTERM
         assert f"{leftover.pid} sleep 60" in out
         assert bystander.poll() is None
