@@ -9,6 +9,7 @@ once: no snapshot of a failed dump survives as a good backup.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,8 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 
 from orchestrator.backends.remote import PIPE, Command, Raw, connect
-from orchestrator.backends.storage.restic import Repository, parse_summary
+from orchestrator.backends.remote.command import part_statuses
+from orchestrator.backends.storage.restic import MissingRepository, Repository, parse_summary
 from orchestrator.errors import OperationFailed, OrchError, RemoteError
 from orchestrator.oplog.run import locked_operation
 
@@ -24,6 +26,10 @@ from .targets import Target
 
 log = logging.getLogger("orch.backup")
 TAIL_BYTES = 512
+CD_FAILED = re.compile(r"^bash: line \d+: cd: ", re.M)
+# restic >= 0.17 runs the dump itself: these words in its stderr mean the storage failed, not the database
+STORAGE_TROUBLE = re.compile(r"Fatal: (unable to open|create repository)|repository|Access ?Denied|InvalidAccessKeyId|"
+                             r"SignatureDoesNotMatch|connection refused|no such host|dial tcp|Save\(", re.I)
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -42,7 +48,12 @@ def tag_args(tags: list[str]) -> list[str]:
 
 
 def count_tables(t: Target, conn) -> dict[str, int]:
-    return t.engine.table_counts(conn) if t.engine else {}
+    """Return {table: rows} of the environment's database; raise OperationFailed naming the database."""
+    try:
+        return t.engine.table_counts(conn) if t.engine else {}
+    except RemoteError as exc:
+        raise OperationFailed(f"{t.engine.describe()}: cannot count rows: {_why(exc.exit_status, exc.stderr)}") \
+            from None
 
 
 def merge_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, list[int]]:
@@ -55,25 +66,48 @@ def merge_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, lis
 def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version) -> dict:
     """Stream the database dump into restic on the host. Return restic's summary plus `dump_size`.
 
-    Raise OperationFailed (after forgetting any snapshot it made) if the dump failed or is truncated.
-    """
+    Raise (after forgetting any snapshot it made) OperationFailed naming the database if the dump failed or
+    is truncated, RepositoryError naming the storage if restic failed; HostLost comes from the connector."""
     backup = repo.command("backup", "--json", "--host", t.restic_host, *tag_args(tags + ["part=db"]),
                           "--stdin-filename", t.engine.dump_filename)
     if version.stdin_from_command:
         result, tail = _dump_by_restic(conn, backup, t), None
+        statuses, stderr = None, result.stderr
     else:
         result, tail = _dump_through_pipe(conn, backup, t)
-    problem = None
-    if not result.ok:
-        problem = f"database dump failed (exit {result.exit_status}): {_last_lines(result.stderr)}"
-    elif tail is not None and not t.engine.is_complete(tail):
-        problem = "database dump is truncated (no completion marker at its end)"
+        statuses, stderr = part_statuses(result.stderr)
+    problem = _dump_problem(conn, repo, t, result.exit_status, statuses, stderr)
+    if problem is None and tail is not None and not t.engine.is_complete(tail):
+        problem = OperationFailed(f"{t.engine.describe()}: the dump is truncated (no completion marker at its end)")
     if problem:
         _forget_part(conn, repo, tags, "db")
-        raise OperationFailed(f"{t.label}: {problem}")
+        raise problem
     summary = parse_summary(result.text)
     summary["dump_size"] = summary.get("total_bytes_processed", 0)
     return summary
+
+
+def _dump_problem(conn, repo: Repository, t: Target, status: int, statuses: list[int] | None,
+                  stderr: str) -> OrchError | None:
+    """Given how `dump | tail keeper | restic` ended, return the error naming the part that failed, or None.
+
+    restic failing first is the storage's fault (the dump then dies of a broken pipe); a dump failing alone
+    is the database's (restic then saved a short stream, forgotten by the caller)."""
+    if statuses is None:  # restic >= 0.17 ran the dump itself, or the pipeline was stopped midway
+        if status == 0:
+            return None
+        if status != 124 and not STORAGE_TROUBLE.search(stderr):
+            return OperationFailed(f"{t.engine.describe()}: dump failed: {_why(status, stderr)}")
+        return repo.explain("backup", status, stderr)
+    dump, keeper, restic = statuses[0], statuses[1:-1], statuses[-1]
+    if restic:
+        return repo.explain("backup", restic, stderr)
+    if dump:
+        return OperationFailed(f"{t.engine.describe()}: dump failed: {_why(dump, stderr)}")
+    if any(keeper):
+        return OperationFailed(f"host {conn.name}: could not keep the dump's tail in a temp file: "
+                               f"{_why(max(keeper), stderr)}")
+    return None
 
 
 def _dump_by_restic(conn, backup: Command, t: Target):
@@ -85,23 +119,30 @@ def _dump_by_restic(conn, backup: Command, t: Target):
 
 
 def _dump_through_pipe(conn, backup: Command, t: Target):
-    """Older restic reads the dump on stdin: pipefail catches a failing dump, the kept tail a truncated one."""
+    """Older restic reads the dump on stdin: each part's status says which failed, the kept tail whether
+    the dump is whole."""
     tail_file = conn.run(Command("mktemp")).text.strip()
     # tee the stream to restic (fd 3) and keep its last bytes in tail_file; the group is part of the
     # pipeline, so `tail` has finished writing when the pipeline returns.
     keep_tail = Command(Raw("{"), "tee", "/dev/fd/3", PIPE, "tail", "-c", TAIL_BYTES, Raw(">"), tail_file,
                         Raw("; } 3>&1"))
+    pipeline = t.engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")).reporting_statuses()
     try:
-        result = conn.run(t.engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")), check=False, timeout=None)
+        result = conn.run(pipeline, check=False, timeout=None)
         tail = conn.run(Command("cat", tail_file), check=False).stdout
     finally:
         conn.run(Command("rm", "-f", tail_file), check=False)
     return result, tail
 
 
-def _last_lines(text: str, n: int = 3) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) or "no message"
+def _why(status: int | None, stderr: str, n: int = 3) -> str:
+    """Given a failed command's status and stderr, return its last lines, or how it died when it said nothing."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    if lines:
+        return " | ".join(lines[-n:])
+    if status is not None and status > 128:
+        return f"killed by signal {status - 128}, without a message"
+    return f"exit {status}, without a message"
 
 
 def _forget_part(conn, repo: Repository, tags: list[str], part: str) -> None:
@@ -121,46 +162,63 @@ def backup_files(conn, repo: Repository, t: Target, tags: list[str]) -> dict:
                           *excludes, ".")
     result = conn.run(Command("cd", t.files_root).then(backup), check=False, timeout=None)
     if result.exit_status == 3:  # restic: snapshot saved, some files unreadable: keep it, say so loudly
-        log.warning("%s: some files could not be read: %s", t.label, _last_lines(result.stderr))
+        log.warning("%s: some files could not be read: %s", t.label, _why(3, result.stderr))
     elif not result.ok:
+        if CD_FAILED.search(result.stderr):
+            raise OperationFailed(f"host {conn.name}: cannot enter the site's folder {t.files_root}: "
+                                  f"{_why(result.exit_status, result.stderr)}")
         _forget_part(conn, repo, tags, "files")
-        raise repo.explain(RemoteError(conn.name, "restic backup", result.exit_status, result.stderr))
+        raise repo.explain("backup", result.exit_status, result.stderr)
     return parse_summary(result.text)
 
 
 def backup_target(oplog, t: Target, *, task: str, pin: bool = False, catch_up: bool = False,
-                  lock: bool = True) -> dict:
+                  lock: bool = True, init: bool = False) -> dict:
     """Back up one environment as one locked operation. Return a summary dict; raise on failure.
 
-    lock=False is for a caller that already holds the site's lock (a promotion's mandatory backup)."""
+    lock=False is for a caller that already holds the site's lock (a promotion's mandatory backup); init=True
+    creates the repository even where earlier backups went (it was deleted: see the error that says so)."""
     backup_id = new_backup_id()
     params = {"backup_id": backup_id, "pin": pin, "storage": t.storage.name if t.storage else None}
     with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="backup", params=params,
                           catch_up=catch_up, lock=lock) as op, connect(t.host) as conn:
         repo = t.repository
-        with op.step("open repository") as step:
-            version = repo.version(conn)
-            # Opening a repository costs a key derivation (~1 s); skip the probe once a backup went there.
-            state = "known" if _has_backed_up_to(oplog, t.site.name, repo.url) else repo.ensure(conn)
-            step.output(f"restic {version} on {t.host.name}; {repo.describe()}: {state}")
-        tags = backup_tags(t, task, backup_id, pin)
-        db = tables = None
-        if t.engine:
-            with op.step("count rows before dump"):
-                before = count_tables(t, conn)
-            with op.step(f"dump {t.env.database.engine} database into restic") as step:
-                db = dump_into_restic(conn, repo, t, tags, version)
-                step.output(f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, "
-                            f"added {db.get('data_added', 0)}")
-            with op.step("count rows after dump"):
-                tables = merge_counts(before, count_tables(t, conn))
-        with op.step("back up files") as step:
-            files = backup_files(conn, repo, t, tags)
-            step.output(f"snapshot {files['snapshot_id'][:8]}, {files.get('total_files_processed')} files, "
-                        f"{files.get('total_bytes_processed')} bytes, added {files.get('data_added', 0)}")
-        summary = _summary(t, backup_id, task, pin, files, db, tables)
+        # Opening a repository costs a key derivation (~1 s); skip the probe once a backup went there.
+        known = not init and _has_backed_up_to(oplog, t.site.name, repo.url)
+        try:
+            summary = _back_up(op, conn, repo, t, known, tags=backup_tags(t, task, backup_id, pin))
+        except MissingRepository as exc:
+            if not known:
+                raise
+            raise MissingRepository(
+                f"{exc}. It held this site's earlier backups, which are gone with it. To start a new, empty "
+                f"repository there: orch backup {t.site.name} --env {t.env.name} --init --task {task}") from None
+        summary = _summary(t, backup_id, task, pin, *summary)
         op.artifact("backup", backup_id, size=summary["added"], details=summary)
         return summary
+
+
+def _back_up(op, conn, repo: Repository, t: Target, known: bool, tags: list[str]) -> tuple:
+    """The steps of one backup. Return (files summary, db summary or None, row counts or None)."""
+    with op.step("open repository") as step:
+        version = repo.version(conn)
+        state = "known" if known else repo.ensure(conn)
+        step.output(f"restic {version} on {t.host.name}; {repo.describe()}: {state}")
+    db = tables = None
+    if t.engine:
+        with op.step("count rows before dump"):
+            before = count_tables(t, conn)
+        with op.step(f"dump {t.env.database.engine} database into restic") as step:
+            db = dump_into_restic(conn, repo, t, tags, version)
+            step.output(f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, "
+                        f"added {db.get('data_added', 0)}")
+        with op.step("count rows after dump"):
+            tables = merge_counts(before, count_tables(t, conn))
+    with op.step("back up files") as step:
+        files = backup_files(conn, repo, t, tags)
+        step.output(f"snapshot {files['snapshot_id'][:8]}, {files.get('total_files_processed')} files, "
+                    f"{files.get('total_bytes_processed')} bytes, added {files.get('data_added', 0)}")
+    return files, db, tables
 
 
 def _has_backed_up_to(oplog, site: str, url: str) -> bool:
@@ -194,7 +252,7 @@ def plan(t: Target, pin: bool) -> dict:
 
 
 def run_backups(inventory, oplog, targets: list[Target], *, task: str | None, pin: bool = False,
-                catch_up: bool = False, on_done=None) -> list[dict]:
+                catch_up: bool = False, init: bool = False, on_done=None) -> list[dict]:
     """Back up many targets in parallel, at most `hosts.X.max_parallel` per host and
     `scheduler.max_parallel` overall. One failure never stops the others. Return one result per target:
     {"site", "env", "status": ok|failed|locked, "backup_id", "error", "summary"} in input order.
@@ -206,7 +264,7 @@ def run_backups(inventory, oplog, targets: list[Target], *, task: str | None, pi
             stack.enter_context(host_slots[t.host.name])
             result = {"site": t.site.name, "env": t.env.name, "host": t.host.name}
             try:
-                summary = backup_target(oplog, t, task=task or t.site.task, pin=pin, catch_up=catch_up)
+                summary = backup_target(oplog, t, task=task or t.site.task, pin=pin, catch_up=catch_up, init=init)
                 result |= {"status": "ok", "backup_id": summary["backup_id"], "summary": summary}
             except OrchError as exc:
                 result |= {"status": "failed", "error": str(exc), "exit_code": int(exc.exit_code)}

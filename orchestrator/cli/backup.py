@@ -22,10 +22,12 @@ from .output import human_size, short_time
 @click.option("--env", "-e", default="production", show_default=True, help="Environment to back up.")
 @task_option()
 @click.option("--pin", is_flag=True, help="Keep this backup out of retention until `orch unpin`.")
+@click.option("--init", is_flag=True,
+              help="Create the repository if it is missing, even where earlier backups went (it was deleted).")
 @click.option("--dry-run", is_flag=True, help="Show what would be backed up, and where; do nothing.")
 @json_option
 @pass_app
-def backup_cmd(app, sites, all_sites, env, task, pin, dry_run):
+def backup_cmd(app, sites, all_sites, env, task, pin, init, dry_run):
     """Back up files and database of sites into their restic repositories.
 
     restic runs on each site's host and writes straight to the repository; the database dump is
@@ -55,7 +57,7 @@ def backup_cmd(app, sites, all_sites, env, task, pin, dry_run):
 
     if show:
         app.say(f"backing up {len(chosen)} environment(s)...")
-    results = run_backups(app.inventory, app.oplog, chosen, task=task, pin=pin, on_done=progress)
+    results = run_backups(app.inventory, app.oplog, chosen, task=task, pin=pin, init=init, on_done=progress)
     rows = [r | {"files": human_size((r.get("summary") or {}).get("files", {}).get("size")),
                  "added": human_size((r.get("summary") or {}).get("added"))} for r in results]
     app.emit(results, [("site", "site"), ("env", "env"), ("status", "status"), ("backup_id", "backup"),

@@ -16,6 +16,12 @@ class Engine(ABC):
     def __init__(self, db, env_path: str | None = None):
         self.db, self.env_path = db, env_path
 
+    def describe(self) -> str:
+        """Return how errors name this database: `database NAME (ENGINE at WHERE)`."""
+        db = self.db
+        where = db.socket or f"{db.host or 'localhost'}{f':{db.port}' if db.port else ''}"
+        return f"database {db.name} ({db.engine} at {where})"
+
     @abstractmethod
     def ping(self) -> Command:
         """Return a command that exits 0 iff we can log in to the database."""

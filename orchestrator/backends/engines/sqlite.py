@@ -49,6 +49,9 @@ class SQLite(Engine):
         path = database or self.db.path or self.db.name
         return path if posixpath.isabs(path) or not self.env_path else posixpath.join(self.env_path, path)
 
+    def describe(self) -> str:
+        return f"database {self.path()} (sqlite)"
+
     def ping(self) -> Command:
         return Command("sh", "-c", QUERY_SCRIPT, "orch-sqlite", self.path(), "tables").to_file("/dev/null")
 

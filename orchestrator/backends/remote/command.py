@@ -46,6 +46,9 @@ class Raw:
 
 
 PIPE, AND = Raw("|"), Raw("&&")
+STATUS_MARK = "orch-pipestatus:"
+_REPORT_STATUSES = (f'; set -- "${{PIPESTATUS[@]}}"; echo "{STATUS_MARK} $*" >&2; '
+                    'for s; do [ "$s" = 0 ] || exit "$s"; done')
 
 
 def _quote(part) -> str:
@@ -99,6 +102,12 @@ class Command:
         """`self && other`."""
         return self._join(AND, other)
 
+    def reporting_statuses(self) -> Command:
+        """Return this pipeline followed by one stderr line giving each part's exit status (read back with
+        `part_statuses`), so a caller can tell which side of `dump | restic` failed. Exits with the first
+        failure's status."""
+        return Command(*self.parts, Raw(_REPORT_STATUSES), environment=self.environment, pipefail=self.pipefail)
+
     def to_file(self, path, append: bool = False) -> Command:
         """Redirect stdout to a (quoted) path."""
         return Command(*self.parts, Raw(">>" if append else ">"), path, environment=self.environment,
@@ -148,6 +157,20 @@ class Command:
 
     def __str__(self) -> str:
         return self.masked()
+
+
+def part_statuses(stderr: str) -> tuple[list[int] | None, str]:
+    """Given the stderr of a command built with `reporting_statuses`, return the exit status of each part of its
+    pipeline (None when it did not get that far: stopped, or the connection dropped) and stderr without that
+    line."""
+    head, found, rest = stderr.rpartition(STATUS_MARK)
+    if not found:
+        return None, stderr
+    line, _, tail = rest.partition("\n")
+    try:
+        return [int(word) for word in line.split()], head + tail
+    except ValueError:
+        return None, stderr
 
 
 def sh(*parts) -> Command:

@@ -11,12 +11,19 @@ from dataclasses import dataclass
 from orchestrator.backends.remote import Command, Connector
 from orchestrator.errors import OrchError, RemoteError
 
-NOT_A_REPO = re.compile(r"(does not exist|Is there a repository|unable to open config file|no such file)", re.I)
+NOT_A_REPO = re.compile(r"Is there a repository at|unable to open config file", re.I)
 WRONG_PASSWORD = re.compile(r"wrong password|no key found", re.I)
+# restic creates the bucket on `init`; two first backups into a new bucket race to create it
+BUCKET_RACE = re.compile(r"BucketAlreadyOwnedByYou|BucketAlreadyExists|already own it|bucket name is not available",
+                         re.I)
 
 
 class RepositoryError(OrchError):
     """The repository cannot be reached, opened, or written."""
+
+
+class MissingRepository(RepositoryError):
+    """There is no restic repository at the storage's location for this site (never made, or deleted)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Repository:
         self.url = repository_url(storage, site)
 
     def describe(self) -> str:
+        """Return how errors name this repository: `storage NAME (URL)`."""
         return f"storage {self.storage.name} ({self.url})"
 
     def command(self, *args) -> Command:
@@ -73,13 +81,19 @@ class Repository:
         try:
             return conn.run(self.command(*args), stdin=stdin, stdout=stdout, timeout=timeout, on_stderr=on_stderr)
         except RemoteError as exc:
-            raise self.explain(exc) from None
+            raise self.explain(str(args[0]), exc.exit_status, exc.stderr) from None
 
-    def explain(self, exc: RemoteError) -> RepositoryError:
-        tail = " | ".join(exc.stderr.strip().splitlines()[-2:]) or f"exit {exc.exit_status}"
-        if WRONG_PASSWORD.search(exc.stderr):
-            tail = "wrong repository password"
-        return RepositoryError(f"{self.describe()}: restic {exc.command.split(' restic ', 1)[-1][:60]}: {tail}")
+    def explain(self, action: str, exit_status: int | None, stderr: str) -> RepositoryError:
+        """Given what restic was asked to do (`backup`, `init`...) and how it failed, return the error naming
+        this storage, with restic's own reason (its `Fatal:` line when it wrote one)."""
+        lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+        fatal = [line for line in lines if line.startswith("Fatal:")]
+        reason = " | ".join((fatal or lines)[-2:]) or f"exit {exit_status}"
+        if WRONG_PASSWORD.search(stderr):
+            return RepositoryError(f"{self.describe()}: wrong repository password")
+        if NOT_A_REPO.search(stderr) and action != "init":
+            return MissingRepository(f"{self.describe()}: no restic repository there ({reason})")
+        return RepositoryError(f"{self.describe()}: restic {action} failed: {reason}")
 
     def version(self, conn: Connector) -> Version:
         return Version.parse(conn.run(Command(self.restic, "version")).text)
@@ -89,10 +103,16 @@ class Repository:
         probe = conn.run(self.command("cat", "config"), check=False, timeout=120)
         if probe.ok:
             return "ok"
-        if NOT_A_REPO.search(probe.stderr) and not WRONG_PASSWORD.search(probe.stderr):
+        problem = self.explain("cat config", probe.exit_status, probe.stderr)
+        if not isinstance(problem, MissingRepository):
+            raise problem
+        try:
             self.run(conn, "init", timeout=120)
-            return "created"
-        raise self.explain(RemoteError(conn.name, "restic cat config", probe.exit_status, probe.stderr))
+        except RepositoryError as exc:
+            if not BUCKET_RACE.search(str(exc)):
+                raise
+            self.run(conn, "init", timeout=120)  # another site's first backup created the bucket meanwhile
+        return "created"
 
     def unlock_stale(self, conn: Connector) -> None:
         """Remove only stale locks (restic's default for `unlock`): a live backup elsewhere keeps its lock."""

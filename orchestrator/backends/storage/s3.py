@@ -35,26 +35,32 @@ def explain(storage, exc: Exception) -> StorageError:
 
 
 def ensure_bucket(storage) -> str:
-    """Check the bucket is reachable with our credentials; create it if allowed. Return 'ok' or 'created'."""
+    """Check the bucket is reachable with our credentials; create it if allowed. Return 'ok' or 'created'.
+
+    Idempotent: when a concurrent orch (another site's first backup) creates it between our look and our
+    create, the bucket is there and ours, which is all we asked for."""
     s3 = client(storage)
     try:
-        s3.head_bucket(Bucket=storage.bucket)
-        return "ok"
-    except botocore.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code in ("404", "NoSuchBucket") and storage.create_bucket:
-            try:
-                s3.create_bucket(Bucket=storage.bucket)
-                return "created"
-            except botocore.exceptions.ClientError as create_exc:
-                if create_exc.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
-                    return "ok"  # a concurrent orch created it a moment ago
-                raise explain(storage, create_exc) from None
-            except Exception as create_exc:  # noqa: BLE001 - reported with the storage's name
-                raise explain(storage, create_exc) from None
+        try:
+            s3.head_bucket(Bucket=storage.bucket)
+            return "ok"
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) not in ("404", "NoSuchBucket") or not storage.create_bucket:
+                raise
+        try:
+            s3.create_bucket(Bucket=storage.bucket)
+            return "created"
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+            s3.head_bucket(Bucket=storage.bucket)  # created meanwhile: fine if we can reach it (not someone else's)
+            return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported with the storage's name
         raise explain(storage, exc) from None
-    except Exception as exc:  # noqa: BLE001
-        raise explain(storage, exc) from None
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str | None:
+    return exc.response.get("Error", {}).get("Code")
 
 
 def prefix_usage(storage, prefix: str) -> tuple[int, int]:
