@@ -4,6 +4,7 @@ site unlocked, the repository sound, earlier backups restorable, the next run fi
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -87,9 +88,17 @@ def remote_pids(host, path: str, count: int = 2) -> list[int]:
 
 # --- the SSH connector: one wall-clock timeout, the stall rule, dropped and frozen hosts ------------------------
 
-def test_ssh_a_timeout_stops_the_remote_pipeline_and_keeps_stderr(ssh_hosts, tmp_path):
+@pytest.fixture
+def path(ssh_hosts):
+    """A fresh file in web1's home for a remote command to write its pids to; removed afterwards."""
     host = ssh_hosts["web1"]
-    path = f"{host.home}/pids-{tmp_path.name}"
+    name = f"{host.home}/pids-{secrets.token_hex(6)}"
+    yield name
+    host.run(f"rm -f {name}")
+
+
+def test_ssh_a_timeout_stops_the_remote_pipeline_and_keeps_stderr(ssh_hosts, path):
+    host = ssh_hosts["web1"]
     cmd = Command("echo", "starting", Raw(">&2"), Raw("&&"), *pids_pipeline(path).parts)
     started = time.monotonic()
     with connector(host) as conn:
@@ -100,9 +109,8 @@ def test_ssh_a_timeout_stops_the_remote_pipeline_and_keeps_stderr(ssh_hosts, tmp
     assert wait_for(lambda: not any(alive(pid) for pid in pids), 8), "the remote pipeline outlived its timeout"
 
 
-def test_ssh_a_command_without_output_or_progress_is_stopped(ssh_hosts, tmp_path):
+def test_ssh_a_command_without_output_or_progress_is_stopped(ssh_hosts, path):
     host = ssh_hosts["web1"]
-    path = f"{host.home}/pids-{tmp_path.name}"
     with connector(host, stall=2) as conn:
         result = conn.run(pids_pipeline(path), check=False)
         assert result.exit_status == 124 and "no output and no progress for 2 s" in result.stderr
@@ -116,9 +124,8 @@ def test_ssh_a_long_silent_command_that_works_is_not_stopped(ssh_hosts):
         assert conn.run(busy).text == "done\n"
 
 
-def test_ssh_a_dropped_connection_blames_the_host_not_the_command(ssh_hosts, tmp_path):
+def test_ssh_a_dropped_connection_blames_the_host_not_the_command(ssh_hosts, path):
     host = ssh_hosts["web1"]
-    path = f"{host.home}/pids-{tmp_path.name}"
     with connector(host) as conn:
         before = set(session_processes(host))
         errors = []
@@ -140,9 +147,8 @@ def test_ssh_a_dropped_connection_blames_the_host_not_the_command(ssh_hosts, tmp
     assert wait_for(lambda: not any(alive(pid) for pid in pids), 8), "the remote pipeline outlived its connection"
 
 
-def test_ssh_a_frozen_host_fails_the_command_and_the_watchdog_stops_it(ssh_hosts, tmp_path):
+def test_ssh_a_frozen_host_fails_the_command_and_the_watchdog_stops_it(ssh_hosts, path):
     host = ssh_hosts["web1"]
-    path = f"{host.home}/pids-{tmp_path.name}"
     stopped = []
     try:
         with connector(host, stall=2) as conn:

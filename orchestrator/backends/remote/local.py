@@ -1,18 +1,15 @@
 """The `local` connector: commands run on the orchestrator machine itself (demo sites, local repositories)."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .base import Connector
 from .command import Command
 from .supervise import DEFAULT_STALL, Limits, PipeSource, Session, Sink, Source, watched_argv
-from .watchdog import GRACE, group_members
+from .watchdog import stop_group
 
 
 class LocalConnector(Connector):
@@ -53,17 +50,8 @@ class LocalSession(Session):
         return status if status >= 0 else 128 - status
 
     def abort(self, why: str) -> None:
-        """Stop the whole group: SIGTERM (restic then removes its repository lock), SIGKILL after a grace."""
-        group = self.proc.pid
-        for signum in (signal.SIGTERM, signal.SIGCONT):
-            _signal_group(group, signum)
-        deadline = time.monotonic() + GRACE
-        while time.monotonic() < deadline:
-            if not group_members(group, me=-1):  # zombies left to init do not count
-                break
-            time.sleep(0.02)
-        else:
-            _signal_group(group, signal.SIGKILL)
+        """Stop the whole group (the watchdog and all it started), as the watchdog itself would."""
+        stop_group(self.proc.pid, me=-1, reap=self.proc.poll)  # poll: the watchdog must not linger as a zombie
         self.proc.wait()
 
     def close(self) -> None:
@@ -74,10 +62,3 @@ class LocalSession(Session):
                 pipe.close()
             except OSError:
                 pass
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass

@@ -97,14 +97,15 @@ class SshSession(Session):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise HostLost(f"host {self.name}: cannot open an SSH session: {exc or type(exc).__name__}") from None
         # exec_command waits for the host's answer without a deadline: a frozen host must not hang us here
-        guard = threading.Timer(CONNECT_TIMEOUT, self.chan.close)
+        late = threading.Event()
+        guard = threading.Timer(CONNECT_TIMEOUT, lambda: (late.set(), self.chan.close()))
         guard.start()
         try:
             self.chan.exec_command(line)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.chan.close()
-            raise HostLost(f"host {self.name}: did not start the command within {CONNECT_TIMEOUT} s "
-                           f"({exc or type(exc).__name__})") from None
+            why = f"no answer within {CONNECT_TIMEOUT} s" if late.is_set() else str(exc) or "connection closed"
+            raise HostLost(f"host {self.name}: could not start a command ({why})") from None
         finally:
             guard.cancel()
 

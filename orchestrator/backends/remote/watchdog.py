@@ -9,7 +9,7 @@ library only, Python 3.6+, nothing imported from orch.
 `run`: this process leads its own process group (sshd and the local connector start it as a session leader)
 and the child, with ORCH_OWNER=OWNER in its environment, stays in that group. Our stdin carries frames from
 orch: `D` + 4-byte big-endian length + data (the child's stdin), `E` (the child's stdin ends), `H` (heartbeat,
-every BEAT seconds). The whole group is stopped (SIGTERM and SIGCONT, SIGKILL after a grace) when
+every BEAT seconds). The whole group is stopped (SIGINT, then SIGTERM and SIGKILL: `stop_group`) when
 - stdin ends while the child runs: orch died or closed the channel (kill -9, timeout, stall, dropped SSH);
 - no frame came for LIMIT seconds while we waited for one: orch froze or the network is cut.
 Every BEAT seconds we write ALIVE to stderr, or PROGRESS when the group read, wrote or computed anything since
@@ -28,7 +28,7 @@ import time
 
 ALIVE = b"\x00orch:alive\x00"
 PROGRESS = b"\x00orch:progress\x00"
-GRACE = 5.0  # seconds between SIGTERM (restic removes its repository lock) and SIGKILL
+GRACE = 5.0  # seconds a stopped command gets to clean up (restic removes its repository lock)
 CHUNK = 1 << 16
 
 
@@ -77,6 +77,9 @@ class Supervisor:
         except TypeError:  # Python < 3.7
             signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd makes poll() return when the child exits
+        # SIGINT is how a group is asked to stop (stop_group): the child's business; we stay to report its end.
+        # A handler, not SIG_IGN, which the child would inherit through exec.
+        signal.signal(signal.SIGINT, lambda *_: None)
         read_end, self.to_child = os.pipe()
         self.child = os.fork()
         if self.child == 0:
@@ -92,7 +95,7 @@ class Supervisor:
             os.dup2(stdin_fd, 0)
             for fd in (stdin_fd, self.to_child, self.wake_r, self.wake_w):
                 os.close(fd)
-            for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
+            for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)  # Python ignores SIGPIPE; pipelines need it back
             os.environ["ORCH_OWNER"] = owner
             os.execvp(argv[0], argv)  # noqa: S606 - orch's own `bash -c SCRIPT`, built by Command
@@ -195,19 +198,32 @@ class Supervisor:
         _say(beat)
 
     def stop(self, reason):
-        """Stop the whole group (ourselves last) and return 124."""
+        """Stop the whole group and return 124."""
         _say(("\norch watchdog: %s; stopping the command\n" % reason).encode())
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for signum in (signal.SIGTERM, signal.SIGCONT):  # CONT: a stopped process must see its TERM
-            os.killpg(self.pgid, signum)
-        deadline = time.monotonic() + GRACE
-        while time.monotonic() < deadline:
-            self._reap()
-            if not group_members(self.pgid, self.me):
-                return 124
-            time.sleep(0.05)
-        os.killpg(self.pgid, signal.SIGKILL)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        stop_group(self.pgid, self.me, self._reap)
         return 124
+
+
+def stop_group(pgid, me, reap=lambda: None):
+    """Stop every process of group `pgid` but `me`: SIGINT first (restic then removes its repository lock; it
+    ignores SIGTERM for that before 0.16), SIGTERM after a grace, SIGKILL last (`me` too, if it is a member).
+    SIGCONT follows each, so that a stopped process receives it. `reap` collects our own exited children."""
+    for signum, grace in ((signal.SIGINT, GRACE), (signal.SIGTERM, 1.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, signum)
+            os.killpg(pgid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while True:
+            reap()
+            if not group_members(pgid, me):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
 
 
 def _say(data):
