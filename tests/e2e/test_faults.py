@@ -3,14 +3,26 @@ refusing, a full disk, a database that goes away. After each: nothing reported `
 site unlocked, the repository sound, earlier backups restorable, the next run fine."""
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import pwd
 import secrets
 import signal
+import socket
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fleet import ORCH, Fleet, host_entry, make_tree, new_password, orch_env
+from testbed import spawn, wait_ready
+from testbed.mariadb import MariaDB, start_mariadb
+from testbed.ports import port_open
+from testbed.s3 import S3Server, start_s3
+from testbed.sshd import SshHost
 
 from orchestrator.backends.remote import Command, HostLost, Raw
 from orchestrator.backends.remote.ssh import SshConnector
@@ -136,7 +148,6 @@ def test_ssh_a_dropped_connection_blames_the_host_not_the_command(ssh_hosts, pat
             except HostLost as exc:
                 errors.append(exc)
 
-        import threading
         runner = threading.Thread(target=run)
         runner.start()
         pids = remote_pids(host, path)
@@ -161,8 +172,7 @@ def test_ssh_a_frozen_host_fails_the_command_and_the_watchdog_stops_it(ssh_hosts
                 for pid in stopped:
                     os.kill(pid, signal.SIGSTOP)
 
-            import threading
-            threading.Thread(target=freeze, daemon=True).start()
+                threading.Thread(target=freeze, daemon=True).start()
             started = time.monotonic()
             with pytest.raises(HostLost, match="host web1: no sign of life for 2 s"):
                 conn.run(pids_pipeline(path))
@@ -173,3 +183,423 @@ def test_ssh_a_frozen_host_fails_the_command_and_the_watchdog_stops_it(ssh_hosts
     finally:
         for pid in stopped:
             os.kill(pid, signal.SIGCONT)
+
+
+# --- the fault matrix: a site of its own, with its own S3 server and MariaDB (both get broken here) -----------
+
+SITE = "faultshop"
+BIG_ROWS = 25_000  # ~24 MB of dump: long enough to catch mid-stream, short enough to back up in seconds
+
+
+@dataclass
+class Bed:
+    fleet: Fleet
+    s3: S3Server
+    mariadb: MariaDB
+    host: SshHost
+    root: Path
+    restic_env: dict
+    baseline: str = ""
+    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    prefix: str = field(default_factory=lambda: str(secrets.randbelow(9000) + 1000))
+
+    def task(self) -> str:
+        """A task number of this session only: restic's tags then never match another run's processes."""
+        return f"{self.prefix}{next(self.counter):03d}"
+
+    def restic(self, *args, repository: str | None = None) -> subprocess.CompletedProcess:
+        env = self.restic_env | ({"RESTIC_REPOSITORY": repository} if repository else {})
+        return subprocess.run(["restic", "--no-cache", *args], capture_output=True, text=True, env=env, timeout=300)
+
+    def snapshots(self, task: str) -> list[dict]:
+        """The snapshots a task's backups saved (none for a run stopped half-way)."""
+        out = self.restic("snapshots", "--json", "--tag", f"task={task}")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout or "[]")
+
+    def rows(self) -> str:
+        return self.mariadb.sql("SELECT COUNT(*), SUM(CRC32(payload)) FROM big", SITE).strip()
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory, ssh_hosts) -> Bed:
+    root = tmp_path_factory.mktemp("faults")
+    s3, db = start_s3(root / "s3"), start_mariadb(root / "mariadb")
+    try:
+        host = ssh_hosts["web1"]
+        db_pw, restic_pw = new_password(), new_password()
+        db.create_database(SITE, SITE, db_pw)
+        for where in ("%", "localhost"):
+            db.sql(f"GRANT ALL ON `orch\\_verify\\_%`.* TO '{SITE}'@'{where}'")
+        db.sql("CREATE TABLE big (id INT PRIMARY KEY AUTO_INCREMENT, payload TEXT) ENGINE=InnoDB", SITE)
+        db.sql(f"INSERT INTO big (payload) SELECT REPEAT(MD5(seq), 30) FROM seq_1_to_{BIG_ROWS}", SITE)
+        path = f"{host.home}/faults-{root.name}-{secrets.token_hex(3)}/{SITE}"
+        make_tree(host, path, files=40, size=256 * 1024)
+        env = orch_env(root / "state", T_S3_KEY=s3.access_key, T_S3_SECRET=s3.secret_key, T_RESTIC_PW=restic_pw,
+                       T_DB_PW=db_pw)
+        fleet = Fleet(root / "inventory", env, ssh_hosts)
+        fleet.base = {
+            "oplog": f"sqlite:///{root}/state/oplog.db",
+            "storage": {"vault": {"type": "s3", "endpoint": s3.endpoint, "bucket": "fault-bucket", "prefix": "orch",
+                                  "access_key": {"env": "T_S3_KEY"}, "secret_key": {"env": "T_S3_SECRET"},
+                                  "password": {"env": "T_RESTIC_PW"}, "create_bucket": True}},
+            "hosts": {"web1": host_entry(host, stall_timeout=5)},
+            "defaults": {"backup": {"storage": "vault", "exclude": ["wp-content/cache"]}},
+        }
+        fleet.sites = {SITE: {"name": SITE, "task": "10001", "environments": {"production": {
+            "host": "web1", "path": path,
+            "database": {"engine": "mysql", "name": SITE, "user": SITE, "password": {"env": "T_DB_PW"},
+                         "host": db.host, "port": db.port}}}}}
+        fleet.write_inventory(fleet.base, fleet.sites)
+        restic_env = os.environ | {"RESTIC_PASSWORD": restic_pw, "AWS_ACCESS_KEY_ID": s3.access_key,
+                                   "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                                   "RESTIC_REPOSITORY": f"s3:{s3.endpoint}/fault-bucket/orch/{SITE}"}
+        bed = Bed(fleet, s3, db, host, root, restic_env)
+        bed.baseline = fleet.orch_json("backup", SITE, "--task", bed.task())[0]["backup_id"]
+        yield bed
+    finally:
+        s3.stop()
+        db.stop()
+
+
+def ps() -> dict[int, tuple[str, str]]:
+    """{pid: (user, full command line)} of every process (`ps -eww`: lines are never cut)."""
+    out = subprocess.run(["ps", "-eww", "-o", "pid=,user:32=,args="], capture_output=True, text=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        pid, user, args = (line.split(None, 2) + ["", ""])[:3]
+        rows[int(pid)] = (user, args)
+    return rows
+
+
+def of_owner(owner: str) -> dict[int, str]:
+    """Processes started for one orchestrator process (the watchdog tags them ORCH_OWNER=machine:pid)."""
+    tag, found = f"ORCH_OWNER={owner}".encode(), {}
+    for pid, (_, args) in ps().items():
+        try:
+            if tag in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") and alive(pid):
+                found[pid] = args
+        except OSError:
+            continue
+    return found
+
+
+def start_orch(bed: Bed, *args) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([*ORCH, "-i", str(bed.fleet.inventory), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=bed.fleet.env)
+    return proc, f"{socket.gethostname()}:{proc.pid}"
+
+
+def wait_for_process(bed: Bed, proc: subprocess.Popen, owner: str, starts: tuple[str, ...],
+                     contains: str = "") -> dict[int, str]:
+    """Wait until orch runs, on the host, a process whose command line starts with one of `starts`."""
+    def found():
+        assert proc.poll() is None, f"orch ended first: {proc.stderr.read()}"
+        return {pid: args for pid, args in of_owner(owner).items()
+                if args.startswith(starts) and contains in args}
+    hits = wait_for(found, 90, 0.02)
+    assert hits, f"orch never ran {starts}"
+    return hits
+
+
+def mid_dump(bed: Bed, proc, owner) -> dict[int, str]:
+    return wait_for_process(bed, proc, owner, ("/usr/bin/mariadb-dump", "/usr/bin/mysqldump"))
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def assert_nothing_left(owner: str, seen: dict[int, str]) -> None:
+    """Nothing of the dead run goes on: not what we saw running, nor anything else it started."""
+    assert wait_for(lambda: not any(alive(pid) for pid in seen) and not of_owner(owner), 20), \
+        {pid: args[:120] for pid, args in of_owner(owner).items()}
+
+
+def aftermath(bed: Bed, task: str, error: str | None = None, *, site: str = SITE, action: str = "backup",
+              baseline: str | None = None, repository: str | None = None, next_run=None) -> dict:
+    """After a fault: the operation failed or was interrupted (never ok), the site is not held, the repository
+    passes `restic check`, the baseline backup still restores (the verify drill), the next run works."""
+    op = next(op for op in bed.fleet.orch_json("log", "--task", task) if op["action"] == action)
+    assert op["status"] in ("failed", "interrupted"), op
+    if error:
+        assert error in op["error"], op["error"]
+    assert all(lock["stale"] for lock in bed.fleet.orch_json("locks") if lock["site"] == site)
+    bed.restic("unlock", repository=repository)  # a hard-killed restic's lock is stale: orch prune removes it too
+    check = bed.restic("check", repository=repository)
+    assert check.returncode == 0, check.stdout + check.stderr
+    report = bed.fleet.orch_json("verify", site, "--backup", baseline or bed.baseline, "--task", task)
+    assert report["status"] == "ok", report
+    if next_run:
+        next_run()
+    else:
+        assert bed.fleet.orch_json("backup", site, "--task", task)[0]["status"] == "ok"
+    return op
+
+
+def test_kill_9_of_orch_during_a_dump_stops_the_dump_and_restic_on_the_host(bed):
+    task = bed.task()
+    proc, owner = start_orch(bed, "backup", SITE, "--task", task)
+    seen = mid_dump(bed, proc, owner)
+    seen |= wait_for_process(bed, proc, owner, ("restic backup",), f"task={task}")
+    kill_9(proc)
+    assert_nothing_left(owner, seen)
+    assert not bed.snapshots(task), "the dump went on after orch died and was saved"
+    aftermath(bed, task, "ended without finishing the operation")
+
+
+def test_kill_9_of_orch_during_the_files_part_leaves_an_incomplete_backup(bed):
+    task = bed.task()
+    proc, owner = start_orch(bed, "backup", SITE, "--task", task)
+    seen = wait_for_process(bed, proc, owner, ("restic backup",), "part=files")
+    kill_9(proc)
+    assert_nothing_left(owner, seen)
+    assert [tag for snap in bed.snapshots(task) for tag in snap["tags"] if tag.startswith("part=")] == ["part=db"]
+    listed = {b["task"]: b["status"] for b in bed.fleet.orch_json("backups", SITE)}
+    assert listed[task] == "incomplete"
+    aftermath(bed, task, "ended without finishing the operation")
+
+
+def test_kill_9_of_orch_during_a_restore_stops_it_and_a_second_restore_completes(bed):
+    before = bed.rows()
+    bed.mariadb.sql("DELETE FROM big WHERE id % 3 = 0", SITE)
+    task = bed.task()
+    proc, owner = start_orch(bed, "restore", SITE, "--backup", bed.baseline, "--to", "production", "--task", task,
+                             "--yes")
+    seen = wait_for_process(bed, proc, owner, ("restic restore", "restic dump"))
+    kill_9(proc)
+    assert_nothing_left(owner, seen)
+
+    def restore_again():
+        bed.fleet.orch("restore", SITE, "--backup", bed.baseline, "--to", "production", "--task", task, "--yes")
+        assert bed.rows() == before
+    aftermath(bed, task, "ended without finishing the operation", action="restore", next_run=restore_again)
+
+
+def test_what_a_dead_orch_left_running_is_stopped_by_the_next_command(bed):
+    """Its watchdog killed too (nothing on the host can stop the dump now): the next command that reaps the
+    dead operation finds and stops what is left, and says so in the operation's error."""
+    task = bed.task()
+    proc, owner = start_orch(bed, "backup", SITE, "--task", task)
+    mid_dump(bed, proc, owner)
+    seen = wait_for_process(bed, proc, owner, ("restic backup",), f"task={task}")
+    seen = of_owner(owner)
+    for pid in seen:
+        os.kill(pid, signal.SIGSTOP)  # held mid-stream, so they cannot finish on their own either
+    watchdogs = [pid for pid, (_, args) in ps().items() if f" run {owner} " in args]
+    assert watchdogs
+    for pid in watchdogs:
+        os.kill(pid, signal.SIGKILL)
+    kill_9(proc)
+    time.sleep(0.5)
+    assert all(alive(pid) for pid in seen), "orphans expected"
+    op = bed.fleet.orch_json("log", "--task", task)[0]  # the command that reaps
+    assert "leftover process(es) on host web1" in op["error"] and "mariadb-dump" in op["error"], op["error"]
+    assert_nothing_left(owner, seen)
+    aftermath(bed, task)
+
+
+def test_a_dropped_ssh_connection_mid_backup_names_the_host(bed):
+    task = bed.task()
+    before = set(session_processes(bed.host))
+    proc, owner = start_orch(bed, "backup", SITE, "--task", task)
+    seen = mid_dump(bed, proc, owner)
+    for pid in set(session_processes(bed.host)) - before:
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == 1
+    assert "host web1: the SSH connection dropped" in proc.stderr.read()
+    assert_nothing_left(owner, seen)
+    aftermath(bed, task, "host web1: the SSH connection dropped")
+
+
+def test_a_frozen_host_mid_backup_fails_the_backup_frees_the_site_and_the_host_stops_the_dump(bed):
+    task = bed.task()
+    before = set(session_processes(bed.host))
+    proc, owner = start_orch(bed, "backup", SITE, "--task", task)
+    seen = mid_dump(bed, proc, owner)
+    frozen = sorted(set(session_processes(bed.host)) - before)
+    started = time.monotonic()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert proc.wait(timeout=60) == 1
+        assert time.monotonic() - started < 30  # stall_timeout 5 s, then forgetting the half-made snapshot
+        assert "host web1: no sign of life for 5 s" in proc.stderr.read()
+        assert not [lock for lock in bed.fleet.orch_json("locks") if lock["site"] == SITE]
+        assert_nothing_left(owner, seen)  # the host's watchdog heard nothing from orch and stopped them
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    aftermath(bed, task, "no sign of life")
+
+
+def test_s3_stopped_mid_upload_fails_the_backup_naming_the_storage(bed):
+    task = bed.task()
+    proc, owner = start_orch(bed, "backup", SITE, "--task", task)
+    seen = wait_for_process(bed, proc, owner, ("restic backup",), "part=files")
+    for pid in seen:
+        os.kill(pid, signal.SIGSTOP)  # caught before it uploaded everything...
+    bed.s3.stop()
+    try:
+        for pid in seen:
+            os.kill(pid, signal.SIGCONT)  # ...it goes on against a dead endpoint
+        assert proc.wait(timeout=150) == 1
+        error = proc.stderr.read()
+        assert "storage vault (s3:" in error and "restic backup failed" in error, error
+    finally:
+        bed.s3.start()
+    aftermath(bed, task, "storage vault")
+
+
+def test_wrong_s3_credentials_name_the_storage_not_the_database(bed):
+    task = bed.task()
+    proc = bed.fleet.orch("backup", SITE, "--task", task, env={"T_S3_SECRET": "not-the-secret"}, expect=1)
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("orch: "))
+    assert error.startswith(f"orch: {SITE}/production: storage vault (s3:") and "refused our credentials" in error
+    assert "dump" not in error and "database" not in error
+    aftermath(bed, task, "storage vault")
+
+
+def test_the_database_going_away_mid_dump_names_the_database(bed):
+    task = bed.task()
+    proc, owner = start_orch(bed, "backup", SITE, "--task", task)
+    seen = mid_dump(bed, proc, owner)
+    for pid in seen:
+        os.kill(pid, signal.SIGSTOP)  # the dump holds its place mid-table while the server dies
+    server = bed.mariadb._proc
+    server.kill()
+    server.wait()
+    try:
+        for pid in seen:
+            os.kill(pid, signal.SIGCONT)
+        assert proc.wait(timeout=60) == 1
+        error = proc.stderr.read()
+        assert f"database {SITE} (mysql at 127.0.0.1:{bed.mariadb.port}): dump failed: " in error, error
+        assert "Lost connection" in error or "server has gone away" in error, error
+    finally:
+        restart_mariadb(bed.mariadb)
+    aftermath(bed, task, f"database {SITE} (mysql")
+
+
+def restart_mariadb(db: MariaDB) -> None:
+    """Start a killed test MariaDB again on the same data, port and socket (InnoDB recovers)."""
+    argv = db._proc.args
+    log = Path(next(a for a in argv if a.startswith("--log-error=")).split("=", 1)[1])
+    db._proc = spawn(argv, log.with_name("mysqld.out"))
+    wait_ready(db._proc, lambda: db.socket.exists() and port_open("127.0.0.1", db.port), "mariadbd", log, 60)
+
+
+def small_site(bed: Bed, name: str, storage: str = "vault", files: int = 3) -> dict:
+    """A files-only site on web1 (no database), backed up to `storage`."""
+    path = f"{bed.host.home}/faults-{bed.root.name}-{secrets.token_hex(3)}/{name}"
+    make_tree(bed.host, path, files=files, size=64 * 1024)
+    return {"name": name, "task": "10001", "backup": {"storage": storage},
+            "environments": {"production": {"host": "web1", "path": path}}}
+
+
+@pytest.fixture
+def with_sites(bed):
+    """Add sites (and storages, host settings) to the bed's inventory for one test; put it back afterwards."""
+    def add(sites: dict, storage: dict | None = None, web1: dict | None = None, scheduler: dict | None = None):
+        base = json.loads(json.dumps(bed.fleet.base))
+        base["storage"] |= storage or {}
+        base["hosts"]["web1"] |= web1 or {}
+        if scheduler:
+            base["scheduler"] = scheduler
+        bed.fleet.write_inventory(base, bed.fleet.sites | sites)
+    yield add
+    bed.fleet.write_inventory(bed.fleet.base, bed.fleet.sites)
+
+
+@pytest.fixture
+def tiny_disk(bed):
+    """An 8 MiB tmpfs in web1's home, owned by its user: a filesystem that fills up."""
+    mount = Path(f"{bed.host.home}/tiny-{secrets.token_hex(3)}")
+    owner = pwd.getpwnam(bed.host.user)
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=8m,mode=0700,uid={owner.pw_uid},gid={owner.pw_gid}",
+                    "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+    mount.rmdir()
+
+
+def test_a_full_disk_fails_the_backup_naming_the_storage(bed, tiny_disk, with_sites):
+    site = small_site(bed, "fullsite", storage="tiny", files=40)  # 2.5 MiB: fits
+    with_sites({"fullsite": site}, storage={"tiny": {"type": "local", "path": str(tiny_disk),
+                                                     "password": {"env": "T_RESTIC_PW"}}})
+    baseline = bed.fleet.orch_json("backup", "fullsite", "--task", bed.task())[0]["backup_id"]
+    path = site["environments"]["production"]["path"]
+    bed.host.run(f"head -c 12M /dev/urandom > {path}/video.bin")  # does not fit any more
+    task = bed.task()
+    proc = bed.fleet.orch("backup", "fullsite", "--task", task, expect=1)
+    assert f"storage tiny ({tiny_disk}/fullsite)" in proc.stderr and "no space left on device" in proc.stderr
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)  # the admin makes room
+    aftermath(bed, task, "no space left on device", site="fullsite", baseline=baseline,
+              repository=f"{tiny_disk}/fullsite")
+
+
+def test_a_deleted_repository_says_how_to_start_a_new_one(bed, with_sites):
+    with_sites({"gone": small_site(bed, "gone")})
+    bed.fleet.orch("backup", "gone", "--task", bed.task())
+    s3 = bed.s3.client()  # someone deletes the repository's objects
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="fault-bucket", Prefix="orch/gone/"):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket="fault-bucket", Key=item["Key"])
+    task = bed.task()
+    proc = bed.fleet.orch("backup", "gone", "--task", task, expect=1)
+    assert "storage vault (s3:" in proc.stderr and "no restic repository there" in proc.stderr
+    assert f"orch backup gone --env production --init --task {task}" in proc.stderr
+    assert bed.fleet.orch_json("log", "--task", task)[0]["status"] == "failed"
+    bed.fleet.orch("backup", "gone", "--env", "production", "--init", "--task", task)
+    assert [b["status"] for b in bed.fleet.orch_json("backups", "gone")] == ["ok"]
+
+
+class SlowLink:
+    """A TCP proxy in front of the S3 server that holds each answer back for `delay` seconds: a distant
+    endpoint, where first backups started together all find the bucket missing before any has made it."""
+
+    def __init__(self, target_port: int, delay: float):
+        self.target, self.delay = ("127.0.0.1", target_port), delay
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._copy, args=(client, upstream, 0), daemon=True).start()
+            threading.Thread(target=self._copy, args=(upstream, client, self.delay), daemon=True).start()
+
+    @staticmethod
+    def _copy(source, sink, delay):
+        try:
+            while data := source.recv(65536):
+                time.sleep(delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                sock.close()
+
+    def close(self):
+        self.server.close()
+
+
+def test_parallel_first_backups_into_a_new_bucket_all_succeed(bed, with_sites):
+    link = SlowLink(int(bed.s3.endpoint.rsplit(":", 1)[1]), delay=0.3)
+    try:
+        storage = {"fresh": bed.fleet.base["storage"]["vault"] | {"endpoint": f"http://127.0.0.1:{link.port}",
+                                                                  "bucket": f"fresh-{secrets.token_hex(4)}"}}
+        sites = {f"first{i}": small_site(bed, f"first{i}", storage="fresh", files=1) for i in range(6)}
+        with_sites(sites, storage=storage, web1={"max_parallel": 6}, scheduler={"max_parallel": 6})
+        results = bed.fleet.orch_json("backup", *sites, "--task", bed.task(), expect=None)
+    finally:
+        link.close()
+    assert [r["status"] for r in results] == ["ok"] * len(sites), [r.get("error") for r in results]

@@ -46,13 +46,24 @@ class S3Server:
     def stop(self) -> None:
         stop_process(self._proc)
 
+    def start(self) -> None:
+        """Serve again after ``stop()``: same port, keys and buckets (a test takes the S3 server down and back)."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = _serve(self.root, int(self.endpoint.rsplit(":", 1)[1]), self.access_key, self.secret_key)
+
 
 def start_s3(workdir: Path) -> S3Server:
     """Serve ``workdir/buckets`` on 127.0.0.1:<free port> with a random key pair; returns once it listens."""
-    root, log = workdir / "buckets", workdir / "rclone-s3.log"
+    root = workdir / "buckets"
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     access_key, secret_key = "orch" + secrets.token_hex(8), secrets.token_hex(20)
+    proc = _serve(root, port, access_key, secret_key)
+    return S3Server(f"http://127.0.0.1:{port}", access_key, secret_key, root, _proc=proc)
+
+
+def _serve(root: Path, port: int, access_key: str, secret_key: str) -> subprocess.Popen:
+    log = root.parent / "rclone-s3.log"
     proc = spawn(
         [rclone_binary(), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
          "--config", "",  # no config file: don't read or warn about ~/.config/rclone
@@ -62,4 +73,4 @@ def start_s3(workdir: Path) -> S3Server:
         env=os.environ | {"RCLONE_AUTH_KEY": f'"{access_key},{secret_key}"'},
     )
     wait_ready(proc, lambda: port_open("127.0.0.1", port), "rclone serve s3", log)
-    return S3Server(f"http://127.0.0.1:{port}", access_key, secret_key, root, _proc=proc)
+    return proc

@@ -30,6 +30,7 @@ ALIVE = b"\x00orch:alive\x00"
 PROGRESS = b"\x00orch:progress\x00"
 GRACE = 5.0  # seconds a stopped command gets to clean up (restic removes its repository lock)
 CHUNK = 1 << 16
+MIN_IO, MIN_CPU = 4096, 2  # bytes and clock ticks per beat that count as progress
 
 
 def group_members(pgid, me):
@@ -55,6 +56,17 @@ def group_members(pgid, me):
         except (OSError, IndexError, ValueError):
             continue  # it exited while we looked
     return members
+
+
+def progressed(before, after):
+    """Whether a process group did real work between two `group_members` readings: a process came or went,
+    or they read/wrote MIN_IO bytes or used MIN_CPU ticks. (An idle Go program such as restic still touches a
+    byte every few seconds.)"""
+    if before is None or set(before) != set(after):
+        return True
+    io = sum(after[pid][0] - before[pid][0] for pid in after)
+    cpu = sum(after[pid][1] - before[pid][1] for pid in after)
+    return io >= MIN_IO or cpu >= MIN_CPU
 
 
 class Supervisor:
@@ -103,9 +115,6 @@ class Supervisor:
             os.write(2, ("orch watchdog: cannot run %s: %s\n" % (argv[0], exc)).encode())
         os._exit(127)
 
-    def _counters(self):
-        members = group_members(self.pgid, self.me)
-        return sum(io for io, _ in members.values()), sum(cpu for _, cpu in members.values())
 
     def run(self):
         """Supervise until the child exits (return its status) or orch is gone (stop the group, return 124)."""
@@ -192,9 +201,9 @@ class Supervisor:
             self.to_child = None
 
     def _beat(self):
-        counters = self._counters()
-        beat = PROGRESS if counters != self.counters else ALIVE
-        self.counters = counters
+        members = group_members(self.pgid, self.me)
+        beat = PROGRESS if progressed(self.counters, members) else ALIVE
+        self.counters = members
         _say(beat)
 
     def stop(self, reason):

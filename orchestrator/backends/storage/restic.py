@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from orchestrator.backends.remote import Command, Connector
 from orchestrator.errors import OrchError, RemoteError
 
-NOT_A_REPO = re.compile(r"Is there a repository at|unable to open config file", re.I)
+# restic says "unable to open config file ... Is there a repository" for any failure to open; only these are absence
+NOT_A_REPO = re.compile(r"unable to open config file: .*(specified (key|bucket) does not exist|NoSuchKey|NoSuchBucket|"
+                        r"no such file or directory)", re.I)
+BAD_CREDENTIALS = re.compile(r"signature we calculated does not match|Access Key Id you provided does not exist|"
+                             r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied", re.I)
 WRONG_PASSWORD = re.compile(r"wrong password|no key found", re.I)
 # restic creates the bucket on `init`; two first backups into a new bucket race to create it
 BUCKET_RACE = re.compile(r"BucketAlreadyOwnedByYou|BucketAlreadyExists|already own it|bucket name is not available",
@@ -91,6 +95,9 @@ class Repository:
         reason = " | ".join((fatal or lines)[-2:]) or f"exit {exit_status}"
         if WRONG_PASSWORD.search(stderr):
             return RepositoryError(f"{self.describe()}: wrong repository password")
+        if BAD_CREDENTIALS.search(stderr):
+            return RepositoryError(f"{self.describe()}: the S3 server refused our credentials (storage."
+                                   f"{self.storage.name}.access_key, secret_key): {reason}")
         if NOT_A_REPO.search(stderr) and action != "init":
             return MissingRepository(f"{self.describe()}: no restic repository there ({reason})")
         return RepositoryError(f"{self.describe()}: restic {action} failed: {reason}")

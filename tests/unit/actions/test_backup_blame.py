@@ -9,7 +9,10 @@ from orchestrator.backends.storage.restic import MissingRepository, Repository, 
 from orchestrator.errors import OperationFailed
 
 S3_DENIED = ("Fatal: unable to open config file: Stat: The request signature we calculated does not match the "
-             "signature you provided.\nIs there a repository at the following location?\ns3:http://s3/b/orch/shop")
+             "signature you provided. Check your key and signing method.\nIs there a repository at the following "
+             "location?\ns3:http://s3/b/orch/shop")
+S3_MISSING = ("Fatal: unable to open config file: Stat: The specified key does not exist.\nIs there a repository at "
+              "the following location?\ns3:http://s3/b/orch/shop")
 
 
 def _target():
@@ -35,8 +38,8 @@ def test_a_clean_pipeline_is_no_problem():
 
 def test_restic_failing_blames_the_storage_by_name_even_if_the_dump_then_died_of_a_broken_pipe():
     err = problem([141, 0, 1], "mariadb-dump: Got errno 32 on write\n" + S3_DENIED)
-    assert isinstance(err, MissingRepository)
-    assert str(err).startswith("storage offsite (s3:http://s3/b/orch/shop): ")
+    assert isinstance(err, RepositoryError) and not isinstance(err, MissingRepository)
+    assert str(err).startswith("storage offsite (s3:http://s3/b/orch/shop): the S3 server refused our credentials")
     assert "signature" in str(err) and "dump" not in str(err)
 
 
@@ -83,6 +86,9 @@ def test_restic_errors_say_what_restic_was_doing_once(stderr, expected):
     assert "restic restic" not in str(err)
 
 
-def test_a_missing_repository_is_its_own_error():
-    assert isinstance(repo().explain("snapshots", 1, S3_DENIED), MissingRepository)
-    assert not isinstance(repo().explain("init", 1, S3_DENIED), MissingRepository)
+def test_a_missing_repository_is_its_own_error_but_a_refusal_is_not_an_absence():
+    assert isinstance(repo().explain("snapshots", 1, S3_MISSING), MissingRepository)
+    assert not isinstance(repo().explain("init", 1, S3_MISSING), MissingRepository)
+    assert not isinstance(repo().explain("snapshots", 1, S3_DENIED), MissingRepository)
+    local = "Fatal: unable to open config file: stat /b/shop/config: no such file or directory\nIs there a repository"
+    assert isinstance(repo().explain("backup", 1, local), MissingRepository)

@@ -218,3 +218,13 @@ def test_a_nul_byte_in_stderr_that_is_no_beat_is_kept():
 
 def test_raw_shell_runs_under_the_watchdog_too():
     assert LocalConnector().run(Command("echo", "a", Raw("&&"), "echo", "b")).text == "a\nb\n"
+
+
+def test_progress_means_real_work_not_an_idle_runtime_ticking():
+    from orchestrator.backends.remote.watchdog import progressed
+    idle = {10: (6949, 15), 11: (0, 3)}
+    assert not progressed(idle, {10: (6951, 15), 11: (0, 3)})  # restic waiting: a byte now and then
+    assert progressed(idle, {10: (6949 + 65536, 15), 11: (0, 3)})  # it reads and writes
+    assert progressed(idle, {10: (6949, 40), 11: (0, 3)})  # it computes
+    assert progressed(idle, {10: (6949, 15)})  # a process ended
+    assert progressed(None, idle)  # the first look
