@@ -22,7 +22,6 @@ its watchdog could not stop them, e.g. it was killed too); print `pid args` of e
 import os
 import select
 import signal
-import struct
 import sys
 import time
 
@@ -172,7 +171,7 @@ class Supervisor:
             if kind == b"D":
                 if len(self.frames) < 5:
                     return
-                size = struct.unpack(">I", self.frames[1:5])[0]
+                size = int.from_bytes(self.frames[1:5], "big")
                 if len(self.frames) < 5 + size:
                     return
                 if self.to_child is not None:

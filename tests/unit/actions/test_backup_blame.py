@@ -16,12 +16,13 @@ S3_MISSING = ("Fatal: unable to open config file: Stat: The specified key does n
 
 
 def _target():
-    db = SimpleNamespace(engine="mysql", name="shop", user="shop", password=Sensitive("pw"), host="db", port=3306,
-                         socket=None, path=None)
+    db = SimpleNamespace(engine="mysql", name="shop", user="shop", password=Sensitive("blame-test-db-secret"),
+                         host="db", port=3306, socket=None, path=None)
     env = SimpleNamespace(name="production", path="/var/www/shop", database=db)
     site = SimpleNamespace(name="shop", backup=SimpleNamespace(exclude=[]))
     storage = SimpleNamespace(name="offsite", type="s3", endpoint="http://s3", bucket="b", prefix="orch",
-                              password=Sensitive("repo"), access_key=None, secret_key=None, region=None)
+                              password=Sensitive("blame-test-repo-secret"), access_key=None, secret_key=None,
+                              region=None)
     return backup.Target(site, env, SimpleNamespace(name="web1", restic="restic"), storage)
 
 

@@ -77,8 +77,8 @@ def test_a_timeout_counts_wall_clock_even_while_output_flows():
     chatty = Command("bash", "-c", "while :; do echo tick; sleep 0.1; done")
     started = time.monotonic()
     result = LocalConnector().run(chatty, check=False, timeout=1.5)
-    assert result.exit_status == 124 and result.stdout.count(b"tick") >= 5
-    assert time.monotonic() - started < 3
+    assert result.exit_status == 124 and result.stdout.count(b"tick") >= 3
+    assert time.monotonic() - started < 5  # it would run forever: an idle timeout never fires on it
 
 
 def test_a_command_with_neither_output_nor_progress_is_stopped_after_the_stall_time():
