@@ -74,15 +74,26 @@ def session_processes(host) -> list[int]:
     return found
 
 
+def signal_all(pids, signum: int) -> None:
+    """Send a signal to processes that may have ended meanwhile (one sshd process takes its partner along)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def connector(host, stall: float = 600) -> SshConnector:
     return SshConnector(Host(name=host.name, connector="ssh", address=host.address, port=host.port, user=host.user,
                              host_key=host.host_key, known_hosts=None, identity_file=str(host.identity_file),
                              max_parallel=2, restic="restic", nightly_window=None, stall_timeout=stall))
 
 
-def pids_pipeline(path: str) -> Command:
-    """`sleep | sleep` on a host, each side appending its pid to `path` first."""
-    side = Command("bash", "-c", 'echo "$BASHPID" >> "$1"; exec sleep 120', "side", path)
+def pids_pipeline(path: str, busy: bool = False) -> Command:
+    """`sleep | sleep` on a host, each side appending its pid to `path` first; `busy`: each side starts a short
+    sleep after another instead (progress the watchdog reports, no output)."""
+    work = "while :; do sleep 0.2; done" if busy else "exec sleep 120"
+    side = Command("bash", "-c", f'echo "$BASHPID" >> "$1"; {work}', "side", path)
     return side.pipe(side)
 
 
@@ -151,8 +162,7 @@ def test_ssh_a_dropped_connection_blames_the_host_not_the_command(ssh_hosts, pat
         runner = threading.Thread(target=run)
         runner.start()
         pids = remote_pids(host, path)
-        for pid in set(session_processes(host)) - before:
-            os.kill(pid, signal.SIGKILL)
+        signal_all(set(session_processes(host)) - before, signal.SIGKILL)
         runner.join(timeout=20)
     assert errors and "host web1: the SSH connection dropped" in str(errors[0])
     assert wait_for(lambda: not any(alive(pid) for pid in pids), 8), "the remote pipeline outlived its connection"
@@ -169,26 +179,24 @@ def test_ssh_a_frozen_host_fails_the_command_and_the_watchdog_stops_it(ssh_hosts
 
             def freeze():
                 remote_pids(host, path)
-                for pid in stopped:
-                    os.kill(pid, signal.SIGSTOP)
+                signal_all(stopped, signal.SIGSTOP)
 
-                threading.Thread(target=freeze, daemon=True).start()
+            threading.Thread(target=freeze, daemon=True).start()
             started = time.monotonic()
             with pytest.raises(HostLost, match="host web1: no sign of life for 2 s"):
-                conn.run(pids_pipeline(path))
+                conn.run(pids_pipeline(path, busy=True))  # busy: only the silence can stop it
             assert time.monotonic() - started < 8
         pids = remote_pids(host, path)
         # the host side, unable to hear orch, stops the command by itself (the frozen sshd cannot tell it)
         assert wait_for(lambda: not any(alive(pid) for pid in pids), 15), "the remote pipeline outlived orch"
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+        signal_all(stopped, signal.SIGCONT)
 
 
 # --- the fault matrix: a site of its own, with its own S3 server and MariaDB (both get broken here) -----------
 
 SITE = "faultshop"
-BIG_ROWS = 25_000  # ~24 MB of dump: long enough to catch mid-stream, short enough to back up in seconds
+BIG_ROWS = 10_000  # ~10 MB of dump: long enough to catch mid-stream, short enough to back up in seconds
 
 
 @dataclass
@@ -234,7 +242,7 @@ def bed(tmp_path_factory, ssh_hosts) -> Bed:
         db.sql("CREATE TABLE big (id INT PRIMARY KEY AUTO_INCREMENT, payload TEXT) ENGINE=InnoDB", SITE)
         db.sql(f"INSERT INTO big (payload) SELECT REPEAT(MD5(seq), 30) FROM seq_1_to_{BIG_ROWS}", SITE)
         path = f"{host.home}/faults-{root.name}-{secrets.token_hex(3)}/{SITE}"
-        make_tree(host, path, files=40, size=256 * 1024)
+        make_tree(host, path, files=24, size=128 * 1024)
         env = orch_env(root / "state", T_S3_KEY=s3.access_key, T_S3_SECRET=s3.secret_key, T_RESTIC_PW=restic_pw,
                        T_DB_PW=db_pw)
         fleet = Fleet(root / "inventory", env, ssh_hosts)
@@ -385,12 +393,10 @@ def test_what_a_dead_orch_left_running_is_stopped_by_the_next_command(bed):
     mid_dump(bed, proc, owner)
     seen = wait_for_process(bed, proc, owner, ("restic backup",), f"task={task}")
     seen = of_owner(owner)
-    for pid in seen:
-        os.kill(pid, signal.SIGSTOP)  # held mid-stream, so they cannot finish on their own either
+    signal_all(seen, signal.SIGSTOP)  # held mid-stream, so they cannot finish on their own either
     watchdogs = [pid for pid, (_, args) in ps().items() if f" run {owner} " in args]
     assert watchdogs
-    for pid in watchdogs:
-        os.kill(pid, signal.SIGKILL)
+    signal_all(watchdogs, signal.SIGKILL)
     kill_9(proc)
     time.sleep(0.5)
     assert all(alive(pid) for pid in seen), "orphans expected"
@@ -405,8 +411,7 @@ def test_a_dropped_ssh_connection_mid_backup_names_the_host(bed):
     before = set(session_processes(bed.host))
     proc, owner = start_orch(bed, "backup", SITE, "--task", task)
     seen = mid_dump(bed, proc, owner)
-    for pid in set(session_processes(bed.host)) - before:
-        os.kill(pid, signal.SIGKILL)
+    signal_all(set(session_processes(bed.host)) - before, signal.SIGKILL)
     assert proc.wait(timeout=60) == 1
     assert "host web1: the SSH connection dropped" in proc.stderr.read()
     assert_nothing_left(owner, seen)
@@ -420,8 +425,7 @@ def test_a_frozen_host_mid_backup_fails_the_backup_frees_the_site_and_the_host_s
     seen = mid_dump(bed, proc, owner)
     frozen = sorted(set(session_processes(bed.host)) - before)
     started = time.monotonic()
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
+    signal_all(frozen, signal.SIGSTOP)
     try:
         assert proc.wait(timeout=60) == 1
         assert time.monotonic() - started < 30  # stall_timeout 5 s, then forgetting the half-made snapshot
@@ -429,8 +433,7 @@ def test_a_frozen_host_mid_backup_fails_the_backup_frees_the_site_and_the_host_s
         assert not [lock for lock in bed.fleet.orch_json("locks") if lock["site"] == SITE]
         assert_nothing_left(owner, seen)  # the host's watchdog heard nothing from orch and stopped them
     finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+        signal_all(frozen, signal.SIGCONT)
     aftermath(bed, task, "no sign of life")
 
 
@@ -438,12 +441,10 @@ def test_s3_stopped_mid_upload_fails_the_backup_naming_the_storage(bed):
     task = bed.task()
     proc, owner = start_orch(bed, "backup", SITE, "--task", task)
     seen = wait_for_process(bed, proc, owner, ("restic backup",), "part=files")
-    for pid in seen:
-        os.kill(pid, signal.SIGSTOP)  # caught before it uploaded everything...
+    signal_all(seen, signal.SIGSTOP)  # caught before it uploaded everything...
     bed.s3.stop()
     try:
-        for pid in seen:
-            os.kill(pid, signal.SIGCONT)  # ...it goes on against a dead endpoint
+        signal_all(seen, signal.SIGCONT)  # ...it goes on against a dead endpoint
         assert proc.wait(timeout=150) == 1
         error = proc.stderr.read()
         assert "storage vault (s3:" in error and "restic backup failed" in error, error
@@ -465,14 +466,12 @@ def test_the_database_going_away_mid_dump_names_the_database(bed):
     task = bed.task()
     proc, owner = start_orch(bed, "backup", SITE, "--task", task)
     seen = mid_dump(bed, proc, owner)
-    for pid in seen:
-        os.kill(pid, signal.SIGSTOP)  # the dump holds its place mid-table while the server dies
+    signal_all(seen, signal.SIGSTOP)  # the dump holds its place mid-table while the server dies
     server = bed.mariadb._proc
     server.kill()
     server.wait()
     try:
-        for pid in seen:
-            os.kill(pid, signal.SIGCONT)
+        signal_all(seen, signal.SIGCONT)
         assert proc.wait(timeout=60) == 1
         error = proc.stderr.read()
         assert f"database {SITE} (mysql at 127.0.0.1:{bed.mariadb.port}): dump failed: " in error, error
