@@ -602,3 +602,25 @@ def test_parallel_first_backups_into_a_new_bucket_all_succeed(bed, with_sites):
     finally:
         link.close()
     assert [r["status"] for r in results] == ["ok"] * len(sites), [r.get("error") for r in results]
+
+
+def test_a_container_command_streams_both_ways_and_keeps_its_wall_clock_timeout(docker_engine):
+    """`docker exec` has no watchdog (an image may lack python3), but the same pump and clock."""
+    from orchestrator.backends.remote import Sensitive
+    from orchestrator.backends.remote.docker import ContainerConnector
+    client = docker_engine.client()
+    box = client.containers.run(docker_engine.images["debian"], ["sleep", "infinity"], detach=True, remove=True)
+    try:
+        conn = ContainerConnector(client, box, "box")
+        data = os.urandom(3 << 20)
+        assert conn.run(Command("cat"), stdin=data).stdout == data
+        said = conn.run(Command("bash", "-c", 'echo "$PW"; echo err >&2; exit 3').env(PW=Sensitive("box-secret-1")),
+                        check=False)
+        assert (said.exit_status, said.stdout, said.stderr) == (3, b"box-secret-1\n", "err\n")
+        started = time.monotonic()
+        late = conn.run(Command("bash", "-c", "echo partial; sleep 30"), check=False, timeout=1)
+        assert late.exit_status == 124 and late.stdout == b"partial\n" and "timed out after 1 s" in late.stderr
+        assert time.monotonic() - started < 5
+    finally:
+        box.kill()
+        client.close()

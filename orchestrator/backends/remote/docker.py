@@ -8,8 +8,10 @@ the database clients run in a short-lived tools container exactly as they run on
 from __future__ import annotations
 
 import io
+import os
 import socket
 import tarfile
+import threading
 import time
 from pathlib import Path, PurePosixPath
 
@@ -21,10 +23,11 @@ from docker.utils import version_lt
 
 from orchestrator.errors import ConnectError, HostKeyError
 
-from .base import Connector, Result, StderrTail, StdinFeeder
+from .base import Connector
 from .command import Command, Raw
 from .hostkeys import changed_key_error
 from .ssh import CONNECT_TIMEOUT, strict_client
+from .supervise import Limits, PipeSource, Session, Sink, Source
 
 API_TIMEOUT = 120       # seconds for one API call (image pulls and builds stream, so they are not bound by it)
 FRAME_HEADER = 8        # docker's multiplexed stream: 1 byte stream id, 3 padding, 4 bytes big-endian length
@@ -98,11 +101,12 @@ class _Hijacked:
         self.reader = response.raw._fp.fp
         channel = getattr(self.reader, "channel", None)   # SSH: a paramiko ChannelFile
         if channel is not None:
-            self.write, self.close_write, self.settimeout = channel.sendall, channel.shutdown_write, channel.settimeout
+            self.write, self.close_write, self.cut = channel.sendall, channel.shutdown_write, channel.close
         else:                                              # unix socket: a BufferedReader over SocketIO
             sock = self.reader.raw._sock
-            self.write, self.settimeout = sock.sendall, sock.settimeout
+            self.write = sock.sendall
             self.close_write = lambda: sock.shutdown(socket.SHUT_WR)
+            self.cut = lambda: sock.shutdown(socket.SHUT_RDWR)
 
     def frames(self):
         """Yield (stream id, bytes) until the command's output ends: 1 = stdout, 2 = stderr."""
@@ -114,6 +118,12 @@ class _Hijacked:
             yield kind, data
 
     def close(self) -> None:
+        """End the connection, also under a read blocked in another thread (the buffer's lock would make
+        `response.close()` wait for that read)."""
+        try:
+            self.cut()
+        except OSError:
+            pass
         self.response.close()
 
 
@@ -122,6 +132,8 @@ class ContainerConnector(Connector):
 
     With shell=False a command is exec'd as its plain argv, for images without bash (nginx:alpine...); such a
     command may hold neither shell syntax nor environment."""
+
+    stall = None  # no watchdog in an image (it may lack python3): a wall-clock timeout only
 
     def __init__(self, client: docker.DockerClient, container, name: str, user: str = "", shell: bool = True):
         self.client, self.container, self.name, self.user, self.shell = client, container, name, user, shell
@@ -133,40 +145,8 @@ class ContainerConnector(Connector):
             raise ValueError(f"{self.name}: `{cmd.masked()}` needs a shell, which this container is not given")
         return [str(part) for part in cmd.parts]
 
-    def _run(self, cmd: Command, stdin, stdout, timeout, stderr: StderrTail) -> Result:
-        api = self.client.api
-        exec_id = api.exec_create(self.container.id, self._argv(cmd), stdin=True, stdout=True, stderr=True,
-                                  user=self.user)["Id"]
-        # exec_start(socket=True) hands back the raw socket and loses what the HTTP parser buffered after the
-        # 101 answer, so the upgrade is done here (as the SDK does it) and reads go through the buffer.
-        response = api._post_json(api._url("/exec/{0}/start", exec_id), data={"Tty": False, "Detach": False},
-                                  headers={"Connection": "Upgrade", "Upgrade": "tcp"}, stream=True)
-        api._raise_for_status(response)
-        stream = _Hijacked(response)
-        feeder = StdinFeeder(cmd.stdin_prefix(), stdin, stream.write, stream.close_write)
-        feeder.start()
-        stream.settimeout(timeout)
-        collected = bytearray()
-        sink = stdout.write if stdout is not None else collected.extend
-        try:
-            for kind, data in stream.frames():
-                (stderr.feed if kind == 2 else sink)(data)
-        except (socket.timeout, TimeoutError):
-            stream.close()
-            return Result(124, bytes(collected), stderr.text() + f"\ntimed out after {timeout}s")
-        finally:
-            stream.close()
-        feeder.join(timeout=5)
-        return Result(self._exit_code(exec_id), bytes(collected), stderr.text())
-
-    def _exit_code(self, exec_id: str) -> int:
-        """The exec's exit code; the engine may report it a moment after the output stream closed."""
-        deadline = time.monotonic() + 10
-        while True:
-            info = self.client.api.exec_inspect(exec_id)
-            if not info["Running"] or time.monotonic() > deadline:
-                return info["ExitCode"] if info["ExitCode"] is not None else 255
-            time.sleep(0.05)
+    def _start(self, cmd: Command, limits: Limits) -> Session:
+        return ExecSession(self.client.api, self.container.id, self._argv(cmd), self.user)
 
     def put(self, local: Path, remote: str, mode: int | None = None) -> None:
         self.put_bytes(Path(local).read_bytes(), remote, mode=0o644 if mode is None else mode)
@@ -191,3 +171,68 @@ class ContainerConnector(Connector):
                 raise ConnectError(f"{self.name}: {remote} is not a file")
             Path(local).write_bytes(source.read())
 
+
+class ExecSession(Session):
+    """One `docker exec`: its multiplexed output split into two pipes for the pump by a thread, its stdin
+    written as it is (no watchdog: containers are throw-away copies, and images may lack python3)."""
+
+    watched = False
+
+    def __init__(self, api, container_id: str, argv: list[str], user: str):
+        self.api = api
+        self.exec_id = api.exec_create(container_id, argv, stdin=True, stdout=True, stderr=True, user=user)["Id"]
+        # exec_start(socket=True) hands back the raw socket and loses what the HTTP parser buffered after the
+        # 101 answer, so the upgrade is done here (as the SDK does it) and reads go through the buffer.
+        response = api._post_json(api._url("/exec/{0}/start", self.exec_id), data={"Tty": False, "Detach": False},
+                                  headers={"Connection": "Upgrade", "Upgrade": "tcp"}, stream=True)
+        api._raise_for_status(response)
+        self.stream = _Hijacked(response)
+        self.out, self.err = os.pipe(), os.pipe()
+        threading.Thread(target=self._split, daemon=True).start()
+
+    def _split(self) -> None:
+        try:
+            for kind, data in self.stream.frames():
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.err[1] if kind == 2 else self.out[1], view):]
+        except Exception:  # noqa: BLE001,S110 - aborted: the pipes or the stream were closed under us; output ends
+            pass
+        finally:
+            for fd in (self.out[1], self.err[1]):
+                _close(fd)
+
+    def sources(self, out: Sink, err: Sink) -> list[Source]:
+        return [PipeSource(self.out[0], out), PipeSource(self.err[0], err)]
+
+    def send(self, data: bytes) -> None:
+        self.stream.write(data)
+
+    def end_stdin(self) -> None:
+        self.stream.close_write()
+
+    def wait(self, timeout: float) -> int | None:
+        """The exec's exit code; the engine may report it a moment after the output stream closed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.api.exec_inspect(self.exec_id)
+            if not info["Running"]:
+                return info["ExitCode"] if info["ExitCode"] is not None else 255
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def abort(self, why: str) -> None:
+        self.stream.close()  # docker has no way to kill an exec: the command sees its stdin and output go
+
+    def close(self) -> None:
+        self.stream.close()
+        for fd in (self.out[0], self.err[0]):
+            _close(fd)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

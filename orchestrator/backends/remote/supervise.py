@@ -10,7 +10,6 @@ import io
 import os
 import selectors
 import socket
-import struct
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -69,13 +68,17 @@ def sweep_command(dead_owner: str) -> Command:
 class Uplink:
     """Write the watchdog's stdin: the command's stdin as `D` frames (secrets first), `E`, then a heartbeat `H`
     every `beat` seconds until stopped. Threads, because the command may fill its stdout before it reads all of
-    its stdin (a dump piped through), and because the stdin source itself may be slow (a relay)."""
+    its stdin (a dump piped through), and because the stdin source itself may be slow (a relay).
 
-    def __init__(self, prefix: bytes, stdin: bytes | BinaryIO | None, send: Sink, beat: float):
-        self.prefix, self.stdin, self.send, self.beat = prefix, stdin, send, beat
+    For a session without a watchdog (`end` given), the stdin goes as it is, then `end()` closes it."""
+
+    def __init__(self, prefix: bytes, stdin: bytes | BinaryIO | None, send: Sink, beat: float,
+                 end: Callable[[], object] | None = None):
+        self.prefix, self.stdin, self.send, self.beat, self.end = prefix, stdin, send, beat, end
         self.lock, self.stopped, self.broken = threading.Lock(), threading.Event(), False
-        self.threads = [threading.Thread(target=self._feed, daemon=True),
-                        threading.Thread(target=self._heartbeat, daemon=True)]
+        self.threads = [threading.Thread(target=self._feed, daemon=True)]
+        if end is None:
+            self.threads.append(threading.Thread(target=self._heartbeat, daemon=True))
 
     def start(self) -> Uplink:
         for thread in self.threads:
@@ -90,12 +93,12 @@ class Uplink:
             self.broken = True
             self.lock.release()
 
-    def _write(self, frame: bytes) -> bool:
+    def _write(self, frame: bytes, call: Callable[[bytes], object] | None = None) -> bool:
         with self.lock:
             if self.broken or self.stopped.is_set():
                 return False
             try:
-                self.send(frame)
+                (call or self.send)(frame)
                 return True
             except (OSError, EOFError):  # the command has ended (or is being stopped): its status says why
                 self.broken = True
@@ -106,12 +109,16 @@ class Uplink:
         read = getattr(source, "read1", None) or getattr(source, "read", None)  # read1: what is there, now
         data = self.prefix
         while True:
-            if data and not self._write(b"D" + struct.pack(">I", len(data)) + data):
+            frame = data if self.end else b"D" + len(data).to_bytes(4, "big") + data
+            if data and not self._write(frame):
                 return
             data = read(CHUNK) if read else b""
             if not data:
                 break
-        self._write(b"E")
+        if self.end:
+            self._write(b"", lambda _: self.end())
+        else:
+            self._write(b"E")
 
     def _heartbeat(self) -> None:
         while not self.stopped.wait(self.beat):
@@ -219,7 +226,13 @@ def pump(sources: list[Source], clock: Clock) -> str | None:
 
 
 class Session(ABC):
-    """One command started under the watchdog, seen from orch."""
+    """One command started under the watchdog, seen from orch. A session without one (`watched` False: a
+    container's `docker exec`) gets its stdin as it is, closed by `end_stdin()`, and no stall rule."""
+
+    watched = True
+
+    def end_stdin(self) -> None:
+        """Close the command's stdin (sessions without a watchdog only)."""
 
     @abstractmethod
     def sources(self, out: Sink, err: Sink) -> list[Source]:
@@ -271,7 +284,8 @@ def drive(session: Session, cmd: Command, stdin, stdout: BinaryIO | None, on_std
         if own:
             on_stderr(own)
 
-    uplink = Uplink(cmd.stdin_prefix(), stdin, session.send, limits.beat).start()
+    uplink = Uplink(cmd.stdin_prefix(), stdin, session.send, limits.beat,
+                    end=None if session.watched else session.end_stdin).start()
     try:
         expired = pump(session.sources(out, err), clock)
         status = None
