@@ -448,6 +448,7 @@ def test_s3_stopped_mid_upload_fails_the_backup_naming_the_storage(bed):
         assert proc.wait(timeout=150) == 1
         error = proc.stderr.read()
         assert "storage vault (s3:" in error and "restic backup failed" in error, error
+        assert "restic restic" not in error and "exit -1" not in error
     finally:
         bed.s3.start()
     aftermath(bed, task, "storage vault")
@@ -534,6 +535,7 @@ def test_a_full_disk_fails_the_backup_naming_the_storage(bed, tiny_disk, with_si
     task = bed.task()
     proc = bed.fleet.orch("backup", "fullsite", "--task", task, expect=1)
     assert f"storage tiny ({tiny_disk}/fullsite)" in proc.stderr and "no space left on device" in proc.stderr
+    assert "restic restic" not in proc.stderr  # the old message doubled the word
     subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)  # the admin makes room
     aftermath(bed, task, "no space left on device", site="fullsite", baseline=baseline,
               repository=f"{tiny_disk}/fullsite")
