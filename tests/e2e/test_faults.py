@@ -314,7 +314,11 @@ def mid_dump(bed: Bed, proc, owner) -> dict[int, str]:
     return wait_for_process(bed, proc, owner, ("/usr/bin/mariadb-dump", "/usr/bin/mysqldump"))
 
 
-def kill_9(proc: subprocess.Popen) -> None:
+def kill_9(proc: subprocess.Popen, hold: dict[int, str] | None = None) -> None:
+    """kill -9 orch. `hold`: its commands on the host are stopped first, so that they stand for work that would
+    go on for long (a big import): only something that kills them ends them, they cannot finish by themselves
+    or trip over the closed channel."""
+    signal_all(hold or {}, signal.SIGSTOP)
     proc.kill()
     proc.wait()
 
@@ -351,7 +355,7 @@ def test_kill_9_of_orch_during_a_dump_stops_the_dump_and_restic_on_the_host(bed)
     proc, owner = start_orch(bed, "backup", SITE, "--task", task)
     seen = mid_dump(bed, proc, owner)
     seen |= wait_for_process(bed, proc, owner, ("restic backup",), f"task={task}")
-    kill_9(proc)
+    kill_9(proc, hold=seen)
     assert_nothing_left(owner, seen)
     assert not bed.snapshots(task), "the dump went on after orch died and was saved"
     aftermath(bed, task, "ended without finishing the operation")
@@ -361,7 +365,7 @@ def test_kill_9_of_orch_during_the_files_part_leaves_an_incomplete_backup(bed):
     task = bed.task()
     proc, owner = start_orch(bed, "backup", SITE, "--task", task)
     seen = wait_for_process(bed, proc, owner, ("restic backup",), "part=files")
-    kill_9(proc)
+    kill_9(proc, hold=seen)
     assert_nothing_left(owner, seen)
     assert [tag for snap in bed.snapshots(task) for tag in snap["tags"] if tag.startswith("part=")] == ["part=db"]
     listed = {b["task"]: b["status"] for b in bed.fleet.orch_json("backups", SITE)}
@@ -376,7 +380,7 @@ def test_kill_9_of_orch_during_a_restore_stops_it_and_a_second_restore_completes
     proc, owner = start_orch(bed, "restore", SITE, "--backup", bed.baseline, "--to", "production", "--task", task,
                              "--yes")
     seen = wait_for_process(bed, proc, owner, ("restic restore", "restic dump"))
-    kill_9(proc)
+    kill_9(proc, hold=seen)
     assert_nothing_left(owner, seen)
 
     def restore_again():
