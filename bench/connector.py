@@ -80,10 +80,12 @@ def timed(run) -> float:
     return time.perf_counter() - started
 
 
-def compare(name: str, rounds: int, orch, baseline, unit: str, scale: float = 1.0) -> None:
+def compare(name: str, rounds: int, orch, baseline, unit: str, scale: float = 1.0, setup=lambda: None) -> None:
     ours, theirs = [], []
     for _ in range(rounds):  # interleaved: a load spike hits both sides alike
+        setup()
         ours.append(timed(orch))
+        setup()
         theirs.append(timed(baseline))
     a, b = statistics.median(ours), statistics.median(theirs)
     if unit == "ms":
@@ -106,8 +108,14 @@ def main() -> None:
                                 host_key=host.host_key, known_hosts=None, identity_file=str(key), max_parallel=2,
                                 restic="restic", nightly_window=None))
         local = LocalConnector()
-        ssh.run(Command("true"))
-        transport = ssh.conn.transport
+
+        def fresh():  # a new connection (untimed): paramiko's re-keying after 512 MiB stalls under load
+            ssh.close()
+            ssh.run(Command("true"))
+
+        def transport():
+            return ssh.conn.transport
+        fresh()
         data = b"\0" * (args.mib << 20)
         true, cat, head = Command("true"), Command("cat").to_file("/dev/null"), Command("head", "-c", f"{args.mib}M",
                                                                                           "/dev/zero")
@@ -115,16 +123,16 @@ def main() -> None:
         print(f"| measure ({args.rounds} rounds; {throughput_rounds} for throughput) | orch | baseline | ratio |")
         print("|---|---:|---:|---:|")
         compare("local: `true`, median latency", args.rounds, lambda: local.run(true), lambda: raw_local(true), "ms")
-        compare("ssh: `true`, median latency", args.rounds, lambda: ssh.run(true), lambda: raw_ssh(transport, true),
+        compare("ssh: `true`, median latency", args.rounds, lambda: ssh.run(true), lambda: raw_ssh(transport(), true),
                 "ms")
         compare(f"local: {args.mib} MiB into stdin", throughput_rounds, lambda: local.run(cat, stdin=data),
                 lambda: raw_local(cat, data), "MiB/s", args.mib)
         compare(f"ssh: {args.mib} MiB into stdin", throughput_rounds, lambda: ssh.run(cat, stdin=data),
-                lambda: raw_ssh(transport, cat, data), "MiB/s", args.mib)
+                lambda: raw_ssh(transport(), cat, data), "MiB/s", args.mib, setup=fresh)
         compare(f"local: {args.mib} MiB from stdout", throughput_rounds, lambda: local.run(head, stdout=Sink()),
                 lambda: raw_local(head), "MiB/s", args.mib)
         compare(f"ssh: {args.mib} MiB from stdout", throughput_rounds, lambda: ssh.run(head, stdout=Sink()),
-                lambda: raw_ssh(transport, head), "MiB/s", args.mib)
+                lambda: raw_ssh(transport(), head), "MiB/s", args.mib, setup=fresh)
         ssh.close()
     finally:
         host.stop()

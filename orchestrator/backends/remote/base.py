@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from .command import Command
 from .supervise import DEFAULT_STALL, Limits, Session, drive
 
 log = logging.getLogger("orch.remote")
+NO_PYTHON = re.compile(r"^\S*(sh|bash)\S*: (line )?\d+: python3: (command )?not found", re.M)
 STDERR_KEEP = 64 * 1024  # keep the tail of stderr for error messages; the rest is streamed to the callback
 
 
@@ -89,6 +91,9 @@ class Connector(ABC):
             raise HostLost(f"host {self.name}: no sign of life for {limits.stall:g} s (host frozen or network "
                            "cut); gave up on the command and closed the connection")
         stderr = tail.text()
+        if outcome.status == 127 and NO_PYTHON.search(stderr):
+            raise HostLost(f"host {self.name}: has no python3, which orch needs there to supervise its commands "
+                           "(a standard-library script; Python 3.6 or newer)")
         if outcome.expired:
             stderr = f"{stderr.rstrip()}\n{outcome.note}: stopped".lstrip()
         result = Result(124 if outcome.expired else outcome.status, outcome.stdout, stderr)

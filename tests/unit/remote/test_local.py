@@ -228,3 +228,12 @@ def test_progress_means_real_work_not_an_idle_runtime_ticking():
     assert progressed(idle, {10: (6949, 40), 11: (0, 3)})  # it computes
     assert progressed(idle, {10: (6949, 15)})  # a process ended
     assert progressed(None, idle)  # the first look
+
+
+def test_a_host_without_python3_is_told_plainly(monkeypatch, tmp_path):
+    """What the watchdog's start looks like where python3 is missing: the shell cannot find it (127)."""
+    from orchestrator.backends.remote import HostLost
+    monkeypatch.setattr("orchestrator.backends.remote.local.watched_argv",
+                        lambda cmd, limits, python: ["env", f"PATH={tmp_path}", "/bin/bash", "-c", "python3 -I"])
+    with pytest.raises(HostLost, match="local: has no python3, which orch needs"):
+        LocalConnector().run(Command("true"), check=False)
