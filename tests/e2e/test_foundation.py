@@ -198,7 +198,9 @@ def test_secrets_never_show_in_ps_oplog_or_verbose_logs(fleet):
 
 def test_defect_5_one_broken_site_file_costs_that_site_alone(fleet, tmp_path):
     from fleet import Fleet
-    other = Fleet(tmp_path / "inv", fleet.env, fleet.hosts)
+    # Its own state folder, so its own oplog: the health it reads is only this test's (an earlier test may have
+    # left a failed drill on shop in the shared fleet's oplog).
+    other = Fleet(tmp_path / "inv", fleet.env | {"ORCH_STATE_DIR": str(tmp_path / "state")}, fleet.hosts)
     sites = {name: site | {"backup": {"schedule": "0 3 * * *"}} for name, site in fleet.sites.items()}
     other.write_inventory(fleet.base, sites)
     (other.root / "sites" / "bad.yaml").write_text("name: bad\nenvironments: {production: {host: nowhere, path: /x}}\n")
