@@ -305,7 +305,7 @@ class _Promotion:
                                              sum(self.files.counts.values()))
         self.migration = self._migration()
         meta = {"layout": self.prod.site.layout, "release": release, "revision": self.revision["revision"],
-                "previous": previous, "task": self.plan.task,
+                "previous": previous, "task": self.plan.task, "created": self.revision["created"],
                 "operation": self.op.id, "source": self.plan.label, "migration": self.migration is not None,
                 "backup": backup["backup_id"], "db_snapshot": backup["snapshots"].get("db"),
                 "php_reload": bool(php_reload_command(self.prod))}

@@ -128,6 +128,7 @@ def test_inplace_rollback_data_is_not_keyed_by_operation_ids_that_repeat_across_
     assert _page(plain)[2] == "plain v5" and _page(plain, "/orch-revision.php")[2] == second["revision"]
     releases = alice.orch_json("releases", "plain")
     assert [r["revision"] for r in releases[:2]] == [second["revision"], first["revision"]]
+    assert [r["status"] for r in releases[:2]] == ["current", "previous"] and all(r["created"] for r in releases)
     # production's host knows what to undo, whichever oplog made the promotion
     alice.orch("rollback", "plain", "--task", TASK, "--yes")
     assert _page(plain)[2] == "plain v4"
