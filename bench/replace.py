@@ -37,7 +37,8 @@ Why it is fair
 
 Usage
     .venv/bin/python bench/replace.py [--size-mb 500] [--seed 1] [--repeat 5] [--php-sample 400]
-                                      [--workers N] [--python PATH] [--keep DIR]
+                                      [--workers N] [--python PATH] [--keep DIR] [--priority]
+    --priority (root) runs it in a session of its own at autogroup nice -20, for a machine others keep busy.
 """
 
 from __future__ import annotations
