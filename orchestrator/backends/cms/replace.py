@@ -683,16 +683,15 @@ def _content_end(line: bytes, pos: int, length: int, esc: bytes, limit: int) -> 
 
 
 def _splice(line: bytes, edits: list[Edit]) -> list[Piece]:
-    """Given a line and sorted, non-overlapping edits, return the edited line as pieces. The unchanged ones
-    are views of the line: a bytes slice costs an allocation and a copy, a memoryview slice neither."""
-    view = memoryview(line)
+    """Given a line and sorted, non-overlapping edits, return the edited line as pieces. (Slices, not
+    memoryviews: a line of a million URLs makes two million pieces, and a memoryview takes 184 bytes.)"""
     pieces: list[Piece] = []
     append, pos = pieces.append, 0
     for start, end, new, _ in edits:
-        append(view[pos:start])
+        append(line[pos:start])
         append(new)
         pos = end
-    append(view[pos:])
+    append(line[pos:])
     return pieces
 
 
