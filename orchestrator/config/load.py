@@ -445,13 +445,28 @@ def check_site(file: Path, site: dict, merged: dict, inventory: dict, base: Path
     if site["name"] != file.stem:
         problems.append(f"{label}: name: {site['name']!r} does not match the file name (expected {file.stem!r})")
     for env, item in site["environments"].items():
-        problems += _unknown(item["host"], inventory["hosts"], "host", f"{label}: environments.{env}.host")
+        if item.get("host") is not None or item.get("target") != "docker":
+            problems += _unknown(item["host"], inventory["hosts"], "host", f"{label}: environments.{env}.host")
+        if item.get("target") == "docker":
+            problems += _docker_host_problems(item, inventory.get("docker", {}), f"{label}: environments.{env}")
     storage = site.get("backup", {}).get("storage")
     problems += _unknown(storage, inventory["storage"], "storage", f"{label}: backup.storage")
     if merged["backup"]["enabled"] and merged["backup"].get("storage") is None:
         problems.append(f"{label}: backup.storage: not set, here or in the inventory's defaults.backup.storage "
                         "(or set backup.enabled: false)")
     return problems
+
+
+def _docker_host_problems(env: dict, docker: dict, where: str) -> list[str]:
+    """Given an environment whose target is docker, the inventory's docker hosts and where it was written, return
+    a problem line if its docker host is unknown or, unnamed, ambiguous."""
+    name = (env.get("docker") or {}).get("host")
+    if name is not None:
+        return _unknown(name, docker, "docker host", f"{where}.docker.host")
+    if len(docker) != 1:
+        return [f"{where}.docker.host: not set and the inventory has {len(docker) or 'no'} docker hosts "
+                f"({', '.join(sorted(docker)) or 'add one under `docker`'})"]
+    return []
 
 
 def _unknown(name: str | None, known: dict, what: str, where: str) -> list[str]:

@@ -32,6 +32,23 @@ class Host:
 
 
 @dataclass(frozen=True)
+class DockerHost:
+    """A Docker engine for review copies (see schema `docker_host`). `ssh` is the SSH side of an ssh:// url, as a
+    Host (so its key is checked like every host's); None for a unix socket."""
+
+    name: str
+    url: str
+    ssh: Host | None
+    domain: str | None
+    address: str
+    publish_address: str
+    proxy_port: int
+    ports: tuple[int, int]
+    images: dict
+    limits: dict
+
+
+@dataclass(frozen=True)
 class Storage:
     """A restic repository location: an S3 bucket (`type == "s3"`) or a folder on the site's host (`"local"`)."""
 
@@ -68,11 +85,13 @@ class Environment:
 
     name: str
     site: str
-    host: str
-    path: str
+    host: str | None         # None only for a staging template whose target is docker
+    path: str | None
     url: str | None
     production: bool
     database: Database | None
+    target: str = "host"     # staging templates: where copies are made (`host` or `docker`)
+    docker: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class Inventory:
     serve: dict | None = None     # public_url, accounts
     # site name -> problem lines of its broken site file (loaded with partial=True; the site is not in `sites`)
     broken: dict[str, list[str]] = field(default_factory=dict)
+    docker: dict[str, DockerHost] = field(default_factory=dict)
 
     def site(self, name: str) -> Site:
         """Given a site name, return the Site; raise InventoryError with the problems of its site file if that
@@ -183,7 +203,24 @@ def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, di
         sites={site.name: site for site in sorted(built, key=lambda site: site.name)},
         tracker=data.get("tracker"), billing=data.get("billing"), serve=data.get("serve"),
         broken=dict(broken or {}),
+        docker={name: build_docker_host(name, item) for name, item in data["docker"].items()},
     )
+
+
+def build_docker_host(name: str, data: dict) -> DockerHost:
+    """Given a docker host's name and validated data, return the DockerHost."""
+    url = data["url"]
+    ssh = None
+    if url.startswith("ssh://"):
+        parts = urlsplit(url)
+        ssh = Host(name=name, connector="ssh", address=parts.hostname, port=parts.port or 22, user=parts.username,
+                   host_key=data.get("host_key"), known_hosts=data.get("known_hosts"),
+                   identity_file=data.get("identity_file"), max_parallel=1, restic="restic", nightly_window=None)
+    return DockerHost(name=name, url=url, ssh=ssh, domain=data.get("domain"),
+                      address=data.get("address") or (ssh.address if ssh else "127.0.0.1"),
+                      publish_address=data["publish_address"], proxy_port=data["proxy_port"],
+                      ports=tuple(data["ports"]), images=dict(data.get("images", {})),
+                      limits=dict(data.get("limits", {})))
 
 
 def build_site(file: Path, data: dict) -> Site:

@@ -84,7 +84,7 @@ def test_an_unknown_key_is_named_with_the_allowed_ones(tmp_path):
     path = write_inventory(tmp_path, shop=SITE.replace("database:", "databse:"))
 
     assert problems_of(path) == ["sites/shop.yaml: environments.production.databse: unknown key (allowed: database, "
-                                 "host, path, production, url)"]
+                                 "docker, host, path, production, target, url)"]
 
 
 def test_a_missing_required_key_is_named(tmp_path):
