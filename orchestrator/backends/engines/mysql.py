@@ -42,8 +42,10 @@ class MySQL(Engine):
         return cmd.env(MYSQL_PWD=self.db.password) if self.db.password else cmd
 
     def client(self, database: str | None = None, *extra) -> Command:
-        """Return the mysql client reading SQL from stdin, batch mode, no column names."""
-        args = [CLIENT_TOOL, *self._conn_args(), "--batch", "--skip-column-names", *extra]
+        """Return the mysql client reading SQL from stdin, batch mode, no column names, utf8mb4 whatever the
+        client's configured default is (Debian's is utf8mb4, a bare client's follows the locale: latin1 in C)."""
+        args = [CLIENT_TOOL, *self._conn_args(), "--default-character-set=utf8mb4", "--batch", "--skip-column-names",
+                *extra]
         name = None if database is False else database or self.db.name
         if name:
             args.append(name)
