@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from orchestrator.ages import parse_age
 from orchestrator.errors import UsageError
 from orchestrator.masking import mask
 from orchestrator.tasks import UNATTENDED, is_task
@@ -141,6 +142,16 @@ def validate_task(_ctx, _param, value):
 def validate_task_query(ctx, param, value):
     """Like validate_task, for reading the log: also accepts the task of unattended runs (`scheduler`)."""
     return value if value == UNATTENDED else validate_task(ctx, param, value)
+
+
+def validate_age(_ctx, param, value):
+    """A click callback: an age like 14d (see parse_age)."""
+    if value is None:
+        return None
+    age = parse_age(value)
+    if age is None:
+        raise click.BadParameter(f"{value!r}: write a number and a unit, e.g. 14d, 12h, 30m (s m h d w)")
+    return age
 
 
 def task_option(required: bool = True):

@@ -1,10 +1,11 @@
 """`orch log`: the operation log, the PM's view of a task."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import click
 
+from orchestrator.ages import parse_age
 from orchestrator.errors import ExitCode
 
 from .app import json_option, pass_app, validate_task_query
@@ -18,9 +19,8 @@ def parse_since(_ctx, _param, value):
     """Accept an ISO date/time, or a relative '3d', '12h', '30m'."""
     if not value:
         return None
-    units = {"d": "days", "h": "hours", "m": "minutes", "w": "weeks"}
-    if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    if (age := parse_age(value)) is not None:
+        return datetime.now(timezone.utc) - age
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
