@@ -176,8 +176,9 @@ def run_check(inventory, site_names: list[str] | None = None) -> tuple[list[dict
     an empty site and env); probes run in parallel.
     """
     sites = [inventory.site(n) for n in site_names] if site_names else list(inventory.sites.values())
-    envs = [(site, env) for site in sites for env in site.environments.values()]
+    envs = [(site, env) for site in sites for env in site.environments.values() if env.target != "docker"]
     host_names = sorted({env.host for _, env in envs})
+    docker = [(site, env) for site in sites for env in site.environments.values() if env.target == "docker"]
     s3_names = sorted({s.backup.storage for s in sites if s.backup.storage
                        and getattr(inventory.storage.get(s.backup.storage), "type", None) == "s3"})
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -186,7 +187,27 @@ def run_check(inventory, site_names: list[str] | None = None) -> tuple[list[dict
         rows = list(pool.map(lambda se: _env_rows(inventory, probes, s3_results, *se), envs))
         web_hosts = [inventory.hosts[n] for n in host_names if inventory.hosts[n].web and probes[n]["ok"]]
         rows += list(pool.map(web_rows, web_hosts))
-    return [asdict(r) for group in rows for r in group], any(p["refused"] for p in probes.values())
+        engines = list(pool.map(lambda se: docker_row(inventory, *se), docker))
+    refused = any(p["refused"] for p in probes.values()) or any(r.refused for r in engines)
+    return [asdict(r) for group in rows for r in group] + [asdict(r.row) for r in engines], refused
+
+
+@dataclass
+class _EngineRow:
+    row: CheckRow
+    refused: bool
+
+
+def docker_row(inventory, site, env) -> _EngineRow:
+    """Reach the Docker engine a site's copies are made on; say its version (or why it cannot be reached)."""
+    from orchestrator.actions.staging_docker import engine_version  # the Docker SDK loads only when needed
+    try:
+        name, detail = engine_version(inventory, site)
+    except HostKeyError as exc:
+        return _EngineRow(CheckRow(site.name, env.name, "?", "docker", False, str(exc)), True)
+    except OrchError as exc:
+        return _EngineRow(CheckRow(site.name, env.name, "?", "docker", False, str(exc)), False)
+    return _EngineRow(CheckRow(site.name, env.name, name, "docker", True, detail), False)
 
 
 def _env_rows(inventory, probes, s3_results, site, env) -> list[CheckRow]:

@@ -130,6 +130,9 @@ def source_env(oplog, site, name: str):
         if row["name"] == name:
             if (status := status_of(oplog, row)) != "ready":  # a half-made copy holds no code worth promoting
                 raise UsageError(f"{site.name}/{name} is {status}, not ready: promote from a copy that is")
+            if (row.get("details") or {}).get("target") == "docker":
+                raise UsageError(f"{site.name}/{name} is a Docker copy: promoting from one is not supported yet "
+                                 "(promote from a staging host copy, or --ref a git tag)")
             return staging_model.derive(site, name).env
     raise UsageError(f"{site.name} has no environment {name!r} (see `orch sites` and `orch staging list`)")
 

@@ -13,11 +13,15 @@ A `--from fresh` backup of production is taken inside the same locked operation.
 """
 from __future__ import annotations
 
+import http.client
 import logging
 import posixpath
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import ClassVar
 from urllib.parse import urlsplit
 
+from orchestrator.ages import age_text
 from orchestrator.backends.cms import apply
 from orchestrator.backends.cms.playbook import playbook_for_site
 from orchestrator.backends.cms.replace import url_pairs
@@ -65,7 +69,7 @@ def pick_backup(oplog, prod: Target, source: str) -> dict | None:
     return catalog.resolve(backups, source)
 
 
-def _backup_now(oplog, op, prod: Target, task: str) -> dict:
+def backup_now(oplog, op, prod: Target, task: str) -> dict:
     """Back up production inside the running operation (its site lock covers production) and return it."""
     with op.step("back up production (--from fresh)") as step:
         backup_id = backup_target(oplog, prod, task=task, lock=False)["backup_id"]
@@ -74,7 +78,7 @@ def _backup_now(oplog, op, prod: Target, task: str) -> dict:
         return catalog.resolve(catalog.list_backups(prod, conn, oplog), backup_id)
 
 
-def _source_lines(plan) -> list[str]:
+def source_lines(plan) -> list[str]:
     if plan.backup is None:
         return [f"back up production {plan.prod.label} first and copy that backup (--from fresh)"]
     return [f"copy production backup {plan.backup['backup_id']} ({plan.source})"]
@@ -86,6 +90,7 @@ class StagingPlan(Plan):
 
     staged: model.StagingEnv
     host: object
+    target: ClassVar[str] = "host"   # where the copy lives: `host` here, `docker` in actions/staging_docker.py
 
     @property
     def label(self) -> str:
@@ -113,7 +118,7 @@ class CreatePlan(CopyPlan):
         env, db = self.staged.env, self.staged.env.database
         lines = ([f"replace the existing copy {self.label}: its files and database are made anew"]
                  if self.replaces else [])
-        lines += [f"register {self.label} (status creating) before the first change", *_source_lines(self),
+        lines += [f"register {self.label} (status creating) before the first change", *source_lines(self),
                   f"restore its files into {self.host.name}:{env.path} (cache left out)"]
         if db is not None:
             lines += [f"create {db.engine} database {db.name} and its user {db.user}",
@@ -143,16 +148,18 @@ def _derived(inventory, site_name: str, name: str):
 
 
 def plan_create(oplog, inventory, site_name: str, *, task: str, name: str | None = None,
-                source: str = "latest") -> CreatePlan:
-    """Given a site, a task and latest|fresh|ID, return the plan of its staging copy (reads only). Raise
-    Refused for production, UsageError for a bad name, no staging template, no web block on the staging
-    host, storage it cannot read, or no backup to copy."""
+                source: str = "latest", copy_target: str | None = None) -> CreatePlan:
+    """Given a site, a task and latest|fresh|ID, return the plan of its staging copy (reads only); copy_target
+    (host|docker) overrides the template's `target`. Raise Refused for production, UsageError for a bad name, no staging
+    template, no web block on the staging host, storage it cannot read, or no backup to copy."""
+    if model.target_of(inventory.site(site_name), copy_target) == "docker":
+        return _docker().plan_create(oplog, inventory, site_name, task=task, name=name, source=source)
     site, staged, host = _derived(inventory, site_name, name or model.default_name(task))
     prod = target(inventory, site.name, "production")
     web.web_config(host)
     _repo_on(host, prod)
     vhost, rows = web.vhost_path(host, site.name, staged.name), oplog.envs()
-    mine = (site.name, staged.name, host.name, staged.env.path, _db_summary(staged.env.database), vhost,
+    mine = (site.name, staged.name, host.name, staged.env.path, db_summary(staged.env.database), vhost,
             staged.auth_file)
     fix = "put {site} and {env} in environments.staging's path, or pick another --name"
     if shared := model.clashes(_inventory_rows(inventory), *mine):
@@ -167,7 +174,7 @@ def plan_create(oplog, inventory, site_name: str, *, task: str, name: str | None
 def _inventory_rows(inventory) -> list[dict]:
     """The inventory's environments (staging templates aside) in the registry's shape, for model.clashes()."""
     return [{"site": site.name, "name": env.name, "host": env.host, "path": env.path,
-             "database": _db_summary(env.database)}
+             "database": db_summary(env.database)}
             for site in inventory.sites.values() for env in site.environments.values() if env.name != model.TEMPLATE]
 
 
@@ -175,30 +182,31 @@ def create(oplog, inventory, plan: CreatePlan) -> dict:
     """Apply a create plan as one locked operation (planned again under the lock). Return the copy's summary
     with its one-time passwords; raise if any step fails (the copy then stays registered as `failed`)."""
     def recheck(p: CreatePlan) -> CreatePlan:
-        return plan_create(oplog, inventory, p.site, task=p.task, name=p.env, source=p.source)
-    return execute(oplog, plan, lambda op, p: _apply_create(oplog, op, p), recheck=recheck)
+        return plan_create(oplog, inventory, p.site, task=p.task, name=p.env, source=p.source, copy_target=p.target)
+    apply = _docker().apply_create if plan.target == "docker" else _apply_create
+    return execute(oplog, plan, lambda op, p: apply(oplog, op, p), recheck=recheck)
 
 
 def _apply_create(oplog, op, plan: CreatePlan) -> dict:
     env, name = plan.staged.env, plan.env
     oplog.record_env(plan.site, name, task=plan.task, host=plan.host.name, path=env.path, url=env.url,
-                     database=_db_summary(env.database),
+                     database=db_summary(env.database),
                      details={"status": "creating", "operation_id": op.id, "basic_auth_user": model.AUTH_USER,
                               "auth_file": plan.staged.auth_file, "vhost": plan.vhost})
     try:
-        backup = plan.backup or _backup_now(oplog, op, plan.prod, plan.task)
+        backup = plan.backup or backup_now(oplog, op, plan.prod, plan.task)
         op.artifact("source-backup", backup["backup_id"], details={"snapshots": backup["snapshots"]})
         with connect(plan.host) as conn:
             result = _build(op, conn, plan, backup)
     except BaseException:
-        _mark(oplog, plan, status="failed")
+        mark_status(oplog, plan, status="failed")
         raise
-    _mark(oplog, plan, status="ready", backup_id=backup["backup_id"])
+    mark_status(oplog, plan, status="ready", backup_id=backup["backup_id"])
     op.artifact("staging-url", env.url or "", details={"basic_auth_user": model.AUTH_USER, "path": env.path})
     return result | {"backup_id": backup["backup_id"], "task": plan.task}
 
 
-def _mark(oplog, plan: StagingPlan, **details) -> None:
+def mark_status(oplog, plan: StagingPlan, **details) -> None:
     try:
         oplog.update_env(plan.site, plan.env, **details)
     except Exception:  # noqa: BLE001 -- never hide the error that got us here behind an oplog one
@@ -208,10 +216,10 @@ def _mark(oplog, plan: StagingPlan, **details) -> None:
 def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
     env, repo = plan.staged.env, _repo_on(plan.host, plan.prod)
     with op.step("restore files on the staging host") as step:
-        _restore_files(conn, repo, backup["snapshots"]["files"], env.path, plan.playbook,
+        restore_files(conn, repo, backup["snapshots"]["files"], env.path, plan.playbook,
                        flatten=plan.prod.files_root != plan.prod.env.path)
         step.output(f"{env.path} from snapshot {backup['snapshots']['files']}")
-    db_result = _copy_database(op, conn, plan, repo, backup) if env.database else {}
+    db_result = copy_database(op, conn, plan, repo, backup) if env.database else {}
     with op.step("switch mail and cron off") as step:
         step.output(", ".join(apply.write_guard_files(conn, plan.playbook, env.path)) or "nothing to write")
     vhost = _install_web(op, conn, plan)
@@ -220,10 +228,11 @@ def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
             "vhost": vhost, **db_result}
 
 
-def _restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook, flatten: bool) -> None:
+def restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook, flatten: bool) -> None:
     """Restore a production files snapshot as the staging docroot. A releases-layout snapshot holds
     releases/, shared/ and current: its live release is copied out with the shared links dereferenced."""
-    conn.run(Command("rm", "-rf", "--", path).then(Command("mkdir", "-p", "--", path)))
+    # emptied in place, not removed: the folder keeps its mode and owner, and may be a mount point (a volume)
+    conn.run(Command("mkdir", "-p", "--", path).then(Command("find", path, "-mindepth", "1", "-delete")))
     excludes = [arg for pattern in playbook.cache for arg in ("--exclude", "/" + pattern.strip("/"))]
     if not flatten:
         repo.run(conn, "restore", snapshot_id, "--target", path, *excludes, timeout=None)
@@ -245,7 +254,7 @@ def _scratch(conn, beside: str, template: str) -> str:
     return scratch
 
 
-def _copy_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
+def copy_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
     env, playbook = plan.staged.env, plan.playbook
     engine = engine_for(env.database, env.path)
     if engine.replace_dialect is None:
@@ -294,11 +303,11 @@ def _install_web(op, conn, plan: CreatePlan) -> str:
         path = web.install_vhost(conn, plan.host, plan.site, env.name, text)
         step.output(path)
     with op.step("health check through nginx") as step:
-        step.output(_health(plan.staged, cfg, plan.playbook))
+        step.output(health_check(plan.staged, cfg, plan.playbook))
     return path
 
 
-def _health(staged, cfg, playbook) -> str:
+def health_check(staged, cfg, playbook) -> str:
     """Poll the copy through nginx until the new config answers: 200 with the playbook's marker given the
     credentials AND 401 without them, HEALTH_STREAK times in a row (a reload lets old workers answer 404 for a
     moment). Return a summary line; raise OperationFailed with the last answers if that never happens."""
@@ -307,8 +316,12 @@ def _health(staged, cfg, playbook) -> str:
     seen: dict = {}
 
     def probe() -> bool:
-        seen["auth"] = web.fetch(url, connect_to=connect_to, auth=auth)
-        seen["anonymous"] = web.fetch(url, connect_to=connect_to)
+        try:
+            seen["auth"] = web.fetch(url, connect_to=connect_to, auth=auth)
+            seen["anonymous"] = web.fetch(url, connect_to=connect_to)
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset or cut short: not served yet, ask again
+            seen["auth"] = seen["anonymous"] = (0, {}, f"{type(exc).__name__}: {exc}")
+            return False
         return (seen["auth"][0] == 200 and playbook.healthy(seen["auth"][2])
                 and seen["anonymous"][0] == 401)
 
@@ -329,7 +342,7 @@ class RefreshPlan(CopyPlan):
     mirrored: dict[str, str]   # plain content folder -> its real path in the copy, checked to stay inside
 
     def lines(self) -> list[str]:
-        env, lines = self.staged.env, _source_lines(self)
+        env, lines = self.staged.env, source_lines(self)
         if self.files and self.with_code:
             lines.append(f"replace every file in {env.path} but cache, config and staging guard files")
         elif self.files:
@@ -348,6 +361,9 @@ def plan_refresh(oplog, inventory, site_name: str, *, name: str, task: str, sour
                  files: bool = True, db: bool = True, with_code: bool = False) -> RefreshPlan:
     """Given an existing copy and what to bring down, return the refresh plan (reads only). Raise UsageError if
     the copy is not one orch made ready, a content folder in it is a symlink out of it, or there is no backup."""
+    if _in_docker(oplog, inventory, site_name, name):
+        return _docker().plan_refresh(oplog, inventory, site_name, name=name, task=task, source=source,
+                                      files=files, db=db, with_code=with_code)
     site, staged, host = _derived(inventory, site_name, name)
     prod = target(inventory, site.name, "production")
     row = registered(oplog, site.name, staged.name)
@@ -372,21 +388,22 @@ def refresh(oplog, inventory, plan: RefreshPlan) -> dict:
     def recheck(p: RefreshPlan) -> RefreshPlan:
         return plan_refresh(oplog, inventory, p.site, name=p.env, task=p.task, source=p.source, files=p.files,
                             db=p.db, with_code=p.with_code)
-    return execute(oplog, plan, lambda op, p: _apply_refresh(oplog, op, p), recheck=recheck)
+    apply = _docker().apply_refresh if plan.target == "docker" else _apply_refresh
+    return execute(oplog, plan, lambda op, p: apply(oplog, op, p), recheck=recheck)
 
 
 def _apply_refresh(oplog, op, plan: RefreshPlan) -> dict:
     env = plan.staged.env
-    backup = plan.backup or _backup_now(oplog, op, plan.prod, plan.task)
+    backup = plan.backup or backup_now(oplog, op, plan.prod, plan.task)
     op.artifact("source-backup", backup["backup_id"], details={"snapshots": backup["snapshots"]})
     result = {"site": plan.site, "env": plan.env, "backup_id": backup["backup_id"], "url": env.url}
     with connect(plan.host) as conn:
         repo = _repo_on(plan.host, plan.prod)
         if plan.files:
             with op.step("refresh " + ("all files" if plan.with_code else "content files")) as step:
-                step.output(_refresh_files(conn, repo, backup["snapshots"]["files"], plan))
+                step.output(refresh_files(conn, repo, backup["snapshots"]["files"], plan))
         if plan.db and env.database:
-            result |= _copy_database(op, conn, plan, repo, backup)
+            result |= copy_database(op, conn, plan, repo, backup)
         if plan.with_code:
             with op.step("switch mail and cron off"):
                 apply.write_guard_files(conn, plan.playbook, env.path)
@@ -394,7 +411,7 @@ def _apply_refresh(oplog, op, plan: RefreshPlan) -> dict:
     return result
 
 
-def _refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -> str:
+def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -> str:
     """Restore the snapshot's content (or everything) beside the env, then rsync it in.
 
     Without with_code only the playbook's content paths come down; each plain (glob-free) content folder
@@ -444,7 +461,7 @@ def _excludes(patterns, under: str = "") -> list[str]:
             for arg in ("--exclude", "/" + pattern.strip("/")[len(prefix):])]
 
 
-def _db_summary(db) -> dict | None:
+def db_summary(db) -> dict | None:
     return {"engine": db.engine, "name": db.name, "user": db.user, "host": db.host, "port": db.port} if db else None
 
 
@@ -495,6 +512,8 @@ def plan_destroy(oplog, inventory, site_name: str, *, name: str, task: str) -> D
     """Given a copy, return the plan removing it (reads only): whatever state it is in, ready or half made.
     Raise Refused for production (whatever the registry says) or a registered path other than the template's,
     UsageError if orch did not make it."""
+    if _in_docker(oplog, inventory, site_name, name):
+        return _docker().plan_destroy(oplog, inventory, site_name, name=name, task=task)
     site, staged, _ = _derived(inventory, site_name, name)
     row = registered(oplog, site.name, staged.name)
     host = inventory.hosts[row["host"]]
@@ -522,7 +541,8 @@ def destroy(oplog, inventory, plan: DestroyPlan) -> dict:
     failed or interrupted create left out. Return a summary."""
     def recheck(p: DestroyPlan) -> DestroyPlan:
         return plan_destroy(oplog, inventory, p.site, name=p.env, task=p.task)
-    return execute(oplog, plan, lambda op, p: _apply_destroy(oplog, op, p), recheck=recheck)
+    apply = _docker().apply_destroy if plan.target == "docker" else _apply_destroy
+    return execute(oplog, plan, lambda op, p: apply(oplog, op, p), recheck=recheck)
 
 
 def _apply_destroy(oplog, op, plan: DestroyPlan) -> dict:
@@ -543,6 +563,35 @@ def _apply_destroy(oplog, op, plan: DestroyPlan) -> dict:
     return {"site": plan.site, "env": plan.env, "destroyed": True, "path": path}
 
 
-def listing(oplog, site: str | None = None) -> list[dict]:
-    """Return the registered copies (of one site or all), each with its status."""
-    return [row | {"status": status_of(oplog, row)} for row in oplog.envs(site)]
+def listing(oplog, site: str | None = None, inventory=None) -> list[dict]:
+    """Return the registered copies (of one site or all), each with its status and age; given the inventory,
+    Docker copies also say what their engine reports (state, size) and copies found only by their labels
+    there are listed too."""
+    rows = [row | {"status": status_of(oplog, row), "target": (row.get("details") or {}).get("target", "host")}
+            for row in oplog.envs(site)]
+    if inventory is not None and inventory.docker:
+        rows = _docker().annotate(inventory, rows, site)
+    return [row | age(row["created_at"]) for row in rows]
+
+
+def age(created_at: str | None) -> dict:
+    """Given an ISO timestamp (UTC), return {"age_seconds": ..., "age": "3d"|"5h"|"12m"|"40s"}."""
+    if not created_at:
+        return {"age_seconds": None, "age": ""}
+    created = datetime.fromisoformat(created_at)
+    seconds = max(0, int((datetime.now(timezone.utc) - created.astimezone(timezone.utc)).total_seconds()))
+    return {"age_seconds": seconds, "age": age_text(seconds)}
+
+
+def _in_docker(oplog, inventory, site_name: str, name: str) -> bool:
+    """Whether a copy lives on a Docker host: as registered, or (not registered: a create that died before,
+    or one from another oplog) as the site's template says."""
+    row = next((r for r in oplog.envs(site_name) if r["name"] == name), None)
+    if row is not None:
+        return (row.get("details") or {}).get("target") == "docker"
+    return model.target_of(inventory.site(site_name)) == "docker"
+
+
+def _docker():
+    from . import staging_docker  # the Docker target builds on this module
+    return staging_docker

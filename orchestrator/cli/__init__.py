@@ -61,7 +61,7 @@ COMMANDS = {
                        "health."),
     "sites": ("sites", "List sites and their environments."),
     "snap": ("visual", "Full-page screenshots of an environment's check URLs, desktop and mobile."),
-    "staging": ("staging", "Staging copies of production: create, refresh, list, destroy."),
+    "staging": ("staging", "Staging copies of production: create, refresh, list, destroy, gc."),
     "tracker": ("tracker", "Notes posted to the task tracker: what is queued, sent, or waiting for a retry."),
     "unlock": ("locks", "Remove a site's lock after checking its holder is really gone, and log that you did."),
     "unpin": ("maintain", "Unpin a backup: pinned backups are never pruned."),

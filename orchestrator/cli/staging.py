@@ -6,17 +6,18 @@ import click
 from orchestrator.actions import staging
 from orchestrator.backends.envs.staging import default_name
 
-from .app import json_option, pass_app, task_option
-from .output import short_time
+from .app import json_option, pass_app, task_option, validate_age
+from .output import human_size, short_time
 
 
 @click.group("staging")
 def staging_group():
-    """Staging copies of production: create, refresh, list, destroy.
+    """Staging copies of production: create, refresh, list, destroy, gc.
 
     Content flows down from a production backup (files restored on the staging host, the dump
     streamed through the URL replacer), then the copy is made safe: sanitized, passwords reset,
-    mail off, basic auth and noindex on its vhost.
+    mail off, basic auth and noindex on its vhost. With `environments.staging.target: docker`
+    (or `create --target docker`) the copy is made the same way in containers on a Docker host.
     """
 
 
@@ -26,10 +27,13 @@ def staging_group():
 @click.option("--name", help="Environment name (default: t<TASK>, e.g. t14883).")
 @click.option("--from", "source", default="latest", show_default=True, metavar="latest|fresh|BACKUP_ID",
               help="Production backup to copy: the newest good one, a new one taken now, or a given id.")
+@click.option("--target", type=click.Choice(["host", "docker"]),
+              help="Where to make the copy: the staging host, or containers on a Docker host (default: the "
+                   "site's environments.staging.target).")
 @click.option("--dry-run", is_flag=True, help="Show what would be created; do nothing.")
 @json_option
 @pass_app
-def create_cmd(app, site, task, name, source, dry_run):
+def create_cmd(app, site, task, name, source, target, dry_run):
     """Create a staging copy of SITE's production for a task.
 
     The copy is registered (status `creating`) before anything is made, and ends `ready` or
@@ -40,10 +44,12 @@ def create_cmd(app, site, task, name, source, dry_run):
       orch staging create shinglas --task 14883
       orch staging create shinglas --task 14883 --from fresh --name t14883-b
       orch staging create shinglas --task 14883 --dry-run
+      orch staging create shinglas --task 14883 --target docker
     """
     name = name or default_name(task)
     with app.preflight("staging-create", task, site, name, dry_run=dry_run):
-        plan = staging.plan_create(app.oplog, app.inventory, site, task=task, name=name, source=source)
+        plan = staging.plan_create(app.oplog, app.inventory, site, task=task, name=name, source=source,
+                                   copy_target=target)
     if dry_run:
         app.show_plan(plan)
         return
@@ -125,21 +131,60 @@ def destroy_cmd(app, site, name, task, dry_run):
     app.say(f"destroyed {site}/{name} ({result['path']})")
 
 
+@staging_group.command("gc")
+@click.argument("sites", nargs=-1)
+@click.option("--older-than", required=True, metavar="AGE", callback=validate_age,
+              help="Remove copies older than this: 14d, 12h, 30m.")
+@task_option()
+@click.option("--dry-run", is_flag=True, help="Show which copies would go; do nothing.")
+@json_option
+@pass_app
+def gc_cmd(app, sites, older_than, task, dry_run):
+    """Remove staging copies older than AGE (of SITES, or all), on staging and Docker hosts.
+
+    Each copy goes by its own `destroy` (locked, recorded under the task). On Docker hosts, copies
+    known only by their labels (a create that died before registering) are found too.
+
+    \b
+    Examples:
+      orch staging gc --older-than 14d --task 10001 --dry-run
+      orch staging gc shinglas --older-than 30d --task 14883
+    """
+    from orchestrator.actions import staging_gc
+    with app.preflight("staging-gc", task, dry_run=dry_run):
+        plan = staging_gc.plan_gc(app.oplog, app.inventory, older_than=older_than, task=task, sites=list(sites))
+    if dry_run:
+        app.show_plan(plan)
+        return
+    results = staging_gc.gc(app.oplog, app.inventory, plan)
+    app.emit({"older_than": plan.as_dict()["older_than"], "results": results, "kept": plan.keep},
+             [("site", "site"), ("env", "env"), ("target", "target"), ("age", "age"), ("result", "result"),
+              ("error", "error")], rows=results)
+    if any(r["result"] == "failed" for r in results):
+        raise SystemExit(1)
+
+
 @staging_group.command("list")
 @click.argument("site", required=False)
 @json_option
 @pass_app
 def list_cmd(app, site):
-    """List staging environments orch made: env, status (creating, ready, failed), task, created, URL.
+    """List staging copies: env, status, task, age, size, host, URL.
+
+    Status is creating, ready or failed; a ready Docker copy shows what its engine says instead
+    (running, stopped, degraded: ...), and copies found on a Docker host only by their labels
+    are listed as unregistered.
 
     \b
     Example:
       orch staging list shinglas
     """
-    rows = staging.listing(app.oplog, site)
+    rows = staging.listing(app.oplog, site, app.inventory)
     columns = [("site", "site"), ("name", "env"), ("status", "status"), ("task", "task"), ("created", "created"),
-               ("host", "host"), ("url", "url")]
-    app.emit(rows, columns, rows=[r | {"created": short_time(r["created_at"])} for r in rows])
+               ("age", "age"), ("size", "size"), ("host", "host"), ("url", "url")]
+    app.emit(rows, columns, rows=[r | {"created": short_time(r["created_at"]),
+                                       "size": human_size(r["size"]) if r.get("size") is not None else ""}
+                                  for r in rows])
 
 
 COMMANDS = [staging_group]

@@ -275,8 +275,9 @@ def ensure_cache_volume(client) -> None:
 def wait_for_database(conn, admin_engine, timeout: float = 120) -> None:
     """Poll the copy's database server from the tools container until the admin account logs in."""
     deadline = time.monotonic() + timeout
+    login = admin_engine.script(admin_engine.db.name or admin_engine.ADMIN_DATABASE)  # as provisioning logs in
     while True:
-        result = conn.run(admin_engine.ping(), check=False)
+        result = conn.run(login, stdin=b"SELECT 1;\n", check=False)
         if result.ok:
             return
         if time.monotonic() > deadline:

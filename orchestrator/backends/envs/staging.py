@@ -40,6 +40,14 @@ def check_name(site, name: str) -> str:
     return name
 
 
+def target_of(site, override: str | None = None) -> str:
+    """Given a site and an optional --target, return where its staging copies are made: `host` or `docker`."""
+    if override:
+        return override
+    env = site.environments.get(TEMPLATE)
+    return getattr(env, "target", None) or "host"
+
+
 def template(site):
     """Return the site's staging template environment; raise UsageError if it has none."""
     env = site.environments.get(TEMPLATE)
@@ -52,7 +60,8 @@ def template(site):
 
 def derive_secret(tmpl, site: str, name: str, purpose: str) -> Sensitive:
     """Return a stable password for (site, env, purpose), keyed by the template's admin password."""
-    key = (tmpl.database.password.reveal() if tmpl.database and tmpl.database.password else tmpl.path).encode()
+    key = (tmpl.database.password.reveal() if tmpl.database and tmpl.database.password
+           else tmpl.path or tmpl.site).encode()
     digest = hmac.new(key, f"orch:{site}:{name}:{purpose}".encode(), hashlib.sha256).hexdigest()
     return Sensitive(digest[:24])
 
@@ -66,7 +75,9 @@ def _url(template_url: str | None, site: str, name: str) -> str | None:
     return urlunsplit(parts._replace(netloc=f"{name}.{parts.netloc}"))
 
 
-def _path(template_path: str, site: str, name: str) -> str:
+def _path(template_path: str | None, site: str, name: str) -> str | None:
+    if template_path is None:  # a docker template: the copy's docroot is in its containers
+        return None
     if "{env}" in template_path:
         return template_path.replace("{env}", name).replace("{site}", site)
     return posixpath.join(template_path.replace("{site}", site), name)
@@ -84,7 +95,7 @@ class StagingEnv:
     env: object             # orchestrator.config.model.Environment
     admin_db: object | None  # the template's Database (admin account on the staging DB server)
     auth_password: Sensitive
-    auth_file: str          # the vhost's basic-auth file: beside the docroot, one per site and environment
+    auth_file: str | None   # the vhost's basic-auth file: beside the docroot, one per site and environment
 
     @property
     def name(self) -> str:
@@ -106,7 +117,7 @@ def derive(site, name: str) -> StagingEnv:
     env = replace(tmpl, name=name, path=_path(tmpl.path, site.name, name), url=_url(tmpl.url, site.name, name),
                   production=False, database=database)
     return StagingEnv(env, tmpl.database, derive_secret(tmpl, site.name, name, "basic-auth"),
-                      auth_file_path(site.name, env.path, name))
+                      auth_file_path(site.name, env.path, name) if env.path else None)
 
 
 def auth_file_path(site: str, path: str, name: str) -> str:

@@ -25,12 +25,22 @@ from orchestrator.errors import ConnectError, HostKeyError
 
 from .base import Connector
 from .command import Command, Raw
-from .hostkeys import changed_key_error
+from .hostkeys import RefuseUnknown, changed_key_error, fingerprint
 from .ssh import CONNECT_TIMEOUT, strict_client
 from .supervise import Limits, PipeSource, Session, Sink, Source
 
 API_TIMEOUT = 120       # seconds for one API call (image pulls and builds stream, so they are not bound by it)
 FRAME_HEADER = 8        # docker's multiplexed stream: 1 byte stream id, 3 padding, 4 bytes big-endian length
+
+
+class RefuseUnknownDocker(RefuseUnknown):
+    """Refuse a docker host whose SSH key we do not know, saying which key it offered and where to pin it."""
+
+    def missing_host_key(self, client, hostname, key):
+        raise HostKeyError(
+            f"docker host {self.host_name} ({hostname}) offered an unknown {key.get_name()} key {fingerprint(key)}; "
+            f"nothing was run. Verify it, then set docker.{self.host_name}.host_key (or add it to a known_hosts "
+            "file the entry names)")
 
 
 class StrictSSHAdapter(SSHHTTPAdapter):
@@ -44,6 +54,7 @@ class StrictSSHAdapter(SSHHTTPAdapter):
     def _create_paramiko_client(self, base_url):
         host = self.orch_host
         self.ssh_client = strict_client(host)
+        self.ssh_client.set_missing_host_key_policy(RefuseUnknownDocker(host.name))
         self.ssh_params = {"hostname": host.address, "port": host.port, "username": host.user,
                            "timeout": CONNECT_TIMEOUT, "look_for_keys": host.identity_file is None,
                            "allow_agent": host.identity_file is None}
@@ -57,7 +68,7 @@ class StrictSSHAdapter(SSHHTTPAdapter):
         except HostKeyError:
             raise
         except paramiko.BadHostKeyException as exc:
-            raise changed_key_error(host, exc) from None
+            raise HostKeyError(f"docker {changed_key_error(host, exc)}") from None
         except paramiko.AuthenticationException as exc:
             raise ConnectError(f"docker host {host.name}: {host.user}@{host.address} refused our key ({exc})") from None
         except (OSError, paramiko.SSHException) as exc:

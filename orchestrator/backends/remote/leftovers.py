@@ -43,5 +43,5 @@ def stop_leftovers(inventory: Callable[[], object], operation: dict) -> str | No
 def hosts_of(inventory, site: str | None) -> list:
     """Return the inventory Hosts a site's environments live on (none for an unknown or missing site)."""
     found = inventory.sites.get(site) if site else None
-    names = sorted({env.host for env in found.environments.values()}) if found else []
+    names = sorted({env.host for env in found.environments.values() if env.host}) if found else []  # docker: none
     return [inventory.hosts[name] for name in names if name in inventory.hosts]
