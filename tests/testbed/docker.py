@@ -242,7 +242,7 @@ def start_dockerd() -> DockerEngine:
     (the ssh host's user is granted the socket itself)."""
     workdir = Path(tempfile.mkdtemp(prefix="orch-dockerd-"))
     workdir.chmod(0o711)
-    tag = workdir.name.rsplit("-", 1)[-1]
+    tag = secrets.token_hex(4)  # containerd namespaces allow letters and digits (mkdtemp's suffix may hold a _)
     engine = DockerEngine(socket=workdir / "docker.sock", workdir=workdir, log=workdir / "dockerd.log")
     argv = [DOCKERD, "--host", engine.url, "--data-root", str(workdir / "root"), "--exec-root", str(workdir / "exec"),
             "--pidfile", str(workdir / "dockerd.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false",
