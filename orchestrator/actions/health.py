@@ -59,7 +59,7 @@ def env_health(oplog, site, env, now: datetime | None = None) -> dict:
     """Given a Site and one of its environments, return its health row (see `health`)."""
     now = now or datetime.now(UTC)
     ops = {action: _of_env(oplog.operations(site=site.name, action=action, limit=HISTORY), env.name)
-           for action in ("backup", "verify", "prune")}
+           for action in ("backup", "verify", "prune", "drill")}
     backups, verifies = ops["backup"], ops["verify"]
     good = _first(backups, "ok")
     attempt = _first(backups, *RAN)
@@ -69,6 +69,7 @@ def env_health(oplog, site, env, now: datetime | None = None) -> dict:
            "max_age_hours": site.backup.max_age_hours, "last_backup": _last_backup(oplog, good, now),
            "last_failure": _brief(max(failures, key=lambda op: op["started_at"], default=None), "status", "error"),
            "last_drill": _brief(drill, "params"),
+           "last_boot_drill": _boot_drill(oplog, _first(ops["drill"], *RAN), now),
            "running": _brief(next((op for action_ops in ops.values() for op in action_ops
                                    if op["status"] == "running"), None)),
            "repository_bytes": None}
@@ -77,10 +78,23 @@ def env_health(oplog, site, env, now: datetime | None = None) -> dict:
     return row
 
 
+def _boot_drill(oplog, op: dict | None, now: datetime) -> dict | None:
+    """Given the newest finished boot drill (`orch verify --boot`), return its age, result and RTO."""
+    if op is None:
+        return None
+    art = next((a for a in oplog.operation(op["id"])["artifacts"] if a["kind"] == "drill"), None)
+    return {"at": op["started_at"], "operation_id": op["id"], "status": op["status"], "error": op.get("error"),
+            "age_hours": round((now - _parse(op["started_at"])).total_seconds() / 3600, 2),
+            "rto_seconds": ((art or {}).get("details") or {}).get("rto_seconds")}
+
+
 def _judge(row: dict, attempt: dict | None, drill_run: dict | None) -> tuple[list[str], str]:
     """Given a health row, the newest finished backup and verify runs, return (problems, status word)."""
     problems, status = [], "ok"
-    last = row["last_backup"]
+    last, boot = row["last_backup"], row["last_boot_drill"]
+    if boot and boot["status"] in FAILED:
+        problems.append(f"last boot drill {boot['status']} at {boot['at'][:19]}: {boot['error'] or 'no message'}")
+        status = "drill-failed"
     if drill_run and drill_run["status"] in FAILED:
         problems.append(f"last restore drill {drill_run['status']} at {drill_run['started_at'][:19]}: "
                         f"{drill_run.get('error') or 'no message'}")
@@ -102,7 +116,8 @@ def broken_health(site: str, problems: list[str]) -> dict:
     """Given a site whose file is broken and its problem lines, return its health row: unhealthy, status
     `broken` (nothing is backed up as written until the file is fixed)."""
     return {"site": site, "env": None, "host": None, "task": None, "max_age_hours": None, "last_backup": None,
-            "last_failure": None, "last_drill": None, "running": None, "repository_bytes": None,
+            "last_failure": None, "last_drill": None, "last_boot_drill": None, "running": None,
+            "repository_bytes": None,
             "problems": list(problems), "status": "broken", "healthy": False}
 
 
@@ -112,7 +127,8 @@ def health(inventory, oplog, *, now: datetime | None = None, usage: bool = False
 
     {site, env, host, task, healthy, status (ok|missing|stale|failing|drill-failed|broken), problems,
      max_age_hours, last_backup {backup_id, at, age_hours, size, added, ...} | None, last_failure, last_drill,
-     running, repository_bytes (read from the storage only with usage=True)}.
+     last_boot_drill {at, age_hours, status, rto_seconds, error, operation_id} | None, running,
+     repository_bytes (read from the storage only with usage=True)}.
     """
     rows = [env_health(oplog, site, env, now) for site in inventory.sites.values() for env in monitored_envs(site)]
     rows += [broken_health(site, problems) for site, problems in sorted(inventory.broken.items())]

@@ -16,9 +16,17 @@ def _row(row: dict) -> dict:
         "max_age": f"{row['max_age_hours']:g} h" if row["max_age_hours"] is not None else "",
         "failure": f"{failure['action']} {short_time(failure['at'])}" if failure else "",
         "drill": short_time(drill["at"]) if drill else "never",
+        "boot": _boot(row["last_boot_drill"]),
         "size": human_size((last or {}).get("size")),
         "stored": human_size(row["repository_bytes"]),
     }
+
+
+def _boot(boot: dict | None) -> str:
+    if boot is None:
+        return "never"
+    result = f"RTO {boot['rto_seconds']:.0f} s" if boot["status"] == "ok" and boot["rto_seconds"] else boot["status"]
+    return f"{short_time(boot['at'])} ({boot['age_hours'] / 24:.1f} d) {result}"
 
 
 @click.command("health")
@@ -40,7 +48,7 @@ def health_cmd(app, usage):
     rows = health(app.inventory, app.oplog, usage=usage)
     app.emit(rows, [("site", "site"), ("env", "env"), ("status", "status"), ("backup", "newest good backup"),
                     ("max_age", "max age"), ("failure", "last failure"), ("drill", "last drill"),
-                    ("size", "backup size"), *([("stored", "stored")] if usage else [])],
+                    ("boot", "last boot drill"), ("size", "backup size"), *([("stored", "stored")] if usage else [])],
              rows=[_row(row) for row in rows])
     bad = [row for row in rows if not row["healthy"]]
     for row in bad:

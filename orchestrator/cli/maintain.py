@@ -18,10 +18,12 @@ from .output import human_size, short_time
 @click.option("--backup", "backup_id", default="latest", show_default=True, metavar="ID|latest")
 @click.option("--env", "-e", default="production", show_default=True)
 @task_option()
+@click.option("--boot", is_flag=True, help="Boot drill: restore into a throwaway copy on the staging host, request "
+                                           "the check URLs, record the RTO, remove the copy.")
 @click.option("--dry-run", is_flag=True, help="Show which backup would be drilled, and how; do nothing.")
 @json_option
 @pass_app
-def verify_cmd(app, site, backup_id, env, task, dry_run):
+def verify_cmd(app, site, backup_id, env, task, boot, dry_run):
     """Restore drill: prove a backup restores, and that it holds what it should.
 
     Restores the dump into a scratch database on the host and compares tables and row counts with
@@ -29,10 +31,20 @@ def verify_cmd(app, site, backup_id, env, task, dry_run):
     runs `restic check` on a rotating slice of the data. Exit 1 on any mismatch. A site user that
     may not create databases needs verify.scratch_database.
 
+    With --boot, proves the site itself comes back: the backup becomes a throwaway copy on the
+    staging host (as `staging create` makes them), whose check URLs must answer 200 with their
+    markers, in time, without PHP fatals or database errors; the restore time to the first good
+    answer (RTO) is recorded, the copy removed, and a failure alerts the notify channels.
+
     \b
-    Example:
+    Examples:
       orch verify shinglas --task 10001
+      orch verify shinglas --boot --task 10001
+      orch verify shinglas --boot --backup 20261127-030012-3fa2 --task 14883 --dry-run
     """
+    if boot:
+        from .visual import boot_drill
+        return boot_drill(app, site, env, backup_id, task, dry_run)
     with app.preflight("verify", task, site, env, dry_run=dry_run):
         plan = plan_verify(app.oplog, target(app.inventory, site, env), backup_id=backup_id, task=task)
     if dry_run:

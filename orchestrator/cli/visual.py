@@ -1,5 +1,6 @@
 """`orch snap` and `orch compare`: screenshots of a site's check URLs, and how much two sets of them differ; and
-`orch promote --dry-run --visual`, which compares a test environment with production."""
+`orch promote --dry-run --visual`, which compares a test environment with production; and the output of boot drills
+(`orch verify --boot`), which request the same URLs of a restored copy."""
 from __future__ import annotations
 
 import click
@@ -101,6 +102,25 @@ def preview_promotion(app, site: str, source: str | None, task: str, dry_run: bo
         return
     app.show_plan(plan)
     show(app, result)
+
+
+def boot_drill(app, site: str, env: str, backup_id: str, task: str, dry_run: bool) -> None:
+    """`orch verify SITE --boot`: plan (or run) a boot drill of a production backup and print its outcome."""
+    from orchestrator.actions import drill
+    from orchestrator.errors import UsageError
+    from orchestrator.notify import Notifier
+    if env != "production":
+        raise UsageError("--boot drills restore production's backups (leave out --env)")
+    with app.preflight("drill", task, site, env, dry_run):
+        plan = drill.plan_drill(app.oplog, app.inventory, site, backup_id=backup_id, task=task)
+    if dry_run:
+        app.show_plan(plan)
+        return
+    report = drill.boot_drill(app.oplog, app.inventory, plan, notifier=Notifier(app.inventory.notify))
+    app.emit(report, [("path", "url"), ("status", "http"), ("seconds", "seconds"), ("verdict", "verdict")],
+             rows=[row | {"verdict": "ok" if row["ok"] else row["problem"]} for row in report["urls"]])
+    app.say(f"backup {report['backup_id']}: boot drill passed, RTO {report['rto_seconds']:.1f} s "
+            f"({len(report['urls'])} URL(s) ok, copy {report['copy']} removed)")
 
 
 COMMANDS = [snap_cmd, compare_cmd]

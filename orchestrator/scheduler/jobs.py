@@ -12,7 +12,7 @@ from orchestrator.tasks import UNATTENDED
 
 from . import cron
 
-KINDS = ("backup", "verify", "prune")
+KINDS = ("backup", "verify", "prune", "drill")
 FALLBACK_TASK = UNATTENDED  # a site without `task` still gets its nightly backup; the plan warns about it
 
 
@@ -46,11 +46,12 @@ def job_site(job_id: str) -> str:
 
 
 def site_schedules(site) -> dict[str, str | None]:
-    """Given a Site, return {kind: its cron schedule or None} (backup, verify, prune; defaults already merged)."""
+    """Given a Site, return {kind: its cron schedule or None} (backup, verify, prune, drill: a boot drill of the
+    latest backup; defaults already merged)."""
     if not site.backup.enabled:
         return dict.fromkeys(KINDS)
     return {"backup": site.backup.schedule, "verify": (site.verify or {}).get("schedule"),
-            "prune": (site.prune or {}).get("schedule")}
+            "prune": (site.prune or {}).get("schedule"), "drill": (site.drill or {}).get("schedule")}
 
 
 def scheduled_envs(site) -> list:

@@ -38,7 +38,15 @@ def _prune(oplog, t, *, task, catch_up) -> dict:
     return {"dropped": len(result["drop"])}
 
 
-ACTIONS = {"backup": _backup, "verify": _verify, "prune": _prune}
+def _drill(oplog, t, *, task, catch_up) -> dict:
+    from orchestrator.actions.drill import boot_drill, plan_drill
+    inventory = runtime.current().inventory
+    plan = plan_drill(oplog, inventory, t.site.name, backup_id="latest", task=task)
+    report = boot_drill(oplog, inventory, plan, catch_up=catch_up)  # a failure is reported below, like any job's
+    return {"backup_id": report["backup_id"], "rto_seconds": report["rto_seconds"]}
+
+
+ACTIONS = {"backup": _backup, "verify": _verify, "prune": _prune, "drill": _drill}
 
 
 def run_job(site: str, env: str, kind: str) -> dict:

@@ -155,7 +155,7 @@ def site(oplog, inventory, name: str) -> dict:
     usage["cost"] = rates.money(rates.storage_cost(usage.get("bytes")))
     return {"site": site_, "environments": environments,
             "backups": [_backup_view(a) for a in site_artifacts(oplog.engine, name, BACKUP_KINDS)],
-            "drills": site_artifacts(oplog.engine, name, ("verify",), limit=10),
+            "drills": site_artifacts(oplog.engine, name, ("verify", "drill"), limit=10),
             "staging": oplog.envs(name), "releases": site_artifacts(oplog.engine, name, ("revision", "rollback")),
             "usage": usage, "rates": rates,
             "recent": oplog.operations(site=name, limit=20)}

@@ -9,15 +9,14 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 from fleet import ORCH, Fleet
+from testbed.webhook import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -89,32 +88,11 @@ def daemons():
         daemon.kill()
 
 
-class Receiver:
-    """A real HTTP server on 127.0.0.1 keeping every JSON body posted to it."""
-
-    def __init__(self):
-        self.posts: list[dict] = []
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def receiver():
     server = Receiver()
     yield server
-    server.server.shutdown()
+    server.stop()
 
 
 def scheduled_fleet(fleet: Fleet, root: Path, sites: dict[str, str], env: dict | None = None, **inventory) -> Fleet:

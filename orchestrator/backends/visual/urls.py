@@ -33,7 +33,10 @@ def spread(items: list[str], count: int) -> list[str]:
 def _get(fetch: Fetch, url: str) -> str | None:
     """GET a URL of the site, following same-site redirects; return the body of a 200, else None."""
     for _ in range(MAX_HOPS + 1):
-        status, headers, body = fetch(url)
+        try:
+            status, headers, body = fetch(url)
+        except OSError:  # no answer: a site that cannot be asked is checked on its home page alone
+            return None
         location = {k.lower(): v for k, v in headers.items()}.get("location")
         if 300 <= status < 400 and location:
             nxt = urljoin(url, location)
