@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import logging
 import posixpath
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import ClassVar
@@ -215,11 +216,19 @@ def mark_status(oplog, plan: StagingPlan, **details) -> None:
 
 def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
     env, repo = plan.staged.env, _repo_on(plan.host, plan.prod)
-    with op.step("restore files on the staging host") as step:
-        restore_files(conn, repo, backup["snapshots"]["files"], env.path, plan.playbook,
-                       flatten=plan.prod.files_root != plan.prod.env.path)
-        step.output(f"{env.path} from snapshot {backup['snapshots']['files']}")
-    db_result = copy_database(op, conn, plan, repo, backup) if env.database else {}
+    # the dump loads over a second connection while the files come down: the copy is ready after the longer
+    # of the two, not after their sum (boot drills time exactly that: bench/drill.py)
+    loading = _Beside(lambda: _load_database(op, None, plan, repo, backup)) if env.database else None
+    try:
+        with op.step("restore files on the staging host") as step:
+            restore_files(conn, repo, backup["snapshots"]["files"], env.path, plan.playbook,
+                           flatten=plan.prod.files_root != plan.prod.env.path)
+            step.output(f"{env.path} from snapshot {backup['snapshots']['files']}")
+    except BaseException:
+        if loading:
+            loading.join()  # no load left running into a copy that is about to be removed
+        raise
+    db_result = _adapt_database(op, conn, plan, loading.result()) if loading else {}
     with op.step("switch mail and cron off") as step:
         step.output(", ".join(apply.write_guard_files(conn, plan.playbook, env.path)) or "nothing to write")
     vhost = _install_web(op, conn, plan)
@@ -254,7 +263,37 @@ def _scratch(conn, beside: str, template: str) -> str:
     return scratch
 
 
+class _Beside(threading.Thread):
+    """Run a function beside the caller; `result()` waits for it and returns its value or raises its error."""
+
+    def __init__(self, function):
+        super().__init__(daemon=True)  # an interrupted copy does not wait for it: the process just ends
+        self.function, self.value, self.error = function, None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.value = self.function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self.error = exc
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def copy_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
+    return _adapt_database(op, conn, plan, _load_database(op, conn, plan, repo, backup))
+
+
+def _load_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
+    """Create the copy's database and user and load the dump through the URL replacer (on `conn`, or on a
+    connection of its own when None); return the replacer's statistics."""
+    if conn is None:
+        with connect(plan.host) as own:
+            return _load_database(op, own, plan, repo, backup)
     env, playbook = plan.staged.env, plan.playbook
     engine = engine_for(env.database, env.path)
     if engine.replace_dialect is None:
@@ -268,6 +307,13 @@ def copy_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
         step.output(f"{stats.get('replacements', 0)} replacements, {stats.get('serialized_fixed', 0)} "
                     f"serialized lengths fixed, {stats.get('lines_changed', 0)} lines changed")
         op.artifact("url-replacements", str(stats.get("replacements", 0)), details=stats | {"pairs": len(pairs)})
+    return stats
+
+
+def _adapt_database(op, conn, plan: StagingPlan, stats: dict) -> dict:
+    """Point the config files at the loaded copy, sanitize it, reset its passwords; return the summary."""
+    env, playbook = plan.staged.env, plan.playbook
+    engine = engine_for(env.database, env.path)
     with op.step("point config files at the staging copy") as step:
         step.output("\n".join(apply.rewrite_configs(conn, playbook, env, plan.prod.env)))
     prefix = apply.table_prefix(conn, playbook, env.path)
