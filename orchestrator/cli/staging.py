@@ -31,9 +31,10 @@ def staging_group():
               help="Where to make the copy: the staging host, or containers on a Docker host (default: the "
                    "site's environments.staging.target).")
 @click.option("--dry-run", is_flag=True, help="Show what would be created; do nothing.")
+@click.option("--snap", is_flag=True, help="Then screenshot the copy next to production, for a reviewer.")
 @json_option
 @pass_app
-def create_cmd(app, site, task, name, source, target, dry_run):
+def create_cmd(app, site, task, name, source, target, dry_run, snap):
     """Create a staging copy of SITE's production for a task.
 
     The copy is registered (status `creating`) before anything is made, and ends `ready` or
@@ -45,6 +46,7 @@ def create_cmd(app, site, task, name, source, target, dry_run):
       orch staging create shinglas --task 14883 --from fresh --name t14883-b
       orch staging create shinglas --task 14883 --dry-run
       orch staging create shinglas --task 14883 --target docker
+      orch staging create shinglas --task 14883 --snap    # and screenshots beside production's
     """
     name = name or default_name(task)
     with app.preflight("staging-create", task, site, name, dry_run=dry_run):
@@ -54,6 +56,9 @@ def create_cmd(app, site, task, name, source, target, dry_run):
         app.show_plan(plan)
         return
     result = staging.create(app.oplog, app.inventory, plan)
+    if snap:
+        from .visual import snap_copy
+        result["visual"] = snap_copy(app, site, result["env"], task)
     if app.json:
         app.emit(result)
         return

@@ -104,6 +104,23 @@ def preview_promotion(app, site: str, source: str | None, task: str, dry_run: bo
     show(app, result)
 
 
+def snap_copy(app, site: str, env: str, task: str) -> dict:
+    """`orch staging create --snap`: screenshot a new copy and production on the same pages and compare them
+    (a `compare` operation of the task, for a reviewer: informative, never failing the copy). Return the rows."""
+    from orchestrator.actions.compare import compare_envs
+    from orchestrator.errors import OperationFailed, OrchError
+    try:
+        result = compare_envs(app.oplog, app.inventory, site, "production", env, task=task, threshold=None)
+    except OrchError as exc:
+        raise OperationFailed(f"{site}/{env} is ready, but its screenshots failed: {exc}") from exc
+    largest = max(result["rows"], key=lambda row: row["percent"], default=None)
+    if largest:
+        app.say(f"screenshots of {env}: {len(result['rows'])} beside production's, largest change "
+                   f"{largest['percent']:.2f} % ({largest['path']} {largest['viewport']}); "
+                   f"orch report --task {task} --format html")
+    return result
+
+
 def boot_drill(app, site: str, env: str, backup_id: str, task: str, dry_run: bool) -> None:
     """`orch verify SITE --boot`: plan (or run) a boot drill of a production backup and print its outcome."""
     from orchestrator.actions import drill

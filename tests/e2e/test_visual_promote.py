@@ -1,7 +1,7 @@
 """Visual checks around promotion on the real WordPress: production is screenshot before the switch and after
 the health check; a change of a text colour passes under a 5 % threshold, a stylesheet that breaks the layout is
 rolled back naming the page and the share, with the diff images kept and shown in the task's report; a dry run
-compares the staging copy with production."""
+compares the staging copy with production, and `staging create --snap` shoots a new copy next to production."""
 from __future__ import annotations
 
 import json
@@ -116,3 +116,16 @@ def test_a_dry_run_with_visual_compares_the_copy_with_production_and_changes_not
     compare = visual.orch_json("log", "--task", TASK, "--action", "compare")[-1]
     assert {a["details"]["set"] for a in compare["artifacts"] if a["kind"] == "screenshot"} == {"production", COPY}
     stylesheet(COLOUR, visual)
+
+
+def test_staging_create_can_snap_the_new_copy_next_to_production(visual):
+    out = visual.orch_json("staging", "create", "wp", "--task", TASK, "--name", "snap14960", "--snap")
+    try:
+        rows = out["visual"]["rows"]
+        assert out["visual"]["status"] == "ok" and {row["viewport"] for row in rows} == {"desktop", "mobile"}
+        assert "/" in {row["path"] for row in rows}
+        compare = visual.orch_json("log", "--task", TASK, "--action", "compare")[-1]
+        assert {a["details"]["set"] for a in compare["artifacts"] if a["kind"] == "screenshot"} == {
+            "production", "snap14960"}
+    finally:
+        visual.orch("staging", "destroy", "wp", "--env", "snap14960", "--task", TASK)
