@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from orchestrator.backends.engines import Engine, engine_for
 from orchestrator.backends.storage.restic import Repository
+from orchestrator.config.model import Environment, Host, Site, Storage
 from orchestrator.errors import UsageError
 
 
@@ -12,10 +13,10 @@ from orchestrator.errors import UsageError
 class Target:
     """Everything needed to act on one environment of one site."""
 
-    site: object
-    env: object
-    host: object
-    storage: object | None
+    site: Site
+    env: Environment
+    host: Host
+    storage: Storage | None
 
     @property
     def label(self) -> str:
