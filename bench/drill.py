@@ -292,7 +292,7 @@ def report(b: Bench, results: dict) -> str:
     for name, runs in results.items():
         site = b.sites[name]
         ratios = [r / p for r, p in zip(runs["rto"], runs["plain"], strict=True)]
-        lines.append(f"| {name} | {site.size['files_mb']:.0f} MB | {site.size['dump_mb']:.0f} MB | "
+        lines.append(f"| {name} | {site.size['files_mb']:.0f} MB | {site.size['dump_mb']:.1f} MB | "
                      f"{_spread(runs['plain'])} | {_spread(runs['rto'])} | {_spread(ratios, 2)} | "
                      f"{_spread(runs['drill'])} |")
     lines += ["", "(median, and min-max over the runs)", "", "Drill steps (median seconds, from the oplog):", "",
