@@ -79,8 +79,9 @@ def run_cmd(app, health_interval, stop_grace, standby_poll):
 @json_option
 @pass_app
 def plan_cmd(app):
-    """Every scheduled job's next run, per host, with warnings for over-subscribed nightly windows
-    (estimated from the last durations in the oplog).
+    """Every scheduled job's next run, per host, with warnings for over-subscribed nightly windows, per host
+    (hosts.X.max_parallel) and for the whole fleet (scheduler.max_parallel), estimated from the last durations
+    in the oplog.
 
     \b
     Example:
@@ -98,6 +99,11 @@ def plan_cmd(app):
             app.say(f"host {host['host']}: {host['jobs']} job(s), max_parallel {host['max_parallel']}, {window}"
                     + (f", ~{human_duration(host['estimated_seconds'])} of work in it" if host["window_seconds"]
                        else ""))
+        fleet = result["fleet"]
+        if fleet["window_seconds"]:
+            app.say(f"fleet: {fleet['hosts']} host(s) with a window, scheduler.max_parallel {fleet['max_parallel']}, "
+                    f"~{human_duration(fleet['needed_seconds'])} of work per slot on the busiest night, for a "
+                    f"{human_duration(fleet['window_seconds'])} window")
         app.say(f"times in {result['timezone']}")
     for line in result["warnings"]:
         app.say(f"warning: {line}")

@@ -11,7 +11,7 @@ from test_scheduler_health import record
 from orchestrator.scheduler import cron, plan
 from orchestrator.scheduler.executor import is_catch_up
 from orchestrator.scheduler.jobs import job_specs, warnings
-from orchestrator.scheduler.plan import host_load, window_bounds
+from orchestrator.scheduler.plan import fleet_load, host_load, host_nights, window_bounds
 from orchestrator.scheduler.slots import Slots, Stopping
 
 JAN1 = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
@@ -158,3 +158,36 @@ def test_the_plan_lists_every_job_with_its_next_run_and_typical_duration(kit):
     one = next(host for host in result["hosts"] if host["host"] == "one")
     assert one["window_runs"] == 1 and one["estimated_seconds"] == 200.0 and not one["oversubscribed"]
     assert result["problems"] == [] and result["warnings"] == []
+
+
+def test_typical_durations_are_the_median_of_each_jobs_last_five_successful_runs(kit):
+    kit.write(kit.site("a", "one", "0 3 * * *"), kit.site("b", "one", "0 3 * * *"),
+              hosts={"one": {"connector": "local"}})
+    oplog = kit.oplog()
+    for hours, duration in enumerate((10.0, 20.0, 30.0, 40.0, 50.0, 900.0, 900.0), start=1):  # newest first
+        record(oplog, "a", "backup", "ok", hours, duration=duration)
+    record(oplog, "a", "backup", "failed", 0.5, duration=5000.0)         # a failure says nothing of the typical run
+    record(oplog, "a", "verify", "ok", 0.5, duration=7.0)                # another kind of job
+    record(oplog, "a", "backup", "ok", 0.5, env="staging", duration=1.0)  # another environment
+    jobs = {job["id"]: job["estimated_seconds"]
+            for job in plan(kit.load(), oplog, now=JAN1, tz=UTC)["jobs"]}
+    assert jobs == {"backup:a:production": 30.0, "backup:b:production": None}
+
+
+def test_the_fleet_is_over_subscribed_when_its_windows_outlast_the_global_limit():
+    class Wide(Host):
+        nightly_window, max_parallel = "02:00-04:00", 10
+
+    hosts = [[job(f"h{n}s{i}", "0 2 * * *", 900) for i in range(8)] for n in range(3)]  # 3 x 8 x 15 min
+    nights = [host_nights(Wide(), jobs, JAN1, UTC) for jobs in hosts]
+    for jobs in hosts:  # every host alone fits: 120 min of work over 10 slots
+        assert not host_load(Wide(), jobs, JAN1, UTC)[0]["oversubscribed"]
+    summary, found = fleet_load(4, nights)  # 360 min of work over 4 global slots: 90 min, fits in 120
+    assert not summary["oversubscribed"] and found == [] and summary["needed_seconds"] == 5400
+    summary, found = fleet_load(2, nights)  # over 2 slots: 180 min, does not
+    assert summary["oversubscribed"] and summary["window_runs"] == 24
+    assert found == ["the fleet's nightly windows are over-subscribed on the night of 2026-01-01: ~180 min of work "
+                     "per slot (24 runs on 3 hosts, scheduler.max_parallel 2) for the longest window, 120 min"]
+    assert fleet_load(2, []) == ({"max_parallel": 2, "hosts": 0, "night": None, "window_runs": 0,
+                                  "estimated_seconds": 0.0, "unknown_durations": 0, "window_seconds": None,
+                                  "needed_seconds": 0.0, "oversubscribed": False}, [])
