@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from datetime import datetime, timezone
 
 from orchestrator.backends.remote import PIPE, Command, Raw, connect
@@ -22,6 +19,7 @@ from orchestrator.backends.storage.restic import MissingRepository, Repository, 
 from orchestrator.errors import OperationFailed, OrchError, RemoteError
 from orchestrator.oplog.run import locked_operation
 
+from .parallel import run_limited
 from .targets import Target
 
 log = logging.getLogger("orch.backup")
@@ -254,27 +252,23 @@ def plan(t: Target, pin: bool) -> dict:
 def run_backups(inventory, oplog, targets: list[Target], *, task: str | None, pin: bool = False,
                 catch_up: bool = False, init: bool = False, on_done=None) -> list[dict]:
     """Back up many targets in parallel, at most `hosts.X.max_parallel` per host and
-    `scheduler.max_parallel` overall. One failure never stops the others. Return one result per target:
-    {"site", "env", "status": ok|failed|locked, "backup_id", "error", "summary"} in input order.
+    `scheduler.max_parallel` overall (see run_limited). One failure never stops the others. Return one result
+    per target: {"site", "env", "status": ok|failed|locked, "backup_id", "error", "summary"} in input order.
     """
-    host_slots = {name: threading.Semaphore(h.max_parallel) for name, h in inventory.hosts.items()}
-
     def one(t: Target) -> dict:
-        with ExitStack() as stack:
-            stack.enter_context(host_slots[t.host.name])
-            result = {"site": t.site.name, "env": t.env.name, "host": t.host.name}
-            try:
-                summary = backup_target(oplog, t, task=task or t.site.task, pin=pin, catch_up=catch_up, init=init)
-                result |= {"status": "ok", "backup_id": summary["backup_id"], "summary": summary}
-            except OrchError as exc:
-                result |= {"status": "failed", "error": str(exc), "exit_code": int(exc.exit_code)}
-            except Exception as exc:  # noqa: BLE001 - one site's bug must not stop the fleet
-                log.exception("%s: unexpected error", t.label)
-                result |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
-            if on_done:
-                on_done(result)
-            return result
+        result = {"site": t.site.name, "env": t.env.name, "host": t.host.name}
+        try:
+            summary = backup_target(oplog, t, task=task or t.site.task, pin=pin, catch_up=catch_up, init=init)
+            result |= {"status": "ok", "backup_id": summary["backup_id"], "summary": summary}
+        except OrchError as exc:
+            result |= {"status": "failed", "error": str(exc), "exit_code": int(exc.exit_code)}
+        except Exception as exc:  # noqa: BLE001 - one site's bug must not stop the fleet
+            log.exception("%s: unexpected error", t.label)
+            result |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "exit_code": 1}
+        if on_done:
+            on_done(result)
+        return result
 
-    workers = max(1, min(len(targets), inventory.scheduler.max_parallel))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, targets))
+    return run_limited(targets, one, key=lambda t: t.host.name,
+                       limits={name: h.max_parallel for name, h in inventory.hosts.items()},
+                       limit=inventory.scheduler.max_parallel)

@@ -32,7 +32,8 @@ def backup_cmd(app, sites, all_sites, env, task, pin, init, dry_run):
 
     restic runs on each site's host and writes straight to the repository; the database dump is
     streamed into it, and a failed or truncated dump fails the backup. Several sites run in parallel
-    (at most hosts.X.max_parallel per host). Exit 1 if any site failed, with a summary.
+    (at most hosts.X.max_parallel per host and scheduler.max_parallel in all, the hosts taking turns). Exit 1
+    if any site failed, with a summary.
 
     \b
     Examples:
