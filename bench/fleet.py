@@ -51,6 +51,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -227,6 +228,14 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM unwind through the cleanup (a shell starting us in the background ignores SIGINT)."""
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=50)
@@ -241,6 +250,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per CLI run")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and the sites")
     opts = parser.parse_args()
+    stop_on_signals()
     total = opts.hosts * opts.sites
     rng = random.Random(14)
     print(f"fleet: {opts.hosts} hosts x {opts.sites} sites = {total} sites, {opts.files} files of ~{opts.file_kb} KB "
