@@ -8,10 +8,11 @@ take work.
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -32,10 +33,10 @@ def run_limited(items: Sequence[Item], fn: Callable[[Item], Result], *, key: Cal
     changed = threading.Condition()
     errors: list[BaseException] = []
 
-    def done(index: int, group: Hashable, future) -> None:
+    def done(index: int, group: Hashable, future: Future) -> None:
         with changed:
-            if future.exception() is not None:
-                errors.append(future.exception())
+            if (error := future.exception()) is not None:
+                errors.append(error)
             else:
                 results[index] = future.result()
             running[group] -= 1
@@ -57,8 +58,7 @@ def run_limited(items: Sequence[Item], fn: Callable[[Item], Result], *, key: Cal
             else:
                 del queues[group]
             running[group] += 1
-            pool.submit(fn, items[index]).add_done_callback(
-                lambda future, index=index, group=group: done(index, group, future))
+            pool.submit(fn, items[index]).add_done_callback(functools.partial(done, index, group))
         while any(running.values()):
             changed.wait()
     if errors:
