@@ -28,6 +28,7 @@ Decisions
 from __future__ import annotations
 
 import copy
+import fnmatch
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -165,6 +166,131 @@ class MigrateStep:
 
 
 @dataclass(frozen=True)
+class RowMatch:
+    """A condition on a row: for each column, its value is one of the patterns (``*`` matches any run of
+    characters; a pattern is compared with the stored bytes as UTF-8). No columns: every row."""
+
+    columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def test(self, value: Callable[[str], bytes | None]) -> bool:
+        """Given a function returning a column's stored value (None for NULL), return whether the row matches."""
+        for column, patterns in self.columns:
+            found = value(column)
+            text = "" if found is None else found.decode("utf-8", "replace")
+            if not any(fnmatch.fnmatchcase(text, pattern) for pattern in patterns):
+                return False
+        return True
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(column for column, _ in self.columns)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A nested set kept in a table: the parent column and the left, right and level columns derived from it."""
+
+    parent: str
+    left: str
+    right: str
+    level: str | None = None
+
+
+@dataclass(frozen=True)
+class MergeTable:
+    """A content table of a content merge (``merge.tables``). ``refs``: column -> the table whose row it names
+    (by primary key; ``table.column`` for a name in another column); ``owner``: (column, table) when a row
+    belongs to the item of the row it names (meta rows); ``owns``: column -> table when the row it names belongs
+    to this row's item (an article's asset); ``derived``: columns recomputed by the CMS (counters), never
+    compared nor overwritten; ``where``/``skip``: the rows that take part; ``tree``: a nested set; ``unique``: a
+    column that names a row on every side (an option's name): rows are matched by it, whatever their ids."""
+
+    name: str
+    refs: dict[str, str] = field(default_factory=dict)
+    owner: tuple[str, str] | None = None
+    owns: dict[str, str] = field(default_factory=dict)
+    derived: tuple[str, ...] = ()
+    where: RowMatch = RowMatch()
+    skip: RowMatch | None = None
+    tree: Tree | None = None
+    unique: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemKind:
+    """What people make in the admin (``merge.items``): rows of ``table`` that match ``where`` and not ``skip``
+    are items of this kind, named by ``title``; ``default`` says which are promoted when nothing is selected
+    (None: all)."""
+
+    kind: str
+    table: str
+    title: str
+    where: RowMatch = RowMatch()
+    skip: RowMatch | None = None
+    default: RowMatch | None = None
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """A reference inside a value (``merge.values``): ``column`` of ``table`` (rows matching ``where``, and
+    having a ``sibling`` row of the same owner that matches it, when given) holds ids of rows of ``to``: the
+    whole value, or, with ``pattern``, its group 1 (or whole match) in each match, and with ``ids`` each match of
+    that within it; an id found may be a comma-separated list."""
+
+    table: str
+    column: str
+    to: str
+    where: RowMatch = RowMatch()
+    sibling: RowMatch | None = None
+    pattern: str | None = None
+    ids: str | None = None
+
+
+@dataclass(frozen=True)
+class FileRule:
+    """Files a row uses (``merge.files``): each match of ``pattern`` (its group 1; the whole value without a
+    pattern) in ``column`` of ``table`` (rows matching ``where``) names ``path`` (``{}`` is the match, relative to
+    the environment's folder). ``beside: first``: a name without a folder lies in the folder of the value's
+    first match (WordPress's image sizes)."""
+
+    table: str
+    column: str
+    path: str
+    where: RowMatch = RowMatch()
+    pattern: str | None = None
+    beside: str | None = None
+
+
+@dataclass(frozen=True)
+class Merge:
+    """What a content merge (``orch promote --content``) may touch: content tables, item kinds, references
+    inside values, the files rows use; ``production`` names (globs) the tables that are production's alone and
+    never touched. Table names hold ``{prefix}`` until :meth:`for_prefix`."""
+
+    tables: dict[str, MergeTable] = field(default_factory=dict)
+    items: tuple[ItemKind, ...] = ()
+    values: tuple[ValueRef, ...] = ()
+    files: tuple[FileRule, ...] = ()
+    production: tuple[str, ...] = ()
+
+    def for_prefix(self, prefix: str) -> Merge:
+        """Given the site's table prefix, return the spec with every table name resolved."""
+        def name(table: str) -> str:
+            return table.replace("{prefix}", prefix).replace("#__", prefix)
+        tables = {name(t): MergeTable(name(t), {c: name(v) for c, v in m.refs.items()},
+                                      (m.owner[0], name(m.owner[1])) if m.owner else None,
+                                      {c: name(v) for c, v in m.owns.items()}, m.derived, m.where, m.skip, m.tree,
+                                      m.unique)
+                  for t, m in self.tables.items()}
+        return Merge(tables, tuple(ItemKind(i.kind, name(i.table), i.title, i.where, i.skip, i.default)
+                                   for i in self.items),
+                     tuple(ValueRef(name(v.table), v.column, name(v.to), v.where, v.sibling, v.pattern, v.ids)
+                           for v in self.values),
+                     tuple(FileRule(name(f.table), f.column, f.path, f.where, f.pattern, f.beside) for f in self.files),
+                     tuple(name(p) for p in self.production))
+
+
+@dataclass(frozen=True)
 class Playbook:
     """A validated playbook; ``data`` is the merged YAML it was built from."""
 
@@ -190,6 +316,7 @@ class Playbook:
     vhost: str
     data: dict
     docker_images: dict[str, str] = field(default_factory=dict)   # images of Docker copies, by role
+    merge: Merge | None = None    # what content promotion merges (None: the CMS has no content merge)
 
     def classify(self, path: str) -> str:
         """Given a path relative to the environment's folder, return ``staging`` (a file orch writes into staging
@@ -406,6 +533,7 @@ def build_playbook(data: dict, label: str) -> Playbook:
         vhost=p.take(data, "vhost", str, default=""),
         data=data,
         docker_images=_docker_images(p, p.take(data, "docker", dict, required=False, default={})),
+        merge=_merge(p, data["merge"]) if data.get("merge") is not None else None,
     )
     unknown = sorted(set(data) - _KNOWN_KEYS)
     for key in unknown:
@@ -418,7 +546,7 @@ def build_playbook(data: dict, label: str) -> Playbook:
 
 _KNOWN_KEYS = {"name", "title", "notes", "detect", "code", "content", "cache", "config", "table_prefix", "urls",
                "sanitize", "keys", "truncate", "password_reset", "mail_off", "cron_off", "migrate", "health_marker",
-               "health_path", "vhost", "docker"}
+               "health_path", "vhost", "docker", "merge"}
 
 
 def _config_file(p: _Problems, item: Any, path: str) -> ConfigFile:
@@ -552,6 +680,168 @@ def _docker_images(p: _Problems, data: dict) -> dict[str, str]:
     for role in sorted(set(images) - set(DOCKER_IMAGE_ROLES)):
         p.add(f"docker.images.{role}", f"unknown role (known: {', '.join(DOCKER_IMAGE_ROLES)})")
     return {role: str(image) for role, image in images.items() if role in DOCKER_IMAGE_ROLES}
+
+
+# ------------------------------------------------------------------------------------------------ merge
+
+_MERGE_KEYS = {"tables", "items", "values", "files", "production"}
+_TABLE_KEYS = {"refs", "owner", "owns", "derived", "where", "skip", "tree", "unique"}
+_ITEM_KEYS = {"table", "title", "where", "skip", "default"}
+_VALUE_KEYS = {"table", "column", "to", "where", "sibling", "pattern", "ids"}
+_FILE_KEYS = {"table", "column", "path", "where", "pattern", "beside"}
+_TREE_KEYS = {"parent", "left", "right", "level"}
+
+
+def _merge(p: _Problems, data: Any) -> Merge | None:
+    """The `merge` block (content promotion), checked: every table named is a content table, patterns compile,
+    no content table is one of the production-owned ones."""
+    if not isinstance(data, dict):
+        p.add("merge", "must be a mapping")
+        return None
+    _unknown(p, data, _MERGE_KEYS, "merge")
+    tables = {}
+    for name, body in p.take(data, "tables", dict, "merge", default={}).items():
+        tables[name] = _merge_table(p, name, body if body is not None else {}, f"merge.tables.{name}")
+    items = tuple(_item_kind(p, kind, body, f"merge.items.{kind}")
+                  for kind, body in p.take(data, "items", dict, "merge", default={}).items())
+    values = tuple(_value_ref(p, body, f"merge.values[{i}]")
+                   for i, body in enumerate(p.take(data, "values", list, "merge", required=False, default=[])))
+    files = tuple(_file_rule(p, body, f"merge.files[{i}]")
+                  for i, body in enumerate(p.take(data, "files", list, "merge", required=False, default=[])))
+    production = p.strings(data, "production", "merge", required=False)
+    merge = Merge(tables, tuple(i for i in items if i), tuple(v for v in values if v), tuple(f for f in files if f),
+                  production)
+    _check_merge_tables(p, merge)
+    return merge
+
+
+def _unknown(p: _Problems, data: dict, known: set[str], path: str) -> None:
+    for extra in sorted(set(data) - known):
+        p.add(f"{path}.{extra}", f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _row_match(p: _Problems, data: Any, path: str) -> RowMatch:
+    """A row condition: column -> value or list of values (globs)."""
+    if data is None:
+        return RowMatch()
+    if not isinstance(data, dict):
+        p.add(path, "must be a mapping of column -> value(s)")
+        return RowMatch()
+    columns = []
+    for column, allowed in data.items():
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        if not all(isinstance(a, str | int) and not isinstance(a, bool) for a in allowed):
+            p.add(f"{path}.{column}", "values must be strings or numbers")
+            continue
+        columns.append((str(column), tuple(str(a) for a in allowed)))
+    return RowMatch(tuple(columns))
+
+
+def _column_map(p: _Problems, data: Any, path: str) -> dict[str, str]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        p.add(path, "must be a mapping of column -> table")
+        return {}
+    return dict(data)
+
+
+def _merge_table(p: _Problems, name: str, data: Any, path: str) -> MergeTable:
+    if not isinstance(data, dict):
+        p.add(path, "must be a mapping")
+        return MergeTable(name)
+    _unknown(p, data, _TABLE_KEYS, path)
+    owner = _column_map(p, data.get("owner"), f"{path}.owner")
+    if len(owner) > 1:
+        p.add(f"{path}.owner", "names one column")
+    tree = None
+    if (spec := data.get("tree")) is not None:
+        if not isinstance(spec, dict) or not {"parent", "left", "right"} <= set(spec):
+            p.add(f"{path}.tree", "must be a mapping with parent, left, right (and level)")
+        else:
+            _unknown(p, spec, _TREE_KEYS, f"{path}.tree")
+            tree = Tree(str(spec["parent"]), str(spec["left"]), str(spec["right"]),
+                        str(spec["level"]) if spec.get("level") else None)
+    return MergeTable(name, _column_map(p, data.get("refs"), f"{path}.refs"),
+                      next(iter(owner.items()), None), _column_map(p, data.get("owns"), f"{path}.owns"),
+                      p.strings(data, "derived", path, required=False),
+                      _row_match(p, data.get("where"), f"{path}.where"),
+                      _row_match(p, data["skip"], f"{path}.skip") if data.get("skip") else None, tree,
+                      p.take(data, "unique", str, path, required=False))
+
+
+def _item_kind(p: _Problems, kind: str, data: Any, path: str) -> ItemKind | None:
+    if not isinstance(data, dict):
+        p.add(path, "must be a mapping")
+        return None
+    _unknown(p, data, _ITEM_KEYS, path)
+    if not _NAME.match(kind):
+        p.add(path, "an item kind is a lowercase word (letters, digits, - and _)")
+    return ItemKind(kind, p.take(data, "table", str, path, default=""), p.take(data, "title", str, path, default=""),
+                    _row_match(p, data.get("where"), f"{path}.where"),
+                    _row_match(p, data["skip"], f"{path}.skip") if data.get("skip") else None,
+                    _row_match(p, data["default"], f"{path}.default") if "default" in data else None)
+
+
+def _pattern(p: _Problems, data: dict, key: str, path: str) -> str | None:
+    pattern = p.take(data, key, str, path, required=False)
+    if pattern is not None:
+        try:
+            re.compile(pattern.encode())
+        except re.error as exc:
+            p.add(f"{path}.{key}", f"not a regular expression: {exc}")
+            return None
+    return pattern
+
+
+def _value_ref(p: _Problems, data: Any, path: str) -> ValueRef | None:
+    if not isinstance(data, dict):
+        p.add(path, "must be a mapping")
+        return None
+    _unknown(p, data, _VALUE_KEYS, path)
+    return ValueRef(p.take(data, "table", str, path, default=""), p.take(data, "column", str, path, default=""),
+                    p.take(data, "to", str, path, default=""), _row_match(p, data.get("where"), f"{path}.where"),
+                    _row_match(p, data["sibling"], f"{path}.sibling") if data.get("sibling") else None,
+                    _pattern(p, data, "pattern", path), _pattern(p, data, "ids", path))
+
+
+def _file_rule(p: _Problems, data: Any, path: str) -> FileRule | None:
+    if not isinstance(data, dict):
+        p.add(path, "must be a mapping")
+        return None
+    _unknown(p, data, _FILE_KEYS, path)
+    target = p.take(data, "path", str, path, default="")
+    if target and "{}" not in target:
+        p.add(f"{path}.path", "must hold {} (where the match goes)")
+    beside = p.take(data, "beside", str, path, required=False)
+    if beside not in (None, "first"):
+        p.add(f"{path}.beside", "must be `first`")
+    return FileRule(p.take(data, "table", str, path, default=""), p.take(data, "column", str, path, default=""),
+                    target, _row_match(p, data.get("where"), f"{path}.where"), _pattern(p, data, "pattern", path),
+                    beside)
+
+
+def ref_table(target: str) -> str:
+    """Given a reference's target (`table`, or `table.column` for a name in another column), return the table."""
+    return target.rsplit(".", 1)[0] if "." in target.replace("{prefix}", "") else target
+
+
+def _check_merge_tables(p: _Problems, merge: Merge) -> None:
+    """Every table a merge names must be one of its content tables, and none may be production's."""
+    known = set(merge.tables)
+    named = [(f"merge.tables.{t.name}.{what}.{column}", ref_table(target))
+             for t in merge.tables.values() for what, mapping in (("refs", t.refs), ("owns", t.owns))
+             for column, target in mapping.items()]
+    named += [(f"merge.tables.{t.name}.owner", t.owner[1]) for t in merge.tables.values() if t.owner]
+    named += [(f"merge.items.{i.kind}.table", i.table) for i in merge.items]
+    named += [(f"merge.values[{n}]", ref) for n, v in enumerate(merge.values) for ref in (v.table, v.to)]
+    named += [(f"merge.files[{n}].table", f.table) for n, f in enumerate(merge.files)]
+    for where, table in named:
+        if table and table not in known:
+            p.add(where, f"{table!r} is not one of merge.tables")
+    for table in known:
+        if any(fnmatch.fnmatchcase(table, pattern) for pattern in merge.production):
+            p.add(f"merge.tables.{table}", "is one of merge.production: production's tables are never merged")
 
 
 def _check_vhost(p: _Problems, vhost: str) -> None:

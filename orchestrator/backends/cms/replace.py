@@ -920,6 +920,41 @@ def replace_bytes(data: bytes, pairs: Sequence[Pair], *, dialect: str = "mysql")
     return out.getvalue(), stats
 
 
+# ------------------------------------------------------------------------------------------- single values
+
+
+@dataclass(frozen=True)
+class _ValueEdits:
+    """What _serialized_fixes needs of a matcher, for edits someone else found in one stored value: the value's
+    syntax (raw bytes) and the opening of any serialized string that could enclose an edit."""
+
+    syntax: _Syntax = RAW
+    token: re.Pattern[bytes] = re.compile(rb's:([1-9]\d*):"')
+
+
+def edit_value(value: bytes, edits: Sequence[tuple[int, int, bytes]]) -> bytes:
+    """Given a stored value (its raw bytes) and sorted, non-overlapping edits (start, end, new bytes), return the
+    value with the edits made and the byte length of every PHP-serialized string enclosing one fixed, nested
+    ones too (the repair the dump replacer makes around a URL)."""
+    if not edits:
+        return value
+    matches = [(start, end, new, len(new) - (end - start)) for start, end, new in edits]
+    fixes = _serialized_fixes(value, matches, _ValueEdits(), ReplaceStats())
+    return b"".join(_splice(value, sorted(matches + fixes)))
+
+
+def row_rewriter(pairs: Sequence[Pair]) -> Callable[[bytes], bytes]:
+    """Given pairs, return a function rewriting one row of a mysqldump VALUES list (its text between the
+    parentheses) as replace_stream() rewrites a dump: URLs replaced, serialized lengths fixed, hex literals
+    looked into. The function returns the row unchanged when nothing in it matches."""
+    replacer = _Replacer(pairs, "mysql")
+
+    def rewrite(row: bytes) -> bytes:
+        pieces = replacer.feed(b"(" + row + b")")
+        return row if len(pieces) == 1 else b"".join(pieces)[1:-1]
+    return rewrite
+
+
 # ------------------------------------------------------------------------------------------------ workers
 #
 # A MySQL dump's lines are independent (mysqldump writes no raw newline inside a value), so blocks of whole
