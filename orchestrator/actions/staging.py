@@ -202,7 +202,8 @@ def _apply_create(oplog, op, plan: CreatePlan) -> dict:
     except BaseException:
         mark_status(oplog, plan, status="failed")
         raise
-    mark_status(oplog, plan, status="ready", backup_id=backup["backup_id"])
+    # db_backup_id: the base of a content promotion (actions/content.py); a files-only refresh keeps it
+    mark_status(oplog, plan, status="ready", backup_id=backup["backup_id"], db_backup_id=backup["backup_id"])
     op.artifact("staging-url", env.url or "", details={"basic_auth_user": model.AUTH_USER, "path": env.path})
     return result | {"backup_id": backup["backup_id"], "task": plan.task}
 
@@ -453,7 +454,8 @@ def _apply_refresh(oplog, op, plan: RefreshPlan) -> dict:
         if plan.with_code:
             with op.step("switch mail and cron off"):
                 apply.write_guard_files(conn, plan.playbook, env.path)
-    oplog.update_env(plan.site, plan.env, backup_id=backup["backup_id"])
+    reloaded = {"db_backup_id": backup["backup_id"]} if plan.db and env.database else {}
+    oplog.update_env(plan.site, plan.env, backup_id=backup["backup_id"], **reloaded)
     return result
 
 

@@ -6,6 +6,7 @@ import click
 from orchestrator.actions import adopt, promote, rollback
 
 from .app import json_option, pass_app, require_tty_or_yes, task_option
+from .content import content_options, promote_with_content, with_content_help
 from .output import short_time
 
 
@@ -31,9 +32,11 @@ def _planned(app, action: str, site: str, task: str, dry_run: bool, yes: bool, w
 @click.option("--no-migrate", is_flag=True, help="Skip the playbook's database migrations.")
 @click.option("--visual", is_flag=True, help="With --dry-run: screenshot the test environment and production, "
                                              "and compare them page by page.")
+@content_options
 @json_option
 @pass_app
-def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate, visual):
+def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate, visual, content, content_only, select,
+                prefer, delete):
     """Send code from a test environment to production, safely.
 
     Content never flows up: only files the playbook calls code. A production backup is taken first
@@ -51,6 +54,9 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate, visual):
     With promote.visual_threshold set, production is also screenshot before and after (see `orch
     snap`); a page that changed more than the threshold rolls the promotion back.
     """
+    if content or content_only:
+        return promote_with_content(app, site, source, ref, task, dry_run=dry_run, yes=yes, migrate=not no_migrate,
+                                    content_only=content_only, select=select, prefer=prefer, delete=delete)
     def make_plan():
         return promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
                                     migrate=not no_migrate, compare=dry_run)
@@ -149,4 +155,5 @@ def adopt_cmd(app, site, layout, task, dry_run, yes):
                                                                              else ""))
 
 
+promote_cmd.help = with_content_help(promote_cmd.help)
 COMMANDS = [promote_cmd, rollback_cmd, releases_cmd, adopt_cmd]

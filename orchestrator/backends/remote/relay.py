@@ -36,3 +36,14 @@ def relay(src_conn, src_command: Command, dst_conn, dst_command: Command, *, src
     """Run src_command on one host and pipe its output into dst_command on another; return dst's Result."""
     with remote_stream(src_conn, src_command, src_stdin) as source:
         return dst_conn.run(dst_command, stdin=source, timeout=None)
+
+
+def send_files(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) -> None:
+    """Copy files (paths relative to src_path) from one host's folder into another's, as a tar stream through
+    here; each arrives under its relative path in dst_path (folders made as needed, a file there replaced)."""
+    dst_conn.run(Command("mkdir", "-p", dst_path))
+    if not files:
+        return
+    names = b"\0".join(f.encode() for f in files) + b"\0"
+    relay(src_conn, Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
+          dst_conn, Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"), src_stdin=names)
