@@ -78,7 +78,8 @@ class _Cursor:
         self._batches, self.key_of, self.side, self.table = batches, key_of, side, table
         self.rows: list[bytes] | None = []
         self.i = 0
-        self._last: Key | None = None
+        self._last: Key | None = None      # the key of the last row consumed whose key was read
+        self._key: Key | None = None       # the current row's key, once read
         self._fill()
 
     def _fill(self) -> None:
@@ -86,6 +87,9 @@ class _Cursor:
             self.rows, self.i = next(self._batches, None), 0
 
     def skip(self, n: int) -> None:
+        """Move past n rows (of the current batch, or the current row and then into the next batches)."""
+        if self._key is not None:
+            self._last, self._key = self._key, None
         self.i += n
         self._fill()
 
@@ -94,12 +98,14 @@ class _Cursor:
         return self.rows[self.i]
 
     def key(self) -> Key:
-        key = self.key_of(self.rows[self.i])
-        if self._last is not None and not self._last < key:
-            raise MergeError(f"{self.side} rows of {self.table} are not in primary-key order ({key!r} after "
-                             f"{self._last!r}): is it a MyISAM table? Content promotion needs key order")
-        self._last = key
-        return key
+        """The current row's key; raise MergeError if it does not follow the last key read."""
+        if self._key is None:
+            key = self.key_of(self.rows[self.i])
+            if self._last is not None and not self._last < key:
+                raise MergeError(f"{self.side} rows of {self.table} are not in primary-key order ({key!r} after "
+                                 f"{self._last!r}): is it a MyISAM table? Content promotion needs key order")
+            self._key = key
+        return self._key
 
 
 def diff(base: Iterator[list[bytes]], staging: Iterator[list[bytes]], key_of: Callable[[bytes], Key],
@@ -116,8 +122,9 @@ def diff(base: Iterator[list[bytes]], staging: Iterator[list[bytes]], key_of: Ca
         same = 0
         while a.rows[a.i + same] == b.rows[b.i + same]:
             same += 1
-        a.i += same
-        b.i += same
+        if same:
+            a.skip(same)
+            b.skip(same)
         ka, kb = a.key(), b.key()
         if ka == kb:
             yield Touched(ka, a.row, b.row)
@@ -409,6 +416,8 @@ class Merger:
                     for table, rows in self.touched.items() for key, t in rows.items()
                     if self.tables[table].takes_part(t.staging if t.staging is not None else t.base)}
         roots = self._settled(compute)
+        # a root found through a row it owns (a category through its asset) may not be looked up by key yet
+        self._settled(lambda: [self._current(*root) for root in set(roots.values()) if isinstance(root, tuple)])
         items: dict[tuple[str, Key], Item] = {}
         other: dict[str, int] = defaultdict(int)
         for table, rows in self.touched.items():
@@ -729,6 +738,8 @@ def _three_way(t: Table, change: RowChange, production: bytes | None,
             return NONE, "deleted on both sides"
         return (DELETE, "deleted on staging") if prod == base else (
             CONFLICT, f"{where}: deleted on staging, changed on production")
+    if base == staging:
+        return NONE, "only derived or nested-set columns changed on staging"
     if production is None:
         return CONFLICT, f"{where}: changed on staging, deleted on production"
     if prod == base:

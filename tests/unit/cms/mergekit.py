@@ -31,12 +31,12 @@ def spec():
 class Side:
     """A lookup over {table: [row text]}; records what it was asked."""
 
-    def __init__(self, tables: dict[str, list[bytes]]):
-        self.tables, self.asked = tables, []
+    def __init__(self, tables: dict[str, list[bytes]], shapes: dict[str, Shape] = SHAPES):
+        self.tables, self.asked, self.shapes = tables, [], shapes
 
     def rows(self, table, column, wanted):
         self.asked.append((table, column, tuple(wanted)))
-        i = SHAPES[table].columns.index(column)
+        i = self.shapes[table].columns.index(column)
         wanted = {str(w).encode() if isinstance(w, int) else w for w in wanted}
         out = []
         for text in self.tables.get(table, []):
@@ -47,13 +47,14 @@ class Side:
         return out
 
 
-def touched(base: dict[str, list[bytes]], staging: dict[str, list[bytes]]) -> dict[str, list[Touched]]:
-    """The rows that differ between two {table: rows} states, keyed by their first column."""
+def touched(base: dict[str, list[bytes]], staging: dict[str, list[bytes]],
+            shapes: dict[str, Shape] = SHAPES) -> dict[str, list[Touched]]:
+    """The rows that differ between two {table: rows} states, keyed by their first column (two columns)."""
     out = {}
     for table in set(base) | set(staging):
         b = {int(values(r)[0]): r for r in base.get(table, [])}
         s = {int(values(r)[0]): r for r in staging.get(table, [])}
-        if SHAPES[table].key != (SHAPES[table].columns[0],):
+        if shapes[table].key != (shapes[table].columns[0],):
             b = {tuple(int(v) for v in values(r)[:2]): r for r in base.get(table, [])}
             s = {tuple(int(v) for v in values(r)[:2]): r for r in staging.get(table, [])}
             keys = sorted(set(b) | set(s))
