@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from orchestrator.backends.cms import apply, hostscript, mergesql
 from orchestrator.backends.cms.dumprows import DumpReader, Shape, encode, insert_rows
@@ -44,7 +45,7 @@ from orchestrator.backends.cms.merge import (
     parse_select,
 )
 from orchestrator.backends.cms.playbook import playbook_for_site
-from orchestrator.backends.cms.replace import row_rewriter
+from orchestrator.backends.cms.replace import row_rewriter, url_pairs
 from orchestrator.backends.engines import engine_for
 from orchestrator.backends.engines.mysql import MySQL
 from orchestrator.backends.envs import staging as staging_model
@@ -338,6 +339,16 @@ def parse_prefer(values: list[str] | None, kinds: Collection[str]) -> tuple[str 
     return every, per_item
 
 
+def back_pairs(playbook, production_url: str, staging_url: str) -> list[tuple[str, str]]:
+    """Given the URLs, return the pairs that turn the copy's URLs into production's own: the copy's pairs
+    reversed would fold every variant they map (www. or not, http or https) onto one of them, not onto
+    production's URL."""
+    pairs = url_pairs(staging_url, production_url, www=False)
+    if playbook.urls.bare_host:
+        pairs.append((urlsplit(staging_url).netloc, urlsplit(production_url).netloc))
+    return pairs
+
+
 def plan_content(oplog, inventory, site_name: str, *, source: str, task: str, select: list[str] | None = None,
                  prefer: list[str] | None = None, delete: bool = False) -> ContentPlan:
     """Given a site, a staging copy and the user's choices, return the content promotion's plan (reads only).
@@ -357,7 +368,8 @@ def plan_content(oplog, inventory, site_name: str, *, source: str, task: str, se
         spec = playbook.merge.for_prefix(apply.table_prefix(prod_conn, playbook, prod.env.path))
         sides = read_sides(prod, src, prod_conn, stage_conn, playbook, spec)
         merger = Merger(spec, sides.shapes, sides.touched, DbLookup(stage_conn, src.engine),
-                        DbLookup(prod_conn, prod.engine), to_production=row_rewriter([(b, a) for a, b in sides.pairs]),
+                        DbLookup(prod_conn, prod.engine),
+                        to_production=row_rewriter(back_pairs(playbook, prod.env.url, src.env.url)),
                         to_staging=row_rewriter(sides.pairs), next_ids=sides.next_ids)
         result = merger.decide(select=chosen or None, prefer=every, prefer_items=per_item, delete=delete)
     choice = {"select": chosen, "prefer": prefer or [], "delete": delete}
