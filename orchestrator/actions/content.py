@@ -277,6 +277,9 @@ class ContentPlan(Plan):
                                                                                  else ""))
         if r.unchanged:
             lines.append("already on production: " + ", ".join(item.ident for item in r.unchanged))
+        if r.earlier:
+            lines.append("promoted by an earlier run, not again (refresh the copy to promote later edits): "
+                         + ", ".join(item.label for item in r.earlier))
         if r.other_rows:
             lines.append("rows the copy changed that are no content item (never promoted): " + ", ".join(
                 f"{table} {count}" for table, count in sorted(r.other_rows.items())))
@@ -293,7 +296,7 @@ class ContentPlan(Plan):
         return {"site": self.site, "env": self.env, "task": self.task, "from": self.source.name,
                 "base_backup": self.source.base["backup_id"], **self.choice,
                 "items": [_item_dict(i) for i in r.items], "left_out": [_item_dict(i) for i in r.left_out],
-                "unchanged": [_item_dict(i) for i in r.unchanged],
+                "unchanged": [_item_dict(i) for i in r.unchanged], "earlier": [_item_dict(i) for i in r.earlier],
                 "remaps": {t: {str(o): n for o, n in ids.items()} for t, ids in r.remaps.items()},
                 "files": r.files, "other_rows": r.other_rows, "rows": self.row_counts(),
                 "conflicts": [{"item": i.ident, "title": i.title, "why": i.conflicts} for i in r.conflicts],
@@ -308,7 +311,8 @@ def _key(key) -> str:
 
 
 def _item_dict(item) -> dict:
-    return {"kind": item.kind, "id": _key(item.key), "new_id": _key(item.new_key) if item.new_key else None,
+    return {"kind": item.kind, "table": item.table, "id": _key(item.key),
+            "new_id": _key(item.new_key) if item.new_key else None,
             "title": item.title, "status": item.status, "reason": item.reason, "conflicts": item.conflicts,
             "rows": len(item.rows)}
 
@@ -371,10 +375,29 @@ def plan_content(oplog, inventory, site_name: str, *, source: str, task: str, se
                         DbLookup(prod_conn, prod.engine),
                         to_production=row_rewriter(back_pairs(playbook, prod.env.url, src.env.url)),
                         to_staging=row_rewriter(sides.pairs), next_ids=sides.next_ids)
-        result = merger.decide(select=chosen or None, prefer=every, prefer_items=per_item, delete=delete)
+        result = merger.decide(select=chosen or None, prefer=every, prefer_items=per_item, delete=delete,
+                               promoted=earlier_promotions(oplog, prod.site.name, src))
     choice = {"select": chosen, "prefer": prefer or [], "delete": delete}
     return ContentPlan("promote-content", prod.site.name, "production", task, prod, src, result, merger.tables,
                        choice)
+
+
+def earlier_promotions(oplog, site: str, source: Source) -> dict[str, dict[int, int]]:
+    """Given a copy, return the items it added that content promotions from it (since its database was last
+    loaded: the same base) inserted on production: {table: {staging id: production id}}. A second run must not
+    insert them again."""
+    found: dict[str, dict[int, int]] = {}
+    for op in oplog.operations(site=site, action="promote-content", oldest_first=True, with_details=True):
+        params = op["params"]
+        if op["status"] != "ok" or params.get("from") != source.name or \
+                params.get("base_backup") != source.base["backup_id"]:
+            continue
+        for artifact in op["artifacts"]:
+            item = artifact["details"]
+            if artifact["kind"] == "content-item" and item.get("status") == ADDED and item.get("table") and \
+                    str(item.get("id", "")).isdigit():
+                found.setdefault(item["table"], {})[int(item["id"])] = int(item.get("new_id") or item["id"])
+    return found
 
 
 def refuse_conflicts(plan: ContentPlan) -> None:

@@ -51,10 +51,12 @@ $images = '';
 foreach ([$g1, $g2] as $id) {
     $src = wp_get_attachment_image_url($id, 'medium');
     $images .= "<!-- wp:image {\"id\":$id,\"sizeSlug\":\"medium\",\"linkDestination\":\"none\"} -->\n"
-             . "<figure class=\"wp-block-image size-medium\"><img src=\"$src\" alt=\"\" class=\"wp-image-$id\"/></figure>\n"
+             . "<figure class=\"wp-block-image size-medium\">"
+             . "<img src=\"$src\" alt=\"\" class=\"wp-image-$id\"/></figure>\n"
              . "<!-- /wp:image -->\n";
 }
-$content = "<!-- wp:paragraph -->\n<p>All roofs 20 % off. <a href=\"" . home_url('/services/') . "\">Our services</a>.</p>\n"
+$content = "<!-- wp:paragraph -->\n<p>All roofs 20 % off. "
+         . "<a href=\"" . home_url('/services/') . "\">Our services</a>.</p>\n"
          . "<!-- /wp:paragraph -->\n\n<!-- wp:gallery {\"linkTo\":\"none\"} -->\n"
          . "<figure class=\"wp-block-gallery has-nested-images columns-default is-cropped\">$images</figure>\n"
          . "<!-- /wp:gallery -->";
@@ -94,7 +96,8 @@ $items = array_map(fn ($i) => ['object_id' => (int) $i->object_id, 'title' => $i
                    wp_get_nav_menu_items('Main'));
 $attached = fn ($id) => ['id' => (int) $id, 'title' => get_the_title($id), 'parent' => wp_get_post_parent_id($id),
                          'file' => get_attached_file($id), 'exists' => file_exists(get_attached_file($id)),
-                         'url' => wp_get_attachment_url($id), 'sizes' => array_keys(wp_get_attachment_metadata($id)['sizes'] ?? [])];
+                         'url' => wp_get_attachment_url($id),
+                         'sizes' => array_keys(wp_get_attachment_metadata($id)['sizes'] ?? [])];
 echo json_encode(['page' => $page->ID, 'url' => get_permalink($page), 'thumb' => $attached($thumb),
                   'gallery' => array_map($attached, $blocks), 'classes' => array_map('intval', $classes[1]),
                   'menu' => $items, 'tagline' => get_option('blogdescription'), 'content' => $page->post_content]);
@@ -172,7 +175,8 @@ def test_the_dry_run_lists_the_items_new_ids_and_files_and_changes_nothing(landi
     assert items[("page", str(built["page"]))]["status"] == "added"
     assert {("media", str(i)) for i in (built["hero"], *built["gallery"])} <= set(items)
     assert items[("menu-item", str(built["item"]))]["status"] == "added"
-    assert [i["title"] for i in plan["items"] if i["kind"] == "option"] == ["blogdescription"]
+    options = [i["title"] for i in plan["items"] if i["kind"] == "option"]
+    assert "blogdescription" in options and set(options) <= {"blogdescription", "theme_mods_twentytwentythree"}
     assert plan["remaps"]["wp_posts"], "the ids production used meanwhile are remapped"
     assert not plan["blocked"] and plan["conflicts"] == []
     assert any(f.endswith("/landing-hero.png") for f in plan["files"])
@@ -210,7 +214,8 @@ def test_the_landing_page_its_images_menu_item_and_tagline_reach_production(land
 
     live = prod_php(wp, CHECK_LANDING)
     assert live["tagline"] == TAGLINE
-    assert live["thumb"]["title"] == "landing-hero" and live["thumb"]["exists"] and live["thumb"]["parent"] == live["page"]
+    assert live["thumb"]["title"] == "landing-hero" and live["thumb"]["exists"]
+    assert live["thumb"]["parent"] == live["page"]
     assert [g["title"] for g in live["gallery"]] == ["gallery-one", "gallery-two"]
     assert all(g["exists"] and g["parent"] == live["page"] and "medium" in g["sizes"] for g in live["gallery"])
     assert live["classes"] == [g["id"] for g in live["gallery"]], "wp-image-N classes name the new ids"
@@ -221,8 +226,8 @@ def test_the_landing_page_its_images_menu_item_and_tagline_reach_production(land
     titles = json.loads(wp.wordpress.run_php(
         "echo json_encode(array_map(fn ($id) => get_the_title($id), %s));" % json.dumps(lived["posts"])))
     assert titles == [f"Production news {n}" for n in (1, 2, 3, 4)]
-    comments = json.loads(wp.wordpress.run_php(
-        "echo json_encode(array_map(fn ($id) => get_comment($id)->comment_content, %s));" % json.dumps(lived["comments"])))
+    comments = json.loads(wp.wordpress.run_php("echo json_encode(array_map(fn ($id) => get_comment($id)->"
+                                               "comment_content, %s));" % json.dumps(lived["comments"])))
     assert comments == ["Great roof!", "When is the next sale?"]
 
     # over HTTP: the page at its production URL, with its images
@@ -241,11 +246,12 @@ def test_the_landing_page_its_images_menu_item_and_tagline_reach_production(land
         "echo json_encode(array_map(fn ($i) => ['db_id' => $i->db_id], wp_get_nav_menu_items('Main')));"))
         if i["db_id"] not in _ids(before.get("wp_posts", set()))}
     for table in sorted(set(before) | set(after)):
-        gone, came = before.get(table, set()) - after.get(table, set()), after.get(table, set()) - before.get(table, set())
+        old, new = before.get(table, set()), after.get(table, set())
+        gone, came = old - new, new - old
         if table == "wp_options":
             names = {first_values(line)[1] for line in gone | came}
-            assert names - {"'blogdescription'"} <= {n for n in names if n.startswith("'_transient") or
-                                                     n.startswith("'_site_transient")}, names
+            promoted = {f"'{i['title']}'" for i in out["items"] if i["kind"] == "option"}
+            assert names - promoted <= {n for n in names if n.startswith(("'_transient", "'_site_transient"))}, names
             continue
         assert not gone, (table, sorted(gone)[:3])
         owner = {"wp_posts": 0, "wp_postmeta": 1, "wp_term_relationships": 0}.get(table)
@@ -253,10 +259,47 @@ def test_the_landing_page_its_images_menu_item_and_tagline_reach_production(land
         assert {int(first_values(line)[owner]) for line in came} <= new_posts, (table, sorted(came)[:3])
     copied = {p: s for p, s in uploads(wp).items() if p not in files_before}
     assert copied and all("landing-hero" in p or "gallery-" in p for p in copied), sorted(copied)
-    ops = wp.orch_json("log", "--task", TASK, "--action", "promote-content", "--steps")
-    artifacts = [a for a in ops[-1]["artifacts"] if a["kind"] == "content-item"]
+    op = wp.orch_json("log", "--task", TASK, "--action", "promote-content", "--steps")[-1]
+    assert op["status"] == "ok"
+    artifacts = [a for a in op["artifacts"] if a["kind"] == "content-item"]
     assert len(artifacts) == len(out["items"]) >= 6
+    steps = [s["name"] for s in op["steps"]]
+    assert steps.index("mandatory production backup") < steps.index("write the rows in one transaction")
+    backup = next(a["ident"] for a in op["artifacts"] if a["kind"] == "pre-promotion-backup")
+    assert backup == out["backup_id"] and backup in {b["backup_id"] for b in wp.orch_json("backups", "wp")}
 
 
 def _ids(lines: set[str]) -> set[int]:
     return {int(first_values(line)[0]) for line in lines}
+
+
+EDIT_SERVICES = r"""
+$page = get_page_by_path('services');
+wp_update_post(['ID' => $page->ID, 'post_content' => '<p>@TEXT@</p>']);
+echo json_encode(['id' => $page->ID]);
+"""
+
+
+def test_a_page_edited_on_both_sides_blocks_until_prefer_staging_resolves_it(landing):
+    wp, staged, built, _ = landing
+    again = wp.orch_json("promote", "wp", "--from", ENV, "--content-only", "--task", TASK, "--dry-run")
+    assert {(i["kind"], i["id"]) for i in again["earlier"]} >= {("page", str(built["page"])),
+                                                                ("menu-item", str(built["item"]))}
+    assert not [i for i in again["items"] if i["status"] == "added"], "a second run inserts nothing twice"
+    page = stage_php(wp, staged, EDIT_SERVICES.replace("@TEXT@", "Services, as the copy has them"))["id"]
+    prod_php(wp, EDIT_SERVICES.replace("@TEXT@", "Services, as production has them"))
+    before = full_dump(wp)
+    proc = promote(wp, "--select", f"page:{page}", "--yes", expect=1)
+    assert "blocked" in proc.stderr and f"page {page} 'Services'" in proc.stderr, proc.stderr
+    assert full_dump(wp) == before, "a blocked promotion changes nothing"
+    plan = wp.orch_json("promote", "wp", "--from", ENV, "--content-only", "--task", TASK, "--select", f"page:{page}",
+                        "--dry-run")
+    assert plan["blocked"] and [c["item"] for c in plan["conflicts"]] == [f"page:{page}"]
+
+    out = json.loads(promote(wp, "--select", f"page:{page}", "--prefer", "staging", "--yes", "--json").stdout)
+    assert out["status"] == "ok" and out["summary"] == "1 page promoted"
+    text = wp.wordpress.run_php("echo get_post(get_page_by_path('services')->ID)->post_content;")
+    assert "Services, as the copy has them" in text
+    url = wp.wordpress.run_php("echo get_permalink(get_page_by_path('services'));").strip().splitlines()[-1]
+    status, _, body = wp.wordpress.get(urllib.parse.urlsplit(url).path + "?" + urllib.parse.urlsplit(url).query)
+    assert status == 200 and "Services, as the copy has them" in body

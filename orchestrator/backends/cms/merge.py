@@ -258,6 +258,7 @@ class MergeResult:
     other_rows: dict[str, int]                       # touched rows that belong to no item: never promoted
     prefer: str | None = None
     unchanged: list[Item] = field(default_factory=list)  # chosen, but production has them so already
+    earlier: list[Item] = field(default_factory=list)    # added on staging and promoted by an earlier run
 
     @property
     def conflicts(self) -> list[Item]:
@@ -521,26 +522,38 @@ class Merger:
     # -- the decision ---------------------------------------------------------------------------------------
 
     def decide(self, *, select: list[str] | None = None, prefer: str | None = None, delete: bool = False,
-               prefer_items: dict[str, str] | None = None) -> MergeResult:
+               prefer_items: dict[str, str] | None = None,
+               promoted: dict[str, dict[int, int]] | None = None) -> MergeResult:
         """Decide the merge: items, their rows' fate on production, new ids, files. `prefer` (staging or
         production) resolves every conflict, `prefer_items` ({item ident: side}) one item's; `delete` applies
-        items deleted on staging."""
+        items deleted on staging. `promoted` ({table: {staging id: production id}}) names the items staging
+        added that an earlier promotion from the same base already inserted: they are not inserted again, and
+        references to them name their production ids."""
+        promoted = promoted or {}
         items, other = self._items()
-        chosen = self._select(items, select, delete)
+        earlier = {root: item for root, item in items.items()
+                   if item.status == ADDED and len(item.key) == 1 and item.key[0] in promoted.get(item.table, {})}
+        for (table, key), item in earlier.items():
+            new = promoted[table][key[0]]
+            item.new_key, item.reason = ((new,) if new != key[0] else None), "promoted earlier"
+        chosen = self._select({r: i for r, i in items.items() if r not in earlier}, select, delete)
         changes = self._changes(chosen)
         remaps = self._remaps(changes)
-        self._decide_rows(changes, remaps, chosen, prefer, prefer_items or {})
-        files = self._rewrite(changes, remaps)
+        ids = {table: {**{o: n for o, n in promoted.get(table, {}).items() if o != n}, **remaps.get(table, {})}
+               for table in set(remaps) | set(promoted)}
+        self._decide_rows(changes, ids, chosen, prefer, prefer_items or {})
+        files = self._rewrite(changes, ids)
         for item in chosen.values():
             if item.status == ADDED and self.tables[item.table].auto:
                 new = remaps.get(item.table, {}).get(item.key[0])
                 item.new_key = (new,) if new is not None else None
         acting = {c.item for c in changes if c.action in (INSERT, UPDATE, DELETE, CONFLICT)}
-        promoted = [item for item in chosen.values() if item.ident in acting or item.conflicts]
-        same = [item for item in chosen.values() if item not in promoted]
-        left_out = [item for root, item in items.items() if root not in chosen]
-        return MergeResult(sorted(promoted, key=_item_order), sorted(left_out, key=_item_order), changes,
-                           remaps, files, other, prefer, sorted(same, key=_item_order))
+        acted = [item for item in chosen.values() if item.ident in acting or item.conflicts]
+        same = [item for item in chosen.values() if item not in acted]
+        left_out = [item for root, item in items.items() if root not in chosen and root not in earlier]
+        return MergeResult(sorted(acted, key=_item_order), sorted(left_out, key=_item_order), changes,
+                           remaps, files, other, prefer, sorted(same, key=_item_order),
+                           sorted(earlier.values(), key=_item_order))
 
     def _changes(self, chosen: dict[tuple[str, Key], Item]) -> list[RowChange]:
         """The rows of the chosen items, with production's row at the same key (looked up per table)."""

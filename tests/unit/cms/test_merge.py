@@ -312,3 +312,17 @@ def test_the_transaction_guards_updates_and_deletes_with_productions_row():
     stderr = "ERROR 1146 (42S02) at line 9: Table 'wp.orch-guard-1' doesn't exist"
     assert mergesql.guard_failure(stderr, script.guards) == script.guards[0]
     assert mergesql.guard_failure("ERROR 1064 syntax", script.guards) is None
+
+
+def test_items_an_earlier_run_promoted_are_not_inserted_again_and_references_name_their_production_ids():
+    base, staging, production = landing_sides()
+    staging["wp_posts"].append(row(7, "Sale", "", "nav_menu_item", "publish", 0, 0))
+    staging["wp_postmeta"].append(row(9, 7, "_menu_item_object_id", "3"))
+    staging["wp_postmeta"].append(row(10, 7, "_menu_item_type", "post_type"))
+    result = merger(base, staging, production, {"wp_posts": 8, "wp_postmeta": 11}).decide(
+        promoted={"wp_posts": {3: 5, 4: 6}})
+    assert [i.ident for i in result.earlier] == ["media:4", "page:3"]
+    assert [i.new_key for i in result.earlier] == [(6,), (5,)]
+    assert {i.ident for i in result.items} == {"menu-item:7", "option:1"}, "nothing inserted twice"
+    assert final(result, "wp_postmeta", (9,))["meta_value"] == b"5", "the menu item opens the page's production id"
+    assert result.remaps == {"wp_posts": {7: 8}, "wp_postmeta": {9: 11, 10: 12}}, "only the new rows' new ids"
