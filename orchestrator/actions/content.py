@@ -204,27 +204,40 @@ def read_sides(prod: Target, source: Source, prod_conn, stage_conn, playbook, sp
     base_cmd = (prod.repository.command("dump", source.base["snapshots"]["db"], "/" + prod_engine.dump_filename)
                 .pipe(Command("awk", "-v", "tables=" + " ".join(tables), PICK_TABLES))
                 .pipe(hostscript.replace_command(script, pairs, "mysql")))
+    with remote_stream(prod_conn, base_cmd) as base, \
+            remote_stream(stage_conn, stage_engine.dump_rows(tables)) as staging:
+        shapes, touched, compared = diff_sides(base, staging, spec)
+    next_ids = production_ids(prod_conn, prod_engine, shapes)
+    return Sides(shapes, touched, next_ids, pairs, compared)
+
+
+def diff_sides(base, staging, spec) -> tuple[dict[str, Shape], dict[str, list[Touched]], dict[str, int]]:
+    """Given the base's and the copy's dumps of the content tables (binary streams, tables in the same order,
+    rows in key order) and the merge spec, return the tables' shapes, the rows the copy touched and how many
+    rows the copy has, per table. Only the rows that differ are held."""
     touched: dict[str, list[Touched]] = {}
     shapes: dict[str, Shape] = {}
     compared: dict[str, int] = {}
-    with remote_stream(prod_conn, base_cmd) as base, \
-            remote_stream(stage_conn, stage_engine.dump_rows(tables)) as staging:
-        for shape, base_rows, stage_rows in _paired(DumpReader(base), DumpReader(staging)):
-            counted = _Counted(stage_rows)
-            touched[shape.name] = list(diff(base_rows, counted, Table(shape, spec.tables[shape.name]).key_of,
-                                            shape.name))
-            shapes[shape.name] = shape
-            compared[shape.name] = counted.rows
-            log.info("content: %s: %d rows on the copy, %d touched", shape.name, counted.rows,
-                     len(touched[shape.name]))
-    columns, next_ids = _production_shapes(prod_conn, prod_engine, list(shapes))
+    for shape, base_rows, stage_rows in _paired(DumpReader(base), DumpReader(staging)):
+        counted = _Counted(stage_rows)
+        touched[shape.name] = list(diff(base_rows, counted, Table(shape, spec.tables[shape.name]).key_of,
+                                        shape.name))
+        shapes[shape.name] = shape
+        compared[shape.name] = counted.rows
+        log.info("content: %s: %d rows on the copy, %d touched", shape.name, counted.rows, len(touched[shape.name]))
+    return shapes, touched, compared
+
+
+def production_ids(conn, engine: MySQL, shapes: dict[str, Shape]) -> dict[str, int]:
+    """Given production and the content tables' shapes, return each table's next id there (above both its
+    AUTO_INCREMENT and its highest id); raise MergeError if production's columns differ."""
+    columns, next_ids = _production_shapes(conn, engine, list(shapes))
     for name, shape in shapes.items():
         if columns.get(name) != shape.columns:
             raise MergeError(f"table {name} has other columns on production than on the staging copy: promote code "
                              "(and its migrations) first")
-    maxima = _max_ids(prod_conn, prod_engine, shapes)
-    next_ids = {name: max(next_ids.get(name, 1), maxima.get(name, 1)) for name in shapes}
-    return Sides(shapes, touched, next_ids, pairs, compared)
+    maxima = _max_ids(conn, engine, shapes)
+    return {name: max(next_ids.get(name, 1), maxima.get(name, 1)) for name in shapes}
 
 
 class _Counted:
