@@ -155,12 +155,19 @@ def landing(wp_fleet):
                 'menu-item-status' => 'publish']);
         }
         echo json_encode(wp_get_nav_menu_object('Main'));""")
+    services = prod_php(wp, "echo json_encode(get_page_by_path('services')->post_content);")
     staged = wp.orch_json("staging", "create", "wp", "--task", TASK, "--from", "fresh")
-    built = stage_php(wp, staged, BUILD_LANDING)
-    lived = prod_php(wp, LIVE_ON)
-    assert set(lived["posts"]) & {built["page"], built["hero"], *built["gallery"], built["item"]}, \
-        "production's new posts must take ids the copy used too"
-    return wp, staged, built, lived
+    try:
+        built = stage_php(wp, staged, BUILD_LANDING)
+        lived = prod_php(wp, LIVE_ON)
+        assert set(lived["posts"]) & {built["page"], built["hero"], *built["gallery"], built["item"]}, \
+            "production's new posts must take ids the copy used too"
+        yield wp, staged, built, lived
+    finally:  # the session's other tests expect no copy of ours and the Services page as it was
+        wp.orch("staging", "destroy", "wp", "--env", ENV, "--task", TASK)
+        quoted = "'" + json.dumps(services).replace("\\", "\\\\").replace("'", "\\'") + "'"  # a PHP literal
+        prod_php(wp, "echo json_encode(wp_update_post(['ID' => get_page_by_path('services')->ID, "
+                     f"'post_content' => wp_slash(json_decode({quoted}))]));")
 
 
 def promote(wp, *extra, expect: int | None = 0):
