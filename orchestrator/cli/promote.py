@@ -155,5 +155,5 @@ def adopt_cmd(app, site, layout, task, dry_run, yes):
                                                                              else ""))
 
 
-promote_cmd.help = with_content_help(promote_cmd.help)
+promote_cmd.help = with_content_help(promote_cmd.help or "")
 COMMANDS = [promote_cmd, rollback_cmd, releases_cmd, adopt_cmd]
