@@ -69,7 +69,7 @@ Setup
 
 Usage
     .venv/bin/python bench/promote.py [--runs 5] [--fatal 3] [--layouts releases,inplace] [--php-reload [graceful]]
-                                      [--keep]
+                                      [--keep] [--priority]
 
     --php-reload sets the host's `web.php_reload` to php-fpm's reload (SIGUSR2), so orch empties OPcache after
     each switch; `graceful` also sets php-fpm's process_control_timeout = 10s (default 0: a reload kills the
@@ -100,6 +100,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from replace import take_priority  # noqa: E402  (bench/replace.py: a session of its own at autogroup nice -20)
 from testbed.mariadb import start_mariadb  # noqa: E402
 from testbed.s3 import start_s3  # noqa: E402
 from testbed.sshd import start_sshd  # noqa: E402
@@ -227,6 +228,12 @@ def start_testbed(stack: ExitStack, tmp: Path, keep: bool) -> Bench:
     stack.callback(web.stop, remove=not keep)
     add_opcache_probe(web, work / "probe")
     return Bench(tmp, work, host, mariadb, s3, web)
+
+
+def raise_priority(*daemons) -> None:
+    """Given testbed daemons (each started in a session of its own), give their sessions autogroup nice -20."""
+    for daemon in daemons:
+        Path(f"/proc/{daemon._proc.pid}/autogroup").write_text("-20")
 
 
 def graceful_php_reload(php) -> None:
@@ -547,8 +554,10 @@ class Measured:
 
 
 def add_oplog_figures(runs: list[Run], ops: list[dict]) -> None:
-    """Switch time (from the step's output), switch end and promotion time, from the oplog."""
+    """Status (`rolled_back`, not the CLI's exit 1), switch time (from the step's output), switch end and promotion
+    time, from the oplog."""
     for run, op in zip(runs, ops, strict=True):
+        run.status = op["status"]
         run.promotion = op["duration"]
         run.steps = [(st["name"], epoch(st["started_at"]), epoch(st["finished_at"] or st["started_at"]))
                      for st in op.get("steps", [])]
@@ -599,16 +608,22 @@ def main() -> None:
                         help="set the host's web.php_reload: orch reloads php-fpm after each release switch; "
                              "`graceful` also gives php-fpm process_control_timeout = 10s")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and the sites")
+    parser.add_argument("--priority", action="store_true",
+                        help="root: the bench and its daemons at autogroup nice -20 (a machine others keep busy)")
     args = parser.parse_args()
     layouts = [name for name in args.layouts.split(",") if name]
     if not layouts or set(layouts) - set(LAYOUTS):
         parser.error(f"--layouts: choose from {', '.join(LAYOUTS)}")
+    if args.priority:
+        take_priority()
     rng = random.Random(20261127)
     tmp = Path(tempfile.mkdtemp(prefix="orch-bench-promote-"))
     with ExitStack() as stack:
         if not args.keep:
             stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         b = start_testbed(stack, tmp, args.keep)
+        if args.priority:
+            raise_priority(b.host, b.mariadb, b.s3, b.web.nginx, b.web.php)
         if args.php_reload == "graceful":
             graceful_php_reload(b.web.php)
         step("installing two WordPress sites (one per layout) and their dev copies")
@@ -619,7 +634,8 @@ def main() -> None:
         print(f"\nMachine: {machine()}; 1-min load average {load_before} before, {loadavg()} after\n"
               f"Command: .venv/bin/python bench/promote.py --runs {args.runs} --fatal {args.fatal}"
               + ("" if layouts == list(LAYOUTS) else f" --layouts {','.join(layouts)}")
-              + (f" --php-reload {args.php_reload}" if args.php_reload else "") + "\n")
+              + (f" --php-reload {args.php_reload}" if args.php_reload else "")
+              + (" --priority" if args.priority else "") + "\n")
         print(report(measured))
         print("\nOPcache of the shared php-fpm pool (reloaded before each layout) after each layout's runs: "
               + "; ".join(f"{layout}: {state}" for layout, state in b.opcache.items()))
