@@ -8,9 +8,12 @@ once: no snapshot of a failed dump survives as a good backup.
 """
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from orchestrator.backends.remote import PIPE, Command, Raw, connect
@@ -24,6 +27,7 @@ from .targets import Target
 
 log = logging.getLogger("orch.backup")
 TAIL_BYTES = 512
+TAIL_MARK = "orch-dump-tail:"  # starts the stderr line carrying the dump's last bytes (base64)
 CD_FAILED = re.compile(r"^bash: line \d+: cd: ", re.M)
 # restic >= 0.17 runs the dump itself: these words in its stderr mean the storage failed, not the database
 STORAGE_TROUBLE = re.compile(r"Fatal: (unable to open|create repository)|repository|Access ?Denied|InvalidAccessKeyId|"
@@ -118,19 +122,28 @@ def _dump_by_restic(conn, backup: Command, t: Target):
 
 def _dump_through_pipe(conn, backup: Command, t: Target):
     """Older restic reads the dump on stdin: each part's status says which failed, the kept tail whether
-    the dump is whole."""
-    tail_file = conn.run(Command("mktemp")).text.strip()
-    # tee the stream to restic (fd 3) and keep its last bytes in tail_file; the group is part of the
-    # pipeline, so `tail` has finished writing when the pipeline returns.
-    keep_tail = Command(Raw("{"), "tee", "/dev/fd/3", PIPE, "tail", "-c", TAIL_BYTES, Raw(">"), tail_file,
-                        Raw("; } 3>&1"))
+    the dump is whole. One command (no temp file to make, read and remove: each command costs a round trip)."""
+    # tee the stream to restic (fd 3) and write its last bytes, base64 on one line, to stderr; the group is
+    # part of the pipeline, so that line is written before the pipeline returns.
+    keep_tail = Command(Raw("{"), "tee", "/dev/fd/3", PIPE, "tail", "-c", TAIL_BYTES, PIPE, "base64", "-w0", PIPE,
+                        "awk", f'{{print "{TAIL_MARK}" $0}}', Raw(">&2; } 3>&1"))
     pipeline = t.engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")).reporting_statuses()
+    result = conn.run(pipeline, check=False, timeout=None)
+    tail, stderr = dump_tail(result.stderr)
+    return replace(result, stderr=stderr), tail
+
+
+def dump_tail(stderr: str) -> tuple[bytes, str]:
+    """Given the stderr of `_dump_through_pipe`, return the dump's kept last bytes (empty when the line is
+    missing: the dump is then taken as truncated) and stderr without that line."""
+    head, found, rest = stderr.rpartition(TAIL_MARK)
+    if not found:
+        return b"", stderr
+    line, _, after = rest.partition("\n")
     try:
-        result = conn.run(pipeline, check=False, timeout=None)
-        tail = conn.run(Command("cat", tail_file), check=False).stdout
-    finally:
-        conn.run(Command("rm", "-f", tail_file), check=False)
-    return result, tail
+        return base64.b64decode(line.strip(), validate=True), head + after
+    except ValueError:
+        return b"", stderr
 
 
 def _why(status: int | None, stderr: str, n: int = 3) -> str:
@@ -197,26 +210,46 @@ def backup_target(oplog, t: Target, *, task: str, pin: bool = False, catch_up: b
 
 
 def _back_up(op, conn, repo: Repository, t: Target, known: bool, tags: list[str]) -> tuple:
-    """The steps of one backup. Return (files summary, db summary or None, row counts or None)."""
-    with op.step("open repository") as step:
-        version = repo.version(conn)
-        state = "known" if known else repo.ensure(conn)
-        step.output(f"restic {version} on {t.host.name}; {repo.describe()}: {state}")
-    db = tables = None
-    if t.engine:
-        with op.step("count rows before dump"):
-            before = count_tables(t, conn)
-        with op.step(f"dump {t.env.database.engine} database into restic") as step:
-            db = dump_into_restic(conn, repo, t, tags, version)
-            step.output(f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, "
-                        f"added {db.get('data_added', 0)}")
-        with op.step("count rows after dump"):
-            tables = merge_counts(before, count_tables(t, conn))
-    with op.step("back up files") as step:
-        files = backup_files(conn, repo, t, tags)
-        step.output(f"snapshot {files['snapshot_id'][:8]}, {files.get('total_files_processed')} files, "
-                    f"{files.get('total_bytes_processed')} bytes, added {files.get('data_added', 0)}")
+    """The steps of one backup. Return (files summary, db summary or None, row counts or None).
+
+    The row counts run beside the restic work (a second channel of the same connection): the first while the
+    repository is opened, the second while the files are backed up. The dump still starts after the first
+    count and the files after the dump (a killed run leaves at most a lone db part)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="count") as beside:
+        counting = beside.submit(count_tables, t, conn) if t.engine else None
+        with op.step("open repository") as step:
+            version = repo.version(conn)
+            state = "known" if known else repo.ensure(conn)
+            step.output(f"restic {version} on {t.host.name}; {repo.describe()}: {state}")
+        db = None
+        if t.engine:
+            with op.step("count rows before dump"):
+                before = counting.result()
+            with op.step(f"dump {t.env.database.engine} database into restic") as step:
+                db = dump_into_restic(conn, repo, t, tags, version)
+                step.output(f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, "
+                            f"added {db.get('data_added', 0)}")
+            counting = beside.submit(count_tables, t, conn)
+        with op.step("back up files") as step:
+            files = backup_files(conn, repo, t, tags)
+            step.output(f"snapshot {files['snapshot_id'][:8]}, {files.get('total_files_processed')} files, "
+                        f"{files.get('total_bytes_processed')} bytes, added {files.get('data_added', 0)}")
+        tables = None
+        if t.engine:
+            with op.step("count rows after dump") as step:
+                tables = _counted_after(conn, repo, tags, before, counting)
+                step.output("counted while the files were backed up")
     return files, db, tables
+
+
+def _counted_after(conn, repo: Repository, tags: list[str], before: dict[str, int], counting) -> dict:
+    """Given the counts before the dump and the future of those after it, return their [min, max] per table.
+    If the second count failed, forget the files part too: a failed backup leaves at most a lone db part."""
+    try:
+        return merge_counts(before, counting.result())
+    except OrchError:
+        _forget_part(conn, repo, tags, "files")
+        raise
 
 
 def _has_backed_up_to(oplog, site: str, url: str) -> bool:
