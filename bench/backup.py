@@ -10,6 +10,10 @@ What is compared
     * naive: `mariadb-dump` (same flags as orch) to a file on the host, then `tar czf - docroot dump.sql`
              streamed straight into the same bucket under `naive/` (boto3 `upload_fileobj` reading the pipe).
              Each night stores the whole site again: that is what such a script does.
+    * by hand: the two restic commands orch runs, typed on the host with nothing around them (no CLI, oplog,
+             locks, row counts or checks): `mariadb-dump | restic backup --stdin`, then `restic backup .` in the
+             docroot, into a repository of their own (`raw/` in the same bucket). orch's time minus this one is
+             orch's own overhead.
 
     Night 1 is a first, full backup for both. Then 1 % of the files (by count and by bytes: text files
     rewritten, new uploads added) and a few hundred database rows change, and night 2 runs both again.
@@ -62,13 +66,13 @@ from testbed.mariadb import start_mariadb  # noqa: E402
 from testbed.s3 import start_s3  # noqa: E402
 from testbed.sshd import start_sshd  # noqa: E402
 
+from orchestrator.backends.engines.mysql import DUMP_FLAGS as ORCH_DUMP_FLAGS  # noqa: E402
+
 ORCH = [sys.executable, "-m", "orchestrator"]
 SITE, DB_NAME, DB_USER = "wp", "wp", "wp"
-BUCKET, ORCH_PREFIX, NAIVE_PREFIX = "bench", "orch", "naive"
+BUCKET, ORCH_PREFIX, NAIVE_PREFIX, RAW_PREFIX = "bench", "orch", "naive", "raw"
 HOST_USER, HOST_ADDRESS = "orch-bench", "127.0.0.2"
-# the flags orch's MySQL engine gives mariadb-dump (orchestrator/backends/engines/mysql.py)
-DUMP_FLAGS = ("--single-transaction --quick --routines --triggers --events --hex-blob "
-              "--default-character-set=utf8mb4")
+DUMP_FLAGS = " ".join(ORCH_DUMP_FLAGS)  # the naive and raw dumps use orch's own mariadb-dump flags
 BINARY_SHARE = 0.6          # of the docroot's bytes
 CHANGE_SHARE = 0.01         # of files, by count and by bytes, changed before night 2
 MB = 1_000_000
@@ -353,6 +357,32 @@ def naive_backup(b: Bench, key: str) -> Night:
     return Night(seconds, b.s3_client().head_object(Bucket=BUCKET, Key=f"{NAIVE_PREFIX}/{key}")["ContentLength"])
 
 
+def raw_env_file(b: Bench) -> Path:
+    """Write the raw runs' secrets to a file only the host's user reads (not into argv); init their repository."""
+    env = b.docroot.parent / f"{b.docroot.name}-raw.env"
+    values = {"RESTIC_REPOSITORY": f"s3:{b.s3.endpoint.rstrip('/')}/{BUCKET}/{RAW_PREFIX}",
+              "RESTIC_PASSWORD": b.env["B_RESTIC_PW"], "AWS_ACCESS_KEY_ID": b.s3.access_key,
+              "AWS_SECRET_ACCESS_KEY": b.s3.secret_key, "MYSQL_PWD": b.db_password}
+    env.write_text("".join(f"export {k}='{v}'\n" for k, v in values.items()))
+    env.chmod(0o600)
+    shutil.chown(env, HOST_USER, HOST_USER)
+    b.host.run(f". {env} && restic init -q")
+    return env
+
+
+def raw_backup(b: Bench, env: Path) -> Night:
+    """What orch does, typed by hand on the host with nothing around it: `mariadb-dump | restic backup --stdin`,
+    then `restic backup .` in the docroot, into a repository of its own (`raw/` in the same bucket)."""
+    m = b.mariadb
+    before = prefix_bytes(b, RAW_PREFIX)
+    start = time.monotonic()
+    b.host.run(f". {env} && set -o pipefail && mariadb-dump --host={m.host} --port={m.port} --protocol=TCP "
+               f"--user={DB_USER} {DUMP_FLAGS} {DB_NAME} | restic backup -q --stdin --stdin-filename database.sql "
+               f"&& cd {b.docroot} && restic backup -q .")
+    seconds = time.monotonic() - start
+    return Night(seconds, prefix_bytes(b, RAW_PREFIX) - before)
+
+
 def orch_steps(b: Bench) -> list[dict[str, float]]:
     """Each orch backup's step durations (from `orch log --steps`), oldest first, plus the CLI's own time."""
     proc = subprocess.run([*ORCH, "-i", str(b.inventory), "--json", "log", "--steps", "--action", "backup"],
@@ -380,7 +410,7 @@ def steps_table(nights: list[Night], steps: list[dict[str, float]]) -> list[str]
 
 
 def report(site: dict, change: dict, o1: Night, same: Night, o2: Night, n1: Night, n2: Night,
-           steps: list[dict[str, float]]) -> str:
+           steps: list[dict[str, float]], r1: Night, r2: Night) -> str:
     """The results as Markdown tables (printed, and pasted into bench/README.md)."""
     site_bytes = site["docroot_bytes"] + site["dump_bytes"]
     rows = [
@@ -402,6 +432,13 @@ def report(site: dict, change: dict, o1: Night, same: Night, o2: Night, n1: Nigh
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     added = ", ".join(f"{name} {mb(n.added)} (dump {mb(n.added_db)})"
                       for name, n in (("night 1", o1), ("unchanged re-run", same), ("night 2", o2)))
+    lines += ["", "orch against the same restic commands typed by hand on the host (`mariadb-dump | restic backup "
+              "--stdin`, then `restic backup .` in the docroot; bar: overhead <= 10 % or <= 1 s):", "",
+              "| | orch | by hand | orch - by hand | orch / by hand |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} time | {o.seconds:.1f} s | {r.seconds:.1f} s | {o.seconds - r.seconds:+.1f} s | "
+              f"{o.seconds / r.seconds:.2f} |" for name, o, r in (("night 1", o1, r1), ("night 2", o2, r2))]
+    lines += [f"| {name} stored | {mb(o.stored)} | {mb(r.stored)} | | {o.stored / r.stored:.3f} |"
+              for name, o, r in (("night 1", o1, r1), ("night 2", o2, r2))]
     lines += ["", f"orch's summary `added` (restic data_added, before compression): {added}.", "",
               "Second backup of the UNCHANGED site (bar: < 1 % added, < half the time of the first):", "",
               "| | value | bar | ok |", "|---|---:|---:|:-:|",
@@ -448,6 +485,9 @@ def main() -> None:
         subprocess.run(["chown", "-R", f"{HOST_USER}:{HOST_USER}", str(b.docroot)], check=True)
         seed_database(b.mariadb, b.db_password, args.size_mb * MB * 15 // 100, rng, text)
         write_inventory(b)
+        raw_env = raw_env_file(b)
+        if not args.keep:
+            stack.callback(raw_env.unlink, missing_ok=True)
         files, docroot_bytes = tree_stats(b.docroot)
 
         load_before = load()
@@ -455,6 +495,8 @@ def main() -> None:
         o1 = orch_backup(b)
         step("unchanged site: orch backup again")
         same = orch_backup(b)
+        step("night 1: the same restic commands by hand")
+        r1 = raw_backup(b, raw_env)
         step("night 1: naive tar.gz")
         n1 = naive_backup(b, "night-1.tar.gz")
 
@@ -465,13 +507,15 @@ def main() -> None:
 
         step("night 2: orch backup")
         o2 = orch_backup(b)
+        step("night 2: the same restic commands by hand")
+        r2 = raw_backup(b, raw_env)
         step("night 2: naive tar.gz")
         n2 = naive_backup(b, "night-2.tar.gz")
 
         site = {"files": files, "docroot_bytes": docroot_bytes, "dump_bytes": o1.dump}
         print(f"\nMachine: {machine()}; 1-min load average {load_before} before the backups, {load()} after\n"
               f"Command: .venv/bin/python bench/backup.py --size-mb {args.size_mb}\n")
-        print(report(site, change, o1, same, o2, n1, n2, orch_steps(b)))
+        print(report(site, change, o1, same, o2, n1, n2, orch_steps(b), r1, r2))
         if args.keep:
             print(f"\nkept: {tmp} (daemons stopped), docroot {b.docroot}")
 
