@@ -23,10 +23,10 @@ class AdoptPlan(Plan):
 
     @property
     def root(self) -> str:
-        return layouts.releases_root(self.target.env.path)
+        return layouts.releases_root(self.target.path)
 
     def lines(self) -> list[str]:
-        path = self.target.env.path
+        path = self.target.path
         return [f"safety backup of {path}", f"copy {path} into {self.root}/releases/1",
                 *[f"share {rel} (moved to {self.root}/shared/, linked back)" for rel in self.shared],
                 f"swap {path} for a link to {self.root}/current (one atomic rename)"]
@@ -45,10 +45,10 @@ def plan_adopt(inventory, site_name: str, *, layout: str, task: str) -> AdoptPla
     shared = [p.strip("/") for p in playbook.content if not any(c in p for c in "*?[")]
     shared += [c.path for c in playbook.config]
     with connect(prod.host) as conn:
-        if conn.ok(Command("test", "-L", prod.env.path)):
-            raise UsageError(f"{prod.env.path} is already a symlink (releases layout?)")
-        if not conn.ok(Command("test", "-d", prod.env.path)):
-            raise UsageError(f"{prod.label}: {prod.env.path} is not a folder on {prod.host.name}")
+        if conn.ok(Command("test", "-L", prod.path)):
+            raise UsageError(f"{prod.path} is already a symlink (releases layout?)")
+        if not conn.ok(Command("test", "-d", prod.path)):
+            raise UsageError(f"{prod.label}: {prod.path} is not a folder on {prod.host.name}")
     return AdoptPlan("adopt", prod.site.name, "production", task, prod, tuple(shared))
 
 
@@ -68,10 +68,10 @@ def _apply_adopt(oplog, op, plan: AdoptPlan) -> dict:
             op.artifact("pre-adopt-backup", backup["backup_id"])
             step.output(backup["backup_id"])
         with op.step("move the docroot into releases/1 and switch atomically") as step:
-            result = layouts.adopt(conn, prod.env.path, list(plan.shared))
+            result = layouts.adopt(conn, prod.path, list(plan.shared))
             step.output(str(result))
         revision = layouts.new_revision("1", plan.task, "adopt", op.id, 0)
-        layouts.Releases(conn, prod.env.path).write_revision(posixpath.join(result["root"], "releases", "1"),
+        layouts.Releases(conn, prod.path).write_revision(posixpath.join(result["root"], "releases", "1"),
                                                              revision)
     op.artifact("revision", revision["revision"], details=revision)
     note = "" if prod.site.layout == "releases" else f"now set `layout: releases` in sites/{prod.site.name}.yaml"

@@ -31,7 +31,7 @@ from orchestrator.backends.visual.urls import check_paths
 from orchestrator.errors import OperationFailed, OrchError
 
 from . import catalog, staging
-from .plan import Plan, execute
+from .plan import SitePlan, execute
 from .snap import Subject, subject
 from .targets import Target, target
 
@@ -41,12 +41,12 @@ DEFAULTS = {"response_time": 10, "timeout": 60, "max_php_warnings": 20}
 
 
 @dataclass
-class DrillPlan(Plan):
+class DrillPlan(SitePlan):
     """One boot drill: which backup, restored into which throwaway copy, checked how."""
 
     prod: Target
     backup: dict
-    create: object                    # staging's plan for the throwaway copy
+    create: staging.CreatePlan        # staging's plan for the throwaway copy
     settings: dict
     error_log: str | None
     paths: list[str]                  # the check URLs, from verify.urls or production's sitemap
@@ -150,7 +150,7 @@ def _boot_and_check(oplog, op, plan: DrillPlan, started: float) -> dict:
         except OrchError as exc:
             problems.append(f"the restored copy did not come up: {exc}")
             deadline = 0  # it had its chance: one more look, no waiting
-        subj = Subject(plan.prod.site, staged.env, staged.env.url, (host.web or {}).get("connect"),
+        subj = Subject(plan.prod.site, staged.env, staged.url, (host.web or {}).get("connect"),
                        (staging_model.AUTH_USER, staged.auth_password.reveal()))
         checks = _Checks(subj, playbook_for_site(plan.prod.site), plan.settings)
         with op.step("first good answer of the home page (RTO)") as step:
@@ -161,7 +161,7 @@ def _boot_and_check(oplog, op, plan: DrillPlan, started: float) -> dict:
         report["urls"] = _request_all(op, checks, plan, problems)
         if plan.error_log:
             with op.step("read the PHP error log") as step:
-                found = _errors(conn, plan, offset)
+                found = _errors(conn, plan, plan.error_log, offset)
                 report["php"] = found.as_dict()
                 step.output(f"{len(found.fatal)} fatal, {len(found.database)} database errors, "
                             f"{len(found.warning)} warnings")
@@ -230,13 +230,13 @@ class _Checks:
             time.sleep(0.2)
 
 
-def _errors(conn, plan: DrillPlan, offset: int | None) -> phplog.Findings:
-    """The copy's entries in the PHP error log since `offset`: those naming its real docroot or its database."""
-    env = plan.create.staged.env
-    real = conn.run(Command("readlink", "-f", "--", env.path), check=False).text.strip()
-    tokens = [t for t in {env.path.rstrip("/") + "/", real.rstrip("/") + "/" if real else "",
-                          env.database.name if env.database else ""} if t]
-    return phplog.findings(phplog.read_since(conn, plan.error_log, offset or 0), tokens)
+def _errors(conn, plan: DrillPlan, error_log: str, offset: int | None) -> phplog.Findings:
+    """The copy's entries in `error_log` since `offset`: those naming its real docroot or its database."""
+    staged = plan.create.staged
+    real = conn.run(Command("readlink", "-f", "--", staged.path), check=False).text.strip()
+    tokens = [t for t in {staged.path.rstrip("/") + "/", real.rstrip("/") + "/" if real else "",
+                          staged.env.database.name if staged.env.database else ""} if t]
+    return phplog.findings(phplog.read_since(conn, error_log, offset or 0), tokens)
 
 
 def _php_problems(found: phplog.Findings, max_warnings: int) -> list[str]:

@@ -29,8 +29,8 @@ from .targets import Target
 def dump_member(t: Target, conn, snapshot_id: str) -> tarfile.TarInfo:
     """Return the TarInfo of the dump file inside the db snapshot (its size comes from `restic ls`)."""
     out = t.repository.run(conn, "ls", "--json", snapshot_id).text
-    node = next(json.loads(line) for line in out.splitlines() if f'"path":"/{t.engine.dump_filename}"' in line)
-    info = tarfile.TarInfo(f"database/{t.engine.dump_filename}")
+    node = next(json.loads(line) for line in out.splitlines() if f'"path":"/{t.db_engine.dump_filename}"' in line)
+    info = tarfile.TarInfo(f"database/{t.db_engine.dump_filename}")
     info.size, info.mtime, info.mode = node["size"], int(time.time()), 0o600
     return info
 
@@ -68,7 +68,7 @@ class ExportPlan(Plan):
     def lines(self) -> list[str]:
         parts = "files + database dump" if "db" in self.backup["snapshots"] and self.target.engine else "files"
         return [f"stream backup {self.backup['backup_id']} ({parts}) as one .tar.zst to "
-                f"s3://{self.target.storage.bucket}/{self.key}",
+                f"s3://{self.target.backup_storage.bucket}/{self.key}",
                 f"sign a download link valid {self.expires_seconds // 86400} day(s)"]
 
     def params(self) -> dict:
@@ -110,11 +110,11 @@ def _apply(op, plan: ExportPlan) -> dict:
             s3.delete_object(t.storage, key)  # the upload saw EOF early: never leave a truncated archive
             raise result["error"]
         size = s3.object_size(t.storage, key)
-        step.output(f"{result['members']} entries, {size} bytes -> s3://{t.storage.bucket}/{key}")
+        step.output(f"{result['members']} entries, {size} bytes -> s3://{t.backup_storage.bucket}/{key}")
     url = s3.presigned_url(t.storage, key, plan.expires_seconds)
     op.artifact("export", key, size=size, details={"backup_id": chosen["backup_id"],
                                                    "expires_seconds": plan.expires_seconds})
-    return {"backup_id": chosen["backup_id"], "bucket": t.storage.bucket, "key": key, "size": size, "url": url,
+    return {"backup_id": chosen["backup_id"], "bucket": t.backup_storage.bucket, "key": key, "size": size, "url": url,
             "expires_seconds": plan.expires_seconds}
 
 

@@ -56,6 +56,14 @@ class Plan:
                 **self.params(), "plan": self.lines()}
 
 
+@dataclass
+class SitePlan(Plan):
+    """A plan on one named environment of one named site (most verbs; not the inventory-wide ones)."""
+
+    site: str
+    env: str
+
+
 def execute(oplog, plan: P, apply: Callable[[Operation, P], R], *, recheck: Callable[[P], P] | None = None,
             lock: bool = True, catch_up: bool = False) -> R:
     """Given a plan and the function that applies it, run it as one locked operation and return what apply returns.

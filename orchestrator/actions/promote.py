@@ -177,7 +177,7 @@ def open_source(oplog, inventory, prod: Target, prod_conn, *, env_name: str | No
             yield conn, env.path, env_name
         return
     git_dir, commit, repository = _git_commit(site, ref or "")
-    parent = posixpath.dirname(prod.env.path.rstrip("/"))
+    parent = posixpath.dirname(prod.path.rstrip("/"))
     folder = prod_conn.run(Command("mktemp", "-d", "-p", parent, ".orch-src.XXXXXX")).text.strip()
     try:
         gitsource.send_tree(git_dir, commit, repository.get("subdir"), prod_conn, folder)
@@ -319,7 +319,7 @@ class _Promotion:
     def _migration(self) -> Command | None:
         if not self.plan.migrate:
             return None
-        return self.playbook.choose_migration(self.prod.env.path, self.prod.env.url or "", self.conn.ok)
+        return self.playbook.choose_migration(self.prod.path, self.prod.env.url or "", self.conn.ok)
 
     def _build(self) -> None:
         """Put the new files in place beside production (nothing live changes); clean up if that fails."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from orchestrator.backends.envs import layouts, web
 from orchestrator.backends.remote import Command
-from orchestrator.errors import OperationFailed, OrchError
+from orchestrator.errors import OperationFailed, OrchError, UsageError
 
 from .targets import Target
 
@@ -67,10 +67,10 @@ def layout_for(conn, prod: Target) -> layouts.Releases | layouts.InPlace:
     """Given a connection to production's host, return its layout; raise UsageError if the site says
     `releases` but the docroot was never adopted."""
     if prod.site.layout == "releases":
-        layout = layouts.Releases(conn, prod.env.path)
+        layout = layouts.Releases(conn, prod.path)
         layout.check()
         return layout
-    return layouts.InPlace(conn, prod.env.path)
+    return layouts.InPlace(conn, prod.path)
 
 
 def php_reload_command(prod: Target) -> list[str]:
@@ -109,6 +109,8 @@ class Probe:
 def probe(prod: Target, opts: PromoteOptions, playbook, revision: str | None, *, final: bool) -> Probe:
     """Given production, ask each health path and the revision file once; return the verdict.
     `final`: the revision answered can no longer change by waiting (php-fpm was reloaded)."""
+    if not prod.env.url:
+        raise UsageError(f"{prod.label} has no `url`: there is nothing to health-check")
     base, connect_to = prod.env.url.rstrip("/"), (prod.host.web or {}).get("connect")
     for path in opts.health_paths:
         status, _, body = web.fetch(base + path, connect_to=connect_to, timeout=REQUEST_TIMEOUT)

@@ -18,7 +18,7 @@ from orchestrator.errors import Refused, UsageError
 
 from . import catalog
 from .backup import backup_target
-from .plan import Plan, execute
+from .plan import SitePlan, execute
 from .targets import Target, target
 
 
@@ -34,7 +34,7 @@ def safe_subpath(path: str | None) -> str | None:
 
 
 @dataclass
-class RestorePlan(Plan):
+class RestorePlan(SitePlan):
     """Which backup goes where: files (all, or one path), database, and whether production is backed up first."""
 
     source: Target
@@ -55,7 +55,7 @@ class RestorePlan(Plan):
             lines.append(f"restore files of backup {self.backup['backup_id']} (snapshot {snaps['files']}) into "
                          f"{self.into}: changed files only" + (f"; left alone: {kept}" if kept else ""))
         if self.db:
-            db = self.dest.env.database
+            db = self.dest.database
             lines.append(f"replace {db.engine} database {db.name or db.path} with the dump of backup "
                          f"{self.backup['backup_id']} (snapshot {snaps['db']})")
         return lines
@@ -159,8 +159,8 @@ def _changed(rsync_out: str) -> int:
 
 def restore_database(conn, t: Target, snapshot_id: str) -> str:
     """Stream the dump from the repository into the target environment's database."""
-    engine = t.engine
+    engine = t.db_engine
     dump = t.repository.command("dump", snapshot_id, "/" + engine.dump_filename)
     conn.run(dump.pipe(engine.restore()), timeout=None)
     tables = engine.table_counts(conn)
-    return f"{len(tables)} tables, {sum(tables.values())} rows now in {t.env.database.name or t.env.database.path}"
+    return f"{len(tables)} tables, {sum(tables.values())} rows now in {t.database.name or t.database.path}"

@@ -13,17 +13,18 @@ from orchestrator.backends.envs import staging as staging_model
 from orchestrator.backends.envs import web
 from orchestrator.backends.visual import shots as store
 from orchestrator.backends.visual.urls import check_paths
+from orchestrator.config.model import Environment, Site
 from orchestrator.errors import UsageError
 
-from .plan import Plan, execute
+from .plan import SitePlan, execute
 
 
 @dataclass
 class Subject:
     """A site environment as a browser reaches it: base URL, the address its host answers at, credentials."""
 
-    site: object
-    env: object
+    site: Site
+    env: Environment
     base_url: str
     connect_to: str | None = None
     auth: tuple[str, str] | None = field(default=None, repr=False)
@@ -62,7 +63,7 @@ def subject(oplog, inventory, site_name: str, env_name: str) -> Subject:
 
 
 @dataclass
-class SnapPlan(Plan):
+class SnapPlan(SitePlan):
     """Which pages of which environment are shot, at which widths."""
 
     subject: Subject

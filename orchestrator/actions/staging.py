@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from orchestrator.ages import age_text
 from orchestrator.backends.cms import apply
-from orchestrator.backends.cms.playbook import playbook_for_site
+from orchestrator.backends.cms.playbook import Playbook, playbook_for_site
 from orchestrator.backends.cms.replace import url_pairs
 from orchestrator.backends.engines import engine_for
 from orchestrator.backends.envs import staging as model
@@ -32,11 +32,12 @@ from orchestrator.backends.envs import web
 from orchestrator.backends.envs.docroot import resolve_all, sync_into
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.storage.restic import NOT_A_REPO, Repository, RepositoryError
+from orchestrator.config.model import Host
 from orchestrator.errors import OperationFailed, OrchError, Refused, UsageError
 
 from . import catalog
 from .backup import backup_target
-from .plan import Plan, execute
+from .plan import SitePlan, execute
 from .targets import Target, target
 
 log = logging.getLogger("orch.staging")
@@ -86,11 +87,11 @@ def source_lines(plan) -> list[str]:
 
 
 @dataclass
-class StagingPlan(Plan):
+class StagingPlan(SitePlan):
     """What every staging verb acts on: the derived copy and its host."""
 
     staged: model.StagingEnv
-    host: object
+    host: Host
     target: ClassVar[str] = "host"   # where the copy lives: `host` here, `docker` in actions/staging_docker.py
 
     @property
@@ -103,7 +104,7 @@ class CopyPlan(StagingPlan):
     """A verb that copies production down: from which backup, with which playbook."""
 
     prod: Target
-    playbook: object
+    playbook: Playbook
     source: str           # latest | fresh | a backup id, as the user said
     backup: dict | None   # None: --from fresh, taken under the operation's lock
 
@@ -285,11 +286,11 @@ class _Beside(threading.Thread):
         return self.value
 
 
-def copy_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
+def copy_database(op, conn, plan: CopyPlan, repo, backup: dict) -> dict:
     return _adapt_database(op, conn, plan, _load_database(op, conn, plan, repo, backup))
 
 
-def _load_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
+def _load_database(op, conn, plan: CopyPlan, repo, backup: dict) -> dict:
     """Create the copy's database and user and load the dump through the URL replacer (on `conn`, or on a
     connection of its own when None); return the replacer's statistics."""
     if conn is None:
@@ -311,7 +312,7 @@ def _load_database(op, conn, plan: StagingPlan, repo, backup: dict) -> dict:
     return stats
 
 
-def _adapt_database(op, conn, plan: StagingPlan, stats: dict) -> dict:
+def _adapt_database(op, conn, plan: CopyPlan, stats: dict) -> dict:
     """Point the config files at the loaded copy, sanitize it, reset its passwords; return the summary."""
     env, playbook = plan.staged.env, plan.playbook
     engine = engine_for(env.database, env.path)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from orchestrator.backends.engines import Engine, engine_for
 from orchestrator.backends.storage.restic import Repository
-from orchestrator.config.model import Environment, Host, Site, Storage
+from orchestrator.config.model import Database, Environment, Host, Site, Storage
 from orchestrator.errors import UsageError
 
 
@@ -27,18 +27,42 @@ class Target:
         return engine_for(self.env.database, self.env.path) if self.env.database else None
 
     @property
-    def repository(self) -> Repository:
+    def database(self) -> Database:
+        """The environment's database; raise UsageError if it has none (callers checked it has, mostly)."""
+        if self.env.database is None:
+            raise UsageError(f"{self.label}: no database configured (environments.{self.env.name}.database)")
+        return self.env.database
+
+    @property
+    def db_engine(self) -> Engine:
+        """The engine of `database`; raise UsageError if the environment has no database."""
+        return engine_for(self.database, self.env.path)
+
+    @property
+    def backup_storage(self) -> Storage:
+        """The site's backup storage; raise UsageError if none is configured."""
         if self.storage is None:
             raise UsageError(f"site {self.site.name}: no backup storage configured (backup.storage)")
-        return Repository(self.storage, self.site.name, self.host.restic)
+        return self.storage
+
+    @property
+    def repository(self) -> Repository:
+        return Repository(self.backup_storage, self.site.name, self.host.restic)
+
+    @property
+    def path(self) -> str:
+        """The environment's root on its host; raise UsageError if it has none (only a docker template lacks it)."""
+        if self.env.path is None:
+            raise UsageError(f"{self.label}: no path configured (environments.{self.env.name}.path)")
+        return self.env.path
 
     @property
     def files_root(self) -> str:
         """The folder a files backup covers: the docroot, or in the releases layout the whole release tree
         (releases/, shared/ and current), since restic does not follow the symlinks into shared/."""
         if self.env.production and self.site.layout == "releases":
-            return self.env.path.rstrip("/") + ".releases"
-        return self.env.path
+            return self.path.rstrip("/") + ".releases"
+        return self.path
 
     @property
     def restic_host(self) -> str:

@@ -46,19 +46,19 @@ def scratch_engine(t: Target):
     scratch = (t.site.verify or {}).get("scratch_database")
     if not scratch:
         return t.engine
-    if scratch["engine"] != t.env.database.engine:
+    if scratch["engine"] != t.database.engine:
         raise UsageError(f"site {t.site.name}: verify.scratch_database is {scratch['engine']}, the site's "
-                         f"database is {t.env.database.engine}")
-    db = replace(t.env.database, host=scratch.get("host"), port=scratch.get("port"), user=scratch.get("user"),
+                         f"database is {t.database.engine}")
+    db = replace(t.database, host=scratch.get("host"), port=scratch.get("port"), user=scratch.get("user"),
                  password=scratch.get("password"), socket=None)
-    return engine_for(db, t.env.path)
+    return engine_for(db, t.path)
 
 
 def drill_database(conn, t: Target, snapshot_id: str, recorded) -> tuple[dict, list[str]]:
     """Restore the dump into a scratch database, compare, drop it. Return (restored counts, problems)."""
     engine = scratch_engine(t)
     scratch = f"orch_verify_{secrets.token_hex(4)}"
-    if t.env.database.engine == "sqlite":
+    if t.database.engine == "sqlite":
         scratch = posixpath.join("/tmp", scratch + ".sqlite")  # noqa: S108 - the host's tmp, removed below
     dump = t.repository.command("dump", snapshot_id, "/" + engine.dump_filename)
     try:
@@ -80,7 +80,7 @@ def _create_scratch(conn, t: Target, engine, scratch: str) -> None:
     except RemoteError as exc:
         configured = (t.site.verify or {}).get("scratch_database")
         hint = ("check that verify.scratch_database's account may create databases" if configured else
-                f"the site's database user {t.env.database.user} may not create databases: set "
+                f"the site's database user {t.database.user} may not create databases: set "
                 "verify.scratch_database to a server and an account that may (see docs/inventory.md)")
         raise OperationFailed(f"{t.label}: could not create the scratch database {scratch} for the restore "
                               f"drill: {_last_line(exc.stderr) or exc}; {hint}") from exc

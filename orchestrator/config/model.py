@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from orchestrator.errors import InventoryError
 from orchestrator.masking import register_secret
 
 from .secrets import Secret
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,10 @@ class Site:
     sanitize: dict
     layout: str
     raw: dict
-    promote: dict = None  # keep_releases, health_paths, expect_status, health_timeout, restore_db_on_rollback
-    drill: dict = None    # schedule, response_time, timeout, max_php_warnings (boot drills)
-    visual: dict = None   # ignore: CSS selectors left out of screenshot comparisons
+    # keep_releases, health_paths, expect_status, health_timeout, restore_db_on_rollback (schema default: {})
+    promote: dict = field(default_factory=dict)
+    drill: dict | None = None    # schedule, response_time, timeout, max_php_warnings (boot drills)
+    visual: dict = field(default_factory=dict)  # ignore: CSS selectors left out of screenshots (schema default: {})
 
     def env(self, name: str) -> Environment:
         """Given an environment name, return it; raise InventoryError listing the site's environments if unknown."""
@@ -171,7 +175,7 @@ class Inventory:
         return [line for name in sorted(self.broken) for line in self.broken[name]]
 
 
-def _lookup(items: dict, name: str, what: str, context: str = ""):
+def _lookup(items: dict[str, T], name: str, what: str, context: str = "") -> T:
     """Given a dict of named items, return items[name]; raise InventoryError naming the known names."""
     if name not in items:
         raise InventoryError(f"{context}unknown {what} {name!r} (known: {', '.join(sorted(items)) or 'none'})")
@@ -210,14 +214,16 @@ def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, di
 def build_docker_host(name: str, data: dict) -> DockerHost:
     """Given a docker host's name and validated data, return the DockerHost."""
     url = data["url"]
-    ssh = None
+    ssh: Host | None = None
     if url.startswith("ssh://"):
         parts = urlsplit(url)
+        if not parts.hostname:
+            raise InventoryError(f"docker host {name}: {url} names no host")
         ssh = Host(name=name, connector="ssh", address=parts.hostname, port=parts.port or 22, user=parts.username,
                    host_key=data.get("host_key"), known_hosts=data.get("known_hosts"),
                    identity_file=data.get("identity_file"), max_parallel=1, restic="restic", nightly_window=None)
     return DockerHost(name=name, url=url, ssh=ssh, domain=data.get("domain"),
-                      address=data.get("address") or (ssh.address if ssh else "127.0.0.1"),
+                      address=data.get("address") or (ssh.address if ssh and ssh.address else "127.0.0.1"),
                       publish_address=data["publish_address"], proxy_port=data["proxy_port"],
                       ports=tuple(data["ports"]), images=dict(data.get("images", {})),
                       limits=dict(data.get("limits", {})))

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from orchestrator.backends.envs.docroot import is_within
 from orchestrator.backends.remote import Sensitive
+from orchestrator.config.model import Database, Environment
 from orchestrator.errors import Refused, UsageError
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}\Z")
@@ -92,14 +93,28 @@ def db_ident(site: str, name: str) -> str:
 class StagingEnv:
     """A derived staging environment: an inventory-shaped Environment plus what orch needs around it."""
 
-    env: object             # orchestrator.config.model.Environment
-    admin_db: object | None  # the template's Database (admin account on the staging DB server)
+    env: Environment
+    admin_db: Database | None  # the template's Database (admin account on the staging DB server)
     auth_password: Sensitive
     auth_file: str | None   # the vhost's basic-auth file: beside the docroot, one per site and environment
 
     @property
     def name(self) -> str:
         return self.env.name
+
+    @property
+    def path(self) -> str:
+        """The copy's docroot on its host; raise UsageError if the template gives none (docker copies)."""
+        if self.env.path is None:
+            raise UsageError(f"{self.env.site}/{self.name}: the staging template has no path on a host")
+        return self.env.path
+
+    @property
+    def url(self) -> str:
+        """The copy's URL; raise UsageError if the template gives none."""
+        if self.env.url is None:
+            raise UsageError(f"{self.env.site}/{self.name}: the staging template has no url")
+        return self.env.url
 
 
 def derive(site, name: str) -> StagingEnv:
