@@ -86,10 +86,16 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         limit = formatter.width - 6 - max(map(len, COMMANDS))
-        rows = [(name, click.utils.make_default_short_help(text, limit))
-                for name, (_, text) in sorted(COMMANDS.items())]
+        rows = [(name, _short_help(text, limit)) for name, (_, text) in sorted(COMMANDS.items())]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _short_help(text: str, limit: int) -> str:
+    """Given a command's help text and a width, return click's own short form of it (its first sentence, cut
+    at a word with "..."). Through a throwaway Command: click.utils.make_default_short_help is deprecated
+    and goes away in click 9."""
+    return click.Command(None, help=text).get_short_help_str(limit)
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG,

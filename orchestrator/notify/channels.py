@@ -83,6 +83,7 @@ def deliver_email(channel: dict, event: dict, timeout: float = TIMEOUT) -> None:
     port = channel.get("smtp_port") or 587
     password = channel["password"].reveal() if channel.get("password") else None
     try:
+        smtp: smtplib.SMTP
         if port == 465:
             smtp = smtplib.SMTP_SSL(channel["smtp_host"], port, timeout=timeout, context=ssl.create_default_context())
         else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -212,7 +212,7 @@ def _check(link: sa.Row, row: sa.Row | None, previous: Head) -> Break | None:
     return None
 
 
-def _link_chunks(conn: sa.Connection) -> Iterator[list[sa.Row]]:
+def _link_chunks(conn: sa.Connection) -> Iterator[Sequence[sa.Row]]:
     last = 0
     while True:
         links = conn.execute(sa.select(chain).where(chain.c.seq > last).order_by(chain.c.seq).limit(_CHUNK)).all()
@@ -222,7 +222,7 @@ def _link_chunks(conn: sa.Connection) -> Iterator[list[sa.Row]]:
         last = links[-1].seq
 
 
-def _rows_of(conn: sa.Connection, links: list[sa.Row]) -> dict[tuple[str, int], sa.Row]:
+def _rows_of(conn: sa.Connection, links: Sequence[sa.Row]) -> dict[tuple[str, int], sa.Row]:
     found = {}
     for kind, table in TABLES.items():
         ids = [link.row_id for link in links if link.kind == kind]

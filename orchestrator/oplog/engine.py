@@ -33,8 +33,16 @@ def normalize_url(url: str) -> sa.URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite" and (parsed.database or "").startswith("~"):
-        parsed = parsed.set(database=str(Path(parsed.database).expanduser()))
+        parsed = parsed.set(database=str(Path(parsed.database or "").expanduser()))
     return parsed
+
+
+def inserted_id(result: sa.CursorResult) -> int:
+    """Given the result of a one-row INSERT, return the new row's primary key."""
+    key = result.inserted_primary_key
+    if key is None:  # only an executemany or a statement other than INSERT has none
+        raise OrchError("the oplog did not return the id of the row it inserted")
+    return key[0]
 
 
 def make_engine(url: str) -> sa.Engine:

@@ -12,11 +12,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from . import chain, process
+from .engine import inserted_id
 from .rows import seconds
 from .schema import artifacts, operations, steps
 from .text import OUTPUT_LIMIT, clean, clean_json, tail
@@ -108,7 +109,7 @@ class Operation:
         self._signals.enter_context(process.signals_as_exit())
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         try:
             if self.status == "running":
                 status = exit_status(exc)
@@ -140,10 +141,10 @@ class Operation:
         """Given what the operation produced (a backup id, a revision, a URL), record it with masked details."""
         with self._engine.begin() as conn:
             head = chain.lock_head(conn)
-            artifact_id = conn.execute(artifacts.insert().values(
+            artifact_id = inserted_id(conn.execute(artifacts.insert().values(
                 operation_id=self.id, kind=kind, ident=clean(ident), size=size,
                 details=clean_json(details or {}), created_at=process.now(),
-            )).inserted_primary_key[0]
+            )))
             chain.append(conn, "artifact", [artifact_id], head)
 
     def finish(self, status: str = "ok", error: str | None = None) -> None:
@@ -182,7 +183,7 @@ class Operation:
             seq = self._seq
         started = process.now()
         with self._engine.begin() as conn:
-            step_id = conn.execute(steps.insert().values(
+            step_id = inserted_id(conn.execute(steps.insert().values(
                 operation_id=self.id, seq=seq, name=clean(name), started_at=started, status="running", output="",
-            )).inserted_primary_key[0]
+            )))
         return Step(self._engine, step_id, name, started)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
+from collections.abc import Sequence
 
 from .text import one_line
 
@@ -69,7 +70,7 @@ def _visual_markdown(ops: list[dict], gallery) -> list[str]:
     return (["", "## Screenshots"] + lines) if lines else []
 
 
-def markdown(task: str, ops: list[dict], gallery=None, notes: list[str] = ()) -> str:
+def markdown(task: str, ops: list[dict], gallery=None, notes: Sequence[str] = ()) -> str:
     """Given a task and its operations (with details), return the Markdown report. A gallery (see
     backends/visual/shots.Gallery) adds the screenshots' and diff images' files; notes are extra lines under
     the summary (cost, the oplog's chain head)."""
@@ -157,7 +158,7 @@ def _visual_html(ops: list[dict], gallery) -> str:
     return ("<h2>Screenshots</h2>" + "".join(sections)) if sections else ""
 
 
-def html_page(task: str, ops: list[dict], gallery=None, notes: list[str] = ()) -> str:
+def html_page(task: str, ops: list[dict], gallery=None, notes: Sequence[str] = ()) -> str:
     """Given a task and its operations (with details), return the self-contained HTML report. A gallery (see
     backends/visual/shots.Gallery) embeds screenshots side by side: before, after and the difference; notes
     are extra lines under the summary (cost, the oplog's chain head)."""

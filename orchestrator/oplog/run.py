@@ -41,7 +41,7 @@ def locked_operation(oplog: Oplog, *, site: str | None, task: str, env: str | No
     finally:
         if heartbeat is not None:
             heartbeat.stop()
-            oplog.release_lock(site, op.id)
+            oplog.release_lock(heartbeat.site, op.id)
 
 
 class _Heartbeat(threading.Thread):

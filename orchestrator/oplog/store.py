@@ -14,7 +14,7 @@ from orchestrator.errors import UsageError
 from . import chain, process
 from . import envs as env_registry
 from . import locks as site_locks
-from .engine import make_engine
+from .engine import inserted_id, make_engine
 from .operation import Operation
 from .rows import artifact_dict, operation_dict, seconds, step_dict
 from .schema import artifacts, migrate, operations, steps
@@ -63,11 +63,11 @@ class Oplog:
         task = str(task)
         started = process.now()
         with self.engine.begin() as conn:
-            op_id = conn.execute(operations.insert().values(
+            op_id = inserted_id(conn.execute(operations.insert().values(
                 task=task, site=site, env=env, action=action, actor=process.actor(), host=process.machine(),
                 pid=os.getpid(), params=clean_json(params or {}), started_at=started, status="running",
                 catch_up=catch_up,
-            )).inserted_primary_key[0]
+            )))
         return Operation(self.engine, op_id, task=task, site=site, env=env, action=action, started_at=started,
                          on_finish=self.finish_hooks)
 

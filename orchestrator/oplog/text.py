@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import date, datetime
-from typing import Any
+from typing import Any, overload
 
 from orchestrator.masking import mask
 
@@ -12,6 +12,14 @@ OUTPUT_LIMIT = 4096
 _HTML_PAGE = re.compile(r"<(!doctype|html|head|body)\b", re.I)
 _HIDDEN = re.compile(r"<(script|style)\b.*?(</\1\s*>|\Z)", re.I | re.S)
 _TAG = re.compile(r"<[^>]*>")
+
+
+@overload
+def clean(text: str) -> str: ...
+
+
+@overload
+def clean(text: object) -> str | None: ...
 
 
 def clean(text: object) -> str | None:

@@ -139,19 +139,31 @@ class Daemon:
         self.runtime = Runtime(inventory, oplog, Slots(options.max_parallel, _host_limits(inventory)),
                                Notifier(inventory.notify), active_since)
         runtime.install(self.runtime)
-        self.scheduler = BackgroundScheduler(
+        self.scheduler = scheduler = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=oplog.engine, tablename=JOB_TABLE),
                        "internal": MemoryJobStore()},
             executors={"default": CatchUpExecutor(WORKERS, active_since), "internal": ThreadPoolExecutor(2)})
-        self.scheduler.start(paused=True)  # paused: stored jobs are compared with the inventory before any runs
+        scheduler.start(paused=True)  # paused: stored jobs are compared with the inventory before any runs
         self._apply(inventory)
-        self.scheduler.add_job(self._health, IntervalTrigger(seconds=self.health_interval), id="health",
+        scheduler.add_job(self._health, IntervalTrigger(seconds=self.health_interval), id="health",
                                name="backup health", jobstore="internal", executor="internal",
                                next_run_time=active_since + timedelta(seconds=min(self.health_interval,
                                                                                   FIRST_HEALTH_MAX)))
-        self.scheduler.resume()
+        scheduler.resume()
         log.info("scheduler active (%s): %d job(s), oplog %s", _who(leader.identity()),
-                 len(self.scheduler.get_jobs(jobstore="default")), oplog.url)
+                 len(scheduler.get_jobs(jobstore="default")), oplog.url)
+
+    def _started(self) -> tuple[BackgroundScheduler, Runtime]:
+        """Return the scheduler and runtime that start() made; raise RuntimeError before start() (a bug)."""
+        if self.scheduler is None:
+            raise RuntimeError("the scheduler has not been started")
+        return self.scheduler, self._runtime()
+
+    def _runtime(self) -> Runtime:
+        """Return the runtime that start() installed; raise RuntimeError before start() (a bug)."""
+        if self.runtime is None:
+            raise RuntimeError("the scheduler has not been started")
+        return self.runtime
 
     def reload(self) -> bool:
         """Re-read the inventory and apply it; return whether it had no problems. A broken inventory file keeps
@@ -161,27 +173,29 @@ class Daemon:
         except InventoryError as exc:
             _log_problems("reload refused, the current jobs stay", exc)
             return False
-        if inventory.oplog_url != self.runtime.inventory.oplog_url:
+        rt = self._runtime()
+        if inventory.oplog_url != rt.inventory.oplog_url:
             log.warning("reload: `oplog` changed in the inventory; restart the scheduler to use the new one")
-        self.runtime.inventory = inventory
-        self.runtime.notifier = Notifier(inventory.notify)
-        self.runtime.slots.resize(inventory.scheduler.max_parallel, _host_limits(inventory))
+        rt.inventory = inventory
+        rt.notifier = Notifier(inventory.notify)
+        rt.slots.resize(inventory.scheduler.max_parallel, _host_limits(inventory))
         return not self._apply(inventory)
 
     def _apply(self, inventory) -> dict[str, list[str]]:
         """Given an inventory, bring the stored jobs and digests in line with it, alert about the sites that
         cannot be scheduled, and return their problems by site."""
+        scheduler, rt = self._started()
         specs, problems = job_specs(inventory)
         options = inventory.scheduler
-        changes = sync_jobs(self.scheduler, specs, options.jitter_seconds, options.misfire_grace_seconds,
+        changes = sync_jobs(scheduler, specs, options.jitter_seconds, options.misfire_grace_seconds,
                             broken=problems)
         log.info("jobs: %s", describe(changes))
         self._alert(problems)
-        for job in self.scheduler.get_jobs(jobstore="internal"):
+        for job in scheduler.get_jobs(jobstore="internal"):
             if job.id.startswith("digest:"):
                 job.remove()
         for schedule, indexes in digest_schedules(inventory.notify).items():
-            self.scheduler.add_job(send_digest, cron.trigger(schedule), args=[self.runtime, indexes],
+            scheduler.add_job(send_digest, cron.trigger(schedule), args=[rt, indexes],
                                    id=f"digest:{schedule}", name=f"daily digest @ {schedule}",
                                    jobstore="internal", executor="internal")
         return problems
@@ -194,7 +208,7 @@ class Daemon:
                       "; ".join(problem_lines(problems)))
         for site, lines in sorted(problems.items()):
             if self.alerted.get(site) != lines:
-                self.runtime.notifier.send(events.broken_site(site, lines))
+                self._runtime().notifier.send(events.broken_site(site, lines))
         self.alerted = {site: list(lines) for site, lines in problems.items()}
 
     def _health(self) -> None:
@@ -208,9 +222,10 @@ class Daemon:
         """Send the tracker notes whose retry is due, so a tracker that was down gets them within the hour even
         when no operation finishes meanwhile."""
         try:
-            if tracker.configured(self.runtime.inventory):
+            rt = self._runtime()
+            if tracker.configured(rt.inventory):
                 from orchestrator.tracker.delivery import deliver_pending
-                deliver_pending(self.runtime.oplog, self.runtime.inventory)
+                deliver_pending(rt.oplog, rt.inventory)
         except Exception:  # noqa: BLE001 - the notes stay queued for the next round
             log.warning("tracker notes not delivered", exc_info=True)
 
@@ -220,30 +235,31 @@ class Daemon:
         Return whether every job finished (if not, `threads_left` is set: the process must exit hard).
         """
         log.info("stopping: no new runs")
-        self.scheduler.pause()
-        self.runtime.stopping.set()
-        running = self.runtime.inflight
+        scheduler, rt = self._started()
+        scheduler.pause()
+        rt.stopping.set()
+        running = rt.inflight
         if running:
             log.info("waiting up to %ss for %d running job(s)", self.stop_grace, running)
-        finished = self.runtime.wait_idle(self.stop_grace)
+        finished = rt.wait_idle(self.stop_grace)
         if not finished:
-            self._interrupt_leftovers()
-        self.scheduler.shutdown(wait=False)
+            self._interrupt_leftovers(rt)
+        scheduler.shutdown(wait=False)
         runtime.install(None)
         self.threads_left = not finished
         log.info("scheduler stopped")
         return finished
 
 
-    def _interrupt_leftovers(self) -> None:
+    def _interrupt_leftovers(self, rt: Runtime) -> None:
         reason = f"the scheduler stopped (pid {leader.identity()['pid']}) before the operation finished"
         try:
-            ids = interrupt_own_operations(self.runtime.oplog, reason)
+            ids = interrupt_own_operations(rt.oplog, reason)
         except Exception as exc:  # noqa: BLE001 - the database may be why we stop; the reaper closes them later
             log.error("could not record the running operations as interrupted: %s", exc)
             return
         log.warning("stopped with %d job(s) still running: operation(s) %s recorded as interrupted",
-                    self.runtime.inflight, ", ".join(map(str, ids)) or "none yet")
+                    rt.inflight, ", ".join(map(str, ids)) or "none yet")
 
 
 def _host_limits(inventory) -> dict[str, int]:

@@ -15,6 +15,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -57,6 +58,8 @@ class PostgresLeader:
 
     def alive(self) -> bool:
         """Return whether the lock's connection still works (if not, the lock may be someone else's now)."""
+        if self._conn is None:
+            return False
         try:
             self._conn.execute(sa.text("SELECT 1"))
             return True
@@ -95,7 +98,7 @@ class FileLeader:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file = None
+        self._file: TextIO | None = None
 
     def try_acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)

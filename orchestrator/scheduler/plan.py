@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import statistics
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from tzlocal import get_localzone
@@ -64,7 +65,8 @@ def window_bounds(window: str, now: datetime) -> tuple[datetime, datetime]:
 def runs_between(schedule: str, start: datetime, end: datetime, tz) -> list[datetime]:
     """Given a cron schedule and a span, return its fire times inside the span (at most MAX_RUNS_PER_WINDOW)."""
     trigger = _trigger(schedule, tz)
-    runs, moment = [], trigger.get_next_fire_time(None, start)
+    runs: list[datetime] = []
+    moment = trigger.get_next_fire_time(None, start)
     while moment is not None and moment < end and len(runs) < MAX_RUNS_PER_WINDOW:
         runs.append(moment)
         moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
@@ -85,7 +87,7 @@ def in_window(moment: datetime, window: str) -> bool:
 
 def night_load(jobs: list[dict], start: datetime, end: datetime, tz) -> dict:
     """Given planned jobs and one window occurrence, return its runs, known work (s) and unknown durations."""
-    load = {"night": start.isoformat(timespec="minutes"), "window_runs": 0, "estimated_seconds": 0.0,
+    load: dict[str, Any] = {"night": start.isoformat(timespec="minutes"), "window_runs": 0, "estimated_seconds": 0.0,
             "unknown_durations": 0}
     for job in jobs:
         runs = _runs_count(job["schedule"], start, end, tz)

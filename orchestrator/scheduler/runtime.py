@@ -11,25 +11,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from orchestrator.notify import Notifier
 
 from .slots import Slots
+
+if TYPE_CHECKING:
+    from orchestrator.config.model import Inventory
+    from orchestrator.oplog.store import Oplog
 
 
 @dataclass
 class Runtime:
     """What job functions read: replace `inventory`/`notifier` whole (attribute assignment is atomic)."""
 
-    inventory: object
-    oplog: object
+    inventory: Inventory
+    oplog: Oplog
     slots: Slots
     notifier: Notifier
     active_since: datetime
     stopping: threading.Event = field(default_factory=threading.Event)
     _inflight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _idle: threading.Condition = None
+    _idle: threading.Condition = field(init=False)
 
     def __post_init__(self):
         self._idle = threading.Condition(self._lock)

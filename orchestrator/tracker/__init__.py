@@ -58,7 +58,7 @@ def tracker_for(inventory, site: str | None) -> Tracker | None:
     if not merged or merged.get("enabled") is False:
         return None
     where = f"site {site!r}: tracker" if known is not None and known.raw.get("tracker") else "tracker"
-    missing = [key for key in ("type", "url", {"redmine": "api_key", "webhook": "secret"}.get(merged.get("type")))
+    missing = [key for key in ("type", "url", {"redmine": "api_key", "webhook": "secret"}.get(merged.get("type") or ""))
                if key and not merged.get(key)]
     if missing:
         raise InventoryError(f"{where}: {', '.join(missing)} must be set")

@@ -29,7 +29,9 @@ def enqueue(oplog, inventory, op_id: int) -> bool:
         return False
     op = oplog.operation(op_id)
     tracker = tracker_for(inventory, op["site"])
-    issue = tracker.issue_for(op["task"]) if tracker is not None and tracker.wants(op["action"]) else None
+    if tracker is None or not tracker.wants(op["action"]):
+        return False
+    issue = tracker.issue_for(op["task"])
     if issue is None:
         return False
     link = chain.link_of(oplog.engine, "operation", op_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 from orchestrator import __version__
 from orchestrator.masking import mask
@@ -14,7 +15,7 @@ class DeliveryError(Exception):
 
 
 def call(method: str, url: str, *, body: bytes | None = None, headers: dict | None = None,
-         timeout: float = 10) -> tuple[int, object]:
+         timeout: float = 10) -> tuple[int, Any]:
     """Given a request, return (status, parsed JSON body or None) for a 2xx answer; raise DeliveryError for a
     network error, a timeout or any other status."""
     request = urllib.request.Request(url, data=body, method=method, headers={  # noqa: S310 - http(s) by schema

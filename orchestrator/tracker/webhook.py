@@ -20,7 +20,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def verify(secret: str, body: bytes, header: str | None) -> bool:
     """Given the shared secret, a raw body and its signature header, return whether they match (for receivers)."""
-    return bool(header) and hmac.compare_digest(sign(secret, body), header)
+    return header is not None and bool(header) and hmac.compare_digest(sign(secret, body), header)
 
 
 def deliver(tracker, item: dict) -> dict:

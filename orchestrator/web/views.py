@@ -103,7 +103,7 @@ def tracker_link(inventory, ops: list[dict], number: str) -> str | None:
         except OrchError:
             continue
         issue = tracker.issue_for(number) if tracker else None
-        if issue and tracker.type == "redmine":
+        if tracker is not None and issue and tracker.type == "redmine":
             return f"{tracker.url.rstrip('/')}/issues/{issue}"
     return None
 

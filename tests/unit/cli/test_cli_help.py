@@ -91,3 +91,20 @@ def test_an_orch_error_is_one_line_and_its_exit_code(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("orch: ") and "missing.yaml" in proc.stderr
+
+
+def test_the_command_list_uses_no_click_api_that_click_9_removes():
+    # click.utils.make_default_short_help is deprecated (removed in click 9): `orch --help` must not need it
+    import warnings
+
+    from click.testing import CliRunner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        result = CliRunner().invoke(cli, ["--help"], terminal_width=100)
+    assert result.exit_code == 0, result.output
+    section = result.output.split("Commands:\n")[1].split("\n\n")[0]
+    listed = dict(line.split(None, 1) for line in section.splitlines())
+    assert set(listed) == set(COMMANDS)
+    assert all(text.strip() for text in listed.values())
+    assert any(text.strip().endswith("...") for text in listed.values()), "long help is cut to the width"
