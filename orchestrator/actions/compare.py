@@ -6,6 +6,8 @@ kept beside the oplog and recorded as a `visual-diff` artifact, which `orch repo
 """
 from __future__ import annotations
 
+from typing import Any
+
 from orchestrator.backends.visual import shots as store
 from orchestrator.errors import OperationFailed, UsageError
 from orchestrator.oplog.run import locked_operation
@@ -29,7 +31,7 @@ def diff_sets(op, shots_root, before: list[store.Shot], after: list[store.Shot],
                 continue
             found = diff.compare(diff.load(str(shots_root / old.file)), diff.load(str(shots_root / shot.file)),
                                  old.ignore + shot.ignore)
-            row = {"path": shot.path, "viewport": shot.viewport, "percent": found.percent,
+            row: dict[str, Any] = {"path": shot.path, "viewport": shot.viewport, "percent": found.percent,
                    "changed": found.changed, "compared": found.compared, "before": old.file, "after": shot.file,
                    "diff": f"{folder}/{store.slug(shot.path)}-{shot.viewport}.png", "threshold": threshold,
                    "exceeded": threshold is not None and found.percent > threshold}

@@ -42,7 +42,7 @@ def _last_backup(oplog, op: dict | None, now: datetime) -> dict | None:
     art = next((a for a in oplog.operation(op["id"])["artifacts"] if a["kind"] == "backup"), None)
     details = (art or {}).get("details") or {}
     size = ((details.get("files") or {}).get("size") or 0) + ((details.get("db") or {}).get("size") or 0)
-    at = _parse(op["started_at"])  # the data is as old as the moment the dump began
+    at = datetime.fromisoformat(op["started_at"])  # the data is as old as the moment the dump began
     return {"backup_id": art["ident"] if art else None, "at": op["started_at"], "operation_id": op["id"],
             "task": op["task"], "catch_up": op["catch_up"], "age_hours": round((now - at).total_seconds() / 3600, 2),
             "size": size or None, "added": details.get("added")}
@@ -84,7 +84,7 @@ def _boot_drill(oplog, op: dict | None, now: datetime) -> dict | None:
         return None
     art = next((a for a in oplog.operation(op["id"])["artifacts"] if a["kind"] == "drill"), None)
     return {"at": op["started_at"], "operation_id": op["id"], "status": op["status"], "error": op.get("error"),
-            "age_hours": round((now - _parse(op["started_at"])).total_seconds() / 3600, 2),
+            "age_hours": round((now - datetime.fromisoformat(op["started_at"])).total_seconds() / 3600, 2),
             "rto_seconds": ((art or {}).get("details") or {}).get("rto_seconds")}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.backends.cms.playbook import playbook_for_site
 from orchestrator.backends.envs import layouts
@@ -112,7 +113,8 @@ def _apply_rollback(op, plan: RollbackPlan) -> dict:
             else:
                 done = "; ".join(f"{j.id}: {layout.undo(j, reason)}" for j in plan.undo)
             step.output(done + reload_php(conn, prod))
-        result = {"site": prod.site.name, "from": plan.current, "to": plan.to, "undone": [j.id for j in plan.undo]}
+        result: dict[str, Any] = {"site": prod.site.name, "from": plan.current, "to": plan.to,
+                                  "undone": [j.id for j in plan.undo]}
         with op.step("health check") as step:
             result["revision"] = live_revision(conn, layout)
             step.output(health_check(prod, options(prod), playbook_for_site(prod.site), result["revision"]))

@@ -11,7 +11,7 @@ import copy
 import functools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +153,13 @@ class _FileProblem(Exception):
     """A file could not be read or parsed; the message says where in it and why."""
 
 
-class YamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml parses ~7x faster where present
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:  # libyaml parses ~7x faster where present
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class YamlLoader(_SafeLoader):
     """SafeLoader with YAML 1.2 booleans (only true/false, so `on:` and `no` stay strings) that refuses
     duplicate keys (PyYAML keeps the last one silently, hiding a copy-paste slip) and documents that expand,
     through aliases, to more than MAX_NODES nodes or refer to themselves."""
@@ -376,12 +382,13 @@ def describe_error(error: ValidationError) -> list[str]:
     """Given a jsonschema error, return the `key.path: message` lines for it (several for unknown keys)."""
     path = list(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = error.schema.get("properties", {})
+        known = _schema(error).get("properties", {})
         allowed = ", ".join(sorted(known))
         return [_at([*path, key], f"unknown key (allowed: {allowed})") for key in error.instance if key not in known]
     if error.validator == "required":
-        return [_at(path, f"missing required key {key!r}") for key in error.validator_value
-                if key not in error.instance]
+        required: Any = error.validator_value  # jsonschema types both loosely: a list of keys, the mapping checked
+        given: Any = error.instance
+        return [_at(path, f"missing required key {key!r}") for key in required if key not in given]
     if "propertyNames" in error.absolute_schema_path:
         return [_at(path, f"key {_message(error)}")]
     return [_at(path, _message(error))]
@@ -391,18 +398,26 @@ _TYPE_WORDS = {"null": "nothing", "boolean": "true or false", "integer": "an int
                "string": "a string", "array": "a list", "object": "a mapping"}
 
 
+def _schema(error: ValidationError) -> Mapping[str, Any]:
+    """Given a jsonschema error, return the schema node it is about (jsonschema also types it as a bool, which
+    our schema never uses for a node)."""
+    return error.schema if isinstance(error.schema, Mapping) else {}
+
+
 def _message(error: ValidationError) -> str:
     """Given a jsonschema error, return its message in the inventory's words."""
-    if error.validator == "not" and error.validator_value == {}:  # a key switched off for some `type`
+    value: Any = error.validator_value  # what the failing keyword asked for, e.g. the types of `type`
+    schema = _schema(error)
+    if error.validator == "not" and value == {}:  # a key switched off for some `type`
         return "not used with the `type` set here"
     if error.validator == "type":
-        wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        wanted = value if isinstance(value, list) else [value]
         # The value itself is not shown: it may be a secret typed in plain.
         return f"expected {' or '.join(_TYPE_WORDS[t] for t in wanted)}, got {_TYPE_WORDS[_type_of(error.instance)]}"
-    if error.validator == "pattern" and "example" in error.schema:
-        return f"{error.instance!r} does not match the expected form, e.g. {error.schema['example']!r}"
-    if error.validator in ("minProperties", "maxProperties") and error.schema.get("maxProperties") == 1:
-        return f"expected exactly one of: {', '.join(sorted(error.schema.get('properties', {})))}"
+    if error.validator == "pattern" and "example" in schema:
+        return f"{error.instance!r} does not match the expected form, e.g. {schema['example']!r}"
+    if error.validator in ("minProperties", "maxProperties") and schema.get("maxProperties") == 1:
+        return f"expected exactly one of: {', '.join(sorted(schema.get('properties', {})))}"
     return error.message
 
 

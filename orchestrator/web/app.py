@@ -85,7 +85,9 @@ class Pages:
     def stylesheet(self, _request: Request) -> Response:
         return Response(self.css, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
-    async def error(self, request: Request, exc: HTTPException) -> Response:
+    async def error(self, request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, HTTPException):  # Starlette registers it for HTTPException only
+            return await self.crash(request, exc)
         return self.render(request, "error.html", status=exc.status_code, status_code=exc.status_code,
                            message=exc.detail)
 

@@ -86,8 +86,8 @@ def tasks(engine: sa.Engine, search: TaskFilter) -> tuple[list[dict], bool]:
 def _aware(value):
     """SQLite hands aggregates back as text without the column's type: turn them into aware datetimes."""
     if isinstance(value, str):
-        from orchestrator.oplog.schema import UTCDateTime
-        return UTCDateTime().process_result_value(datetime.fromisoformat(value), None)
+        from orchestrator.oplog.schema import as_utc
+        return as_utc(datetime.fromisoformat(value))
     return value
 
 

@@ -210,8 +210,8 @@ def _tokens(text: str) -> list[_Tok]:
     whitespace or comments, so commented-out settings are never matched."""
     out = []
     for m in _TOKEN.finditer(text):
-        kind = m.lastgroup
-        if kind not in ("ws", "comment"):
+        kind = m.lastgroup  # every alternative of _TOKEN is a named group: never None
+        if kind is not None and kind not in ("ws", "comment"):
             out.append(_Tok("str" if kind in ("sq", "dq") else kind, m.group(), m.start(), m.end()))
     return out
 
@@ -350,7 +350,8 @@ class _Editor:
     """Applies settings to PHP source one at a time, keeping the report."""
 
     def __init__(self, text: str):
-        self.text, self.changes = text, []
+        self.text = text
+        self.changes: list[Change] = []
 
     def note(self, setting: str, action: str) -> None:
         self.changes.append(Change(setting, action))

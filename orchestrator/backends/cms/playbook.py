@@ -462,7 +462,8 @@ class _Problems:
     """Collects 'label: key.path: message' lines while a playbook is built, so all are reported at once."""
 
     def __init__(self, label: str):
-        self.label, self.lines = label, []
+        self.label = label
+        self.lines: list[str] = []
 
     def add(self, path: str, message: str) -> None:
         self.lines.append(f"{self.label}: {path}: {message}")

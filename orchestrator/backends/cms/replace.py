@@ -332,7 +332,7 @@ class _Matcher:
                 _Needle(old, syntax.escape(raw_new), len(raw_new) - len(raw_old), bare))
         self._groups = [self._group(anchor, needles) for anchor, needles in by_anchor.items()]
         self.blobs = _HexBlobs(pairs) if syntax.hex_blobs else None
-        self.anchors = tuple(by_anchor) + (self.blobs.anchors if self.blobs else ())
+        self.anchors: tuple[bytes, ...] = tuple(by_anchor) + (self.blobs.anchors if self.blobs else ())
         # Opening of a serialized string that is long enough to hold a needle: skipping the short ones
         # (array keys such as s:4:"text") skips most tokens. Group 1 is the claimed length.
         digits = len(str(min(len(old) for old, _ in pairs)))
@@ -401,7 +401,7 @@ class _Matcher:
         append, news, deltas, starts = found.append, forward.news, forward.deltas, forward.starts
         floor = 0
         for match in forward.pattern.finditer(line):
-            i = match.lastindex
+            i: int = match.lastindex  # type: ignore[assignment]  # each alternative is a group: never None here
             start = match.start() - starts[i]
             if start < floor:  # it overlaps the previous match: the window search takes the leftmost
                 return _Matcher._find_window(line, group)
@@ -475,7 +475,7 @@ class _HexBlobs:
 
     def __init__(self, pairs: Sequence[tuple[bytes, bytes]]):
         self.matcher = _Matcher(pairs, RAW)
-        self.anchors = tuple(binascii.hexlify(anchor).upper() for anchor in self.matcher.anchors)
+        self.anchors: tuple[bytes, ...] = tuple(binascii.hexlify(anchor).upper() for anchor in self.matcher.anchors)
 
     def edits(self, line: bytes, stats: ReplaceStats) -> list[Edit]:
         """Given a line, return the sorted edits that replace the digits of each hex literal value whose bytes
@@ -649,9 +649,9 @@ def _enclosing_strings(line: bytes, lo: int, hi: int, matches, matcher: _Matcher
         # an escaped byte takes at most two bytes: skip strings that cannot reach the next match
         if first == count or starts[first] >= content + 2 * length:
             continue
-        end = content + length
-        if end > hi or (esc and line.find(esc, content, end) >= 0):  # else no escapes: the common case
-            end = _content_end(line, content, length, esc, hi)
+        stop = content + length
+        end = (_content_end(line, content, length, esc, hi)
+               if stop > hi or (esc and line.find(esc, content, stop) >= 0) else stop)  # else no escapes: common
         if end is None or not line.startswith(close, end):
             stats.serialized_skipped += 1
             continue
@@ -1072,7 +1072,8 @@ def _read_block(src: int, carry: mmap.mmap, carried: int) -> tuple[bytes, int]:
     about the carry buffer's size, the length now carried) and leave the new partial line in ``carry``. At
     the end of the input, return the rest (it may lack its final newline) and _EOF."""
     size = len(carry)
-    pieces, have = [memoryview(carry)[:carried]], carried
+    pieces: list[bytes | memoryview] = [memoryview(carry)[:carried]]
+    have = carried
     while True:
         data = os.read(src, size)
         if not data:

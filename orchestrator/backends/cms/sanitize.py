@@ -264,7 +264,9 @@ def sanitize_statements(playbook: Playbook, site_rules: Mapping | None, engine: 
     column is missing."""
     d, known = dialect(engine), _Schema(schema)
     keys = {substitute_prefix(table, prefix): column for table, column in playbook.keys.items()}
-    statements, skipped, errors = [], [], []
+    statements: list[str] = []
+    skipped: list[str] = []
+    errors: list[str] = []
     for rule in resolve_rules(playbook, site_rules, prefix):
         why = known.missing(rule.table, rule.field)
         if why is None and rule.optional and not known.known:

@@ -89,7 +89,10 @@ def sync_into(conn, source: str, dest: str, *options: str) -> str:
         conn.run(Command("chmod", "--reference", dest, "--", source))
         conn.run(Command("chown", "--reference", dest, "--", source), check=False)  # root: owner and group
         conn.run(Command("chgrp", "--reference", dest, "--", source), check=False)  # others: the group at most
-        if _attributes(conn, source).split(":")[2] != before.split(":")[2]:
+        now = _attributes(conn, source)
+        if now is None:
+            raise OperationFailed(f"{source}: vanished before the sync")
+        if now.split(":")[2] != before.split(":")[2]:
             keep_group = ["--no-g"]
     out = conn.run(Command("rsync", "-a", *keep_group, *options, "--", source.rstrip("/") + "/",
                            dest.rstrip("/") + "/"), timeout=None).text

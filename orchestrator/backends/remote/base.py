@@ -94,9 +94,10 @@ class Connector(ABC):
         if outcome.status == 127 and NO_PYTHON.search(stderr):
             raise HostLost(f"host {self.name}: has no python3, which orch needs there to supervise its commands "
                            "(a standard-library script; Python 3.6 or newer)")
-        if outcome.expired:
-            stderr = f"{stderr.rstrip()}\n{outcome.note}: stopped".lstrip()
-        result = Result(124 if outcome.expired else outcome.status, outcome.stdout, stderr)
+        status = outcome.status
+        if outcome.expired or status is None:  # drive() leaves the status None only when a limit stopped it
+            stderr, status = f"{stderr.rstrip()}\n{outcome.note}: stopped".lstrip(), 124
+        result = Result(status, outcome.stdout, stderr)
         if check and not result.ok:
             raise RemoteError(self.name, cmd.masked(), result.exit_status, result.stderr)
         return result

@@ -121,8 +121,11 @@ class Command:
         """Return the command line alone (no environment), e.g. to hand to `bash -c` inside another command."""
         return self._body()
 
+    def _secrets(self) -> list[tuple[str, Revealable]]:
+        return [(name, value) for name, value in self.environment if isinstance(value, Revealable)]
+
     def _secret_names(self) -> list[str]:
-        return [name for name, value in self.environment if isinstance(value, Revealable)]
+        return [name for name, _ in self._secrets()]
 
     def script(self) -> str:
         """Return the bash script to run. Secrets are read from stdin (one line each, in `stdin_prefix` order)."""
@@ -138,8 +141,8 @@ class Command:
     def stdin_prefix(self) -> bytes:
         """Return the secret values, one per line, that must precede any other stdin of this command."""
         out = []
-        for name in self._secret_names():
-            value = dict(self.environment)[name].reveal()
+        for name, secret in self._secrets():
+            value = secret.reveal()
             register_secret(value)
             if "\n" in value or "\r" in value:
                 raise ValueError(f"secret for {name} contains a newline; orch cannot pass it safely")

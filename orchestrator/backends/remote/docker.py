@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import docker
 import paramiko
 import requests
+from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
 from docker.transport.sshconn import SSHHTTPAdapter
 from docker.utils import version_lt
 
@@ -63,6 +64,8 @@ class StrictSSHAdapter(SSHHTTPAdapter):
 
     def _connect(self):
         host = self.orch_host
+        if self.ssh_client is None:  # the SDK calls _create_paramiko_client first, which makes it
+            raise ConnectError(f"docker host {host.name}: no SSH client was made to connect with")
         try:
             self.ssh_client.connect(**self.ssh_params)
         except HostKeyError:
@@ -81,20 +84,20 @@ def docker_client(dhost) -> docker.DockerClient:
     if dhost.ssh is not None:
         # use_ssh_client=True builds the SDK's shell-out adapter, which connects nowhere; ours replaces it.
         client = docker.DockerClient(base_url=dhost.url, use_ssh_client=True, timeout=API_TIMEOUT,
-                                     version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+                                     version=MINIMUM_DOCKER_API_VERSION)
         adapter = StrictSSHAdapter(dhost.ssh)
-        client.api._custom_adapter = adapter
+        client.api._custom_adapter = adapter  # type: ignore[attr-defined]  # the SDK's own slot, not in its stubs
         client.api.mount("http+docker://ssh", adapter)
     else:
         client = docker.DockerClient(base_url=dhost.url, timeout=API_TIMEOUT,
-                                     version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+                                     version=MINIMUM_DOCKER_API_VERSION)
     try:
         server = client.api.version(api_version=False)["ApiVersion"]
     except (requests.exceptions.ConnectionError, docker.errors.DockerException, OSError) as exc:
         client.close()
         raise ConnectError(f"docker host {dhost.name} ({dhost.url}) unreachable: {_short(exc)}") from None
-    newest = docker.constants.DEFAULT_DOCKER_API_VERSION
-    client.api._version = server if version_lt(server, newest) else newest  # the SDK's own negotiation, minus a request
+    newest = DEFAULT_DOCKER_API_VERSION
+    client.api._version = server if version_lt(server, newest) else newest  # type: ignore[attr-defined]  # ditto  # the SDK's own negotiation, minus a request
     return client
 
 

@@ -5,6 +5,7 @@ compare it out of band and run `orch hosts trust HOST`.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 import socket
@@ -40,7 +41,7 @@ def parse_key_line(line: str, where: str) -> paramiko.PKey:
     try:
         keytype, blob = line.split()[:2]
         return paramiko.PKey.from_type_string(keytype, base64.b64decode(blob))
-    except (ValueError, paramiko.SSHException, base64.binascii.Error) as exc:
+    except (ValueError, paramiko.SSHException, binascii.Error) as exc:
         raise UsageError(f"{where}: not a valid public host key line ({exc})") from exc
 
 

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 from .base import Connector
 from .command import Command
@@ -35,12 +36,13 @@ class LocalSession(Session):
     def __init__(self, argv: list[str]):
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      start_new_session=True, bufsize=0)
+        self.pipes = (_pipe(self.proc.stdin), _pipe(self.proc.stdout), _pipe(self.proc.stderr))
 
     def sources(self, out: Sink, err: Sink) -> list[Source]:
-        return [PipeSource(self.proc.stdout.fileno(), out), PipeSource(self.proc.stderr.fileno(), err)]
+        return [PipeSource(self.pipes[1].fileno(), out), PipeSource(self.pipes[2].fileno(), err)]
 
     def send(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
+        self.pipes[0].write(data)
 
     def wait(self, timeout: float) -> int | None:
         try:
@@ -57,8 +59,15 @@ class LocalSession(Session):
     def close(self) -> None:
         if self.proc.poll() is None:  # we are leaving early (an exception in a sink): leave nothing behind
             self.abort("closed")
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for pipe in self.pipes:
             try:
                 pipe.close()
             except OSError:
                 pass
+
+
+def _pipe(stream: IO[bytes] | None) -> IO[bytes]:
+    """Given a stream of Popen started with PIPE, return it (Popen leaves None only where no PIPE was asked)."""
+    if stream is None:
+        raise RuntimeError("the watchdog process has no pipe where one was asked for")
+    return stream

@@ -5,6 +5,7 @@ import shlex
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from fabric import Config, Connection
@@ -34,7 +35,8 @@ def strict_client(host) -> paramiko.SSHClient:
 class SshConnector(Connector):
     def __init__(self, host):
         self.host, self.name, self.stall = host, host.name, host.stall_timeout
-        connect_kwargs = {"look_for_keys": host.identity_file is None, "allow_agent": host.identity_file is None}
+        connect_kwargs: dict[str, Any] = {"look_for_keys": host.identity_file is None,
+                                          "allow_agent": host.identity_file is None}
         if host.identity_file:
             connect_kwargs["key_filename"] = str(Path(host.identity_file).expanduser())
         self.conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
@@ -98,7 +100,12 @@ class SshSession(Session):
             raise HostLost(f"host {self.name}: cannot open an SSH session: {exc or type(exc).__name__}") from None
         # exec_command waits for the host's answer without a deadline: a frozen host must not hang us here
         late = threading.Event()
-        guard = threading.Timer(CONNECT_TIMEOUT, lambda: (late.set(), self.chan.close()))
+
+        def give_up() -> None:
+            late.set()
+            self.chan.close()
+
+        guard = threading.Timer(CONNECT_TIMEOUT, give_up)
         guard.start()
         try:
             self.chan.exec_command(line)

@@ -115,8 +115,9 @@ class Uplink:
             data = read(CHUNK) if read else b""
             if not data:
                 break
-        if self.end:
-            self._write(b"", lambda _: self.end())
+        end = self.end
+        if end:
+            self._write(b"", lambda _: end())
         else:
             self._write(b"E")
 

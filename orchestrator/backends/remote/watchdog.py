@@ -91,20 +91,21 @@ class Supervisor:
         # SIGINT is how a group is asked to stop (stop_group): the child's business; we stay to report its end.
         # A handler, not SIG_IGN, which the child would inherit through exec.
         signal.signal(signal.SIGINT, lambda *_: None)
-        read_end, self.to_child = os.pipe()
+        read_end, to_child = os.pipe()
+        self.to_child = to_child  # type: int | None  # a type comment: this script runs on Python 3.6 hosts too
         self.child = os.fork()
         if self.child == 0:
-            self._exec(read_end, owner, argv)
+            self._exec(read_end, to_child, owner, argv)
         os.close(read_end)
         os.set_blocking(self.to_child, False)
         self.status = None
         self.frames, self.pending, self.closing = b"", b"", False
         self.counters = None  # measured from the first beat on: short commands never scan /proc
 
-    def _exec(self, stdin_fd, owner, argv):
+    def _exec(self, stdin_fd, to_child, owner, argv):
         try:
             os.dup2(stdin_fd, 0)
-            for fd in (stdin_fd, self.to_child, self.wake_r, self.wake_w):
+            for fd in (stdin_fd, to_child, self.wake_r, self.wake_w):
                 os.close(fd)
             for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)  # Python ignores SIGPIPE; pipelines need it back

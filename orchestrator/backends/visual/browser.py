@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -110,7 +110,7 @@ class Camera:
                 http_credentials={"username": self._auth[0], "password": self._auth[1]} if self._auth else None)
         return self._contexts[viewport.name]
 
-    def shoot(self, url: str, viewport: Viewport, ignore: list[str] = ()) -> Capture:
+    def shoot(self, url: str, viewport: Viewport, ignore: Sequence[str] = ()) -> Capture:
         """Given a URL, a viewport and CSS selectors to ignore, return the full-page shot (never raises for a
         page that fails to load: the capture then carries the error and whatever the browser shows)."""
         page = self._context(viewport).new_page()

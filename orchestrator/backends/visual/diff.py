@@ -96,7 +96,7 @@ def png(image: Image.Image) -> bytes:
 def thumbnail(image: Image.Image, width: int = 320, max_height: int = 1200) -> bytes:
     """Return a small JPEG of the image's top part (for reports): `width` wide, at most `max_height` tall."""
     scale = width / image.width
-    small = image.convert("RGB").resize((width, max(1, round(image.height * scale))), Image.LANCZOS)
+    small = image.convert("RGB").resize((width, max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
     small = small.crop((0, 0, width, min(small.height, max_height)))
     out = io.BytesIO()
     small.save(out, "JPEG", quality=70, optimize=True)
