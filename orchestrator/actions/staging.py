@@ -32,7 +32,7 @@ from orchestrator.backends.envs import web
 from orchestrator.backends.envs.docroot import resolve_all, sync_into
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.storage.restic import NOT_A_REPO, Repository, RepositoryError
-from orchestrator.config.model import Host
+from orchestrator.config.model import DockerHost, Host
 from orchestrator.errors import OperationFailed, OrchError, Refused, UsageError
 
 from . import catalog
@@ -91,7 +91,7 @@ class StagingPlan(SitePlan):
     """What every staging verb acts on: the derived copy and its host."""
 
     staged: model.StagingEnv
-    host: Host
+    host: Host | DockerHost   # where the copy lives: a staging host, or the Docker engine of a docker copy
     target: ClassVar[str] = "host"   # where the copy lives: `host` here, `docker` in actions/staging_docker.py
 
     @property
@@ -113,6 +113,7 @@ class CopyPlan(StagingPlan):
 class CreatePlan(CopyPlan):
     """Make (or make again) a staging copy from a production backup."""
 
+    host: Host            # a staging host (docker copies have their own plan)
     vhost: str
     replaces: bool        # a copy of that name exists: its files and database are made anew
 
@@ -541,6 +542,7 @@ def status_of(oplog, row: dict) -> str:
 class DestroyPlan(StagingPlan):
     """Remove a copy: vhost, database and its user, files, basic-auth file(s)."""
 
+    host: Host            # a staging host (docker copies have their own plan)
     row: dict
     auth_files: list[str]
 

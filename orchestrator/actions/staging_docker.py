@@ -30,7 +30,7 @@ from orchestrator.backends.envs import web
 from orchestrator.backends.envs.docroot import resolve_all
 from orchestrator.backends.remote.docker import docker_client
 from orchestrator.backends.storage.restic import Repository
-from orchestrator.config.model import Database
+from orchestrator.config.model import Database, DockerHost
 from orchestrator.errors import OperationFailed, OrchError, UsageError
 
 from . import staging
@@ -50,11 +50,18 @@ class DockerSite:
     """A site's Docker settings, resolved: the engine, the image and limits of each role (the database's by the
     site's engine) and how its database image is run."""
 
-    host: object                 # config.model.DockerHost
+    host: DockerHost
     images: dict[str, str]       # role (database, php, web, proxy, tools) -> image
     limits: dict[str, dock.Limits]
     kind: dock.DatabaseKind | None
     own_url: bool                # the template names the URL (its target is docker and it has a url)
+
+    @property
+    def database_kind(self) -> dock.DatabaseKind:
+        """How the site's database image runs; raise UsageError if the site has no database."""
+        if self.kind is None:
+            raise UsageError(f"docker host {self.host.name}: the site has no database to run")
+        return self.kind
 
     @property
     def proxied(self) -> bool:
@@ -90,9 +97,10 @@ def derive(site, name: str, setup: DockerSite, url: str) -> model.StagingEnv:
     staged = model.derive(site, name)
     database, admin = staged.env.database, None
     if database is not None:
-        port = setup.kind.port
+        kind = setup.database_kind
+        port = kind.port
         database = replace(database, host=DB_HOST, port=port, socket=None)
-        admin = Database(engine=database.engine, name=None, user=setup.kind.admin_user, host=DB_HOST, port=port,
+        admin = Database(engine=database.engine, name=None, user=kind.admin_user, host=DB_HOST, port=port,
                          password=model.derive_secret(model.template(site), site.name, name, "database-admin"),
                          path=None, socket=None)
     env = replace(staged.env, host=setup.host.name, path=DOCROOT, url=url, database=database)
@@ -104,7 +112,7 @@ def copy_url(site, name: str, setup: DockerSite, port: int | None) -> str:
     address and the copy's published port."""
     host = setup.host
     if setup.own_url:
-        return model.derive(site, name).env.url
+        return model.derive(site, name).url
     if host.domain:
         return f"http://{name}.{site.name}.{host.domain}" + ("" if host.proxy_port == 80 else f":{host.proxy_port}")
     return f"http://{host.address}:{port}"
@@ -174,7 +182,7 @@ class DockerCreatePlan(staging.CopyPlan):
                   f"in a tools container ({setup.images['tools']}): restore the files, load the dump replacing "
                   f"{self.prod.env.url} with {env.url}, point config files at the copy, sanitize, reset passwords, "
                   "switch mail and cron off",
-                  *([] if self.publish else [f"route {urlsplit(env.url).hostname} through the proxy "
+                  *([] if self.publish else [f"route {urlsplit(self.staged.url).hostname} through the proxy "
                                              f"(port {setup.host.proxy_port})"]),
                   f"wait until {env.url} answers (basic auth {model.AUTH_USER}, noindex)"]
         return lines
@@ -254,7 +262,7 @@ def _build(op, client, plan: DockerCreatePlan, backup: dict) -> dict:
     setup, env = plan.setup, plan.staged.env
     copy = dock.Copy(client, plan.site, plan.env, task=plan.task)
     with op.step(f"make the images available on docker host {setup.host.name}") as step:
-        lines = []
+        lines: list[str] = []
         for image in sorted({setup.images[role] for role in plan.roles()}):
             lines.append(f"{image}: {dock.ensure_image(client, image, lines.append)}")
         step.output("\n".join(lines[-50:]))
@@ -274,7 +282,8 @@ def _build(op, client, plan: DockerCreatePlan, backup: dict) -> dict:
     flatten = plan.prod.files_root != plan.prod.env.path
 
     def files(conn) -> str:
-        staging.restore_files(conn, repository(plan.prod), backup["snapshots"]["files"], env.path, plan.playbook,
+        staging.restore_files(conn, repository(plan.prod), backup["snapshots"]["files"], plan.staged.path,
+                              plan.playbook,
                               flatten=flatten)
         return f"{env.path} from snapshot {backup['snapshots']['files']}"
     db_result = _in_tools(op, copy, plan, backup, ("restore files into the docroot volume", files),
@@ -284,7 +293,8 @@ def _build(op, client, plan: DockerCreatePlan, backup: dict) -> dict:
             dock.ensure_proxy(client, setup.images["proxy"], (setup.host.publish_address, setup.host.proxy_port))
             step.output(", ".join(dock.sync_routes(client)["added"]) or "route already in place")
     with op.step("health check through the web container") as step:
-        step.output(staging.health_check(plan.staged, {"connect": connect_address(setup, env.url)}, plan.playbook))
+        step.output(staging.health_check(plan.staged, {"connect": connect_address(setup, plan.staged.url)},
+                                         plan.playbook))
     containers = copy.objects()["containers"]
     for container in containers:
         op.artifact("docker-container", container.name,
@@ -321,25 +331,28 @@ def _in_tools(op, copy: dock.Copy, plan, backup: dict, files: tuple[str, Callabl
 
 
 def _start_database(copy: dock.Copy, plan: DockerCreatePlan):
-    setup, admin = plan.setup, plan.staged.admin_db
+    setup, admin, kind = plan.setup, plan.staged.admin_db, plan.setup.database_kind
+    if admin is None or admin.password is None:  # derive() gives every copy with a database its superuser
+        raise UsageError(f"{plan.label}: no database superuser was derived for the copy")
     return copy.replace_container(
         "db", setup.images["database"], network=copy.name(), aliases=(DB_HOST,), restart_policy=dock.RESTART,
         files={PASSWORD_FILE: (admin.password.reveal().encode(), 0o444)},
-        environment={setup.kind.password_file_env: PASSWORD_FILE},
-        mounts=[dock.mount(copy.name("database"), setup.kind.data_dir)], **setup.limits["database"].kwargs())
+        environment={kind.password_file_env: PASSWORD_FILE},
+        mounts=[dock.mount(copy.name("database"), kind.data_dir)], **setup.limits["database"].kwargs())
 
 
 def _start_php_and_web(copy: dock.Copy, plan: DockerCreatePlan) -> list:
-    setup, staged, env = plan.setup, plan.staged, plan.staged.env
+    setup, staged = plan.setup, plan.staged
+    host_name = urlsplit(staged.url).hostname or ""
     php = copy.replace_container(
         "php", setup.images["php"], network=copy.name(), aliases=("php",), restart_policy=dock.RESTART,
-        mounts=[dock.mount(copy.name("docroot"), env.path)], **setup.limits["php"].kwargs())
-    vhost = plan.playbook.render_vhost(server_name=urlsplit(env.url).hostname, listen=str(dock.WEB_PORT),
-                                       root=env.path, fastcgi=f"php:{dock.PHP_PORT}", auth_file=staged.auth_file)
+        mounts=[dock.mount(copy.name("docroot"), staged.path)], **setup.limits["php"].kwargs())
+    vhost = plan.playbook.render_vhost(server_name=host_name, listen=str(dock.WEB_PORT),
+                                       root=staged.path, fastcgi=f"php:{dock.PHP_PORT}", auth_file=AUTH_FILE)
     htpasswd = web.htpasswd_line(model.AUTH_USER, staged.auth_password.reveal())
     try:
-        web_container = dock.start_web(copy, setup.images["web"], env.path, vhost, htpasswd, setup.limits["web"],
-                                       plan.publish, None if plan.publish else urlsplit(env.url).hostname)
+        web_container = dock.start_web(copy, setup.images["web"], staged.path, vhost, htpasswd, setup.limits["web"],
+                                       plan.publish, None if plan.publish else urlsplit(staged.url).hostname)
     except dock.PortTaken as exc:
         raise OperationFailed(f"{exc} (taken since the plan was made): run the create again") from None
     return [php, web_container]
@@ -391,7 +404,8 @@ def apply_refresh(oplog, op, plan: DockerRefreshPlan) -> dict:
         resolved = plan
         if not plan.with_code:
             plain = [p.strip("/") for p in plan.playbook.content if not any(c in p for c in "*?[")]
-            resolved = replace(plan, mirrored=dict(zip(plain, resolve_all(conn, env.path, plain), strict=True)))
+            resolved = replace(plan, mirrored=dict(zip(plain, resolve_all(conn, plan.staged.path, plain),
+                                                       strict=True)))
         return staging.refresh_files(conn, repository(plan.prod), backup["snapshots"]["files"], resolved)
     with closing(docker_client(plan.setup.host)) as client:
         copy = dock.Copy(client, plan.site, plan.env, task=plan.task)
@@ -431,8 +445,8 @@ def plan_destroy(oplog, inventory, site_name: str, *, name: str, task: str) -> D
     row = _registered_or_none(oplog, site.name, name)
     host = inventory.docker.get(row["host"]) if row else docker_site(inventory, site).host
     if host is None:
-        raise UsageError(f"{site.name}/{name} lives on docker host {row['host']}, which the inventory no longer "
-                         "has")
+        raise UsageError(f"{site.name}/{name} lives on docker host {(row or {}).get('host')}, which the inventory "
+                         "no longer has")
     with closing(docker_client(host)) as client:
         objects = {kind: sorted(o.name for o in found)
                    for kind, found in dock.Copy(client, site.name, name).objects().items()}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from orchestrator.errors import InventoryError
 from orchestrator.masking import register_secret
 
 from .secrets import Secret
+
+if TYPE_CHECKING:
+    from orchestrator.backends.remote.command import Sensitive
 
 T = TypeVar("T")
 
@@ -75,7 +78,7 @@ class Database:
     engine: str
     name: str | None
     user: str | None
-    password: Secret | None
+    password: Secret | Sensitive | None  # Sensitive: derived at run time for a staging copy
     host: str | None
     port: int | None
     path: str | None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound, NotFound
@@ -90,7 +91,7 @@ def ensure_image(client: docker.DockerClient, name: str, on_line: Callable[[str]
             for chunk in client.api.build(fileobj=io.BytesIO(TOOLS_RECIPE.encode()), tag=name, rm=True,
                                           network_mode="host", decode=True):
                 if "error" in chunk:
-                    raise BuildError(chunk["error"], [])
+                    raise BuildError(chunk["error"], iter(()))
                 if chunk.get("stream", "").strip():
                     on_line(chunk["stream"].strip())
             return "built"
@@ -131,8 +132,8 @@ class Limits:
     memory: str | None = None
     cpus: float | None = None
 
-    def kwargs(self) -> dict:
-        out = {}
+    def kwargs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         if self.memory:
             out["mem_limit"] = self.memory
         if self.cpus:
@@ -191,7 +192,8 @@ class Copy:
         networking = None
         if network:
             endpoint = self.client.api.create_endpoint_config(aliases=list(aliases))
-            networking = self.client.api.create_networking_config({network: endpoint})
+            # the SDK takes {network: endpoint config}; types-docker says a single EndpointConfig
+            networking = self.client.api.create_networking_config({network: endpoint})  # type: ignore[arg-type]
         created = self.client.api.create_container(
             image, name=self.name(role), labels=self.labels(role, **(labels or {})),
             networking_config=networking, **_split_container_kwargs(self.client, kwargs))
@@ -292,7 +294,7 @@ def start_web(copy: Copy, image: str, docroot: str, vhost: str, htpasswd: str, l
     asked. Raise PortTaken if the port is in use on the Docker host."""
     files = {"/etc/nginx/conf.d/default.conf": (vhost.encode(), 0o644),
              "/etc/nginx/orch.htpasswd": (htpasswd.encode(), 0o644)}
-    kwargs = {"port_bindings": {WEB_PORT: publish}} if publish else {}
+    kwargs: dict[str, Any] = {"port_bindings": {WEB_PORT: publish}} if publish else {}
     try:
         return copy.replace_container(
             "web", image, files=files, network=copy.name(), aliases=("web",), restart_policy=RESTART,
@@ -454,7 +456,7 @@ def remove_copy(client, site: str, env: str) -> dict[str, list[str]]:
     volumes and the network (disconnecting the proxy), then the proxy route. Return what was removed."""
     copy = Copy(client, site, env)
     objects = copy.objects()
-    removed = {"containers": [], "volumes": [], "networks": [], "routes": []}
+    removed: dict[str, list[str]] = {"containers": [], "volumes": [], "networks": [], "routes": []}
     for container in objects["containers"]:
         container.remove(force=True)
         removed["containers"].append(container.name)
