@@ -27,6 +27,7 @@ from .compare import AroundPromotion
 from .plan import Plan, execute
 from .release import (
     PromoteOptions,
+    health_base,
     health_check,
     layout_for,
     options,
@@ -220,8 +221,7 @@ def plan_promote(oplog, inventory, site_name: str, *, source: str | None, ref: s
     if (source is None) == (ref is None):
         raise UsageError("give exactly one of --from ENV or --ref TAG_OR_SHA")
     prod = target(inventory, site_name, "production")
-    if not prod.env.url:
-        raise UsageError(f"{prod.label} has no `url`: a promotion needs it for its health check")
+    health_base(prod, "a promotion")
     draft = PromotePlan("promote", prod.site.name, "production", task, prod, source, ref, source or ref or "", migrate,
                         None)
     with connect(prod.host) as conn:

@@ -55,6 +55,14 @@ class PromoteOptions:
                    visual_threshold=block.get("visual_threshold"))
 
 
+def health_base(prod: Target, needed_by: str) -> str:
+    """Given production and what is about to ask it for its health (`a promotion`, `a rollback`), return its URL
+    without a trailing slash; raise UsageError if it has none (nothing could tell whether it still works)."""
+    if not prod.env.url:
+        raise UsageError(f"{prod.label} has no `url`: {needed_by} needs it for its health check")
+    return prod.env.url.rstrip("/")
+
+
 def options(t: Target) -> PromoteOptions:
     return PromoteOptions.from_block(t.site.promote)
 
@@ -109,9 +117,7 @@ class Probe:
 def probe(prod: Target, opts: PromoteOptions, playbook, revision: str | None, *, final: bool) -> Probe:
     """Given production, ask each health path and the revision file once; return the verdict.
     `final`: the revision answered can no longer change by waiting (php-fpm was reloaded)."""
-    if not prod.env.url:
-        raise UsageError(f"{prod.label} has no `url`: there is nothing to health-check")
-    base, connect_to = prod.env.url.rstrip("/"), (prod.host.web or {}).get("connect")
+    base, connect_to = health_base(prod, "a health check"), (prod.host.web or {}).get("connect")
     for path in opts.health_paths:
         status, _, body = web.fetch(base + path, connect_to=connect_to, timeout=REQUEST_TIMEOUT)
         if status != opts.expect_status:

@@ -18,7 +18,16 @@ from orchestrator.errors import LockHeld, UsageError
 from orchestrator.oplog.run import locked_operation
 
 from .plan import Plan, execute
-from .release import HealthFailed, health_check, layout_for, live_revision, options, reload_php, undo_promotion
+from .release import (
+    HealthFailed,
+    health_base,
+    health_check,
+    layout_for,
+    live_revision,
+    options,
+    reload_php,
+    undo_promotion,
+)
 from .targets import Target, target
 
 log = logging.getLogger("orch.promote")
@@ -50,8 +59,9 @@ class RollbackPlan(Plan):
 
 def plan_rollback(inventory, site_name: str, *, task: str, to: str | None = None) -> RollbackPlan:
     """Given a site (and optionally the release to go back to), return the rollback's plan (reads only); raise
-    UsageError if there is nothing to go back to."""
+    UsageError if there is nothing to go back to, or production has no URL to health-check."""
     prod = target(inventory, site_name, "production")
+    health_base(prod, "a rollback")  # checked before anything is switched back
     with connect(prod.host) as conn:
         layout = layout_for(conn, prod)
         if isinstance(layout, layouts.Releases):

@@ -193,3 +193,17 @@ def test_a_production_without_url_is_refused_before_anything_changes(wp):
     finally:
         site["environments"]["production"]["url"] = wp.wordpress.url
         (wp.root / "sites" / "wp.yaml").write_text(yaml.safe_dump(site))
+
+
+def test_a_rollback_of_a_production_without_url_is_refused_before_anything_changes(wp):
+    site = yaml.safe_load((wp.root / "sites" / "wp.yaml").read_text())
+    del site["environments"]["production"]["url"]
+    (wp.root / "sites" / "wp.yaml").write_text(yaml.safe_dump(site))
+    try:
+        before = _revision(wp)
+        proc = wp.orch("rollback", "wp", "--task", TASK, "--yes", expect=2)
+        assert "has no `url`: a rollback needs it for its health check" in proc.stderr
+        assert _revision(wp) == before
+    finally:
+        site["environments"]["production"]["url"] = wp.wordpress.url
+        (wp.root / "sites" / "wp.yaml").write_text(yaml.safe_dump(site))
