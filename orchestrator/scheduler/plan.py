@@ -137,7 +137,8 @@ def fleet_load(max_parallel: int, nights_by_host: list[list[dict]]) -> tuple[dic
     """Given `scheduler.max_parallel` and each windowed host's next seven nights (host_nights), return the fleet's
     summary (its busiest night: the work of every host's window over the global limit, against the longest
     window) and a warning if that work outlasts the window."""
-    summary = {"max_parallel": max_parallel, "hosts": len(nights_by_host), "night": None, "window_runs": 0,
+    summary: dict[str, Any] = {"max_parallel": max_parallel, "hosts": len(nights_by_host), "night": None,
+                               "window_runs": 0,
                "estimated_seconds": 0.0, "unknown_durations": 0, "window_seconds": None, "needed_seconds": 0.0,
                "oversubscribed": False}
     if not nights_by_host:
@@ -175,7 +176,7 @@ def plan(inventory, oplog, *, now: datetime | None = None, tz=None) -> dict:
     durations = typical_durations(oplog, specs)
     next_runs = {schedule: _trigger(schedule, tz).get_next_fire_time(None, now)
                  for schedule in {spec.schedule for spec in specs}}
-    jobs = []
+    jobs: list[dict[str, Any]] = []
     for spec in specs:
         next_run = next_runs[spec.schedule]
         jobs.append({"id": spec.id, "kind": spec.kind, "site": spec.site, "env": spec.env, "host": spec.host,
