@@ -74,7 +74,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from operator import itemgetter
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 # hostscript.py ships this file to hosts as a standalone script: standard library only, and it swaps this
@@ -578,7 +578,17 @@ def _match_edits(line: bytes, matcher: _Matcher, stats: ReplaceStats) -> list[Ed
     return edits
 
 
-def _serialized_fixes(line: bytes, matches, matcher: _Matcher, stats: ReplaceStats) -> list[Edit]:
+class _SerializedSyntax(Protocol):
+    """What _serialized_fixes reads of a matcher (a _Matcher, or _ValueEdits for edits found elsewhere)."""
+
+    @property
+    def syntax(self) -> _Syntax: ...
+
+    @property
+    def token(self) -> re.Pattern[bytes]: ...
+
+
+def _serialized_fixes(line: bytes, matches, matcher: _SerializedSyntax, stats: ReplaceStats) -> list[Edit]:
     """Given a line and its matches, return the edits of the length prefixes of the serialized strings that
     enclose them, one SQL value at a time.
 
@@ -610,7 +620,8 @@ def _serialized_fixes(line: bytes, matches, matcher: _Matcher, stats: ReplaceSta
 _START, _END = itemgetter(0), itemgetter(1)  # of an Edit
 
 
-def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _Matcher, stats: ReplaceStats) -> list[Edit]:
+def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _SerializedSyntax,
+                  stats: ReplaceStats) -> list[Edit]:
     """Given the matches inside one value line[lo:hi], return edits of the length prefixes of the serialized
     strings that enclose them."""
     strings = _enclosing_strings(line, lo, hi, matches, matcher, stats)
@@ -631,7 +642,7 @@ def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _Matcher, sta
     return edits
 
 
-def _enclosing_strings(line: bytes, lo: int, hi: int, matches, matcher: _Matcher,
+def _enclosing_strings(line: bytes, lo: int, hi: int, matches, matcher: _SerializedSyntax,
                        stats: ReplaceStats) -> list[tuple[int, int, int, int, int, int, int]]:
     """Given a value line[lo:hi] and its matches, return (content start, content end, length, digits start,
     digits end, first match, last match) of every well-formed serialized string in it that holds a match,
