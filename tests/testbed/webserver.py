@@ -105,6 +105,13 @@ def _spawn_as(user: str, argv: list[str], log: Path, cwd: Path) -> subprocess.Po
                                 start_new_session=True, cwd=cwd, **_as_user(user))
 
 
+def _pid_written(path: Path) -> bool:
+    try:
+        return path.read_text().strip().isdigit()
+    except FileNotFoundError:
+        return False
+
+
 def _children(pid: int) -> set[int]:
     try:
         return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
@@ -325,7 +332,9 @@ http {{
     log = logs / "nginx.out"
     nginx._proc = _spawn_as(user, [*nginx.base_command.split(), "-g", "daemon off;"], log, workdir)
     try:
-        wait_ready(nginx._proc, lambda: port_open(address, port), f"nginx ({user})", nginx.error_log)
+        # the pid file too: `nginx -s reload` reads it, and nginx may listen before writing it
+        wait_ready(nginx._proc, lambda: port_open(address, port) and _pid_written(nginx.pid_file),
+                   f"nginx ({user})", nginx.error_log)
     except TestbedError as e:
         raise TestbedError(f"{e}\n{log_tail(log)}") from e
     return nginx
