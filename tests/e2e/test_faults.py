@@ -126,7 +126,7 @@ def test_ssh_a_timeout_stops_the_remote_pipeline_and_keeps_stderr(ssh_hosts, pat
     started = time.monotonic()
     with connector(host) as conn:
         result = conn.run(cmd, check=False, timeout=2)
-    assert result.exit_status == 124 and time.monotonic() - started < 5
+    assert result.exit_status == 124 and time.monotonic() - started < 12
     assert result.stderr.startswith("starting\n") and "timed out after 2 s" in result.stderr
     pids = remote_pids(host, path)
     assert wait_for(lambda: not any(alive(pid) for pid in pids), 8), "the remote pipeline outlived its timeout"
@@ -185,7 +185,7 @@ def test_ssh_a_frozen_host_fails_the_command_and_the_watchdog_stops_it(ssh_hosts
             started = time.monotonic()
             with pytest.raises(HostLost, match="host web1: no sign of life for 2 s"):
                 conn.run(pids_pipeline(path, busy=True))  # busy: only the silence can stop it
-            assert time.monotonic() - started < 8
+            assert time.monotonic() - started < 15
         pids = remote_pids(host, path)
         # the host side, unable to hear orch, stops the command by itself (the frozen sshd cannot tell it)
         assert wait_for(lambda: not any(alive(pid) for pid in pids), 15), "the remote pipeline outlived orch"
@@ -626,7 +626,7 @@ def test_a_container_command_streams_both_ways_and_keeps_its_wall_clock_timeout(
         started = time.monotonic()
         late = conn.run(Command("bash", "-c", "echo partial; sleep 30"), check=False, timeout=1)
         assert late.exit_status == 124 and late.stdout == b"partial\n" and "timed out after 1 s" in late.stderr
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # the sleep's 30 s would be a timeout that never fired
     finally:
         box.kill()
         client.close()

@@ -219,7 +219,7 @@ def test_a_php_fatal_is_rolled_back_after_three_500s_without_waiting_for_the_tim
     started = time.monotonic()
     with pytest.raises(rel.HealthFailed, match="answered 500.*3 definite failures"):
         _check(_prod(site.url, timeout=30))
-    assert time.monotonic() - started < 2 and site.asked.count("/") == 3
+    assert time.monotonic() - started < 10 and site.asked.count("/") == 3
     site.shutdown()
 
 
@@ -233,7 +233,7 @@ def test_no_answer_at_all_is_waited_for_until_the_timeout():
     started = time.monotonic()
     with pytest.raises(rel.HealthFailed, match="still after 1s"):
         _check(_prod("http://127.0.0.1:9", timeout=1))  # nothing listens on the discard port
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 8
 
 
 @pytest.mark.parametrize(("php_reload", "match"), [(True, "definite"), (False, "still after")])

@@ -49,7 +49,7 @@ def test_a_timeout_stops_a_command_that_would_run_longer():
     started = time.monotonic()
     result = LocalConnector().run(Command("sleep", "4"), check=False, timeout=1)
     assert result.exit_status == 124
-    assert 0.9 < time.monotonic() - started < 2.5
+    assert 0.9 < time.monotonic() - started < 3.5  # before the sleep's 4 s
     assert "timed out after 1 s" in result.stderr
 
 
