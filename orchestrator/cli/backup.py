@@ -13,7 +13,7 @@ from orchestrator.backends.remote import connect
 from orchestrator.errors import ExitCode
 
 from .app import json_option, pass_app, task_option
-from .output import human_size, short_time
+from .output import human_size, short_time, sites_progress
 
 
 @click.command("backup")
@@ -49,16 +49,17 @@ def backup_cmd(app, sites, all_sites, env, task, pin, init, dry_run):
         if all_sites and app.broken_sites():
             raise click.exceptions.Exit(ExitCode.FAILED)
         return
-    show = sys.stderr.isatty() and not app.json
+    # on a terminal a live count of sites done (and failed); with -v a line per site instead
+    live = sys.stdout.isatty() and not app.json and app.verbosity == 1
 
-    def progress(result):
-        if show or app.verbosity > 1:
+    def each(result):
+        if app.verbosity > 1:
             app.say(f"{result['site']}/{result['env']}: {result['status']} "
                     f"{result.get('backup_id') or result.get('error', '')}")
 
-    if show:
-        app.say(f"backing up {len(chosen)} environment(s)...")
-    results = run_backups(app.inventory, app.oplog, chosen, task=task, pin=pin, init=init, on_done=progress)
+    with sites_progress(len(chosen) if live else 0, "backing up") as progress:
+        results = run_backups(app.inventory, app.oplog, chosen, task=task, pin=pin, init=init,
+                              on_done=lambda result: (each(result), progress(result)))
     rows = [r | {"files": human_size((r.get("summary") or {}).get("files", {}).get("size")),
                  "added": human_size((r.get("summary") or {}).get("added"))} for r in results]
     app.emit(results, [("site", "site"), ("env", "env"), ("status", "status"), ("backup_id", "backup"),

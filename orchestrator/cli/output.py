@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Iterable
 
 import click
 
@@ -64,3 +67,23 @@ def table(rows: Iterable[dict], columns: list[tuple[str, str]], *, file=None) ->
     click.echo(line.rstrip(), file=out)
     for row in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+@contextmanager
+def sites_progress(total: int, label: str, file=None) -> Iterator[Callable[[dict], None]]:
+    """Given how many sites a fleet run covers, yield the callback each finished site's result goes to: on a
+    terminal a live `label [###   ] 12/1000 2 failed ETA` line (click's progress bar); elsewhere nothing.
+    Safe to call from worker threads."""
+    file = file or sys.stderr
+    if not (file.isatty() and total > 1):
+        yield lambda result: None
+        return
+    lock, failed = threading.Lock(), [0]
+    bar: Any = click.progressbar(length=total, label=label, file=file, show_pos=True, show_eta=True,
+                                 item_show_func=lambda _: f"{failed[0]} failed" if failed[0] else None)
+    with bar:
+        def done(result: dict) -> None:
+            with lock:
+                failed[0] += result.get("status") != "ok"
+                bar.update(1, result)
+        yield done
