@@ -216,7 +216,7 @@ def scheduler_plan(inventory: Path, env: dict) -> dict:
     run = measure(["-i", str(inventory), "--json", "scheduler", "plan"], env, 120)
     plan = json.loads(run.stdout) if run.stdout.strip() else {}
     hosts = plan.get("hosts", [])
-    return {"seconds": run.seconds, "max_rss": run.max_rss, "returncode": run.returncode,
+    return {"seconds": run.seconds, "cpu": run.cpu, "max_rss": run.max_rss, "returncode": run.returncode,
             "jobs": len(plan.get("jobs", [])),
             "oversubscribed": [h["host"] for h in hosts if h.get("oversubscribed")],
             "busiest": max((h["estimated_seconds"] / h["max_parallel"] for h in hosts), default=0),
@@ -349,7 +349,8 @@ def report(opts, first, nights, plan) -> None:
         print(f"| load average after | {night} | {after} | | | |")
     fleet = plan["fleet"] or {}
     print(f"\n`orch scheduler plan`: {plan['seconds']:.2f} s for {plan['jobs']} jobs (< 2 s: "
-          f"{'yes' if plan['seconds'] < 2 else 'NO'}), exit {plan['returncode']}, RSS {plan['max_rss'] / MB:.0f} MB; "
+          f"{'yes' if plan['seconds'] < 2 else 'NO'}; CPU {plan['cpu']:.2f} s, load {load()}), exit "
+          f"{plan['returncode']}, RSS {plan['max_rss'] / MB:.0f} MB; "
           f"busiest host needs {plan['busiest'] / 60:.1f} min per slot of its {plan['window'] / 60:.0f} min window; "
           f"over-subscribed hosts: {plan['oversubscribed'] or 'none'}"
           + (f"; fleet: {fleet.get('estimated_seconds', 0) / 60:.1f} min of work / global {fleet.get('max_parallel')}"
