@@ -48,6 +48,7 @@ ADDED, CHANGED, DELETED = "added", "changed", "deleted"
 INSERT, UPDATE, DELETE, NONE, CONFLICT = "insert", "update", "delete", "none", "conflict"
 PREFER = ("staging", "production")
 _DIGITS = re.compile(rb"-?\d+")
+_DERIVED_ONLY = "only derived or nested-set columns changed on staging"
 
 
 class MergeError(UsageError):
@@ -549,7 +550,8 @@ class Merger:
                 item.new_key = (new,) if new is not None else None
         acting = {c.item for c in changes if c.action in (INSERT, UPDATE, DELETE, CONFLICT)}
         acted = [item for item in chosen.values() if item.ident in acting or item.conflicts]
-        same = [item for item in chosen.values() if item not in acted]
+        substance = {c.item for c in changes if c.why != _DERIVED_ONLY}  # a renumbered asset is no edit
+        same = [item for item in chosen.values() if item not in acted and item.ident in substance]
         left_out = [item for root, item in items.items() if root not in chosen and root not in earlier]
         return MergeResult(sorted(acted, key=_item_order), sorted(left_out, key=_item_order), changes,
                            remaps, files, other, prefer, sorted(same, key=_item_order),
@@ -752,7 +754,7 @@ def _three_way(t: Table, change: RowChange, production: bytes | None,
         return (DELETE, "deleted on staging") if prod == base else (
             CONFLICT, f"{where}: deleted on staging, changed on production")
     if base == staging:
-        return NONE, "only derived or nested-set columns changed on staging"
+        return NONE, _DERIVED_ONLY
     if production is None:
         return CONFLICT, f"{where}: changed on staging, deleted on production"
     if prod == base:

@@ -110,6 +110,7 @@ def final(result, table, key):
 def test_an_article_and_its_menu_item_get_new_ids_with_asset_link_and_files_following():
     _, result = decide(*sides())
     assert {i.ident: i.status for i in result.items} == {"article:1": ADDED, "menu-item:3": ADDED}
+    assert result.unchanged == [], "the category whose asset the copy renumbered is no edit"
     assert result.remaps == {"jos_content": {1: 2}, "jos_assets": {4: 5}, "jos_menu": {3: 4}}
     assert not result.blocked
     change, article = final(result, "jos_content", (1,))
