@@ -29,6 +29,9 @@ def wp(wp_fleet, tmp_path_factory):
     host, path = wp_fleet.wordpress.host, str(wp_fleet.wordpress.path)
     if host.run(f"test -L {path} && echo releases || echo inplace").stdout.strip() == "inplace":
         wp_fleet.orch_json("adopt", "wp", "--layout", "releases", "--task", TASK, "--yes")
+        # the session's site file says so too: later modules back up and copy the release tree, not a symlink
+        wp_fleet.site = wp_fleet.site | {"layout": "releases"}
+        wp_fleet.write_inventory(yaml.safe_load(wp_fleet.inventory.read_text()), {"wp": wp_fleet.site})
     ctl, dev = f"{path}.faults-ctl", f"{path}.faults-dev"
     host.run(f"rm -rf {ctl} {dev} && mkdir -p {ctl} {dev} && cp -a {path}/. {dev}/")
     inventory = yaml.safe_load(wp_fleet.inventory.read_text())
