@@ -41,6 +41,7 @@ Setup
 Usage
     .venv/bin/python bench/backup.py [--size-mb 200] [--keep]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,25 +74,97 @@ SITE, DB_NAME, DB_USER = "wp", "wp", "wp"
 BUCKET, ORCH_PREFIX, NAIVE_PREFIX, RAW_PREFIX = "bench", "orch", "naive", "raw"
 HOST_USER, HOST_ADDRESS = "orch-bench", "127.0.0.2"
 DUMP_FLAGS = " ".join(ORCH_DUMP_FLAGS)  # the naive and raw dumps use orch's own mariadb-dump flags
-BINARY_SHARE = 0.6          # of the docroot's bytes
-CHANGE_SHARE = 0.01         # of files, by count and by bytes, changed before night 2
+BINARY_SHARE = 0.6  # of the docroot's bytes
+CHANGE_SHARE = 0.01  # of files, by count and by bytes, changed before night 2
 MB = 1_000_000
 
 
 # --- synthetic content ---------------------------------------------------------------------------------------
 
+
 class Text:
     """Source-like text: tokens drawn from a Zipf-weighted vocabulary, so gzip/zstd find realistic redundancy
     (about 3x with gzip, like PHP and prose), not the absurd ratios of a repeated phrase."""
 
-    KEYWORDS = ("function", "return", "if", "else", "foreach", "as", "array", "public", "private", "static",
-                "class", "new", "null", "true", "false", "echo", "isset", "=>", "=", "==", "!==", "&&", "||",
-                "{", "}", "(", ")", ";", "$this->", "wp_", "get_option", "esc_html", "__(", "apply_filters",
-                "the", "and", "of", "to", "a", "in", "is", "for", "with", "on", "this", "that", "post", "page")
+    KEYWORDS = (
+        "function",
+        "return",
+        "if",
+        "else",
+        "foreach",
+        "as",
+        "array",
+        "public",
+        "private",
+        "static",
+        "class",
+        "new",
+        "null",
+        "true",
+        "false",
+        "echo",
+        "isset",
+        "=>",
+        "=",
+        "==",
+        "!==",
+        "&&",
+        "||",
+        "{",
+        "}",
+        "(",
+        ")",
+        ";",
+        "$this->",
+        "wp_",
+        "get_option",
+        "esc_html",
+        "__(",
+        "apply_filters",
+        "the",
+        "and",
+        "of",
+        "to",
+        "a",
+        "in",
+        "is",
+        "for",
+        "with",
+        "on",
+        "this",
+        "that",
+        "post",
+        "page",
+    )
 
     def __init__(self, rng: random.Random, vocabulary: int = 6000):
-        syllables = ["ka", "lo", "mi", "ne", "po", "ru", "si", "ta", "ve", "zo", "ba", "de", "fi", "gu", "ha",
-                     "jo", "qu", "xe", "wy", "str", "ing", "er", "ion", "ed", "_"]
+        syllables = [
+            "ka",
+            "lo",
+            "mi",
+            "ne",
+            "po",
+            "ru",
+            "si",
+            "ta",
+            "ve",
+            "zo",
+            "ba",
+            "de",
+            "fi",
+            "gu",
+            "ha",
+            "jo",
+            "qu",
+            "xe",
+            "wy",
+            "str",
+            "ing",
+            "er",
+            "ion",
+            "ed",
+            "_",
+        ]
         made = {"".join(rng.choices(syllables, k=rng.randint(2, 5))) for _ in range(vocabulary * 2)}
         self.words = list(self.KEYWORDS) + sorted(made)[:vocabulary]
         weights = [1 / (rank + 1) for rank in range(len(self.words))]
@@ -104,8 +177,8 @@ class Text:
     def source(self, n_bytes: int, header: str = "") -> bytes:
         """About n_bytes of indented, line-broken text."""
         words = self.words_for(n_bytes)
-        lines = (("    " * (i % 4)) + " ".join(words[j:j + 9]) for i, j in enumerate(range(0, len(words), 9)))
-        return (header + "\n".join(lines) + "\n").encode()[:max(n_bytes, 1)]
+        lines = (("    " * (i % 4)) + " ".join(words[j : j + 9]) for i, j in enumerate(range(0, len(words), 9)))
+        return (header + "\n".join(lines) + "\n").encode()[: max(n_bytes, 1)]
 
     def sentence(self, n_bytes: int) -> str:
         return " ".join(self.words_for(n_bytes)).replace("'", "").replace("\\", "")
@@ -118,10 +191,19 @@ def log_uniform(rng: random.Random, low: int, high: int) -> int:
 
 # --- the docroot ---------------------------------------------------------------------------------------------
 
+
 def text_path(rng: random.Random, n: int) -> str:
-    kind = rng.choice([("wp-includes", ".php"), ("wp-admin", ".php"), ("wp-content/plugins", ".php"),
-                       ("wp-content/plugins", ".js"), ("wp-content/themes/agency", ".css"),
-                       ("wp-content/themes/agency", ".php"), ("wp-content/languages", ".po")])
+    kind = rng.choice(
+        [
+            ("wp-includes", ".php"),
+            ("wp-admin", ".php"),
+            ("wp-content/plugins", ".php"),
+            ("wp-content/plugins", ".js"),
+            ("wp-content/themes/agency", ".css"),
+            ("wp-content/themes/agency", ".php"),
+            ("wp-content/languages", ".po"),
+        ]
+    )
     return f"{kind[0]}/d{rng.randrange(40)}/f{n}{kind[1]}"
 
 
@@ -176,8 +258,13 @@ def change_docroot(root: Path, rng: random.Random, text: Text) -> dict:
     each = max(50_000, (int(size * CHANGE_SHARE) - changed_bytes) // n_added)
     for i in range(n_added):
         changed_bytes += write_file(root, upload_path(rng, 10_000_000 + i), rng.randbytes(each))
-    return {"files": count, "bytes": size, "rewritten": len(rewritten), "added": n_added,
-            "changed_bytes": changed_bytes}
+    return {
+        "files": count,
+        "bytes": size,
+        "rewritten": len(rewritten),
+        "added": n_added,
+        "changed_bytes": changed_bytes,
+    }
 
 
 # --- the database --------------------------------------------------------------------------------------------
@@ -194,11 +281,15 @@ CREATE TABLE wp_postmeta (meta_id BIGINT PRIMARY KEY AUTO_INCREMENT, post_id BIG
 
 
 def post_row(text: Text, rng: random.Random, n: int) -> str:
-    paragraphs = "".join(f"<!-- wp:paragraph --><p>{text.sentence(rng.randint(200, 1500))}</p>"
-                         "<!-- /wp:paragraph -->\\n" for _ in range(rng.randint(2, 8)))
+    paragraphs = "".join(
+        f"<!-- wp:paragraph --><p>{text.sentence(rng.randint(200, 1500))}</p><!-- /wp:paragraph -->\\n"
+        for _ in range(rng.randint(2, 8))
+    )
     date = f"20{rng.randint(15, 26)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d} 10:00:00"
-    return (f"({rng.randint(1, 9)}, '{date}', '{paragraphs}', '{text.sentence(40)}', '{text.sentence(120)}', "
-            f"'publish', 'post-{n}', '{date}', 'post', 'https://wp.example/?p={n}')")
+    return (
+        f"({rng.randint(1, 9)}, '{date}', '{paragraphs}', '{text.sentence(40)}', '{text.sentence(120)}', "
+        f"'publish', 'post-{n}', '{date}', 'post', 'https://wp.example/?p={n}')"
+    )
 
 
 def insert_posts(text: Text, rng: random.Random, first: int, count: int) -> list[str]:
@@ -208,9 +299,10 @@ def insert_posts(text: Text, rng: random.Random, first: int, count: int) -> list
         rows.append(post_row(text, rng, n))
         size += len(rows[-1])
         if size > MB or n == first + count - 1:
-            statements.append("INSERT INTO wp_posts (post_author, post_date, post_content, post_title, "
-                              "post_excerpt, post_status, post_name, post_modified, post_type, guid) VALUES "
-                              + ",\n".join(rows) + ";")
+            statements.append(
+                "INSERT INTO wp_posts (post_author, post_date, post_content, post_title, "
+                "post_excerpt, post_status, post_name, post_modified, post_type, guid) VALUES " + ",\n".join(rows) + ";"
+            )
             rows, size = [], 0
     return statements
 
@@ -220,12 +312,15 @@ def seed_database(server, password: str, size: int, rng: random.Random, text: Te
     server.create_database(DB_NAME, DB_USER, password)
     posts = max(100, size // 5_000)
     sql = [SCHEMA, *insert_posts(text, rng, 1, posts)]
-    options = ",".join(f"('option_{i}', 'a:2:{{s:3:\"key\";s:40:\"{text.sentence(rng.randint(20, 2000))}\";}}')"
-                       for i in range(1500))
+    options = ",".join(
+        f"('option_{i}', 'a:2:{{s:3:\"key\";s:40:\"{text.sentence(rng.randint(20, 2000))}\";}}')" for i in range(1500)
+    )
     sql.append(f"INSERT INTO wp_options (option_name, option_value) VALUES {options};")
     for start in range(0, posts * 4, 5000):
-        meta = ",".join(f"({rng.randint(1, posts)}, '_meta_{i % 30}', '{text.sentence(rng.randint(10, 200))}')"
-                        for i in range(start, min(start + 5000, posts * 4)))
+        meta = ",".join(
+            f"({rng.randint(1, posts)}, '_meta_{i % 30}', '{text.sentence(rng.randint(10, 200))}')"
+            for i in range(start, min(start + 5000, posts * 4))
+        )
         sql.append(f"INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES {meta};")
     run_sql(server, "\n".join(sql))
 
@@ -237,22 +332,28 @@ def change_database(server, rng: random.Random, text: Text) -> int:
     restic cuts a dump into ~1 MiB content-defined chunks and stores again every chunk holding a changed row:
     edits scattered uniformly over ALL posts would make it store nearly the whole dump again each night."""
     posts = int(server.sql("SELECT MAX(ID) FROM wp_posts", DB_NAME))
-    sql = [f"UPDATE wp_posts SET post_content = '{text.sentence(3000)}', post_modified = NOW() WHERE ID = {i};"
-           for i in rng.sample(range(max(1, posts - max(posts // 5, 150) + 1), posts + 1), 150)]
+    sql = [
+        f"UPDATE wp_posts SET post_content = '{text.sentence(3000)}', post_modified = NOW() WHERE ID = {i};"
+        for i in rng.sample(range(max(1, posts - max(posts // 5, 150) + 1), posts + 1), 150)
+    ]
     sql += insert_posts(text, rng, posts + 1, 100)
-    sql += [f"UPDATE wp_options SET option_value = '{text.sentence(300)}' WHERE option_name = 'option_{i}';"
-            for i in rng.sample(range(1500), 50)]
+    sql += [
+        f"UPDATE wp_options SET option_value = '{text.sentence(300)}' WHERE option_name = 'option_{i}';"
+        for i in rng.sample(range(1500), 50)
+    ]
     run_sql(server, "\n".join(sql))
     return 300
 
 
 def run_sql(server, script: str) -> None:
     """Feed a (large) SQL script to the server as root over its socket (stdin: no argv size limit)."""
-    subprocess.run(["mariadb", "--no-defaults", "-S", str(server.socket), "-u", "root", DB_NAME],
-                   input=script.encode(), check=True)
+    subprocess.run(
+        ["mariadb", "--no-defaults", "-S", str(server.socket), "-u", "root", DB_NAME], input=script.encode(), check=True
+    )
 
 
 # --- the testbed and the inventory ---------------------------------------------------------------------------
+
 
 @dataclass
 class Bench:
@@ -291,34 +392,71 @@ def write_inventory(b: Bench) -> None:
     h = b.host
     inventory = {
         "oplog": f"sqlite:///{b.tmp}/state/oplog.db",
-        "storage": {"offsite": {"type": "s3", "endpoint": b.s3.endpoint, "bucket": BUCKET, "prefix": ORCH_PREFIX,
-                                "access_key": {"env": "B_S3_KEY"}, "secret_key": {"env": "B_S3_SECRET"},
-                                "password": {"env": "B_RESTIC_PW"}}},
-        "hosts": {"web": {"address": h.address, "port": h.port, "user": h.user, "host_key": h.host_key,
-                          "identity_file": str(h.identity_file)}},
+        "storage": {
+            "offsite": {
+                "type": "s3",
+                "endpoint": b.s3.endpoint,
+                "bucket": BUCKET,
+                "prefix": ORCH_PREFIX,
+                "access_key": {"env": "B_S3_KEY"},
+                "secret_key": {"env": "B_S3_SECRET"},
+                "password": {"env": "B_RESTIC_PW"},
+            }
+        },
+        "hosts": {
+            "web": {
+                "address": h.address,
+                "port": h.port,
+                "user": h.user,
+                "host_key": h.host_key,
+                "identity_file": str(h.identity_file),
+            }
+        },
         "defaults": {"backup": {"storage": "offsite", "retention": {"daily": 7}}},
     }
-    site = {"name": SITE, "playbook": "wordpress", "task": "10001", "environments": {"production": {
-        "host": "web", "path": str(b.docroot), "url": "https://wp.example",
-        "database": {"engine": "mysql", "name": DB_NAME, "user": DB_USER, "password": {"env": "B_DB_PW"},
-                     "host": b.mariadb.host, "port": b.mariadb.port}}}}
+    site = {
+        "name": SITE,
+        "playbook": "wordpress",
+        "task": "10001",
+        "environments": {
+            "production": {
+                "host": "web",
+                "path": str(b.docroot),
+                "url": "https://wp.example",
+                "database": {
+                    "engine": "mysql",
+                    "name": DB_NAME,
+                    "user": DB_USER,
+                    "password": {"env": "B_DB_PW"},
+                    "host": b.mariadb.host,
+                    "port": b.mariadb.port,
+                },
+            }
+        },
+    }
     (b.inventory.parent / "sites").mkdir(parents=True, exist_ok=True)
     b.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
     (b.inventory.parent / "sites" / f"{SITE}.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
     b.env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")} | {
-        "ORCH_STATE_DIR": str(b.tmp / "state"), "PYTHONPATH": str(REPO), "B_S3_KEY": b.s3.access_key,
-        "B_S3_SECRET": b.s3.secret_key, "B_RESTIC_PW": "pw-" + os.urandom(8).hex(), "B_DB_PW": b.db_password}
+        "ORCH_STATE_DIR": str(b.tmp / "state"),
+        "PYTHONPATH": str(REPO),
+        "B_S3_KEY": b.s3.access_key,
+        "B_S3_SECRET": b.s3.secret_key,
+        "B_RESTIC_PW": "pw-" + os.urandom(8).hex(),
+        "B_DB_PW": b.db_password,
+    }
 
 
 # --- the two ways of backing up ------------------------------------------------------------------------------
 
+
 @dataclass
 class Night:
     seconds: float
-    stored: int            # bytes that appeared in the bucket
-    added: int | None = None   # orch's summary "added" (restic data_added: new data BEFORE compression)
-    added_db: int | None = None    # ... of which the database dump's part
-    dump: int | None = None    # orch's summary: size of the database dump restic read
+    stored: int  # bytes that appeared in the bucket
+    added: int | None = None  # orch's summary "added" (restic data_added: new data BEFORE compression)
+    added_db: int | None = None  # ... of which the database dump's part
+    dump: int | None = None  # orch's summary: size of the database dump restic read
 
 
 def prefix_bytes(b: Bench, prefix: str) -> int:
@@ -330,14 +468,23 @@ def orch_backup(b: Bench) -> Night:
     """`orch --json backup wp`: wall time, bucket growth under the site's prefix, summary's added bytes."""
     before = prefix_bytes(b, f"{ORCH_PREFIX}/{SITE}")
     start = time.monotonic()
-    proc = subprocess.run([*ORCH, "-i", str(b.inventory), "--json", "backup", SITE, "--task", "10001"],
-                          capture_output=True, text=True, env=b.env)
+    proc = subprocess.run(
+        [*ORCH, "-i", str(b.inventory), "--json", "backup", SITE, "--task", "10001"],
+        capture_output=True,
+        text=True,
+        env=b.env,
+    )
     seconds = time.monotonic() - start
     if proc.returncode:
         raise SystemExit(f"orch backup failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     summary = json.loads(proc.stdout)[0]["summary"]
-    return Night(seconds, prefix_bytes(b, f"{ORCH_PREFIX}/{SITE}") - before, summary["added"], summary["db"]["added"],
-                 summary["db"]["size"])
+    return Night(
+        seconds,
+        prefix_bytes(b, f"{ORCH_PREFIX}/{SITE}") - before,
+        summary["added"],
+        summary["db"]["added"],
+        summary["db"]["size"],
+    )
 
 
 def naive_backup(b: Bench, key: str) -> Night:
@@ -345,10 +492,14 @@ def naive_backup(b: Bench, key: str) -> Night:
     dump = b.docroot.parent / f"{b.docroot.name}-dump.sql"
     m = b.mariadb
     start = time.monotonic()
-    b.host.run(f"MYSQL_PWD={b.db_password} mariadb-dump --host={m.host} --port={m.port} --protocol=TCP "
-               f"--user={DB_USER} {DUMP_FLAGS} {DB_NAME} > {dump}")
-    tar = subprocess.Popen(["runuser", "-l", b.host.user, "-c",
-                            f"tar czf - -C {b.docroot} . -C {dump.parent} {dump.name}"], stdout=subprocess.PIPE)
+    b.host.run(
+        f"MYSQL_PWD={b.db_password} mariadb-dump --host={m.host} --port={m.port} --protocol=TCP "
+        f"--user={DB_USER} {DUMP_FLAGS} {DB_NAME} > {dump}"
+    )
+    tar = subprocess.Popen(
+        ["runuser", "-l", b.host.user, "-c", f"tar czf - -C {b.docroot} . -C {dump.parent} {dump.name}"],
+        stdout=subprocess.PIPE,
+    )
     b.s3_client().upload_fileobj(tar.stdout, BUCKET, f"{NAIVE_PREFIX}/{key}")
     if tar.wait():
         raise SystemExit(f"tar exited {tar.returncode}")
@@ -360,9 +511,13 @@ def naive_backup(b: Bench, key: str) -> Night:
 def raw_env_file(b: Bench) -> Path:
     """Write the raw runs' secrets to a file only the host's user reads (not into argv); init their repository."""
     env = b.docroot.parent / f"{b.docroot.name}-raw.env"
-    values = {"RESTIC_REPOSITORY": f"s3:{b.s3.endpoint.rstrip('/')}/{BUCKET}/{RAW_PREFIX}",
-              "RESTIC_PASSWORD": b.env["B_RESTIC_PW"], "AWS_ACCESS_KEY_ID": b.s3.access_key,
-              "AWS_SECRET_ACCESS_KEY": b.s3.secret_key, "MYSQL_PWD": b.db_password}
+    values = {
+        "RESTIC_REPOSITORY": f"s3:{b.s3.endpoint.rstrip('/')}/{BUCKET}/{RAW_PREFIX}",
+        "RESTIC_PASSWORD": b.env["B_RESTIC_PW"],
+        "AWS_ACCESS_KEY_ID": b.s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": b.s3.secret_key,
+        "MYSQL_PWD": b.db_password,
+    }
     env.write_text("".join(f"export {k}='{v}'\n" for k, v in values.items()))
     env.chmod(0o600)
     shutil.chown(env, HOST_USER, HOST_USER)
@@ -376,23 +531,33 @@ def raw_backup(b: Bench, env: Path) -> Night:
     m = b.mariadb
     before = prefix_bytes(b, RAW_PREFIX)
     start = time.monotonic()
-    b.host.run(f". {env} && set -o pipefail && mariadb-dump --host={m.host} --port={m.port} --protocol=TCP "
-               f"--user={DB_USER} {DUMP_FLAGS} {DB_NAME} | restic backup -q --stdin --stdin-filename database.sql "
-               f"&& cd {b.docroot} && restic backup -q .")
+    b.host.run(
+        f". {env} && set -o pipefail && mariadb-dump --host={m.host} --port={m.port} --protocol=TCP "
+        f"--user={DB_USER} {DUMP_FLAGS} {DB_NAME} | restic backup -q --stdin --stdin-filename database.sql "
+        f"&& cd {b.docroot} && restic backup -q ."
+    )
     seconds = time.monotonic() - start
     return Night(seconds, prefix_bytes(b, RAW_PREFIX) - before)
 
 
 def orch_steps(b: Bench) -> list[dict[str, float]]:
     """Each orch backup's step durations (from `orch log --steps`), oldest first, plus the CLI's own time."""
-    proc = subprocess.run([*ORCH, "-i", str(b.inventory), "--json", "log", "--steps", "--action", "backup"],
-                          capture_output=True, text=True, env=b.env, check=True)
+    proc = subprocess.run(
+        [*ORCH, "-i", str(b.inventory), "--json", "log", "--steps", "--action", "backup"],
+        capture_output=True,
+        text=True,
+        env=b.env,
+        check=True,
+    )
     ops = sorted(json.loads(proc.stdout), key=lambda op: op["id"])
-    return [{step["name"]: step["duration"] or 0 for step in op["steps"]} | {"whole operation (oplog)": op["duration"]}
-            for op in ops]
+    return [
+        {step["name"]: step["duration"] or 0 for step in op["steps"]} | {"whole operation (oplog)": op["duration"]}
+        for op in ops
+    ]
 
 
 # --- report --------------------------------------------------------------------------------------------------
+
 
 def mb(n: int | None) -> str:
     return "" if n is None else f"{n / MB:,.1f} MB"
@@ -404,50 +569,86 @@ def steps_table(nights: list[Night], steps: list[dict[str, float]]) -> list[str]
     for name in steps[0]:
         lines.append(f"| {name} | " + " | ".join(f"{run.get(name, 0):.1f}" for run in steps) + " |")
     rest = [n.seconds - run["whole operation (oplog)"] for n, run in zip(nights, steps, strict=True)]
-    lines.append("| (CLI start-up, config, oplog, ssh: wall - operation) | "
-                 + " | ".join(f"{r:.1f}" for r in rest) + " |")
+    lines.append(
+        "| (CLI start-up, config, oplog, ssh: wall - operation) | " + " | ".join(f"{r:.1f}" for r in rest) + " |"
+    )
     return lines
 
 
-def report(site: dict, change: dict, o1: Night, same: Night, o2: Night, n1: Night, n2: Night,
-           steps: list[dict[str, float]], r1: Night, r2: Night) -> str:
+def report(
+    site: dict,
+    change: dict,
+    o1: Night,
+    same: Night,
+    o2: Night,
+    n1: Night,
+    n2: Night,
+    steps: list[dict[str, float]],
+    r1: Night,
+    r2: Night,
+) -> str:
     """The results as Markdown tables (printed, and pasted into bench/README.md)."""
     site_bytes = site["docroot_bytes"] + site["dump_bytes"]
     rows = [
         ("night 1 (full) time", f"{o1.seconds:.1f} s", f"{n1.seconds:.1f} s", f"{o1.seconds / n1.seconds:.2f}"),
         ("night 1 stored", mb(o1.stored), mb(n1.stored), f"{o1.stored / n1.stored:.3f}"),
-        ("night 2 (1 % changed) time", f"{o2.seconds:.1f} s", f"{n2.seconds:.1f} s",
-         f"{o2.seconds / n2.seconds:.2f}"),
+        ("night 2 (1 % changed) time", f"{o2.seconds:.1f} s", f"{n2.seconds:.1f} s", f"{o2.seconds / n2.seconds:.2f}"),
         ("night 2 stored", mb(o2.stored), mb(n2.stored), f"{o2.stored / n2.stored:.4f}"),
-        ("total stored after 2 nights", mb(o1.stored + same.stored + o2.stored), mb(n1.stored + n2.stored),
-         f"{(o1.stored + same.stored + o2.stored) / (n1.stored + n2.stored):.3f}"),
+        (
+            "total stored after 2 nights",
+            mb(o1.stored + same.stored + o2.stored),
+            mb(n1.stored + n2.stored),
+            f"{(o1.stored + same.stored + o2.stored) / (n1.stored + n2.stored):.3f}",
+        ),
     ]
     changed = change["rewritten"] + change["added"]
-    lines = [f"Site: {site['files']:,} files, docroot {mb(site['docroot_bytes'])}, dump {mb(site['dump_bytes'])}; "
-             f"night 2 changed {change['rewritten']} files rewritten + {change['added']} added "
-             f"({changed} = {100 * changed / change['files']:.2f} % of files, {mb(change['changed_bytes'])} = "
-             f"{100 * change['changed_bytes'] / change['bytes']:.2f} % of bytes) and {change['rows']} database rows.",
-             "",
-             "| | orch (restic) | naive tar.gz | orch / naive |", "|---|---:|---:|---:|"]
+    lines = [
+        f"Site: {site['files']:,} files, docroot {mb(site['docroot_bytes'])}, dump {mb(site['dump_bytes'])}; "
+        f"night 2 changed {change['rewritten']} files rewritten + {change['added']} added "
+        f"({changed} = {100 * changed / change['files']:.2f} % of files, {mb(change['changed_bytes'])} = "
+        f"{100 * change['changed_bytes'] / change['bytes']:.2f} % of bytes) and {change['rows']} database rows.",
+        "",
+        "| | orch (restic) | naive tar.gz | orch / naive |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    added = ", ".join(f"{name} {mb(n.added)} (dump {mb(n.added_db)})"
-                      for name, n in (("night 1", o1), ("unchanged re-run", same), ("night 2", o2)))
-    lines += ["", "orch against the same restic commands typed by hand on the host (`mariadb-dump | restic backup "
-              "--stdin`, then `restic backup .` in the docroot; bar: overhead <= 10 % or <= 1 s):", "",
-              "| | orch | by hand | orch - by hand | orch / by hand |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {name} time | {o.seconds:.1f} s | {r.seconds:.1f} s | {o.seconds - r.seconds:+.1f} s | "
-              f"{o.seconds / r.seconds:.2f} |" for name, o, r in (("night 1", o1, r1), ("night 2", o2, r2))]
-    lines += [f"| {name} stored | {mb(o.stored)} | {mb(r.stored)} | | {o.stored / r.stored:.3f} |"
-              for name, o, r in (("night 1", o1, r1), ("night 2", o2, r2))]
-    lines += ["", f"orch's summary `added` (restic data_added, before compression): {added}.", "",
-              "Second backup of the UNCHANGED site (bar: < 1 % added, < half the time of the first):", "",
-              "| | value | bar | ok |", "|---|---:|---:|:-:|",
-              f"| stored in the bucket | {mb(same.stored)} = {100 * same.stored / site_bytes:.3f} % of the site | "
-              f"< 1 % | {'yes' if same.stored < 0.01 * site_bytes else 'NO'} |",
-              f"| `added` (summary) | {mb(same.added)} = {100 * same.added / site_bytes:.3f} % of the site | "
-              f"< 1 % | {'yes' if same.added < 0.01 * site_bytes else 'NO'} |",
-              f"| time | {same.seconds:.1f} s = {100 * same.seconds / o1.seconds:.1f} % of the first "
-              f"({o1.seconds:.1f} s) | < 50 % | {'yes' if same.seconds < 0.5 * o1.seconds else 'NO'} |", ""]
+    added = ", ".join(
+        f"{name} {mb(n.added)} (dump {mb(n.added_db)})"
+        for name, n in (("night 1", o1), ("unchanged re-run", same), ("night 2", o2))
+    )
+    lines += [
+        "",
+        "orch against the same restic commands typed by hand on the host (`mariadb-dump | restic backup "
+        "--stdin`, then `restic backup .` in the docroot; bar: overhead <= 10 % or <= 1 s):",
+        "",
+        "| | orch | by hand | orch - by hand | orch / by hand |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} time | {o.seconds:.1f} s | {r.seconds:.1f} s | {o.seconds - r.seconds:+.1f} s | "
+        f"{o.seconds / r.seconds:.2f} |"
+        for name, o, r in (("night 1", o1, r1), ("night 2", o2, r2))
+    ]
+    lines += [
+        f"| {name} stored | {mb(o.stored)} | {mb(r.stored)} | | {o.stored / r.stored:.3f} |"
+        for name, o, r in (("night 1", o1, r1), ("night 2", o2, r2))
+    ]
+    lines += [
+        "",
+        f"orch's summary `added` (restic data_added, before compression): {added}.",
+        "",
+        "Second backup of the UNCHANGED site (bar: < 1 % added, < half the time of the first):",
+        "",
+        "| | value | bar | ok |",
+        "|---|---:|---:|:-:|",
+        f"| stored in the bucket | {mb(same.stored)} = {100 * same.stored / site_bytes:.3f} % of the site | "
+        f"< 1 % | {'yes' if same.stored < 0.01 * site_bytes else 'NO'} |",
+        f"| `added` (summary) | {mb(same.added)} = {100 * same.added / site_bytes:.3f} % of the site | "
+        f"< 1 % | {'yes' if same.added < 0.01 * site_bytes else 'NO'} |",
+        f"| time | {same.seconds:.1f} s = {100 * same.seconds / o1.seconds:.1f} % of the first "
+        f"({o1.seconds:.1f} s) | < 50 % | {'yes' if same.seconds < 0.5 * o1.seconds else 'NO'} |",
+        "",
+    ]
     return "\n".join(lines + steps_table([o1, same, o2], steps))
 
 
@@ -456,14 +657,21 @@ def load() -> str:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        "?",
+    )
     restic = subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip()
     debian = Path("/etc/debian_version").read_text().strip()
     return f"{os.cpu_count()} CPUs ({model}), Debian {debian}, {restic}"
 
 
 # --- main ----------------------------------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -513,8 +721,10 @@ def main() -> None:
         n2 = naive_backup(b, "night-2.tar.gz")
 
         site = {"files": files, "docroot_bytes": docroot_bytes, "dump_bytes": o1.dump}
-        print(f"\nMachine: {machine()}; 1-min load average {load_before} before the backups, {load()} after\n"
-              f"Command: .venv/bin/python bench/backup.py --size-mb {args.size_mb}\n")
+        print(
+            f"\nMachine: {machine()}; 1-min load average {load_before} before the backups, {load()} after\n"
+            f"Command: .venv/bin/python bench/backup.py --size-mb {args.size_mb}\n"
+        )
         print(report(site, change, o1, same, o2, n1, n2, orch_steps(b), r1, r2))
         if args.keep:
             print(f"\nkept: {tmp} (daemons stopped), docroot {b.docroot}")

@@ -17,6 +17,7 @@ Baselines, in the same run
 
 Run: .venv/bin/python bench/cli.py [--runs 20] [--steps 1000000] [--workdir DIR (kept, reused)]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 TARGETS = {"--help": 0.150, "log --task 14883": 0.300}  # seconds, median
 LAZY = "from orchestrator.cli import main; main()"
-EAGER = ("from importlib import import_module; from orchestrator.cli import COMMANDS, main; "
-         "[import_module(f'orchestrator.cli.{module}') for module, _ in COMMANDS.values()]; main()")
+EAGER = (
+    "from importlib import import_module; from orchestrator.cli import COMMANDS, main; "
+    "[import_module(f'orchestrator.cli.{module}') for module, _ in COMMANDS.values()]; main()"
+)
 
 
 def prepare(workdir: Path, steps: int) -> Path:
@@ -43,6 +46,7 @@ def prepare(workdir: Path, steps: int) -> Path:
     from serve import fill
 
     from orchestrator.oplog import Oplog
+
     oplog_file = workdir / "oplog.db"
     inventory = workdir / "inventory.yaml"
     if not oplog_file.exists():
@@ -51,8 +55,10 @@ def prepare(workdir: Path, steps: int) -> Path:
             fill(oplog, steps)
         print(f"built an oplog of {steps:,} steps in {time.monotonic() - started:.0f} s", file=sys.stderr)
     (workdir / "sites").mkdir(exist_ok=True)
-    inventory.write_text(f"oplog: sqlite:///{oplog_file}\nstorage:\n  local: {{type: local, path: {workdir}/repo, "
-                         "password: bench-password}\nhosts:\n  here: {connector: local}\n")
+    inventory.write_text(
+        f"oplog: sqlite:///{oplog_file}\nstorage:\n  local: {{type: local, path: {workdir}/repo, "
+        "password: bench-password}\nhosts:\n  here: {connector: local}\n"
+    )
     return inventory
 
 
@@ -95,8 +101,10 @@ def main() -> None:
         inventory = prepare(workdir, args.steps)
         python = sys.executable
         commands = {("floor", "python -c pass"): [python, "-c", "pass"]}
-        for label, argv in (("--help", ["--help"]), ("log --task 14883", ["-i", str(inventory), "log", "--task",
-                                                                          "14883"])):
+        for label, argv in (
+            ("--help", ["--help"]),
+            ("log --task 14883", ["-i", str(inventory), "log", "--task", "14883"]),
+        ):
             commands[("eager", label)] = [python, "-c", EAGER, *argv]
             commands[("lazy", label)] = [python, "-c", LAZY, *argv]
         times = measure(commands, args.runs)
@@ -113,14 +121,18 @@ def report(times: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
     for (variant, label), values in wall.items():
         median = statistics.median(values)
         eager = statistics.median(wall[("eager", label)]) if variant != "floor" else None
-        print(f"{variant:<7} {label:<18} {median * 1000:>6.0f}ms {p90(values) * 1000:>6.0f}ms {median / floor:>7.1f}x"
-              + (f" {median / eager:>8.2f}x" if eager else " " * 9)
-              + f" {statistics.median(cpu[(variant, label)]) * 1000:>6.0f}ms")
+        print(
+            f"{variant:<7} {label:<18} {median * 1000:>6.0f}ms {p90(values) * 1000:>6.0f}ms {median / floor:>7.1f}x"
+            + (f" {median / eager:>8.2f}x" if eager else " " * 9)
+            + f" {statistics.median(cpu[(variant, label)]) * 1000:>6.0f}ms"
+        )
     for label, target in TARGETS.items():
         median, cpu_median = statistics.median(wall[("lazy", label)]), statistics.median(cpu[("lazy", label)])
-        print(f"orch {label}: {median * 1000:.0f} ms wall ({'met' if median <= target else 'NOT met'}), "
-              f"{cpu_median * 1000:.0f} ms CPU ({'met' if cpu_median <= target else 'NOT met'}); "
-              f"target {target * 1000:.0f} ms")
+        print(
+            f"orch {label}: {median * 1000:.0f} ms wall ({'met' if median <= target else 'NOT met'}), "
+            f"{cpu_median * 1000:.0f} ms CPU ({'met' if cpu_median <= target else 'NOT met'}); "
+            f"target {target * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

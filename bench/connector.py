@@ -17,6 +17,7 @@ Setup
 Usage
     .venv/bin/python bench/connector.py [--rounds 30] [--mib 256]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,7 @@ def raw_ssh(transport, cmd: Command, stdin: bytes | None = None) -> int:
     chan.exec_command(shlex.join(cmd.argv()))
     view = memoryview(stdin or b"")
     for start in range(0, len(view), 1 << 16):  # paramiko's sendall of one huge buffer copies its rest each time
-        chan.sendall(view[start:start + (1 << 16)])
+        chan.sendall(view[start : start + (1 << 16)])
     chan.shutdown_write()
     size = 0
     while data := chan.recv(1 << 16):
@@ -104,9 +105,21 @@ def main() -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     host = start_sshd(work / "ssh", "bench", "127.0.0.2", "orch-bench", key)
     try:
-        ssh = SshConnector(Host(name="bench", connector="ssh", address=host.address, port=host.port, user=host.user,
-                                host_key=host.host_key, known_hosts=None, identity_file=str(key), max_parallel=2,
-                                restic="restic", nightly_window=None))
+        ssh = SshConnector(
+            Host(
+                name="bench",
+                connector="ssh",
+                address=host.address,
+                port=host.port,
+                user=host.user,
+                host_key=host.host_key,
+                known_hosts=None,
+                identity_file=str(key),
+                max_parallel=2,
+                restic="restic",
+                nightly_window=None,
+            )
+        )
         local = LocalConnector()
 
         def fresh():  # a new connection (untimed): paramiko's re-keying after 512 MiB stalls under load
@@ -115,24 +128,55 @@ def main() -> None:
 
         def transport():
             return ssh.conn.transport
+
         fresh()
         data = b"\0" * (args.mib << 20)
-        true, cat, head = Command("true"), Command("cat").to_file("/dev/null"), Command("head", "-c", f"{args.mib}M",
-                                                                                          "/dev/zero")
+        true, cat, head = (
+            Command("true"),
+            Command("cat").to_file("/dev/null"),
+            Command("head", "-c", f"{args.mib}M", "/dev/zero"),
+        )
         throughput_rounds = max(3, args.rounds // 6)
         print(f"| measure ({args.rounds} rounds; {throughput_rounds} for throughput) | orch | baseline | ratio |")
         print("|---|---:|---:|---:|")
         compare("local: `true`, median latency", args.rounds, lambda: local.run(true), lambda: raw_local(true), "ms")
-        compare("ssh: `true`, median latency", args.rounds, lambda: ssh.run(true), lambda: raw_ssh(transport(), true),
-                "ms")
-        compare(f"local: {args.mib} MiB into stdin", throughput_rounds, lambda: local.run(cat, stdin=data),
-                lambda: raw_local(cat, data), "MiB/s", args.mib)
-        compare(f"ssh: {args.mib} MiB into stdin", throughput_rounds, lambda: ssh.run(cat, stdin=data),
-                lambda: raw_ssh(transport(), cat, data), "MiB/s", args.mib, setup=fresh)
-        compare(f"local: {args.mib} MiB from stdout", throughput_rounds, lambda: local.run(head, stdout=Sink()),
-                lambda: raw_local(head), "MiB/s", args.mib)
-        compare(f"ssh: {args.mib} MiB from stdout", throughput_rounds, lambda: ssh.run(head, stdout=Sink()),
-                lambda: raw_ssh(transport(), head), "MiB/s", args.mib, setup=fresh)
+        compare(
+            "ssh: `true`, median latency", args.rounds, lambda: ssh.run(true), lambda: raw_ssh(transport(), true), "ms"
+        )
+        compare(
+            f"local: {args.mib} MiB into stdin",
+            throughput_rounds,
+            lambda: local.run(cat, stdin=data),
+            lambda: raw_local(cat, data),
+            "MiB/s",
+            args.mib,
+        )
+        compare(
+            f"ssh: {args.mib} MiB into stdin",
+            throughput_rounds,
+            lambda: ssh.run(cat, stdin=data),
+            lambda: raw_ssh(transport(), cat, data),
+            "MiB/s",
+            args.mib,
+            setup=fresh,
+        )
+        compare(
+            f"local: {args.mib} MiB from stdout",
+            throughput_rounds,
+            lambda: local.run(head, stdout=Sink()),
+            lambda: raw_local(head),
+            "MiB/s",
+            args.mib,
+        )
+        compare(
+            f"ssh: {args.mib} MiB from stdout",
+            throughput_rounds,
+            lambda: ssh.run(head, stdout=Sink()),
+            lambda: raw_ssh(transport(), head),
+            "MiB/s",
+            args.mib,
+            setup=fresh,
+        )
         ssh.close()
     finally:
         host.stop()

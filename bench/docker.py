@@ -28,6 +28,7 @@ Setup
 Usage
     .venv/bin/python bench/docker.py [--runs 2] [--big-mb 1000] [--sites wp,big]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,21 +70,30 @@ def sh(user: str, script: str) -> None:
 def grow(path: Path, mariadb, db: str, megabytes: int) -> None:
     """Add ~megabytes of uploads (1 MB files: 60 % random, 40 % text) and 4,000 posts of ~10 KB."""
     files = max(1, megabytes - 45)
-    sh(HOST_USER, f"""set -e; d={path}/wp-content/uploads/bench; mkdir -p $d; cd $d
+    sh(
+        HOST_USER,
+        f"""set -e; d={path}/wp-content/uploads/bench; mkdir -p $d; cd $d
         for i in $(seq 1 {files}); do
           if [ $((i % 5)) -lt 3 ]; then head -c 1048576 /dev/urandom > f$i.bin
           else base64 -w 100 /dev/urandom | head -c 1048576 > f$i.txt; fi
-        done""")
-    body = ("Lorem ipsum dolor sit amet, <a href=\\\"URL/page\\\">link</a> " * 160)
-    rows = ",".join(f"(1, NOW(), NOW(), '{body}', 'Bench post {i}', '', 'publish', 'open', 'open', '', "
-                    f"'bench-{i}', '', '', NOW(), NOW(), '', 0, 'URL/?p={i}', 0, 'post', '', 0)" for i in range(200))
-    columns = ("post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt, post_status, "
-               "comment_status, ping_status, post_password, post_name, to_ping, pinged, post_modified, "
-               "post_modified_gmt, post_content_filtered, post_parent, guid, menu_order, post_type, "
-               "post_mime_type, comment_count")
+        done""",
+    )
+    body = 'Lorem ipsum dolor sit amet, <a href=\\"URL/page\\">link</a> ' * 160
+    rows = ",".join(
+        f"(1, NOW(), NOW(), '{body}', 'Bench post {i}', '', 'publish', 'open', 'open', '', "
+        f"'bench-{i}', '', '', NOW(), NOW(), '', 0, 'URL/?p={i}', 0, 'post', '', 0)"
+        for i in range(200)
+    )
+    columns = (
+        "post_author, post_date, post_date_gmt, post_content, post_title, post_excerpt, post_status, "
+        "comment_status, ping_status, post_password, post_name, to_ping, pinged, post_modified, "
+        "post_modified_gmt, post_content_filtered, post_parent, guid, menu_order, post_type, "
+        "post_mime_type, comment_count"
+    )
     sql = "".join(f"INSERT INTO wp_posts ({columns}) VALUES {rows};\n" for _ in range(20))
-    subprocess.run(["mariadb", "--no-defaults", "-S", str(mariadb.socket), "-u", "root", db], input=sql.encode(),
-                   check=True)
+    subprocess.run(
+        ["mariadb", "--no-defaults", "-S", str(mariadb.socket), "-u", "root", db], input=sql.encode(), check=True
+    )
 
 
 class Bench:
@@ -111,8 +121,13 @@ class Bench:
         self.proxy_port = free_port()
         self.sites: dict[str, object] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")} | {
-            "ORCH_STATE_DIR": str(tmp / "state"), "PYTHONPATH": str(REPO), "B_S3_KEY": self.s3.access_key,
-            "B_S3_SECRET": self.s3.secret_key, "B_RESTIC_PW": "pw-" + os.urandom(8).hex(), "B_ADMIN_PW": ADMIN_PW}
+            "ORCH_STATE_DIR": str(tmp / "state"),
+            "PYTHONPATH": str(REPO),
+            "B_S3_KEY": self.s3.access_key,
+            "B_S3_SECRET": self.s3.secret_key,
+            "B_RESTIC_PW": "pw-" + os.urandom(8).hex(),
+            "B_ADMIN_PW": ADMIN_PW,
+        }
 
     @property
     def inventory(self) -> Path:
@@ -121,8 +136,18 @@ class Bench:
     def add_site(self, name: str, big_mb: int) -> None:
         password = "pw-" + os.urandom(8).hex()
         url = f"http://{name}.bench.test:{self.web.nginx.port}"
-        wp = install_wordpress(self.host, self.work / f"{name}-prod", self.mariadb, name, name, password, url,
-                               self.web.nginx, self.web.php, default_server=False)
+        wp = install_wordpress(
+            self.host,
+            self.work / f"{name}-prod",
+            self.mariadb,
+            name,
+            name,
+            password,
+            url,
+            self.web.nginx,
+            self.web.php,
+            default_server=False,
+        )
         if big_mb:
             grow(wp.path, self.mariadb, name, big_mb)
         self.sites[name] = wp
@@ -132,19 +157,50 @@ class Bench:
         h, nginx, images = self.host, self.web.nginx, self.engine.images
         inventory = {
             "oplog": f"sqlite:///{self.tmp}/state/oplog.db",
-            "storage": {"offsite": {"type": "s3", "endpoint": self.s3.endpoint, "bucket": "bench-docker",
-                                    "prefix": "orch", "access_key": {"env": "B_S3_KEY"},
-                                    "secret_key": {"env": "B_S3_SECRET"}, "password": {"env": "B_RESTIC_PW"},
-                                    "create_bucket": True}},
-            "hosts": {"web": {"address": h.address, "port": h.port, "user": h.user, "host_key": h.host_key,
-                              "identity_file": str(h.identity_file),
-                              "web": {"sites_dir": str(nginx.sites_dir), "listen": nginx.listen,
-                                      "connect": nginx.listen, "php_socket": str(self.web.php.socket),
-                                      "test": nginx.test_command.split(), "reload": nginx.reload_command.split()}}},
-            "docker": {"review": {"url": self.engine.url, "domain": "review.bench", "address": "127.0.0.1",
-                                  "publish_address": "127.0.0.1", "proxy_port": self.proxy_port,
-                                  "images": {"mysql": images["mariadb"], "php": images["php-fpm"],
-                                             "web": images["nginx"], "proxy": images["nginx"]}}},
+            "storage": {
+                "offsite": {
+                    "type": "s3",
+                    "endpoint": self.s3.endpoint,
+                    "bucket": "bench-docker",
+                    "prefix": "orch",
+                    "access_key": {"env": "B_S3_KEY"},
+                    "secret_key": {"env": "B_S3_SECRET"},
+                    "password": {"env": "B_RESTIC_PW"},
+                    "create_bucket": True,
+                }
+            },
+            "hosts": {
+                "web": {
+                    "address": h.address,
+                    "port": h.port,
+                    "user": h.user,
+                    "host_key": h.host_key,
+                    "identity_file": str(h.identity_file),
+                    "web": {
+                        "sites_dir": str(nginx.sites_dir),
+                        "listen": nginx.listen,
+                        "connect": nginx.listen,
+                        "php_socket": str(self.web.php.socket),
+                        "test": nginx.test_command.split(),
+                        "reload": nginx.reload_command.split(),
+                    },
+                }
+            },
+            "docker": {
+                "review": {
+                    "url": self.engine.url,
+                    "domain": "review.bench",
+                    "address": "127.0.0.1",
+                    "publish_address": "127.0.0.1",
+                    "proxy_port": self.proxy_port,
+                    "images": {
+                        "mysql": images["mariadb"],
+                        "php": images["php-fpm"],
+                        "web": images["nginx"],
+                        "proxy": images["nginx"],
+                    },
+                }
+            },
             "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"]}},
         }
         self.inventory.parent.mkdir(parents=True, exist_ok=True)
@@ -153,23 +209,49 @@ class Bench:
         port = nginx.listen.rsplit(":", 1)[1]
         m = self.mariadb
         for name, wp in self.sites.items():
-            site = {"name": name, "playbook": "wordpress", "task": TASK, "environments": {
-                "production": {"host": "web", "path": str(wp.path), "url": wp.url,
-                               "database": {"engine": "mysql", "name": name, "user": name,
-                                            "password": {"env": f"B_{name.upper()}_PW"}, "host": m.host,
-                                            "port": m.port}},
-                "staging": {"host": "web", "path": f"{self.work}/stage/{{site}}-{{env}}",
-                            "url": f"http://{{env}}.{{site}}.stage.bench:{port}",
-                            "database": {"engine": "mysql", "name": "mysql", "user": "orch_admin",
-                                         "password": {"env": "B_ADMIN_PW"}, "host": m.host, "port": m.port}}}}
+            site = {
+                "name": name,
+                "playbook": "wordpress",
+                "task": TASK,
+                "environments": {
+                    "production": {
+                        "host": "web",
+                        "path": str(wp.path),
+                        "url": wp.url,
+                        "database": {
+                            "engine": "mysql",
+                            "name": name,
+                            "user": name,
+                            "password": {"env": f"B_{name.upper()}_PW"},
+                            "host": m.host,
+                            "port": m.port,
+                        },
+                    },
+                    "staging": {
+                        "host": "web",
+                        "path": f"{self.work}/stage/{{site}}-{{env}}",
+                        "url": f"http://{{env}}.{{site}}.stage.bench:{port}",
+                        "database": {
+                            "engine": "mysql",
+                            "name": "mysql",
+                            "user": "orch_admin",
+                            "password": {"env": "B_ADMIN_PW"},
+                            "host": m.host,
+                            "port": m.port,
+                        },
+                    },
+                },
+            }
             (self.inventory.parent / "sites" / f"{name}.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
 
     def orch(self, *args: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*ORCH, "-i", str(self.inventory), *args], capture_output=True, text=True,
-                              env=self.env, timeout=3600)
+        proc = subprocess.run(
+            [*ORCH, "-i", str(self.inventory), *args], capture_output=True, text=True, env=self.env, timeout=3600
+        )
         if proc.returncode:
-            raise SystemExit(f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
+            raise SystemExit(
+                f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def copy(self, site: str, target: str, run: int) -> dict:
@@ -182,8 +264,14 @@ class Bench:
         op = next(o for o in ops if o["action"] == "staging-create" and o["env"] == name)
         steps = {s["name"]: s.get("duration") or 0 for s in op["steps"]}
         self.orch("--json", "staging", "destroy", site, "--env", name, "--task", TASK)
-        return {"site": site, "target": target, "run": run, "seconds": seconds, "operation": op.get("duration"),
-                "steps": steps}
+        return {
+            "site": site,
+            "target": target,
+            "run": run,
+            "seconds": seconds,
+            "operation": op.get("duration"),
+            "steps": steps,
+        }
 
 
 def docroot_mb(path: Path) -> float:
@@ -208,15 +296,21 @@ def main() -> None:
         for name in names:
             b.orch("--json", "backup", name, "--task", TASK)
         load_before = os.getloadavg()[0]
-        results = [b.copy(name, target, run) for run in range(1, args.runs + 1) for name in names
-                   for target in ("host", "docker")]
+        results = [
+            b.copy(name, target, run)
+            for run in range(1, args.runs + 1)
+            for name in names
+            for target in ("host", "docker")
+        ]
         load_after = os.getloadavg()[0]
         report(b, names, results, load_before, load_after)
 
 
 def report(b: Bench, names: list[str], results: list[dict], load_before: float, load_after: float) -> None:
-    print(f"engine: started and images loaded in {b.engine_seconds:.1f} s (load {b.engine.load_seconds or 0:.1f} s"
-          f", first build {b.engine.build_seconds or 0:.0f} s)")
+    print(
+        f"engine: started and images loaded in {b.engine_seconds:.1f} s (load {b.engine.load_seconds or 0:.1f} s"
+        f", first build {b.engine.build_seconds or 0:.0f} s)"
+    )
     print(f"load average (1 min) before / after the copies: {load_before:.1f} / {load_after:.1f}\n")
     print("| site | docroot | host copy (s) | docker copy (s) | docker / host |")
     print("|---|---:|---:|---:|---:|")
@@ -224,9 +318,11 @@ def report(b: Bench, names: list[str], results: list[dict], load_before: float, 
         host = [r["seconds"] for r in results if r["site"] == name and r["target"] == "host"]
         dock = [r["seconds"] for r in results if r["site"] == name and r["target"] == "docker"]
         size = docroot_mb(b.sites[name].path)
-        print(f"| {name} | {size:.0f} MB | {' / '.join(f'{s:.1f}' for s in host)} (median "
-              f"{statistics.median(host):.1f}) | {' / '.join(f'{s:.1f}' for s in dock)} (median "
-              f"{statistics.median(dock):.1f}) | {statistics.median(dock) / statistics.median(host):.2f} |")
+        print(
+            f"| {name} | {size:.0f} MB | {' / '.join(f'{s:.1f}' for s in host)} (median "
+            f"{statistics.median(host):.1f}) | {' / '.join(f'{s:.1f}' for s in dock)} (median "
+            f"{statistics.median(dock):.1f}) | {statistics.median(dock) / statistics.median(host):.2f} |"
+        )
     print("\nSteps of the last run of each (s, from the oplog):\n")
     for name in names:
         for target in ("host", "docker"):

@@ -36,6 +36,7 @@ Setup
 Usage
     .venv/bin/python bench/drill.py [--runs 3] [--big-mb 1000] [--sites wp,big]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,20 +113,26 @@ def start_testbed(stack: ExitStack, tmp: Path) -> Bench:
     web = start_web_stack(HOST_USER, HOST_ADDRESS, parent=work)
     stack.callback(web.stop)
     # like a real nginx, a default server answers names no vhost claims (else the first site's vhost would)
-    write_user_file(web.nginx.sites_dir / "00-default.conf", f"server {{\n    listen {web.nginx.listen} default_server;"
-                    "\n    return 404;\n}\n", HOST_USER)
+    write_user_file(
+        web.nginx.sites_dir / "00-default.conf",
+        f"server {{\n    listen {web.nginx.listen} default_server;\n    return 404;\n}}\n",
+        HOST_USER,
+    )
     web.nginx.reload()
     admin = "admin-" + os.urandom(6).hex()
-    mariadb.sql(f"CREATE USER 'orch_admin'@'%' IDENTIFIED BY '{admin}'; "
-                "GRANT ALL PRIVILEGES ON *.* TO 'orch_admin'@'%' WITH GRANT OPTION")
+    mariadb.sql(
+        f"CREATE USER 'orch_admin'@'%' IDENTIFIED BY '{admin}'; "
+        "GRANT ALL PRIVILEGES ON *.* TO 'orch_admin'@'%' WITH GRANT OPTION"
+    )
     return Bench(tmp, work, host, mariadb, s3, web, admin)
 
 
 def install_site(b: Bench, name: str) -> Site:
     password = "pw-" + os.urandom(8).hex()
     site = Site(name, f"http://{name}.bench.test:{b.web.nginx.port}", b.work / name, password)
-    install_wordpress(b.host, site.path, b.mariadb, name, name, password, site.url, b.web.nginx, b.web.php,
-                      default_server=False)
+    install_wordpress(
+        b.host, site.path, b.mariadb, name, name, password, site.url, b.web.nginx, b.web.php, default_server=False
+    )
     return site
 
 
@@ -142,62 +149,124 @@ def grow(b: Bench, site: Site, total_mb: int, rng: random.Random) -> None:
     subprocess.run(["chown", "-R", f"{HOST_USER}:{HOST_USER}", str(uploads)], check=True)
     text, posts, statements, rows = Text(rng), int(total_mb * MB * 0.15) // 6_000, [], []
     for i in range(posts):
-        body = "".join(f"<!-- wp:paragraph --><p>{text.sentence(rng.randint(300, 1500))}</p>"
-                       "<!-- /wp:paragraph -->\\n" for _ in range(rng.randint(2, 6)))
-        rows.append(f"(1, NOW(), NOW(), '{body}', 'Bench post {i}', '', 'publish', 'bench-{i}', '', '', NOW(), "
-                    f"NOW(), '', '{site.url}/?p=bench-{i}', 'post')")
+        body = "".join(
+            f"<!-- wp:paragraph --><p>{text.sentence(rng.randint(300, 1500))}</p><!-- /wp:paragraph -->\\n"
+            for _ in range(rng.randint(2, 6))
+        )
+        rows.append(
+            f"(1, NOW(), NOW(), '{body}', 'Bench post {i}', '', 'publish', 'bench-{i}', '', '', NOW(), "
+            f"NOW(), '', '{site.url}/?p=bench-{i}', 'post')"
+        )
         if len(rows) == 200 or i == posts - 1:
-            statements.append("INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, "
-                              "post_title, post_excerpt, post_status, post_name, to_ping, pinged, post_modified, "
-                              "post_modified_gmt, post_content_filtered, guid, post_type) VALUES "
-                              + ",".join(rows) + ";")
+            statements.append(
+                "INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content, "
+                "post_title, post_excerpt, post_status, post_name, to_ping, pinged, post_modified, "
+                "post_modified_gmt, post_content_filtered, guid, post_type) VALUES " + ",".join(rows) + ";"
+            )
             rows = []
-    subprocess.run(["mariadb", "--no-defaults", "-S", str(b.mariadb.socket), "-u", "root", site.name],
-                   input="\n".join(statements).encode(), check=True)
+    subprocess.run(
+        ["mariadb", "--no-defaults", "-S", str(b.mariadb.socket), "-u", "root", site.name],
+        input="\n".join(statements).encode(),
+        check=True,
+    )
 
 
 def write_inventory(b: Bench) -> None:
     h, nginx, m = b.host, b.web.nginx, b.mariadb
     inventory = {
         "oplog": f"sqlite:///{b.tmp}/state/oplog.db",
-        "storage": {"offsite": {"type": "s3", "endpoint": b.s3.endpoint, "bucket": "bench", "prefix": "orch",
-                                "access_key": {"env": "B_S3_KEY"}, "secret_key": {"env": "B_S3_SECRET"},
-                                "password": {"env": "B_RESTIC_PW"}, "create_bucket": True}},
-        "hosts": {"web": {"address": h.address, "port": h.port, "user": h.user, "host_key": h.host_key,
-                          "identity_file": str(h.identity_file), "web": {
-                              "sites_dir": str(nginx.sites_dir), "listen": nginx.listen, "connect": nginx.listen,
-                              "php_socket": str(b.web.php.socket), "test": nginx.test_command.split(),
-                              "reload": nginx.reload_command.split(),
-                              "php_error_log": str(b.web.php.php_error_log)}}},
+        "storage": {
+            "offsite": {
+                "type": "s3",
+                "endpoint": b.s3.endpoint,
+                "bucket": "bench",
+                "prefix": "orch",
+                "access_key": {"env": "B_S3_KEY"},
+                "secret_key": {"env": "B_S3_SECRET"},
+                "password": {"env": "B_RESTIC_PW"},
+                "create_bucket": True,
+            }
+        },
+        "hosts": {
+            "web": {
+                "address": h.address,
+                "port": h.port,
+                "user": h.user,
+                "host_key": h.host_key,
+                "identity_file": str(h.identity_file),
+                "web": {
+                    "sites_dir": str(nginx.sites_dir),
+                    "listen": nginx.listen,
+                    "connect": nginx.listen,
+                    "php_socket": str(b.web.php.socket),
+                    "test": nginx.test_command.split(),
+                    "reload": nginx.reload_command.split(),
+                    "php_error_log": str(b.web.php.php_error_log),
+                },
+            }
+        },
         "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"]}},
     }
     b.inventory.parent.mkdir(parents=True, exist_ok=True)
     b.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
     (b.inventory.parent / "sites").mkdir(exist_ok=True)
     for site in b.sites.values():
-        data = {"name": site.name, "playbook": "wordpress", "task": TASK, "environments": {
-            "production": {"host": "web", "path": str(site.path), "url": site.url,
-                           "database": {"engine": "mysql", "name": site.name, "user": site.name,
-                                        "password": {"env": f"B_{site.name.upper()}_PW"}, "host": m.host,
-                                        "port": m.port}},
-            "staging": {"host": "web", "path": str(b.work / "stage" / site.name),
-                        "url": f"http://{{env}}.{site.name}.stage.test:{nginx.port}",
-                        "database": {"engine": "mysql", "name": "mysql", "user": "orch_admin",
-                                     "password": {"env": "B_ADMIN_PW"}, "host": m.host, "port": m.port}}},
-            "verify": {"urls": ["/"]}, "drill": {"timeout": 600, "response_time": 30}}
+        data = {
+            "name": site.name,
+            "playbook": "wordpress",
+            "task": TASK,
+            "environments": {
+                "production": {
+                    "host": "web",
+                    "path": str(site.path),
+                    "url": site.url,
+                    "database": {
+                        "engine": "mysql",
+                        "name": site.name,
+                        "user": site.name,
+                        "password": {"env": f"B_{site.name.upper()}_PW"},
+                        "host": m.host,
+                        "port": m.port,
+                    },
+                },
+                "staging": {
+                    "host": "web",
+                    "path": str(b.work / "stage" / site.name),
+                    "url": f"http://{{env}}.{site.name}.stage.test:{nginx.port}",
+                    "database": {
+                        "engine": "mysql",
+                        "name": "mysql",
+                        "user": "orch_admin",
+                        "password": {"env": "B_ADMIN_PW"},
+                        "host": m.host,
+                        "port": m.port,
+                    },
+                },
+            },
+            "verify": {"urls": ["/"]},
+            "drill": {"timeout": 600, "response_time": 30},
+        }
         (b.inventory.parent / "sites" / f"{site.name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    b.env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")} | {
-        "ORCH_STATE_DIR": str(b.tmp / "state"), "PYTHONPATH": str(REPO), "B_S3_KEY": b.s3.access_key,
-        "B_S3_SECRET": b.s3.secret_key, "B_RESTIC_PW": "pw-" + os.urandom(8).hex(), "B_ADMIN_PW": b.admin_password,
-    } | {f"B_{s.name.upper()}_PW": s.db_password for s in b.sites.values()}
+    b.env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        | {
+            "ORCH_STATE_DIR": str(b.tmp / "state"),
+            "PYTHONPATH": str(REPO),
+            "B_S3_KEY": b.s3.access_key,
+            "B_S3_SECRET": b.s3.secret_key,
+            "B_RESTIC_PW": "pw-" + os.urandom(8).hex(),
+            "B_ADMIN_PW": b.admin_password,
+        }
+        | {f"B_{s.name.upper()}_PW": s.db_password for s in b.sites.values()}
+    )
 
 
 def orch_json(b: Bench, *args: str) -> dict | list:
-    proc = subprocess.run([*ORCH, "-i", str(b.inventory), "--json", *args], capture_output=True, text=True,
-                          env=b.env)
+    proc = subprocess.run([*ORCH, "-i", str(b.inventory), "--json", *args], capture_output=True, text=True, env=b.env)
     if proc.returncode:
-        raise SystemExit(f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n"
-                         f"{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        )
     return json.loads(proc.stdout)
 
 
@@ -208,6 +277,7 @@ def plain_restore(b: Bench, site: Site) -> float:
     from orchestrator.backends.engines import engine_for
     from orchestrator.backends.remote import Command, connect
     from orchestrator.config import load_inventory
+
     prod = target(load_inventory(b.inventory), site.name)
     admin_db = prod.site.environments["staging"].database
     scratch, folder = f"plain_{os.urandom(3).hex()}", str(b.work / f"plain-{site.name}")
@@ -219,8 +289,12 @@ def plain_restore(b: Bench, site: Site) -> float:
             conn.run(Command("mkdir", "-p", folder))
             prod.repository.run(conn, "restore", snapshots["files"], "--target", folder, timeout=None)
             conn.run(engine.create(scratch))
-            conn.run(prod.repository.command("dump", snapshots["db"], "/" + engine.dump_filename)
-                     .pipe(engine.restore(scratch)), timeout=None)
+            conn.run(
+                prod.repository.command("dump", snapshots["db"], "/" + engine.dump_filename).pipe(
+                    engine.restore(scratch)
+                ),
+                timeout=None,
+            )
             return time.monotonic() - started
         finally:
             conn.run(engine.drop(scratch), check=False)
@@ -265,8 +339,10 @@ def main() -> None:
             step(f"{site.name}: orch backup")
             backup_id = orch_json(b, "backup", site.name, "--task", TASK)[0]["backup_id"]
             site.backup = next(x for x in orch_json(b, "backups", site.name) if x["backup_id"] == backup_id)
-            site.size = {"files_mb": (site.backup["files_size"] or 0) / MB,
-                         "dump_mb": (site.backup["db_size"] or 0) / MB}
+            site.size = {
+                "files_mb": (site.backup["files_size"] or 0) / MB,
+                "dump_mb": (site.backup["db_size"] or 0) / MB,
+            }
             step(f"{site.name}: a plain restore to warm the restic cache (not measured)")
             plain_restore(b, site)
             runs = results[site.name] = {"plain": [], "rto": [], "drill": [], "steps": []}
@@ -278,25 +354,40 @@ def main() -> None:
                 runs["rto"].append(rto)
                 runs["drill"].append(wall)
                 runs["steps"].append(steps)
-                step(f"{site.name}: plain {runs['plain'][-1]:.1f} s, RTO {rto:.1f} s ({rto / runs['plain'][-1]:.2f}x),"
-                     f" drill wall {wall:.1f} s")
-        print(f"\nMachine: {machine()}; 1-min load average {load_before} before the runs, {loadavg()} after\n"
-              f"Command: .venv/bin/python bench/drill.py --runs {args.runs} --big-mb {args.big_mb} "
-              f"--sites {args.sites}\n")
+                step(
+                    f"{site.name}: plain {runs['plain'][-1]:.1f} s, RTO {rto:.1f} s ({rto / runs['plain'][-1]:.2f}x),"
+                    f" drill wall {wall:.1f} s"
+                )
+        print(
+            f"\nMachine: {machine()}; 1-min load average {load_before} before the runs, {loadavg()} after\n"
+            f"Command: .venv/bin/python bench/drill.py --runs {args.runs} --big-mb {args.big_mb} "
+            f"--sites {args.sites}\n"
+        )
         print(report(b, results))
 
 
 def report(b: Bench, results: dict) -> str:
-    lines = ["| site | files | dump | plain restore (s) | drill RTO (s) | RTO / plain | drill wall (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| site | files | dump | plain restore (s) | drill RTO (s) | RTO / plain | drill wall (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, runs in results.items():
         site = b.sites[name]
         ratios = [r / p for r, p in zip(runs["rto"], runs["plain"], strict=True)]
-        lines.append(f"| {name} | {site.size['files_mb']:.0f} MB | {site.size['dump_mb']:.1f} MB | "
-                     f"{_spread(runs['plain'])} | {_spread(runs['rto'])} | {_spread(ratios, 2)} | "
-                     f"{_spread(runs['drill'])} |")
-    lines += ["", "(median, and min-max over the runs)", "", "Drill steps (median seconds, from the oplog):", "",
-              "| step | " + " | ".join(results) + " |", "|---|" + "---:|" * len(results)]
+        lines.append(
+            f"| {name} | {site.size['files_mb']:.0f} MB | {site.size['dump_mb']:.1f} MB | "
+            f"{_spread(runs['plain'])} | {_spread(runs['rto'])} | {_spread(ratios, 2)} | "
+            f"{_spread(runs['drill'])} |"
+        )
+    lines += [
+        "",
+        "(median, and min-max over the runs)",
+        "",
+        "Drill steps (median seconds, from the oplog):",
+        "",
+        "| step | " + " | ".join(results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
     names = list(dict.fromkeys(name for runs in results.values() for steps in runs["steps"] for name in steps))
     for name in names:
         cells = [statistics.median([steps.get(name, 0.0) for steps in runs["steps"]]) for runs in results.values()]

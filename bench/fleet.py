@@ -43,6 +43,7 @@ Usage
     .venv/bin/python bench/fleet.py --hosts 4 --sites 5 --sample 4 --nights 1     # a quick run (~1 min)
     .venv/bin/python bench/fleet.py --oplog postgresql   # the oplog on PostgreSQL instead of SQLite
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,9 +83,9 @@ class Run:
     """One measured CLI run."""
 
     seconds: float
-    cpu: float          # user + system seconds of the orch process tree (wait4 rusage)
-    max_rss: int        # bytes, the largest process of the tree
-    tree_rss: int       # bytes, the largest sum over the tree seen by polling /proc
+    cpu: float  # user + system seconds of the orch process tree (wait4 rusage)
+    max_rss: int  # bytes, the largest process of the tree
+    tree_rss: int  # bytes, the largest sum over the tree seen by polling /proc
     returncode: int
     stdout: str
     stderr: str
@@ -121,6 +122,7 @@ def measure(args: list[str], env: dict, timeout: float) -> Run:
         def poll():
             while not done.wait(0.25):
                 peak[0] = max(peak[0], tree_rss(proc.pid))
+
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         try:
@@ -135,11 +137,19 @@ def measure(args: list[str], env: dict, timeout: float) -> Run:
         poller.join()
         out.seek(0)
         err.seek(0)
-        return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, peak[0], proc.returncode,
-                   out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        return Run(
+            seconds,
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_maxrss * 1024,
+            peak[0],
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
 
 
 # --- the fleet -----------------------------------------------------------------------------------------------
+
 
 def make_site(root: Path, rng: random.Random, files: int, file_kb: int) -> None:
     """Create a small site at root: docroot `www/` (text and binary files, a cache to exclude) and `data.sqlite`."""
@@ -158,8 +168,10 @@ def make_site(root: Path, rng: random.Random, files: int, file_kb: int) -> None:
     (www / "wp-content/cache/page.html").write_text("cached\n")
     db = sqlite3.connect(root / "data.sqlite")
     db.execute("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT, body TEXT)")
-    db.executemany("INSERT INTO posts (title, body) VALUES (?, ?)",
-                   [(f"post {i}", " ".join(rng.choices(words, k=60))) for i in range(300)])
+    db.executemany(
+        "INSERT INTO posts (title, body) VALUES (?, ?)",
+        [(f"post {i}", " ".join(rng.choices(words, k=60))) for i in range(300)],
+    )
     db.execute("CREATE TABLE options (name TEXT PRIMARY KEY, value TEXT)")
     db.executemany("INSERT INTO options VALUES (?, ?)", [(f"opt{i}", str(i)) for i in range(50)])
     db.commit()
@@ -167,17 +179,27 @@ def make_site(root: Path, rng: random.Random, files: int, file_kb: int) -> None:
 
 
 def site_entry(host: str, root: Path) -> dict:
-    return {"playbook": "generic", "task": "1000", "environments": {"production": {
-        "host": host, "path": str(root / "www"), "url": f"https://{root.name}.example",
-        "database": {"engine": "sqlite", "path": str(root / "data.sqlite")}}}}
+    return {
+        "playbook": "generic",
+        "task": "1000",
+        "environments": {
+            "production": {
+                "host": host,
+                "path": str(root / "www"),
+                "url": f"https://{root.name}.example",
+                "database": {"engine": "sqlite", "path": str(root / "data.sqlite")},
+            }
+        },
+    }
 
 
 def write_inventory(path: Path, base: dict, sites: dict[str, dict], global_limit: int) -> None:
     """Write an inventory (with its own sites folder beside it) holding these sites."""
     folder = path.parent / f"{path.stem}-sites"
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(base | {"sites": folder.name, "scheduler": {"max_parallel": global_limit}},
-                                   sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(base | {"sites": folder.name, "scheduler": {"max_parallel": global_limit}}, sort_keys=False)
+    )
     for name, site in sites.items():
         (folder / f"{name}.yaml").write_text(yaml.safe_dump({"name": name} | site, sort_keys=False))
 
@@ -195,6 +217,7 @@ def user_created() -> bool:
 
 # --- the runs ------------------------------------------------------------------------------------------------
 
+
 def backup(label: str, inventory: Path, args: list[str], env: dict, sites: int, timeout: float) -> dict:
     run = measure(["-i", str(inventory), "--json", "backup", *args, "--task", "1000"], env, timeout)
     try:
@@ -203,25 +226,43 @@ def backup(label: str, inventory: Path, args: list[str], env: dict, sites: int, 
         results = []
     ok = sum(1 for r in results if r.get("status") == "ok")
     failed = [r for r in results if r.get("status") != "ok"]
-    print(f"  {label}: {ok}/{sites} ok in {run.seconds:.1f} s, orch CPU {run.cpu:.1f} s, "
-          f"max RSS {run.max_rss / MB:.0f} MB (tree {run.tree_rss / MB:.0f} MB), exit {run.returncode}", flush=True)
+    print(
+        f"  {label}: {ok}/{sites} ok in {run.seconds:.1f} s, orch CPU {run.cpu:.1f} s, "
+        f"max RSS {run.max_rss / MB:.0f} MB (tree {run.tree_rss / MB:.0f} MB), exit {run.returncode}",
+        flush=True,
+    )
     if ok != sites:
-        print(f"    failures: {[(r.get('site'), r.get('error')) for r in failed[:5]]}\n"
-              f"    stderr: {run.stderr[-1500:]}")
-    return {"label": label, "sites": sites, "ok": ok, "seconds": run.seconds, "cpu": run.cpu,
-            "max_rss": run.max_rss, "tree_rss": run.tree_rss, "returncode": run.returncode}
+        print(
+            f"    failures: {[(r.get('site'), r.get('error')) for r in failed[:5]]}\n    stderr: {run.stderr[-1500:]}"
+        )
+    return {
+        "label": label,
+        "sites": sites,
+        "ok": ok,
+        "seconds": run.seconds,
+        "cpu": run.cpu,
+        "max_rss": run.max_rss,
+        "tree_rss": run.tree_rss,
+        "returncode": run.returncode,
+    }
 
 
 def scheduler_plan(inventory: Path, env: dict) -> dict:
     run = measure(["-i", str(inventory), "--json", "scheduler", "plan"], env, 120)
     plan = json.loads(run.stdout) if run.stdout.strip() else {}
     hosts = plan.get("hosts", [])
-    return {"seconds": run.seconds, "cpu": run.cpu, "max_rss": run.max_rss, "returncode": run.returncode,
-            "jobs": len(plan.get("jobs", [])),
-            "oversubscribed": [h["host"] for h in hosts if h.get("oversubscribed")],
-            "busiest": max((h["estimated_seconds"] / h["max_parallel"] for h in hosts), default=0),
-            "window": max((h["window_seconds"] or 0 for h in hosts), default=0),
-            "fleet": plan.get("fleet"), "warnings": plan.get("warnings", [])}
+    return {
+        "seconds": run.seconds,
+        "cpu": run.cpu,
+        "max_rss": run.max_rss,
+        "returncode": run.returncode,
+        "jobs": len(plan.get("jobs", [])),
+        "oversubscribed": [h["host"] for h in hosts if h.get("oversubscribed")],
+        "busiest": max((h["estimated_seconds"] / h["max_parallel"] for h in hosts), default=0),
+        "window": max((h["window_seconds"] or 0 for h in hosts), default=0),
+        "fleet": plan.get("fleet"),
+        "warnings": plan.get("warnings", []),
+    }
 
 
 def load() -> str:
@@ -230,8 +271,10 @@ def load() -> str:
 
 def stop_on_signals() -> None:
     """Ctrl-C and SIGTERM unwind through the cleanup (a shell starting us in the background ignores SIGINT)."""
+
     def interrupt(*_):
         raise KeyboardInterrupt
+
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
 
@@ -253,9 +296,12 @@ def main() -> int:
     stop_on_signals()
     total = opts.hosts * opts.sites
     rng = random.Random(14)
-    print(f"fleet: {opts.hosts} hosts x {opts.sites} sites = {total} sites, {opts.files} files of ~{opts.file_kb} KB "
-          f"+ SQLite each; max_parallel {opts.max_parallel}/host, global {opts.global_limit}; oplog {opts.oplog}; "
-          f"sequential sample {opts.sample}; load {load()}", flush=True)
+    print(
+        f"fleet: {opts.hosts} hosts x {opts.sites} sites = {total} sites, {opts.files} files of ~{opts.file_kb} KB "
+        f"+ SQLite each; max_parallel {opts.max_parallel}/host, global {opts.global_limit}; oplog {opts.oplog}; "
+        f"sequential sample {opts.sample}; load {load()}",
+        flush=True,
+    )
     tmp = Path(tempfile.mkdtemp(prefix="orch-bench-fleet-"))
     with ExitStack() as stack:
         if not opts.keep:
@@ -267,8 +313,11 @@ def main() -> int:
         if not opts.keep:
             stack.callback(shutil.rmtree, work, ignore_errors=True)
         key = tmp / "id_ed25519"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orch-bench", "-f", str(key)],
-                       check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orch-bench", "-f", str(key)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
         started = time.monotonic()
         hosts = {}
         for n in range(opts.hosts):
@@ -295,20 +344,31 @@ def main() -> int:
             make_site(root, rng, opts.files, opts.file_kb)
             sample[f"{host}-sample{s + 1:02d}"] = site_entry(host, root)
         subprocess.run(["chown", "-R", f"{USER}:", str(work)], check=True)
-        base = {"oplog": oplog,
-                "storage": {"local": {"type": "local", "path": str(work / "repos"),
-                                      "password": {"env": "T_RESTIC_PW"}}},
-                "hosts": {name: {"address": h.address, "port": h.port, "user": h.user, "host_key": h.host_key,
-                                 "identity_file": str(key), "max_parallel": opts.max_parallel,
-                                 "nightly_window": WINDOW} for name, h in hosts.items()},
-                "defaults": {"backup": {"storage": "local", "schedule": SCHEDULE, "exclude": ["wp-content/cache"]}}}
+        base = {
+            "oplog": oplog,
+            "storage": {"local": {"type": "local", "path": str(work / "repos"), "password": {"env": "T_RESTIC_PW"}}},
+            "hosts": {
+                name: {
+                    "address": h.address,
+                    "port": h.port,
+                    "user": h.user,
+                    "host_key": h.host_key,
+                    "identity_file": str(key),
+                    "max_parallel": opts.max_parallel,
+                    "nightly_window": WINDOW,
+                }
+                for name, h in hosts.items()
+            },
+            "defaults": {"backup": {"storage": "local", "schedule": SCHEDULE, "exclude": ["wp-content/cache"]}},
+        }
         write_inventory(tmp / "fleet.yaml", base, fleet, opts.global_limit)
         write_inventory(tmp / "sample.yaml", base, sample, 1)
         write_inventory(tmp / "all.yaml", base, fleet | sample, opts.global_limit)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
         env |= {"ORCH_STATE_DIR": str(tmp / "state"), "PYTHONPATH": str(REPO), "T_RESTIC_PW": "fleet-bench-pw"}
-        print(f"setup: {time.monotonic() - started:.1f} s ({len(hosts)} sshd up, {total + opts.sample} sites)",
-              flush=True)
+        print(
+            f"setup: {time.monotonic() - started:.1f} s ({len(hosts)} sshd up, {total + opts.sample} sites)", flush=True
+        )
 
         # Night 0 creates every repository (fleet and sample together, in one parallel run): restic calibrates a
         # repository's key derivation to the CPU it gets at `init`, so both sides must be created alike.
@@ -318,8 +378,7 @@ def main() -> int:
         for night in range(1, opts.nights + 1):
             print(f"night {night}: load {load()}", flush=True)
             parallel = backup("parallel --all", tmp / "fleet.yaml", ["--all"], env, total, opts.timeout)
-            one_by_one = backup("sequential sample", tmp / "sample.yaml", list(sample), env, opts.sample,
-                                opts.timeout)
+            one_by_one = backup("sequential sample", tmp / "sample.yaml", list(sample), env, opts.sample, opts.timeout)
             nights.append((night, parallel, one_by_one, load()))
         plan = scheduler_plan(tmp / "fleet.yaml", env)
         report(opts, first, nights, plan)
@@ -330,32 +389,45 @@ def main() -> int:
 
 def report(opts, first, nights, plan) -> None:
     total = opts.hosts * opts.sites
-    print(f"\n{opts.hosts} hosts x {opts.sites} sites = {total} sites; global limit {opts.global_limit}, "
-          f"max_parallel {opts.max_parallel}/host; oplog {opts.oplog}\n")
+    print(
+        f"\n{opts.hosts} hosts x {opts.sites} sites = {total} sites; global limit {opts.global_limit}, "
+        f"max_parallel {opts.max_parallel}/host; oplog {opts.oplog}\n"
+    )
     print("| | night | parallel `--all` | sequential (extrapolated) | ratio | goal |")
     print("|---|---:|---:|---:|---:|---|")
     for night, parallel, one_by_one, after in nights:
         per_site = one_by_one["seconds"] / max(1, one_by_one["sites"])
         sequential = per_site * total
         ratio = sequential / parallel["seconds"]
-        print(f"| wall time | {night} | {parallel['seconds']:.1f} s ({parallel['ok']}/{total} ok) | "
-              f"{sequential:.0f} s ({per_site:.2f} s/site x {total}, from {one_by_one['sites']} one by one) | "
-              f"{ratio:.1f}x | >= 10x: {'yes' if ratio >= 10 else 'NO'} |")
-        print(f"| orch CPU | {night} | {parallel['cpu']:.1f} s ({parallel['cpu'] / total * 1000:.0f} ms/site) | "
-              f"{one_by_one['cpu'] / max(1, one_by_one['sites']) * 1000:.0f} ms/site | | |")
+        print(
+            f"| wall time | {night} | {parallel['seconds']:.1f} s ({parallel['ok']}/{total} ok) | "
+            f"{sequential:.0f} s ({per_site:.2f} s/site x {total}, from {one_by_one['sites']} one by one) | "
+            f"{ratio:.1f}x | >= 10x: {'yes' if ratio >= 10 else 'NO'} |"
+        )
+        print(
+            f"| orch CPU | {night} | {parallel['cpu']:.1f} s ({parallel['cpu'] / total * 1000:.0f} ms/site) | "
+            f"{one_by_one['cpu'] / max(1, one_by_one['sites']) * 1000:.0f} ms/site | | |"
+        )
         rss = max(parallel["max_rss"], parallel["tree_rss"])
-        print(f"| orch peak RSS | {night} | {rss / MB:.0f} MB | {one_by_one['max_rss'] / MB:.0f} MB | | "
-              f"< 500 MB: {'yes' if rss < 500 * MB else 'NO'} |")
+        print(
+            f"| orch peak RSS | {night} | {rss / MB:.0f} MB | {one_by_one['max_rss'] / MB:.0f} MB | | "
+            f"< 500 MB: {'yes' if rss < 500 * MB else 'NO'} |"
+        )
         print(f"| load average after | {night} | {after} | | | |")
     fleet = plan["fleet"] or {}
-    print(f"\n`orch scheduler plan`: {plan['seconds']:.2f} s for {plan['jobs']} jobs (< 2 s: "
-          f"{'yes' if plan['seconds'] < 2 else 'NO'}; CPU {plan['cpu']:.2f} s, load {load()}), exit "
-          f"{plan['returncode']}, RSS {plan['max_rss'] / MB:.0f} MB; "
-          f"busiest host needs {plan['busiest'] / 60:.1f} min per slot of its {plan['window'] / 60:.0f} min window; "
-          f"over-subscribed hosts: {plan['oversubscribed'] or 'none'}"
-          + (f"; fleet: {fleet.get('estimated_seconds', 0) / 60:.1f} min of work / global {fleet.get('max_parallel')}"
-             f" = {fleet.get('needed_seconds', 0) / 60:.1f} min, holds: {not fleet.get('oversubscribed')}"
-             if fleet else ""))
+    print(
+        f"\n`orch scheduler plan`: {plan['seconds']:.2f} s for {plan['jobs']} jobs (< 2 s: "
+        f"{'yes' if plan['seconds'] < 2 else 'NO'}; CPU {plan['cpu']:.2f} s, load {load()}), exit "
+        f"{plan['returncode']}, RSS {plan['max_rss'] / MB:.0f} MB; "
+        f"busiest host needs {plan['busiest'] / 60:.1f} min per slot of its {plan['window'] / 60:.0f} min window; "
+        f"over-subscribed hosts: {plan['oversubscribed'] or 'none'}"
+        + (
+            f"; fleet: {fleet.get('estimated_seconds', 0) / 60:.1f} min of work / global {fleet.get('max_parallel')}"
+            f" = {fleet.get('needed_seconds', 0) / 60:.1f} min, holds: {not fleet.get('oversubscribed')}"
+            if fleet
+            else ""
+        )
+    )
     for line in plan["warnings"][:5]:
         print(f"  warning: {line}")
 

@@ -23,6 +23,7 @@ What is compared
 Usage
     .venv/bin/python bench/merge.py [--size-mb 500] [--seed 1] [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ CREATE TABLE wp_postmeta (meta_id BIGINT UNSIGNED PRIMARY KEY AUTO_INCREMENT, po
 CREATE TABLE wp_options (option_id BIGINT UNSIGNED PRIMARY KEY AUTO_INCREMENT, option_name VARCHAR(191) UNIQUE,
   option_value LONGTEXT, autoload VARCHAR(20) DEFAULT 'yes') ENGINE=InnoDB;
 """
-WORDS = ("roof tile slate copper gutter chimney repair estimate warranty shingle valley flashing ridge vent eave "
-         "insulation membrane install quote season storm inspection").split()
+WORDS = (
+    "roof tile slate copper gutter chimney repair estimate warranty shingle valley flashing ridge vent eave "
+    "insulation membrane install quote season storm inspection"
+).split()
 
 
 def text(rng: random.Random, n_bytes: int) -> str:
@@ -71,18 +74,20 @@ def post(rng: random.Random, n: int, kind: str = "post", size: int = 5000) -> st
     body = "".join(f"<!-- wp:paragraph --><p>{text(rng, size // 4)}</p><!-- /wp:paragraph -->\\n" for _ in range(4))
     if kind == "page":
         body += f'<!-- wp:image {{\\"id\\":{rng.randint(1, 50)}}} --><img class=\\"wp-image-1\\"/><!-- /wp:image -->'
-    return f"({n}, 1, '2026-11-0{rng.randint(1, 9)} 10:00:00', '{body}', 'Title {n}', 'publish', 'p-{n}', 0, " \
-           f"'{kind}', 0)"
+    return (
+        f"({n}, 1, '2026-11-0{rng.randint(1, 9)} 10:00:00', '{body}', 'Title {n}', 'publish', 'p-{n}', 0, '{kind}', 0)"
+    )
 
 
 def inserts(table: str, rows, per: int = 200) -> list[str]:
     rows = list(rows)
-    return [f"INSERT INTO {table} VALUES " + ",\n".join(rows[i:i + per]) + ";" for i in range(0, len(rows), per)]
+    return [f"INSERT INTO {table} VALUES " + ",\n".join(rows[i : i + per]) + ";" for i in range(0, len(rows), per)]
 
 
 def run_sql(server, db: str, script: str) -> None:
-    subprocess.run(["mariadb", "--no-defaults", "-S", str(server.socket), "-u", "root", db], input=script.encode(),
-                   check=True)
+    subprocess.run(
+        ["mariadb", "--no-defaults", "-S", str(server.socket), "-u", "root", db], input=script.encode(), check=True
+    )
 
 
 def seed(server, size: int, rng: random.Random) -> int:
@@ -94,23 +99,30 @@ def seed(server, size: int, rng: random.Random) -> int:
     for start in range(1, posts + 1, 5000):
         chunk = range(start, min(start + 5000, posts + 1))
         sql = inserts("wp_posts", (post(rng, n, "attachment" if n <= 50 else "post") for n in chunk))
-        sql += inserts("wp_postmeta", (f"({4 * n + k}, {n}, '_meta_{k}', '{text(rng, 60)}')" for n in chunk
-                                       for k in range(4)), per=2000)
+        sql += inserts(
+            "wp_postmeta",
+            (f"({4 * n + k}, {n}, '_meta_{k}', '{text(rng, 60)}')" for n in chunk for k in range(4)),
+            per=2000,
+        )
         run_sql(server, "prod", "\n".join(sql))
     options = (f"({i}, 'option_{i}', 'a:1:{{s:3:\"key\";s:5:\"value\";}}', 'yes')" for i in range(1, 1501))
     run_sql(server, "prod", "\n".join(inserts("wp_options", options, per=500)))
     return posts
 
 
-def edit(server, db: str, rng: random.Random, posts: int, rewrites: list[int], new_posts: int, meta: int,
-         kind: str) -> None:
+def edit(
+    server, db: str, rng: random.Random, posts: int, rewrites: list[int], new_posts: int, meta: int, kind: str
+) -> None:
     sql = [f"UPDATE wp_posts SET post_content = '{text(rng, 3000)}' WHERE ID = {i};" for i in rewrites]
     first = int(server.sql("SELECT MAX(ID) FROM wp_posts", db)) + 1
     sql += inserts("wp_posts", (post(rng, n, kind, 3000) for n in range(first, first + new_posts)))
     first_meta = int(server.sql("SELECT MAX(meta_id) FROM wp_postmeta", db)) + 1
     key = "_thumbnail_id" if kind == "page" else "_news_source"
-    sql += inserts("wp_postmeta", (f"({first_meta + k}, {first + k % max(new_posts, 1)}, '{key}', "
-                                   f"'{rng.randint(1, 50)}')" for k in range(meta)), per=2000)
+    sql += inserts(
+        "wp_postmeta",
+        (f"({first_meta + k}, {first + k % max(new_posts, 1)}, '{key}', '{rng.randint(1, 50)}')" for k in range(meta)),
+        per=2000,
+    )
     run_sql(server, db, "\n".join(sql))
 
 
@@ -120,6 +132,7 @@ def edit(server, db: str, rng: random.Random, posts: int, rewrites: list[int], n
 def engine(socket: str, name: str):
     from orchestrator.backends.engines.mysql import MySQL
     from orchestrator.config.model import Database
+
     return MySQL(Database("mysql", name, "root", None, None, None, None, socket))
 
 
@@ -137,13 +150,29 @@ def child_merge(socket: str, base_file: str) -> None:
     with open(base_file, "rb") as base, remote_stream(conn, stage.dump_rows(TABLES)) as staging:
         shapes, touched, compared = diff_sides(base, staging, spec)
     next_ids = production_ids(conn, prod, shapes)
-    result = Merger(spec, shapes, touched, DbLookup(conn, stage), DbLookup(conn, prod), to_production=same,
-                    to_staging=same, next_ids=next_ids).decide(prefer="staging")
-    print(json.dumps({"hwm_mb": peak_rss_mb(), "touched": sum(map(len, touched.values())),
-                      "rows": sum(compared.values()),
-                      "items": len(result.items), "conflicts": len(result.conflicts),
-                      "remapped": sum(map(len, result.remaps.values())),
-                      "changes": len([c for c in result.changes if c.action in ("insert", "update")])}))
+    result = Merger(
+        spec,
+        shapes,
+        touched,
+        DbLookup(conn, stage),
+        DbLookup(conn, prod),
+        to_production=same,
+        to_staging=same,
+        next_ids=next_ids,
+    ).decide(prefer="staging")
+    print(
+        json.dumps(
+            {
+                "hwm_mb": peak_rss_mb(),
+                "touched": sum(map(len, touched.values())),
+                "rows": sum(compared.values()),
+                "items": len(result.items),
+                "conflicts": len(result.conflicts),
+                "remapped": sum(map(len, result.remaps.values())),
+                "changes": len([c for c in result.changes if c.action in ("insert", "update")]),
+            }
+        )
+    )
 
 
 def peak_rss_mb() -> float:
@@ -167,6 +196,7 @@ def dump_both(socket: str) -> float:
     """Dump stage's and prod's content tables once, through a pipe, thrown away; return the wall time."""
     from orchestrator.backends.remote import LocalConnector
     from orchestrator.backends.remote.relay import remote_stream
+
     started = time.monotonic()
     conn = LocalConnector()
     for name in ("stage", "prod"):
@@ -188,8 +218,9 @@ def scenario(tmp: Path, size_mb: int, seed_value: int) -> dict:
             subprocess.run(engine(str(server.socket), "prod").dump_rows(TABLES).argv(), stdout=out, check=True)
         server.sql("CREATE DATABASE stage")
         with open(base_file, "rb") as dump:
-            subprocess.run(["mariadb", "--no-defaults", "-S", str(server.socket), "-u", "root", "stage"], stdin=dump,
-                           check=True)
+            subprocess.run(
+                ["mariadb", "--no-defaults", "-S", str(server.socket), "-u", "root", "stage"], stdin=dump, check=True
+            )
         ids = list(range(51, posts + 1))
         staged = rng.sample(ids, 500)
         edit(server, "stage", rng, posts, staged, 250, 250, "page")
@@ -199,9 +230,16 @@ def scenario(tmp: Path, size_mb: int, seed_value: int) -> dict:
         baseline = min(dump_both(socket) for _ in range(2))
         runs = [measured([sys.executable, __file__, "--child", socket, str(base_file)]) for _ in range(2)]
         wall, out = min(runs, key=lambda run: run[0])
-        return {"size_mb": round(base_file.stat().st_size / MB, 1), "posts": posts, "setup_s": round(setup, 1),
-                "dump_both_s": round(baseline, 2), "merge_s": round(wall, 2), "ratio": round(wall / baseline, 2),
-                "merge_rss_mb": max(run[1]["hwm_mb"] for run in runs), **out}
+        return {
+            "size_mb": round(base_file.stat().st_size / MB, 1),
+            "posts": posts,
+            "setup_s": round(setup, 1),
+            "dump_both_s": round(baseline, 2),
+            "merge_s": round(wall, 2),
+            "ratio": round(wall / baseline, 2),
+            "merge_rss_mb": max(run[1]["hwm_mb"] for run in runs),
+            **out,
+        }
 
 
 def main() -> None:
@@ -220,11 +258,15 @@ def main() -> None:
     for size in (max(args.size_mb // 4, 1), args.size_mb):
         results.append(scenario(tmp, size, args.seed))
         print(json.dumps(results[-1]), flush=True)
-    print("\n| dump MB | rows | touched | items | conflicts | remapped | dump both s | merge s | merge / dump | "
-          "merge peak RSS MB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| dump MB | rows | touched | items | conflicts | remapped | dump both s | merge s | merge / dump | "
+        "merge peak RSS MB |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for r in results:
-        print(f"| {r['size_mb']} | {r['rows']} | {r['touched']} | {r['items']} | {r['conflicts']} | {r['remapped']} "
-              f"| {r['dump_both_s']} | {r['merge_s']} | {r['ratio']} | {r['merge_rss_mb']} |")
+        print(
+            f"| {r['size_mb']} | {r['rows']} | {r['touched']} | {r['items']} | {r['conflicts']} | {r['remapped']} "
+            f"| {r['dump_both_s']} | {r['merge_s']} | {r['ratio']} | {r['merge_rss_mb']} |"
+        )
     if not args.keep:
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
 

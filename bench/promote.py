@@ -75,6 +75,7 @@ Usage
     each switch; `graceful` also sets php-fpm's process_control_timeout = 10s (default 0: a reload kills the
     requests in flight). The default run uses neither, as the testbed does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -113,8 +114,8 @@ LAYOUTS = ("releases", "inplace")
 TASK = "20001"
 BUCKET = "bench-promote"
 THEME = "wp-content/themes/twentytwentythree"
-RATE = 50                  # requests per second, open loop
-TIMEOUT = 5.0              # seconds; slower is a failure
+RATE = 50  # requests per second, open loop
+TIMEOUT = 5.0  # seconds; slower is a failure
 PHP_CHILDREN = 4
 PLUGIN_BYTES = 300_000
 FONT = f"/{THEME}/assets/fonts/dm-sans/DMSans-Regular.woff2"
@@ -127,11 +128,13 @@ FATAL_PHP = b"<?php\n// orch bench: a release whose every page dies\nthis_functi
 
 # --- the code change ---------------------------------------------------------------------------------------
 
+
 def theme_files() -> list[str]:
     """The 20 theme files each run edits (relative to the theme): style.css, parts, templates, patterns."""
     theme = WORDPRESS_SOURCE / THEME
-    return ["style.css"] + sorted(str(p.relative_to(theme)) for folder in ("parts", "templates", "patterns")
-                                  for p in (theme / folder).iterdir())
+    return ["style.css"] + sorted(
+        str(p.relative_to(theme)) for folder in ("parts", "templates", "patterns") for p in (theme / folder).iterdir()
+    )
 
 
 def marker(rel: str, k: int) -> bytes:
@@ -142,14 +145,18 @@ def marker(rel: str, k: int) -> bytes:
 
 
 def functions_php(k: int) -> bytes:
-    return (f"<?php\n// orch bench: theme functions, version {k}\n"
-            f"require __DIR__ . '/inc/bench-r{k}.php';\n"
-            f"add_action( 'wp_head', 'orch_bench_r{k}_meta' );\n").encode()
+    return (
+        f"<?php\n// orch bench: theme functions, version {k}\n"
+        f"require __DIR__ . '/inc/bench-r{k}.php';\n"
+        f"add_action( 'wp_head', 'orch_bench_r{k}_meta' );\n"
+    ).encode()
 
 
 def inc_php(k: int) -> bytes:
-    return (f"<?php\nfunction orch_bench_r{k}_meta() {{\n"
-            f"\techo '<meta name=\"orch-bench\" content=\"orch-bench-rev-{k}\">' . \"\\n\";\n}}\n").encode()
+    return (
+        f"<?php\nfunction orch_bench_r{k}_meta() {{\n"
+        f'\techo \'<meta name="orch-bench" content="orch-bench-rev-{k}">\' . "\\n";\n}}\n'
+    ).encode()
 
 
 def plugin_php(k: int, rng: random.Random) -> bytes:
@@ -164,8 +171,7 @@ def plugin_php(k: int, rng: random.Random) -> bytes:
 
 def write_version(dev: Path, k: int, rng: random.Random) -> None:
     """Make the dev copy hold version k of the code (see the module docstring), as the host's user."""
-    files = {f"{THEME}/{rel}": (WORDPRESS_SOURCE / THEME / rel).read_bytes() + marker(rel, k)
-             for rel in theme_files()}
+    files = {f"{THEME}/{rel}": (WORDPRESS_SOURCE / THEME / rel).read_bytes() + marker(rel, k) for rel in theme_files()}
     files[f"{THEME}/functions.php"] = functions_php(k)
     files[f"{THEME}/inc/bench-r{k}.php"] = inc_php(k)
     files[f"wp-content/plugins/orch-bench/bundle-r{k}.php"] = plugin_php(k, rng)
@@ -182,6 +188,7 @@ def write_as_user(path: Path, data: bytes) -> None:
 
 # --- the testbed, the sites and the inventory --------------------------------------------------------------
 
+
 @dataclass
 class Site:
     layout: str
@@ -190,20 +197,20 @@ class Site:
     prod: Path
     dev: Path
     db_password: str
-    revisions: dict[int, str] = field(default_factory=dict)   # version k -> orch revision id
+    revisions: dict[int, str] = field(default_factory=dict)  # version k -> orch revision id
 
 
 @dataclass
 class Bench:
     tmp: Path
-    work: Path            # on the host, in the user's home
+    work: Path  # on the host, in the user's home
     host: object
     mariadb: object
     s3: object
     web: object
     sites: dict[str, Site] = field(default_factory=dict)
     env: dict = field(default_factory=dict)
-    opcache: dict[str, str] = field(default_factory=dict)    # layout -> OPcache state after its runs
+    opcache: dict[str, str] = field(default_factory=dict)  # layout -> OPcache state after its runs
 
     @property
     def inventory(self) -> Path:
@@ -246,11 +253,18 @@ def graceful_php_reload(php) -> None:
 def add_opcache_probe(web, docroot: Path) -> None:
     """A vhost of its own on the same php-fpm pool that reports the pool's OPcache (shared by both sites)."""
     make_user_dir(docroot, HOST_USER)
-    write_user_file(docroot / "opcache.php", "<?php $s = opcache_get_status(false);\n"
-                    "echo json_encode(['memory' => $s['memory_usage'], 'stats' => $s['opcache_statistics'], "
-                    "'full' => $s['cache_full']]);\n", HOST_USER)
-    write_user_file(web.nginx.sites_dir / "probe.conf", php_vhost(
-        listen=web.nginx.listen, root=docroot, php_socket=web.php.socket, server_name=PROBE_HOST), HOST_USER)
+    write_user_file(
+        docroot / "opcache.php",
+        "<?php $s = opcache_get_status(false);\n"
+        "echo json_encode(['memory' => $s['memory_usage'], 'stats' => $s['opcache_statistics'], "
+        "'full' => $s['cache_full']]);\n",
+        HOST_USER,
+    )
+    write_user_file(
+        web.nginx.sites_dir / "probe.conf",
+        php_vhost(listen=web.nginx.listen, root=docroot, php_socket=web.php.socket, server_name=PROBE_HOST),
+        HOST_USER,
+    )
     web.nginx.reload()
 
 
@@ -265,26 +279,30 @@ def opcache(b: Bench) -> str:
     finally:
         conn.close()
     memory, stats = data["memory"], data["stats"]
-    return (f"{memory['used_memory'] / 2**20:.0f} of "
-            f"{(memory['used_memory'] + memory['free_memory'] + memory['wasted_memory']) / 2**20:.0f} MiB used, "
-            f"{stats['num_cached_scripts']} scripts, {'FULL' if data['full'] else 'not full'}")
+    return (
+        f"{memory['used_memory'] / 2**20:.0f} of "
+        f"{(memory['used_memory'] + memory['free_memory'] + memory['wasted_memory']) / 2**20:.0f} MiB used, "
+        f"{stats['num_cached_scripts']} scripts, {'FULL' if data['full'] else 'not full'}"
+    )
 
 
 def forget_new_restic_caches(stack: ExitStack, cache: Path) -> None:
     """At the end, remove the restic cache dirs that appear during this run (and only those)."""
     before = set(cache.iterdir()) if cache.is_dir() else set()
-    stack.callback(lambda: [shutil.rmtree(p, ignore_errors=True)
-                            for p in (set(cache.iterdir()) if cache.is_dir() else set()) - before])
+    stack.callback(
+        lambda: [
+            shutil.rmtree(p, ignore_errors=True) for p in (set(cache.iterdir()) if cache.is_dir() else set()) - before
+        ]
+    )
 
 
 def install_site(b: Bench, layout: str) -> Site:
     """A fresh WordPress (its own database and vhost on the shared web stack) and a dev copy of its code."""
-    name = f"wp{layout[0]}"          # wpr, wpi
+    name = f"wp{layout[0]}"  # wpr, wpi
     prod, dev = b.work / f"{name}-prod", b.work / f"{name}-dev"
     password = "pw-" + os.urandom(8).hex()
     url = f"http://{layout}.bench.test:{b.web.nginx.port}"
-    install_wordpress(b.host, prod, b.mariadb, name, name, password, url, b.web.nginx, b.web.php,
-                      default_server=False)
+    install_wordpress(b.host, prod, b.mariadb, name, name, password, url, b.web.nginx, b.web.php, default_server=False)
     run_as(HOST_USER, ["cp", "-a", f"{prod}/.", str(dev)])
     return Site(layout, name, url, prod, dev, password)
 
@@ -298,33 +316,72 @@ def write_inventory(b: Bench, php_reload: bool = False) -> None:
         web["php_reload"] = ["sh", "-c", b.web.php.reload_command]
     inventory = {
         "oplog": f"sqlite:///{b.tmp}/state/oplog.db",
-        "storage": {"offsite": {"type": "s3", "endpoint": b.s3.endpoint, "bucket": BUCKET, "prefix": "orch",
-                                "access_key": {"env": "B_S3_KEY"}, "secret_key": {"env": "B_S3_SECRET"},
-                                "password": {"env": "B_RESTIC_PW"}, "create_bucket": True}},
-        "hosts": {"web": {"address": h.address, "port": h.port, "user": h.user, "host_key": h.host_key,
-                          "identity_file": str(h.identity_file), "web": web}},
+        "storage": {
+            "offsite": {
+                "type": "s3",
+                "endpoint": b.s3.endpoint,
+                "bucket": BUCKET,
+                "prefix": "orch",
+                "access_key": {"env": "B_S3_KEY"},
+                "secret_key": {"env": "B_S3_SECRET"},
+                "password": {"env": "B_RESTIC_PW"},
+                "create_bucket": True,
+            }
+        },
+        "hosts": {
+            "web": {
+                "address": h.address,
+                "port": h.port,
+                "user": h.user,
+                "host_key": h.host_key,
+                "identity_file": str(h.identity_file),
+                "web": web,
+            }
+        },
         "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"], "retention": {"daily": 7}}},
     }
     b.inventory.parent.mkdir(parents=True, exist_ok=True)
     b.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
     for site in b.sites.values():
         write_site_file(b, site, "inplace")
-    b.env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")} | {
-        "ORCH_STATE_DIR": str(b.tmp / "state"), "PYTHONPATH": str(REPO), "B_S3_KEY": b.s3.access_key,
-        "B_S3_SECRET": b.s3.secret_key, "B_RESTIC_PW": "pw-" + os.urandom(8).hex()
-    } | {f"B_{s.name.upper()}_PW": s.db_password for s in b.sites.values()}
+    b.env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        | {
+            "ORCH_STATE_DIR": str(b.tmp / "state"),
+            "PYTHONPATH": str(REPO),
+            "B_S3_KEY": b.s3.access_key,
+            "B_S3_SECRET": b.s3.secret_key,
+            "B_RESTIC_PW": "pw-" + os.urandom(8).hex(),
+        }
+        | {f"B_{s.name.upper()}_PW": s.db_password for s in b.sites.values()}
+    )
 
 
 def write_site_file(b: Bench, site: Site, layout: str) -> None:
     m = b.mariadb
-    data = {"name": site.name, "playbook": "wordpress", "task": TASK, "layout": layout,
-            "promote": {"health_timeout": 30},
-            "environments": {
-                "production": {"host": "web", "path": str(site.prod), "url": site.url,
-                               "database": {"engine": "mysql", "name": site.name, "user": site.name,
-                                            "password": {"env": f"B_{site.name.upper()}_PW"},
-                                            "host": m.host, "port": m.port}},
-                "dev": {"host": "web", "path": str(site.dev)}}}
+    data = {
+        "name": site.name,
+        "playbook": "wordpress",
+        "task": TASK,
+        "layout": layout,
+        "promote": {"health_timeout": 30},
+        "environments": {
+            "production": {
+                "host": "web",
+                "path": str(site.prod),
+                "url": site.url,
+                "database": {
+                    "engine": "mysql",
+                    "name": site.name,
+                    "user": site.name,
+                    "password": {"env": f"B_{site.name.upper()}_PW"},
+                    "host": m.host,
+                    "port": m.port,
+                },
+            },
+            "dev": {"host": "web", "path": str(site.dev)},
+        },
+    }
     folder = b.inventory.parent / "sites"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{site.name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
@@ -334,8 +391,9 @@ def orch(b: Bench, *args: str, may_fail: bool = False) -> subprocess.CompletedPr
     """Run the real CLI; stop the bench on an unexpected exit code (1 is allowed with may_fail)."""
     proc = subprocess.run([*ORCH, "-i", str(b.inventory), *args], capture_output=True, text=True, env=b.env)
     if proc.returncode not in ((0, 1) if may_fail else (0,)):
-        raise SystemExit(f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
-                         f"{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -368,17 +426,18 @@ def promotion_log(b: Bench, site: Site) -> list[dict]:
 
 # --- the load ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Answer:
     path: str
-    due: float            # time.time() of the request's 20 ms slot
-    sent: float           # when the connection was opened
+    due: float  # time.time() of the request's 20 ms slot
+    sent: float  # when the connection was opened
     done: float
     status: int | None
     error: str | None
-    markers: frozenset    # version numbers of the `orch-bench-rev-N` markers in the body
+    markers: frozenset  # version numbers of the `orch-bench-rev-N` markers in the body
     revision: str | None  # the body of /orch-revision.php (an orch revision id)
-    seen: frozenset = frozenset()   # the versions this answer shows (see classify)
+    seen: frozenset = frozenset()  # the versions this answer shows (see classify)
 
     @property
     def failed(self) -> bool:
@@ -396,7 +455,7 @@ class Load:
         self.host_header = site.url.split("://", 1)[1]
         self.address, self.port = nginx.address, nginx.port
         self.answers: list[Answer] = []
-        self.max_lag = 0.0                  # how late the scheduler started a slot (proves the rate held)
+        self.max_lag = 0.0  # how late the scheduler started a slot (proves the rate held)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -436,16 +495,18 @@ class Load:
         finally:
             conn.close()
         revision = body.decode(errors="replace").strip()[:100] if path == "/orch-revision.php" else None
-        self.answers.append(Answer(path, due, sent, time.time(), status, error,
-                                   frozenset(int(m) for m in MARK.findall(body)), revision))
+        self.answers.append(
+            Answer(path, due, sent, time.time(), status, error, frozenset(int(m) for m in MARK.findall(body)), revision)
+        )
 
 
 def classify(answers: list[Answer], revisions: dict[int, str]) -> None:
     """Set each answer's versions: its markers, or for /orch-revision.php the version of the revision id."""
     version_of = {rev: k for k, rev in revisions.items()}
     for a in answers:
-        a.seen = a.markers if a.revision is None else frozenset(
-            [version_of[a.revision]] if a.revision in version_of else [])
+        a.seen = (
+            a.markers if a.revision is None else frozenset([version_of[a.revision]] if a.revision in version_of else [])
+        )
 
 
 def load_window(b: Bench, site: Site, seconds: float | None = None, action=None) -> tuple[Load, float, object]:
@@ -460,6 +521,7 @@ def load_window(b: Bench, site: Site, seconds: float | None = None, action=None)
 
 # --- one layout --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     k: int
@@ -467,17 +529,17 @@ class Run:
     answers: list[Answer]
     max_lag: float
     status: str
-    switch: float | None = None        # the oplog's "switch ... in X.XXXs"
+    switch: float | None = None  # the oplog's "switch ... in X.XXXs"
     switch_start: float | None = None  # epoch seconds the switch step started
-    switch_end: float | None = None    # epoch seconds the switch step finished
+    switch_end: float | None = None  # epoch seconds the switch step finished
     rollback_end: float | None = None  # epoch seconds the automatic rollback step finished
-    promotion: float | None = None     # the operation's duration in the oplog
+    promotion: float | None = None  # the operation's duration in the oplog
     changes: str = ""
-    steps: list[tuple[str, float, float]] = field(default_factory=list)   # oplog steps: name, start, end (epoch)
+    steps: list[tuple[str, float, float]] = field(default_factory=list)  # oplog steps: name, start, end (epoch)
 
     @property
     def stale(self) -> list[Answer]:
-        if self.switch_end is None or self.status != "ok":   # after a rollback the old version is right
+        if self.switch_end is None or self.status != "ok":  # after a rollback the old version is right
             return []
         return [a for a in self.answers if a.sent > self.switch_end and not a.failed and (self.k - 1) in a.seen]
 
@@ -518,12 +580,14 @@ def measure_layout(b: Bench, site: Site, runs: int, fatal: int, rng: random.Rand
         run, baseline = promote_and_baseline(b, site, k)
         (measured.fatal if broken else measured.runs).append(run)
         (measured.fatal_baselines if broken else measured.baselines).append(baseline)
-    add_oplog_figures(measured.runs + measured.fatal, promotion_log(b, site)[-(runs + fatal):] if runs + fatal else [])
+    add_oplog_figures(measured.runs + measured.fatal, promotion_log(b, site)[-(runs + fatal) :] if runs + fatal else [])
     b.opcache[site.layout] = opcache(b)
     step(f"  OPcache after the {site.layout} runs: {b.opcache[site.layout]}")
     for run in measured.runs + measured.fatal:
-        step(f"  {site.layout} run {run.k} steps (s): "
-             + ", ".join(f"{name} {end - start:.2f}" for name, start, end in run.steps))
+        step(
+            f"  {site.layout} run {run.k} steps (s): "
+            + ", ".join(f"{name} {end - start:.2f}" for name, start, end in run.steps)
+        )
         explain(site.layout, run)
     return measured
 
@@ -535,8 +599,14 @@ def promote_and_baseline(b: Bench, site: Site, k: int) -> tuple[Run, Run]:
         site.revisions[k] = result["revision"]
     classify(load.answers, site.revisions)
     step(f"  OPcache after promotion {k}: {opcache(b)}")
-    run = Run(k, window, load.answers, load.max_lag, result.get("status", "?"),
-              changes=f"+{result.get('added', '?')} ~{result.get('changed', '?')} -{result.get('removed', '?')}")
+    run = Run(
+        k,
+        window,
+        load.answers,
+        load.max_lag,
+        result.get("status", "?"),
+        changes=f"+{result.get('added', '?')} ~{result.get('changed', '?')} -{result.get('removed', '?')}",
+    )
     if result.get("status") != "ok":
         step(f"  promotion {k} did not succeed: {result.get('error', result)[-300:]}")
     step(f"{site.layout}: baseline {k}, the same load for {window:.1f} s with no promotion")
@@ -549,7 +619,7 @@ def promote_and_baseline(b: Bench, site: Site, k: int) -> tuple[Run, Run]:
 class Measured:
     runs: list[Run]
     baselines: list[Run]
-    fatal: list[Run]               # promotions of a release that fatals (rolled back)
+    fatal: list[Run]  # promotions of a release that fatals (rolled back)
     fatal_baselines: list[Run]
 
 
@@ -559,8 +629,10 @@ def add_oplog_figures(runs: list[Run], ops: list[dict]) -> None:
     for run, op in zip(runs, ops, strict=True):
         run.status = op["status"]
         run.promotion = op["duration"]
-        run.steps = [(st["name"], epoch(st["started_at"]), epoch(st["finished_at"] or st["started_at"]))
-                     for st in op.get("steps", [])]
+        run.steps = [
+            (st["name"], epoch(st["started_at"]), epoch(st["finished_at"] or st["started_at"]))
+            for st in op.get("steps", [])
+        ]
         back = next((s for s in op.get("steps", []) if s["name"] == "automatic rollback"), None)
         run.rollback_end = epoch(back["finished_at"]) if back and back["finished_at"] else None
         switch = next((s for s in op.get("steps", []) if s["name"] == "switch"), None)
@@ -574,19 +646,26 @@ def explain(layout: str, run: Run) -> None:
     """On stderr: when the odd answers (failed, stale, mixed) were sent, relative to the switch step."""
     if run.switch_start is None:
         return
-    for what, answers in (("failed", [a for a in run.answers if a.failed]), ("stale", run.stale),
-                          ("mixed", run.mixed)):
+    for what, answers in (("failed", [a for a in run.answers if a.failed]), ("stale", run.stale), ("mixed", run.mixed)):
         if answers:
-            when = ", ".join(f"{a.path} {a.sent - run.switch_start:+.3f}..{a.done - run.switch_start:+.3f}s "
-                             f"{sorted(a.seen)}" for a in answers[:8])
-            step(f"  {layout} run {run.k}: {len(answers)} {what}; sent..answered, from the switch step's start "
-                 f"(it took {run.switch_end - run.switch_start:.3f}s): {when}")
+            when = ", ".join(
+                f"{a.path} {a.sent - run.switch_start:+.3f}..{a.done - run.switch_start:+.3f}s {sorted(a.seen)}"
+                for a in answers[:8]
+            )
+            step(
+                f"  {layout} run {run.k}: {len(answers)} {what}; sent..answered, from the switch step's start "
+                f"(it took {run.switch_end - run.switch_start:.3f}s): {when}"
+            )
             if what == "failed":
                 first, last = min(a.sent for a in answers), max(a.sent for a in answers)
-                steps = ", ".join(f"{name} {start - run.switch_start:+.2f}..{end - run.switch_start:+.2f}s"
-                                  for name, start, end in run.steps)
-                step(f"    failed requests were sent from {first - run.switch_start:+.2f}s to "
-                     f"{last - run.switch_start:+.2f}s; the promotion's steps: {steps}")
+                steps = ", ".join(
+                    f"{name} {start - run.switch_start:+.2f}..{end - run.switch_start:+.2f}s"
+                    for name, start, end in run.steps
+                )
+                step(
+                    f"    failed requests were sent from {first - run.switch_start:+.2f}s to "
+                    f"{last - run.switch_start:+.2f}s; the promotion's steps: {steps}"
+                )
 
 
 def epoch(iso: str) -> float:
@@ -601,15 +680,24 @@ def step(message: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured promotions per layout (default 5)")
-    parser.add_argument("--fatal", type=int, default=3,
-                        help="then promotions of a release that fatals, rolled back (default 3)")
+    parser.add_argument(
+        "--fatal", type=int, default=3, help="then promotions of a release that fatals, rolled back (default 3)"
+    )
     parser.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated (default: releases,inplace)")
-    parser.add_argument("--php-reload", nargs="?", const="plain", choices=["plain", "graceful"],
-                        help="set the host's web.php_reload: orch reloads php-fpm after each release switch; "
-                             "`graceful` also gives php-fpm process_control_timeout = 10s")
+    parser.add_argument(
+        "--php-reload",
+        nargs="?",
+        const="plain",
+        choices=["plain", "graceful"],
+        help="set the host's web.php_reload: orch reloads php-fpm after each release switch; "
+        "`graceful` also gives php-fpm process_control_timeout = 10s",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and the sites")
-    parser.add_argument("--priority", action="store_true",
-                        help="root: the bench and its daemons at autogroup nice -20 (a machine others keep busy)")
+    parser.add_argument(
+        "--priority",
+        action="store_true",
+        help="root: the bench and its daemons at autogroup nice -20 (a machine others keep busy)",
+    )
     args = parser.parse_args()
     layouts = [name for name in args.layouts.split(",") if name]
     if not layouts or set(layouts) - set(LAYOUTS):
@@ -631,32 +719,46 @@ def main() -> None:
         write_inventory(b, args.php_reload)
         load_before = loadavg()
         measured = {layout: measure_layout(b, b.sites[layout], args.runs, args.fatal, rng) for layout in layouts}
-        print(f"\nMachine: {machine()}; 1-min load average {load_before} before, {loadavg()} after\n"
-              f"Command: .venv/bin/python bench/promote.py --runs {args.runs} --fatal {args.fatal}"
-              + ("" if layouts == list(LAYOUTS) else f" --layouts {','.join(layouts)}")
-              + (f" --php-reload {args.php_reload}" if args.php_reload else "")
-              + (" --priority" if args.priority else "") + "\n")
+        print(
+            f"\nMachine: {machine()}; 1-min load average {load_before} before, {loadavg()} after\n"
+            f"Command: .venv/bin/python bench/promote.py --runs {args.runs} --fatal {args.fatal}"
+            + ("" if layouts == list(LAYOUTS) else f" --layouts {','.join(layouts)}")
+            + (f" --php-reload {args.php_reload}" if args.php_reload else "")
+            + (" --priority" if args.priority else "")
+            + "\n"
+        )
         print(report(measured))
-        print("\nOPcache of the shared php-fpm pool (reloaded before each layout) after each layout's runs: "
-              + "; ".join(f"{layout}: {state}" for layout, state in b.opcache.items()))
+        print(
+            "\nOPcache of the shared php-fpm pool (reloaded before each layout) after each layout's runs: "
+            + "; ".join(f"{layout}: {state}" for layout, state in b.opcache.items())
+        )
         if args.keep:
             print(f"\nkept: {tmp} (daemons stopped), sites in {b.work}")
 
 
 # --- report ------------------------------------------------------------------------------------------------
 
+
 def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        "?",
+    )
     nginx = subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
     php = subprocess.run(["php", "-r", "echo PHP_VERSION;"], capture_output=True, text=True).stdout.strip()
     wp = re.search(r"\$wp_version = '([^']+)'", (WORDPRESS_SOURCE / "wp-includes/version.php").read_text())
-    return (f"{os.cpu_count()} CPUs ({model}), Debian {Path('/etc/debian_version').read_text().strip()}, "
-            f"nginx {nginx}, php-fpm {php} ({PHP_CHILDREN} static children), WordPress {wp.group(1) if wp else '?'}")
+    return (
+        f"{os.cpu_count()} CPUs ({model}), Debian {Path('/etc/debian_version').read_text().strip()}, "
+        f"nginx {nginx}, php-fpm {php} ({PHP_CHILDREN} static children), WordPress {wp.group(1) if wp else '?'}"
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -684,70 +786,94 @@ def summary_row(label: str, runs: list[Run]) -> str:
     switches = [r.switch for r in runs if r.switch is not None]
     promotions = [r.promotion for r in runs if r.promotion is not None]
     fmt = lambda xs, f: f"{f(xs):.3f}" if xs else "-"  # noqa: E731
-    return (f"| {label} | {len([r for r in runs if r.status != 'baseline']) or '-'} | "
-            f"{sum(r.window for r in runs):.1f} | {len(answers)} | {len(failed)} | "
-            f"{100 * len(failed) / max(1, len(answers)):.2f} | {sum(len(r.stale) for r in runs)} | "
-            f"{sum(len(r.mixed) for r in runs)} | {1000 * percentile(latencies, 0.5):.0f} / "
-            f"{1000 * percentile(latencies, 0.99):.0f} / {1000 * max(latencies, default=0):.0f} | "
-            f"{1000 * percentile(home, 0.5):.0f} / {1000 * percentile(home, 0.99):.0f} | "
-            f"{fmt(switches, statistics.median)} / {fmt(switches, max)} | "
-            f"{fmt(promotions, statistics.median).rstrip('0')} | {failures(answers)} |")
+    return (
+        f"| {label} | {len([r for r in runs if r.status != 'baseline']) or '-'} | "
+        f"{sum(r.window for r in runs):.1f} | {len(answers)} | {len(failed)} | "
+        f"{100 * len(failed) / max(1, len(answers)):.2f} | {sum(len(r.stale) for r in runs)} | "
+        f"{sum(len(r.mixed) for r in runs)} | {1000 * percentile(latencies, 0.5):.0f} / "
+        f"{1000 * percentile(latencies, 0.99):.0f} / {1000 * max(latencies, default=0):.0f} | "
+        f"{1000 * percentile(home, 0.5):.0f} / {1000 * percentile(home, 0.99):.0f} | "
+        f"{fmt(switches, statistics.median)} / {fmt(switches, max)} | "
+        f"{fmt(promotions, statistics.median).rstrip('0')} | {failures(answers)} |"
+    )
 
 
 def run_row(layout: str, r: Run, baseline: Run) -> str:
     def ms(run: Run, q: float, path: str | None = None) -> str:
         return f"{1000 * percentile([a.latency for a in run.answers if path in (None, a.path)], q):.0f}"
-    return (f"| {layout} | {r.k} | {r.status} | {r.changes} | {r.window:.1f} | {len(r.answers)} | "
-            f"{sum(a.failed for a in r.answers)} | {len(r.stale)} | {len(r.mixed)} | {r.shown()} | "
-            f"{ms(r, 0.99)} ({ms(baseline, 0.99)}) | {ms(r, 0.5, '/')} ({ms(baseline, 0.5, '/')}) | "
-            f"{sum(a.failed for a in baseline.answers)} | {r.switch if r.switch is not None else '-'} | "
-            f"{r.promotion if r.promotion is not None else '-'} | {1000 * r.max_lag:.0f} |")
+
+    return (
+        f"| {layout} | {r.k} | {r.status} | {r.changes} | {r.window:.1f} | {len(r.answers)} | "
+        f"{sum(a.failed for a in r.answers)} | {len(r.stale)} | {len(r.mixed)} | {r.shown()} | "
+        f"{ms(r, 0.99)} ({ms(baseline, 0.99)}) | {ms(r, 0.5, '/')} ({ms(baseline, 0.5, '/')}) | "
+        f"{sum(a.failed for a in baseline.answers)} | {r.switch if r.switch is not None else '-'} | "
+        f"{r.promotion if r.promotion is not None else '-'} | {1000 * r.max_lag:.0f} |"
+    )
 
 
 def report(measured: dict[str, Measured]) -> str:
-    lines = [f"Load: {RATE} requests/s open loop, new connection each, cycling over {', '.join(PATHS)}; "
-             f"failed = error, > {TIMEOUT:.0f} s or status != 200.", ""]
+    lines = [
+        f"Load: {RATE} requests/s open loop, new connection each, cycling over {', '.join(PATHS)}; "
+        f"failed = error, > {TIMEOUT:.0f} s or status != 200.",
+        "",
+    ]
     if any(m.runs for m in measured.values()):
-        lines += ["| layout | promotions | window s | requests | failed | failed % | stale after switch | "
-                  "mixed pages | latency p50 / p99 / max ms | `/` p50 / p99 ms | switch s median / max | "
-                  "promotion s median | failures |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "| layout | promotions | window s | requests | failed | failed % | stale after switch | "
+            "mixed pages | latency p50 / p99 / max ms | `/` p50 / p99 ms | switch s median / max | "
+            "promotion s median | failures |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for layout, m in measured.items():
             lines.append(summary_row(layout, m.runs))
             lines.append(summary_row(f"{layout}: baseline (no promotion)", m.baselines))
-        lines += ["", "| layout | run | status | files +added ~changed -removed | window s | requests | failed | "
-                  "stale | mixed | old / new / neither | p99 ms (baseline) | `/` p50 ms (baseline) | baseline failed | "
-                  "switch s | promotion s | max scheduler lag ms |",
-                  "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| layout | run | status | files +added ~changed -removed | window s | requests | failed | "
+            "stale | mixed | old / new / neither | p99 ms (baseline) | `/` p50 ms (baseline) | baseline failed | "
+            "switch s | promotion s | max scheduler lag ms |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for layout, m in measured.items():
             lines += [run_row(layout, r, q) for r, q in zip(m.runs, m.baselines, strict=True)]
         lines += ["", *steps_table({layout: m.runs for layout, m in measured.items()})]
     if any(m.fatal for m in measured.values()):
-        lines += ["", *fatal_table(measured), "",
-                  *steps_table({layout: m.fatal for layout, m in measured.items()}, "release that fatals")]
+        lines += [
+            "",
+            *fatal_table(measured),
+            "",
+            *steps_table({layout: m.fatal for layout, m in measured.items()}, "release that fatals"),
+        ]
     return "\n".join(lines)
 
 
 def fatal_table(measured: dict[str, Measured]) -> list[str]:
     """Promotions of a release that fatals: how long production served it (switch -> end of the rollback), the
     requests that failed meanwhile, and what that exposure means if every request were a page (RATE x it)."""
-    lines = ["| layout | run | status | switch -> rollback s | requests | failed (baseline) | failed `/` | "
-             f"last failure after the rollback s | failed at {RATE} pages/s (= {RATE} x exposure) | promotion s |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| layout | run | status | switch -> rollback s | requests | failed (baseline) | failed `/` | "
+        f"last failure after the rollback s | failed at {RATE} pages/s (= {RATE} x exposure) | promotion s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for layout, m in measured.items():
         for r, q in zip(m.fatal, m.fatal_baselines, strict=True):
             failed = [a for a in r.answers if a.failed]
             last = max((a.sent for a in failed), default=None)
             after = f"{last - r.rollback_end:+.2f}" if last is not None and r.rollback_end else "-"
             exposure = r.exposure
-            lines.append(f"| {layout} | {r.k} | {r.status} | {f'{exposure:.2f}' if exposure else '-'} | "
-                         f"{len(r.answers)} | {len(failed)} ({sum(a.failed for a in q.answers)}) | "
-                         f"{sum(a.path == '/' for a in failed)} | {after} | "
-                         f"{f'{RATE * exposure:.0f}' if exposure else '-'} | {r.promotion or '-'} |")
+            lines.append(
+                f"| {layout} | {r.k} | {r.status} | {f'{exposure:.2f}' if exposure else '-'} | "
+                f"{len(r.answers)} | {len(failed)} ({sum(a.failed for a in q.answers)}) | "
+                f"{sum(a.path == '/' for a in failed)} | {after} | "
+                f"{f'{RATE * exposure:.0f}' if exposure else '-'} | {r.promotion or '-'} |"
+            )
     exposures = [r.exposure for m in measured.values() for r in m.fatal if r.exposure is not None]
     if exposures:
-        lines += ["", f"switch -> rollback: median {statistics.median(exposures):.2f} s, max {max(exposures):.2f} s "
-                      f"over {len(exposures)} promotions of a release that fatals"]
+        lines += [
+            "",
+            f"switch -> rollback: median {statistics.median(exposures):.2f} s, max {max(exposures):.2f} s "
+            f"over {len(exposures)} promotions of a release that fatals",
+        ]
     return lines
 
 
@@ -755,8 +881,7 @@ def steps_table(measured: dict[str, list[Run]], what: str = "promotion") -> list
     """Where a promotion's time goes: each oplog step's median (and max) duration, per layout."""
     layouts = list(measured)
     names = list(dict.fromkeys(name for runs in measured.values() for r in runs for name, _, _ in r.steps))
-    lines = [f"| {what}: step, s: median (max) | " + " | ".join(layouts) + " |",
-             "|---|" + "---:|" * len(layouts)]
+    lines = [f"| {what}: step, s: median (max) | " + " | ".join(layouts) + " |", "|---|" + "---:|" * len(layouts)]
     for name in names:
         cells = []
         for layout in layouts:

@@ -104,8 +104,15 @@ def php_serialize(value) -> bytes:
     return b"a:%d:{%s}" % (len(value), body)
 
 
-_SQL_ESCAPES = {b"\\": b"\\\\", b"'": b"\\'", b'"': b'\\"', b"\n": b"\\n", b"\r": b"\\r", b"\0": b"\\0",
-                b"\x1a": b"\\Z"}
+_SQL_ESCAPES = {
+    b"\\": b"\\\\",
+    b"'": b"\\'",
+    b'"': b'\\"',
+    b"\n": b"\\n",
+    b"\r": b"\\r",
+    b"\0": b"\\0",
+    b"\x1a": b"\\Z",
+}
 _SQL_SPECIAL = re.compile(rb"[\\'\"\n\r\0\x1a]")
 
 
@@ -122,8 +129,10 @@ def json_escaped(value) -> str:
 
 # ---------------------------------------------------------------------------------------- dump generator
 
-WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
-         "et dolore magna aliqua roof tile gutter flashing warranty delivery order cart checkout").split()
+WORDS = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
+    "et dolore magna aliqua roof tile gutter flashing warranty delivery order cart checkout"
+).split()
 WORDS_RU = "кровля черепица водосток доставка заказ корзина гарантия монтаж цена каталог".split()
 
 
@@ -140,8 +149,15 @@ class Site:
     def url(self, path: str = "") -> str:
         """A production URL; mostly https://host, sometimes http://, www. or protocol-relative."""
         roll = self.rng.random()
-        base = (OLD if roll < 0.7 else f"http://{OLD_HOST}" if roll < 0.8 else f"https://www.{OLD_HOST}"
-                if roll < 0.9 else f"//{OLD_HOST}")
+        base = (
+            OLD
+            if roll < 0.7
+            else f"http://{OLD_HOST}"
+            if roll < 0.8
+            else f"https://www.{OLD_HOST}"
+            if roll < 0.9
+            else f"//{OLD_HOST}"
+        )
         return base + path
 
     def upload(self) -> str:
@@ -155,64 +171,129 @@ class Site:
         kind = self.rng.random()
         if kind < 0.5:
             href = self.url(f"/product/{self.rng.randint(1, 500)}/")
-            return (f'<!-- wp:paragraph -->\n<p>{text} <a href="{href}">{self.text(3)}</a>. It\'s here.</p>\n'
-                    "<!-- /wp:paragraph -->")
+            return (
+                f'<!-- wp:paragraph -->\n<p>{text} <a href="{href}">{self.text(3)}</a>. It\'s here.</p>\n'
+                "<!-- /wp:paragraph -->"
+            )
         if kind < 0.8:
             src = self.url(self.upload())
-            return (f'<!-- wp:image {{"id":{self.rng.randint(1, 9999)},"sizeSlug":"large"}} -->\n'
-                    f'<figure class="wp-block-image"><img src="{src}" alt="{self.text(2)}"/></figure>\n'
-                    "<!-- /wp:image -->")
+            return (
+                f'<!-- wp:image {{"id":{self.rng.randint(1, 9999)},"sizeSlug":"large"}} -->\n'
+                f'<figure class="wp-block-image"><img src="{src}" alt="{self.text(2)}"/></figure>\n'
+                "<!-- /wp:image -->"
+            )
         return f"<p>{text} Write to info@{OLD_HOST} or see {self.url('/kontakty/')}</p>"
 
     def post_content(self, with_url: bool) -> str:
         count = self.rng.randint(2, 14)
         url_at = self.rng.randrange(count) if with_url else -1
-        return "\n\n".join(self.paragraph(i == url_at or (with_url and self.rng.random() < 0.15))
-                           for i in range(count))
+        return "\n\n".join(self.paragraph(i == url_at or (with_url and self.rng.random() < 0.15)) for i in range(count))
 
     def widget_text(self) -> bytes:
-        widgets = {i: {"title": self.text(2), "text": self.paragraph(True) + "\r\n" + self.paragraph(False),
-                       "filter": True, "visual": self.rng.random() < 0.5} for i in range(2, self.rng.randint(3, 8))}
+        widgets = {
+            i: {
+                "title": self.text(2),
+                "text": self.paragraph(True) + "\r\n" + self.paragraph(False),
+                "filter": True,
+                "visual": self.rng.random() < 0.5,
+            }
+            for i in range(2, self.rng.randint(3, 8))
+        }
         widgets["_multiwidget"] = 1
         return php_serialize(widgets)
 
     def theme_mods(self) -> bytes:
-        return php_serialize({
-            "nav_menu_locations": {"primary": 2, "footer": 3}, "custom_css_post_id": -1,
-            "header_image": self.url(self.upload()),
-            "header_image_data": PhpObject("stdClass", url=self.url(self.upload()),
-                                           thumbnail_url=self.url(self.upload()), width=1920, height=400,
-                                           attachment_id=self.rng.randint(1, 9999)),
-            "background_image": self.url(self.upload()), "logo_text": self.text(3)})
+        return php_serialize(
+            {
+                "nav_menu_locations": {"primary": 2, "footer": 3},
+                "custom_css_post_id": -1,
+                "header_image": self.url(self.upload()),
+                "header_image_data": PhpObject(
+                    "stdClass",
+                    url=self.url(self.upload()),
+                    thumbnail_url=self.url(self.upload()),
+                    width=1920,
+                    height=400,
+                    attachment_id=self.rng.randint(1, 9999),
+                ),
+                "background_image": self.url(self.upload()),
+                "logo_text": self.text(3),
+            }
+        )
 
     def rewrite_rules(self) -> bytes:
-        return php_serialize({f"^{self.text(1)}/([^/]+)/page/?([0-9]{{1,}})/?$":
-                              f"index.php?{self.text(1)}=$matches[1]&paged=$matches[2]" for _ in range(600)})
+        return php_serialize(
+            {
+                f"^{self.text(1)}/([^/]+)/page/?([0-9]{{1,}})/?$": f"index.php?{self.text(1)}=$matches[1]&paged=$matches[2]"  # noqa: E501
+                for _ in range(600)
+            }
+        )
 
     def plugin_settings(self) -> bytes:
         inner = php_serialize({"redirect": self.url("/thanks/"), "label": self.text(4)})
-        return php_serialize({"version": "3.2.1", "json": json_escaped({"cta": {"url": self.url("/sale/")}}),
-                              "nested": inner, "flags": [True, False, None, 1.5]})
+        return php_serialize(
+            {
+                "version": "3.2.1",
+                "json": json_escaped({"cta": {"url": self.url("/sale/")}}),
+                "nested": inner,
+                "flags": [True, False, None, 1.5],
+            }
+        )
 
     def attachment_metadata(self) -> bytes:
         file = self.upload().removeprefix("/wp-content/uploads/")
-        sizes = {name: {"file": file.replace(".jpg", f"-{w}x{w}.jpg"), "width": w, "height": w,
-                        "mime-type": "image/jpeg", "filesize": self.rng.randint(5000, 90000)}
-                 for name, w in (("thumbnail", 150), ("medium", 300), ("medium_large", 768), ("large", 1024))}
-        return php_serialize({"width": 2048, "height": 1536, "file": file, "filesize": 812345, "sizes": sizes,
-                              "image_meta": {"aperture": "0", "credit": "", "camera": "", "caption": "",
-                                             "copyright": "", "title": self.text(2), "keywords": []}})
+        sizes = {
+            name: {
+                "file": file.replace(".jpg", f"-{w}x{w}.jpg"),
+                "width": w,
+                "height": w,
+                "mime-type": "image/jpeg",
+                "filesize": self.rng.randint(5000, 90000),
+            }
+            for name, w in (("thumbnail", 150), ("medium", 300), ("medium_large", 768), ("large", 1024))
+        }
+        return php_serialize(
+            {
+                "width": 2048,
+                "height": 1536,
+                "file": file,
+                "filesize": 812345,
+                "sizes": sizes,
+                "image_meta": {
+                    "aperture": "0",
+                    "credit": "",
+                    "camera": "",
+                    "caption": "",
+                    "copyright": "",
+                    "title": self.text(2),
+                    "keywords": [],
+                },
+            }
+        )
 
     def elementor_data(self) -> bytes:
-        widgets = [{"id": f"{self.rng.getrandbits(28):07x}", "elType": "widget", "widgetType": "image",
-                    "settings": {"image": {"url": self.url(self.upload()), "id": self.rng.randint(1, 9999)},
-                                 "link": {"url": self.url("/catalog/")}, "title": self.text(3)}}
-                   for _ in range(self.rng.randint(2, 8))]
+        widgets = [
+            {
+                "id": f"{self.rng.getrandbits(28):07x}",
+                "elType": "widget",
+                "widgetType": "image",
+                "settings": {
+                    "image": {"url": self.url(self.upload()), "id": self.rng.randint(1, 9999)},
+                    "link": {"url": self.url("/catalog/")},
+                    "title": self.text(3),
+                },
+            }
+            for _ in range(self.rng.randint(2, 8))
+        ]
         return json_escaped([{"id": "a1b2c3d", "elType": "section", "elements": widgets}]).encode()
 
     def serialized_links(self) -> bytes:
-        return php_serialize([{"url": self.url(f"/p/{i}"), "title": f"{self.text(2)} — {self.text(1)}"}
-                              for i in range(self.rng.randint(1, 6))])
+        return php_serialize(
+            [
+                {"url": self.url(f"/p/{i}"), "title": f"{self.text(2)} — {self.text(1)}"}
+                for i in range(self.rng.randint(1, 6))
+            ]
+        )
 
 
 def _pool(make, size: int) -> list[bytes]:
@@ -225,21 +306,32 @@ def generate(path: Path, size_mb: int, seed: int) -> dict:
     site = Site(rng)
     with_url = _pool(lambda: site.post_content(True), 300)
     without_url = _pool(lambda: site.post_content(False), 700)
-    options = [(b"widget_text", _pool(site.widget_text, 40)), (b"theme_mods_storefront", _pool(site.theme_mods, 20)),
-               (b"rewrite_rules", _pool(site.rewrite_rules, 3)), (b"shop_plugin", _pool(site.plugin_settings, 40)),
-               (b"blogdescription", _pool(lambda: site.text(6), 20))]
-    meta = [(b"_wp_attachment_metadata", _pool(site.attachment_metadata, 200)),
-            (b"_elementor_data", _pool(site.elementor_data, 200)),
-            (b"_menu_item_url", _pool(lambda: site.url(f"/page-{rng.randint(1, 99)}/"), 50)),
-            (b"_shop_links", _pool(site.serialized_links, 200)), (b"_edit_lock", _pool(lambda: "1700000000:1", 1))]
+    options = [
+        (b"widget_text", _pool(site.widget_text, 40)),
+        (b"theme_mods_storefront", _pool(site.theme_mods, 20)),
+        (b"rewrite_rules", _pool(site.rewrite_rules, 3)),
+        (b"shop_plugin", _pool(site.plugin_settings, 40)),
+        (b"blogdescription", _pool(lambda: site.text(6), 20)),
+    ]
+    meta = [
+        (b"_wp_attachment_metadata", _pool(site.attachment_metadata, 200)),
+        (b"_elementor_data", _pool(site.elementor_data, 200)),
+        (b"_menu_item_url", _pool(lambda: site.url(f"/page-{rng.randint(1, 99)}/"), 50)),
+        (b"_shop_links", _pool(site.serialized_links, 200)),
+        (b"_edit_lock", _pool(lambda: "1700000000:1", 1)),
+    ]
     target = size_mb * 1024 * 1024
     counts = {"lines": 0, "rows": 0}
     with open(path, "wb", buffering=LINE_BYTES) as out:
-        out.write(b"-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB, for debian-linux-gnu (x86_64)\n"
-                  b"/*!40101 SET NAMES utf8mb4 */;\n"
-                  b"/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */;\n")
-        out.write(b"INSERT INTO `wp_options` VALUES (1,'siteurl','%s','yes'),(2,'home','%s','yes');\n"
-                  % (OLD.encode(), OLD.encode()))
+        out.write(
+            b"-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB, for debian-linux-gnu (x86_64)\n"
+            b"/*!40101 SET NAMES utf8mb4 */;\n"
+            b"/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */;\n"
+        )
+        out.write(
+            b"INSERT INTO `wp_options` VALUES (1,'siteurl','%s','yes'),(2,'home','%s','yes');\n"
+            % (OLD.encode(), OLD.encode())
+        )
 
         def option(i: int) -> bytes:
             name, values = rng.choice(options)
@@ -253,8 +345,11 @@ def generate(path: Path, size_mb: int, seed: int) -> dict:
             key, values = rng.choice(meta)
             return b"(%d,%d,'%s',%s)" % (i, i // 4, key, rng.choice(values))
 
-        for table, make, share in ((b"wp_options", option, 0.08), (b"wp_posts", post, 0.6),
-                                   (b"wp_postmeta", postmeta, 0.32)):
+        for table, make, share in (
+            (b"wp_options", option, 0.08),
+            (b"wp_posts", post, 0.6),
+            (b"wp_postmeta", postmeta, 0.32),
+        ):
             _write_table(out, table, make, int(target * share), counts)
         out.write(b"/*!40014 SET UNIQUE_CHECKS=@OLD_UNIQUE_CHECKS */;\n-- Dump completed\n")
     return counts
@@ -332,7 +427,7 @@ def _parse(data: bytes, pos: int) -> int:
         if not props:
             raise ValueError(f"bad object at {pos}")
         return _parse_members(data, props.end(), 2 * int(props[1]))
-    raise ValueError(f"unexpected {data[pos:pos + 10]!r} at {pos}")
+    raise ValueError(f"unexpected {data[pos : pos + 10]!r} at {pos}")
 
 
 def _parse_members(data: bytes, pos: int, count: int) -> int:
@@ -355,8 +450,12 @@ def check_dump(path: Path, rng: random.Random, sample_size: int) -> dict:
     URLs are left, and a random sample of (value, verdict) for a PHP cross-check."""
     checked = broken = urls_left = 0
     sample: list[tuple[bytes, bool]] = []
-    url_forms = [b"//" + OLD_HOST.encode(), b"//www." + OLD_HOST.encode(),
-                 b"\\\\/" + OLD_HOST.encode(), b"\\\\/www." + OLD_HOST.encode()]
+    url_forms = [
+        b"//" + OLD_HOST.encode(),
+        b"//www." + OLD_HOST.encode(),
+        b"\\\\/" + OLD_HOST.encode(),
+        b"\\\\/www." + OLD_HOST.encode(),
+    ]
     with open(path, "rb") as dump:
         for line in dump:
             urls_left += sum(line.count(form) for form in url_forms)
@@ -381,8 +480,10 @@ def php_agreement(sample: list[tuple[bytes, bool]]) -> str:
     php = shutil.which("php")
     if not php or not sample:
         return "not checked (no php)" if not php else "nothing to check"
-    code = (b'<?php while (($l = fgets(STDIN)) !== false) { echo @unserialize(base64_decode(trim($l)))'
-            b' === false ? "0" : "1"; }')
+    code = (
+        b"<?php while (($l = fgets(STDIN)) !== false) { echo @unserialize(base64_decode(trim($l)))"
+        b' === false ? "0" : "1"; }'
+    )
     with tempfile.NamedTemporaryFile(suffix=".php") as script:
         script.write(code)
         script.flush()
@@ -425,8 +526,9 @@ def run_once(argv: list[str], stdin: Path, stdout: Path, env: dict | None = None
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {err[-500:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # ru_maxrss of RUSAGE_CHILDREN is that of the largest descendant so far: only rises, so compare
-    return Run(wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-               after.ru_maxrss * 1024, rss_sum, err)
+    return Run(
+        wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, after.ru_maxrss * 1024, rss_sum, err
+    )
 
 
 def tree_rss(pid: int) -> int:
@@ -441,8 +543,14 @@ def tree_rss(pid: int) -> int:
 
 
 def machine(python: str) -> str:
-    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        "?",
+    )
     sed = subprocess.run(["sed", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     host_python = subprocess.run([python, "--version"], capture_output=True, text=True).stdout.strip()
     return f"{os.cpu_count()} cores ({model}), {platform.platform()}, {host_python} ({python}), {sed}"
@@ -454,14 +562,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5, help="rounds of runs; medians count")
     parser.add_argument("--php-sample", type=int, default=400, help="values per output checked with PHP")
-    parser.add_argument("--python", default="/usr/bin/python3" if Path("/usr/bin/python3").exists()
-                        else sys.executable, help="the python3 that runs the host script (default: Debian's)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="orch's workers (default: as on a host, one per CPU of this process, at most 4)")
+    parser.add_argument(
+        "--python",
+        default="/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable,
+        help="the python3 that runs the host script (default: Debian's)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="orch's workers (default: as on a host, one per CPU of this process, at most 4)",
+    )
     parser.add_argument("--keep", type=Path, help="generate into DIR and keep the files")
-    parser.add_argument("--priority", action="store_true",
-                        help="root: run in a session of its own at autogroup nice -20, so that the load of other "
-                             "sessions disturbs the comparison less (sed and orch alike)")
+    parser.add_argument(
+        "--priority",
+        action="store_true",
+        help="root: run in a session of its own at autogroup nice -20, so that the load of other "
+        "sessions disturbs the comparison less (sed and orch alike)",
+    )
     args = parser.parse_args()
     if args.priority:
         take_priority()
@@ -493,10 +611,12 @@ def bench(workdir: Path, args) -> None:
     mb = dump.stat().st_size / 1e6
     script = workdir / "replace.py"
     script.write_text(hostscript.script_source())
-    print(f"generated {mb:.0f} MB ({counts['lines']} INSERT lines, {counts['rows']} rows) in "
-          f"{time.perf_counter() - start:.0f} s\nmachine: {machine(args.python)}\nload average before the runs: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {Path('/proc/self/autogroup').read_text().strip()}",
-          flush=True)
+    print(
+        f"generated {mb:.0f} MB ({counts['lines']} INSERT lines, {counts['rows']} rows) in "
+        f"{time.perf_counter() - start:.0f} s\nmachine: {machine(args.python)}\nload average before the runs: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; {Path('/proc/self/autogroup').read_text().strip()}",
+        flush=True,
+    )
 
     def orch(old: str, workers: int) -> list[str]:
         return [args.python, str(script), json.dumps(url_pairs(old, NEW)), "mysql", str(workers)]
@@ -504,12 +624,20 @@ def bench(workdir: Path, args) -> None:
     sed_env = {**os.environ, "LC_ALL": "C"}
     tools = {  # name -> (label, argv, env, output)
         "dd": ("dd bs=1M (I/O floor)", ["dd", "bs=1M", "status=none"], None, other),
-        "sed": ("sed 's#https://shop\\.example\\.com#...#g'",
-                ["sed", "s#" + OLD.replace(".", "\\.") + "#" + NEW + "#g"], sed_env, outs["sed"]),
+        "sed": (
+            "sed 's#https://shop\\.example\\.com#...#g'",
+            ["sed", "s#" + OLD.replace(".", "\\.") + "#" + NEW + "#g"],
+            sed_env,
+            outs["sed"],
+        ),
         "orch": (f"orch, {args.workers} workers", orch(OLD, args.workers), None, outs["orch"]),
         "orch-1": ("orch, 1 worker", orch(OLD, 1), None, other),
-        "orch-fast": (f"orch, URL absent (fast path), {args.workers} w.", orch("https://absent.example.org",
-                                                                               args.workers), None, other),
+        "orch-fast": (
+            f"orch, URL absent (fast path), {args.workers} w.",
+            orch("https://absent.example.org", args.workers),
+            None,
+            other,
+        ),
     }
     runs: dict[str, list[Run]] = {name: [] for name in tools}
     for _ in range(args.repeat):  # rounds: the tools take turns, so a burst of load hits them alike
@@ -520,24 +648,34 @@ def bench(workdir: Path, args) -> None:
 
     rng = random.Random(args.seed)
     checks = {name: check_dump(path, rng, args.php_sample) for name, path in (("input", dump), *outs.items())}
-    print(f"\nURL replacement, {mb:.0f} MB dump ({checks['input']['checked']} serialized values, "
-          f"{checks['input']['urls_left']} production URLs in the input); medians of {args.repeat} rounds")
+    print(
+        f"\nURL replacement, {mb:.0f} MB dump ({checks['input']['checked']} serialized values, "
+        f"{checks['input']['urls_left']} production URLs in the input); medians of {args.repeat} rounds"
+    )
     print(f"{'':<44}{'MB/s':>7}{'s':>7}{'CPU s':>7}{'RSS MB':>8}{'broken serialized':>19}{'URLs left':>11}")
     for name, (label, *_) in tools.items():
         wall, cpu = statistics.median([r.wall for r in runs[name]]), statistics.median([r.cpu for r in runs[name]])
         rss = max(r.rss_sum for r in runs[name])
         check = checks.get(name, {})
-        print(f"{label:<44}{mb / wall:>7.0f}{wall:>7.2f}{cpu:>7.2f}{rss / 1e6:>8.0f}"
-              f"{check.get('broken', ''):>19}{check.get('urls_left', ''):>11}")
+        print(
+            f"{label:<44}{mb / wall:>7.0f}{wall:>7.2f}{cpu:>7.2f}{rss / 1e6:>8.0f}"
+            f"{check.get('broken', ''):>19}{check.get('urls_left', ''):>11}"
+        )
     rounds = [s.wall / o.wall for s, o in zip(runs["sed"], runs["orch"], strict=True)]
     sed_wall, orch_wall = (statistics.median([r.wall for r in runs[name]]) for name in ("sed", "orch"))
     stats = hostscript.parse_stats(runs["orch"][-1].stderr)
-    print(f"\norch MB/s / sed MB/s: {sed_wall / orch_wall:.2f} (medians); per round: "
-          f"{', '.join(f'{r:.2f}' for r in rounds)}")
-    print(f"orch peak RSS: {max(r.rss_sum for r in runs['orch']) / 1e6:.0f} MB for all its processes together "
-          f"(sampled), largest process {max(r.rss_max for r in runs['orch']) / 1e6:.0f} MB")
-    print(f"orch: {stats['lines_changed']}/{stats['lines']} lines changed, {stats['replacements']} replacements, "
-          f"{stats['serialized_fixed']} lengths fixed, {stats['serialized_skipped']} skipped")
+    print(
+        f"\norch MB/s / sed MB/s: {sed_wall / orch_wall:.2f} (medians); per round: "
+        f"{', '.join(f'{r:.2f}' for r in rounds)}"
+    )
+    print(
+        f"orch peak RSS: {max(r.rss_sum for r in runs['orch']) / 1e6:.0f} MB for all its processes together "
+        f"(sampled), largest process {max(r.rss_max for r in runs['orch']) / 1e6:.0f} MB"
+    )
+    print(
+        f"orch: {stats['lines_changed']}/{stats['lines']} lines changed, {stats['replacements']} replacements, "
+        f"{stats['serialized_fixed']} lengths fixed, {stats['serialized_skipped']} skipped"
+    )
     print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in load_after)}")
     for name in outs:
         print(f"{name}: {php_agreement(checks[name]['sample'])}")
@@ -557,8 +695,10 @@ def print_per_table(dump: Path, workdir: Path, argv: list[str]) -> None:
         run = min((run_once(argv, path, workdir / "part.sql") for _ in range(2)), key=lambda r: r.wall)
         stats = hostscript.parse_stats(run.stderr)
         mb = path.stat().st_size / 1e6
-        print(f"  {table:<12} {mb:6.0f} MB {mb / run.wall:6.0f} MB/s ({mb / run.cpu:.0f} per CPU second), "
-              f"{stats['replacements'] / mb:6.0f} URLs/MB, {stats['serialized_fixed'] / mb:5.0f} lengths fixed/MB")
+        print(
+            f"  {table:<12} {mb:6.0f} MB {mb / run.wall:6.0f} MB/s ({mb / run.cpu:.0f} per CPU second), "
+            f"{stats['replacements'] / mb:6.0f} URLs/MB, {stats['serialized_fixed'] / mb:5.0f} lengths fixed/MB"
+        )
         path.unlink()
     (workdir / "part.sql").unlink()
 

@@ -13,6 +13,7 @@ What is measured
 Run: .venv/bin/python bench/serve.py [--steps 1000000] [--only sqlite|postgresql]
 (PostgreSQL: a private cluster started for the run, as the tests do; needs root and Debian's postgresql.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,21 +48,48 @@ def fill(oplog: Oplog, steps: int) -> None:
         for n in range(1, ops + 1):
             task = TASK if n % (ops // TASK_OPS) == 0 else str(20_000 + n % TASKS)
             began = start + timedelta(minutes=5 * n)
-            op_rows.append({"id": n, "task": task, "site": f"site{n % SITES}", "env": "production",
-                            "action": "backup", "actor": "olga@admin", "host": "admin", "pid": 1000,
-                            "params": {"backup_id": f"b{n}"}, "started_at": began,
-                            "finished_at": began + timedelta(seconds=40), "duration": 40.0, "status": "ok",
-                            "error": None, "catch_up": False})
+            op_rows.append(
+                {
+                    "id": n,
+                    "task": task,
+                    "site": f"site{n % SITES}",
+                    "env": "production",
+                    "action": "backup",
+                    "actor": "olga@admin",
+                    "host": "admin",
+                    "pid": 1000,
+                    "params": {"backup_id": f"b{n}"},
+                    "started_at": began,
+                    "finished_at": began + timedelta(seconds=40),
+                    "duration": 40.0,
+                    "status": "ok",
+                    "error": None,
+                    "catch_up": False,
+                }
+            )
             for s in range(STEPS_PER_OP):
-                step_rows.append({"operation_id": n, "seq": s + 1, "name": f"step {s + 1}",
-                                  "started_at": began + timedelta(seconds=4 * s),
-                                  "finished_at": began + timedelta(seconds=4 * s + 4), "status": "ok",
-                                  "output": output})
+                step_rows.append(
+                    {
+                        "operation_id": n,
+                        "seq": s + 1,
+                        "name": f"step {s + 1}",
+                        "started_at": began + timedelta(seconds=4 * s),
+                        "finished_at": began + timedelta(seconds=4 * s + 4),
+                        "status": "ok",
+                        "output": output,
+                    }
+                )
             for a in range(ARTIFACTS_PER_OP):
-                art_rows.append({"operation_id": n, "kind": "backup" if a == 0 else "url-replacements",
-                                 "ident": f"2026-{n:08d}-{a}", "size": 1_000_000 + n,
-                                 "details": {"files": {"size": 123456}, "db": {"size": 7890}},
-                                 "created_at": began + timedelta(seconds=40)})
+                art_rows.append(
+                    {
+                        "operation_id": n,
+                        "kind": "backup" if a == 0 else "url-replacements",
+                        "ident": f"2026-{n:08d}-{a}",
+                        "size": 1_000_000 + n,
+                        "details": {"files": {"size": 123456}, "db": {"size": 7890}},
+                        "created_at": began + timedelta(seconds=40),
+                    }
+                )
             if len(step_rows) >= CHUNK:
                 _flush(conn, op_rows, step_rows, art_rows)
         _flush(conn, op_rows, step_rows, art_rows)
@@ -96,6 +124,7 @@ def run(label: str, url: str, steps: int) -> None:
 
     from orchestrator.web.app import create_app
     from orchestrator.web.reader import read_only
+
     writer = Oplog(url)
     began = time.perf_counter()
     fill(writer, steps)
@@ -108,14 +137,18 @@ def run(label: str, url: str, steps: int) -> None:
         def get():
             answer = web.get(path)
             assert answer.status_code == 200, (path, answer.status_code)
+
         return get
 
     base = measure(lambda: oplog.operations(task=TASK, oldest_first=True, with_details=True))
     print(f"  {'what':<38} {'median ms':>10} {'p95 ms':>8} {'x baseline':>11}")
     print(f"  {'baseline: the task read by Oplog':<38} {base[0]:>10.1f} {base[1]:>8.1f} {1:>11.2f}")
-    for name, path in (("task page /tasks/14883", f"/tasks/{TASK}"), ("tasks list /tasks", "/tasks"),
-                       ("tasks search ?task=148&result=ok", "/tasks?task=148&result=ok"),
-                       ("tasks of a site ?site=site7", "/tasks?site=site7")):
+    for name, path in (
+        ("task page /tasks/14883", f"/tasks/{TASK}"),
+        ("tasks list /tasks", "/tasks"),
+        ("tasks search ?task=148&result=ok", "/tasks?task=148&result=ok"),
+        ("tasks of a site ?site=site7", "/tasks?site=site7"),
+    ):
         median, p95 = measure(page(path))
         flag = "  (goal < 200 ms)" if path == f"/tasks/{TASK}" else ""
         print(f"  {name:<38} {median:>10.1f} {p95:>8.1f} {median / base[0]:>11.2f}{flag}")
@@ -125,9 +158,18 @@ def run(label: str, url: str, steps: int) -> None:
 
 def _inventory():
     from orchestrator.config.model import Inventory, SchedulerOptions
-    return Inventory(path=Path("inventory.yaml"), oplog_url="", storage={}, hosts={}, defaults={}, notify=[],
-                     scheduler=SchedulerOptions(1, 0, 0), sites={},
-                     billing={"currency": "EUR", "hourly_rate": 60})
+
+    return Inventory(
+        path=Path("inventory.yaml"),
+        oplog_url="",
+        storage={},
+        hosts={},
+        defaults={},
+        notify=[],
+        scheduler=SchedulerOptions(1, 0, 0),
+        sites={},
+        billing={"currency": "EUR", "hourly_rate": 60},
+    )
 
 
 def main() -> None:
@@ -141,6 +183,7 @@ def main() -> None:
             run("SQLite", f"sqlite:///{tmp}/oplog.db", args.steps)
         if args.only in (None, "postgresql"):
             from testbed.postgres import start_postgres
+
             pg = start_postgres(Path(tmp) / "pg")
             try:
                 pg.sql("CREATE DATABASE bench")

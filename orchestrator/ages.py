@@ -1,9 +1,10 @@
 """Relative ages as people write them (`90s`, `30m`, `12h`, `14d`, `2w`): one parser, one printer."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 
-UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}   # largest first
+UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}  # largest first
 
 
 def parse_age(text: str) -> timedelta | None:

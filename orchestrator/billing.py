@@ -1,4 +1,5 @@
 """Cost per task and per site from the inventory's `billing` rates (globally, a site's own block merged over)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,11 @@ def rates_for(inventory, site: str | None = None) -> Rates:
     known = site and inventory.sites.get(site)
     if known:
         merged |= known.raw.get("billing") or {}
-    return Rates(currency=merged.get("currency", ""), hourly_rate=merged.get("hourly_rate"),
-                 storage_gb_month=merged.get("storage_gb_month"))
+    return Rates(
+        currency=merged.get("currency", ""),
+        hourly_rate=merged.get("hourly_rate"),
+        storage_gb_month=merged.get("storage_gb_month"),
+    )
 
 
 def enclosing(ops: list[dict]) -> dict[int, int]:
@@ -53,8 +57,14 @@ def enclosing(ops: list[dict]) -> dict[int, int]:
         active: list[dict] = []  # earlier operations still running when this one started
         for op in group:
             active = [o for o in active if (o["finished_at"] or "~") >= op["started_at"]]
-            outer = next((o for o in active if o["started_at"] <= op["started_at"]
-                          and (o["finished_at"] or "~") >= (op["finished_at"] or "~")), None)
+            outer = next(
+                (
+                    o
+                    for o in active
+                    if o["started_at"] <= op["started_at"] and (o["finished_at"] or "~") >= (op["finished_at"] or "~")
+                ),
+                None,
+            )
             if outer is not None:
                 inside[op["id"]] = outer["id"]
             active.append(op)

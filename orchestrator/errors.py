@@ -1,4 +1,5 @@
 """One exception hierarchy; the CLI turns each into one clear line and a documented exit code."""
+
 from __future__ import annotations
 
 from enum import IntEnum
@@ -6,10 +7,10 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
-    FAILED = 1          # an operation ran and failed
-    USAGE = 2           # bad arguments, broken inventory, untrusted host key
-    LOCKED = 3          # the site is locked by another operation
-    REFUSED = 4         # a safety guard refused the request
+    FAILED = 1  # an operation ran and failed
+    USAGE = 2  # bad arguments, broken inventory, untrusted host key
+    LOCKED = 3  # the site is locked by another operation
+    REFUSED = 4  # a safety guard refused the request
 
 
 class OrchError(Exception):

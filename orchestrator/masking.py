@@ -3,6 +3,7 @@
 The Command type masks the secrets it knows structurally; this registry is the second net for text that
 comes back from hosts (a tool echoing its own argv, an error quoting a DSN) before it reaches logs or the oplog.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """The support task every operation is logged against, and what a task number looks like."""
+
 from __future__ import annotations
 
 import re

@@ -34,8 +34,11 @@ def testbed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ssh_identity(testbed_dir: Path) -> Path:
     """The ed25519 private key (no passphrase) the orchestrator logs in with; ``<path>.pub`` is next to it."""
     key = testbed_dir / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orch-tests", "-f", str(key)],
-                   check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orch-tests", "-f", str(key)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return key
 
 
@@ -113,8 +116,9 @@ def wordpress(ssh_hosts: dict[str, SshHost], mariadb: MariaDB, web1_web: WebStac
     host = ssh_hosts["web1"]
     path = host.home / f"wp-{secrets.token_hex(4)}"
     try:
-        site = install_wordpress(host, path, mariadb, "wp", "wp", f"wp-{secrets.token_hex(6)}", web1_web.url,
-                                 web1_web.nginx, web1_web.php)
+        site = install_wordpress(
+            host, path, mariadb, "wp", "wp", f"wp-{secrets.token_hex(6)}", web1_web.url, web1_web.nginx, web1_web.php
+        )
         yield site
     finally:
         (web1_web.nginx.sites_dir / f"{path.name}.conf").unlink(missing_ok=True)
@@ -125,6 +129,7 @@ def wordpress(ssh_hosts: dict[str, SshHost], mariadb: MariaDB, web1_web: WebStac
 def browser():
     """Headless Chromium (Debian's) driven by Playwright; see testbed/browser.py for pages and screenshots."""
     from testbed.browser import chromium
+
     with chromium() as running:
         yield running
 
@@ -153,8 +158,9 @@ def docker_ssh_host(testbed_dir: Path, ssh_identity: Path, docker_engine: Docker
     """An sshd host (127.0.0.4, user orch-dock1) whose sessions talk to ``docker_engine``: DOCKER_HOST is set for
     them and the user owns the socket, so the SDK's SSH transport (`docker system dial-stdio`) reaches it."""
     name, address, user = DOCKER_SSH_HOST
-    host = start_sshd(testbed_dir / "ssh", name, address, user, ssh_identity,
-                      extra_config=f"SetEnv DOCKER_HOST={docker_engine.url}\n")
+    host = start_sshd(
+        testbed_dir / "ssh", name, address, user, ssh_identity, extra_config=f"SetEnv DOCKER_HOST={docker_engine.url}\n"
+    )
     docker_engine.grant(user)
     yield host
     host.stop()
@@ -165,6 +171,7 @@ def redmine(testbed_dir: Path):
     """A private Redmine 5 (Debian's package under puma) on 127.0.0.1, REST API on, project `orch` holding the
     issues 71001-71006 (tasks of the PM tests); `.api_key` is the admin's. ~40 s to start."""
     from testbed.redmine import remove_redmine, start_redmine
+
     running = start_redmine(testbed_dir / "redmine", issues=list(range(71001, 71007)))
     yield running
     remove_redmine(running)

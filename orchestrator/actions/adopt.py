@@ -1,4 +1,5 @@
 """`orch adopt`: convert an in-place production docroot to the releases layout."""
+
 from __future__ import annotations
 
 import posixpath
@@ -19,7 +20,7 @@ class AdoptPlan(Plan):
     """Move production's docroot into PATH.releases/releases/1, with content and config in shared/."""
 
     target: Target
-    shared: tuple[str, ...]   # content and config paths moved to shared/ (when the docroot has them)
+    shared: tuple[str, ...]  # content and config paths moved to shared/ (when the docroot has them)
 
     @property
     def root(self) -> str:
@@ -27,9 +28,12 @@ class AdoptPlan(Plan):
 
     def lines(self) -> list[str]:
         path = self.target.path
-        return [f"safety backup of {path}", f"copy {path} into {self.root}/releases/1",
-                *[f"share {rel} (moved to {self.root}/shared/, linked back)" for rel in self.shared],
-                f"swap {path} for a link to {self.root}/current (one atomic rename)"]
+        return [
+            f"safety backup of {path}",
+            f"copy {path} into {self.root}/releases/1",
+            *[f"share {rel} (moved to {self.root}/shared/, linked back)" for rel in self.shared],
+            f"swap {path} for a link to {self.root}/current (one atomic rename)",
+        ]
 
     def params(self) -> dict:
         return {"layout": "releases"}
@@ -54,8 +58,10 @@ def plan_adopt(inventory, site_name: str, *, layout: str, task: str) -> AdoptPla
 
 def adopt(oplog, inventory, plan: AdoptPlan) -> dict:
     """Given a plan, convert production (after a safety backup, under the lock); return what was done."""
+
     def recheck(p: AdoptPlan) -> AdoptPlan:  # another adopt may have finished while we waited
         return plan_adopt(inventory, p.target.site.name, layout="releases", task=p.task)
+
     return execute(oplog, plan, lambda op, p: _apply_adopt(oplog, op, p), recheck=recheck)
 
 
@@ -71,8 +77,7 @@ def _apply_adopt(oplog, op, plan: AdoptPlan) -> dict:
             result = layouts.adopt(conn, prod.path, list(plan.shared))
             step.output(str(result))
         revision = layouts.new_revision("1", plan.task, "adopt", op.id, 0)
-        layouts.Releases(conn, prod.path).write_revision(posixpath.join(result["root"], "releases", "1"),
-                                                             revision)
+        layouts.Releases(conn, prod.path).write_revision(posixpath.join(result["root"], "releases", "1"), revision)
     op.artifact("revision", revision["revision"], details=revision)
     note = "" if prod.site.layout == "releases" else f"now set `layout: releases` in sites/{prod.site.name}.yaml"
     return {"site": prod.site.name, **result, "backup_id": backup["backup_id"], "note": note}

@@ -6,6 +6,7 @@ that a run killed half-way leaves at most a lone db part, which listings show as
 files part paired with a truncated dump. A dump that fails or is truncated has its snapshot forgotten at
 once: no snapshot of a failed dump survives as a good backup.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,11 @@ TAIL_BYTES = 512
 TAIL_MARK = "orch-dump-tail:"  # starts the stderr line carrying the dump's last bytes (base64)
 CD_FAILED = re.compile(r"^bash: line \d+: cd: ", re.M)
 # restic >= 0.17 runs the dump itself: these words in its stderr mean the storage failed, not the database
-STORAGE_TROUBLE = re.compile(r"Fatal: (unable to open|create repository)|repository|Access ?Denied|InvalidAccessKeyId|"
-                             r"SignatureDoesNotMatch|connection refused|no such host|dial tcp|Save\(", re.I)
+STORAGE_TROUBLE = re.compile(
+    r"Fatal: (unable to open|create repository)|repository|Access ?Denied|InvalidAccessKeyId|"
+    r"SignatureDoesNotMatch|connection refused|no such host|dial tcp|Save\(",
+    re.I,
+)
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -54,8 +58,9 @@ def count_tables(t: Target, conn) -> dict[str, int]:
     try:
         return t.engine.table_counts(conn) if t.engine else {}
     except RemoteError as exc:
-        raise OperationFailed(f"{t.engine.describe()}: cannot count rows: {_why(exc.exit_status, exc.stderr)}") \
-            from None
+        raise OperationFailed(
+            f"{t.engine.describe()}: cannot count rows: {_why(exc.exit_status, exc.stderr)}"
+        ) from None
 
 
 def merge_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, list[int]]:
@@ -70,8 +75,15 @@ def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version
 
     Raise (after forgetting any snapshot it made) OperationFailed naming the database if the dump failed or
     is truncated, RepositoryError naming the storage if restic failed; HostLost comes from the connector."""
-    backup = repo.command("backup", "--json", "--host", t.restic_host, *tag_args(tags + ["part=db"]),
-                          "--stdin-filename", t.engine.dump_filename)
+    backup = repo.command(
+        "backup",
+        "--json",
+        "--host",
+        t.restic_host,
+        *tag_args(tags + ["part=db"]),
+        "--stdin-filename",
+        t.engine.dump_filename,
+    )
     if version.stdin_from_command:
         result, tail = _dump_by_restic(conn, backup, t), None
         statuses, stderr = None, result.stderr
@@ -89,8 +101,9 @@ def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version
     return summary
 
 
-def _dump_problem(conn, repo: Repository, t: Target, status: int, statuses: list[int] | None,
-                  stderr: str) -> OrchError | None:
+def _dump_problem(
+    conn, repo: Repository, t: Target, status: int, statuses: list[int] | None, stderr: str
+) -> OrchError | None:
     """Given how `dump | tail keeper | restic` ended, return the error naming the part that failed, or None.
 
     restic failing first is the storage's fault (the dump then dies of a broken pipe); a dump failing alone
@@ -107,8 +120,9 @@ def _dump_problem(conn, repo: Repository, t: Target, status: int, statuses: list
     if dump:
         return OperationFailed(f"{t.engine.describe()}: dump failed: {_why(dump, stderr)}")
     if any(keeper):
-        return OperationFailed(f"host {conn.name}: could not keep the dump's tail in a temp file: "
-                               f"{_why(max(keeper), stderr)}")
+        return OperationFailed(
+            f"host {conn.name}: could not keep the dump's tail in a temp file: {_why(max(keeper), stderr)}"
+        )
     return None
 
 
@@ -116,7 +130,8 @@ def _dump_by_restic(conn, backup: Command, t: Target):
     """restic >= 0.17 runs the dump itself and saves no snapshot when the dump exits non-zero."""
     dump = t.engine.dump()
     command = backup.env(**dict(dump.environment)).args(
-        "--stdin-from-command", "--", "bash", "-o", "pipefail", "-c", dump.body())
+        "--stdin-from-command", "--", "bash", "-o", "pipefail", "-c", dump.body()
+    )
     return conn.run(command, check=False, timeout=None)
 
 
@@ -125,8 +140,22 @@ def _dump_through_pipe(conn, backup: Command, t: Target):
     the dump is whole. One command (no temp file to make, read and remove: each command costs a round trip)."""
     # tee the stream to restic (fd 3) and write its last bytes, base64 on one line, to stderr; the group is
     # part of the pipeline, so that line is written before the pipeline returns.
-    keep_tail = Command(Raw("{"), "tee", "/dev/fd/3", PIPE, "tail", "-c", TAIL_BYTES, PIPE, "base64", "-w0", PIPE,
-                        "awk", f'{{print "{TAIL_MARK}" $0}}', Raw(">&2; } 3>&1"))
+    keep_tail = Command(
+        Raw("{"),
+        "tee",
+        "/dev/fd/3",
+        PIPE,
+        "tail",
+        "-c",
+        TAIL_BYTES,
+        PIPE,
+        "base64",
+        "-w0",
+        PIPE,
+        "awk",
+        f'{{print "{TAIL_MARK}" $0}}',
+        Raw(">&2; } 3>&1"),
+    )
     pipeline = t.engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")).reporting_statuses()
     result = conn.run(pipeline, check=False, timeout=None)
     tail, stderr = dump_tail(result.stderr)
@@ -169,30 +198,43 @@ def _forget_part(conn, repo: Repository, tags: list[str], part: str) -> None:
 def backup_files(conn, repo: Repository, t: Target, tags: list[str]) -> dict:
     """Back up the environment's docroot (minus excludes) from inside it, so restores land at the root."""
     excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
-    backup = repo.command("backup", "--json", "--host", t.restic_host, *tag_args(tags + ["part=files"]),
-                          *excludes, ".")
+    backup = repo.command("backup", "--json", "--host", t.restic_host, *tag_args(tags + ["part=files"]), *excludes, ".")
     result = conn.run(Command("cd", t.files_root).then(backup), check=False, timeout=None)
     if result.exit_status == 3:  # restic: snapshot saved, some files unreadable: keep it, say so loudly
         log.warning("%s: some files could not be read: %s", t.label, _why(3, result.stderr))
     elif not result.ok:
         if CD_FAILED.search(result.stderr):
-            raise OperationFailed(f"host {conn.name}: cannot enter the site's folder {t.files_root}: "
-                                  f"{_why(result.exit_status, result.stderr)}")
+            raise OperationFailed(
+                f"host {conn.name}: cannot enter the site's folder {t.files_root}: "
+                f"{_why(result.exit_status, result.stderr)}"
+            )
         _forget_part(conn, repo, tags, "files")
         raise repo.explain("backup", result.exit_status, result.stderr)
     return parse_summary(result.text)
 
 
-def backup_target(oplog, t: Target, *, task: str, pin: bool = False, catch_up: bool = False,
-                  lock: bool = True, init: bool = False) -> dict:
+def backup_target(
+    oplog, t: Target, *, task: str, pin: bool = False, catch_up: bool = False, lock: bool = True, init: bool = False
+) -> dict:
     """Back up one environment as one locked operation. Return a summary dict; raise on failure.
 
     lock=False is for a caller that already holds the site's lock (a promotion's mandatory backup); init=True
     creates the repository even where earlier backups went (it was deleted: see the error that says so)."""
     backup_id = new_backup_id()
     params = {"backup_id": backup_id, "pin": pin, "storage": t.storage.name if t.storage else None}
-    with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action="backup", params=params,
-                          catch_up=catch_up, lock=lock) as op, connect(t.host) as conn:
+    with (
+        locked_operation(
+            oplog,
+            site=t.site.name,
+            env=t.env.name,
+            task=task,
+            action="backup",
+            params=params,
+            catch_up=catch_up,
+            lock=lock,
+        ) as op,
+        connect(t.host) as conn,
+    ):
         repo = t.repository
         # Opening a repository costs a key derivation (~1 s); skip the probe once a backup went there.
         known = not init and _has_backed_up_to(oplog, t.site.name, repo.url)
@@ -203,7 +245,8 @@ def backup_target(oplog, t: Target, *, task: str, pin: bool = False, catch_up: b
                 raise
             raise MissingRepository(
                 f"{exc}. It held this site's earlier backups, which are gone with it. To start a new, empty "
-                f"repository there: orch backup {t.site.name} --env {t.env.name} --init --task {task}") from None
+                f"repository there: orch backup {t.site.name} --env {t.env.name} --init --task {task}"
+            ) from None
         summary = _summary(t, backup_id, task, pin, *summary)
         op.artifact("backup", backup_id, size=summary["added"], details=summary)
         return summary
@@ -227,13 +270,16 @@ def _back_up(op, conn, repo: Repository, t: Target, known: bool, tags: list[str]
                 before = counting.result()
             with op.step(f"dump {t.env.database.engine} database into restic") as step:
                 db = dump_into_restic(conn, repo, t, tags, version)
-                step.output(f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, "
-                            f"added {db.get('data_added', 0)}")
+                step.output(
+                    f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, added {db.get('data_added', 0)}"
+                )
             counting = beside.submit(count_tables, t, conn)
         with op.step("back up files") as step:
             files = backup_files(conn, repo, t, tags)
-            step.output(f"snapshot {files['snapshot_id'][:8]}, {files.get('total_files_processed')} files, "
-                        f"{files.get('total_bytes_processed')} bytes, added {files.get('data_added', 0)}")
+            step.output(
+                f"snapshot {files['snapshot_id'][:8]}, {files.get('total_files_processed')} files, "
+                f"{files.get('total_bytes_processed')} bytes, added {files.get('data_added', 0)}"
+            )
         tables = None
         if t.engine:
             with op.step("count rows after dump") as step:
@@ -255,39 +301,71 @@ def _counted_after(conn, repo: Repository, tags: list[str], before: dict[str, in
 def _has_backed_up_to(oplog, site: str, url: str) -> bool:
     """Whether a recorded backup of this site went to this repository (so it exists and opens)."""
     for op in oplog.operations(site=site, action="backup", limit=20, with_details=True):
-        if op["status"] == "ok" and any(a["kind"] == "backup" and (a.get("details") or {}).get("repository") == url
-                                        for a in op.get("artifacts", [])):
+        if op["status"] == "ok" and any(
+            a["kind"] == "backup" and (a.get("details") or {}).get("repository") == url for a in op.get("artifacts", [])
+        ):
             return True
     return False
 
 
 def _summary(t: Target, backup_id, task, pin, files: dict, db: dict | None, tables) -> dict:
     return {
-        "site": t.site.name, "env": t.env.name, "backup_id": backup_id, "task": task, "pinned": pin,
+        "site": t.site.name,
+        "env": t.env.name,
+        "backup_id": backup_id,
+        "task": task,
+        "pinned": pin,
         "repository": t.repository.url,
         "snapshots": {"files": files["snapshot_id"], **({"db": db["snapshot_id"]} if db else {})},
-        "files": {"count": files.get("total_files_processed"), "size": files.get("total_bytes_processed"),
-                  "added": files.get("data_added", 0)},
-        "db": ({"engine": t.env.database.engine, "size": db["dump_size"], "added": db.get("data_added", 0),
-                "tables": tables} if db else None),
+        "files": {
+            "count": files.get("total_files_processed"),
+            "size": files.get("total_bytes_processed"),
+            "added": files.get("data_added", 0),
+        },
+        "db": (
+            {
+                "engine": t.env.database.engine,
+                "size": db["dump_size"],
+                "added": db.get("data_added", 0),
+                "tables": tables,
+            }
+            if db
+            else None
+        ),
         "added": files.get("data_added", 0) + (db.get("data_added", 0) if db else 0),
     }
 
 
 def plan(t: Target, pin: bool) -> dict:
     """What a backup of this target would do (for --dry-run)."""
-    return {"site": t.site.name, "env": t.env.name, "host": t.host.name, "path": t.files_root,
-            "database": f"{t.env.database.engine}:{t.env.database.name or t.env.database.path}"
-            if t.env.database else None,
-            "repository": t.repository.url, "exclude": list(t.site.backup.exclude), "pin": pin}
+    return {
+        "site": t.site.name,
+        "env": t.env.name,
+        "host": t.host.name,
+        "path": t.files_root,
+        "database": f"{t.env.database.engine}:{t.env.database.name or t.env.database.path}" if t.env.database else None,
+        "repository": t.repository.url,
+        "exclude": list(t.site.backup.exclude),
+        "pin": pin,
+    }
 
 
-def run_backups(inventory, oplog, targets: list[Target], *, task: str | None, pin: bool = False,
-                catch_up: bool = False, init: bool = False, on_done=None) -> list[dict]:
+def run_backups(
+    inventory,
+    oplog,
+    targets: list[Target],
+    *,
+    task: str | None,
+    pin: bool = False,
+    catch_up: bool = False,
+    init: bool = False,
+    on_done=None,
+) -> list[dict]:
     """Back up many targets in parallel, at most `hosts.X.max_parallel` per host and
     `scheduler.max_parallel` overall (see run_limited). One failure never stops the others. Return one result
     per target: {"site", "env", "status": ok|failed|locked, "backup_id", "error", "summary"} in input order.
     """
+
     def one(t: Target) -> dict:
         result = {"site": t.site.name, "env": t.env.name, "host": t.host.name}
         try:
@@ -302,6 +380,10 @@ def run_backups(inventory, oplog, targets: list[Target], *, task: str | None, pi
             on_done(result)
         return result
 
-    return run_limited(targets, one, key=lambda t: t.host.name,
-                       limits={name: h.max_parallel for name, h in inventory.hosts.items()},
-                       limit=inventory.scheduler.max_parallel)
+    return run_limited(
+        targets,
+        one,
+        key=lambda t: t.host.name,
+        limits={name: h.max_parallel for name, h in inventory.hosts.items()},
+        limit=inventory.scheduler.max_parallel,
+    )

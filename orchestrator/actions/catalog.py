@@ -1,4 +1,5 @@
 """The backups of a site, read from its repository (restic tags) and enriched from the oplog."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -10,7 +11,7 @@ from .targets import Target
 
 def _tag(snapshot: dict, key: str) -> str | None:
     prefix = key + "="
-    return next((t[len(prefix):] for t in snapshot.get("tags") or [] if t.startswith(prefix)), None)
+    return next((t[len(prefix) :] for t in snapshot.get("tags") or [] if t.startswith(prefix)), None)
 
 
 def group_backups(snapshots: list[dict], env: str | None = None, has_db: bool = True) -> list[dict]:

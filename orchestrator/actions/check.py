@@ -1,4 +1,5 @@
 """`orch check`: can we reach every host, database and storage the inventory names, with which tools?"""
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,7 @@ def probe_host(host) -> dict:
     except OrchError as exc:
         return {"ok": False, "detail": str(exc), "tools": {}, "refused": False}
     tools = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
-    return {"ok": True, "detail": f"connected in {time.monotonic() - started:.2f}s", "tools": tools,
-            "refused": False}
+    return {"ok": True, "detail": f"connected in {time.monotonic() - started:.2f}s", "tools": tools, "refused": False}
 
 
 def tools_row(site, env, probe: dict) -> CheckRow:
@@ -77,6 +77,7 @@ def database_row(site, env, host) -> CheckRow:
 def s3_status(storage) -> tuple[bool, str]:
     """Reach an S3 storage's bucket (creating it if allowed): (ok, detail)."""
     from orchestrator.backends.storage.s3 import ensure_bucket
+
     try:
         return True, f"{storage.name}: s3 bucket {storage.bucket} {ensure_bucket(storage)}"
     except OrchError as exc:
@@ -143,22 +144,50 @@ def web_rows(host) -> list[CheckRow]:
 
     try:
         with connect(host) as conn:
-            add("web sites_dir", Command("sh", "-c", 'test -d "$1" && test -w "$1" && echo "$1 writable" || '
-                                         '{ echo "$1: not a folder this user may write in" >&2; exit 1; }',
-                                         "orch-probe", web["sites_dir"]), "", conn)
+            add(
+                "web sites_dir",
+                Command(
+                    "sh",
+                    "-c",
+                    'test -d "$1" && test -w "$1" && echo "$1 writable" || '
+                    '{ echo "$1: not a folder this user may write in" >&2; exit 1; }',
+                    "orch-probe",
+                    web["sites_dir"],
+                ),
+                "",
+                conn,
+            )
             add("web nginx test", Command(*web["test"]), f"`{' '.join(web['test'])}` passed", conn)
-            add("web php socket", Command("sh", "-c", 'test -S "$1" && echo "$1 is a socket" || '
-                                          '{ echo "$1: no such socket (is php-fpm running?)" >&2; exit 1; }',
-                                          "orch-probe", web["php_socket"]), "", conn)
+            add(
+                "web php socket",
+                Command(
+                    "sh",
+                    "-c",
+                    'test -S "$1" && echo "$1 is a socket" || '
+                    '{ echo "$1: no such socket (is php-fpm running?)" >&2; exit 1; }',
+                    "orch-probe",
+                    web["php_socket"],
+                ),
+                "",
+                conn,
+            )
             probe, good = permission_probe(web["reload"], "reload nginx")
             add("web reload", probe, good, conn)
             if web.get("php_reload"):
                 probe, good = permission_probe(web["php_reload"], "reload php-fpm")
                 add("web php_reload", probe, good, conn)
             else:
-                rows.append(CheckRow("", "", host.name, "web php_reload", True,
-                                     "not set: after a promotion in place OPcache may serve old code, and in the "
-                                     "releases layout it keeps every release (see hosts.X.web.php_reload)"))
+                rows.append(
+                    CheckRow(
+                        "",
+                        "",
+                        host.name,
+                        "web php_reload",
+                        True,
+                        "not set: after a promotion in place OPcache may serve old code, and in the "
+                        "releases layout it keeps every release (see hosts.X.web.php_reload)",
+                    )
+                )
     except OrchError as exc:
         rows.append(CheckRow("", "", host.name, "web", False, str(exc)))
     return rows
@@ -179,8 +208,13 @@ def run_check(inventory, site_names: list[str] | None = None) -> tuple[list[dict
     envs = [(site, env) for site in sites for env in site.environments.values() if env.target != "docker"]
     host_names = sorted({env.host for _, env in envs})
     docker = [(site, env) for site in sites for env in site.environments.values() if env.target == "docker"]
-    s3_names = sorted({s.backup.storage for s in sites if s.backup.storage
-                       and getattr(inventory.storage.get(s.backup.storage), "type", None) == "s3"})
+    s3_names = sorted(
+        {
+            s.backup.storage
+            for s in sites
+            if s.backup.storage and getattr(inventory.storage.get(s.backup.storage), "type", None) == "s3"
+        }
+    )
     with ThreadPoolExecutor(max_workers=8) as pool:
         probes = dict(zip(host_names, pool.map(lambda n: probe_host(inventory.hosts[n]), host_names), strict=True))
         s3_results = dict(zip(s3_names, pool.map(lambda n: s3_status(inventory.storage[n]), s3_names), strict=True))
@@ -201,6 +235,7 @@ class _EngineRow:
 def docker_row(inventory, site, env) -> _EngineRow:
     """Reach the Docker engine a site's copies are made on; say its version (or why it cannot be reached)."""
     from orchestrator.actions.staging_docker import engine_version  # the Docker SDK loads only when needed
+
     try:
         name, detail = engine_version(inventory, site)
     except HostKeyError as exc:

@@ -4,6 +4,7 @@ A set is the shots one operation took under one label: `orch snap` takes one (la
 a promotion takes `before` and `after`. The comparison is an operation of its own: each page's diff image is
 kept beside the oplog and recorded as a `visual-diff` artifact, which `orch report` shows next to the two shots.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,11 +16,13 @@ from orchestrator.oplog.run import locked_operation
 from .snap import plan_snap, shoot_set
 
 
-def diff_sets(op, shots_root, before: list[store.Shot], after: list[store.Shot], *,
-              threshold: float | None, label: str = "diff") -> list[dict]:
+def diff_sets(
+    op, shots_root, before: list[store.Shot], after: list[store.Shot], *, threshold: float | None, label: str = "diff"
+) -> list[dict]:
     """Given two sets of shots, compare each page and width found in both; save and record each diff image.
     Return one row per page and width: percent changed, the three files, and whether it exceeds `threshold`."""
     from orchestrator.backends.visual import diff
+
     earlier = {shot.key: shot for shot in before}
     rows = []
     with op.step(f"compare {len(after)} screenshot(s)") as step:
@@ -29,15 +32,23 @@ def diff_sets(op, shots_root, before: list[store.Shot], after: list[store.Shot],
             if old is None:
                 step.output(f"{shot.path} {shot.viewport}: no earlier shot to compare with\n")
                 continue
-            found = diff.compare(diff.load(str(shots_root / old.file)), diff.load(str(shots_root / shot.file)),
-                                 old.ignore + shot.ignore)
-            row: dict[str, Any] = {"path": shot.path, "viewport": shot.viewport, "percent": found.percent,
-                   "changed": found.changed, "compared": found.compared, "before": old.file, "after": shot.file,
-                   "diff": f"{folder}/{store.slug(shot.path)}-{shot.viewport}.png", "threshold": threshold,
-                   "exceeded": threshold is not None and found.percent > threshold}
+            found = diff.compare(
+                diff.load(str(shots_root / old.file)), diff.load(str(shots_root / shot.file)), old.ignore + shot.ignore
+            )
+            row: dict[str, Any] = {
+                "path": shot.path,
+                "viewport": shot.viewport,
+                "percent": found.percent,
+                "changed": found.changed,
+                "compared": found.compared,
+                "before": old.file,
+                "after": shot.file,
+                "diff": f"{folder}/{store.slug(shot.path)}-{shot.viewport}.png",
+                "threshold": threshold,
+                "exceeded": threshold is not None and found.percent > threshold,
+            }
             size = store.write(shots_root, row["diff"], diff.png(found.image))
-            op.artifact(store.DIFF_KIND, f"{shot.path} {shot.viewport}: {found.percent:.2f} %", size=size,
-                        details=row)
+            op.artifact(store.DIFF_KIND, f"{shot.path} {shot.viewport}: {found.percent:.2f} %", size=size, details=row)
             rows.append(row)
             step.output(f"{shot.path} {shot.viewport}: {found.percent:.2f} % changed\n")
     return rows
@@ -83,16 +94,21 @@ def compare(oplog, inventory, before_ref: str, after_ref: str, *, task: str, thr
     after_op, after_label, after = resolve(oplog, after_ref)
     site = before_op["site"]
     threshold = threshold if threshold is not None else default_threshold(inventory, site)
-    params = {"before": f"{before_op['id']}:{before_label}", "after": f"{after_op['id']}:{after_label}",
-              "threshold": threshold}
-    with locked_operation(oplog, site=site, env=after_op["env"], task=task, action="compare", params=params,
-                          lock=False) as op:
+    params = {
+        "before": f"{before_op['id']}:{before_label}",
+        "after": f"{after_op['id']}:{after_label}",
+        "threshold": threshold,
+    }
+    with locked_operation(
+        oplog, site=site, env=after_op["env"], task=task, action="compare", params=params, lock=False
+    ) as op:
         rows = diff_sets(op, store.root(oplog.url), before, after, threshold=threshold)
         return _finish(op, rows) | params
 
 
-def compare_envs(oplog, inventory, site_name: str, before_env: str, after_env: str, *, task: str,
-                 threshold: float | None = None) -> dict:
+def compare_envs(
+    oplog, inventory, site_name: str, before_env: str, after_env: str, *, task: str, threshold: float | None = None
+) -> dict:
     """Snap two environments of a site on the same pages (the first one's check URLs) and compare them, as one
     operation; return its rows. Used by `promote --dry-run --visual` and `staging create --snap`."""
     first = plan_snap(oplog, inventory, site_name, before_env, task=task)
@@ -100,8 +116,9 @@ def compare_envs(oplog, inventory, site_name: str, before_env: str, after_env: s
     threshold = threshold if threshold is not None else default_threshold(inventory, site_name)
     params = {"before": before_env, "after": after_env, "paths": first.paths, "threshold": threshold}
     root = store.root(oplog.url)
-    with locked_operation(oplog, site=first.site, env=after_env, task=task, action="compare", params=params,
-                          lock=False) as op:
+    with locked_operation(
+        oplog, site=first.site, env=after_env, task=task, action="compare", params=params, lock=False
+    ) as op:
         before = shoot_set(op, root, first.subject, first.paths, before_env)
         after = shoot_set(op, root, second.subject, second.paths, after_env)
         rows = diff_sets(op, root, before, after, threshold=threshold)
@@ -115,7 +132,6 @@ def _finish(op, rows: list[dict]) -> dict:
     return {"operation_id": op.id, "status": "failed" if problem else "ok", "error": problem, "rows": rows}
 
 
-
 class AroundPromotion:
     """The visual check of one promotion: production's check URLs shot before anything changes (`before`) and
     after the health check (`after`), compared page by page. A page that changed more than the threshold
@@ -125,6 +141,7 @@ class AroundPromotion:
 
     def __init__(self, oplog, op, prod, threshold: float | None):
         from .snap import Subject
+
         self.op, self.root, self.threshold = op, store.root(oplog.url), threshold
         self.subject = Subject(prod.site, prod.env, prod.env.url, (prod.host.web or {}).get("connect"))
         self.paths: list[str] = []
@@ -135,6 +152,7 @@ class AroundPromotion:
         if self.threshold is None:
             return
         from orchestrator.backends.visual.urls import check_paths
+
         self.paths = check_paths(self.subject.site, self.subject.fetch, self.subject.base_url)
         self.shots = shoot_set(self.op, self.root, self.subject, self.paths, "before")
 

@@ -16,6 +16,7 @@ The merge itself is pure (backends/cms/merge.py); this module reads the sides:
 - production: only the rows at the keys the copy touched (mariadb-dump --where), and its next ids.
 Base and staging stream through here side by side; only the rows that differ are kept.
 """
+
 from __future__ import annotations
 
 import logging
@@ -99,8 +100,10 @@ def content_source(oplog, inventory, prod: Target, name: str) -> Source:
     details = row.get("details") or {}
     backup_id = details.get("db_backup_id") or details.get("backup_id")
     if not backup_id:
-        raise UsageError(f"{prod.site.name}/{name}: orch recorded no backup its database was made from, so there is "
-                         "no base to merge against: `orch staging refresh` it (then redo the work) or promote by hand")
+        raise UsageError(
+            f"{prod.site.name}/{name}: orch recorded no backup its database was made from, so there is "
+            "no base to merge against: `orch staging refresh` it (then redo the work) or promote by hand"
+        )
     env = staging_model.derive(prod.site, name).env
     if env.database is None or env.database.engine != "mysql" or prod.env.database.engine != "mysql":
         raise UsageError(f"{prod.site.name}: content promotion merges MySQL/MariaDB databases only")
@@ -109,8 +112,10 @@ def content_source(oplog, inventory, prod: Target, name: str) -> Source:
     try:
         base = catalog.resolve(backups, backup_id)
     except UsageError:
-        raise UsageError(f"{prod.site.name}/{name} was made from backup {backup_id}, which is gone (pruned?): the "
-                         "merge needs it as its base; pin backups copies are made from, or refresh the copy") from None
+        raise UsageError(
+            f"{prod.site.name}/{name} was made from backup {backup_id}, which is gone (pruned?): the "
+            "merge needs it as its base; pin backups copies are made from, or refresh the copy"
+        ) from None
     return Source(name, env, inventory.hosts[env.host], base)
 
 
@@ -124,8 +129,10 @@ class DbLookup:
         found: list[bytes] = []
         values = list(values)
         for at in range(0, len(values), LOOKUP_BATCH):
-            listed = ", ".join(str(v) if isinstance(v, int) else encode(v).decode("utf-8", "surrogateescape")
-                               for v in values[at:at + LOOKUP_BATCH])
+            listed = ", ".join(
+                str(v) if isinstance(v, int) else encode(v).decode("utf-8", "surrogateescape")
+                for v in values[at : at + LOOKUP_BATCH]
+            )
             where = f"{mergesql.ident(column)} IN ({listed})"
             out = self.conn.run(self.engine.dump_rows([table], where=where), timeout=600).stdout
             found += [row for _, row in insert_rows(out.splitlines(keepends=True))]
@@ -139,14 +146,22 @@ def _tables(conn, engine) -> set[str]:
 def _production_shapes(conn, engine: MySQL, tables: list[str]) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
     """Production's columns (in order) of these tables, and each table's next auto-increment id."""
     listed = ", ".join(f"'{t}'" for t in tables)
-    out = conn.run(engine.sql("SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
-                              f"DATABASE() AND table_name IN ({listed}) ORDER BY table_name, ordinal_position")).text
+    out = conn.run(
+        engine.sql(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = "
+            f"DATABASE() AND table_name IN ({listed}) ORDER BY table_name, ordinal_position"
+        )
+    ).text
     columns: dict[str, list[str]] = {}
     for line in out.splitlines():
         table, _, column = line.partition("\t")
         columns.setdefault(table, []).append(column)
-    out = conn.run(engine.sql("SELECT table_name, COALESCE(AUTO_INCREMENT, 1) FROM information_schema.tables "
-                              f"WHERE table_schema = DATABASE() AND table_name IN ({listed})")).text
+    out = conn.run(
+        engine.sql(
+            "SELECT table_name, COALESCE(AUTO_INCREMENT, 1) FROM information_schema.tables "
+            f"WHERE table_schema = DATABASE() AND table_name IN ({listed})"
+        )
+    ).text
     next_ids = {line.split("\t")[0]: int(line.split("\t")[1]) for line in out.splitlines() if "\t" in line}
     return {t: tuple(c) for t, c in columns.items()}, next_ids
 
@@ -156,10 +171,15 @@ def _max_ids(conn, engine: MySQL, shapes: dict[str, Shape]) -> dict[str, int]:
     autos = [s for s in shapes.values() if s.auto and s.key == (s.auto,)]
     if not autos:
         return {}
-    query = " UNION ALL ".join(f"SELECT '{s.name}', COALESCE(MAX({mergesql.ident(s.auto)}), 0) + 1 FROM "
-                               f"{mergesql.ident(s.name)}" for s in autos)
-    return {line.split("\t")[0]: int(line.split("\t")[1]) for line in conn.run(engine.sql(query)).text.splitlines()
-            if "\t" in line}
+    query = " UNION ALL ".join(
+        f"SELECT '{s.name}', COALESCE(MAX({mergesql.ident(s.auto)}), 0) + 1 FROM {mergesql.ident(s.name)}"
+        for s in autos
+    )
+    return {
+        line.split("\t")[0]: int(line.split("\t")[1])
+        for line in conn.run(engine.sql(query)).text.splitlines()
+        if "\t" in line
+    }
 
 
 def _paired(base: DumpReader, staging: DumpReader) -> Iterator[tuple[Shape, Iterator, Iterator]]:
@@ -169,11 +189,15 @@ def _paired(base: DumpReader, staging: DumpReader) -> Iterator[tuple[Shape, Iter
     for base_shape, base_rows in base.tables():
         stage_shape, stage_rows = next(stage_tables, (None, None))
         if stage_shape is None or stage_shape.name != base_shape.name:
-            raise MergeError(f"table {base_shape.name} of the base backup is not next in the copy's dump "
-                             f"({stage_shape.name if stage_shape else 'nothing'} is)")
+            raise MergeError(
+                f"table {base_shape.name} of the base backup is not next in the copy's dump "
+                f"({stage_shape.name if stage_shape else 'nothing'} is)"
+            )
         if stage_shape.columns != base_shape.columns or stage_shape.key != base_shape.key:
-            raise MergeError(f"table {base_shape.name} has other columns on the staging copy than in its base "
-                             "backup: content promotion needs the same schema")
+            raise MergeError(
+                f"table {base_shape.name} has other columns on the staging copy than in its base "
+                "backup: content promotion needs the same schema"
+            )
         yield stage_shape, base_rows, stage_rows
     extra = next(stage_tables, None)
     if extra is not None:
@@ -187,7 +211,7 @@ class Sides:
     shapes: dict[str, Shape]
     touched: dict[str, list[Touched]]
     next_ids: dict[str, int]
-    pairs: list[tuple[str, str]]          # production URL -> the copy's, as the copy was made
+    pairs: list[tuple[str, str]]  # production URL -> the copy's, as the copy was made
     compared: dict[str, int] = field(default_factory=dict)
 
 
@@ -201,11 +225,15 @@ def read_sides(prod: Target, source: Source, prod_conn, stage_conn, playbook, sp
         raise MergeError(f"production has no table {', '.join(missing)}: promote code (and its migrations) first")
     pairs = replacement_pairs(playbook, prod.env.url, source.env.url)
     script = hostscript.ensure_script(prod_conn)
-    base_cmd = (prod.repository.command("dump", source.base["snapshots"]["db"], "/" + prod_engine.dump_filename)
-                .pipe(Command("awk", "-v", "tables=" + " ".join(tables), PICK_TABLES))
-                .pipe(hostscript.replace_command(script, pairs, "mysql")))
-    with remote_stream(prod_conn, base_cmd) as base, \
-            remote_stream(stage_conn, stage_engine.dump_rows(tables)) as staging:
+    base_cmd = (
+        prod.repository.command("dump", source.base["snapshots"]["db"], "/" + prod_engine.dump_filename)
+        .pipe(Command("awk", "-v", "tables=" + " ".join(tables), PICK_TABLES))
+        .pipe(hostscript.replace_command(script, pairs, "mysql"))
+    )
+    with (
+        remote_stream(prod_conn, base_cmd) as base,
+        remote_stream(stage_conn, stage_engine.dump_rows(tables)) as staging,
+    ):
         shapes, touched, compared = diff_sides(base, staging, spec)
     next_ids = production_ids(prod_conn, prod_engine, shapes)
     return Sides(shapes, touched, next_ids, pairs, compared)
@@ -220,8 +248,7 @@ def diff_sides(base, staging, spec) -> tuple[dict[str, Shape], dict[str, list[To
     compared: dict[str, int] = {}
     for shape, base_rows, stage_rows in _paired(DumpReader(base), DumpReader(staging)):
         counted = _Counted(stage_rows)
-        touched[shape.name] = list(diff(base_rows, counted, Table(shape, spec.tables[shape.name]).key_of,
-                                        shape.name))
+        touched[shape.name] = list(diff(base_rows, counted, Table(shape, spec.tables[shape.name]).key_of, shape.name))
         shapes[shape.name] = shape
         compared[shape.name] = counted.rows
         log.info("content: %s: %d rows on the copy, %d touched", shape.name, counted.rows, len(touched[shape.name]))
@@ -234,8 +261,10 @@ def production_ids(conn, engine: MySQL, shapes: dict[str, Shape]) -> dict[str, i
     columns, next_ids = _production_shapes(conn, engine, list(shapes))
     for name, shape in shapes.items():
         if columns.get(name) != shape.columns:
-            raise MergeError(f"table {name} has other columns on production than on the staging copy: promote code "
-                             "(and its migrations) first")
+            raise MergeError(
+                f"table {name} has other columns on production than on the staging copy: promote code "
+                "(and its migrations) first"
+            )
     maxima = _max_ids(conn, engine, shapes)
     return {name: max(next_ids.get(name, 1), maxima.get(name, 1)) for name in shapes}
 
@@ -266,39 +295,53 @@ class ContentPlan(Plan):
     source: Source
     result: MergeResult
     tables: dict[str, Table]
-    choice: dict                 # select, prefer, prefer_items, delete: what the user asked
+    choice: dict  # select, prefer, prefer_items, delete: what the user asked
 
     def lines(self) -> list[str]:
         r, counts = self.result, Counter(item.status for item in self.result.items)
-        head = (f"content from {self.source.name} (base: backup {self.source.base['backup_id']}): "
-                f"{counts[ADDED]} added, {counts[CHANGED]} changed, {counts[DELETED]} deleted, "
-                f"{len(r.files)} file(s)")
+        head = (
+            f"content from {self.source.name} (base: backup {self.source.base['backup_id']}): "
+            f"{counts[ADDED]} added, {counts[CHANGED]} changed, {counts[DELETED]} deleted, "
+            f"{len(r.files)} file(s)"
+        )
         lines = [head]
         for item in r.items:
             mark = {ADDED: "+", CHANGED: "~", DELETED: "-"}[item.status]
-            extra = [f"was {_key(item.key)} on staging" if item.new_key else "",
-                     item.reason if item.reason.startswith("needed") else ""]
+            extra = [
+                f"was {_key(item.key)} on staging" if item.new_key else "",
+                item.reason if item.reason.startswith("needed") else "",
+            ]
             note = "; ".join(x for x in extra if x)
             lines.append(f"{mark} {item.label}" + (f" ({note})" if note else ""))
             lines += [f"  ! conflict: {why}" for why in item.conflicts]
-        lines += [f"  remap {table}: " + ", ".join(f"{old} -> {new}" for old, new in sorted(ids.items()))
-                  for table, ids in sorted(r.remaps.items())]
+        lines += [
+            f"  remap {table}: " + ", ".join(f"{old} -> {new}" for old, new in sorted(ids.items()))
+            for table, ids in sorted(r.remaps.items())
+        ]
         lines += [f"  file {path}" for path in r.files]
         if r.left_out:
-            lines.append("not promoted (select with --select KIND:ID): " + ", ".join(
-                f"{item.ident} ({item.status})" for item in r.left_out[:20]) + (" ..." if len(r.left_out) > 20
-                                                                                 else ""))
+            lines.append(
+                "not promoted (select with --select KIND:ID): "
+                + ", ".join(f"{item.ident} ({item.status})" for item in r.left_out[:20])
+                + (" ..." if len(r.left_out) > 20 else "")
+            )
         if r.unchanged:
             lines.append("already on production: " + ", ".join(item.ident for item in r.unchanged))
         if r.earlier:
-            lines.append("promoted by an earlier run, not again (refresh the copy to promote later edits): "
-                         + ", ".join(item.label for item in r.earlier))
+            lines.append(
+                "promoted by an earlier run, not again (refresh the copy to promote later edits): "
+                + ", ".join(item.label for item in r.earlier)
+            )
         if r.other_rows:
-            lines.append("rows the copy changed that are no content item (never promoted): " + ", ".join(
-                f"{table} {count}" for table, count in sorted(r.other_rows.items())))
+            lines.append(
+                "rows the copy changed that are no content item (never promoted): "
+                + ", ".join(f"{table} {count}" for table, count in sorted(r.other_rows.items()))
+            )
         if r.blocked:
-            lines.append(f"BLOCKED by {len(r.conflicts)} conflict(s): resolve with --prefer staging|production, "
-                         "--prefer KIND:ID=staging|production, or leave the item out with --select")
+            lines.append(
+                f"BLOCKED by {len(r.conflicts)} conflict(s): resolve with --prefer staging|production, "
+                "--prefer KIND:ID=staging|production, or leave the item out with --select"
+            )
         return lines
 
     def params(self) -> dict:
@@ -306,14 +349,26 @@ class ContentPlan(Plan):
 
     def as_dict(self) -> dict:
         r = self.result
-        return {"site": self.site, "env": self.env, "task": self.task, "from": self.source.name,
-                "base_backup": self.source.base["backup_id"], **self.choice,
-                "items": [_item_dict(i) for i in r.items], "left_out": [_item_dict(i) for i in r.left_out],
-                "unchanged": [_item_dict(i) for i in r.unchanged], "earlier": [_item_dict(i) for i in r.earlier],
-                "remaps": {t: {str(o): n for o, n in ids.items()} for t, ids in r.remaps.items()},
-                "files": r.files, "other_rows": r.other_rows, "rows": self.row_counts(),
-                "conflicts": [{"item": i.ident, "title": i.title, "why": i.conflicts} for i in r.conflicts],
-                "blocked": r.blocked, "summary": summary(r.items), "plan": self.lines()}
+        return {
+            "site": self.site,
+            "env": self.env,
+            "task": self.task,
+            "from": self.source.name,
+            "base_backup": self.source.base["backup_id"],
+            **self.choice,
+            "items": [_item_dict(i) for i in r.items],
+            "left_out": [_item_dict(i) for i in r.left_out],
+            "unchanged": [_item_dict(i) for i in r.unchanged],
+            "earlier": [_item_dict(i) for i in r.earlier],
+            "remaps": {t: {str(o): n for o, n in ids.items()} for t, ids in r.remaps.items()},
+            "files": r.files,
+            "other_rows": r.other_rows,
+            "rows": self.row_counts(),
+            "conflicts": [{"item": i.ident, "title": i.title, "why": i.conflicts} for i in r.conflicts],
+            "blocked": r.blocked,
+            "summary": summary(r.items),
+            "plan": self.lines(),
+        }
 
     def row_counts(self) -> dict[str, int]:
         return dict(Counter(c.action for c in self.result.changes))
@@ -324,10 +379,17 @@ def _key(key) -> str:
 
 
 def _item_dict(item) -> dict:
-    return {"kind": item.kind, "table": item.table, "id": _key(item.key),
-            "new_id": _key(item.new_key) if item.new_key else None,
-            "title": item.title, "status": item.status, "reason": item.reason, "conflicts": item.conflicts,
-            "rows": len(item.rows)}
+    return {
+        "kind": item.kind,
+        "table": item.table,
+        "id": _key(item.key),
+        "new_id": _key(item.new_key) if item.new_key else None,
+        "title": item.title,
+        "status": item.status,
+        "reason": item.reason,
+        "conflicts": item.conflicts,
+        "rows": len(item.rows),
+    }
 
 
 def summary(items) -> str:
@@ -335,8 +397,13 @@ def summary(items) -> str:
     counts = Counter(item.kind for item in items)
     if not counts:
         return "nothing promoted"
-    return ", ".join(f"{n} {kind.replace('-', ' ')}{'' if n == 1 or kind in ('media',) else 's'}"
-                     for kind, n in sorted(counts.items())) + " promoted"
+    return (
+        ", ".join(
+            f"{n} {kind.replace('-', ' ')}{'' if n == 1 or kind in ('media',) else 's'}"
+            for kind, n in sorted(counts.items())
+        )
+        + " promoted"
+    )
 
 
 def parse_prefer(values: list[str] | None, kinds: Collection[str]) -> tuple[str | None, dict[str, str]]:
@@ -366,15 +433,26 @@ def back_pairs(playbook, production_url: str, staging_url: str) -> list[tuple[st
     return pairs
 
 
-def plan_content(oplog, inventory, site_name: str, *, source: str, task: str, select: list[str] | None = None,
-                 prefer: list[str] | None = None, delete: bool = False) -> ContentPlan:
+def plan_content(
+    oplog,
+    inventory,
+    site_name: str,
+    *,
+    source: str,
+    task: str,
+    select: list[str] | None = None,
+    prefer: list[str] | None = None,
+    delete: bool = False,
+) -> ContentPlan:
     """Given a site, a staging copy and the user's choices, return the content promotion's plan (reads only).
     Raise UsageError if the copy cannot be merged (not orch's, no base, another schema) or a choice is wrong."""
     prod = target(inventory, site_name, "production")
     playbook = playbook_for_site(prod.site)
     if playbook.merge is None:
-        raise UsageError(f"playbook {playbook.name} says nothing about content: content promotion needs its "
-                         "`merge` block (see playbooks/wordpress.yaml)")
+        raise UsageError(
+            f"playbook {playbook.name} says nothing about content: content promotion needs its "
+            "`merge` block (see playbooks/wordpress.yaml)"
+        )
     if not prod.env.url or prod.env.database is None:
         raise UsageError(f"{prod.label} needs a `url` and a `database` for a content promotion")
     kinds = [k.kind for k in playbook.merge.items]
@@ -384,15 +462,25 @@ def plan_content(oplog, inventory, site_name: str, *, source: str, task: str, se
     with connect(prod.host) as prod_conn, connect(src.host) as stage_conn:
         spec = playbook.merge.for_prefix(apply.table_prefix(prod_conn, playbook, prod.env.path))
         sides = read_sides(prod, src, prod_conn, stage_conn, playbook, spec)
-        merger = Merger(spec, sides.shapes, sides.touched, DbLookup(stage_conn, src.engine),
-                        DbLookup(prod_conn, prod.engine),
-                        to_production=row_rewriter(back_pairs(playbook, prod.env.url, src.env.url)),
-                        to_staging=row_rewriter(sides.pairs), next_ids=sides.next_ids)
-        result = merger.decide(select=chosen or None, prefer=every, prefer_items=per_item, delete=delete,
-                               promoted=earlier_promotions(oplog, prod.site.name, src))
+        merger = Merger(
+            spec,
+            sides.shapes,
+            sides.touched,
+            DbLookup(stage_conn, src.engine),
+            DbLookup(prod_conn, prod.engine),
+            to_production=row_rewriter(back_pairs(playbook, prod.env.url, src.env.url)),
+            to_staging=row_rewriter(sides.pairs),
+            next_ids=sides.next_ids,
+        )
+        result = merger.decide(
+            select=chosen or None,
+            prefer=every,
+            prefer_items=per_item,
+            delete=delete,
+            promoted=earlier_promotions(oplog, prod.site.name, src),
+        )
     choice = {"select": chosen, "prefer": prefer or [], "delete": delete}
-    return ContentPlan("promote-content", prod.site.name, "production", task, prod, src, result, merger.tables,
-                       choice)
+    return ContentPlan("promote-content", prod.site.name, "production", task, prod, src, result, merger.tables, choice)
 
 
 def earlier_promotions(oplog, site: str, source: Source) -> dict[str, dict[int, int]]:
@@ -402,13 +490,20 @@ def earlier_promotions(oplog, site: str, source: Source) -> dict[str, dict[int, 
     found: dict[str, dict[int, int]] = {}
     for op in oplog.operations(site=site, action="promote-content", oldest_first=True, with_details=True):
         params = op["params"]
-        if op["status"] != "ok" or params.get("from") != source.name or \
-                params.get("base_backup") != source.base["backup_id"]:
+        if (
+            op["status"] != "ok"
+            or params.get("from") != source.name
+            or params.get("base_backup") != source.base["backup_id"]
+        ):
             continue
         for artifact in op["artifacts"]:
             item = artifact["details"]
-            if artifact["kind"] == "content-item" and item.get("status") == ADDED and item.get("table") and \
-                    str(item.get("id", "")).isdigit():
+            if (
+                artifact["kind"] == "content-item"
+                and item.get("status") == ADDED
+                and item.get("table")
+                and str(item.get("id", "")).isdigit()
+            ):
                 found.setdefault(item["table"], {})[int(item["id"])] = int(item.get("new_id") or item["id"])
     return found
 
@@ -417,8 +512,10 @@ def refuse_conflicts(plan: ContentPlan) -> None:
     """Raise OperationFailed naming the conflicting items if the plan is blocked."""
     if plan.result.blocked:
         named = "; ".join(f"{i.label}: {', '.join(i.conflicts)}" for i in plan.result.conflicts)
-        raise OperationFailed(f"content promotion blocked, production unchanged: {named} (resolve with --prefer "
-                              "staging|production, or leave the item out with --select)")
+        raise OperationFailed(
+            f"content promotion blocked, production unchanged: {named} (resolve with --prefer "
+            "staging|production, or leave the item out with --select)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ the apply
@@ -427,11 +524,21 @@ def refuse_conflicts(plan: ContentPlan) -> None:
 def promote_content(oplog, inventory, plan: ContentPlan) -> dict:
     """Given a plan, promote the content: lock, plan again, back up, copy files, write rows in one transaction,
     check health; return the outcome. Raise OperationFailed if it was blocked or rolled back."""
+
     def recheck(p: ContentPlan) -> ContentPlan:
-        fresh = plan_content(oplog, inventory, p.site, source=p.source.name, task=p.task, select=p.choice["select"],
-                             prefer=p.choice["prefer"], delete=p.choice["delete"])
+        fresh = plan_content(
+            oplog,
+            inventory,
+            p.site,
+            source=p.source.name,
+            task=p.task,
+            select=p.choice["select"],
+            prefer=p.choice["prefer"],
+            delete=p.choice["delete"],
+        )
         refuse_conflicts(fresh)
         return fresh
+
     return execute(oplog, plan, lambda op, p: _ContentPromotion(oplog, op, p).run(), recheck=recheck)
 
 
@@ -442,15 +549,20 @@ class _ContentPromotion:
         self.oplog, self.op, self.plan = oplog, op, plan
         self.prod, self.src = plan.target, plan.source
         self.committed = False
-        self.kept: str | None = None    # the scratch folder with production's versions of replaced files
+        self.kept: str | None = None  # the scratch folder with production's versions of replaced files
         self.new_files: list[str] = []
 
     def run(self) -> dict:
         result = self.plan.result
         self.op.artifact("content-plan", summary(result.items), details=self.plan.as_dict())
-        outcome = {"site": self.prod.site.name, "from": self.src.name, "summary": summary(result.items),
-                   "items": [_item_dict(i) for i in result.items], "files": result.files,
-                   "rows": self.plan.row_counts()}
+        outcome = {
+            "site": self.prod.site.name,
+            "from": self.src.name,
+            "summary": summary(result.items),
+            "items": [_item_dict(i) for i in result.items],
+            "files": result.files,
+            "rows": self.plan.row_counts(),
+        }
         if result.empty:
             return outcome | {"status": "unchanged"}
         backup = self._backup()
@@ -464,13 +576,13 @@ class _ContentPromotion:
                     self._files(stage_conn)
                     self._database()
                     with self.op.step("health check") as step:
-                        step.output(health_check(self.prod, options(self.prod), playbook_for_site(self.prod.site),
-                                                 None))
+                        step.output(
+                            health_check(self.prod, options(self.prod), playbook_for_site(self.prod.site), None)
+                        )
             finally:
                 self._drop_kept()
         for item in result.items:
-            self.op.artifact("content-item", f"{item.kind}:{_key(item.new_key or item.key)}",
-                             details=_item_dict(item))
+            self.op.artifact("content-item", f"{item.kind}:{_key(item.new_key or item.key)}", details=_item_dict(item))
         for path in result.files:
             self.op.artifact("content-file", path)
         return outcome | {"status": "ok", "backup_id": backup["backup_id"]}
@@ -480,8 +592,9 @@ class _ContentPromotion:
             try:
                 backup = backup_target(self.oplog, self.prod, task=self.plan.task, lock=False)
             except OrchError as exc:
-                raise OperationFailed(f"content promotion refused, production unchanged: the backup failed: {exc}") \
-                    from exc
+                raise OperationFailed(
+                    f"content promotion refused, production unchanged: the backup failed: {exc}"
+                ) from exc
             self.op.artifact("pre-promotion-backup", backup["backup_id"], details=backup["snapshots"])
             step.output(f"backup {backup['backup_id']}")
         return backup
@@ -498,12 +611,23 @@ class _ContentPromotion:
             if on_prod:  # production's versions, kept aside first: the undo puts them back
                 parent = posixpath.dirname(self.prod.env.path.rstrip("/"))
                 self.kept = self.conn.run(Command("mktemp", "-d", "-p", parent, ".orch-content.XXXXXX")).text.strip()
-                self.conn.run(Command("tar", "-C", self.prod.env.path, "-cf", posixpath.join(self.kept, "kept.tar"),
-                                      "--", *sorted(on_prod)))
+                self.conn.run(
+                    Command(
+                        "tar",
+                        "-C",
+                        self.prod.env.path,
+                        "-cf",
+                        posixpath.join(self.kept, "kept.tar"),
+                        "--",
+                        *sorted(on_prod),
+                    )
+                )
             self.new_files = [f for f in there if f not in on_prod]
             send_files(stage_conn, self.src.env.path, self.conn, self.prod.env.path, there)
-            step.output(f"{len(there)} copied ({len(on_prod)} replaced)"
-                        + (f"; not on the copy, skipped: {', '.join(missing)}" if missing else ""))
+            step.output(
+                f"{len(there)} copied ({len(on_prod)} replaced)"
+                + (f"; not on the copy, skipped: {', '.join(missing)}" if missing else "")
+            )
 
     def _database(self) -> None:
         with self.op.step("write the rows in one transaction") as step:
@@ -511,25 +635,30 @@ class _ContentPromotion:
             mergesql.row_statements(script, self.plan.result, self.plan.tables)
             renumbered = 0
             for t in self.plan.tables.values():
-                if t.spec.tree is not None and any(c.table == t.name and c.action in (INSERT, UPDATE, DELETE)
-                                                   for c in self.plan.result.changes):
+                if t.spec.tree is not None and any(
+                    c.table == t.name and c.action in (INSERT, UPDATE, DELETE) for c in self.plan.result.changes
+                ):
                     now = mergesql.parse_tree(self.conn.run(self.prod.engine.sql(mergesql.tree_query(t))).text)
                     renumbered += mergesql.tree_statements(script, t, now, self.plan.result)
-            result = self.conn.run(self.prod.engine.script(), stdin=script.text().encode(), check=False,
-                                   timeout=None)
+            result = self.conn.run(self.prod.engine.script(), stdin=script.text().encode(), check=False, timeout=None)
             if not result.ok:
                 guarded = mergesql.guard_failure(result.stderr, script.guards)
-                raise OperationFailed("the transaction was not committed, production's database is unchanged: "
-                                      + (guarded or result.stderr.strip()[-300:]))
+                raise OperationFailed(
+                    "the transaction was not committed, production's database is unchanged: "
+                    + (guarded or result.stderr.strip()[-300:])
+                )
             self.committed = True
             counts = self.plan.row_counts()
-            step.output(f"{counts.get(INSERT, 0)} inserted, {counts.get(UPDATE, 0)} updated, "
-                        f"{counts.get(DELETE, 0)} deleted; {renumbered} nested-set rows renumbered")
+            step.output(
+                f"{counts.get(INSERT, 0)} inserted, {counts.get(UPDATE, 0)} updated, "
+                f"{counts.get(DELETE, 0)} deleted; {renumbered} nested-set rows renumbered"
+            )
 
     def undo(self, reason: str) -> str:
         done = []
         if self.committed:
             from .restore import restore_database
+
             done.append("database restored: " + restore_database(self.conn, self.prod, self.backup["snapshots"]["db"]))
         if self.new_files:
             self.conn.run(Command("cd", self.prod.env.path).then(Command("rm", "-f", "--", *self.new_files)))
@@ -555,4 +684,3 @@ def _existing(conn, root: str, files: list[str]) -> list[str]:
     except RemoteError as exc:
         raise OperationFailed(f"cannot list files in {root}: {exc}") from exc
     return [line for line in out.splitlines() if line]
-

@@ -12,6 +12,7 @@ die without a chance to clean up (kill -9, a crash), a guard process started wit
 removes the copy (`drill_guard.py`); a copy left anyway is removed by the site's next drill. A failed drill
 alerts the `notify` channels (`failure` events), like a failed scheduled job.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -46,11 +47,11 @@ class DrillPlan(SitePlan):
 
     prod: Target
     backup: dict
-    create: staging.CreatePlan        # staging's plan for the throwaway copy
+    create: staging.CreatePlan  # staging's plan for the throwaway copy
     settings: dict
     error_log: str | None
-    paths: list[str]                  # the check URLs, from verify.urls or production's sitemap
-    sampled: bool                     # paths beyond `/` are a sitemap sample (a page newer than the backup may 404)
+    paths: list[str]  # the check URLs, from verify.urls or production's sitemap
+    sampled: bool  # paths beyond `/` are a sitemap sample (a page newer than the backup may 404)
     leftovers: list[str] = field(default_factory=list)
 
     @property
@@ -60,14 +61,19 @@ class DrillPlan(SitePlan):
     def lines(self) -> list[str]:
         s = self.settings
         lines = [f"remove {name}, left by an earlier drill that could not clean up" for name in self.leftovers]
-        lines += [f"restore backup {self.backup['backup_id']} into the throwaway copy {self.copy}, as "
-                  "`staging create` would:", *(f"  {line}" for line in self.create.lines()),
-                  f"request {', '.join(self.paths)}: each must answer 200 with its marker within "
-                  f"{s['response_time']:g} s; the home page must answer well within {s['timeout']:g} s of the start "
-                  "(the RTO)" + ("; a sampled page that answers 404 is noted, not failed" if self.sampled else "")]
+        lines += [
+            f"restore backup {self.backup['backup_id']} into the throwaway copy {self.copy}, as "
+            "`staging create` would:",
+            *(f"  {line}" for line in self.create.lines()),
+            f"request {', '.join(self.paths)}: each must answer 200 with its marker within "
+            f"{s['response_time']:g} s; the home page must answer well within {s['timeout']:g} s of the start "
+            "(the RTO)" + ("; a sampled page that answers 404 is noted, not failed" if self.sampled else ""),
+        ]
         if self.error_log:
-            lines.append(f"read {self.create.host.name}:{self.error_log}: no PHP fatal or database error, at most "
-                         f"{s['max_php_warnings']} warnings from the copy")
+            lines.append(
+                f"read {self.create.host.name}:{self.error_log}: no PHP fatal or database error, at most "
+                f"{s['max_php_warnings']} warnings from the copy"
+            )
         else:
             lines.append(f"(hosts.{self.create.host.name}.web.php_error_log is not set: the PHP error log is not read)")
         return lines + [f"remove the copy {self.copy} (also on failure or interruption)"]
@@ -76,8 +82,9 @@ class DrillPlan(SitePlan):
         return {"backup_id": self.backup["backup_id"], "copy": self.copy, "boot": True}
 
 
-def plan_drill(oplog, inventory, site_name: str, *, backup_id: str = "latest", task: str,
-               name: str | None = None) -> DrillPlan:
+def plan_drill(
+    oplog, inventory, site_name: str, *, backup_id: str = "latest", task: str, name: str | None = None
+) -> DrillPlan:
     """Given a site and a backup of its production, return the boot drill's plan (reads only). Raise UsageError
     if the site has no staging template, the staging host no `web` block, or there is no such backup."""
     prod = target(inventory, site_name, "production")
@@ -85,20 +92,33 @@ def plan_drill(oplog, inventory, site_name: str, *, backup_id: str = "latest", t
         backup = catalog.resolve(catalog.list_backups(prod, conn, oplog), backup_id)
     name = name or PREFIX + secrets.token_hex(3)
     create = staging.plan_create(oplog, inventory, prod.site.name, task=task, name=name, source=backup["backup_id"])
-    leftovers = [row["name"] for row in oplog.envs(prod.site.name)
-                 if row["name"].startswith(PREFIX) and row["name"] != name]
+    leftovers = [
+        row["name"] for row in oplog.envs(prod.site.name) if row["name"].startswith(PREFIX) and row["name"] != name
+    ]
     settings = DEFAULTS | {k: v for k, v in (prod.site.drill or {}).items() if k in DEFAULTS}
     # staging copies hide their sitemap (noindex), so the sample comes from production's, as visitors see it
     live = subject(oplog, inventory, prod.site.name, "production")
     paths = check_paths(prod.site, live.fetch, live.base_url)
-    return DrillPlan("drill", prod.site.name, "production", str(task), prod, backup, create, settings,
-                     (create.host.web or {}).get("php_error_log"), paths,
-                     not (prod.site.verify or {}).get("urls"), leftovers)
+    return DrillPlan(
+        "drill",
+        prod.site.name,
+        "production",
+        str(task),
+        prod,
+        backup,
+        create,
+        settings,
+        (create.host.web or {}).get("php_error_log"),
+        paths,
+        not (prod.site.verify or {}).get("urls"),
+        leftovers,
+    )
 
 
 def boot_drill(oplog, inventory, plan: DrillPlan, *, notifier=None, catch_up: bool = False) -> dict:
     """Run a boot drill as one locked operation; return its report. Raise OperationFailed (after alerting
     `notifier`'s channels, when given) if the copy did not come up as it should."""
+
     def recheck(p: DrillPlan) -> DrillPlan:  # an earlier drill's copy may have been cleaned up meanwhile
         again = plan_drill(oplog, inventory, p.site, backup_id=p.backup["backup_id"], task=p.task, name=p.copy)
         again.paths = p.paths  # the pages the plan named
@@ -130,9 +150,13 @@ def _run(oplog, inventory, op, plan: DrillPlan) -> dict:
             guard.terminate()
             guard.wait(timeout=10)
     report["seconds"] = round(time.monotonic() - started, 2)
-    op.artifact("drill", f"{plan.backup['backup_id']}: " + (
-        f"RTO {report['rto_seconds']:.1f} s" if report["rto_seconds"] is not None else "no good answer")
-        + f", {sum(r['ok'] for r in report['urls'])}/{len(report['urls'])} URLs ok", details=report)
+    op.artifact(
+        "drill",
+        f"{plan.backup['backup_id']}: "
+        + (f"RTO {report['rto_seconds']:.1f} s" if report["rto_seconds"] is not None else "no good answer")
+        + f", {sum(r['ok'] for r in report['urls'])}/{len(report['urls'])} URLs ok",
+        details=report,
+    )
     return report
 
 
@@ -140,8 +164,16 @@ def _boot_and_check(oplog, op, plan: DrillPlan, started: float) -> dict:
     """Restore the copy, time its first good answer, check every URL and the error log; return the report."""
     problems: list[str] = []
     staged, host = plan.create.staged, plan.create.host
-    report = {"site": plan.site, "backup_id": plan.backup["backup_id"], "copy": plan.copy, "url": staged.env.url,
-              "rto_seconds": None, "urls": [], "php": None, "problems": problems}
+    report = {
+        "site": plan.site,
+        "backup_id": plan.backup["backup_id"],
+        "copy": plan.copy,
+        "url": staged.env.url,
+        "rto_seconds": None,
+        "urls": [],
+        "php": None,
+        "problems": problems,
+    }
     with connect(host) as conn:
         offset = phplog.size(conn, plan.error_log) if plan.error_log else None
         deadline = started + plan.settings["timeout"]
@@ -150,8 +182,13 @@ def _boot_and_check(oplog, op, plan: DrillPlan, started: float) -> dict:
         except OrchError as exc:
             problems.append(f"the restored copy did not come up: {exc}")
             deadline = 0  # it had its chance: one more look, no waiting
-        subj = Subject(plan.prod.site, staged.env, staged.url, (host.web or {}).get("connect"),
-                       (staging_model.AUTH_USER, staged.auth_password.reveal()))
+        subj = Subject(
+            plan.prod.site,
+            staged.env,
+            staged.url,
+            (host.web or {}).get("connect"),
+            (staging_model.AUTH_USER, staged.auth_password.reveal()),
+        )
         checks = _Checks(subj, playbook_for_site(plan.prod.site), plan.settings)
         with op.step("first good answer of the home page (RTO)") as step:
             report["rto_seconds"] = checks.first_good_answer(deadline, started)
@@ -163,8 +200,9 @@ def _boot_and_check(oplog, op, plan: DrillPlan, started: float) -> dict:
             with op.step("read the PHP error log") as step:
                 found = _errors(conn, plan, plan.error_log, offset)
                 report["php"] = found.as_dict()
-                step.output(f"{len(found.fatal)} fatal, {len(found.database)} database errors, "
-                            f"{len(found.warning)} warnings")
+                step.output(
+                    f"{len(found.fatal)} fatal, {len(found.database)} database errors, {len(found.warning)} warnings"
+                )
                 problems += _php_problems(found, plan.settings["max_php_warnings"])
     return report
 
@@ -180,8 +218,12 @@ def _request_all(op, checks: _Checks, plan: DrillPlan, problems: list[str]) -> l
             elif not result["ok"]:
                 problems.append(f"{path} {result['problem']}")
             results.append(result)
-            op.artifact("check-url", f"{path}: {result['status']} in {result['seconds']:.2f} s"
-                        + ("" if result["ok"] else f" ({result.get('note') or result['problem']})"), details=result)
+            op.artifact(
+                "check-url",
+                f"{path}: {result['status']} in {result['seconds']:.2f} s"
+                + ("" if result["ok"] else f" ({result.get('note') or result['problem']})"),
+                details=result,
+            )
             step.output(f"{path}: {result['status']} {result['seconds']:.2f} s {result['problem'] or 'ok'}\n")
     return results
 
@@ -197,15 +239,32 @@ class _Checks:
         """Given a path, request it once; return {path, status, seconds, bytes, ok, problem}."""
         started = time.monotonic()
         try:
-            status, headers, body = web.fetch(self.subj.url(path), connect_to=self.subj.connect_to,
-                                              auth=self.subj.auth, timeout=self.limit + 2, follow_redirects=False)
+            status, headers, body = web.fetch(
+                self.subj.url(path),
+                connect_to=self.subj.connect_to,
+                auth=self.subj.auth,
+                timeout=self.limit + 2,
+                follow_redirects=False,
+            )
         except (OSError, http.client.HTTPException) as exc:
-            return {"path": path, "status": None, "seconds": round(time.monotonic() - started, 3), "bytes": 0,
-                    "ok": False, "problem": f"gave no answer ({exc})"}
+            return {
+                "path": path,
+                "status": None,
+                "seconds": round(time.monotonic() - started, 3),
+                "bytes": 0,
+                "ok": False,
+                "problem": f"gave no answer ({exc})",
+            }
         seconds = round(time.monotonic() - started, 3)
         problem = self._judge(path, status, headers, body, seconds)
-        return {"path": path, "status": status, "seconds": seconds, "bytes": len(body.encode()), "ok": not problem,
-                "problem": problem}
+        return {
+            "path": path,
+            "status": status,
+            "seconds": seconds,
+            "bytes": len(body.encode()),
+            "ok": not problem,
+            "problem": problem,
+        }
 
     def _judge(self, path: str, status: int, headers: dict, body: str, seconds: float) -> str | None:
         if status != 200:
@@ -234,8 +293,15 @@ def _errors(conn, plan: DrillPlan, error_log: str, offset: int | None) -> phplog
     """The copy's entries in `error_log` since `offset`: those naming its real docroot or its database."""
     staged = plan.create.staged
     real = conn.run(Command("readlink", "-f", "--", staged.path), check=False).text.strip()
-    tokens = [t for t in {staged.path.rstrip("/") + "/", real.rstrip("/") + "/" if real else "",
-                          staged.env.database.name if staged.env.database else ""} if t]
+    tokens = [
+        t
+        for t in {
+            staged.path.rstrip("/") + "/",
+            real.rstrip("/") + "/" if real else "",
+            staged.env.database.name if staged.env.database else "",
+        }
+        if t
+    ]
     return phplog.findings(phplog.read_since(conn, error_log, offset or 0), tokens)
 
 
@@ -268,14 +334,38 @@ def remove_copy(oplog, inventory, site: str, name: str, *, task: str) -> dict | 
 def _spawn_guard(inventory, plan: DrillPlan) -> subprocess.Popen:
     """Start the process that removes the copy should this one die first (its own session: a signal to our
     process group does not reach it)."""
-    argv = [sys.executable, "-m", "orchestrator.actions.drill_guard", str(inventory.path), plan.site, plan.copy,
-            plan.task, str(os.getpid())]
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "orchestrator.actions.drill_guard",
+        str(inventory.path),
+        plan.site,
+        plan.copy,
+        plan.task,
+        str(os.getpid()),
+    ]
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 def _alert(notifier, plan: DrillPlan, op, error: str) -> None:
     from orchestrator.notify import events
-    run = {"kind": "drill", "site": plan.site, "env": plan.env, "host": plan.create.host.name, "task": plan.task,
-           "operation_id": op.id, "status": "failed", "error": error, "backup_id": plan.backup["backup_id"]}
+
+    run = {
+        "kind": "drill",
+        "site": plan.site,
+        "env": plan.env,
+        "host": plan.create.host.name,
+        "task": plan.task,
+        "operation_id": op.id,
+        "status": "failed",
+        "error": error,
+        "backup_id": plan.backup["backup_id"],
+    }
     notifier.send(events.failure(run))

@@ -4,15 +4,16 @@ The drill starts it in its own session and stops it once the copy is removed. Sh
 first (kill -9, a crash, the machine's OOM killer), the guard reaps its operation in the oplog (marking it
 interrupted and freeing the site's lock) and removes the throwaway copy as an operation of the same task.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
 import time
 
-POLL = 0.5          # seconds between looks at the drill's process
-RETRY = 10          # seconds between attempts while the site is locked by someone else
-GIVE_UP = 30 * 60   # the next drill of the site removes what is still left then
+POLL = 0.5  # seconds between looks at the drill's process
+RETRY = 10  # seconds between attempts while the site is locked by someone else
+GIVE_UP = 30 * 60  # the next drill of the site removes what is still left then
 
 log = logging.getLogger("orch.drill")
 
@@ -20,6 +21,7 @@ log = logging.getLogger("orch.drill")
 def watch(inventory_path: str, site: str, copy: str, task: str, pid: int) -> int:
     """Wait for process `pid` to end, then remove the copy if it is still registered. Return an exit code."""
     from orchestrator.oplog import process
+
     while process.pid_alive(pid):
         time.sleep(POLL)
     from orchestrator.config import load_inventory
@@ -27,6 +29,7 @@ def watch(inventory_path: str, site: str, copy: str, task: str, pid: int) -> int
     from orchestrator.oplog import Oplog
 
     from .drill import remove_copy
+
     inventory = load_inventory(inventory_path)
     oplog = Oplog.from_inventory(inventory)
     oplog.reap()  # the dead drill's operation becomes `interrupted` and its lock reclaimable

@@ -5,6 +5,7 @@ dump as raw bytes; here the tar is re-streamed with the dump appended as one mor
 zstd and uploaded to the bucket with multipart upload; a presigned link is returned. An export changes no
 site, so it takes no site lock; it is planned (`--dry-run` prints the plan) and recorded like any operation.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,9 +68,11 @@ class ExportPlan(Plan):
 
     def lines(self) -> list[str]:
         parts = "files + database dump" if "db" in self.backup["snapshots"] and self.target.engine else "files"
-        return [f"stream backup {self.backup['backup_id']} ({parts}) as one .tar.zst to "
-                f"s3://{self.target.backup_storage.bucket}/{self.key}",
-                f"sign a download link valid {self.expires_seconds // 86400} day(s)"]
+        return [
+            f"stream backup {self.backup['backup_id']} ({parts}) as one .tar.zst to "
+            f"s3://{self.target.backup_storage.bucket}/{self.key}",
+            f"sign a download link valid {self.expires_seconds // 86400} day(s)",
+        ]
 
     def params(self) -> dict:
         return {"backup_id": self.backup["backup_id"]}
@@ -90,9 +93,10 @@ def plan_export(t: Target, *, backup_id: str, task: str, expires_seconds: int) -
 def export(oplog, plan: ExportPlan) -> dict:
     """Apply an export plan (the backup resolved again first: it may have been pruned). Return
     {'backup_id', 'bucket', 'key', 'size', 'url', 'expires_seconds'}."""
+
     def recheck(p: ExportPlan) -> ExportPlan:
-        return plan_export(p.target, backup_id=p.backup["backup_id"], task=p.task,
-                           expires_seconds=p.expires_seconds)
+        return plan_export(p.target, backup_id=p.backup["backup_id"], task=p.task, expires_seconds=p.expires_seconds)
+
     return execute(oplog, plan, _apply, recheck=recheck, lock=False)
 
 
@@ -112,10 +116,17 @@ def _apply(op, plan: ExportPlan) -> dict:
         size = s3.object_size(t.storage, key)
         step.output(f"{result['members']} entries, {size} bytes -> s3://{t.backup_storage.bucket}/{key}")
     url = s3.presigned_url(t.storage, key, plan.expires_seconds)
-    op.artifact("export", key, size=size, details={"backup_id": chosen["backup_id"],
-                                                   "expires_seconds": plan.expires_seconds})
-    return {"backup_id": chosen["backup_id"], "bucket": t.backup_storage.bucket, "key": key, "size": size, "url": url,
-            "expires_seconds": plan.expires_seconds}
+    op.artifact(
+        "export", key, size=size, details={"backup_id": chosen["backup_id"], "expires_seconds": plan.expires_seconds}
+    )
+    return {
+        "backup_id": chosen["backup_id"],
+        "bucket": t.backup_storage.bucket,
+        "key": key,
+        "size": size,
+        "url": url,
+        "expires_seconds": plan.expires_seconds,
+    }
 
 
 def _write_then_close(t, conn, snapshots, write_fd, result):

@@ -6,6 +6,7 @@ time however many hosts are idle: the threads queue behind the first host's slot
 a thread until its host has a free slot, and hosts take turns, so every global slot works while any host can
 take work.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,8 +20,14 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def run_limited(items: Sequence[Item], fn: Callable[[Item], Result], *, key: Callable[[Item], Hashable],
-                limits: dict[Hashable, int], limit: int) -> list[Result]:
+def run_limited(
+    items: Sequence[Item],
+    fn: Callable[[Item], Result],
+    *,
+    key: Callable[[Item], Hashable],
+    limits: dict[Hashable, int],
+    limit: int,
+) -> list[Result]:
     """Given items, return [fn(item) for item in items] (in input order), computed on at most `limit` threads,
     at most limits[key(item)] at once per key (1 for a key not in limits), the keys taking turns.
 
@@ -43,8 +50,7 @@ def run_limited(items: Sequence[Item], fn: Callable[[Item], Result], *, key: Cal
             changed.notify()
 
     def startable() -> Hashable | None:
-        return next((group for group, queue in queues.items()
-                     if queue and running[group] < limits.get(group, 1)), None)
+        return next((group for group, queue in queues.items() if queue and running[group] < limits.get(group, 1)), None)
 
     with ThreadPoolExecutor(max_workers=max(1, min(limit, len(items)))) as pool, changed:
         while queues and not errors:

@@ -11,6 +11,7 @@
 
 The scheduler and the CLI call the same two functions; only printing differs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,14 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the plan as JSON-ready data (what `--dry-run --json` prints)."""
-        return {"action": self.action, "site": self.site, "env": self.env, "task": self.task,
-                **self.params(), "plan": self.lines()}
+        return {
+            "action": self.action,
+            "site": self.site,
+            "env": self.env,
+            "task": self.task,
+            **self.params(),
+            "plan": self.lines(),
+        }
 
 
 @dataclass
@@ -64,8 +71,15 @@ class SitePlan(Plan):
     env: str
 
 
-def execute(oplog, plan: P, apply: Callable[[Operation, P], R], *, recheck: Callable[[P], P] | None = None,
-            lock: bool = True, catch_up: bool = False) -> R:
+def execute(
+    oplog,
+    plan: P,
+    apply: Callable[[Operation, P], R],
+    *,
+    recheck: Callable[[P], P] | None = None,
+    lock: bool = True,
+    catch_up: bool = False,
+) -> R:
     """Given a plan and the function that applies it, run it as one locked operation and return what apply returns.
 
     The lock is taken before anything else; `recheck(plan)` then runs under it and returns the plan to apply
@@ -73,8 +87,16 @@ def execute(oplog, plan: P, apply: Callable[[Operation, P], R], *, recheck: Call
     by someone else ends it `refused` too (LockHeld propagates, exit 3). Anything `apply` raises ends it
     `failed` (or `interrupted`) and propagates.
     """
-    with locked_operation(oplog, site=plan.site, env=plan.env, task=plan.task, action=plan.action,
-                          params=plan.params(), lock=lock, catch_up=catch_up) as op:
+    with locked_operation(
+        oplog,
+        site=plan.site,
+        env=plan.env,
+        task=plan.task,
+        action=plan.action,
+        params=plan.params(),
+        lock=lock,
+        catch_up=catch_up,
+    ) as op:
         if recheck is not None:
             try:
                 plan = recheck(plan)
@@ -85,8 +107,15 @@ def execute(oplog, plan: P, apply: Callable[[Operation, P], R], *, recheck: Call
 
 
 @contextmanager
-def preflight(oplog_factory: Callable[[], Any], *, action: str, task: str | None, site: str | None = None,
-              env: str | None = None, dry_run: bool = False) -> Iterator[None]:
+def preflight(
+    oplog_factory: Callable[[], Any],
+    *,
+    action: str,
+    task: str | None,
+    site: str | None = None,
+    env: str | None = None,
+    dry_run: bool = False,
+) -> Iterator[None]:
     """Record a refusal raised while planning a mutating command as a `refused` operation of its task.
 
     oplog_factory returns the Oplog (called only when there is something to record, so a broken oplog never

@@ -7,6 +7,7 @@ health check (status, the playbook's marker, and the NEW revision answered by PH
 exception after the first production change, an automatic rollback recorded as `rolled_back` with the reason.
 Content never flows up: only files the playbook classifies as code are compared and sent.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,22 +67,32 @@ class FilePlan:
         return [*self.added, *self.changed]
 
     def lines(self) -> list[str]:
-        return ([f"+ {rel}" for rel in self.added] + [f"~ {rel}" for rel in self.changed]
-                + [f"- {rel}" for rel in self.removed])
+        return (
+            [f"+ {rel}" for rel in self.added]
+            + [f"~ {rel}" for rel in self.changed]
+            + [f"- {rel}" for rel in self.removed]
+        )
 
     def as_dict(self, limit: int | None = None) -> dict:
         """The plan as JSON-ready data; with `limit`, each list is cut to that many names (counts stay whole)."""
         cut = (lambda names: list(names[:limit])) if limit else list
-        return {"added": cut(self.added), "changed": cut(self.changed), "removed": cut(self.removed),
-                "counts": self.counts, "bytes": self.bytes}
+        return {
+            "added": cut(self.added),
+            "changed": cut(self.changed),
+            "removed": cut(self.removed),
+            "counts": self.counts,
+            "bytes": self.bytes,
+        }
 
 
 def make_plan(playbook, source_tree: dict, live_tree: dict) -> FilePlan:
     """Given the playbook and {path: (sha256, size)} trees of the source and of production, return the code
     files to add, change and remove (sorted), and the bytes to send. Content, config, caches and the files orch
     writes itself are never part of it."""
+
     def code(tree: dict) -> dict:
         return {rel: v for rel, v in tree.items() if rel not in NOT_PROMOTED and playbook.classify(rel) == "code"}
+
     src, live = code(source_tree), code(live_tree)
     added = sorted(set(src) - set(live))
     changed = sorted(rel for rel in set(src) & set(live) if src[rel][0] != live[rel][0])
@@ -94,11 +105,11 @@ class PromotePlan(Plan):
     """Which code files go from the source to production, in which layout, with or without migrations."""
 
     target: Target
-    source: str | None        # a test environment's name (--from), or None with a ref
-    ref: str | None           # a git ref (--ref)
-    label: str                # where the code comes from, as shown: `t14883` or `v2.4.1@1a2b3c4d5e6f`
+    source: str | None  # a test environment's name (--from), or None with a ref
+    ref: str | None  # a git ref (--ref)
+    label: str  # where the code comes from, as shown: `t14883` or `v2.4.1@1a2b3c4d5e6f`
     migrate: bool
-    files: FilePlan | None    # None: compared under the lock only (hashing both trees twice costs seconds)
+    files: FilePlan | None  # None: compared under the lock only (hashing both trees twice costs seconds)
 
     def lines(self) -> list[str]:
         head = f"code from {self.label} into the {self.target.site.layout} layout: "
@@ -106,17 +117,25 @@ class PromotePlan(Plan):
         if self.files is None:
             return [head + "files compared under the lock" + tail]
         counts = self.files.counts
-        head += (f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed "
-                 f"({self.files.bytes} bytes)")
+        head += (
+            f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed "
+            f"({self.files.bytes} bytes)"
+        )
         return [head + tail, *self.files.lines()] if not self.files.empty else []
 
     def params(self) -> dict:
         return {"from": self.source, "ref": self.ref, "layout": self.target.site.layout, "migrate": self.migrate}
 
     def as_dict(self) -> dict:
-        return {"site": self.site, "env": self.env, "task": self.task, "from": self.label,
-                "layout": self.target.site.layout, "migrate": self.migrate,
-                **(self.files.as_dict() if self.files else {})}
+        return {
+            "site": self.site,
+            "env": self.env,
+            "task": self.task,
+            "from": self.label,
+            "layout": self.target.site.layout,
+            "migrate": self.migrate,
+            **(self.files.as_dict() if self.files else {}),
+        }
 
 
 def source_env(oplog, site, name: str):
@@ -132,8 +151,10 @@ def source_env(oplog, site, name: str):
             if (status := status_of(oplog, row)) != "ready":  # a half-made copy holds no code worth promoting
                 raise UsageError(f"{site.name}/{name} is {status}, not ready: promote from a copy that is")
             if (row.get("details") or {}).get("target") == "docker":
-                raise UsageError(f"{site.name}/{name} is a Docker copy: promoting from one is not supported yet "
-                                 "(promote from a staging host copy, or --ref a git tag)")
+                raise UsageError(
+                    f"{site.name}/{name} is a Docker copy: promoting from one is not supported yet "
+                    "(promote from a staging host copy, or --ref a git tag)"
+                )
             return staging_model.derive(site, name).env
     raise UsageError(f"{site.name} has no environment {name!r} (see `orch sites` and `orch staging list`)")
 
@@ -190,9 +211,11 @@ def open_source(oplog, inventory, prod: Target, prod_conn, *, env_name: str | No
 def refuse_unfinished(layout, site: str) -> None:
     """Raise UsageError if an earlier promotion changed production and never ended (its health unknown)."""
     for journal in layout.unfinished():
-        raise UsageError(f"{site}: promotion {journal.id} (release {journal.release}, task "
-                         f"{journal.meta.get('task', '?')}) changed production and never finished (state "
-                         f"{journal.state}): `orch rollback {site}` takes it back")
+        raise UsageError(
+            f"{site}: promotion {journal.id} (release {journal.release}, task "
+            f"{journal.meta.get('task', '?')}) changed production and never finished (state "
+            f"{journal.state}): `orch rollback {site}` takes it back"
+        )
 
 
 def _decide(plan: PromotePlan, conn, source) -> PromotePlan:
@@ -200,10 +223,14 @@ def _decide(plan: PromotePlan, conn, source) -> PromotePlan:
     plan computed now; raise an OrchError if the promotion cannot be done."""
     src_conn, path, label = source
     layout = _production(conn, plan.target)
-    files = make_plan(playbook_for_site(plan.target.site), layouts.code_tree(src_conn, path),
-                      layouts.code_tree(conn, layout.live_dir()))
-    return PromotePlan(plan.action, plan.site, plan.env, plan.task, plan.target, plan.source, plan.ref, label,
-                       plan.migrate, files)
+    files = make_plan(
+        playbook_for_site(plan.target.site),
+        layouts.code_tree(src_conn, path),
+        layouts.code_tree(conn, layout.live_dir()),
+    )
+    return PromotePlan(
+        plan.action, plan.site, plan.env, plan.task, plan.target, plan.source, plan.ref, label, plan.migrate, files
+    )
 
 
 def _production(conn, prod: Target):
@@ -213,8 +240,17 @@ def _production(conn, prod: Target):
     return layout
 
 
-def plan_promote(oplog, inventory, site_name: str, *, source: str | None, ref: str | None, task: str,
-                 migrate: bool = True, compare: bool = True) -> PromotePlan:
+def plan_promote(
+    oplog,
+    inventory,
+    site_name: str,
+    *,
+    source: str | None,
+    ref: str | None,
+    task: str,
+    migrate: bool = True,
+    compare: bool = True,
+) -> PromotePlan:
     """Given a site and where its code comes from (`source` env or git `ref`), return the promotion's plan
     (reads only). Without `compare`, every guard is checked but the files are left to be compared under the
     lock (where they are compared anyway). Raise UsageError if the promotion cannot be made as asked."""
@@ -222,8 +258,9 @@ def plan_promote(oplog, inventory, site_name: str, *, source: str | None, ref: s
         raise UsageError("give exactly one of --from ENV or --ref TAG_OR_SHA")
     prod = target(inventory, site_name, "production")
     health_base(prod, "a promotion")
-    draft = PromotePlan("promote", prod.site.name, "production", task, prod, source, ref, source or ref or "", migrate,
-                        None)
+    draft = PromotePlan(
+        "promote", prod.site.name, "production", task, prod, source, ref, source or ref or "", migrate, None
+    )
     with connect(prod.host) as conn:
         if not compare:
             _production(conn, prod)
@@ -242,11 +279,13 @@ def promote(oplog, inventory, plan: PromotePlan) -> dict:
 
         def recheck(p: PromotePlan) -> PromotePlan:  # under the lock: sources and production as they are now
             opened["source"] = stack.enter_context(
-                open_source(oplog, inventory, p.target, conn, env_name=p.source, ref=p.ref))
+                open_source(oplog, inventory, p.target, conn, env_name=p.source, ref=p.ref)
+            )
             return _decide(p, conn, opened["source"])
 
-        return execute(oplog, plan, lambda op, p: _Promotion(oplog, op, p, conn, opened["source"]).run(),
-                       recheck=recheck)
+        return execute(
+            oplog, plan, lambda op, p: _Promotion(oplog, op, p, conn, opened["source"]).run(), recheck=recheck
+        )
 
 
 class _Promotion:
@@ -264,8 +303,12 @@ class _Promotion:
 
     def run(self) -> dict:
         files = self.files
-        self.op.artifact("plan", f"{sum(files.counts.values())} files", size=files.bytes,
-                         details=files.as_dict(PLAN_LIST_LIMIT) | {"source": self.plan.label})
+        self.op.artifact(
+            "plan",
+            f"{sum(files.counts.values())} files",
+            size=files.bytes,
+            details=files.as_dict(PLAN_LIST_LIMIT) | {"source": self.plan.label},
+        )
         if files.empty:
             return {"site": self.prod.site.name, "status": "unchanged", "from": self.plan.label, **files.as_dict()}
         look = AroundPromotion(self.oplog, self.op, self.prod, self.opts.visual_threshold)
@@ -284,9 +327,16 @@ class _Promotion:
             look.after()  # above promote.visual_threshold: rolled back like a failed health check
         self.layout.set_state(self.journal.id, "verified")
         self.op.artifact("revision", self.revision["revision"], details=self.revision)
-        return {"site": self.prod.site.name, "status": "ok", "revision": self.revision["revision"],
-                "release": str(self.revision["release"]), "backup_id": backup["backup_id"], "from": self.plan.label,
-                **files.counts, **self._prune()}
+        return {
+            "site": self.prod.site.name,
+            "status": "ok",
+            "revision": self.revision["revision"],
+            "release": str(self.revision["release"]),
+            "backup_id": backup["backup_id"],
+            "from": self.plan.label,
+            **files.counts,
+            **self._prune(),
+        }
 
     def _backup(self) -> dict:
         with self.op.step("mandatory production backup") as step:
@@ -304,14 +354,24 @@ class _Promotion:
         release, previous = journal_id, None  # in place, a promotion is its journal
         if isinstance(self.layout, layouts.Releases):
             release, previous = str(self.layout.next_number()), self.layout.current()
-        self.revision = layouts.new_revision(release, self.plan.task, self.plan.label, self.op.id,
-                                             sum(self.files.counts.values()))
+        self.revision = layouts.new_revision(
+            release, self.plan.task, self.plan.label, self.op.id, sum(self.files.counts.values())
+        )
         self.migration = self._migration()
-        meta = {"layout": self.prod.site.layout, "release": release, "revision": self.revision["revision"],
-                "previous": previous, "task": self.plan.task, "created": self.revision["created"],
-                "operation": self.op.id, "source": self.plan.label, "migration": self.migration is not None,
-                "backup": backup["backup_id"], "db_snapshot": backup["snapshots"].get("db"),
-                "php_reload": bool(php_reload_command(self.prod))}
+        meta = {
+            "layout": self.prod.site.layout,
+            "release": release,
+            "revision": self.revision["revision"],
+            "previous": previous,
+            "task": self.plan.task,
+            "created": self.revision["created"],
+            "operation": self.op.id,
+            "source": self.plan.label,
+            "migration": self.migration is not None,
+            "backup": backup["backup_id"],
+            "db_snapshot": backup["snapshots"].get("db"),
+            "php_reload": bool(php_reload_command(self.prod)),
+        }
         self.op.artifact("journal", journal_id, details=meta)  # first: a reaper finds it even if we die next
         self.layout.begin(journal_id, meta)
         return layouts.Journal(journal_id, "prepared", meta)
@@ -343,16 +403,23 @@ class _Promotion:
                 try:
                     self.layout.abandon(self.journal)
                 except Exception:  # noqa: BLE001 -- the build's own failure is the one to report
-                    log.warning("%s: could not remove the unfinished build of promotion %s", self.prod.label,
-                                self.journal.id, exc_info=True)
+                    log.warning(
+                        "%s: could not remove the unfinished build of promotion %s",
+                        self.prod.label,
+                        self.journal.id,
+                        exc_info=True,
+                    )
                 raise
 
     def _switch(self) -> str:
         if isinstance(self.layout, layouts.Releases):
             done = self.layout.switch(self.journal)
             if not php_reload_command(self.prod):  # $realpath_root serves the new code, but OPcache keeps every
-                log.warning("%s: hosts.%s.web.php_reload is not set: OPcache keeps every old release until it is "
-                            "full", self.prod.label, self.prod.host.name)
+                log.warning(
+                    "%s: hosts.%s.web.php_reload is not set: OPcache keeps every old release until it is full",
+                    self.prod.label,
+                    self.prod.host.name,
+                )
             return done
         return self.layout.switch(self.journal, [*self.files.sent, *NOT_PROMOTED], list(self.files.removed))
 
@@ -390,5 +457,10 @@ def _send(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) ->
     if not files:
         return
     names = b"\0".join(f.encode() for f in files) + b"\0"
-    relay(src_conn, Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
-          dst_conn, Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"), src_stdin=names)
+    relay(
+        src_conn,
+        Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
+        dst_conn,
+        Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"),
+        src_stdin=names,
+    )

@@ -1,4 +1,5 @@
 """`orch prune`: apply retention to a site's backups, forgetting both parts of each dropped backup."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,15 +23,21 @@ class PrunePlan(Plan):
     drop: list[dict]
 
     def lines(self) -> list[str]:
-        return ([f"keep {b['backup_id']}  ({', '.join(b['reasons'])})" for b in self.keep]
-                + [f"DROP {b['backup_id']}  (not kept by any rule)" for b in self.drop])
+        return [f"keep {b['backup_id']}  ({', '.join(b['reasons'])})" for b in self.keep] + [
+            f"DROP {b['backup_id']}  (not kept by any rule)" for b in self.drop
+        ]
 
     def params(self) -> dict:
         return {"policy": self.policy}
 
     def as_dict(self) -> dict:
-        return {"site": self.site, "env": self.env, "policy": self.policy,
-                "keep": [_brief(b) for b in self.keep], "drop": [_brief(b) for b in self.drop]}
+        return {
+            "site": self.site,
+            "env": self.env,
+            "policy": self.policy,
+            "keep": [_brief(b) for b in self.keep],
+            "drop": [_brief(b) for b in self.drop],
+        }
 
 
 def plan_prune(t: Target, *, task: str) -> PrunePlan:
@@ -47,8 +54,7 @@ def prune_target(oplog, t: Target, *, task: str, dry_run: bool = False, catch_up
     plan = plan_prune(t, task=task)
     if dry_run:
         return plan.as_dict() | {"dry_run": True}
-    applied = execute(oplog, plan, _apply_prune, recheck=lambda p: plan_prune(p.target, task=p.task),
-                      catch_up=catch_up)
+    applied = execute(oplog, plan, _apply_prune, recheck=lambda p: plan_prune(p.target, task=p.task), catch_up=catch_up)
     return applied.as_dict() | {"dry_run": False}
 
 
@@ -59,8 +65,9 @@ def _apply_prune(op, plan: PrunePlan) -> PrunePlan:
         with op.step(f"forget {len(plan.drop)} backup(s) and prune") as step:
             ids = [snap for b in plan.drop for snap in b["snapshots"].values()]
             t.repository.forget(conn, ids, prune=True)
-            step.output(f"kept {len(plan.keep)}, dropped {len(plan.drop)}: "
-                        + ", ".join(b["backup_id"] for b in plan.drop))
+            step.output(
+                f"kept {len(plan.keep)}, dropped {len(plan.drop)}: " + ", ".join(b["backup_id"] for b in plan.drop)
+            )
     for b in plan.drop:
         op.artifact("forgotten-backup", b["backup_id"], details={"snapshots": b["snapshots"]})
     return plan

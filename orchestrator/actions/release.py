@@ -7,6 +7,7 @@ DEFINITE_FAILURES of them (one fluke is not a verdict). It keeps waiting, up to 
 the answer may still change: no answer at all (connection refused or reset during a reload), a gateway that has no
 PHP behind it yet (502, 503, 504), or an old revision while OPcache may still revalidate (no `php_reload`).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -29,9 +30,9 @@ from .targets import Target
 log = logging.getLogger("orch.promote")
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})  # the web server has no PHP answer yet: a reload, a restart
-DEFINITE_FAILURES = 3     # definite failures (no healthy answer between them) before a rollback
+DEFINITE_FAILURES = 3  # definite failures (no healthy answer between them) before a rollback
 POLL_SECONDS = 0.2
-REQUEST_TIMEOUT = 10.0    # a slower answer counts as no answer (transient)
+REQUEST_TIMEOUT = 10.0  # a slower answer counts as no answer (transient)
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,14 @@ class PromoteOptions:
     @classmethod
     def from_block(cls, block: dict) -> PromoteOptions:
         """Given a validated, defaults-filled `promote` block, return the options."""
-        return cls(keep_releases=int(block["keep_releases"]), health_paths=tuple(block["health_paths"]),
-                   expect_status=int(block["expect_status"]), health_timeout=float(block["health_timeout"]),
-                   restore_db_on_rollback=bool(block["restore_db_on_rollback"]),
-                   visual_threshold=block.get("visual_threshold"))
+        return cls(
+            keep_releases=int(block["keep_releases"]),
+            health_paths=tuple(block["health_paths"]),
+            expect_status=int(block["expect_status"]),
+            health_timeout=float(block["health_timeout"]),
+            restore_db_on_rollback=bool(block["restore_db_on_rollback"]),
+            visual_threshold=block.get("visual_threshold"),
+        )
 
 
 def health_base(prod: Target, needed_by: str) -> str:
@@ -151,8 +156,10 @@ def health_check(prod: Target, opts: PromoteOptions, playbook, revision: str | N
             return f"{verdict.text} after {time.monotonic() - started:.1f}s"
         definite += verdict.definite
         if definite >= DEFINITE_FAILURES:
-            raise HealthFailed(f"health check failed: {verdict.text} ({definite} definite failures in "
-                               f"{time.monotonic() - started:.1f}s)")
+            raise HealthFailed(
+                f"health check failed: {verdict.text} ({definite} definite failures in "
+                f"{time.monotonic() - started:.1f}s)"
+            )
         if time.monotonic() - started >= opts.health_timeout:
             raise HealthFailed(f"health check failed: {verdict.text} (still after {opts.health_timeout:g}s)")
         time.sleep(POLL_SECONDS)
@@ -208,8 +215,10 @@ def point_of_no_return(op, undo: Callable[[str], str]) -> Iterator[None]:
                 with op.step("automatic rollback") as step:
                     step.output(undo(reason))
             except Exception as undo_error:  # noqa: BLE001 -- said to the user and the oplog, never hidden
-                message = (f"{reason}; the automatic rollback failed too: {failure_reason(undo_error)} "
-                           f"(production may still run the new release: see `orch releases`, then `orch rollback`)")
+                message = (
+                    f"{reason}; the automatic rollback failed too: {failure_reason(undo_error)} "
+                    f"(production may still run the new release: see `orch releases`, then `orch rollback`)"
+                )
                 op.finish("failed", error=message)
                 raise OperationFailed(f"promotion failed and was not rolled back: {message}") from exc
             op.finish("rolled_back", error=reason)
@@ -230,5 +239,6 @@ def undo_promotion(conn, prod: Target, layout, journal: layouts.Journal, reason:
     snapshot = journal.meta.get("db_snapshot")
     if migrated and options(prod).restore_db_on_rollback and snapshot:
         from .restore import restore_database
+
         done += "; database restored: " + restore_database(conn, prod, snapshot)
     return done

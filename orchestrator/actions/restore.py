@@ -7,6 +7,7 @@ so a restore never writes or deletes outside the site. The database dump streams
 into the target database on the host. Onto production, a safety backup is taken first, inside the same locked
 operation.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -27,8 +28,14 @@ def safe_subpath(path: str | None) -> str | None:
     if path is None:
         return None
     norm = posixpath.normpath(path.strip())
-    if (norm.startswith("/") or norm == ".." or norm.startswith("../") or "\0" in path or "\n" in path
-            or norm in ("", ".")):
+    if (
+        norm.startswith("/")
+        or norm == ".."
+        or norm.startswith("../")
+        or "\0" in path
+        or "\n" in path
+        or norm in ("", ".")
+    ):
         raise UsageError(f"--path {path!r} must be a relative path inside the site (no leading /, no ..)")
     return norm
 
@@ -43,8 +50,8 @@ class RestorePlan(SitePlan):
     files: bool
     db: bool
     subpath: str | None
-    into: str             # the real folder or file the files land in: the docroot, or the resolved --path
-    safety_backup: bool   # production: a full backup of it is taken first
+    into: str  # the real folder or file the files land in: the docroot, or the resolved --path
+    safety_backup: bool  # production: a full backup of it is taken first
 
     def lines(self) -> list[str]:
         snaps, lines = self.backup["snapshots"], []
@@ -52,24 +59,46 @@ class RestorePlan(SitePlan):
             lines.append(f"back up production {self.dest.label} first (the safety backup)")
         if self.files:
             kept = ", ".join(self.dest.site.backup.exclude)
-            lines.append(f"restore files of backup {self.backup['backup_id']} (snapshot {snaps['files']}) into "
-                         f"{self.into}: changed files only" + (f"; left alone: {kept}" if kept else ""))
+            lines.append(
+                f"restore files of backup {self.backup['backup_id']} (snapshot {snaps['files']}) into "
+                f"{self.into}: changed files only" + (f"; left alone: {kept}" if kept else "")
+            )
         if self.db:
             db = self.dest.database
-            lines.append(f"replace {db.engine} database {db.name or db.path} with the dump of backup "
-                         f"{self.backup['backup_id']} (snapshot {snaps['db']})")
+            lines.append(
+                f"replace {db.engine} database {db.name or db.path} with the dump of backup "
+                f"{self.backup['backup_id']} (snapshot {snaps['db']})"
+            )
         return lines
 
     def params(self) -> dict:
-        return {"backup_id": self.backup["backup_id"], "from_env": self.source.env.name, "files": self.files,
-                "db": self.db, "path": self.subpath, "safety_backup_first": self.safety_backup}
+        return {
+            "backup_id": self.backup["backup_id"],
+            "from_env": self.source.env.name,
+            "files": self.files,
+            "db": self.db,
+            "path": self.subpath,
+            "safety_backup_first": self.safety_backup,
+        }
 
     def as_dict(self) -> dict:
         return {"site": self.site, "to": self.env, **self.params(), "into": self.into, "plan": self.lines()}
 
 
-def plan_restore(oplog, inventory, site: str, *, to_env: str, from_env: str, backup_id: str, task: str,
-                 files: bool = True, db: bool = True, path: str | None = None, yes: bool = False) -> RestorePlan:
+def plan_restore(
+    oplog,
+    inventory,
+    site: str,
+    *,
+    to_env: str,
+    from_env: str,
+    backup_id: str,
+    task: str,
+    files: bool = True,
+    db: bool = True,
+    path: str | None = None,
+    yes: bool = False,
+) -> RestorePlan:
     """Given what the user asked for, return the restore plan (reads only).
 
     Raise UsageError for a staging copy (`staging refresh` does its URL replacement and sanitizing), an unknown
@@ -90,17 +119,30 @@ def plan_restore(oplog, inventory, site: str, *, to_env: str, from_env: str, bac
     db = db and dest.engine is not None and "db" in chosen["snapshots"] and subpath is None
     if not files and not db:
         raise UsageError(f"backup {chosen['backup_id']} has no database part to restore into {dest.label}")
-    return RestorePlan("restore", site, to_env, task, source, dest, chosen, files, db, subpath, into,
-                       safety_backup=dest.env.production)
+    return RestorePlan(
+        "restore", site, to_env, task, source, dest, chosen, files, db, subpath, into, safety_backup=dest.env.production
+    )
 
 
 def restore(oplog, inventory, plan: RestorePlan) -> dict:
     """Given a restore plan, apply it as one locked operation, planned again under the lock (the backup may
     have been pruned, a symlink may have appeared). Return the plan applied, with the safety backup's id."""
+
     def recheck(p: RestorePlan) -> RestorePlan:
-        return plan_restore(oplog, inventory, p.site, to_env=p.env, from_env=p.source.env.name,
-                            backup_id=p.backup["backup_id"], task=p.task, files=p.files, db=p.db,
-                            path=p.subpath, yes=True)
+        return plan_restore(
+            oplog,
+            inventory,
+            p.site,
+            to_env=p.env,
+            from_env=p.source.env.name,
+            backup_id=p.backup["backup_id"],
+            task=p.task,
+            files=p.files,
+            db=p.db,
+            path=p.subpath,
+            yes=True,
+        )
+
     return execute(oplog, plan, lambda op, p: _apply(oplog, op, p), recheck=recheck)
 
 
@@ -128,8 +170,9 @@ def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: 
     """Restore the files snapshot into the target's docroot, or only `subpath` into `into` (its real path,
     checked by resolve_inside). Return a summary line."""
     repo, root = t.repository, t.files_root
-    scratch = conn.run(Command("mktemp", "-d", "-p", posixpath.dirname(root.rstrip("/")),
-                               ".orch-restore.XXXXXX")).text.strip()
+    scratch = conn.run(
+        Command("mktemp", "-d", "-p", posixpath.dirname(root.rstrip("/")), ".orch-restore.XXXXXX")
+    ).text.strip()
     if not scratch:
         raise UsageError(f"could not make a scratch folder beside {root}")
     try:
@@ -146,8 +189,9 @@ def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: 
         # a folder is mirrored; a file, or a symlink as the backup holds it, is copied as itself
         is_dir = conn.ok(Command("test", "-d", source).then(Command("test", "!", "-L", source)))
         src, dst = (source + "/", into + "/") if is_dir else (source, into)
-        out = conn.run(Command("rsync", "-a", "--delete", "--itemize-changes", *excludes, "--", src, dst),
-                       timeout=None).text
+        out = conn.run(
+            Command("rsync", "-a", "--delete", "--itemize-changes", *excludes, "--", src, dst), timeout=None
+        ).text
         return f"{_changed(out)} path(s) changed in {posixpath.join(root, subpath)}"
     finally:
         conn.run(Command("rm", "-rf", "--", scratch), check=False)

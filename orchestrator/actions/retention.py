@@ -3,6 +3,7 @@
 A rule `daily: 7` keeps the newest backup of each of the 7 most recent days that HAVE a backup; a backup
 is kept if any rule keeps it. On top: pinned backups and the newest complete backup are never dropped.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,6 +47,9 @@ def decide(backups: list[dict], policy: dict[str, int]) -> tuple[list[dict], lis
     if good:
         reasons[good[0]["backup_id"]].append("newest good backup")
     keep = [b | {"reasons": reasons[b["backup_id"]]} for b in ordered if reasons[b["backup_id"]]]
-    drop = [b | {"reasons": ["incomplete" if b["status"] != "ok" else "not kept by any rule"]}
-            for b in ordered if not reasons[b["backup_id"]]]
+    drop = [
+        b | {"reasons": ["incomplete" if b["status"] != "ok" else "not kept by any rule"]}
+        for b in ordered
+        if not reasons[b["backup_id"]]
+    ]
     return keep, drop

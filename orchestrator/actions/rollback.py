@@ -4,6 +4,7 @@ promotion whose orch died after changing production (run by the CLI when it reap
 Production's host is the record of what is live: the releases layout's `current` link and BAD_RELEASE marks, and
 in both layouts the promotion journals (layouts.py), whichever orch or oplog made them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,23 +39,32 @@ class RollbackPlan(Plan):
     """Which release production goes back to: a switch (releases layout) or promotions undone (in place)."""
 
     target: Target
-    asked: str | None                 # --to as given: the plan is decided again from it under the lock
-    current: str | None               # the live release (releases) or the newest applied promotion (in place)
-    to: str | None                    # the release live afterwards (None in place: what was there before orch)
+    asked: str | None  # --to as given: the plan is decided again from it under the lock
+    current: str | None  # the live release (releases) or the newest applied promotion (in place)
+    to: str | None  # the release live afterwards (None in place: what was there before orch)
     undo: tuple[layouts.Journal, ...]  # in place: promotions undone, newest first; releases: unfinished ones
 
     def lines(self) -> list[str]:
         if self.target.site.layout == "releases":
             return [f"switch current from releases/{self.current} to releases/{self.to}; mark {self.current} bad"]
-        return [f"undo promotion {j.id} (revision {j.meta.get('revision', '?')}, task {j.meta.get('task', '?')})"
-                for j in self.undo]
+        return [
+            f"undo promotion {j.id} (revision {j.meta.get('revision', '?')}, task {j.meta.get('task', '?')})"
+            for j in self.undo
+        ]
 
     def params(self) -> dict:
         return {"from": self.current, "to": self.to}
 
     def as_dict(self) -> dict:
-        return {"site": self.site, "env": self.env, "task": self.task, "from": self.current, "to": self.to,
-                "undo": [j.id for j in self.undo], "plan": self.lines()}
+        return {
+            "site": self.site,
+            "env": self.env,
+            "task": self.task,
+            "from": self.current,
+            "to": self.to,
+            "undo": [j.id for j in self.undo],
+            "plan": self.lines(),
+        }
 
 
 def plan_rollback(inventory, site_name: str, *, task: str, to: str | None = None) -> RollbackPlan:
@@ -93,7 +103,7 @@ def _inplace_choice(layout: layouts.InPlace, site: str, to: str | None):
     if to is not None and to not in ids:
         raise UsageError(f"{site}: no applied in-place promotion {to!r} (see `orch releases {site}`)")
     keep = ids.index(to) + 1 if to is not None else len(ids) - 1  # promotions left applied
-    undo = list(reversed(journals[max(keep, 0):]))
+    undo = list(reversed(journals[max(keep, 0) :]))
     if not undo:
         raise UsageError(f"{site}: no successful in-place promotion to undo" + (f" after {to}" if to else ""))
     return undo, ids[keep - 1] if keep > 0 else None
@@ -102,8 +112,10 @@ def _inplace_choice(layout: layouts.InPlace, site: str, to: str | None):
 def rollback(oplog, inventory, plan: RollbackPlan) -> dict:
     """Given a plan, put production back (deciding again under the lock), check its health; return the outcome.
     Raise HealthFailed if production is not healthy afterwards."""
+
     def recheck(p: RollbackPlan) -> RollbackPlan:  # a promotion may have finished while we waited
         return plan_rollback(inventory, p.target.site.name, task=p.task, to=p.asked)
+
     return execute(oplog, plan, _apply_rollback, recheck=recheck)
 
 
@@ -123,8 +135,12 @@ def _apply_rollback(op, plan: RollbackPlan) -> dict:
             else:
                 done = "; ".join(f"{j.id}: {layout.undo(j, reason)}" for j in plan.undo)
             step.output(done + reload_php(conn, prod))
-        result: dict[str, Any] = {"site": prod.site.name, "from": plan.current, "to": plan.to,
-                                  "undone": [j.id for j in plan.undo]}
+        result: dict[str, Any] = {
+            "site": prod.site.name,
+            "from": plan.current,
+            "to": plan.to,
+            "undone": [j.id for j in plan.undo],
+        }
         with op.step("health check") as step:
             result["revision"] = live_revision(conn, layout)
             step.output(health_check(prod, options(prod), playbook_for_site(prod.site), result["revision"]))
@@ -148,12 +164,20 @@ def releases(oplog, inventory, site_name: str) -> list[dict]:
             applied = journal.state in layouts.APPLIED
             status = "bad" if not applied else "previous" if live else "unverified" if journal.unfinished else "current"
             live = live or applied
-            rows.append({"release": journal.id, "revision": journal.meta.get("revision"),
-                         "task": journal.meta.get("task"), "created": journal.meta.get("created"), "status": status})
+            rows.append(
+                {
+                    "release": journal.id,
+                    "revision": journal.meta.get("revision"),
+                    "task": journal.meta.get("task"),
+                    "created": journal.meta.get("created"),
+                    "status": status,
+                }
+            )
         return rows
 
 
 # -- settling promotions whose orch died -------------------------------------------------------------------------
+
 
 def settle_verdict(journal: layouts.Journal) -> str:
     """Given the journal of a promotion whose orch died, return what makes production safe again:
@@ -174,8 +198,9 @@ def settle_interrupted(oplog, inventory, say: Callable[[str], None]) -> None:
     settle is said, never raised: the command that opened the oplog goes on."""
     from orchestrator.oplog.process import machine
 
-    settled = {str(op["params"].get("promotion")) for op in oplog.operations(action="recover")
-               if op["status"] != "refused"}
+    settled = {
+        str(op["params"].get("promotion")) for op in oplog.operations(action="recover") if op["status"] != "refused"
+    }
     for op in oplog.operations(action="promote", oldest_first=True):
         if op["status"] != "interrupted" or op["host"] != machine() or str(op["id"]) in settled:
             continue
@@ -187,8 +212,10 @@ def settle_interrupted(oplog, inventory, say: Callable[[str], None]) -> None:
         except LockHeld:
             continue  # someone is on it right now
         except Exception as exc:  # noqa: BLE001 -- told to the user; the command that opened the oplog goes on
-            message = (f"{op['site']}: promotion {op['id']} (task {op['task']}) was interrupted and could not be "
-                       f"settled: {exc}; see `orch releases {op['site']}`, then `orch rollback {op['site']}`")
+            message = (
+                f"{op['site']}: promotion {op['id']} (task {op['task']}) was interrupted and could not be "
+                f"settled: {exc}; see `orch releases {op['site']}`, then `orch rollback {op['site']}`"
+            )
         if message:
             say(message)
 
@@ -196,9 +223,17 @@ def settle_interrupted(oplog, inventory, say: Callable[[str], None]) -> None:
 def _settle(oplog, inventory, promotion: dict, journal_id: str) -> str:
     prod = target(inventory, promotion["site"], "production")
     what = f"{prod.site.name}: promotion {promotion['id']} (task {promotion['task']}) was interrupted"
-    with locked_operation(oplog, site=prod.site.name, env="production", task=promotion["task"], action="recover",
-                          params={"promotion": promotion["id"], "journal": journal_id}) as op, \
-            connect(prod.host) as conn:
+    with (
+        locked_operation(
+            oplog,
+            site=prod.site.name,
+            env="production",
+            task=promotion["task"],
+            action="recover",
+            params={"promotion": promotion["id"], "journal": journal_id},
+        ) as op,
+        connect(prod.host) as conn,
+    ):
         layout = layout_for(conn, prod)
         journal = layout.journal(journal_id)
         verdict = settle_verdict(journal) if journal else "none"
@@ -211,19 +246,27 @@ def _settle(oplog, inventory, promotion: dict, journal_id: str) -> str:
                 return f"{what} before production changed: its unfinished build was removed"
             if verdict == "check":
                 try:
-                    step.output(health_check(prod, options(prod), playbook_for_site(prod.site),
-                                             journal.meta.get("revision")))
+                    step.output(
+                        health_check(prod, options(prod), playbook_for_site(prod.site), journal.meta.get("revision"))
+                    )
                     layout.set_state(journal.id, "verified")
-                    return (f"{what} after its switch: checked now, healthy; release {journal.release} stays live "
-                            f"(operation {op.id})")
+                    return (
+                        f"{what} after its switch: checked now, healthy; release {journal.release} stays live "
+                        f"(operation {op.id})"
+                    )
                 except HealthFailed as exc:
                     reason = str(exc)
             else:
                 reason = f"interrupted while {journal.state}: the release was never checked"
-            done = undo_promotion(conn, prod, layout, journal, f"promotion {promotion['id']} {reason}",
-                                  migrated=journal.state in ("migrating", "migrated"))
+            done = undo_promotion(
+                conn,
+                prod,
+                layout,
+                journal,
+                f"promotion {promotion['id']} {reason}",
+                migrated=journal.state in ("migrating", "migrated"),
+            )
             step.output(done)
         op.artifact("rollback", journal.meta.get("revision", journal.id), details={"reason": reason})
         op.finish("rolled_back", error=f"promotion {promotion['id']} rolled back: {reason}")
         return f"{what} after production changed; rolled back ({reason}): {done} (operation {op.id})"
-

@@ -4,6 +4,7 @@ The shots are taken by a fresh headless Chromium (backends/visual/browser.py) an
 `screenshot` artifact each, so `orch compare` and `orch report` find them by operation. Snapping changes
 nothing on the site, so it takes no site lock; it is still an operation of its task, so a PM sees it.
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -71,6 +72,7 @@ class SnapPlan(SitePlan):
 
     def lines(self) -> list[str]:
         from orchestrator.backends.visual.browser import VIEWPORTS
+
         widths = ", ".join(f"{v.name} {v.width}x{v.height}" for v in VIEWPORTS)
         ignore = f" (ignoring {', '.join(self.subject.ignore)})" if self.subject.ignore else ""
         return [f"screenshot {self.subject.url(path)} at {widths}{ignore}" for path in self.paths]
@@ -90,6 +92,7 @@ def shoot_set(op, shots_root, subj: Subject, paths: list[str], label: str, cam=N
     """Given an operation, the screenshots folder, a subject and its paths, shoot every path at every viewport as
     set `label`, record each shot as an artifact and return them (one step; a camera may be passed in)."""
     from orchestrator.backends.visual import browser, diff
+
     opened = nullcontext(cam) if cam else browser.camera(subj.base_url, connect_to=subj.connect_to, auth=subj.auth)
     with op.step(f"screenshots of {subj.label} ({label}): {len(paths)} page(s)") as step, opened as cam:
         taken = []
@@ -98,12 +101,24 @@ def shoot_set(op, shots_root, subj: Subject, paths: list[str], label: str, cam=N
             for viewport in browser.VIEWPORTS:
                 capture = cam.shoot(subj.url(path), viewport, subj.ignore)
                 image = diff.load(capture.png)
-                shot = store.Shot(label, path, viewport.name, f"{folder}/{store.slug(path)}-{viewport.name}.png",
-                                  image.width, image.height, capture.status, capture.error, capture.ignore)
+                shot = store.Shot(
+                    label,
+                    path,
+                    viewport.name,
+                    f"{folder}/{store.slug(path)}-{viewport.name}.png",
+                    image.width,
+                    image.height,
+                    capture.status,
+                    capture.error,
+                    capture.ignore,
+                )
                 store.record(op, shot, store.write(shots_root, shot.file, capture.png))
                 taken.append(shot)
-                step.output(f"{path} {viewport.name}: HTTP {capture.status or '-'}, {image.width}x{image.height}"
-                            + (f", {capture.error}" if capture.error else "") + "\n")
+                step.output(
+                    f"{path} {viewport.name}: HTTP {capture.status or '-'}, {image.width}x{image.height}"
+                    + (f", {capture.error}" if capture.error else "")
+                    + "\n"
+                )
         return taken
 
 
@@ -113,7 +128,12 @@ def snap(oplog, plan: SnapPlan) -> dict:
 
     def apply(op, p: SnapPlan) -> dict:
         taken = shoot_set(op, root, p.subject, p.paths, p.env)
-        return {"site": p.site, "env": p.env, "operation_id": op.id, "folder": str(root / f"op-{op.id}"),
-                "shots": [asdict(shot) for shot in taken]}
+        return {
+            "site": p.site,
+            "env": p.env,
+            "operation_id": op.id,
+            "folder": str(root / f"op-{op.id}"),
+            "shots": [asdict(shot) for shot in taken],
+        }
 
     return execute(oplog, plan, apply, lock=False)

@@ -11,6 +11,7 @@ operation that plans again under the lock. `create` registers the copy (status `
 change and marks it `ready` or `failed` at the end, so a half-made copy is listed and `destroy` removes it.
 A `--from fresh` backup of production is taken inside the same locked operation.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -49,8 +50,10 @@ def _repo_on(stage_host, prod: Target) -> Repository:
     if prod.storage is None:
         raise UsageError(f"site {prod.site.name}: no backup storage, so nothing to copy from")
     if prod.storage.type == "local" and stage_host.name != prod.host.name:
-        raise UsageError(f"site {prod.site.name}: storage {prod.storage.name} is a folder on {prod.host.name}; "
-                         f"the staging host {stage_host.name} cannot read it (use an s3 storage)")
+        raise UsageError(
+            f"site {prod.site.name}: storage {prod.storage.name} is a folder on {prod.host.name}; "
+            f"the staging host {stage_host.name} cannot read it (use an s3 storage)"
+        )
     return Repository(prod.storage, prod.site.name, stage_host.restic)
 
 
@@ -91,8 +94,8 @@ class StagingPlan(SitePlan):
     """What every staging verb acts on: the derived copy and its host."""
 
     staged: model.StagingEnv
-    host: Host | DockerHost   # where the copy lives: a staging host, or the Docker engine of a docker copy
-    target: ClassVar[str] = "host"   # where the copy lives: `host` here, `docker` in actions/staging_docker.py
+    host: Host | DockerHost  # where the copy lives: a staging host, or the Docker engine of a docker copy
+    target: ClassVar[str] = "host"  # where the copy lives: `host` here, `docker` in actions/staging_docker.py
 
     @property
     def label(self) -> str:
@@ -105,43 +108,64 @@ class CopyPlan(StagingPlan):
 
     prod: Target
     playbook: Playbook
-    source: str           # latest | fresh | a backup id, as the user said
-    backup: dict | None   # None: --from fresh, taken under the operation's lock
+    source: str  # latest | fresh | a backup id, as the user said
+    backup: dict | None  # None: --from fresh, taken under the operation's lock
 
 
 @dataclass
 class CreatePlan(CopyPlan):
     """Make (or make again) a staging copy from a production backup."""
 
-    host: Host            # a staging host (docker copies have their own plan)
+    host: Host  # a staging host (docker copies have their own plan)
     vhost: str
-    replaces: bool        # a copy of that name exists: its files and database are made anew
+    replaces: bool  # a copy of that name exists: its files and database are made anew
 
     def lines(self) -> list[str]:
         env, db = self.staged.env, self.staged.env.database
-        lines = ([f"replace the existing copy {self.label}: its files and database are made anew"]
-                 if self.replaces else [])
-        lines += [f"register {self.label} (status creating) before the first change", *source_lines(self),
-                  f"restore its files into {self.host.name}:{env.path} (cache left out)"]
+        lines = (
+            [f"replace the existing copy {self.label}: its files and database are made anew"] if self.replaces else []
+        )
+        lines += [
+            f"register {self.label} (status creating) before the first change",
+            *source_lines(self),
+            f"restore its files into {self.host.name}:{env.path} (cache left out)",
+        ]
         if db is not None:
-            lines += [f"create {db.engine} database {db.name} and its user {db.user}",
-                      f"load the dump, replacing {self.prod.env.url} with {env.url}",
-                      "point config files at the copy, sanitize personal data, reset passwords"]
-        return lines + ["switch mail and cron off",
-                        f"write vhost {self.vhost} (basic auth {model.AUTH_USER} in {self.staged.auth_file}, "
-                        "noindex), reload nginx, wait until it serves the copy"]
+            lines += [
+                f"create {db.engine} database {db.name} and its user {db.user}",
+                f"load the dump, replacing {self.prod.env.url} with {env.url}",
+                "point config files at the copy, sanitize personal data, reset passwords",
+            ]
+        return lines + [
+            "switch mail and cron off",
+            f"write vhost {self.vhost} (basic auth {model.AUTH_USER} in {self.staged.auth_file}, "
+            "noindex), reload nginx, wait until it serves the copy",
+        ]
 
     def params(self) -> dict:
-        return {"backup_id": self.backup["backup_id"] if self.backup else None, "from": self.source,
-                "url": self.staged.env.url}
+        return {
+            "backup_id": self.backup["backup_id"] if self.backup else None,
+            "from": self.source,
+            "url": self.staged.env.url,
+        }
 
     def as_dict(self) -> dict:
         env = self.staged.env
-        return {"site": self.site, "env": self.env, "host": self.host.name, "path": env.path, "url": env.url,
-                "database": f"{env.database.engine}:{env.database.name}" if env.database else None,
-                "from": self.source, "backup_id": self.params()["backup_id"], "playbook": self.playbook.name,
-                "basic_auth_user": model.AUTH_USER, "auth_file": self.staged.auth_file, "vhost": self.vhost,
-                "plan": self.lines()}
+        return {
+            "site": self.site,
+            "env": self.env,
+            "host": self.host.name,
+            "path": env.path,
+            "url": env.url,
+            "database": f"{env.database.engine}:{env.database.name}" if env.database else None,
+            "from": self.source,
+            "backup_id": self.params()["backup_id"],
+            "playbook": self.playbook.name,
+            "basic_auth_user": model.AUTH_USER,
+            "auth_file": self.staged.auth_file,
+            "vhost": self.vhost,
+            "plan": self.lines(),
+        }
 
 
 def _derived(inventory, site_name: str, name: str):
@@ -150,8 +174,16 @@ def _derived(inventory, site_name: str, name: str):
     return site, staged, inventory.hosts[staged.env.host]
 
 
-def plan_create(oplog, inventory, site_name: str, *, task: str, name: str | None = None,
-                source: str = "latest", copy_target: str | None = None) -> CreatePlan:
+def plan_create(
+    oplog,
+    inventory,
+    site_name: str,
+    *,
+    task: str,
+    name: str | None = None,
+    source: str = "latest",
+    copy_target: str | None = None,
+) -> CreatePlan:
     """Given a site, a task and latest|fresh|ID, return the plan of its staging copy (reads only); copy_target
     (host|docker) overrides the template's `target`. Raise Refused for production, UsageError for a bad name, no staging
     template, no web block on the staging host, storage it cannot read, or no backup to copy."""
@@ -162,40 +194,76 @@ def plan_create(oplog, inventory, site_name: str, *, task: str, name: str | None
     web.web_config(host)
     _repo_on(host, prod)
     vhost, rows = web.vhost_path(host, site.name, staged.name), oplog.envs()
-    mine = (site.name, staged.name, host.name, staged.env.path, db_summary(staged.env.database), vhost,
-            staged.auth_file)
+    mine = (
+        site.name,
+        staged.name,
+        host.name,
+        staged.env.path,
+        db_summary(staged.env.database),
+        vhost,
+        staged.auth_file,
+    )
     fix = "put {site} and {env} in environments.staging's path, or pick another --name"
     if shared := model.clashes(_inventory_rows(inventory), *mine):
         raise Refused(f"{site.name}/{staged.name} would share {'; '.join(shared)}: {fix}")
     if shared := model.clashes(rows, *mine):
         raise UsageError(f"{site.name}/{staged.name} would share {'; '.join(shared)}: {fix}")
     replaces = any((row["site"], row["name"]) == (site.name, staged.name) for row in rows)
-    return CreatePlan("staging-create", site.name, staged.name, task, staged, host, prod, playbook_for_site(site),
-                      source, pick_backup(oplog, prod, source), vhost, replaces)
+    return CreatePlan(
+        "staging-create",
+        site.name,
+        staged.name,
+        task,
+        staged,
+        host,
+        prod,
+        playbook_for_site(site),
+        source,
+        pick_backup(oplog, prod, source),
+        vhost,
+        replaces,
+    )
 
 
 def _inventory_rows(inventory) -> list[dict]:
     """The inventory's environments (staging templates aside) in the registry's shape, for model.clashes()."""
-    return [{"site": site.name, "name": env.name, "host": env.host, "path": env.path,
-             "database": db_summary(env.database)}
-            for site in inventory.sites.values() for env in site.environments.values() if env.name != model.TEMPLATE]
+    return [
+        {"site": site.name, "name": env.name, "host": env.host, "path": env.path, "database": db_summary(env.database)}
+        for site in inventory.sites.values()
+        for env in site.environments.values()
+        if env.name != model.TEMPLATE
+    ]
 
 
 def create(oplog, inventory, plan: CreatePlan) -> dict:
     """Apply a create plan as one locked operation (planned again under the lock). Return the copy's summary
     with its one-time passwords; raise if any step fails (the copy then stays registered as `failed`)."""
+
     def recheck(p: CreatePlan) -> CreatePlan:
         return plan_create(oplog, inventory, p.site, task=p.task, name=p.env, source=p.source, copy_target=p.target)
+
     apply = _docker().apply_create if plan.target == "docker" else _apply_create
     return execute(oplog, plan, lambda op, p: apply(oplog, op, p), recheck=recheck)
 
 
 def _apply_create(oplog, op, plan: CreatePlan) -> dict:
     env, name = plan.staged.env, plan.env
-    oplog.record_env(plan.site, name, task=plan.task, host=plan.host.name, path=env.path, url=env.url,
-                     database=db_summary(env.database),
-                     details={"status": "creating", "operation_id": op.id, "basic_auth_user": model.AUTH_USER,
-                              "auth_file": plan.staged.auth_file, "vhost": plan.vhost})
+    oplog.record_env(
+        plan.site,
+        name,
+        task=plan.task,
+        host=plan.host.name,
+        path=env.path,
+        url=env.url,
+        database=db_summary(env.database),
+        details={
+            "status": "creating",
+            "operation_id": op.id,
+            "basic_auth_user": model.AUTH_USER,
+            "auth_file": plan.staged.auth_file,
+            "vhost": plan.vhost,
+        },
+    )
     try:
         backup = plan.backup or backup_now(oplog, op, plan.prod, plan.task)
         op.artifact("source-backup", backup["backup_id"], details={"snapshots": backup["snapshots"]})
@@ -224,8 +292,14 @@ def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
     loading = _Beside(lambda: _load_database(op, None, plan, repo, backup)) if env.database else None
     try:
         with op.step("restore files on the staging host") as step:
-            restore_files(conn, repo, backup["snapshots"]["files"], env.path, plan.playbook,
-                           flatten=plan.prod.files_root != plan.prod.env.path)
+            restore_files(
+                conn,
+                repo,
+                backup["snapshots"]["files"],
+                env.path,
+                plan.playbook,
+                flatten=plan.prod.files_root != plan.prod.env.path,
+            )
             step.output(f"{env.path} from snapshot {backup['snapshots']['files']}")
     except BaseException:
         if loading:
@@ -235,9 +309,16 @@ def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
     with op.step("switch mail and cron off") as step:
         step.output(", ".join(apply.write_guard_files(conn, plan.playbook, env.path)) or "nothing to write")
     vhost = _install_web(op, conn, plan)
-    return {"site": plan.site, "env": env.name, "url": env.url, "path": env.path, "host": plan.host.name,
-            "basic_auth": {"user": model.AUTH_USER, "password": plan.staged.auth_password.reveal()},
-            "vhost": vhost, **db_result}
+    return {
+        "site": plan.site,
+        "env": env.name,
+        "url": env.url,
+        "path": env.path,
+        "host": plan.host.name,
+        "basic_auth": {"user": model.AUTH_USER, "password": plan.staged.auth_password.reveal()},
+        "vhost": vhost,
+        **db_result,
+    }
 
 
 def restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook, flatten: bool) -> None:
@@ -251,8 +332,9 @@ def restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook,
         return
     scratch = _scratch(conn, path, ".orch-flat.XXXXXX")
     try:
-        repo.run(conn, "restore", snapshot_id, "--target", scratch, "--exclude", "/releases/*/BAD_RELEASE",
-                 timeout=None)
+        repo.run(
+            conn, "restore", snapshot_id, "--target", scratch, "--exclude", "/releases/*/BAD_RELEASE", timeout=None
+        )
         sync_into(conn, _live_tree(conn, scratch), path, "--copy-links", *_excludes(playbook.cache))
     finally:
         conn.run(Command("rm", "-rf", "--", scratch), check=False)
@@ -307,8 +389,10 @@ def _load_database(op, conn, plan: CopyPlan, repo, backup: dict) -> dict:
     with op.step("load the dump, replacing production URLs") as step:
         pairs = replacement_pairs(playbook, plan.prod.env.url, env.url)
         stats = apply.load_database(conn, repo, backup["snapshots"]["db"], engine, pairs)
-        step.output(f"{stats.get('replacements', 0)} replacements, {stats.get('serialized_fixed', 0)} "
-                    f"serialized lengths fixed, {stats.get('lines_changed', 0)} lines changed")
+        step.output(
+            f"{stats.get('replacements', 0)} replacements, {stats.get('serialized_fixed', 0)} "
+            f"serialized lengths fixed, {stats.get('lines_changed', 0)} lines changed"
+        )
         op.artifact("url-replacements", str(stats.get("replacements", 0)), details=stats | {"pairs": len(pairs)})
     return stats
 
@@ -325,8 +409,7 @@ def _adapt_database(op, conn, plan: CopyPlan, stats: dict) -> dict:
         step.output(f"{count} statements; skipped: {', '.join(skipped) or 'none'}")
     with op.step("reset passwords to a staging password"):
         password = apply.reset_passwords(conn, playbook, engine, prefix)
-    return {"replacements": stats, "table_prefix": prefix,
-            "staging_password": password.reveal() if password else None}
+    return {"replacements": stats, "table_prefix": prefix, "staging_password": password.reveal() if password else None}
 
 
 def replacement_pairs(playbook, production_url: str | None, staging_url: str | None) -> list[tuple[str, str]]:
@@ -345,10 +428,16 @@ def replacement_pairs(playbook, production_url: str | None, staging_url: str | N
 def _install_web(op, conn, plan: CreatePlan) -> str:
     env, cfg, auth_file = plan.staged.env, web.web_config(plan.host), plan.staged.auth_file
     with op.step("write the vhost (basic auth, noindex) and reload nginx") as step:
-        conn.put_bytes(web.htpasswd_line(model.AUTH_USER, plan.staged.auth_password.reveal()).encode(), auth_file,
-                       mode=0o644)
-        text = plan.playbook.render_vhost(server_name=urlsplit(env.url).hostname, listen=cfg["listen"],
-                                          root=env.path, php_socket=cfg["php_socket"], auth_file=auth_file)
+        conn.put_bytes(
+            web.htpasswd_line(model.AUTH_USER, plan.staged.auth_password.reveal()).encode(), auth_file, mode=0o644
+        )
+        text = plan.playbook.render_vhost(
+            server_name=urlsplit(env.url).hostname,
+            listen=cfg["listen"],
+            root=env.path,
+            php_socket=cfg["php_socket"],
+            auth_file=auth_file,
+        )
         path = web.install_vhost(conn, plan.host, plan.site, env.name, text)
         step.output(path)
     with op.step("health check through nginx") as step:
@@ -371,14 +460,15 @@ def health_check(staged, cfg, playbook) -> str:
         except (OSError, http.client.HTTPException) as exc:  # refused, reset or cut short: not served yet, ask again
             seen["auth"] = seen["anonymous"] = (0, {}, f"{type(exc).__name__}: {exc}")
             return False
-        return (seen["auth"][0] == 200 and playbook.healthy(seen["auth"][2])
-                and seen["anonymous"][0] == 401)
+        return seen["auth"][0] == 200 and playbook.healthy(seen["auth"][2]) and seen["anonymous"][0] == 401
 
     if not web.wait_until(probe, timeout=20, interval=0.1, streak=HEALTH_STREAK):
         status, _, body = seen["auth"]
-        raise OperationFailed(f"{url} answered {status} with basic auth (expected 200 and the playbook's marker: "
-                              f"{body[:200]!r}) and {seen['anonymous'][0]} without (expected 401)")
-    return (f"{url}: 200 with basic auth, 401 without, X-Robots-Tag {seen['auth'][1].get('X-Robots-Tag')}")
+        raise OperationFailed(
+            f"{url} answered {status} with basic auth (expected 200 and the playbook's marker: "
+            f"{body[:200]!r}) and {seen['anonymous'][0]} without (expected 401)"
+        )
+    return f"{url}: 200 with basic auth, 401 without, X-Robots-Tag {seen['auth'][1].get('X-Robots-Tag')}"
 
 
 @dataclass
@@ -388,7 +478,7 @@ class RefreshPlan(CopyPlan):
     files: bool
     db: bool
     with_code: bool
-    mirrored: dict[str, str]   # plain content folder -> its real path in the copy, checked to stay inside
+    mirrored: dict[str, str]  # plain content folder -> its real path in the copy, checked to stay inside
 
     def lines(self) -> list[str]:
         env, lines = self.staged.env, source_lines(self)
@@ -397,28 +487,47 @@ class RefreshPlan(CopyPlan):
         elif self.files:
             lines.append(f"bring content files into {env.path}; mirror {', '.join(self.mirrored) or 'no folder'}")
         if self.db and env.database is not None:
-            lines.append(f"reload database {env.database.name}: replace URLs, point config files at the copy, "
-                         "sanitize, reset passwords")
+            lines.append(
+                f"reload database {env.database.name}: replace URLs, point config files at the copy, "
+                "sanitize, reset passwords"
+            )
         return lines + (["switch mail and cron off"] if self.with_code else [])
 
     def params(self) -> dict:
-        return {"backup_id": self.backup["backup_id"] if self.backup else None, "from": self.source,
-                "files": self.files, "db": self.db, "with_code": self.with_code}
+        return {
+            "backup_id": self.backup["backup_id"] if self.backup else None,
+            "from": self.source,
+            "files": self.files,
+            "db": self.db,
+            "with_code": self.with_code,
+        }
 
 
-def plan_refresh(oplog, inventory, site_name: str, *, name: str, task: str, source: str = "latest",
-                 files: bool = True, db: bool = True, with_code: bool = False) -> RefreshPlan:
+def plan_refresh(
+    oplog,
+    inventory,
+    site_name: str,
+    *,
+    name: str,
+    task: str,
+    source: str = "latest",
+    files: bool = True,
+    db: bool = True,
+    with_code: bool = False,
+) -> RefreshPlan:
     """Given an existing copy and what to bring down, return the refresh plan (reads only). Raise UsageError if
     the copy is not one orch made ready, a content folder in it is a symlink out of it, or there is no backup."""
     if _in_docker(oplog, inventory, site_name, name):
-        return _docker().plan_refresh(oplog, inventory, site_name, name=name, task=task, source=source,
-                                      files=files, db=db, with_code=with_code)
+        return _docker().plan_refresh(
+            oplog, inventory, site_name, name=name, task=task, source=source, files=files, db=db, with_code=with_code
+        )
     site, staged, host = _derived(inventory, site_name, name)
     prod = target(inventory, site.name, "production")
     row = registered(oplog, site.name, staged.name)
     if status_of(oplog, row) != "ready":
-        raise UsageError(f"{site.name}/{name} is {status_of(oplog, row)}, not ready: `orch staging destroy` it, "
-                         "then create it again")
+        raise UsageError(
+            f"{site.name}/{name} is {status_of(oplog, row)}, not ready: `orch staging destroy` it, then create it again"
+        )
     _repo_on(host, prod)
     playbook = playbook_for_site(site)
     mirrored: dict[str, str] = {}
@@ -426,17 +535,42 @@ def plan_refresh(oplog, inventory, site_name: str, *, name: str, task: str, sour
         plain = [p.strip("/") for p in playbook.content if not any(c in p for c in "*?[")]
         with connect(host) as conn:
             mirrored = dict(zip(plain, resolve_all(conn, staged.env.path, plain), strict=True))
-    return RefreshPlan("staging-refresh", site.name, staged.name, task, staged, host, prod, playbook, source,
-                       pick_backup(oplog, prod, source), files, db, with_code, mirrored)
+    return RefreshPlan(
+        "staging-refresh",
+        site.name,
+        staged.name,
+        task,
+        staged,
+        host,
+        prod,
+        playbook,
+        source,
+        pick_backup(oplog, prod, source),
+        files,
+        db,
+        with_code,
+        mirrored,
+    )
 
 
 def refresh(oplog, inventory, plan: RefreshPlan) -> dict:
     """Apply a refresh plan as one locked operation (planned again under the lock). Content files and the
     database are replaced; code on staging (the work being tested) stays unless with_code. The database goes
     through the same replace/sanitize/password steps as on creation. Return a summary."""
+
     def recheck(p: RefreshPlan) -> RefreshPlan:
-        return plan_refresh(oplog, inventory, p.site, name=p.env, task=p.task, source=p.source, files=p.files,
-                            db=p.db, with_code=p.with_code)
+        return plan_refresh(
+            oplog,
+            inventory,
+            p.site,
+            name=p.env,
+            task=p.task,
+            source=p.source,
+            files=p.files,
+            db=p.db,
+            with_code=p.with_code,
+        )
+
     apply = _docker().apply_refresh if plan.target == "docker" else _apply_refresh
     return execute(oplog, plan, lambda op, p: apply(oplog, op, p), recheck=recheck)
 
@@ -472,8 +606,9 @@ def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -
     flatten = plan.prod.files_root != plan.prod.env.path
     scratch = _scratch(conn, env.path, ".orch-refresh.XXXXXX")
     try:
-        includes = [] if with_code or flatten else [
-            a for p in playbook.content for a in ("--include", "/" + p.strip("/"))]
+        includes = (
+            [] if with_code or flatten else [a for p in playbook.content for a in ("--include", "/" + p.strip("/"))]
+        )
         repo.run(conn, "restore", snapshot_id, "--target", scratch, *includes, timeout=None)
         source = scratch
         if flatten:  # a releases-layout snapshot: the live release, shared links dereferenced
@@ -489,8 +624,18 @@ def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -
         mirrored = []
         for rel, real in plan.mirrored.items():
             if conn.ok(Command("test", "-d", posixpath.join(source, rel))):
-                conn.run(Command("rsync", "-a", "--delete", *_excludes(skip, rel), "--",
-                                 posixpath.join(source, rel) + "/", real + "/"), timeout=None)
+                conn.run(
+                    Command(
+                        "rsync",
+                        "-a",
+                        "--delete",
+                        *_excludes(skip, rel),
+                        "--",
+                        posixpath.join(source, rel) + "/",
+                        real + "/",
+                    ),
+                    timeout=None,
+                )
                 mirrored.append(rel)
         return f"content mirrored: {', '.join(mirrored) or 'none found'}"
     finally:
@@ -507,8 +652,12 @@ def _live_tree(conn, restored: str) -> str:
 def _excludes(patterns, under: str = "") -> list[str]:
     """rsync --exclude arguments for env-relative patterns, anchored at the transfer root `under`."""
     prefix = under.strip("/") + "/" if under else ""
-    return [arg for pattern in patterns if pattern.strip("/").startswith(prefix)
-            for arg in ("--exclude", "/" + pattern.strip("/")[len(prefix):])]
+    return [
+        arg
+        for pattern in patterns
+        if pattern.strip("/").startswith(prefix)
+        for arg in ("--exclude", "/" + pattern.strip("/")[len(prefix) :])
+    ]
 
 
 def db_summary(db) -> dict | None:
@@ -542,18 +691,23 @@ def status_of(oplog, row: dict) -> str:
 class DestroyPlan(StagingPlan):
     """Remove a copy: vhost, database and its user, files, basic-auth file(s)."""
 
-    host: Host            # a staging host (docker copies have their own plan)
+    host: Host  # a staging host (docker copies have their own plan)
     row: dict
     auth_files: list[str]
 
     def lines(self) -> list[str]:
         db, vhost = self.staged.env.database, (self.row.get("details") or {}).get("vhost")
-        lines = [f"remove vhost {vhost or web.vhost_path(self.host, self.site, self.env)} and reload nginx"
-                 ] if self.host.web else []
+        lines = (
+            [f"remove vhost {vhost or web.vhost_path(self.host, self.site, self.env)} and reload nginx"]
+            if self.host.web
+            else []
+        )
         if db is not None and self.staged.admin_db is not None:
             lines.append(f"drop {db.engine} database {db.name} and its user {db.user}")
-        return lines + [f"delete {self.host.name}:{self.row['path']} and {', '.join(self.auth_files)}",
-                        f"unregister {self.label}"]
+        return lines + [
+            f"delete {self.host.name}:{self.row['path']} and {', '.join(self.auth_files)}",
+            f"unregister {self.label}",
+        ]
 
     def params(self) -> dict:
         return {"path": self.row["path"]}
@@ -569,10 +723,13 @@ def plan_destroy(oplog, inventory, site_name: str, *, name: str, task: str) -> D
     row = registered(oplog, site.name, staged.name)
     host = inventory.hosts[row["host"]]
     if row["path"] != staged.env.path:
-        raise Refused(f"{site.name}/{name}: registered path {row['path']} differs from the template's "
-                      f"{staged.env.path}; refusing to delete either")
-    return DestroyPlan("staging-destroy", site.name, staged.name, task, staged, host, row,
-                       _auth_files(oplog, site.name, row, staged))
+        raise Refused(
+            f"{site.name}/{name}: registered path {row['path']} differs from the template's "
+            f"{staged.env.path}; refusing to delete either"
+        )
+    return DestroyPlan(
+        "staging-destroy", site.name, staged.name, task, staged, host, row, _auth_files(oplog, site.name, row, staged)
+    )
 
 
 def _auth_files(oplog, site: str, row: dict, staged) -> list[str]:
@@ -590,8 +747,10 @@ def _auth_files(oplog, site: str, row: dict, staged) -> list[str]:
 def destroy(oplog, inventory, plan: DestroyPlan) -> dict:
     """Apply a destroy plan as one locked operation (planned again under the lock). Each step tolerates what a
     failed or interrupted create left out. Return a summary."""
+
     def recheck(p: DestroyPlan) -> DestroyPlan:
         return plan_destroy(oplog, inventory, p.site, name=p.env, task=p.task)
+
     apply = _docker().apply_destroy if plan.target == "docker" else _apply_destroy
     return execute(oplog, plan, lambda op, p: apply(oplog, op, p), recheck=recheck)
 
@@ -618,8 +777,10 @@ def listing(oplog, site: str | None = None, inventory=None) -> list[dict]:
     """Return the registered copies (of one site or all), each with its status and age; given the inventory,
     Docker copies also say what their engine reports (state, size) and copies found only by their labels
     there are listed too."""
-    rows = [row | {"status": status_of(oplog, row), "target": (row.get("details") or {}).get("target", "host")}
-            for row in oplog.envs(site)]
+    rows = [
+        row | {"status": status_of(oplog, row), "target": (row.get("details") or {}).get("target", "host")}
+        for row in oplog.envs(site)
+    ]
     if inventory is not None and inventory.docker:
         rows = _docker().annotate(inventory, rows, site)
     return [row | age(row["created_at"]) for row in rows]
@@ -645,4 +806,5 @@ def _in_docker(oplog, inventory, site_name: str, name: str) -> bool:
 
 def _docker():
     from . import staging_docker  # the Docker target builds on this module
+
     return staging_docker

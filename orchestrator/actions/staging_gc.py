@@ -4,6 +4,7 @@ Docker hosts alike, each by its own `destroy` (one locked operation per copy, re
 On Docker hosts it also finds the copies that only their labels know of (a create that died before it could
 register, a registry that was reset): their age is the creation time in their labels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ class GcPlan(Plan):
     keep: list[dict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return [f"destroy {c['site']}/{c['env']} ({c['target']}, {c['age']} old, task {c['task']})"
-                for c in self.remove] or [f"nothing older than {_text(self.older_than)}"]
+        return [
+            f"destroy {c['site']}/{c['env']} ({c['target']}, {c['age']} old, task {c['task']})" for c in self.remove
+        ] or [f"nothing older than {_text(self.older_than)}"]
 
     def params(self) -> dict:
         return {"older_than": _text(self.older_than), "remove": [f"{c['site']}/{c['env']}" for c in self.remove]}
@@ -48,8 +50,15 @@ def plan_gc(oplog, inventory, *, older_than: timedelta, task: str, sites: list[s
     for row in staging.listing(oplog, None, inventory):
         if sites and row["site"] not in sites:
             continue
-        entry = {"site": row["site"], "env": row["name"], "target": row["target"], "task": row.get("task"),
-                 "age": row["age"], "age_seconds": row["age_seconds"], "status": row["status"]}
+        entry = {
+            "site": row["site"],
+            "env": row["name"],
+            "target": row["target"],
+            "task": row.get("task"),
+            "age": row["age"],
+            "age_seconds": row["age_seconds"],
+            "status": row["status"],
+        }
         if row["site"] not in inventory.sites:
             plan.keep.append(entry | {"why": "its site is not in the inventory"})
         elif row["age_seconds"] is None or row["age_seconds"] < older_than.total_seconds():

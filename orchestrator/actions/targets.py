@@ -1,4 +1,5 @@
 """Resolve what an action runs on: a site's environment, its host, its storage and repository."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,8 +76,10 @@ def target(inventory, site_name: str, env_name: str = "production") -> Target:
     site = inventory.site(site_name)
     if env_name == "staging" and "staging" in site.environments:
         # environments.staging is the TEMPLATE of staging copies: its path and database are not a site
-        raise UsageError(f"{site.name}: `staging` is the template of staging copies, not an environment to act "
-                         "on; name a copy (see `orch staging list`)")
+        raise UsageError(
+            f"{site.name}: `staging` is the template of staging copies, not an environment to act "
+            "on; name a copy (see `orch staging list`)"
+        )
     env = site.env(env_name)
     storage_name = site.backup.storage
     if storage_name and storage_name not in inventory.storage:
@@ -92,5 +95,8 @@ def targets(inventory, site_names: list[str], all_sites: bool, env_name: str) ->
         raise UsageError("name at least one site (or --all)")
     if site_names:
         return [target(inventory, name, env_name) for name in site_names]
-    return [target(inventory, site.name, env_name) for site in inventory.sites.values()
-            if env_name in site.environments and site.backup.enabled]
+    return [
+        target(inventory, site.name, env_name)
+        for site in inventory.sites.values()
+        if env_name in site.environments and site.backup.enabled
+    ]

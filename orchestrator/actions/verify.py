@@ -7,6 +7,7 @@
 Any mismatch fails the operation loudly; the scratch database is always dropped. The drill is planned first
 (`--dry-run` prints the plan) and planned again under the site's lock.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,18 @@ def scratch_engine(t: Target):
     if not scratch:
         return t.engine
     if scratch["engine"] != t.database.engine:
-        raise UsageError(f"site {t.site.name}: verify.scratch_database is {scratch['engine']}, the site's "
-                         f"database is {t.database.engine}")
-    db = replace(t.database, host=scratch.get("host"), port=scratch.get("port"), user=scratch.get("user"),
-                 password=scratch.get("password"), socket=None)
+        raise UsageError(
+            f"site {t.site.name}: verify.scratch_database is {scratch['engine']}, the site's "
+            f"database is {t.database.engine}"
+        )
+    db = replace(
+        t.database,
+        host=scratch.get("host"),
+        port=scratch.get("port"),
+        user=scratch.get("user"),
+        password=scratch.get("password"),
+        socket=None,
+    )
     return engine_for(db, t.path)
 
 
@@ -79,11 +88,16 @@ def _create_scratch(conn, t: Target, engine, scratch: str) -> None:
         conn.run(engine.create(scratch))
     except RemoteError as exc:
         configured = (t.site.verify or {}).get("scratch_database")
-        hint = ("check that verify.scratch_database's account may create databases" if configured else
-                f"the site's database user {t.database.user} may not create databases: set "
-                "verify.scratch_database to a server and an account that may (see docs/inventory.md)")
-        raise OperationFailed(f"{t.label}: could not create the scratch database {scratch} for the restore "
-                              f"drill: {_last_line(exc.stderr) or exc}; {hint}") from exc
+        hint = (
+            "check that verify.scratch_database's account may create databases"
+            if configured
+            else f"the site's database user {t.database.user} may not create databases: set "
+            "verify.scratch_database to a server and an account that may (see docs/inventory.md)"
+        )
+        raise OperationFailed(
+            f"{t.label}: could not create the scratch database {scratch} for the restore "
+            f"drill: {_last_line(exc.stderr) or exc}; {hint}"
+        ) from exc
 
 
 def _last_line(text: str) -> str:
@@ -94,8 +108,13 @@ def _last_line(text: str) -> str:
 def sample_files(conn, t: Target, snapshot_id: str, count: int = SAMPLE_FILES) -> list[str]:
     """Return up to `count` regular file paths of the snapshot (relative), picked at random."""
     out = t.repository.run(conn, "ls", "--json", snapshot_id, timeout=600).text
-    files = [node["path"] for line in out.splitlines() if line.startswith("{")
-             for node in [json.loads(line)] if node.get("type") == "file"]
+    files = [
+        node["path"]
+        for line in out.splitlines()
+        if line.startswith("{")
+        for node in [json.loads(line)]
+        if node.get("type") == "file"
+    ]
     return random.sample(files, min(count, len(files)))  # noqa: S311 - sampling, not security
 
 
@@ -107,8 +126,9 @@ def drill_files(conn, t: Target, snapshot_id: str) -> tuple[dict, list[str]]:
     scratch = conn.run(Command("mktemp", "-d")).text.strip()
     try:
         includes = [arg for p in paths for arg in ("--include", p)]
-        result = t.repository.run(conn, "restore", snapshot_id, "--target", scratch, "--verify", *includes,
-                                  timeout=None)
+        result = t.repository.run(
+            conn, "restore", snapshot_id, "--target", scratch, "--verify", *includes, timeout=None
+        )
         problems = [] if "error" not in result.stderr.lower() else [f"file restore reported: {result.stderr[-300:]}"]
         rel = [p.lstrip("/") for p in paths]
         restored = _sha256(conn, scratch, rel)
@@ -145,7 +165,7 @@ class VerifyPlan(Plan):
 
     target: Target
     backup: dict
-    subset: str   # this run's restic check --read-data-subset
+    subset: str  # this run's restic check --read-data-subset
 
     @property
     def drills_database(self) -> bool:
@@ -155,11 +175,15 @@ class VerifyPlan(Plan):
         snaps, where = self.backup["snapshots"], self.target.host.name
         lines = []
         if self.drills_database:
-            lines.append(f"restore the dump of backup {self.backup['backup_id']} (snapshot {snaps['db']}) into a "
-                         "scratch database, compare each table's rows with the backup's record, drop it")
-        return lines + [f"restore up to {SAMPLE_FILES} random files of snapshot {snaps['files']} on {where} "
-                        "(content verified) and compare them with the live site",
-                        f"restic check --read-data-subset={self.subset}"]
+            lines.append(
+                f"restore the dump of backup {self.backup['backup_id']} (snapshot {snaps['db']}) into a "
+                "scratch database, compare each table's rows with the backup's record, drop it"
+            )
+        return lines + [
+            f"restore up to {SAMPLE_FILES} random files of snapshot {snaps['files']} on {where} "
+            "(content verified) and compare them with the live site",
+            f"restic check --read-data-subset={self.subset}",
+        ]
 
     def params(self) -> dict:
         return {"backup_id": self.backup["backup_id"]}
@@ -183,8 +207,10 @@ def verify(oplog, t: Target, *, backup_id: str, task: str, catch_up: bool = Fals
 def run_verify(oplog, plan: VerifyPlan, *, catch_up: bool = False) -> dict:
     """Apply a drill plan as one locked operation; the backup is resolved again under the lock (it may have been
     pruned meanwhile). Return the report; raise OperationFailed if anything is off."""
+
     def recheck(p: VerifyPlan) -> VerifyPlan:
         return plan_verify(oplog, p.target, backup_id=p.backup["backup_id"], task=p.task)
+
     return execute(oplog, plan, _apply, recheck=recheck, catch_up=catch_up)
 
 

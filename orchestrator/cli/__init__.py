@@ -4,6 +4,7 @@ Command modules load lazily: `orch log` imports the log command only, not parami
 `orch --help` imports none of them: it lists the short help kept in COMMANDS (a unit test checks that it
 matches each command's own docstring).
 """
+
 from __future__ import annotations
 
 import signal
@@ -31,17 +32,24 @@ Shell completion: eval "$(_ORCH_COMPLETE=bash_source orch)"  (zsh_source, fish_s
 # A module imported here becomes an attribute of this package, so no name here may share a module's name
 # unless it is that module's own command.
 COMMANDS = {
-    "adopt": ("promote", "Convert an in-place production docroot to the releases layout, atomically and after a "
-                         "backup."),
+    "adopt": (
+        "promote",
+        "Convert an in-place production docroot to the releases layout, atomically and after a backup.",
+    ),
     "backup": ("backup", "Back up files and database of sites into their restic repositories."),
     "backups": ("backup", "List a site's backups: id, time, task, pinned, sizes, status."),
     "compare": ("visual", "Compare two sets of screenshots: changed pixels per page and width, and a diff image."),
     "check": ("check", "Validate the inventory and check every host, database and storage it names."),
-    "export": ("backup", "Export a backup (files + database dump) as one .tar.zst in the bucket, with a download "
-                         "link."),
-    "health": ("health", "Backup health per site and environment, from the oplog: age of the newest good backup "
-                         "against backup.max_age (default 26 h), the last failure, the last successful restore "
-                         "drill, the size."),
+    "export": (
+        "backup",
+        "Export a backup (files + database dump) as one .tar.zst in the bucket, with a download link.",
+    ),
+    "health": (
+        "health",
+        "Backup health per site and environment, from the oplog: age of the newest good backup "
+        "against backup.max_age (default 26 h), the last failure, the last successful restore "
+        "drill, the size.",
+    ),
     "hosts": ("hosts", "Hosts of the inventory and their SSH host keys."),
     "locks": ("locks", "List the sites currently locked by a running (or dead) operation."),
     "log": ("log", "Show what was done: operations with who, when, how long, result."),
@@ -49,24 +57,29 @@ COMMANDS = {
     "pin": ("maintain", "Pin a backup: pinned backups are never pruned."),
     "promote": ("promote", "Send code from a test environment to production, safely."),
     "prune": ("maintain", "Apply retention (daily/weekly/monthly/yearly, restic forget semantics)."),
-    "releases": ("promote", "List a site's releases: release, time, task, revision, status (current, previous, "
-                            "bad)."),
-    "report": ("report", "Everything done for a support task, for a PM: a Markdown summary for the ticket, or one "
-                         "self-contained HTML page (no scripts, no external files) to mail or attach."),
+    "releases": ("promote", "List a site's releases: release, time, task, revision, status (current, previous, bad)."),
+    "report": (
+        "report",
+        "Everything done for a support task, for a PM: a Markdown summary for the ticket, or one "
+        "self-contained HTML page (no scripts, no external files) to mail or attach.",
+    ),
     "restore": ("backup", "Restore a backup into an environment (files, database, or one path)."),
-    "rollback": ("promote", "Put production back on an earlier release (releases layout) or undo the last "
-                            "promotion (in place)."),
+    "rollback": (
+        "promote",
+        "Put production back on an earlier release (releases layout) or undo the last promotion (in place).",
+    ),
     "scheduler": ("scheduler", "Back up, prune and verify every site on schedule, unattended."),
-    "serve": ("serve", "Web pages for project managers: every task's operations, time and cost; sites; fleet "
-                       "health."),
+    "serve": ("serve", "Web pages for project managers: every task's operations, time and cost; sites; fleet health."),
     "sites": ("sites", "List sites and their environments."),
     "snap": ("visual", "Full-page screenshots of an environment's check URLs, desktop and mobile."),
     "staging": ("staging", "Staging copies of production: create, refresh, list, destroy, gc."),
     "tracker": ("tracker", "Notes posted to the task tracker: what is queued, sent, or waiting for a retry."),
     "unlock": ("locks", "Remove a site's lock after checking its holder is really gone, and log that you did."),
     "unpin": ("maintain", "Unpin a backup: pinned backups are never pruned."),
-    "usage": ("maintain", "Bytes stored per site, read from the storage (S3 bucket listing or du), for cost "
-                          "transparency."),
+    "usage": (
+        "maintain",
+        "Bytes stored per site, read from the storage (S3 bucket listing or du), for cost transparency.",
+    ),
     "verify": ("maintain", "Restore drill: prove a backup restores, and that it holds what it should."),
 }
 
@@ -98,10 +111,16 @@ def _short_help(text: str, limit: int) -> str:
     return click.Command(None, help=text).get_short_help_str(limit)
 
 
-@click.group(cls=LazyGroup, epilog=EPILOG,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("-i", "--inventory", envvar="ORCH_INVENTORY", metavar="PATH",
-              help="Inventory file (default ./inventory.yaml, or $ORCH_INVENTORY).")
+@click.group(
+    cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
+@click.option(
+    "-i",
+    "--inventory",
+    envvar="ORCH_INVENTORY",
+    metavar="PATH",
+    help="Inventory file (default ./inventory.yaml, or $ORCH_INVENTORY).",
+)
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON on stdout, nothing else there.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr: every command run, secrets masked.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr, only warnings and errors.")

@@ -1,4 +1,5 @@
 """The CLI's context object: global options, and the inventory and oplog opened lazily on first use."""
+
 from __future__ import annotations
 
 import logging
@@ -46,6 +47,7 @@ class App:
     def inventory(self):
         """The inventory with every valid site; a broken site file costs that site alone (see `broken_sites`)."""
         from orchestrator.config import load_inventory
+
         return load_inventory(self.inventory_path, partial=True)
 
     @cached_property
@@ -54,17 +56,21 @@ class App:
         stays quick on a large fleet and works while a site file is broken."""
         from orchestrator.config.load import load_oplog_url
         from orchestrator.oplog import Oplog
+
         oplog = Oplog(load_oplog_url(self.inventory_path))
         # a crashed earlier run shows as `interrupted`, its lock becomes reclaimable, nothing of it runs on
         if oplog.reap(leftovers=self._stop_leftovers):
             from orchestrator.actions.rollback import settle_interrupted
+
             settle_interrupted(oplog, self.inventory, self.say)  # a promotion cut short is checked or undone
         from orchestrator.tracker import attach
+
         attach(oplog, lambda: self.inventory)  # finished operations queue a note for the tracker, if one is set
         return oplog
 
     def _stop_leftovers(self, operation: dict) -> str | None:
         from orchestrator.backends.remote.leftovers import stop_leftovers
+
         return stop_leftovers(lambda: self.inventory, operation)
 
     def broken_sites(self) -> int:
@@ -74,8 +80,9 @@ class App:
         for line in self.inventory.problems:
             click.echo(f"orch: {mask(line)}", err=True)
         if broken:
-            click.echo(f"orch: skipped {len(broken)} site(s) whose file is broken: {', '.join(sorted(broken))}",
-                       err=True)
+            click.echo(
+                f"orch: skipped {len(broken)} site(s) whose file is broken: {', '.join(sorted(broken))}", err=True
+            )
         return len(broken)
 
     def emit(self, data, columns: list[tuple[str, str]] | None = None, rows=None) -> None:
@@ -100,8 +107,9 @@ class App:
                 click.echo(f"  {mask(line)}")
         self.say("dry run: nothing changed")
 
-    def preflight(self, action: str, task: str | None, site: str | None = None, env: str | None = None,
-                  dry_run: bool = False):
+    def preflight(
+        self, action: str, task: str | None, site: str | None = None, env: str | None = None, dry_run: bool = False
+    ):
         """A context for planning a mutating command: a refusal raised inside is recorded under the task.
 
         A site or environment argument that cannot be a name at all (`../x`, `a;b`, a newline) is a usage error
@@ -109,6 +117,7 @@ class App:
         """
         from orchestrator.actions.plan import preflight
         from orchestrator.config.load import check_name
+
         for what, value in (("site", site), ("environment", env)):
             if value is not None:
                 check_name(value, what)
@@ -125,11 +134,19 @@ pass_app = click.make_pass_decorator(App)
 
 def json_option(func):
     """`--json` on a subcommand, same as the global flag (`orch log --json` and `orch --json log` both work)."""
+
     def callback(ctx, _param, value):
         if value:
             ctx.find_object(App).json = True
-    return click.option("--json", "json_flag", is_flag=True, expose_value=False, callback=callback,
-                        help="Machine-readable JSON on stdout.")(func)
+
+    return click.option(
+        "--json",
+        "json_flag",
+        is_flag=True,
+        expose_value=False,
+        callback=callback,
+        help="Machine-readable JSON on stdout.",
+    )(func)
 
 
 def validate_task(_ctx, _param, value):
@@ -155,8 +172,14 @@ def validate_age(_ctx, param, value):
 
 
 def task_option(required: bool = True):
-    return click.option("--task", "-t", required=required, callback=validate_task, metavar="N",
-                        help="Support task this action is logged against" + (" (required)." if required else "."))
+    return click.option(
+        "--task",
+        "-t",
+        required=required,
+        callback=validate_task,
+        metavar="N",
+        help="Support task this action is logged against" + (" (required)." if required else "."),
+    )
 
 
 def require_tty_or_yes(yes: bool, what: str) -> None:
@@ -165,6 +188,7 @@ def require_tty_or_yes(yes: bool, what: str) -> None:
         return
     if not sys.stdin.isatty():
         from orchestrator.errors import Refused
+
         raise Refused(f"{what}: refusing without --yes (no terminal to confirm on)")
     if not click.confirm(f"{what}. Continue?", default=False):
         raise UsageError("aborted by user")

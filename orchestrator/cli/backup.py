@@ -1,4 +1,5 @@
 """`orch backup`, `orch backups`, `orch restore`."""
+
 from __future__ import annotations
 
 import sys
@@ -22,8 +23,11 @@ from .output import human_size, short_time, sites_progress
 @click.option("--env", "-e", default="production", show_default=True, help="Environment to back up.")
 @task_option()
 @click.option("--pin", is_flag=True, help="Keep this backup out of retention until `orch unpin`.")
-@click.option("--init", is_flag=True,
-              help="Create the repository if it is missing, even where earlier backups went (it was deleted).")
+@click.option(
+    "--init",
+    is_flag=True,
+    help="Create the repository if it is missing, even where earlier backups went (it was deleted).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be backed up, and where; do nothing.")
 @json_option
 @pass_app
@@ -43,9 +47,17 @@ def backup_cmd(app, sites, all_sites, env, task, pin, init, dry_run):
     """
     chosen = _chosen(app, sites, all_sites, env, task, dry_run)
     if dry_run:
-        app.emit([plan(t, pin) for t in chosen], [("site", "site"), ("env", "env"), ("host", "host"),
-                                                  ("path", "path"), ("database", "database"),
-                                                  ("repository", "repository")])
+        app.emit(
+            [plan(t, pin) for t in chosen],
+            [
+                ("site", "site"),
+                ("env", "env"),
+                ("host", "host"),
+                ("path", "path"),
+                ("database", "database"),
+                ("repository", "repository"),
+            ],
+        )
         if all_sites and app.broken_sites():
             raise click.exceptions.Exit(ExitCode.FAILED)
         return
@@ -54,16 +66,42 @@ def backup_cmd(app, sites, all_sites, env, task, pin, init, dry_run):
 
     def each(result):
         if app.verbosity > 1:
-            app.say(f"{result['site']}/{result['env']}: {result['status']} "
-                    f"{result.get('backup_id') or result.get('error', '')}")
+            app.say(
+                f"{result['site']}/{result['env']}: {result['status']} "
+                f"{result.get('backup_id') or result.get('error', '')}"
+            )
 
     with sites_progress(len(chosen) if live else 0, "backing up") as progress:
-        results = run_backups(app.inventory, app.oplog, chosen, task=task, pin=pin, init=init,
-                              on_done=lambda result: (each(result), progress(result)))
-    rows = [r | {"files": human_size((r.get("summary") or {}).get("files", {}).get("size")),
-                 "added": human_size((r.get("summary") or {}).get("added"))} for r in results]
-    app.emit(results, [("site", "site"), ("env", "env"), ("status", "status"), ("backup_id", "backup"),
-                       ("files", "files"), ("added", "added"), ("error", "error")], rows=rows)
+        results = run_backups(
+            app.inventory,
+            app.oplog,
+            chosen,
+            task=task,
+            pin=pin,
+            init=init,
+            on_done=lambda result: (each(result), progress(result)),
+        )
+    rows = [
+        r
+        | {
+            "files": human_size((r.get("summary") or {}).get("files", {}).get("size")),
+            "added": human_size((r.get("summary") or {}).get("added")),
+        }
+        for r in results
+    ]
+    app.emit(
+        results,
+        [
+            ("site", "site"),
+            ("env", "env"),
+            ("status", "status"),
+            ("backup_id", "backup"),
+            ("files", "files"),
+            ("added", "added"),
+            ("error", "error"),
+        ],
+        rows=rows,
+    )
     failed = [r for r in results if r["status"] != "ok"]
     for r in failed:
         app.say(f"orch: {r['site']}/{r['env']}: {r['error']}")
@@ -103,10 +141,29 @@ def backups_cmd(app, site, env):
     t = target(app.inventory, site, env)
     with connect(t.host) as conn:
         backups = catalog.list_backups(t, conn, app.oplog)
-    rows = [b | {"time": short_time(b["time"]), "files": human_size(b["files_size"]),
-                 "database": human_size(b["db_size"]), "pin": "pinned" if b["pinned"] else ""} for b in backups]
-    app.emit(backups, [("backup_id", "backup"), ("time", "time (utc)"), ("task", "task"), ("pin", "pinned"),
-                       ("files", "files"), ("database", "database"), ("status", "status")], rows=rows)
+    rows = [
+        b
+        | {
+            "time": short_time(b["time"]),
+            "files": human_size(b["files_size"]),
+            "database": human_size(b["db_size"]),
+            "pin": "pinned" if b["pinned"] else "",
+        }
+        for b in backups
+    ]
+    app.emit(
+        backups,
+        [
+            ("backup_id", "backup"),
+            ("time", "time (utc)"),
+            ("task", "task"),
+            ("pin", "pinned"),
+            ("files", "files"),
+            ("database", "database"),
+            ("status", "status"),
+        ],
+        rows=rows,
+    )
 
 
 @click.command("restore")
@@ -141,25 +198,43 @@ def restore_cmd(app, site, backup_id, to_env, from_env, task, files_only, db_onl
         env = app.inventory.site(site).environments.get(to_env)
         if env is not None and env.production and not yes and not dry_run and sys.stdin.isatty():
             yes = click.confirm(f"restore {site} onto production {to_env}. Continue?", default=False)
-        plan = plan_restore(app.oplog, app.inventory, site, to_env=to_env, from_env=from_env,
-                            backup_id=backup_id, task=task, files=not db_only, db=not files_only, path=path,
-                            yes=yes or dry_run)  # a dry run changes nothing: it needs no confirmation
+        plan = plan_restore(
+            app.oplog,
+            app.inventory,
+            site,
+            to_env=to_env,
+            from_env=from_env,
+            backup_id=backup_id,
+            task=task,
+            files=not db_only,
+            db=not files_only,
+            path=path,
+            yes=yes or dry_run,
+        )  # a dry run changes nothing: it needs no confirmation
     if dry_run:
         app.show_plan(plan)
         return
     result = restore(app.oplog, app.inventory, plan)
     app.emit(result)
     if not app.json:
-        app.say(f"restored backup {result['backup_id']} into {site}/{to_env}"
-                + (f" (safety backup {result['safety_backup']})" if result.get("safety_backup") else ""))
+        app.say(
+            f"restored backup {result['backup_id']} into {site}/{to_env}"
+            + (f" (safety backup {result['safety_backup']})" if result.get("safety_backup") else "")
+        )
 
 
 @click.command("export")
 @click.argument("site")
 @click.option("--backup", "backup_id", default="latest", show_default=True, metavar="ID|latest")
 @click.option("--env", "-e", default="production", show_default=True)
-@click.option("--expires", "expires_days", type=click.IntRange(1, 7), default=7, show_default=True,
-              help="Days the download link stays valid (S3 allows at most 7).")
+@click.option(
+    "--expires",
+    "expires_days",
+    type=click.IntRange(1, 7),
+    default=7,
+    show_default=True,
+    help="Days the download link stays valid (S3 allows at most 7).",
+)
 @task_option()
 @click.option("--dry-run", is_flag=True, help="Show which backup would go where; do nothing.")
 @json_option
@@ -175,9 +250,11 @@ def export_cmd(app, site, backup_id, env, expires_days, task, dry_run):
       orch export shinglas --backup latest --task 14883
     """
     from orchestrator.actions.export import export, plan_export
+
     with app.preflight("export", task, site, env, dry_run=dry_run):
-        plan = plan_export(target(app.inventory, site, env), backup_id=backup_id, task=task,
-                           expires_seconds=expires_days * 86400)
+        plan = plan_export(
+            target(app.inventory, site, env), backup_id=backup_id, task=task, expires_seconds=expires_days * 86400
+        )
     if dry_run:
         app.show_plan(plan)
         return
@@ -185,8 +262,9 @@ def export_cmd(app, site, backup_id, env, expires_days, task, dry_run):
     app.emit(result)
     if not app.json:
         click.echo(result["url"])
-        app.say(f"{human_size(result['size'])} in s3://{result['bucket']}/{result['key']}, "
-                f"link valid {expires_days} day(s)")
+        app.say(
+            f"{human_size(result['size'])} in s3://{result['bucket']}/{result['key']}, link valid {expires_days} day(s)"
+        )
 
 
 COMMANDS = [backup_cmd, backups_cmd, restore_cmd, export_cmd]

@@ -1,4 +1,5 @@
 """`orch check`."""
+
 from __future__ import annotations
 
 import click
@@ -29,8 +30,17 @@ def check_cmd(app, sites):
     rows, refused = run_check(app.inventory, list(sites) or None)
     for row in rows:
         row["status"] = "ok" if row["ok"] else "FAIL"
-    app.emit(rows, [("site", "site"), ("env", "env"), ("host", "host"), ("check", "check"),
-                    ("status", "status"), ("detail", "detail")])
+    app.emit(
+        rows,
+        [
+            ("site", "site"),
+            ("env", "env"),
+            ("host", "host"),
+            ("check", "check"),
+            ("status", "status"),
+            ("detail", "detail"),
+        ],
+    )
     broken = [r for r in rows if not r["ok"]]
     if broken:
         app.say(f"{len(broken)} problem(s): " + "; ".join(f"{r['site']}/{r['env']} {r['check']}" for r in broken))

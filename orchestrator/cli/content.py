@@ -1,4 +1,5 @@
 """`orch promote --content / --content-only`: content from a staging copy, after (or without) its code."""
+
 from __future__ import annotations
 
 import inspect
@@ -36,42 +37,87 @@ def with_content_help(text: str) -> str:
 
 def content_options(func):
     """The content options of `orch promote`."""
-    for option in reversed([
-        click.option("--content", is_flag=True, help="Also promote content (after the code): see below."),
-        click.option("--content-only", is_flag=True, help="Promote content only, no code."),
-        click.option("--select", "select", multiple=True, metavar="KIND:ID",
-                     help="Content items to promote (repeat; default: every item the copy added or changed)."),
-        click.option("--prefer", "prefer", multiple=True, metavar="SIDE|KIND:ID=SIDE",
-                     help="Resolve content conflicts: staging or production (for all, or one item)."),
-        click.option("--delete", "delete", is_flag=True, help="Also delete items the copy deleted."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--content", is_flag=True, help="Also promote content (after the code): see below."),
+            click.option("--content-only", is_flag=True, help="Promote content only, no code."),
+            click.option(
+                "--select",
+                "select",
+                multiple=True,
+                metavar="KIND:ID",
+                help="Content items to promote (repeat; default: every item the copy added or changed).",
+            ),
+            click.option(
+                "--prefer",
+                "prefer",
+                multiple=True,
+                metavar="SIDE|KIND:ID=SIDE",
+                help="Resolve content conflicts: staging or production (for all, or one item).",
+            ),
+            click.option("--delete", "delete", is_flag=True, help="Also delete items the copy deleted."),
+        ]
+    ):
         func = option(func)
     return func
 
 
-def promote_with_content(app, site: str, source: str | None, ref: str | None, task: str, *, dry_run: bool,
-                         yes: bool, migrate: bool, content_only: bool, select, prefer, delete: bool) -> None:
+def promote_with_content(
+    app,
+    site: str,
+    source: str | None,
+    ref: str | None,
+    task: str,
+    *,
+    dry_run: bool,
+    yes: bool,
+    migrate: bool,
+    content_only: bool,
+    select,
+    prefer,
+    delete: bool,
+) -> None:
     """Plan the code (unless content_only) and the content promotion; with --dry-run print both; else refuse a
     blocked content merge before anything changes, then promote the code, then the content."""
     if source is None or ref is not None:
         raise UsageError("content comes from a staging copy: give --from ENV (not --ref)")
     with app.preflight("promote-content" if content_only else "promote", task, site, "production", dry_run):
-        code_plan = None if content_only else promote.plan_promote(
-            app.oplog, app.inventory, site, source=source, ref=None, task=task, migrate=migrate, compare=dry_run)
-        content_plan = content.plan_content(app.oplog, app.inventory, site, source=source, task=task,
-                                            select=list(select), prefer=list(prefer), delete=delete)
+        code_plan = (
+            None
+            if content_only
+            else promote.plan_promote(
+                app.oplog, app.inventory, site, source=source, ref=None, task=task, migrate=migrate, compare=dry_run
+            )
+        )
+        content_plan = content.plan_content(
+            app.oplog,
+            app.inventory,
+            site,
+            source=source,
+            task=task,
+            select=list(select),
+            prefer=list(prefer),
+            delete=delete,
+        )
         if dry_run:
             app.show_plan([plan for plan in (code_plan, content_plan) if plan is not None])
             return
         content.refuse_conflicts(content_plan)  # before the code goes: content that cannot follow stops both
-        require_tty_or_yes(yes, f"promote {'content' if content_only else 'code and content'} of {site} from "
-                                f"{source} to production")
+        require_tty_or_yes(
+            yes, f"promote {'content' if content_only else 'code and content'} of {site} from {source} to production"
+        )
     results = {}
     if code_plan is not None:
         results["code"] = code = promote.promote(app.oplog, app.inventory, code_plan)
         if not app.json:
-            click.echo(f"{site}: code: " + ("production already runs this code" if code["status"] == "unchanged"
-                                            else f"revision {code['revision']} is live"))
+            click.echo(
+                f"{site}: code: "
+                + (
+                    "production already runs this code"
+                    if code["status"] == "unchanged"
+                    else f"revision {code['revision']} is live"
+                )
+            )
     results["content"] = done = content.promote_content(app.oplog, app.inventory, content_plan)
     app.emit(results if code_plan is not None else done)
     if not app.json:

@@ -1,4 +1,5 @@
 """`orch health` (are backups fresh and restorable?) and `orch notify test` (do the alarm channels work?)."""
+
 from __future__ import annotations
 
 import click
@@ -45,11 +46,24 @@ def health_cmd(app, usage):
       orch health --json --usage
     """
     from orchestrator.actions.health import health
+
     rows = health(app.inventory, app.oplog, usage=usage)
-    app.emit(rows, [("site", "site"), ("env", "env"), ("status", "status"), ("backup", "newest good backup"),
-                    ("max_age", "max age"), ("failure", "last failure"), ("drill", "last drill"),
-                    ("boot", "last boot drill"), ("size", "backup size"), *([("stored", "stored")] if usage else [])],
-             rows=[_row(row) for row in rows])
+    app.emit(
+        rows,
+        [
+            ("site", "site"),
+            ("env", "env"),
+            ("status", "status"),
+            ("backup", "newest good backup"),
+            ("max_age", "max age"),
+            ("failure", "last failure"),
+            ("drill", "last drill"),
+            ("boot", "last boot drill"),
+            ("size", "backup size"),
+            *([("stored", "stored")] if usage else []),
+        ],
+        rows=[_row(row) for row in rows],
+    )
     bad = [row for row in rows if not row["healthy"]]
     for row in bad:
         where = "/".join(part for part in (row["site"], row["env"]) if part)
@@ -75,6 +89,7 @@ def notify_test_cmd(app):
       orch notify test
     """
     from orchestrator.notify import Notifier, events
+
     notifier = Notifier(app.inventory.notify, attempts=1)
     results = notifier.send(events.test(), notifier.channels)
     app.emit(results, [("channel", "channel"), ("ok", "ok"), ("error", "error")])

@@ -1,4 +1,5 @@
 """`orch hosts`: list hosts and trust a host's SSH key after showing its fingerprint."""
+
 from __future__ import annotations
 
 import sys
@@ -29,16 +30,39 @@ def hosts_list(app):
     rows = []
     for host in app.inventory.hosts.values():
         trusted = host.connector == "local" or bool(trusted_keys(host).keys())
-        rows.append({"host": host.name, "connector": host.connector, "address": host.address, "port": host.port,
-                     "user": host.user, "max_parallel": host.max_parallel, "key_trusted": trusted})
-    app.emit(rows, [("host", "host"), ("connector", "connector"), ("address", "address"), ("port", "port"),
-                    ("user", "user"), ("max_parallel", "max parallel"), ("key_trusted", "key trusted")])
+        rows.append(
+            {
+                "host": host.name,
+                "connector": host.connector,
+                "address": host.address,
+                "port": host.port,
+                "user": host.user,
+                "max_parallel": host.max_parallel,
+                "key_trusted": trusted,
+            }
+        )
+    app.emit(
+        rows,
+        [
+            ("host", "host"),
+            ("connector", "connector"),
+            ("address", "address"),
+            ("port", "port"),
+            ("user", "user"),
+            ("max_parallel", "max parallel"),
+            ("key_trusted", "key trusted"),
+        ],
+    )
 
 
 @hosts_group.command("trust")
 @click.argument("host_name", metavar="HOST")
-@click.option("--fingerprint", "expected", metavar="SHA256:...",
-              help="Trust only if the host offers this fingerprint (non-interactive use).")
+@click.option(
+    "--fingerprint",
+    "expected",
+    metavar="SHA256:...",
+    help="Trust only if the host offers this fingerprint (non-interactive use).",
+)
 @click.option("--yes", is_flag=True, help="Trust whatever key is offered, without asking (first-contact risk).")
 @pass_app
 def hosts_trust(app, host_name, expected, yes):

@@ -1,4 +1,5 @@
 """`orch locks` and `orch unlock`: see and clear per-site locks."""
+
 from __future__ import annotations
 
 import click
@@ -19,9 +20,18 @@ def locks_cmd(app):
     Example:
       orch locks
     """
-    app.emit(app.oplog.locks(), [("site", "site"), ("task", "task"), ("holder", "holder"), ("pid", "pid"),
-                                 ("operation_id", "operation"), ("acquired_at", "since")],
-             rows=[lk | {"acquired_at": short_time(lk["acquired_at"])} for lk in app.oplog.locks()])
+    app.emit(
+        app.oplog.locks(),
+        [
+            ("site", "site"),
+            ("task", "task"),
+            ("holder", "holder"),
+            ("pid", "pid"),
+            ("operation_id", "operation"),
+            ("acquired_at", "since"),
+        ],
+        rows=[lk | {"acquired_at": short_time(lk["acquired_at"])} for lk in app.oplog.locks()],
+    )
 
 
 @click.command("unlock")
@@ -54,9 +64,11 @@ def unlock_cmd(app, site, task, force):
         if removed:
             forced = not removed["stale"]
             op.artifact("lock", f"{removed['holder']} task {removed['task']}", details=removed | {"forced": forced})
-            app.say(f"removed lock on {site} held by {removed['holder']} (pid {removed['pid']}) for task "
-                    f"{removed['task']} since {short_time(removed['acquired_at'])}"
-                    + (": FORCED while its holder looked alive" if forced else ": its holder was gone"))
+            app.say(
+                f"removed lock on {site} held by {removed['holder']} (pid {removed['pid']}) for task "
+                f"{removed['task']} since {short_time(removed['acquired_at'])}"
+                + (": FORCED while its holder looked alive" if forced else ": its holder was gone")
+            )
         else:
             app.say(f"{site} was not locked")
 

@@ -1,4 +1,5 @@
 """`orch log`: the operation log, the PM's view of a task."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -11,8 +12,18 @@ from orchestrator.errors import ExitCode
 from .app import json_option, pass_app, validate_task_query
 from .output import human_duration, human_size, short_time
 
-COLUMNS = [("id", "id"), ("started", "started (utc)"), ("task", "task"), ("site", "site"), ("env", "env"),
-           ("action", "action"), ("actor", "actor"), ("took", "took"), ("status", "status"), ("note", "error")]
+COLUMNS = [
+    ("id", "id"),
+    ("started", "started (utc)"),
+    ("task", "task"),
+    ("site", "site"),
+    ("env", "env"),
+    ("action", "action"),
+    ("actor", "actor"),
+    ("took", "took"),
+    ("status", "status"),
+    ("note", "error"),
+]
 
 
 def parse_since(_ctx, _param, value):
@@ -52,15 +63,22 @@ def log_cmd(app, task, site, action, since, limit, steps):
     """
     if click.get_current_context().invoked_subcommand:
         return
-    ops = app.oplog.operations(task=task, site=site, action=action, since=since,
-                               limit=limit or (None if task else 50), oldest_first=bool(task),
-                               with_details=steps or app.json)
+    ops = app.oplog.operations(
+        task=task,
+        site=site,
+        action=action,
+        since=since,
+        limit=limit or (None if task else 50),
+        oldest_first=bool(task),
+        with_details=steps or app.json,
+    )
     if app.json:
         app.emit(ops)
         return
     _print(ops, steps)
     if task:
         from orchestrator.billing import total_seconds
+
         total = total_seconds(ops)  # an operation run inside another (a promotion's backup) is counted once
         click.echo(f"\ntask {task}: {len(ops)} operation(s), total time {human_duration(total) or '0s'}")
 
@@ -68,27 +86,34 @@ def log_cmd(app, task, site, action, since, limit, steps):
 def _note(op: dict) -> str:
     """Given an operation, return the table's last column: its error cut to one short line, and its flags."""
     from orchestrator.oplog.text import one_line
-    flags = [flag for flag, on in (("(catch-up)", op.get("catch_up")), ("(forced)", op["params"].get("force")))
-             if on]
+
+    flags = [flag for flag, on in (("(catch-up)", op.get("catch_up")), ("(forced)", op["params"].get("force"))) if on]
     return " ".join([one_line(op.get("error"), 80), *flags]).strip()
 
 
 def _print(ops: list[dict], steps: bool) -> None:
     from orchestrator.oplog.text import one_line
-    rows = [op | {"started": short_time(op["started_at"]), "took": human_duration(op["duration"]),
-                  "note": _note(op)} for op in ops]
+
+    rows = [
+        op | {"started": short_time(op["started_at"]), "took": human_duration(op["duration"]), "note": _note(op)}
+        for op in ops
+    ]
     if not steps:
         from .output import table
+
         table(rows, COLUMNS)
         return
     for row, op in zip(rows, ops, strict=True):
-        click.echo(f"#{row['id']} {row['started']}  task {row['task']}  {row['site'] or '-'}/{row['env'] or '-'}  "
-                   f"{row['action']}  by {row['actor']}  {row['took']}  {row['status'].upper()}")
+        click.echo(
+            f"#{row['id']} {row['started']}  task {row['task']}  {row['site'] or '-'}/{row['env'] or '-'}  "
+            f"{row['action']}  by {row['actor']}  {row['took']}  {row['status'].upper()}"
+        )
         if op.get("error"):
             click.echo(f"    error: {one_line(op['error'], 1000)}")
         for step in op.get("steps", []):
-            click.echo(f"    {step['seq']:>2}. {step['name']:<32} {step['status']:<11} "
-                       f"{human_duration(step.get('duration'))}")
+            click.echo(
+                f"    {step['seq']:>2}. {step['name']:<32} {step['status']:<11} {human_duration(step.get('duration'))}"
+            )
             for line in (step.get("output") or "").strip().splitlines()[-3:]:
                 click.echo(f"          {line}")
         for art in op.get("artifacts", []):
@@ -96,8 +121,13 @@ def _print(ops: list[dict], steps: bool) -> None:
 
 
 @click.command("verify")
-@click.option("--expect", "expected", multiple=True, metavar="SEQ:HASH",
-              help="A head quoted by a tracker note or a report: this oplog must still hold it (repeatable).")
+@click.option(
+    "--expect",
+    "expected",
+    multiple=True,
+    metavar="SEQ:HASH",
+    help="A head quoted by a tracker note or a report: this oplog must still hold it (repeatable).",
+)
 @json_option
 @pass_app
 def verify_cmd(app, expected):
@@ -114,20 +144,33 @@ def verify_cmd(app, expected):
       orch log verify --json
     """
     from orchestrator.oplog import chain
+
     head, broken = chain.verify(app.oplog.engine)
     problems = [str(broken)] if broken else []
     problems += [found for quoted in expected if (found := chain.mismatch(app.oplog.engine, quoted))]
     if app.json:
-        app.emit({"ok": not problems, "head": str(head), "links": head.seq, "problems": problems,
-                  "break": None if broken is None else {"seq": broken.seq, "kind": broken.kind,
-                                                       "row_id": broken.row_id, "problem": broken.problem,
-                                                       "message": str(broken)}})
+        app.emit(
+            {
+                "ok": not problems,
+                "head": str(head),
+                "links": head.seq,
+                "problems": problems,
+                "break": None
+                if broken is None
+                else {
+                    "seq": broken.seq,
+                    "kind": broken.kind,
+                    "row_id": broken.row_id,
+                    "problem": broken.problem,
+                    "message": str(broken),
+                },
+            }
+        )
     elif not problems:
         click.echo(f"oplog chain ok: {head.seq} links, head {head}")
     else:
         for problem in problems:
-            click.echo(f"oplog chain broken: {problem}; the chain holds up to link {head.seq} ({head.short})",
-                       err=True)
+            click.echo(f"oplog chain broken: {problem}; the chain holds up to link {head.seq} ({head.short})", err=True)
     if problems:
         raise click.exceptions.Exit(ExitCode.FAILED)
 

@@ -1,4 +1,5 @@
 """`orch verify`, `orch prune`, `orch pin`/`unpin`, `orch usage`: keeping backups trustworthy and affordable."""
+
 from __future__ import annotations
 
 import click
@@ -18,8 +19,12 @@ from .output import human_size, short_time
 @click.option("--backup", "backup_id", default="latest", show_default=True, metavar="ID|latest")
 @click.option("--env", "-e", default="production", show_default=True)
 @task_option()
-@click.option("--boot", is_flag=True, help="Boot drill: restore into a throwaway copy on the staging host, request "
-                                           "the check URLs, record the RTO, remove the copy.")
+@click.option(
+    "--boot",
+    is_flag=True,
+    help="Boot drill: restore into a throwaway copy on the staging host, request "
+    "the check URLs, record the RTO, remove the copy.",
+)
 @click.option("--dry-run", is_flag=True, help="Show which backup would be drilled, and how; do nothing.")
 @json_option
 @pass_app
@@ -44,6 +49,7 @@ def verify_cmd(app, site, backup_id, env, task, boot, dry_run):
     """
     if boot:
         from .visual import boot_drill
+
         return boot_drill(app, site, env, backup_id, task, dry_run)
     with app.preflight("verify", task, site, env, dry_run=dry_run):
         plan = plan_verify(app.oplog, target(app.inventory, site, env), backup_id=backup_id, task=task)
@@ -53,8 +59,10 @@ def verify_cmd(app, site, backup_id, env, task, boot, dry_run):
     report = run_verify(app.oplog, plan)
     app.emit(report)
     if not app.json:
-        app.say(f"backup {report['backup_id']}: drill passed ({len(report.get('tables', {}))} tables, "
-                f"{report['files'].get('sampled', 0)} files sampled, data subset {report['read_data_subset']})")
+        app.say(
+            f"backup {report['backup_id']}: drill passed ({len(report.get('tables', {}))} tables, "
+            f"{report['files'].get('sampled', 0)} files sampled, data subset {report['read_data_subset']})"
+        )
 
 
 @click.command("prune")
@@ -82,11 +90,23 @@ def prune_cmd(app, sites, all_sites, env, task, dry_run):
         except OrchError as exc:
             failed += 1
             results.append({"site": t.site.name, "env": t.env.name, "error": str(exc), "keep": [], "drop": []})
-    rows = [{"site": r["site"], "backup": b["backup_id"], "time": short_time(b["time"]),
-             "verdict": verdict, "why": ", ".join(b["reasons"])}
-            for r in results for verdict, key in (("keep", "keep"), ("DROP", "drop")) for b in r[key]]
-    app.emit(results, [("site", "site"), ("backup", "backup"), ("time", "time"), ("verdict", "verdict"),
-                       ("why", "why")], rows=rows)
+    rows = [
+        {
+            "site": r["site"],
+            "backup": b["backup_id"],
+            "time": short_time(b["time"]),
+            "verdict": verdict,
+            "why": ", ".join(b["reasons"]),
+        }
+        for r in results
+        for verdict, key in (("keep", "keep"), ("DROP", "drop"))
+        for b in r[key]
+    ]
+    app.emit(
+        results,
+        [("site", "site"), ("backup", "backup"), ("time", "time"), ("verdict", "verdict"), ("why", "why")],
+        rows=rows,
+    )
     for r in results:
         if r.get("error"):
             app.say(f"{r['site']}: {r['error']}")
@@ -108,8 +128,11 @@ def _pin_command(name: str, pinned: bool):
         result = set_pin(app.oplog, plan)
         app.emit(result)
         app.say(f"backup {result['backup_id']} {'pinned' if pinned else 'unpinned'}")
-    command.help = (f"{'Pin' if pinned else 'Unpin'} a backup: pinned backups are never pruned.\n\n"
-                    f"\b\nExample:\n  orch {name} shinglas --backup 20261127-030012-3fa2 --task 14883")
+
+    command.help = (
+        f"{'Pin' if pinned else 'Unpin'} a backup: pinned backups are never pruned.\n\n"
+        f"\b\nExample:\n  orch {name} shinglas --backup 20261127-030012-3fa2 --task 14883"
+    )
     return command
 
 
@@ -124,13 +147,24 @@ def usage_cmd(app):
       orch usage --json
     """
     from orchestrator.billing import rates_for
+
     rows, shown = usage(app.inventory), []
     for row in rows:  # priced at billing.storage_gb_month, when the inventory gives it
         rates = rates_for(app.inventory, row["site"])
         row |= {"monthly_cost": rates.storage_cost(row["bytes"]), "currency": rates.currency or None}
         shown.append(row | {"size": human_size(row["bytes"]), "cost": rates.money(row["monthly_cost"])})
-    app.emit(rows, [("site", "site"), ("storage", "storage"), ("size", "stored"), ("objects", "objects"),
-                    ("cost", "per month"), ("error", "error")], rows=shown)
+    app.emit(
+        rows,
+        [
+            ("site", "site"),
+            ("storage", "storage"),
+            ("size", "stored"),
+            ("objects", "objects"),
+            ("cost", "per month"),
+            ("error", "error"),
+        ],
+        rows=shown,
+    )
     if app.broken_sites():
         raise click.exceptions.Exit(ExitCode.FAILED)
 

@@ -1,4 +1,5 @@
 """Printing for humans (aligned tables on stdout) and machines (`--json`: JSON on stdout and nothing else)."""
+
 from __future__ import annotations
 
 import json
@@ -79,11 +80,19 @@ def sites_progress(total: int, label: str, file=None) -> Iterator[Callable[[dict
         yield lambda result: None
         return
     lock, failed = threading.Lock(), [0]
-    bar: Any = click.progressbar(length=total, label=label, file=file, show_pos=True, show_eta=True,
-                                 item_show_func=lambda _: f"{failed[0]} failed" if failed[0] else None)
+    bar: Any = click.progressbar(
+        length=total,
+        label=label,
+        file=file,
+        show_pos=True,
+        show_eta=True,
+        item_show_func=lambda _: f"{failed[0]} failed" if failed[0] else None,
+    )
     with bar:
+
         def done(result: dict) -> None:
             with lock:
                 failed[0] += result.get("status") != "ok"
                 bar.update(1, result)
+
         yield done

@@ -1,4 +1,5 @@
 """`orch promote`, `orch rollback`, `orch releases`, `orch adopt`."""
+
 from __future__ import annotations
 
 import click
@@ -30,13 +31,17 @@ def _planned(app, action: str, site: str, task: str, dry_run: bool, yes: bool, w
 @click.option("--dry-run", is_flag=True, help="Print the exact file plan and stop; nothing changes.")
 @click.option("--yes", is_flag=True, help="Confirm changing production (required without a terminal).")
 @click.option("--no-migrate", is_flag=True, help="Skip the playbook's database migrations.")
-@click.option("--visual", is_flag=True, help="With --dry-run: screenshot the test environment and production, "
-                                             "and compare them page by page.")
+@click.option(
+    "--visual",
+    is_flag=True,
+    help="With --dry-run: screenshot the test environment and production, and compare them page by page.",
+)
 @content_options
 @json_option
 @pass_app
-def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate, visual, content, content_only, select,
-                prefer, delete):
+def promote_cmd(
+    app, site, source, ref, task, dry_run, yes, no_migrate, visual, content, content_only, select, prefer, delete
+):
     """Send code from a test environment to production, safely.
 
     Content never flows up: only files the playbook calls code. A production backup is taken first
@@ -55,16 +60,33 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate, visual, 
     snap`); a page that changed more than the threshold rolls the promotion back.
     """
     if content or content_only:
-        return promote_with_content(app, site, source, ref, task, dry_run=dry_run, yes=yes, migrate=not no_migrate,
-                                    content_only=content_only, select=select, prefer=prefer, delete=delete)
+        return promote_with_content(
+            app,
+            site,
+            source,
+            ref,
+            task,
+            dry_run=dry_run,
+            yes=yes,
+            migrate=not no_migrate,
+            content_only=content_only,
+            select=select,
+            prefer=prefer,
+            delete=delete,
+        )
+
     def make_plan():
-        return promote.plan_promote(app.oplog, app.inventory, site, source=source, ref=ref, task=task,
-                                    migrate=not no_migrate, compare=dry_run)
+        return promote.plan_promote(
+            app.oplog, app.inventory, site, source=source, ref=ref, task=task, migrate=not no_migrate, compare=dry_run
+        )
+
     if visual:
         from .visual import preview_promotion
+
         return preview_promotion(app, site, source, task, dry_run, make_plan)
-    plan = _planned(app, "promote", site, task, dry_run, yes, f"promote {site} from {source or ref} to production",
-                    make_plan)
+    plan = _planned(
+        app, "promote", site, task, dry_run, yes, f"promote {site} from {source or ref} to production", make_plan
+    )
     if plan is None:
         return
     result = promote.promote(app.oplog, app.inventory, plan)
@@ -73,8 +95,10 @@ def promote_cmd(app, site, source, ref, task, dry_run, yes, no_migrate, visual, 
         if result["status"] == "unchanged":
             click.echo(f"{site}: production already runs this code; nothing changed")
         else:
-            click.echo(f"{site}: revision {result['revision']} is live ({result['added']} added, "
-                       f"{result['changed']} changed, {result['removed']} removed; backup {result['backup_id']})")
+            click.echo(
+                f"{site}: revision {result['revision']} is live ({result['added']} added, "
+                f"{result['changed']} changed, {result['removed']} removed; backup {result['backup_id']})"
+            )
 
 
 @click.command("rollback")
@@ -97,8 +121,16 @@ def rollback_cmd(app, site, task, to, dry_run, yes):
       orch rollback shinglas --task 14883 --yes
       orch rollback shinglas --task 14883 --to 6 --yes
     """
-    plan = _planned(app, "rollback", site, task, dry_run, yes, f"roll back {site} production",
-                    lambda: rollback.plan_rollback(app.inventory, site, task=task, to=to))
+    plan = _planned(
+        app,
+        "rollback",
+        site,
+        task,
+        dry_run,
+        yes,
+        f"roll back {site} production",
+        lambda: rollback.plan_rollback(app.inventory, site, task=task, to=to),
+    )
     if plan is None:
         return
     result = rollback.rollback(app.oplog, app.inventory, plan)
@@ -123,8 +155,17 @@ def releases_cmd(app, site):
       orch releases shinglas
     """
     rows = rollback.releases(app.oplog, app.inventory, site)
-    app.emit(rows, [("release", "release"), ("time", "created (utc)"), ("task", "task"), ("revision", "revision"),
-                    ("status", "status")], rows=[r | {"time": short_time(r.get("created"))} for r in rows])
+    app.emit(
+        rows,
+        [
+            ("release", "release"),
+            ("time", "created (utc)"),
+            ("task", "task"),
+            ("revision", "revision"),
+            ("status", "status"),
+        ],
+        rows=[r | {"time": short_time(r.get("created"))} for r in rows],
+    )
 
 
 @click.command("adopt")
@@ -145,14 +186,23 @@ def adopt_cmd(app, site, layout, task, dry_run, yes):
     Example:
       orch adopt shinglas --layout releases --task 14883 --yes
     """
-    plan = _planned(app, "adopt", site, task, dry_run, yes, f"convert {site} production to the {layout} layout",
-                    lambda: adopt.plan_adopt(app.inventory, site, layout=layout, task=task))
+    plan = _planned(
+        app,
+        "adopt",
+        site,
+        task,
+        dry_run,
+        yes,
+        f"convert {site} production to the {layout} layout",
+        lambda: adopt.plan_adopt(app.inventory, site, layout=layout, task=task),
+    )
     if plan is None:
         return
     result = adopt.adopt(app.oplog, app.inventory, plan)
     app.emit(result)
-    app.say(f"{site}: now in the releases layout at {result['root']}" + (f"; {result['note']}" if result["note"]
-                                                                             else ""))
+    app.say(
+        f"{site}: now in the releases layout at {result['root']}" + (f"; {result['note']}" if result["note"] else "")
+    )
 
 
 promote_cmd.help = with_content_help(promote_cmd.help or "")

@@ -1,4 +1,5 @@
 """`orch report`: a task's report for project managers."""
+
 from __future__ import annotations
 
 import click
@@ -26,14 +27,18 @@ def report_cmd(app, task, fmt, output):
     extra = _extra(app, ops)
     if fmt == "json":
         import json
+
         text = json.dumps(report.data(task, ops, extra), indent=2, default=str)
     else:
         from orchestrator.backends.visual.shots import Gallery, root
+
         gallery = Gallery(root(app.oplog.url))  # screenshots and diffs of the task, side by side
         notes = ([f"Cost: {extra['cost']}"] if extra.get("cost") else []) + [
-            f"Oplog chain head: {extra['chain_head']} (check with `orch log verify`)"]
-        text = (report.html_page(task, ops, gallery, notes) if fmt == "html"
-                else report.markdown(task, ops, gallery, notes))
+            f"Oplog chain head: {extra['chain_head']} (check with `orch log verify`)"
+        ]
+        text = (
+            report.html_page(task, ops, gallery, notes) if fmt == "html" else report.markdown(task, ops, gallery, notes)
+        )
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -46,6 +51,7 @@ def _extra(app, ops: list[dict]) -> dict:
     """The task's cost at the inventory's rates and the oplog's chain head, for the report."""
     from orchestrator.billing import task_cost
     from orchestrator.oplog.chain import current_head
+
     return {"cost": task_cost(app.inventory, ops) or None, "chain_head": str(current_head(app.oplog.engine))}
 
 

@@ -1,4 +1,5 @@
 """`orch scheduler run|plan|status|reload`: the unattended user of orch."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,10 @@ def daemon_logging(verbosity: int) -> None:
     fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskingFormatter(fmt))
-    for name, level in (("orch", logging.INFO if verbosity <= 1 else logging.DEBUG),
-                        ("apscheduler", logging.WARNING if verbosity <= 1 else logging.INFO)):
+    for name, level in (
+        ("orch", logging.INFO if verbosity <= 1 else logging.DEBUG),
+        ("apscheduler", logging.WARNING if verbosity <= 1 else logging.INFO),
+    ):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(logging.WARNING if verbosity < 0 else level)
@@ -41,12 +44,30 @@ def scheduler_group():
 
 
 @scheduler_group.command("run")
-@click.option("--health-interval", type=click.FloatRange(min=1), default=3600, show_default=True, metavar="SECONDS",
-              help="How often backup health is evaluated (alarms go to `notify` channels with `health`).")
-@click.option("--stop-grace", type=click.FloatRange(min=0), default=60, show_default=True, metavar="SECONDS",
-              help="On SIGTERM, how long running jobs may finish before they are recorded as interrupted.")
-@click.option("--standby-poll", type=click.FloatRange(min=0.1), default=2, show_default=True, metavar="SECONDS",
-              help="How often a standby checks whether the active scheduler is gone.")
+@click.option(
+    "--health-interval",
+    type=click.FloatRange(min=1),
+    default=3600,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often backup health is evaluated (alarms go to `notify` channels with `health`).",
+)
+@click.option(
+    "--stop-grace",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM, how long running jobs may finish before they are recorded as interrupted.",
+)
+@click.option(
+    "--standby-poll",
+    type=click.FloatRange(min=0.1),
+    default=2,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often a standby checks whether the active scheduler is gone.",
+)
 @pass_app
 def run_cmd(app, health_interval, stop_grace, standby_poll):
     """Run the scheduler in the foreground (a systemd `Type=simple` service).
@@ -63,9 +84,11 @@ def run_cmd(app, health_interval, stop_grace, standby_poll):
       Restart=always
     """
     from orchestrator.scheduler import Daemon
+
     daemon_logging(app.verbosity)
-    daemon = Daemon(app.inventory_path, health_interval=health_interval, stop_grace=stop_grace,
-                    standby_poll=standby_poll)
+    daemon = Daemon(
+        app.inventory_path, health_interval=health_interval, stop_grace=stop_grace, standby_poll=standby_poll
+    )
     daemon.install_signals()
     code = daemon.run()
     if daemon.threads_left:
@@ -88,22 +111,40 @@ def plan_cmd(app):
       orch scheduler plan --json
     """
     from orchestrator.scheduler.plan import plan
+
     result = plan(app.inventory, app.oplog)
-    rows = [job | {"next": short_time(job["next_run"]), "estimate": human_duration(job["estimated_seconds"])}
-            for job in sorted(result["jobs"], key=lambda job: job["host"])]  # stable: by host, then by time
-    app.emit(result, [("host", "host"), ("next", "next run"), ("kind", "job"), ("site", "site"), ("env", "env"),
-                      ("schedule", "schedule"), ("estimate", "typical"), ("task", "task")], rows=rows)
+    rows = [
+        job | {"next": short_time(job["next_run"]), "estimate": human_duration(job["estimated_seconds"])}
+        for job in sorted(result["jobs"], key=lambda job: job["host"])
+    ]  # stable: by host, then by time
+    app.emit(
+        result,
+        [
+            ("host", "host"),
+            ("next", "next run"),
+            ("kind", "job"),
+            ("site", "site"),
+            ("env", "env"),
+            ("schedule", "schedule"),
+            ("estimate", "typical"),
+            ("task", "task"),
+        ],
+        rows=rows,
+    )
     if not app.json:
         for host in result["hosts"]:
             window = host["nightly_window"] or "no window"
-            app.say(f"host {host['host']}: {host['jobs']} job(s), max_parallel {host['max_parallel']}, {window}"
-                    + (f", ~{human_duration(host['estimated_seconds'])} of work in it" if host["window_seconds"]
-                       else ""))
+            app.say(
+                f"host {host['host']}: {host['jobs']} job(s), max_parallel {host['max_parallel']}, {window}"
+                + (f", ~{human_duration(host['estimated_seconds'])} of work in it" if host["window_seconds"] else "")
+            )
         fleet = result["fleet"]
         if fleet["window_seconds"]:
-            app.say(f"fleet: {fleet['hosts']} host(s) with a window, scheduler.max_parallel {fleet['max_parallel']}, "
-                    f"~{human_duration(fleet['needed_seconds'])} of work per slot on the busiest night, for a "
-                    f"{human_duration(fleet['window_seconds'])} window")
+            app.say(
+                f"fleet: {fleet['hosts']} host(s) with a window, scheduler.max_parallel {fleet['max_parallel']}, "
+                f"~{human_duration(fleet['needed_seconds'])} of work per slot on the busiest night, for a "
+                f"{human_duration(fleet['window_seconds'])} window"
+            )
         app.say(f"times in {result['timezone']}")
     for line in result["warnings"]:
         app.say(f"warning: {line}")
@@ -115,6 +156,7 @@ def plan_cmd(app):
 
 def _holder(app):
     from orchestrator.scheduler import leader
+
     return leader.for_oplog(app.oplog).holder()
 
 
@@ -129,14 +171,23 @@ def status_cmd(app):
       orch scheduler status --json
     """
     from orchestrator.scheduler.plan import stored_next_runs
+
     active = _holder(app)
-    jobs = [{"id": job_id, "next_run": when.isoformat()}
-            for job_id, when in sorted(stored_next_runs(app.oplog.engine).items(), key=lambda item: item[1])]
-    app.emit({"active": active, "jobs": jobs}, [("id", "job"), ("next", "next run (utc)")],
-             rows=[job | {"next": short_time(job["next_run"])} for job in jobs])
+    jobs = [
+        {"id": job_id, "next_run": when.isoformat()}
+        for job_id, when in sorted(stored_next_runs(app.oplog.engine).items(), key=lambda item: item[1])
+    ]
+    app.emit(
+        {"active": active, "jobs": jobs},
+        [("id", "job"), ("next", "next run (utc)")],
+        rows=[job | {"next": short_time(job["next_run"])} for job in jobs],
+    )
     if not app.json:
-        app.say(f"active scheduler: pid {active['pid']} on {active['host']} since {active['since']}" if active
-                else "no scheduler is active on this oplog database")
+        app.say(
+            f"active scheduler: pid {active['pid']} on {active['host']} since {active['since']}"
+            if active
+            else "no scheduler is active on this oplog database"
+        )
 
 
 @scheduler_group.command("reload")
@@ -160,8 +211,12 @@ def reload_cmd(app):
     if not active or not active.get("pid"):
         raise OperationFailed("no scheduler is active on this oplog database")
     if active["host"] != process.machine():
-        raise OperationFailed(mask(f"the active scheduler runs on {active['host']} (pid {active['pid']}): "
-                                   "run `orch scheduler reload` there"))
+        raise OperationFailed(
+            mask(
+                f"the active scheduler runs on {active['host']} (pid {active['pid']}): "
+                "run `orch scheduler reload` there"
+            )
+        )
     try:
         os.kill(active["pid"], signal.SIGHUP)
     except ProcessLookupError:

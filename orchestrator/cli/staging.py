@@ -1,4 +1,5 @@
 """`orch staging ...`: test environments copied from production, one per task."""
+
 from __future__ import annotations
 
 import click
@@ -25,11 +26,20 @@ def staging_group():
 @click.argument("site")
 @task_option()
 @click.option("--name", help="Environment name (default: t<TASK>, e.g. t14883).")
-@click.option("--from", "source", default="latest", show_default=True, metavar="latest|fresh|BACKUP_ID",
-              help="Production backup to copy: the newest good one, a new one taken now, or a given id.")
-@click.option("--target", type=click.Choice(["host", "docker"]),
-              help="Where to make the copy: the staging host, or containers on a Docker host (default: the "
-                   "site's environments.staging.target).")
+@click.option(
+    "--from",
+    "source",
+    default="latest",
+    show_default=True,
+    metavar="latest|fresh|BACKUP_ID",
+    help="Production backup to copy: the newest good one, a new one taken now, or a given id.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["host", "docker"]),
+    help="Where to make the copy: the staging host, or containers on a Docker host (default: the "
+    "site's environments.staging.target).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be created; do nothing.")
 @click.option("--snap", is_flag=True, help="Then screenshot the copy next to production, for a reviewer.")
 @json_option
@@ -50,14 +60,16 @@ def create_cmd(app, site, task, name, source, target, dry_run, snap):
     """
     name = name or default_name(task)
     with app.preflight("staging-create", task, site, name, dry_run=dry_run):
-        plan = staging.plan_create(app.oplog, app.inventory, site, task=task, name=name, source=source,
-                                   copy_target=target)
+        plan = staging.plan_create(
+            app.oplog, app.inventory, site, task=task, name=name, source=source, copy_target=target
+        )
     if dry_run:
         app.show_plan(plan)
         return
     result = staging.create(app.oplog, app.inventory, plan)
     if snap:
         from .visual import snap_copy
+
         result["visual"] = snap_copy(app, site, result["env"], task)
     if app.json:
         app.emit(result)
@@ -65,8 +77,7 @@ def create_cmd(app, site, task, name, source, target, dry_run, snap):
     click.echo(f"staging {result['site']}/{result['env']} is ready: {result['url']}")
     click.echo(f"  basic auth:       {result['basic_auth']['user']} / {result['basic_auth']['password']}")
     if result.get("staging_password"):
-        click.echo(f"  site logins:      every account's password is now {result['staging_password']}"
-                   "  (shown once)")
+        click.echo(f"  site logins:      every account's password is now {result['staging_password']}  (shown once)")
     click.echo(f"  copied from:      backup {result['backup_id']}")
     replaced = (result.get("replacements") or {}).get("replacements")
     if replaced is not None:
@@ -95,8 +106,17 @@ def refresh_cmd(app, site, name, task, source, db_only, files_only, with_code, d
     if db_only and files_only:
         raise click.UsageError("--db-only and --files-only exclude each other")
     with app.preflight("staging-refresh", task, site, name, dry_run=dry_run):
-        plan = staging.plan_refresh(app.oplog, app.inventory, site, name=name, task=task, source=source,
-                                    files=not db_only, db=not files_only, with_code=with_code)
+        plan = staging.plan_refresh(
+            app.oplog,
+            app.inventory,
+            site,
+            name=name,
+            task=task,
+            source=source,
+            files=not db_only,
+            db=not files_only,
+            with_code=with_code,
+        )
     if dry_run:
         app.show_plan(plan)
         return
@@ -138,8 +158,13 @@ def destroy_cmd(app, site, name, task, dry_run):
 
 @staging_group.command("gc")
 @click.argument("sites", nargs=-1)
-@click.option("--older-than", required=True, metavar="AGE", callback=validate_age,
-              help="Remove copies older than this: 14d, 12h, 30m.")
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="AGE",
+    callback=validate_age,
+    help="Remove copies older than this: 14d, 12h, 30m.",
+)
 @task_option()
 @click.option("--dry-run", is_flag=True, help="Show which copies would go; do nothing.")
 @json_option
@@ -156,15 +181,25 @@ def gc_cmd(app, sites, older_than, task, dry_run):
       orch staging gc shinglas --older-than 30d --task 14883
     """
     from orchestrator.actions import staging_gc
+
     with app.preflight("staging-gc", task, dry_run=dry_run):
         plan = staging_gc.plan_gc(app.oplog, app.inventory, older_than=older_than, task=task, sites=list(sites))
     if dry_run:
         app.show_plan(plan)
         return
     results = staging_gc.gc(app.oplog, app.inventory, plan)
-    app.emit({"older_than": plan.as_dict()["older_than"], "results": results, "kept": plan.keep},
-             [("site", "site"), ("env", "env"), ("target", "target"), ("age", "age"), ("result", "result"),
-              ("error", "error")], rows=results)
+    app.emit(
+        {"older_than": plan.as_dict()["older_than"], "results": results, "kept": plan.keep},
+        [
+            ("site", "site"),
+            ("env", "env"),
+            ("target", "target"),
+            ("age", "age"),
+            ("result", "result"),
+            ("error", "error"),
+        ],
+        rows=results,
+    )
     if any(r["result"] == "failed" for r in results):
         raise SystemExit(1)
 
@@ -185,11 +220,29 @@ def list_cmd(app, site):
       orch staging list shinglas
     """
     rows = staging.listing(app.oplog, site, app.inventory)
-    columns = [("site", "site"), ("name", "env"), ("status", "status"), ("task", "task"), ("created", "created"),
-               ("age", "age"), ("size", "size"), ("host", "host"), ("url", "url")]
-    app.emit(rows, columns, rows=[r | {"created": short_time(r["created_at"]),
-                                       "size": human_size(r["size"]) if r.get("size") is not None else ""}
-                                  for r in rows])
+    columns = [
+        ("site", "site"),
+        ("name", "env"),
+        ("status", "status"),
+        ("task", "task"),
+        ("created", "created"),
+        ("age", "age"),
+        ("size", "size"),
+        ("host", "host"),
+        ("url", "url"),
+    ]
+    app.emit(
+        rows,
+        columns,
+        rows=[
+            r
+            | {
+                "created": short_time(r["created_at"]),
+                "size": human_size(r["size"]) if r.get("size") is not None else "",
+            }
+            for r in rows
+        ],
+    )
 
 
 COMMANDS = [staging_group]

@@ -1,4 +1,5 @@
 """`orch tracker`: the notes queued for the task tracker, and sending again the ones still pending."""
+
 from __future__ import annotations
 
 import click
@@ -8,9 +9,18 @@ from orchestrator.errors import ExitCode
 from .app import json_option, pass_app, validate_task
 from .output import short_time
 
-COLUMNS = [("id", "id"), ("created", "queued (utc)"), ("task", "task"), ("issue", "issue"), ("site", "site"),
-           ("tracker", "tracker"), ("status", "status"), ("attempts", "tries"), ("next", "next try"),
-           ("note", "last error")]
+COLUMNS = [
+    ("id", "id"),
+    ("created", "queued (utc)"),
+    ("task", "task"),
+    ("issue", "issue"),
+    ("site", "site"),
+    ("tracker", "tracker"),
+    ("status", "status"),
+    ("attempts", "tries"),
+    ("next", "next try"),
+    ("note", "last error"),
+]
 
 
 @click.group("tracker")
@@ -44,6 +54,7 @@ def status_cmd(app, task, show_all, limit):
       orch tracker status --task 14883 --all
     """
     from orchestrator.oplog import outbox
+
     rows = outbox.listing(app.oplog.engine, status=None if show_all else "pending", task=task, limit=limit)
     pending = sum(row["status"] == "pending" for row in rows)
     app.emit([_public(row) for row in rows], COLUMNS, rows=[_row(row) for row in rows])
@@ -66,6 +77,7 @@ def retry_cmd(app, task):
       orch tracker retry --task 14883
     """
     from orchestrator.tracker.delivery import deliver_pending
+
     results = deliver_pending(app.oplog, app.inventory, everything=True, task=task)
     app.emit([_public(row) for row in results], COLUMNS, rows=[_row(row) for row in results])
     failed = [row for row in results if row["status"] != "sent"]
@@ -77,13 +89,18 @@ def retry_cmd(app, task):
 
 def _public(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("payload", "claimed_until")} | {
-        "text": row["payload"].get("text"), "error": row.get("error", row.get("last_error"))}
+        "text": row["payload"].get("text"),
+        "error": row.get("error", row.get("last_error")),
+    }
 
 
 def _row(row: dict) -> dict:
     error = row.get("error", row.get("last_error")) or ""
-    return row | {"created": short_time(row["created_at"]), "note": error[:80],
-                  "next": short_time(row["next_attempt_at"]) if row["status"] == "pending" else ""}
+    return row | {
+        "created": short_time(row["created_at"]),
+        "note": error[:80],
+        "next": short_time(row["next_attempt_at"]) if row["status"] == "pending" else "",
+    }
 
 
 COMMANDS = [tracker_cmd]

@@ -1,5 +1,6 @@
 """Render the inventory reference (docs/inventory.md) from schema.yaml, so the doc cannot drift from what the
 loader accepts: `python -m orchestrator.config.docgen > docs/inventory.md` (a unit test compares the two)."""
+
 from __future__ import annotations
 
 import json
@@ -85,8 +86,10 @@ def render_key(key: Key) -> str:
         facts.append("**required**")
     if key.node.get("default") not in (None, {}):  # an empty mapping default is an implementation detail
         facts.append(f"default `{_inline(key.node['default'])}`")
-    return (f"### `{key.path}`\n\n{' · '.join(facts)}\n\n{key.node['description']}\n\n"
-            f"Example: `{_inline(key.node['example'])}`\n")
+    return (
+        f"### `{key.path}`\n\n{' · '.join(facts)}\n\n{key.node['description']}\n\n"
+        f"Example: `{_inline(key.node['example'])}`\n"
+    )
 
 
 def _inline(value) -> str:

@@ -5,6 +5,7 @@ Nothing here raises on the first problem: each file is read and validated and al
 so a user fixes a broken inventory in one pass. A broken site file costs that site alone when the caller asks
 for it (`partial=True`): the valid sites load and the broken ones are listed in `Inventory.broken`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -63,8 +64,9 @@ def load_inventory(path: str | Path, *, partial: bool = False) -> Inventory:
     if global_problems or (broken and not partial):
         raise InventoryError(_unique(global_problems + _lines(broken)))
     valid = {file: site for file, site in merged.items() if file.stem not in broken}
-    return build_inventory(path, inventory, defaults, valid, broken={name: _unique(lines)
-                                                                     for name, lines in sorted(broken.items())})
+    return build_inventory(
+        path, inventory, defaults, valid, broken={name: _unique(lines) for name, lines in sorted(broken.items())}
+    )
 
 
 def load_oplog_url(path: str | Path) -> str:
@@ -94,6 +96,7 @@ def _lines(broken: dict[str, list[str]]) -> list[str]:
 
 
 # ---------------------------------------------------------------- files
+
 
 def read_file(file: Path, name: str, base: Path) -> tuple[Any, list[str]]:
     """Given a YAML file, the schema definition it must follow and the inventory's folder, return its data (with
@@ -136,8 +139,11 @@ def site_files_in(folder: Path, base: Path) -> tuple[list[Path], dict[str, list[
         return [], {"": [f"{display_name(folder, base)}/: sites folder not found (see `sites` in the inventory file)"]}
     files = sorted(file for file in folder.iterdir() if not file.name.startswith("."))  # editor lock files
     # A silently ignored site would silently go without backups: a `.yml` is an error, not a skip.
-    broken = {file.stem: [f"{display_name(file, base)}: site files must be named *.yaml"] for file in files
-              if file.suffix == ".yml"}
+    broken = {
+        file.stem: [f"{display_name(file, base)}: site files must be named *.yaml"]
+        for file in files
+        if file.suffix == ".yml"
+    }
     return [file for file in files if file.suffix == ".yaml" and file.is_file()], broken
 
 
@@ -167,8 +173,10 @@ class YamlLoader(_SafeLoader):
     def get_single_node(self):
         node = super().get_single_node()
         if expanded_size(node) > MAX_NODES:
-            raise _FileProblem(f"too large once its aliases are expanded (over {MAX_NODES} nodes): "
-                               "write the values out, or use fewer aliases")
+            raise _FileProblem(
+                f"too large once its aliases are expanded (over {MAX_NODES} nodes): "
+                "write the values out, or use fewer aliases"
+            )
         return node
 
     def construct_mapping(self, node, deep=False):
@@ -177,7 +185,8 @@ class YamlLoader(_SafeLoader):
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 if key_node.value in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
@@ -187,7 +196,8 @@ YamlLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF"))
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF")
+)
 
 
 def _node_children(node: yaml.Node) -> list[yaml.Node]:
@@ -219,8 +229,9 @@ def expanded_size(root: yaml.Node | None, limit: int = MAX_NODES) -> int:
                 raise _FileProblem(f"nested deeper than {MAX_DEPTH} levels")
         elif key in open_nodes:
             mark = node.start_mark
-            raise _FileProblem(f"line {mark.line + 1}, column {mark.column + 1}: an alias refers to a value that "
-                               "contains it")
+            raise _FileProblem(
+                f"line {mark.line + 1}, column {mark.column + 1}: an alias refers to a value that contains it"
+            )
         elif key not in sizes:
             open_nodes.add(key)
             stack.append((node, True))
@@ -246,7 +257,7 @@ def read_yaml(file: Path) -> Any:
     except yaml.YAMLError as exc:
         raise _FileProblem(f"cannot parse YAML: {exc}") from None
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise _FileProblem(f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     except RecursionError:
         raise _FileProblem("nested too deeply") from None
@@ -255,6 +266,7 @@ def read_yaml(file: Path) -> Any:
 
 
 # ---------------------------------------------------------------- schema
+
 
 @functools.cache
 def load_schema() -> dict:
@@ -289,6 +301,7 @@ def _whole_pattern(validator, pattern: str, instance: Any, schema: dict) -> Iter
     """The `pattern` keyword with ECMA-262's `$`, which matches only at the very end: Python's `$` also matches
     before a trailing newline, so `name: "shop\\n"` would pass `^[a-z0-9][a-z0-9_-]*$`."""
     from jsonschema import ValidationError
+
     if validator.is_type(instance, "string") and not _strict(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
@@ -301,6 +314,7 @@ def _strict(pattern: str) -> re.Pattern:
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
     from jsonschema import Draft202012Validator, validators
+
     strict = validators.extend(Draft202012Validator, {"pattern": _whole_pattern})
     return strict({**load_schema(), "$ref": f"#/$defs/{name}"})
 
@@ -368,6 +382,7 @@ def _default_oplog(inventory: dict) -> dict:
 
 # ---------------------------------------------------------------- validation messages
 
+
 def validate(data: Any, name: str, label: str) -> list[str]:
     """Given a file's data, the schema definition it must follow and its display name, return one line per
     problem, `label: key.path: message`, sorted by key path (empty if valid)."""
@@ -394,8 +409,15 @@ def describe_error(error: ValidationError) -> list[str]:
     return [_at(path, _message(error))]
 
 
-_TYPE_WORDS = {"null": "nothing", "boolean": "true or false", "integer": "an integer", "number": "a number",
-               "string": "a string", "array": "a list", "object": "a mapping"}
+_TYPE_WORDS = {
+    "null": "nothing",
+    "boolean": "true or false",
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "array": "a list",
+    "object": "a mapping",
+}
 
 
 def _schema(error: ValidationError) -> Mapping[str, Any]:
@@ -424,6 +446,7 @@ def _message(error: ValidationError) -> str:
 def _type_of(value: Any) -> str:
     """Given a YAML value, return its JSON Schema type name."""
     from jsonschema import Draft202012Validator
+
     checker = Draft202012Validator.TYPE_CHECKER
     return next(name for name in _TYPE_WORDS if checker.is_type(value, name))
 
@@ -446,6 +469,7 @@ def _unique(lines: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- cross-references
 
+
 def check_inventory(inventory: dict, label: str) -> list[str]:
     """Given the inventory file's data, return problems with its own cross-references."""
     storage = inventory["defaults"].get("backup", {}).get("storage")
@@ -467,8 +491,10 @@ def check_site(file: Path, site: dict, merged: dict, inventory: dict, base: Path
     storage = site.get("backup", {}).get("storage")
     problems += _unknown(storage, inventory["storage"], "storage", f"{label}: backup.storage")
     if merged["backup"]["enabled"] and merged["backup"].get("storage") is None:
-        problems.append(f"{label}: backup.storage: not set, here or in the inventory's defaults.backup.storage "
-                        "(or set backup.enabled: false)")
+        problems.append(
+            f"{label}: backup.storage: not set, here or in the inventory's defaults.backup.storage "
+            "(or set backup.enabled: false)"
+        )
     return problems
 
 
@@ -479,8 +505,10 @@ def _docker_host_problems(env: dict, docker: dict, where: str) -> list[str]:
     if name is not None:
         return _unknown(name, docker, "docker host", f"{where}.docker.host")
     if len(docker) != 1:
-        return [f"{where}.docker.host: not set and the inventory has {len(docker) or 'no'} docker hosts "
-                f"({', '.join(sorted(docker)) or 'add one under `docker`'})"]
+        return [
+            f"{where}.docker.host: not set and the inventory has {len(docker) or 'no'} docker hosts "
+            f"({', '.join(sorted(docker)) or 'add one under `docker`'})"
+        ]
     return []
 
 

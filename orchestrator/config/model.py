@@ -1,5 +1,6 @@
 """The typed inventory: what the rest of orch reads. Built by `load.load_inventory` from validated data only,
 so constructors here trust their input (shapes, enums, cross-references were checked before)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -91,12 +92,12 @@ class Environment:
 
     name: str
     site: str
-    host: str | None         # None only for a staging template whose target is docker
+    host: str | None  # None only for a staging template whose target is docker
     path: str | None
     url: str | None
     production: bool
     database: Database | None
-    target: str = "host"     # staging templates: where copies are made (`host` or `docker`)
+    target: str = "host"  # staging templates: where copies are made (`host` or `docker`)
     docker: dict | None = None
 
 
@@ -138,7 +139,7 @@ class Site:
     raw: dict
     # keep_releases, health_paths, expect_status, health_timeout, restore_db_on_rollback (schema default: {})
     promote: dict = field(default_factory=dict)
-    drill: dict | None = None    # schedule, response_time, timeout, max_php_warnings (boot drills)
+    drill: dict | None = None  # schedule, response_time, timeout, max_php_warnings (boot drills)
     visual: dict = field(default_factory=dict)  # ignore: CSS selectors left out of screenshots (schema default: {})
 
     def env(self, name: str) -> Environment:
@@ -158,9 +159,9 @@ class Inventory:
     notify: list[dict]
     scheduler: SchedulerOptions
     sites: dict[str, Site]
-    tracker: dict | None = None   # see schema `tracker`; a site's own block merges over it
-    billing: dict | None = None   # currency, hourly_rate, storage_gb_month; a site's own block merges over it
-    serve: dict | None = None     # public_url, accounts
+    tracker: dict | None = None  # see schema `tracker`; a site's own block merges over it
+    billing: dict | None = None  # currency, hourly_rate, storage_gb_month; a site's own block merges over it
+    serve: dict | None = None  # public_url, accounts
     # site name -> problem lines of its broken site file (loaded with partial=True; the site is not in `sites`)
     broken: dict[str, list[str]] = field(default_factory=dict)
     docker: dict[str, DockerHost] = field(default_factory=dict)
@@ -192,8 +193,9 @@ def _record(cls, data: dict, **computed):
     return cls(**plain, **computed)
 
 
-def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, dict],
-                    broken: dict[str, list[str]] | None = None) -> Inventory:
+def build_inventory(
+    path: Path, data: dict, defaults: dict, sites: dict[Path, dict], broken: dict[str, list[str]] | None = None
+) -> Inventory:
     """Given the inventory file's path, its validated data (defaults filled), its `defaults` block as written,
     each valid site file's merged data and the problems of the broken ones by site name, return the Inventory."""
     built = [build_site(file, site) for file, site in sites.items()]
@@ -204,11 +206,15 @@ def build_inventory(path: Path, data: dict, defaults: dict, sites: dict[Path, di
         hosts={name: _record(Host, item, name=name) for name, item in data["hosts"].items()},
         defaults=defaults,
         notify=list(data["notify"]),
-        scheduler=SchedulerOptions(max_parallel=data["scheduler"]["max_parallel"],
-                                   jitter_seconds=data["scheduler"]["jitter"],
-                                   misfire_grace_seconds=data["scheduler"]["misfire_grace"]),
+        scheduler=SchedulerOptions(
+            max_parallel=data["scheduler"]["max_parallel"],
+            jitter_seconds=data["scheduler"]["jitter"],
+            misfire_grace_seconds=data["scheduler"]["misfire_grace"],
+        ),
         sites={site.name: site for site in sorted(built, key=lambda site: site.name)},
-        tracker=data.get("tracker"), billing=data.get("billing"), serve=data.get("serve"),
+        tracker=data.get("tracker"),
+        billing=data.get("billing"),
+        serve=data.get("serve"),
         broken=dict(broken or {}),
         docker={name: build_docker_host(name, item) for name, item in data["docker"].items()},
     )
@@ -222,14 +228,31 @@ def build_docker_host(name: str, data: dict) -> DockerHost:
         parts = urlsplit(url)
         if not parts.hostname:
             raise InventoryError(f"docker host {name}: {url} names no host")
-        ssh = Host(name=name, connector="ssh", address=parts.hostname, port=parts.port or 22, user=parts.username,
-                   host_key=data.get("host_key"), known_hosts=data.get("known_hosts"),
-                   identity_file=data.get("identity_file"), max_parallel=1, restic="restic", nightly_window=None)
-    return DockerHost(name=name, url=url, ssh=ssh, domain=data.get("domain"),
-                      address=data.get("address") or (ssh.address if ssh and ssh.address else "127.0.0.1"),
-                      publish_address=data["publish_address"], proxy_port=data["proxy_port"],
-                      ports=tuple(data["ports"]), images=dict(data.get("images", {})),
-                      limits=dict(data.get("limits", {})))
+        ssh = Host(
+            name=name,
+            connector="ssh",
+            address=parts.hostname,
+            port=parts.port or 22,
+            user=parts.username,
+            host_key=data.get("host_key"),
+            known_hosts=data.get("known_hosts"),
+            identity_file=data.get("identity_file"),
+            max_parallel=1,
+            restic="restic",
+            nightly_window=None,
+        )
+    return DockerHost(
+        name=name,
+        url=url,
+        ssh=ssh,
+        domain=data.get("domain"),
+        address=data.get("address") or (ssh.address if ssh and ssh.address else "127.0.0.1"),
+        publish_address=data["publish_address"],
+        proxy_port=data["proxy_port"],
+        ports=tuple(data["ports"]),
+        images=dict(data.get("images", {})),
+        limits=dict(data.get("limits", {})),
+    )
 
 
 def build_site(file: Path, data: dict) -> Site:
@@ -239,10 +262,19 @@ def build_site(file: Path, data: dict) -> Site:
     backup = data["backup"]
     task = data.get("task")
     return _record(
-        Site, data, file=file, environments=environments, raw=data,
+        Site,
+        data,
+        file=file,
+        environments=environments,
+        raw=data,
         task=None if task is None else str(task),
-        backup=_record(BackupOptions, backup, max_age_hours=float(backup["max_age"]),
-                       exclude=list(backup["exclude"]), retention=dict(backup.get("retention", {}))),
+        backup=_record(
+            BackupOptions,
+            backup,
+            max_age_hours=float(backup["max_age"]),
+            exclude=list(backup["exclude"]),
+            retention=dict(backup.get("retention", {})),
+        ),
     )
 
 
@@ -250,7 +282,10 @@ def build_environment(name: str, site: str, data: dict) -> Environment:
     """Given an environment's name, its site's name and its data, return the Environment."""
     database = data.get("database")
     return _record(
-        Environment, data, name=name, site=site,
+        Environment,
+        data,
+        name=name,
+        site=site,
         production=data.get("production", name == "production"),  # the conventional name implies the guard
         database=None if database is None else _record(Database, database),
     )

@@ -3,6 +3,7 @@
 A Secret is created while the inventory loads, so a broken reference shape is an inventory error, but the value
 is fetched only when a command needs it: `orch log` must not prompt for a password-store passphrase.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,12 @@ class Secret:
 
     def describe(self) -> str:
         """Return how the secret is referenced, without its value (e.g. `environment variable X`)."""
-        return {"plain": "the plain value", "env": f"environment variable {self._ref}",
-                "file": f"file {self._ref}", "command": f"command `{self._ref}`"}[self.kind]
+        return {
+            "plain": "the plain value",
+            "env": f"environment variable {self._ref}",
+            "file": f"file {self._ref}",
+            "command": f"command `{self._ref}`",
+        }[self.kind]
 
     def __repr__(self) -> str:
         return f"Secret({self.where})"
@@ -91,8 +96,14 @@ def _resolve_file(path: str, base: Path) -> str:
 
 def _resolve_command(command: str, base: Path) -> str:
     try:
-        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                              stdin=subprocess.DEVNULL, cwd=base)
+        done = subprocess.run(
+            ["sh", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=base,
+        )
     except subprocess.TimeoutExpired as exc:
         raise _ResolveError(f"command `{command}` timed out after {COMMAND_TIMEOUT} s") from exc
     if done.returncode != 0:

@@ -3,6 +3,7 @@
 Delivery never raises: a dead webhook or SMTP server is logged and reported in the returned results, and the
 backup that caused the event stays exactly as it was.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Each `deliver_*` raises DeliveryError saying why; the Notifier turns that into a log line. Nothing here
 retries forever or waits long: a notification must never hold a backup thread for minutes.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,11 @@ def describe(channel: dict) -> str:
 def _post_json(url: str, payload: dict, timeout: float) -> bytes:
     """POST payload as JSON; return the body; raise DeliveryError on a network error or a non-2xx status."""
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked by the inventory schema (http/https)
-        url, data=json.dumps(payload, ensure_ascii=False, default=str).encode(), method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": f"orch/{__version__}"})
+        url,
+        data=json.dumps(payload, ensure_ascii=False, default=str).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": f"orch/{__version__}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return response.read()
@@ -56,9 +60,11 @@ def deliver_webhook(channel: dict, event: dict, timeout: float = TIMEOUT) -> Non
 def deliver_telegram(channel: dict, event: dict, timeout: float = TIMEOUT) -> None:
     token = channel["bot_token"].reveal()
     base = (channel.get("api_url") or TELEGRAM_API).rstrip("/")
-    body = _post_json(f"{base}/bot{token}/sendMessage",
-                      {"chat_id": channel["chat_id"], "text": event["text"][:TELEGRAM_LIMIT],
-                       "disable_web_page_preview": True}, timeout)
+    body = _post_json(
+        f"{base}/bot{token}/sendMessage",
+        {"chat_id": channel["chat_id"], "text": event["text"][:TELEGRAM_LIMIT], "disable_web_page_preview": True},
+        timeout,
+    )
     try:
         answer = json.loads(body or b"{}")
     except ValueError:

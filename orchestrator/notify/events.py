@@ -3,6 +3,7 @@
 The dict is what a webhook receives as is (`text` makes it readable by Slack/Mattermost-style hooks); e-mail
 uses `title` as subject and `text` as body; Telegram sends `text`. Every string is masked before it leaves.
 """
+
 from __future__ import annotations
 
 import socket
@@ -18,8 +19,9 @@ def _now() -> str:
 
 
 def _event(kind: str, title: str, text: str, /, **fields) -> dict:
-    return clean_json({"event": kind, "title": title, "text": text, "time": _now(), "source": socket.gethostname(),
-                       **fields})
+    return clean_json(
+        {"event": kind, "title": title, "text": text, "time": _now(), "source": socket.gethostname(), **fields}
+    )
 
 
 def _log_hint(task: str | None, operation_id: int | None) -> str:
@@ -47,8 +49,16 @@ def broken_site(site: str, problems: list[str]) -> dict:
     `failure` event saying its scheduled runs do not happen as written until the file is fixed."""
     title = f"orch: the site file of {site} is broken: its scheduled runs fail until it is fixed"
     text = f"{title}\n" + "\n".join(problems) + "\ncheck it with: orch check " + site
-    return _event("failure", title, text, action="inventory", site=site, env=None, error="; ".join(problems),
-                  problems=list(problems))
+    return _event(
+        "failure",
+        title,
+        text,
+        action="inventory",
+        site=site,
+        env=None,
+        error="; ".join(problems),
+        problems=list(problems),
+    )
 
 
 def _run_fields(run: dict) -> dict:
@@ -65,19 +75,22 @@ def health(row: dict) -> dict:
     else:
         title = f"orch: backups of {where} are UNHEALTHY"
         text = f"{title}: " + "; ".join(row["problems"])
-    fields = {key: row.get(key) for key in ("site", "env", "host", "task", "status", "healthy", "problems",
-                                             "max_age_hours")}
+    fields = {
+        key: row.get(key) for key in ("site", "env", "host", "task", "status", "healthy", "problems", "max_age_hours")
+    }
     return _event("health", title, text, **fields, last_backup=row.get("last_backup"))
 
 
 def digest(summary: dict) -> dict:
     """Given a digest summary (see scheduler.watch.digest_summary), return its `digest` event."""
-    counts = ", ".join(f"{action} {n['ok']} ok / {n['failed']} failed"
-                       + (f" / {n['refused']} refused" if n.get("refused") else "")
-                       for action, n in summary["actions"].items())
+    counts = ", ".join(
+        f"{action} {n['ok']} ok / {n['failed']} failed" + (f" / {n['refused']} refused" if n.get("refused") else "")
+        for action, n in summary["actions"].items()
+    )
     lines = [f"orch daily digest, last {summary['hours']} h: {counts or 'no operations'}"]
-    lines += [f"FAILED: {f['action']} {f['site']}/{f['env']} at {f['started_at']}: {f['error']}"
-              for f in summary["failures"]]
+    lines += [
+        f"FAILED: {f['action']} {f['site']}/{f['env']} at {f['started_at']}: {f['error']}" for f in summary["failures"]
+    ]
     lines += [f"UNHEALTHY: {row['site']}/{row['env']}: {'; '.join(row['problems'])}" for row in summary["unhealthy"]]
     title = f"orch digest: {len(summary['failures'])} failed, {len(summary['unhealthy'])} unhealthy"
     return _event("digest", title, "\n".join(lines), **summary)

@@ -13,6 +13,7 @@ concurrent orch processes on one database append one after the other and `seq` h
 The chain proves nothing against someone who rewrites every link after an edit: that is why the head is
 carried in each tracker note and printed in the task report, where an edited oplog no longer matches it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,8 +92,9 @@ def lock_head(conn: sa.Connection) -> Head:
     Call it first in a transaction that finalizes rows, so that concurrent writers queue here and never hold
     a row another one waits for.
     """
-    row = conn.execute(sa.select(chain_head.c.seq, chain_head.c.link_hash)
-                       .where(chain_head.c.id == 1).with_for_update()).first()
+    row = conn.execute(
+        sa.select(chain_head.c.seq, chain_head.c.link_hash).where(chain_head.c.id == 1).with_for_update()
+    ).first()
     if row is None:  # a database migrated by a crashed first open: start the chain here
         conn.execute(chain_head.insert().values(id=1, seq=0, link_hash=GENESIS))
         return Head(0, GENESIS)
@@ -109,17 +111,28 @@ def append(conn: sa.Connection, kind: str, ids: list[int], head: Head | None = N
     if not ids:
         return head
     table = TABLES[kind]
-    linked = {row.row_id for row in conn.execute(
-        sa.select(chain.c.row_id).where(chain.c.kind == kind, chain.c.row_id.in_(ids)))}
-    rows = conn.execute(sa.select(table).where(table.c.id.in_([i for i in ids if i not in linked]))
-                        .order_by(table.c.id)).all()
+    linked = {
+        row.row_id
+        for row in conn.execute(sa.select(chain.c.row_id).where(chain.c.kind == kind, chain.c.row_id.in_(ids)))
+    }
+    rows = conn.execute(
+        sa.select(table).where(table.c.id.in_([i for i in ids if i not in linked])).order_by(table.c.id)
+    ).all()
     links = []
     for row in rows:
         digest = row_hash(kind, row)
         seq = head.seq + 1
         head = Head(seq, link_hash(seq, kind, row.id, digest, head.hash))
-        links.append({"seq": seq, "kind": kind, "row_id": row.id, "row_hash": digest, "link_hash": head.hash,
-                      "linked_at": process.now()})
+        links.append(
+            {
+                "seq": seq,
+                "kind": kind,
+                "row_id": row.id,
+                "row_hash": digest,
+                "link_hash": head.hash,
+                "linked_at": process.now(),
+            }
+        )
     if links:
         conn.execute(chain.insert(), links)
         conn.execute(chain_head.update().where(chain_head.c.id == 1).values(seq=head.seq, link_hash=head.hash))
@@ -155,8 +168,9 @@ def current_head(engine: sa.Engine) -> Head:
 def link_of(engine: sa.Engine, kind: str, row_id: int) -> Head | None:
     """Given a row kind and id, return its link as a Head (seq and link hash), or None if it is not linked."""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(chain.c.seq, chain.c.link_hash)
-                           .where(chain.c.kind == kind, chain.c.row_id == row_id)).first()
+        row = conn.execute(
+            sa.select(chain.c.seq, chain.c.link_hash).where(chain.c.kind == kind, chain.c.row_id == row_id)
+        ).first()
     return None if row is None else Head(row.seq, row.link_hash)
 
 
@@ -187,11 +201,15 @@ def verify(engine: sa.Engine) -> tuple[Head, Break | None]:
                 if problem:
                     return head, problem
                 head = Head(link.seq, link.link_hash)
-        recorded = conn.execute(sa.select(chain_head.c.seq, chain_head.c.link_hash)
-                                .where(chain_head.c.id == 1)).first()
+        recorded = conn.execute(sa.select(chain_head.c.seq, chain_head.c.link_hash).where(chain_head.c.id == 1)).first()
         if recorded is not None and (recorded.seq, recorded.link_hash) != (head.seq, head.hash):
-            return head, Break(recorded.seq, "link", None, f"is missing: the head says {recorded.seq} links, "
-                                                          f"the chain ends at {head.seq} (links deleted at the end)")
+            return head, Break(
+                recorded.seq,
+                "link",
+                None,
+                f"is missing: the head says {recorded.seq} links, "
+                f"the chain ends at {head.seq} (links deleted at the end)",
+            )
         unlinked = _first_unlinked(conn)
     if unlinked:
         kind, row_id = unlinked
@@ -201,8 +219,12 @@ def verify(engine: sa.Engine) -> tuple[Head, Break | None]:
 
 def _check(link: sa.Row, row: sa.Row | None, previous: Head) -> Break | None:
     if link.seq != previous.seq + 1:
-        return Break(previous.seq + 1, "link", None, f"is missing (the chain jumps from {previous.seq} to "
-                                                     f"{link.seq}: a row and its link were deleted)")
+        return Break(
+            previous.seq + 1,
+            "link",
+            None,
+            f"is missing (the chain jumps from {previous.seq} to {link.seq}: a row and its link were deleted)",
+        )
     if row is None:
         return Break(link.seq, link.kind, link.row_id, "was deleted")
     if row_hash(link.kind, row) != link.row_hash:
@@ -236,9 +258,11 @@ def _first_unlinked(conn: sa.Connection) -> tuple[str, int] | None:
     """Return the (kind, id) of the first final row that has no link, or None."""
     for kind, table in TABLES.items():
         missing = conn.execute(
-            sa.select(table.c.id).where(FINAL[kind], ~sa.exists().where(chain.c.kind == kind,
-                                                                        chain.c.row_id == table.c.id))
-            .order_by(table.c.id).limit(1)).scalar()
+            sa.select(table.c.id)
+            .where(FINAL[kind], ~sa.exists().where(chain.c.kind == kind, chain.c.row_id == table.c.id))
+            .order_by(table.c.id)
+            .limit(1)
+        ).scalar()
         if missing is not None:
             return kind, missing
     return None

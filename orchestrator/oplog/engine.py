@@ -1,5 +1,6 @@
 """Turn an oplog URL into a SQLAlchemy engine tuned for several orch processes sharing one database, whose
 failures to reach, open or write the database arrive as one clear OplogError line (not a driver traceback)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,8 +76,10 @@ def _check_file(path: Path) -> None:
         raise OplogError(f"oplog {path}: is a folder, not a database file (see `oplog` in the inventory)")
     try:
         if path.exists() and path.stat().st_size == 0:
-            raise OplogError(f"oplog {path}: the file is empty (0 bytes), not an oplog: restore it from a backup, "
-                             "or delete it to start a new oplog")
+            raise OplogError(
+                f"oplog {path}: the file is empty (0 bytes), not an oplog: restore it from a backup, "
+                "or delete it to start a new oplog"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OplogError(f"oplog {path}: {exc.strerror or exc}") from None
@@ -103,8 +106,10 @@ def explain(error: BaseException) -> str:
     text = " ".join(str(error).split())
     lowered = text.lower()
     if "database is locked" in lowered:
-        return (f"locked by another writer for more than {BUSY_TIMEOUT_MS // 1000} s; try again when it is done "
-                "(a long transaction of another orch, or a program holding the file open)")
+        return (
+            f"locked by another writer for more than {BUSY_TIMEOUT_MS // 1000} s; try again when it is done "
+            "(a long transaction of another orch, or a program holding the file open)"
+        )
     if "file is not a database" in lowered or "malformed" in lowered:
         return f"not a readable oplog database (damaged or truncated: {text}); restore it from a backup"
     if "unable to open database file" in lowered or "readonly database" in lowered:

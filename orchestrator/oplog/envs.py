@@ -1,4 +1,5 @@
 """The registry of environments orch created at run time (per-task staging copies)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,11 +12,29 @@ from .schema import environments
 from .text import clean_json
 
 
-def record(engine: sa.Engine, site: str, name: str, *, task: str, host: str, path: str, url: str | None,
-           database: dict | None, details: dict | None) -> None:
+def record(
+    engine: sa.Engine,
+    site: str,
+    name: str,
+    *,
+    task: str,
+    host: str,
+    path: str,
+    url: str | None,
+    database: dict | None,
+    details: dict | None,
+) -> None:
     """Create or replace the registry row of an environment (a re-created env starts fresh)."""
-    values = {"task": str(task), "host": host, "path": path, "url": url, "database": clean_json(database),
-              "details": clean_json(details), "updated_at": now(), "destroyed_at": None}
+    values = {
+        "task": str(task),
+        "host": host,
+        "path": path,
+        "url": url,
+        "database": clean_json(database),
+        "details": clean_json(details),
+        "updated_at": now(),
+        "destroyed_at": None,
+    }
     with engine.begin() as conn:
         where = (environments.c.site == site) & (environments.c.name == name)
         if conn.execute(sa.select(environments.c.site).where(where)).first():
@@ -29,14 +48,16 @@ def update_details(engine: sa.Engine, site: str, name: str, **details: Any) -> N
     with engine.begin() as conn:
         where = (environments.c.site == site) & (environments.c.name == name)
         current = conn.execute(sa.select(environments.c.details).where(where)).scalar() or {}
-        conn.execute(environments.update().where(where).values(details=clean_json(current | details),
-                                                               updated_at=now()))
+        conn.execute(environments.update().where(where).values(details=clean_json(current | details), updated_at=now()))
 
 
 def mark_destroyed(engine: sa.Engine, site: str, name: str) -> None:
     with engine.begin() as conn:
-        conn.execute(environments.update().where((environments.c.site == site) & (environments.c.name == name))
-                     .values(destroyed_at=now(), updated_at=now()))
+        conn.execute(
+            environments.update()
+            .where((environments.c.site == site) & (environments.c.name == name))
+            .values(destroyed_at=now(), updated_at=now())
+        )
 
 
 def listing(engine: sa.Engine, site: str | None = None, *, include_destroyed: bool = False) -> list[dict]:

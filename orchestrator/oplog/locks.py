@@ -5,6 +5,7 @@ machine) is reclaimed with a DELETE that matches the stale row exactly, followed
 transaction: of two processes reclaiming the same stale lock only one deletes a row, the other retries and sees
 the winner's lock.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,11 @@ def acquire(engine: sa.Engine, site: str, *, task: str, operation_id: int | None
 def extend(engine: sa.Engine, site: str, operation_id: int, ttl_seconds: int) -> bool:
     """Given a site and the operation holding it, push its expiry ttl_seconds ahead; False if it is not held."""
     with engine.begin() as conn:
-        updated = conn.execute(locks.update().where(locks.c.site == site, locks.c.operation_id == operation_id)
-                               .values(expires_at=process.now() + timedelta(seconds=ttl_seconds)))
+        updated = conn.execute(
+            locks.update()
+            .where(locks.c.site == site, locks.c.operation_id == operation_id)
+            .values(expires_at=process.now() + timedelta(seconds=ttl_seconds))
+        )
         return bool(updated.rowcount)
 
 
@@ -59,9 +63,7 @@ def release(engine: sa.Engine, site: str, operation_id: int | None) -> None:
     if operation_id is not None:
         mine = locks.c.operation_id == operation_id
     else:
-        mine = sa.and_(
-            locks.c.operation_id.is_(None), locks.c.host == process.machine(), locks.c.pid == os.getpid()
-        )
+        mine = sa.and_(locks.c.operation_id.is_(None), locks.c.host == process.machine(), locks.c.pid == os.getpid())
     with engine.begin() as conn:
         conn.execute(locks.delete().where(locks.c.site == site, mine))
 
@@ -77,8 +79,10 @@ def force(engine: sa.Engine, site: str, *, live: bool = False) -> dict[str, Any]
         row, action = current
         stale = is_stale(row, process.now())
         if not stale and not live:
-            raise Refused(f"{held_message(row, action)}, and {_alive(row)}: removing the lock would let two "
-                          "operations run on the site at once. If you are sure it is gone, use --force")
+            raise Refused(
+                f"{held_message(row, action)}, and {_alive(row)}: removing the lock would let two "
+                "operations run on the site at once. If you are sure it is gone, use --force"
+            )
         with engine.begin() as conn:
             if conn.execute(locks.delete().where(*_same_row(row))).rowcount:
                 return lock_dict(row, action=action, stale=stale)
@@ -91,8 +95,10 @@ def _alive(row: sa.Row) -> str:
         return f"process {row.pid} still runs on this machine"
     renewed = row.expires_at - timedelta(seconds=DEFAULT_TTL)
     minutes = max(0, round((process.now() - renewed).total_seconds() / 60))
-    return (f"its heartbeat from {row.host} is fresh (renewed about {minutes} min ago; it expires "
-            f"{row.expires_at.strftime('%H:%M UTC')} if the holder is gone)")
+    return (
+        f"its heartbeat from {row.host} is fresh (renewed about {minutes} min ago; it expires "
+        f"{row.expires_at.strftime('%H:%M UTC')} if the holder is gone)"
+    )
 
 
 def listing(engine: sa.Engine) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ turns into `interrupted`, never a silent gap. The write that makes a row final (
 finished, an artifact recorded) also links it into the tamper-evident chain (chain.py), in the same transaction;
 a final row is never written again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,22 +62,25 @@ class Step:
             return
         # Mask the joined text, not each piece: a secret split across two calls is still found. Keeping
         # twice the limit raw leaves room for masks to shorten it without losing the visible tail.
-        self._raw = (self._raw + str(text))[-2 * OUTPUT_LIMIT:]
+        self._raw = (self._raw + str(text))[-2 * OUTPUT_LIMIT :]
         self._update(output=tail(clean(self._raw)))
 
     def skip(self, reason: str) -> None:
         """Given why, mark the step skipped now; leaving its `with` block normally keeps it skipped."""
-        self._raw = (self._raw + str(reason))[-2 * OUTPUT_LIMIT:]
+        self._raw = (self._raw + str(reason))[-2 * OUTPUT_LIMIT :]
         self._close("skipped")
 
     def _close(self, status: str, error: str | None = None) -> None:
         if error:
             sep = "\n" if self._raw and not self._raw.endswith("\n") else ""
-            self._raw = (self._raw + f"{sep}error: {error}")[-2 * OUTPUT_LIMIT:]
+            self._raw = (self._raw + f"{sep}error: {error}")[-2 * OUTPUT_LIMIT :]
         with self._engine.begin() as conn:
             head = chain.lock_head(conn)
-            updated = conn.execute(steps.update().where(steps.c.id == self.id, steps.c.status == "running").values(
-                status=status, finished_at=process.now(), output=tail(clean(self._raw)))).rowcount
+            updated = conn.execute(
+                steps.update()
+                .where(steps.c.id == self.id, steps.c.status == "running")
+                .values(status=status, finished_at=process.now(), output=tail(clean(self._raw)))
+            ).rowcount
             if updated:  # else the operation's finish (or a reaper) closed it first, and linked it
                 chain.append(conn, "step", [self.id], head)
         self.status = status
@@ -94,8 +98,18 @@ class Operation:
     inside the block (e.g. `rolled_back`) wins over what the block's exit would record.
     """
 
-    def __init__(self, engine: sa.Engine, op_id: int, *, task: str, site: str | None, env: str | None,
-                 action: str, started_at: datetime, on_finish: list[Callable[[int], None]] | None = None):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        op_id: int,
+        *,
+        task: str,
+        site: str | None,
+        env: str | None,
+        action: str,
+        started_at: datetime,
+        on_finish: list[Callable[[int], None]] | None = None,
+    ):
         self._engine, self.id = engine, op_id
         self._on_finish = on_finish or []
         self.task, self.site, self.env, self.action = task, site, env, action
@@ -141,10 +155,18 @@ class Operation:
         """Given what the operation produced (a backup id, a revision, a URL), record it with masked details."""
         with self._engine.begin() as conn:
             head = chain.lock_head(conn)
-            artifact_id = inserted_id(conn.execute(artifacts.insert().values(
-                operation_id=self.id, kind=kind, ident=clean(ident), size=size,
-                details=clean_json(details or {}), created_at=process.now(),
-            )))
+            artifact_id = inserted_id(
+                conn.execute(
+                    artifacts.insert().values(
+                        operation_id=self.id,
+                        kind=kind,
+                        ident=clean(ident),
+                        size=size,
+                        details=clean_json(details or {}),
+                        created_at=process.now(),
+                    )
+                )
+            )
             chain.append(conn, "artifact", [artifact_id], head)
 
     def finish(self, status: str = "ok", error: str | None = None) -> None:
@@ -160,22 +182,28 @@ class Operation:
         with self._engine.begin() as conn:
             head = chain.lock_head(conn)
             # once final, the row is in the chain: a second finish() leaves it as the first one wrote it
-            done = conn.execute(operations.update()
-                                .where(operations.c.id == self.id, operations.c.status == "running")
-                                .values(status=status, error=clean(error), finished_at=finished,
-                                        duration=seconds(self.started_at, finished))).rowcount
+            done = conn.execute(
+                operations.update()
+                .where(operations.c.id == self.id, operations.c.status == "running")
+                .values(
+                    status=status, error=clean(error), finished_at=finished, duration=seconds(self.started_at, finished)
+                )
+            ).rowcount
             if status != "ok":
-                conn.execute(steps.update()
-                             .where(steps.c.operation_id == self.id, steps.c.status == "running")
-                             .values(status="interrupted", finished_at=finished))
+                conn.execute(
+                    steps.update()
+                    .where(steps.c.operation_id == self.id, steps.c.status == "running")
+                    .values(status="interrupted", finished_at=finished)
+                )
             chain.append_operation(conn, self.id, head)
         self.status = status
         for hook in self._on_finish if done else ():
             try:
                 hook(self.id)
             except Exception:  # noqa: BLE001 - what runs after an operation must never fail it
-                progress.warning("after operation %s: %s failed", self.id, getattr(hook, "__name__", hook),
-                                 exc_info=True)
+                progress.warning(
+                    "after operation %s: %s failed", self.id, getattr(hook, "__name__", hook), exc_info=True
+                )
 
     def _insert_step(self, name: str) -> Step:
         with self._seq_lock:
@@ -183,7 +211,11 @@ class Operation:
             seq = self._seq
         started = process.now()
         with self._engine.begin() as conn:
-            step_id = inserted_id(conn.execute(steps.insert().values(
-                operation_id=self.id, seq=seq, name=clean(name), started_at=started, status="running", output="",
-            )))
+            step_id = inserted_id(
+                conn.execute(
+                    steps.insert().values(
+                        operation_id=self.id, seq=seq, name=clean(name), started_at=started, status="running", output=""
+                    )
+                )
+            )
         return Step(self._engine, step_id, name, started)

@@ -1,4 +1,5 @@
 """Who and where this process is, what time it is, and whether another process on this machine still lives."""
+
 from __future__ import annotations
 
 import getpass

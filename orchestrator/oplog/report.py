@@ -3,6 +3,7 @@
 Rendered from `Oplog.operations(task=..., with_details=True)` as Markdown (for a ticket comment) or as one
 self-contained HTML page (no scripts, no external assets: it can be mailed or attached as it is).
 """
+
 from __future__ import annotations
 
 import html
@@ -13,9 +14,22 @@ from collections.abc import Sequence
 from .text import one_line
 
 ERROR_LIMIT = 300  # characters of an error shown in a report: one line, whatever the error held (an HTML page)
-SHOWN_ARTIFACTS = ("backup", "pre-promotion-backup", "safety-backup", "restored-backup", "source-backup",
-                   "staging-url", "revision", "rollback", "export", "plan", "url-replacements", "verify",
-                   "visual-diff", "drill")
+SHOWN_ARTIFACTS = (
+    "backup",
+    "pre-promotion-backup",
+    "safety-backup",
+    "restored-backup",
+    "source-backup",
+    "staging-url",
+    "revision",
+    "rollback",
+    "export",
+    "plan",
+    "url-replacements",
+    "verify",
+    "visual-diff",
+    "drill",
+)
 
 
 def _duration(seconds) -> str:
@@ -32,10 +46,16 @@ def _when(iso: str | None) -> str:
 def summary(task: str, ops: list[dict]) -> dict:
     """Totals of a task: operations, time spent, statuses, sites, first and last activity."""
     from orchestrator.billing import total_seconds  # an operation run inside another is counted once
-    return {"task": task, "operations": len(ops), "total_seconds": total_seconds(ops),
-            "statuses": dict(Counter(op["status"] for op in ops)),
-            "sites": sorted({op["site"] for op in ops if op["site"]}),
-            "first": ops[0]["started_at"] if ops else None, "last": ops[-1]["started_at"] if ops else None}
+
+    return {
+        "task": task,
+        "operations": len(ops),
+        "total_seconds": total_seconds(ops),
+        "statuses": dict(Counter(op["status"] for op in ops)),
+        "sites": sorted({op["site"] for op in ops if op["site"]}),
+        "first": ops[0]["started_at"] if ops else None,
+        "last": ops[-1]["started_at"] if ops else None,
+    }
 
 
 def _artifacts(op: dict) -> list[str]:
@@ -61,12 +81,17 @@ def _visual_markdown(ops: list[dict], gallery) -> list[str]:
         lines += ["", f"### Operation {op['id']}: {op['action']} {op['site'] or '-'}/{op['env'] or '-'}", ""]
         for row in diffs:
             verdict = " **above the threshold**" if row.get("exceeded") else ""
-            lines.append(f"- {row['path']} ({row['viewport']}): {row['percent']:.2f} % changed{verdict}; before "
-                         f"{gallery.path(row['before'])}, after {gallery.path(row['after'])}, "
-                         f"diff {gallery.path(row['diff'])}")
+            lines.append(
+                f"- {row['path']} ({row['viewport']}): {row['percent']:.2f} % changed{verdict}; before "
+                f"{gallery.path(row['before'])}, after {gallery.path(row['after'])}, "
+                f"diff {gallery.path(row['diff'])}"
+            )
         if not diffs:
-            lines += [f"- {shot['set']}: {shot['path']} ({shot['viewport']}) {gallery.path(shot['file'])}"
-                      for shots in sets.values() for shot in shots]
+            lines += [
+                f"- {shot['set']}: {shot['path']} ({shot['viewport']}) {gallery.path(shot['file'])}"
+                for shots in sets.values()
+                for shot in shots
+            ]
     return (["", "## Screenshots"] + lines) if lines else []
 
 
@@ -75,18 +100,25 @@ def markdown(task: str, ops: list[dict], gallery=None, notes: Sequence[str] = ()
     backends/visual/shots.Gallery) adds the screenshots' and diff images' files; notes are extra lines under
     the summary (cost, the oplog's chain head)."""
     s = summary(task, ops)
-    lines = [f"# Task {task}", "",
-             f"{s['operations']} operation(s) on {', '.join(s['sites']) or '-'}, "
-             f"{_when(s['first'])} to {_when(s['last'])} UTC, total time {_duration(s['total_seconds'])}; "
-             + ", ".join(f"{n} {status}" for status, n in sorted(s["statuses"].items())), "",
-             *[f"{note}  " for note in notes], *([""] if notes else []),
-             "| when (UTC) | who | site/env | action | took | result | produced |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Task {task}",
+        "",
+        f"{s['operations']} operation(s) on {', '.join(s['sites']) or '-'}, "
+        f"{_when(s['first'])} to {_when(s['last'])} UTC, total time {_duration(s['total_seconds'])}; "
+        + ", ".join(f"{n} {status}" for status, n in sorted(s["statuses"].items())),
+        "",
+        *[f"{note}  " for note in notes],
+        *([""] if notes else []),
+        "| when (UTC) | who | site/env | action | took | result | produced |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for op in ops:
         result = op["status"] + (f": {_error(op)}" if op.get("error") else "")
-        lines.append(f"| {_when(op['started_at'])} | {op['actor']} | {op['site'] or '-'}/{op['env'] or '-'} | "
-                     f"{op['action']}{' (catch-up)' if op.get('catch_up') else ''} | {_duration(op['duration'])} | "
-                     f"{_cell(result)} | {_cell('; '.join(_artifacts(op)))} |")
+        lines.append(
+            f"| {_when(op['started_at'])} | {op['actor']} | {op['site'] or '-'}/{op['env'] or '-'} | "
+            f"{op['action']}{' (catch-up)' if op.get('catch_up') else ''} | {_duration(op['duration'])} | "
+            f"{_cell(result)} | {_cell('; '.join(_artifacts(op)))} |"
+        )
     if gallery is not None:
         lines += _visual_markdown(ops, gallery)
     return "\n".join(lines) + "\n"
@@ -109,8 +141,10 @@ def _error(op: dict) -> str:
 def data(task: str, ops: list[dict], extra: dict | None = None) -> dict:
     """Given a task and its operations (with details), return the JSON report: the summary (plus extra) and
     the operations, each error one line as in the other formats (the full text stays in `orch log --json`)."""
-    return {"summary": summary(task, ops) | (extra or {}),
-            "operations": [op | {"error": _error(op) or None} for op in ops]}
+    return {
+        "summary": summary(task, ops) | (extra or {}),
+        "operations": [op | {"error": _error(op) or None} for op in ops],
+    }
 
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;width:100%}
@@ -141,7 +175,9 @@ def _visual_html(ops: list[dict], gallery) -> str:
                 f"<tr><td>{e(d['path'])} <small>{e(d['viewport'])}</small><br>"
                 f"<span class='{'over' if d.get('exceeded') else 'ok'}'>{d['percent']:.2f} % changed</span></td>"
                 f"<td>{_picture(gallery, d['before'])}</td><td>{_picture(gallery, d['after'])}</td>"
-                f"<td>{_picture(gallery, d['diff'])}</td></tr>" for d in diffs)
+                f"<td>{_picture(gallery, d['diff'])}</td></tr>"
+                for d in diffs
+            )
             head = "<tr><th>Page</th><th>Before</th><th>After</th><th>Difference</th></tr>"
         else:
             labels = list(sets)
@@ -149,12 +185,17 @@ def _visual_html(ops: list[dict], gallery) -> str:
             for label, shots in sets.items():
                 for shot in shots:
                     by_key.setdefault((shot["path"], shot["viewport"]), {})[label] = shot["file"]
-            rows = "".join(f"<tr><td>{e(path)} <small>{e(viewport)}</small></td>"
-                           + "".join(f"<td>{_picture(gallery, files.get(label))}</td>" for label in labels)
-                           + "</tr>" for (path, viewport), files in by_key.items())
+            rows = "".join(
+                f"<tr><td>{e(path)} <small>{e(viewport)}</small></td>"
+                + "".join(f"<td>{_picture(gallery, files.get(label))}</td>" for label in labels)
+                + "</tr>"
+                for (path, viewport), files in by_key.items()
+            )
             head = "<tr><th>Page</th>" + "".join(f"<th>{e(label)}</th>" for label in labels) + "</tr>"
-        sections.append(f"<h3>Operation {op['id']}: {e(op['action'])} {e(op['site'] or '-')}/{e(op['env'] or '-')}"
-                        f"</h3><table class='shots'>{head}{rows}</table>")
+        sections.append(
+            f"<h3>Operation {op['id']}: {e(op['action'])} {e(op['site'] or '-')}/{e(op['env'] or '-')}"
+            f"</h3><table class='shots'>{head}{rows}</table>"
+        )
     return ("<h2>Screenshots</h2>" + "".join(sections)) if sections else ""
 
 
@@ -166,8 +207,11 @@ def html_page(task: str, ops: list[dict], gallery=None, notes: Sequence[str] = (
     s = summary(task, ops)
     rows = []
     for op in ops:
-        steps = "".join(f"<li>{e(step['name'])}: <span class='{e(step['status'])}'>{e(step['status'])}</span> "
-                        f"<small>{_duration(step.get('duration'))}</small></li>" for step in op.get("steps", []))
+        steps = "".join(
+            f"<li>{e(step['name'])}: <span class='{e(step['status'])}'>{e(step['status'])}</span> "
+            f"<small>{_duration(step.get('duration'))}</small></li>"
+            for step in op.get("steps", [])
+        )
         produced = "<br>".join(e(item) for item in _artifacts(op))
         error = f"<br><small>{e(_error(op))}</small>" if op.get("error") else ""
         rows.append(
@@ -175,13 +219,16 @@ def html_page(task: str, ops: list[dict], gallery=None, notes: Sequence[str] = (
             f"<td>{e(op['site'] or '-')}/{e(op['env'] or '-')}</td><td>{e(op['action'])}</td>"
             f"<td>{_duration(op['duration'])}</td><td class='{e(op['status'])}'>{e(op['status'])}{error}</td>"
             f"<td>{produced}<details><summary>{len(op.get('steps', []))} steps</summary><ol>{steps}</ol>"
-            f"</details></td></tr>")
+            f"</details></td></tr>"
+        )
     statuses = ", ".join(f"{n} {e(status)}" for status, n in sorted(s["statuses"].items()))
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Task {e(task)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>Task {e(task)}</h1>"
-            f"<p>{s['operations']} operation(s) on {e(', '.join(s['sites']) or '-')}, {e(_when(s['first']))} to "
-            f"{e(_when(s['last']))} UTC. Total time <b>{_duration(s['total_seconds'])}</b>; {statuses}.</p>"
-            + "".join(f"<p>{e(note)}</p>" for note in notes) +
-            "<table><tr><th>When (UTC)</th><th>Who</th><th>Site/env</th><th>Action</th><th>Took</th>"
-            f"<th>Result</th><th>Produced</th></tr>{''.join(rows)}</table>"
-            f"{_visual_html(ops, gallery) if gallery is not None else ''}</body></html>\n")
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Task {e(task)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>Task {e(task)}</h1>"
+        f"<p>{s['operations']} operation(s) on {e(', '.join(s['sites']) or '-')}, {e(_when(s['first']))} to "
+        f"{e(_when(s['last']))} UTC. Total time <b>{_duration(s['total_seconds'])}</b>; {statuses}.</p>"
+        + "".join(f"<p>{e(note)}</p>" for note in notes)
+        + "<table><tr><th>When (UTC)</th><th>Who</th><th>Site/env</th><th>Action</th><th>Took</th>"
+        f"<th>Result</th><th>Produced</th></tr>{''.join(rows)}</table>"
+        f"{_visual_html(ops, gallery) if gallery is not None else ''}</body></html>\n"
+    )

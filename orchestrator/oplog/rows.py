@@ -2,6 +2,7 @@
 
 The keys here are a contract: add keys if needed, never rename or drop one.
 """
+
 from __future__ import annotations
 
 from datetime import datetime

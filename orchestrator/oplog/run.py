@@ -1,4 +1,5 @@
 """`locked_operation`: the usual shape of a mutating action (record the operation, hold the site lock)."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,17 @@ log = logging.getLogger("orch.oplog")
 
 
 @contextmanager
-def locked_operation(oplog: Oplog, *, site: str | None, task: str, env: str | None, action: str,
-                     params: dict | None = None, lock: bool = True, catch_up: bool = False) -> Iterator[Operation]:
+def locked_operation(
+    oplog: Oplog,
+    *,
+    site: str | None,
+    task: str,
+    env: str | None,
+    action: str,
+    params: dict | None = None,
+    lock: bool = True,
+    catch_up: bool = False,
+) -> Iterator[Operation]:
     """Given what is about to run, start its operation, lock its site, yield the operation, then unlock.
 
     If the site is locked by someone else, the operation is recorded `refused` (nothing was changed, so a PM's

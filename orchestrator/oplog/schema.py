@@ -4,6 +4,7 @@ To change the schema, append a function to MIGRATIONS (never edit an applied one
 definitions below. Migration 1 creates tables from these definitions, so before the first ALTER-style migration
 freeze migration 1's tables as they were.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -47,13 +48,11 @@ JSONDoc = sa.JSON()
 
 metadata = sa.MetaData()
 
-schema_version = sa.Table(
-    "schema_version", metadata,
-    sa.Column("version", sa.Integer, nullable=False),
-)
+schema_version = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
 
 operations = sa.Table(
-    "operations", metadata,
+    "operations",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("task", sa.String, nullable=False),
     sa.Column("site", sa.String),
@@ -76,7 +75,8 @@ operations = sa.Table(
 )
 
 steps = sa.Table(
-    "steps", metadata,
+    "steps",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
@@ -89,7 +89,8 @@ steps = sa.Table(
 )
 
 artifacts = sa.Table(
-    "artifacts", metadata,
+    "artifacts",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="CASCADE"), nullable=False),
     sa.Column("kind", sa.String, nullable=False),
@@ -101,7 +102,8 @@ artifacts = sa.Table(
 )
 
 locks = sa.Table(
-    "locks", metadata,
+    "locks",
+    metadata,
     sa.Column("site", sa.String, primary_key=True),  # the PRIMARY KEY is what makes acquiring atomic
     sa.Column("task", sa.String, nullable=False),
     sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="SET NULL")),
@@ -115,15 +117,16 @@ locks = sa.Table(
 
 # Environments orch made at run time (staging copies per task): the inventory holds only their template.
 environments = sa.Table(
-    "environments", metadata,
+    "environments",
+    metadata,
     sa.Column("site", sa.String, primary_key=True),
     sa.Column("name", sa.String, primary_key=True),
     sa.Column("task", sa.String, nullable=False),
     sa.Column("host", sa.String, nullable=False),
     sa.Column("path", sa.String, nullable=False),
     sa.Column("url", sa.String),
-    sa.Column("database", JSONDoc),   # engine/name/user/host/port; never a password (derived when needed)
-    sa.Column("details", JSONDoc),    # backup used, basic-auth user, vhost file, ...
+    sa.Column("database", JSONDoc),  # engine/name/user/host/port; never a password (derived when needed)
+    sa.Column("details", JSONDoc),  # backup used, basic-auth user, vhost file, ...
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("destroyed_at", UTCDateTime),
@@ -133,9 +136,10 @@ environments = sa.Table(
 # The hash chain over final operation, step and artifact rows (see chain.py); `chain_head` is its one-row head,
 # locked by each writer so concurrent processes append in turn.
 chain = sa.Table(
-    "chain", metadata,
+    "chain",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("kind", sa.String(16), nullable=False),   # operation, step, artifact
+    sa.Column("kind", sa.String(16), nullable=False),  # operation, step, artifact
     sa.Column("row_id", sa.Integer, nullable=False),
     sa.Column("row_hash", sa.String(64), nullable=False),
     sa.Column("link_hash", sa.String(64), nullable=False),
@@ -144,7 +148,8 @@ chain = sa.Table(
 )
 
 chain_head = sa.Table(
-    "chain_head", metadata,
+    "chain_head",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("link_hash", sa.String(64), nullable=False),
@@ -153,13 +158,14 @@ chain_head = sa.Table(
 # Notes waiting for (or done with) delivery to a task tracker: written when an operation finishes, delivered
 # with retries; `key` makes a second delivery recognisable, so the tracker gets each note once.
 outbox = sa.Table(
-    "outbox", metadata,
+    "outbox",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("key", sa.String(64), nullable=False, unique=True),
     sa.Column("operation_id", sa.Integer, sa.ForeignKey("operations.id", ondelete="SET NULL")),
     sa.Column("task", sa.String, nullable=False),
     sa.Column("site", sa.String),
-    sa.Column("tracker", sa.String, nullable=False),    # kind:where, e.g. redmine:https://redmine.example
+    sa.Column("tracker", sa.String, nullable=False),  # kind:where, e.g. redmine:https://redmine.example
     sa.Column("issue", sa.String, nullable=False),
     sa.Column("payload", JSONDoc, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # pending, sent
@@ -169,7 +175,7 @@ outbox = sa.Table(
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
     sa.Column("claimed_until", UTCDateTime),
     sa.Column("sent_at", UTCDateTime),
-    sa.Column("remote", JSONDoc),                       # what the tracker answered: note / time entry ids
+    sa.Column("remote", JSONDoc),  # what the tracker answered: note / time entry ids
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
     sa.Index("ix_outbox_task", "task"),
 )
@@ -185,6 +191,7 @@ def _v2_environments(conn: sa.Connection) -> None:
 
 def _v3_chain_and_outbox(conn: sa.Connection) -> None:
     from .chain import GENESIS, backfill
+
     metadata.create_all(conn, tables=[chain, chain_head, outbox])
     conn.execute(chain_head.insert().values(id=1, seq=0, link_hash=GENESIS))
     backfill(conn)  # rows finished before the chain existed join it now, operation by operation
@@ -193,13 +200,18 @@ def _v3_chain_and_outbox(conn: sa.Connection) -> None:
 def _v4_tasks_index(conn: sa.Connection) -> None:
     # Covers the web tasks list (GROUP BY task: first/last start, total time) without reading the table.
     # Plain DDL: an sa.Index on the table object would join migration 1's create_all and exist twice.
-    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_operations_task_started "
-                         "ON operations (task, started_at, duration)"))
+    conn.execute(
+        sa.text("CREATE INDEX IF NOT EXISTS ix_operations_task_started ON operations (task, started_at, duration)")
+    )
 
 
 # Ordered; the schema version of a database is the number of these applied to it.
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1_initial, _v2_environments, _v3_chain_and_outbox,
-                                                     _v4_tasks_index]
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _v1_initial,
+    _v2_environments,
+    _v3_chain_and_outbox,
+    _v4_tasks_index,
+]
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -1,4 +1,5 @@
 """The operation log: open (and migrate) the database, start operations, reap dead ones, query, lock."""
+
 from __future__ import annotations
 
 import os
@@ -57,19 +58,47 @@ class Oplog:
 
     # -- recording ---------------------------------------------------------------------------------------------
 
-    def start(self, *, task: str, site: str | None, env: str | None, action: str,
-              params: dict | None = None, catch_up: bool = False) -> Operation:
+    def start(
+        self,
+        *,
+        task: str,
+        site: str | None,
+        env: str | None,
+        action: str,
+        params: dict | None = None,
+        catch_up: bool = False,
+    ) -> Operation:
         """Given what is about to run, record it as a running operation of this process and return its handle."""
         task = str(task)
         started = process.now()
         with self.engine.begin() as conn:
-            op_id = inserted_id(conn.execute(operations.insert().values(
-                task=task, site=site, env=env, action=action, actor=process.actor(), host=process.machine(),
-                pid=os.getpid(), params=clean_json(params or {}), started_at=started, status="running",
-                catch_up=catch_up,
-            )))
-        return Operation(self.engine, op_id, task=task, site=site, env=env, action=action, started_at=started,
-                         on_finish=self.finish_hooks)
+            op_id = inserted_id(
+                conn.execute(
+                    operations.insert().values(
+                        task=task,
+                        site=site,
+                        env=env,
+                        action=action,
+                        actor=process.actor(),
+                        host=process.machine(),
+                        pid=os.getpid(),
+                        params=clean_json(params or {}),
+                        started_at=started,
+                        status="running",
+                        catch_up=catch_up,
+                    )
+                )
+            )
+        return Operation(
+            self.engine,
+            op_id,
+            task=task,
+            site=site,
+            env=env,
+            action=action,
+            started_at=started,
+            on_finish=self.finish_hooks,
+        )
 
     def refused(self, *, task: str, site: str | None, env: str | None, action: str, error: str) -> int:
         """Given a command that stopped before changing anything, record it as a `refused` operation with the
@@ -87,9 +116,15 @@ class Oplog:
         """
         with self.engine.begin() as conn:
             running = conn.execute(
-                sa.select(operations.c.id, operations.c.pid, operations.c.started_at, operations.c.host,
-                          operations.c.site, operations.c.env, operations.c.action)
-                .where(operations.c.status == "running", operations.c.host == process.machine())
+                sa.select(
+                    operations.c.id,
+                    operations.c.pid,
+                    operations.c.started_at,
+                    operations.c.host,
+                    operations.c.site,
+                    operations.c.env,
+                    operations.c.action,
+                ).where(operations.c.status == "running", operations.c.host == process.machine())
             ).all()
         dead = [row for row in running if not process.pid_alive(row.pid)]
         for row in dead:
@@ -103,20 +138,31 @@ class Oplog:
         with self.engine.begin() as conn:
             head = chain.lock_head(conn)
             # The status condition keeps a concurrent reaper (or a late finish) from being overwritten.
-            conn.execute(operations.update()
-                         .where(operations.c.id == row.id, operations.c.status == "running")
-                         .values(status="interrupted", error=error, finished_at=now,
-                                 duration=seconds(row.started_at, now)))
-            conn.execute(steps.update()
-                         .where(steps.c.operation_id == row.id, steps.c.status == "running")
-                         .values(status="interrupted", finished_at=now))
+            conn.execute(
+                operations.update()
+                .where(operations.c.id == row.id, operations.c.status == "running")
+                .values(status="interrupted", error=error, finished_at=now, duration=seconds(row.started_at, now))
+            )
+            conn.execute(
+                steps.update()
+                .where(steps.c.operation_id == row.id, steps.c.status == "running")
+                .values(status="interrupted", finished_at=now)
+            )
             chain.append_operation(conn, row.id, head)
 
     # -- querying ----------------------------------------------------------------------------------------------
 
-    def operations(self, *, task: str | None = None, site: str | None = None, action: str | None = None,
-                   since: datetime | None = None, limit: int | None = None, oldest_first: bool = False,
-                   with_details: bool = False) -> list[dict[str, Any]]:
+    def operations(
+        self,
+        *,
+        task: str | None = None,
+        site: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+        with_details: bool = False,
+    ) -> list[dict[str, Any]]:
         """Given filters, return matching operations as JSON-ready dicts, newest first unless oldest_first.
 
         With with_details each dict also carries its "steps" and "artifacts" lists.
@@ -143,12 +189,22 @@ class Oplog:
     def recent_durations(self, actions: list[str], per: int) -> dict[tuple[str, str, str], list[float]]:
         """Given actions, return {(site, env, action): durations (s) of its last `per` successful runs, newest
         first}, for every site at once: one query, however large the fleet."""
-        recent = sa.select(operations.c.site, operations.c.env, operations.c.action, operations.c.duration,
-                           sa.func.row_number().over(
-                               partition_by=(operations.c.site, operations.c.env, operations.c.action),
-                               order_by=(operations.c.started_at.desc(), operations.c.id.desc())).label("n")) \
-            .where(operations.c.action.in_(actions), operations.c.status == "ok",
-                   operations.c.duration.is_not(None)).subquery()
+        recent = (
+            sa.select(
+                operations.c.site,
+                operations.c.env,
+                operations.c.action,
+                operations.c.duration,
+                sa.func.row_number()
+                .over(
+                    partition_by=(operations.c.site, operations.c.env, operations.c.action),
+                    order_by=(operations.c.started_at.desc(), operations.c.id.desc()),
+                )
+                .label("n"),
+            )
+            .where(operations.c.action.in_(actions), operations.c.status == "ok", operations.c.duration.is_not(None))
+            .subquery()
+        )
         found: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         with self.engine.begin() as conn:
             for row in conn.execute(sa.select(recent).where(recent.c.n <= per).order_by(recent.c.n)):
@@ -172,12 +228,16 @@ class Oplog:
         found_artifacts: dict[int, list] = defaultdict(list)
         ids = [op["id"] for op in ops]
         for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start:start + _IN_CHUNK]
-            for row in conn.execute(sa.select(steps).where(steps.c.operation_id.in_(chunk))
-                                    .order_by(steps.c.operation_id, steps.c.seq)):
+            chunk = ids[start : start + _IN_CHUNK]
+            for row in conn.execute(
+                sa.select(steps).where(steps.c.operation_id.in_(chunk)).order_by(steps.c.operation_id, steps.c.seq)
+            ):
                 found_steps[row.operation_id].append(step_dict(row))
-            for row in conn.execute(sa.select(artifacts).where(artifacts.c.operation_id.in_(chunk))
-                                    .order_by(artifacts.c.operation_id, artifacts.c.id)):
+            for row in conn.execute(
+                sa.select(artifacts)
+                .where(artifacts.c.operation_id.in_(chunk))
+                .order_by(artifacts.c.operation_id, artifacts.c.id)
+            ):
                 found_artifacts[row.operation_id].append(artifact_dict(row))
         for op in ops:
             op["steps"] = found_steps[op["id"]]
@@ -185,8 +245,9 @@ class Oplog:
 
     # -- locks -------------------------------------------------------------------------------------------------
 
-    def acquire_lock(self, site: str, *, task: str, operation_id: int | None,
-                     ttl_seconds: int = site_locks.DEFAULT_TTL) -> None:
+    def acquire_lock(
+        self, site: str, *, task: str, operation_id: int | None, ttl_seconds: int = site_locks.DEFAULT_TTL
+    ) -> None:
         """Given a site, lock it for this process (reclaiming a stale lock); raise LockHeld if someone holds it."""
         site_locks.acquire(self.engine, site, task=str(task), operation_id=operation_id, ttl_seconds=ttl_seconds)
 

@@ -1,4 +1,5 @@
 """Make text and JSON safe to store: every secret masked, step output bounded."""
+
 from __future__ import annotations
 
 import html
@@ -61,4 +62,4 @@ def one_line(text: str | None, limit: int) -> str:
     if _HTML_PAGE.search(text):
         text = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text)))
     flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"

@@ -8,6 +8,7 @@ Two differences from APScheduler's own `CronTrigger.from_crontab` are fixed here
 When both day-of-month and day-of-week are restricted, classic cron fires when EITHER matches; APScheduler
 (and so orch) fires when BOTH match. Nightly schedules never restrict both.
 """
+
 from __future__ import annotations
 
 from apscheduler.triggers.cron import CronTrigger
@@ -69,8 +70,16 @@ def trigger(expr: str, *, timezone=None, jitter: int | None = None) -> CronTrigg
     second = fields.pop(0) if len(fields) == 6 else "0"
     minute, hour, day, month, dow = fields
     try:
-        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
-                           day_of_week=days_of_week(dow), timezone=timezone, jitter=jitter or None)
+        return CronTrigger(
+            second=second,
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=days_of_week(dow),
+            timezone=timezone,
+            jitter=jitter or None,
+        )
     except CronError as exc:
         raise CronError(f"cron {expr!r}: {exc}") from None
     except ValueError as exc:

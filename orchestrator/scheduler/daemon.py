@@ -9,6 +9,7 @@ SIGTERM/SIGINT: no new runs, running ones get `stop_grace` seconds to finish, th
 interrupted and their locks released.
 Signal handlers only set flags; the main thread does the work.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,7 @@ from .watch import HealthWatch, digest_schedules, send_digest
 
 log = logging.getLogger("orch.scheduler")
 JOB_TABLE = "scheduler_jobs"
-WORKERS = 64          # threads for runs; most of them only wait for a host slot, the slots bound the real work
+WORKERS = 64  # threads for runs; most of them only wait for a host slot, the slots bound the real work
 LIVENESS_SECONDS = 5  # how often the active daemon checks it still holds the scheduler lock
 FIRST_HEALTH_MAX = 600
 
@@ -54,8 +55,9 @@ def load(path):
 class Daemon:
     """One scheduler process. `run()` blocks in the main thread; `start()`/`stop()` serve in-process tests."""
 
-    def __init__(self, inventory_path, *, health_interval: float = 3600, stop_grace: float = 60,
-                 standby_poll: float = 2.0):
+    def __init__(
+        self, inventory_path, *, health_interval: float = 3600, stop_grace: float = 60, standby_poll: float = 2.0
+    ):
         self.path = inventory_path
         self.health_interval, self.stop_grace, self.standby_poll = health_interval, stop_grace, standby_poll
         self.stop_requested, self.reload_requested = threading.Event(), threading.Event()
@@ -122,8 +124,10 @@ class Daemon:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + LIVENESS_SECONDS
                 if not lock.alive():
-                    log.error("lost the scheduler lock (oplog database connection broke): stopping, so that two "
-                              "schedulers never run at once")
+                    log.error(
+                        "lost the scheduler lock (oplog database connection broke): stopping, so that two "
+                        "schedulers never run at once"
+                    )
                     return 1
         return 0
 
@@ -134,24 +138,42 @@ class Daemon:
         active_since = datetime.now(UTC)
         if oplog.reap():  # a previous scheduler killed on this machine leaves `running` operations: close them
             from orchestrator.actions.rollback import settle_interrupted
+
             settle_interrupted(oplog, inventory, log.warning)  # and a promotion cut short here: check or undo it
         options = inventory.scheduler
-        self.runtime = Runtime(inventory, oplog, Slots(options.max_parallel, _host_limits(inventory)),
-                               Notifier(inventory.notify), active_since)
+        self.runtime = Runtime(
+            inventory,
+            oplog,
+            Slots(options.max_parallel, _host_limits(inventory)),
+            Notifier(inventory.notify),
+            active_since,
+        )
         runtime.install(self.runtime)
         self.scheduler = scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=oplog.engine, tablename=JOB_TABLE),
-                       "internal": MemoryJobStore()},
-            executors={"default": CatchUpExecutor(WORKERS, active_since), "internal": ThreadPoolExecutor(2)})
+            jobstores={
+                "default": SQLAlchemyJobStore(engine=oplog.engine, tablename=JOB_TABLE),
+                "internal": MemoryJobStore(),
+            },
+            executors={"default": CatchUpExecutor(WORKERS, active_since), "internal": ThreadPoolExecutor(2)},
+        )
         scheduler.start(paused=True)  # paused: stored jobs are compared with the inventory before any runs
         self._apply(inventory)
-        scheduler.add_job(self._health, IntervalTrigger(seconds=self.health_interval), id="health",
-                               name="backup health", jobstore="internal", executor="internal",
-                               next_run_time=active_since + timedelta(seconds=min(self.health_interval,
-                                                                                  FIRST_HEALTH_MAX)))
+        scheduler.add_job(
+            self._health,
+            IntervalTrigger(seconds=self.health_interval),
+            id="health",
+            name="backup health",
+            jobstore="internal",
+            executor="internal",
+            next_run_time=active_since + timedelta(seconds=min(self.health_interval, FIRST_HEALTH_MAX)),
+        )
         scheduler.resume()
-        log.info("scheduler active (%s): %d job(s), oplog %s", _who(leader.identity()),
-                 len(scheduler.get_jobs(jobstore="default")), oplog.url)
+        log.info(
+            "scheduler active (%s): %d job(s), oplog %s",
+            _who(leader.identity()),
+            len(scheduler.get_jobs(jobstore="default")),
+            oplog.url,
+        )
 
     def _started(self) -> tuple[BackgroundScheduler, Runtime]:
         """Return the scheduler and runtime that start() made; raise RuntimeError before start() (a bug)."""
@@ -187,25 +209,33 @@ class Daemon:
         scheduler, rt = self._started()
         specs, problems = job_specs(inventory)
         options = inventory.scheduler
-        changes = sync_jobs(scheduler, specs, options.jitter_seconds, options.misfire_grace_seconds,
-                            broken=problems)
+        changes = sync_jobs(scheduler, specs, options.jitter_seconds, options.misfire_grace_seconds, broken=problems)
         log.info("jobs: %s", describe(changes))
         self._alert(problems)
         for job in scheduler.get_jobs(jobstore="internal"):
             if job.id.startswith("digest:"):
                 job.remove()
         for schedule, indexes in digest_schedules(inventory.notify).items():
-            scheduler.add_job(send_digest, cron.trigger(schedule), args=[rt, indexes],
-                                   id=f"digest:{schedule}", name=f"daily digest @ {schedule}",
-                                   jobstore="internal", executor="internal")
+            scheduler.add_job(
+                send_digest,
+                cron.trigger(schedule),
+                args=[rt, indexes],
+                id=f"digest:{schedule}",
+                name=f"daily digest @ {schedule}",
+                jobstore="internal",
+                executor="internal",
+            )
         return problems
 
     def _alert(self, problems: dict[str, list[str]]) -> None:
         """Given the sites that cannot be scheduled, log their problems and alert the `failure` channels about
         each site whose problems are new or changed since the last alert."""
         if problems:
-            log.error("%d site(s) cannot be scheduled as written, their stored jobs stay: %s", len(problems),
-                      "; ".join(problem_lines(problems)))
+            log.error(
+                "%d site(s) cannot be scheduled as written, their stored jobs stay: %s",
+                len(problems),
+                "; ".join(problem_lines(problems)),
+            )
         for site, lines in sorted(problems.items()):
             if self.alerted.get(site) != lines:
                 self._runtime().notifier.send(events.broken_site(site, lines))
@@ -225,6 +255,7 @@ class Daemon:
             rt = self._runtime()
             if tracker.configured(rt.inventory):
                 from orchestrator.tracker.delivery import deliver_pending
+
                 deliver_pending(rt.oplog, rt.inventory)
         except Exception:  # noqa: BLE001 - the notes stay queued for the next round
             log.warning("tracker notes not delivered", exc_info=True)
@@ -250,7 +281,6 @@ class Daemon:
         log.info("scheduler stopped")
         return finished
 
-
     def _interrupt_leftovers(self, rt: Runtime) -> None:
         reason = f"the scheduler stopped (pid {leader.identity()['pid']}) before the operation finished"
         try:
@@ -258,8 +288,11 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - the database may be why we stop; the reaper closes them later
             log.error("could not record the running operations as interrupted: %s", exc)
             return
-        log.warning("stopped with %d job(s) still running: operation(s) %s recorded as interrupted",
-                    rt.inflight, ", ".join(map(str, ids)) or "none yet")
+        log.warning(
+            "stopped with %d job(s) still running: operation(s) %s recorded as interrupted",
+            rt.inflight,
+            ", ".join(map(str, ids)) or "none yet",
+        )
 
 
 def _host_limits(inventory) -> dict[str, int]:

@@ -5,6 +5,7 @@ executor. A run is a catch-up when its scheduled time lies before the daemon bec
 while no scheduler ran), when several missed times were coalesced into it, or when it starts later than
 LATE_SECONDS after its time. The flag travels to the job function in a thread-local (`context`).
 """
+
 from __future__ import annotations
 
 import threading

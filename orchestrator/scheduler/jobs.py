@@ -4,6 +4,7 @@ A job is identified by `kind:site:env` and described by its spec's `fingerprint`
 job whose fingerprint is unchanged (so a run missed while it was down is still caught up) and replaces the
 others.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,12 @@ def site_schedules(site) -> dict[str, str | None]:
     latest backup; defaults already merged)."""
     if not site.backup.enabled:
         return dict.fromkeys(KINDS)
-    return {"backup": site.backup.schedule, "verify": (site.verify or {}).get("schedule"),
-            "prune": (site.prune or {}).get("schedule"), "drill": (site.drill or {}).get("schedule")}
+    return {
+        "backup": site.backup.schedule,
+        "verify": (site.verify or {}).get("schedule"),
+        "prune": (site.prune or {}).get("schedule"),
+        "drill": (site.drill or {}).get("schedule"),
+    }
 
 
 def scheduled_envs(site) -> list:

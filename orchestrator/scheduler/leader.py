@@ -7,6 +7,7 @@ connection's application_name says who holds it (`orch-scheduler pid=N host=H`),
 SQLite (one machine by nature): an exclusive `flock` on `<oplog file>.scheduler.lock`, which the kernel drops
 when the holder dies; the file's content says who holds it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -38,10 +39,18 @@ class PostgresLeader:
         me = identity()
         name = f"{APP_PREFIX} pid={me['pid']} host={me['host']}"[:63]  # PostgreSQL truncates at 63 bytes
         # keepalives: a holder cut off by the network loses the lock within a minute instead of hours
-        self._engine = sa.create_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
-                                        connect_args={"application_name": name, "keepalives": 1,
-                                                      "keepalives_idle": 10, "keepalives_interval": 5,
-                                                      "keepalives_count": 3})
+        self._engine = sa.create_engine(
+            engine.url,
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            connect_args={
+                "application_name": name,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
+        )
         self._query_engine = engine
         self._conn: sa.Connection | None = None
 
@@ -83,14 +92,18 @@ class PostgresLeader:
         query = sa.text(
             "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :key AND l.objsubid = 1 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         with self._query_engine.connect() as conn:
             row = conn.execute(query, {"key": LOCK_KEY}).first()
         if row is None:
             return None
         fields = dict(part.split("=", 1) for part in (row.application_name or "").split()[1:] if "=" in part)
-        return {"pid": int(fields["pid"]) if fields.get("pid", "").isdigit() else None, "host": fields.get("host"),
-                "since": row.backend_start.isoformat(timespec="seconds") if row.backend_start else None}
+        return {
+            "pid": int(fields["pid"]) if fields.get("pid", "").isdigit() else None,
+            "host": fields.get("host"),
+            "since": row.backend_start.isoformat(timespec="seconds") if row.backend_start else None,
+        }
 
 
 class FileLeader:

@@ -9,6 +9,7 @@ the scheduler's time zone. A job starting outside its host's window is reported 
 A fleet of a thousand sites shares a handful of schedules: triggers and window counts are computed once per
 schedule, and the durations come from one oplog query, so the plan stays well under a second of work.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,10 @@ MAX_RUNS_PER_WINDOW = 500  # a seconds-field cron would otherwise list thousands
 def typical_durations(oplog, specs: list[JobSpec]) -> dict[str, float | None]:
     """Given specs, return {job id: median duration (s) of its last successful runs, or None if it never ran}."""
     recent = oplog.recent_durations(list(KINDS), DURATION_SAMPLES)
-    return {spec.id: statistics.median(found) if (found := recent.get((spec.site, spec.env, spec.kind))) else None
-            for spec in specs}
+    return {
+        spec.id: statistics.median(found) if (found := recent.get((spec.site, spec.env, spec.kind))) else None
+        for spec in specs
+    }
 
 
 @functools.lru_cache(maxsize=512)
@@ -87,8 +90,12 @@ def in_window(moment: datetime, window: str) -> bool:
 
 def night_load(jobs: list[dict], start: datetime, end: datetime, tz) -> dict:
     """Given planned jobs and one window occurrence, return its runs, known work (s) and unknown durations."""
-    load: dict[str, Any] = {"night": start.isoformat(timespec="minutes"), "window_runs": 0, "estimated_seconds": 0.0,
-            "unknown_durations": 0}
+    load: dict[str, Any] = {
+        "night": start.isoformat(timespec="minutes"),
+        "window_runs": 0,
+        "estimated_seconds": 0.0,
+        "unknown_durations": 0,
+    }
     for job in jobs:
         runs = _runs_count(job["schedule"], start, end, tz)
         load["window_runs"] += runs
@@ -111,25 +118,40 @@ def host_nights(host, jobs: list[dict], now: datetime, tz) -> list[dict]:
 def host_load(host, jobs: list[dict], now: datetime, tz) -> tuple[dict, list[str]]:
     """Given a Host and its planned jobs (with `estimated_seconds` and `next_run`), return its summary (the
     busiest of the next seven windows) and warnings."""
-    summary = {"host": host.name, "max_parallel": host.max_parallel, "nightly_window": host.nightly_window,
-               "jobs": len(jobs), "night": None, "window_runs": 0, "estimated_seconds": 0.0,
-               "unknown_durations": 0, "window_seconds": None, "oversubscribed": False}
+    summary = {
+        "host": host.name,
+        "max_parallel": host.max_parallel,
+        "nightly_window": host.nightly_window,
+        "jobs": len(jobs),
+        "night": None,
+        "window_runs": 0,
+        "estimated_seconds": 0.0,
+        "unknown_durations": 0,
+        "window_seconds": None,
+        "oversubscribed": False,
+    }
     if not host.nightly_window:
         return summary, []
     nights = host_nights(host, jobs, now, tz)
     summary |= max(nights, key=lambda night: (night["estimated_seconds"], night["window_runs"]))
-    found = [f"host {host.name}: {job['kind']} {job['site']}/{job['env']} ({job['schedule']}) starts outside the "
-             f"nightly window {host.nightly_window}" for job in jobs
-             if job["next_run"] and not in_window(datetime.fromisoformat(job["next_run"]).astimezone(tz),
-                                                  host.nightly_window)]
+    found = [
+        f"host {host.name}: {job['kind']} {job['site']}/{job['env']} ({job['schedule']}) starts outside the "
+        f"nightly window {host.nightly_window}"
+        for job in jobs
+        if job["next_run"]
+        and not in_window(datetime.fromisoformat(job["next_run"]).astimezone(tz), host.nightly_window)
+    ]
     needed = summary["estimated_seconds"] / host.max_parallel
     if needed > summary["window_seconds"]:
         summary["oversubscribed"] = True
         unknown = f", {summary['unknown_durations']} of them without history" if summary["unknown_durations"] else ""
-        found.insert(0, f"host {host.name}: nightly window {host.nightly_window} is over-subscribed on the night "
-                        f"of {summary['night'][:10]}: ~{needed / 60:.0f} min of work per slot "
-                        f"({summary['window_runs']} runs{unknown}, max_parallel {host.max_parallel}) for a "
-                        f"{summary['window_seconds'] / 60:.0f} min window")
+        found.insert(
+            0,
+            f"host {host.name}: nightly window {host.nightly_window} is over-subscribed on the night "
+            f"of {summary['night'][:10]}: ~{needed / 60:.0f} min of work per slot "
+            f"({summary['window_runs']} runs{unknown}, max_parallel {host.max_parallel}) for a "
+            f"{summary['window_seconds'] / 60:.0f} min window",
+        )
     return summary, found
 
 
@@ -137,30 +159,43 @@ def fleet_load(max_parallel: int, nights_by_host: list[list[dict]]) -> tuple[dic
     """Given `scheduler.max_parallel` and each windowed host's next seven nights (host_nights), return the fleet's
     summary (its busiest night: the work of every host's window over the global limit, against the longest
     window) and a warning if that work outlasts the window."""
-    summary: dict[str, Any] = {"max_parallel": max_parallel, "hosts": len(nights_by_host), "night": None,
-                               "window_runs": 0,
-               "estimated_seconds": 0.0, "unknown_durations": 0, "window_seconds": None, "needed_seconds": 0.0,
-               "oversubscribed": False}
+    summary: dict[str, Any] = {
+        "max_parallel": max_parallel,
+        "hosts": len(nights_by_host),
+        "night": None,
+        "window_runs": 0,
+        "estimated_seconds": 0.0,
+        "unknown_durations": 0,
+        "window_seconds": None,
+        "needed_seconds": 0.0,
+        "oversubscribed": False,
+    }
     if not nights_by_host:
         return summary, []
     nights = []
     for day in range(7):
         of_day = [host[day] for host in nights_by_host]
-        nights.append({"night": min(night["night"] for night in of_day),
-                       "window_runs": sum(night["window_runs"] for night in of_day),
-                       "estimated_seconds": sum(night["estimated_seconds"] for night in of_day),
-                       "unknown_durations": sum(night["unknown_durations"] for night in of_day),
-                       "window_seconds": max(night["window_seconds"] for night in of_day)})
+        nights.append(
+            {
+                "night": min(night["night"] for night in of_day),
+                "window_runs": sum(night["window_runs"] for night in of_day),
+                "estimated_seconds": sum(night["estimated_seconds"] for night in of_day),
+                "unknown_durations": sum(night["unknown_durations"] for night in of_day),
+                "window_seconds": max(night["window_seconds"] for night in of_day),
+            }
+        )
     summary |= max(nights, key=lambda night: (night["estimated_seconds"], night["window_runs"]))
     summary["needed_seconds"] = summary["estimated_seconds"] / max_parallel
     if summary["needed_seconds"] <= summary["window_seconds"]:
         return summary, []
     summary["oversubscribed"] = True
     unknown = f", {summary['unknown_durations']} of them without history" if summary["unknown_durations"] else ""
-    return summary, [f"the fleet's nightly windows are over-subscribed on the night of {summary['night'][:10]}: "
-                     f"~{summary['needed_seconds'] / 60:.0f} min of work per slot ({summary['window_runs']} runs"
-                     f"{unknown} on {summary['hosts']} hosts, scheduler.max_parallel {max_parallel}) for the longest "
-                     f"window, {summary['window_seconds'] / 60:.0f} min"]
+    return summary, [
+        f"the fleet's nightly windows are over-subscribed on the night of {summary['night'][:10]}: "
+        f"~{summary['needed_seconds'] / 60:.0f} min of work per slot ({summary['window_runs']} runs"
+        f"{unknown} on {summary['hosts']} hosts, scheduler.max_parallel {max_parallel}) for the longest "
+        f"window, {summary['window_seconds'] / 60:.0f} min"
+    ]
 
 
 def plan(inventory, oplog, *, now: datetime | None = None, tz=None) -> dict:
@@ -174,16 +209,26 @@ def plan(inventory, oplog, *, now: datetime | None = None, tz=None) -> dict:
     specs, problems = job_specs(inventory)
     stored = stored_next_runs(oplog.engine)
     durations = typical_durations(oplog, specs)
-    next_runs = {schedule: _trigger(schedule, tz).get_next_fire_time(None, now)
-                 for schedule in {spec.schedule for spec in specs}}
+    next_runs = {
+        schedule: _trigger(schedule, tz).get_next_fire_time(None, now) for schedule in {spec.schedule for spec in specs}
+    }
     jobs: list[dict[str, Any]] = []
     for spec in specs:
         next_run = next_runs[spec.schedule]
-        jobs.append({"id": spec.id, "kind": spec.kind, "site": spec.site, "env": spec.env, "host": spec.host,
-                     "schedule": spec.schedule, "task": spec.task,
-                     "next_run": next_run.isoformat() if next_run else None,
-                     "stored_next_run": stored[spec.id].astimezone(tz).isoformat() if spec.id in stored else None,
-                     "estimated_seconds": durations[spec.id]})
+        jobs.append(
+            {
+                "id": spec.id,
+                "kind": spec.kind,
+                "site": spec.site,
+                "env": spec.env,
+                "host": spec.host,
+                "schedule": spec.schedule,
+                "task": spec.task,
+                "next_run": next_run.isoformat() if next_run else None,
+                "stored_next_run": stored[spec.id].astimezone(tz).isoformat() if spec.id in stored else None,
+                "estimated_seconds": durations[spec.id],
+            }
+        )
     jobs.sort(key=lambda job: (job["next_run"] or "~", job["id"]))
     by_host: dict[str, list[dict]] = {}
     for job in jobs:
@@ -196,6 +241,12 @@ def plan(inventory, oplog, *, now: datetime | None = None, tz=None) -> dict:
         if host.nightly_window:
             windowed.append(host_nights(host, by_host.get(host.name, []), now, tz))
     fleet, fleet_warnings = fleet_load(inventory.scheduler.max_parallel, windowed)
-    return {"generated_at": now.isoformat(timespec="seconds"), "timezone": str(tz), "jobs": jobs, "hosts": hosts,
-            "fleet": fleet, "warnings": warnings(inventory) + fleet_warnings + found,
-            "problems": problem_lines(problems)}
+    return {
+        "generated_at": now.isoformat(timespec="seconds"),
+        "timezone": str(tz),
+        "jobs": jobs,
+        "hosts": hosts,
+        "fleet": fleet,
+        "warnings": warnings(inventory) + fleet_warnings + found,
+        "problems": problem_lines(problems),
+    }

@@ -2,6 +2,7 @@
 concurrency slots, logged against the site's task, then tell the notification channels about a failure or a
 recovery. `run_job(site, env, kind)` is the function every stored job references.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,6 +41,7 @@ def _prune(oplog, t, *, task, catch_up) -> dict:
 
 def _drill(oplog, t, *, task, catch_up) -> dict:
     from orchestrator.actions.drill import boot_drill, plan_drill
+
     inventory = runtime.current().inventory
     plan = plan_drill(oplog, inventory, t.site.name, backup_id="latest", task=task)
     report = boot_drill(oplog, inventory, plan, catch_up=catch_up)  # a failure is reported below, like any job's
@@ -103,15 +105,27 @@ def report(rt, run: dict, started) -> None:
         if own is not None and own["status"] == "refused":
             run["status"] = "refused"
         if run["status"] == "refused":
-            log.warning("%s %s/%s refused, nothing changed (operation %s): %s", run["kind"], run["site"],
-                        run["env"], run["operation_id"], run["error"])
+            log.warning(
+                "%s %s/%s refused, nothing changed (operation %s): %s",
+                run["kind"],
+                run["site"],
+                run["env"],
+                run["operation_id"],
+                run["error"],
+            )
         elif run["status"] == "ok":
             log.info("%s %s/%s ok (operation %s)", run["kind"], run["site"], run["env"], run["operation_id"])
             if previous and previous["status"] in FAILED:
                 rt.notifier.send(events.recovery(run | {"previous_status": previous["status"]}))
         else:
-            log.error("%s %s/%s FAILED (operation %s): %s", run["kind"], run["site"], run["env"],
-                      run["operation_id"], run["error"])
+            log.error(
+                "%s %s/%s FAILED (operation %s): %s",
+                run["kind"],
+                run["site"],
+                run["env"],
+                run["operation_id"],
+                run["error"],
+            )
             rt.notifier.send(events.failure(run))
     except Exception:  # noqa: BLE001 - reporting must never turn a finished run into a crash
         log.exception("%s %s/%s: could not report the result", run["kind"], run["site"], run["env"])

@@ -4,6 +4,7 @@ Stored jobs hold only a function reference and (site, env, kind), so they stay p
 restarts; everything else a run needs (the current inventory, the oplog, the slots, the notifier) lives here,
 installed by the daemon and swapped on reload.
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ A job takes its host's slot first and the global slot second: a job queued behin
 holds a global slot another host could use. Limits follow inventory reloads; a job already running keeps
 (and returns) the slot object it took.
 """
+
 from __future__ import annotations
 
 import threading

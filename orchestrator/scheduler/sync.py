@@ -6,6 +6,7 @@ Changed jobs are replaced (their next run is computed afresh), jobs of removed s
 site whose file is broken are kept as they are: its runs then fail loudly (and notify) until the file is fixed,
 and a fixed file finds its schedule, missed runs included, where it was.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection
@@ -19,15 +20,24 @@ JOBSTORE = "default"
 
 def add_options(spec: JobSpec, jitter: int, grace: int) -> dict:
     """Given a spec and the scheduler options, return the keyword arguments of its `add_job`."""
-    return {"trigger": cron.trigger(spec.schedule, jitter=jitter), "args": [spec.site, spec.env, spec.kind],
-            "id": spec.id, "name": spec.fingerprint(jitter, grace), "jobstore": JOBSTORE, "executor": "default",
-            "replace_existing": True, "coalesce": True, "max_instances": 1,
-            # 0 would make every run "missed" by its first microsecond
-            "misfire_grace_time": max(grace, 1)}
+    return {
+        "trigger": cron.trigger(spec.schedule, jitter=jitter),
+        "args": [spec.site, spec.env, spec.kind],
+        "id": spec.id,
+        "name": spec.fingerprint(jitter, grace),
+        "jobstore": JOBSTORE,
+        "executor": "default",
+        "replace_existing": True,
+        "coalesce": True,
+        "max_instances": 1,
+        # 0 would make every run "missed" by its first microsecond
+        "misfire_grace_time": max(grace, 1),
+    }
 
 
-def sync_jobs(scheduler, specs: list[JobSpec], jitter: int, grace: int,
-              broken: Collection[str] = ()) -> dict[str, list[str]]:
+def sync_jobs(
+    scheduler, specs: list[JobSpec], jitter: int, grace: int, broken: Collection[str] = ()
+) -> dict[str, list[str]]:
     """Given a started (possibly paused) scheduler, the wanted specs, the scheduler options and the sites whose
     files are broken, add, replace and remove stored jobs (a broken site's stored jobs stay as they are); return
     {"added", "changed", "removed", "kept"} lists of job ids."""

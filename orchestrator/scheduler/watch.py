@@ -1,6 +1,7 @@
 """The daemon's monitors: hourly backup health (alarm on change, and again daily while it lasts) and the
 daily digest. Both read the oplog only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,12 +64,23 @@ def digest_summary(inventory, oplog, hours: int = 24, now: datetime | None = Non
         if op["status"] != "running":
             counts = actions.setdefault(op["action"], {"ok": 0, "failed": 0, "refused": 0})
             counts[op["status"] if op["status"] in ("ok", "refused") else "failed"] += 1
-    failures = [{key: op[key] for key in ("action", "site", "env", "task", "started_at", "error", "id")}
-                for op in ops if op["status"] in ("failed", "interrupted")]
-    unhealthy = [{key: row[key] for key in ("site", "env", "status", "problems")}
-                 for row in health(inventory, oplog, now=now) if not row["healthy"]]
-    return {"hours": hours, "since": (now - timedelta(hours=hours)).isoformat(timespec="seconds"),
-            "actions": dict(sorted(actions.items())), "failures": failures, "unhealthy": unhealthy}
+    failures = [
+        {key: op[key] for key in ("action", "site", "env", "task", "started_at", "error", "id")}
+        for op in ops
+        if op["status"] in ("failed", "interrupted")
+    ]
+    unhealthy = [
+        {key: row[key] for key in ("site", "env", "status", "problems")}
+        for row in health(inventory, oplog, now=now)
+        if not row["healthy"]
+    ]
+    return {
+        "hours": hours,
+        "since": (now - timedelta(hours=hours)).isoformat(timespec="seconds"),
+        "actions": dict(sorted(actions.items())),
+        "failures": failures,
+        "unhealthy": unhealthy,
+    }
 
 
 def digest_schedules(channels: list[dict]) -> dict[str, list[int]]:

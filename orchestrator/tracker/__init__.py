@@ -6,6 +6,7 @@ thread that the process waits for at exit. Delivery (`delivery.py`) claims each 
 (`redmine.py`, `webhook.py`) and marks it sent, or schedules a retry with backoff. Both kinds are idempotent:
 a note carries its unique key, and a delivery that finds its key already at the tracker does not post again.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,8 @@ class Tracker:
 
     type: str
     url: str
-    api_key: object = None     # Secret (redmine)
-    secret: object = None      # Secret (webhook)
+    api_key: object = None  # Secret (redmine)
+    secret: object = None  # Secret (webhook)
     issue_pattern: str = DEFAULT_PATTERN
     time_entries: bool = False
     activity_id: int | None = None
@@ -58,21 +59,31 @@ def tracker_for(inventory, site: str | None) -> Tracker | None:
     if not merged or merged.get("enabled") is False:
         return None
     where = f"site {site!r}: tracker" if known is not None and known.raw.get("tracker") else "tracker"
-    missing = [key for key in ("type", "url", {"redmine": "api_key", "webhook": "secret"}.get(merged.get("type") or ""))
-               if key and not merged.get(key)]
+    missing = [
+        key
+        for key in ("type", "url", {"redmine": "api_key", "webhook": "secret"}.get(merged.get("type") or ""))
+        if key and not merged.get(key)
+    ]
     if missing:
         raise InventoryError(f"{where}: {', '.join(missing)} must be set")
-    return Tracker(type=merged["type"], url=merged["url"], api_key=merged.get("api_key"),
-                   secret=merged.get("secret"), issue_pattern=merged.get("issue_pattern") or DEFAULT_PATTERN,
-                   time_entries=bool(merged.get("time_entries")), activity_id=merged.get("activity_id"),
-                   actions=tuple(merged["actions"]) if merged.get("actions") else None,
-                   timeout=float(merged.get("timeout") or DEFAULT_TIMEOUT))
+    return Tracker(
+        type=merged["type"],
+        url=merged["url"],
+        api_key=merged.get("api_key"),
+        secret=merged.get("secret"),
+        issue_pattern=merged.get("issue_pattern") or DEFAULT_PATTERN,
+        time_entries=bool(merged.get("time_entries")),
+        activity_id=merged.get("activity_id"),
+        actions=tuple(merged["actions"]) if merged.get("actions") else None,
+        timeout=float(merged.get("timeout") or DEFAULT_TIMEOUT),
+    )
 
 
 def configured(inventory) -> bool:
     """Return whether the inventory or any site names a tracker."""
-    return bool(getattr(inventory, "tracker", None)) or any(site.raw.get("tracker")
-                                                            for site in inventory.sites.values())
+    return bool(getattr(inventory, "tracker", None)) or any(
+        site.raw.get("tracker") for site in inventory.sites.values()
+    )
 
 
 def attach(oplog, inventory) -> None:
@@ -82,9 +93,10 @@ def attach(oplog, inventory) -> None:
     hook = None
 
     def on_finish(op_id: int) -> None:  # delivery (urllib, the note) is imported when an operation finishes,
-        nonlocal hook                    # not by every command that opens the oplog (`orch log` starts faster)
+        nonlocal hook  # not by every command that opens the oplog (`orch log` starts faster)
         if hook is None:
             from .delivery import NoteHook
+
             hook = NoteHook(oplog, inventory)
         hook(op_id)
 

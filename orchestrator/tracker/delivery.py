@@ -3,6 +3,7 @@
 Delivery is at least once: a note is marked sent only after its tracker took it; if the answer is lost, the
 next delivery finds the note's key at the tracker and posts nothing new, so the tracker gets it exactly once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,10 +37,23 @@ def enqueue(oplog, inventory, op_id: int) -> bool:
         return False
     link = chain.link_of(oplog.engine, "operation", op_id)
     key = uuid.uuid4().hex
-    payload = build(op, key=key, link=None if link is None else str(link), rates=rates_for(inventory, op["site"]),
-                    page=task_url((getattr(inventory, "serve", None) or {}).get("public_url"), op["task"]))
-    return outbox.add(oplog.engine, key=key, operation_id=op_id, task=op["task"], site=op["site"],
-                      tracker=tracker.identity, issue=issue, payload=payload)
+    payload = build(
+        op,
+        key=key,
+        link=None if link is None else str(link),
+        rates=rates_for(inventory, op["site"]),
+        page=task_url((getattr(inventory, "serve", None) or {}).get("public_url"), op["task"]),
+    )
+    return outbox.add(
+        oplog.engine,
+        key=key,
+        operation_id=op_id,
+        task=op["task"],
+        site=op["site"],
+        tracker=tracker.identity,
+        issue=issue,
+        payload=payload,
+    )
 
 
 def deliver_pending(oplog, inventory, *, everything: bool = False, task: str | None = None) -> list[dict]:

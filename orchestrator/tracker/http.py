@@ -1,4 +1,5 @@
 """One small HTTP client for the trackers (stdlib urllib: JSON in, JSON out, a deadline, masked errors)."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,22 @@ class DeliveryError(Exception):
     """The tracker did not take the note; the message (masked) says why. The note is retried later."""
 
 
-def call(method: str, url: str, *, body: bytes | None = None, headers: dict | None = None,
-         timeout: float = 10) -> tuple[int, Any]:
+def call(
+    method: str, url: str, *, body: bytes | None = None, headers: dict | None = None, timeout: float = 10
+) -> tuple[int, Any]:
     """Given a request, return (status, parsed JSON body or None) for a 2xx answer; raise DeliveryError for a
     network error, a timeout or any other status."""
-    request = urllib.request.Request(url, data=body, method=method, headers={  # noqa: S310 - http(s) by schema
-        "User-Agent": f"orch/{__version__}", "Accept": "application/json",
-        **({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})})
+    request = urllib.request.Request(  # noqa: S310 - http(s) by schema
+        url,
+        data=body,
+        method=method,
+        headers={
+            "User-Agent": f"orch/{__version__}",
+            "Accept": "application/json",
+            **({"Content-Type": "application/json"} if body is not None else {}),
+            **(headers or {}),
+        },
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             text = response.read()

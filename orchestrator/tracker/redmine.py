@@ -4,6 +4,7 @@ operation's time a time entry (POST /time_entries.json), through the REST API wi
 Idempotent: before posting, the issue's journals (and its time entries) are searched for the note's key, so a
 delivery retried after a lost answer finds its note already there and posts nothing new.
 """
+
 from __future__ import annotations
 
 from urllib.parse import quote
@@ -20,8 +21,13 @@ def deliver(tracker, item: dict) -> dict:
     headers = {"X-Redmine-API-Key": tracker.api_key.reveal()}
     journal = _find_note(base, issue, key, headers, tracker.timeout)
     if journal is None:
-        call("PUT", f"{base}/issues/{issue}.json", body=dumps({"issue": {"notes": payload["text"]}}),
-             headers=headers, timeout=tracker.timeout)
+        call(
+            "PUT",
+            f"{base}/issues/{issue}.json",
+            body=dumps({"issue": {"notes": payload["text"]}}),
+            headers=headers,
+            timeout=tracker.timeout,
+        )
         journal = _find_note(base, issue, key, headers, tracker.timeout)
     remote = {"issue": item["issue"], "journal": journal}
     if tracker.time_entries and payload.get("hours") is not None:
@@ -39,19 +45,27 @@ def _time_entry(tracker, base: str, issue: str, key: str, payload: dict, headers
     found = _find_entry(base, issue, key, headers, tracker.timeout)
     if found is not None:
         return found
-    entry = {"issue_id": int(issue) if issue.isdigit() else issue, "comments": payload["comment"][:1024],
-             "hours": max(round(payload["hours"], 2), 0.01)}  # Redmine keeps hundredths; zero is refused
+    entry = {
+        "issue_id": int(issue) if issue.isdigit() else issue,
+        "comments": payload["comment"][:1024],
+        "hours": max(round(payload["hours"], 2), 0.01),
+    }  # Redmine keeps hundredths; zero is refused
     entry["activity_id"] = tracker.activity_id or _default_activity(base, headers, tracker.timeout)
-    _, data = call("POST", f"{base}/time_entries.json", body=dumps({"time_entry": entry}), headers=headers,
-                   timeout=tracker.timeout)
+    _, data = call(
+        "POST", f"{base}/time_entries.json", body=dumps({"time_entry": entry}), headers=headers, timeout=tracker.timeout
+    )
     return (data or {}).get("time_entry", {}).get("id")
 
 
 def _find_entry(base: str, issue: str, key: str, headers: dict, timeout: float) -> int | None:
     offset = 0
     while True:
-        _, data = call("GET", f"{base}/time_entries.json?issue_id={issue}&limit={PAGE}&offset={offset}",
-                       headers=headers, timeout=timeout)
+        _, data = call(
+            "GET",
+            f"{base}/time_entries.json?issue_id={issue}&limit={PAGE}&offset={offset}",
+            headers=headers,
+            timeout=timeout,
+        )
         entries = (data or {}).get("time_entries", [])
         found = next((e["id"] for e in entries if key in (e.get("comments") or "")), None)
         if found is not None or len(entries) < PAGE:

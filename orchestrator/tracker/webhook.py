@@ -3,6 +3,7 @@
 The body carries the note's `key` (also the `Idempotency-Key` header): a receiver that keeps the keys it has
 seen drops a second delivery of the same note, which at-least-once delivery may send after a lost answer.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,14 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
 def deliver(tracker, item: dict) -> dict:
     """Given the Tracker and a claimed outbox row, POST the note; return the receiver's status. Raise
     DeliveryError if the receiver does not answer 2xx."""
-    body = dumps({"key": item["key"], "task": item["task"], "issue": item["issue"], "site": item["site"],
-                  **item["payload"]})
-    status, _ = call("POST", tracker.url, body=body, timeout=tracker.timeout, headers={
-        SIGNATURE_HEADER: sign(tracker.secret.reveal(), body), "Idempotency-Key": item["key"]})
+    body = dumps(
+        {"key": item["key"], "task": item["task"], "issue": item["issue"], "site": item["site"], **item["payload"]}
+    )
+    status, _ = call(
+        "POST",
+        tracker.url,
+        body=body,
+        timeout=tracker.timeout,
+        headers={SIGNATURE_HEADER: sign(tracker.secret.reveal(), body), "Idempotency-Key": item["key"]},
+    )
     return {"status": status}

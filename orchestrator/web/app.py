@@ -5,6 +5,7 @@ tracker link), a site (environments, backups, drills, staging copies, releases, 
 fleet's health. Plain HTML and one stylesheet: readable without JavaScript, on a phone too. Everything shown
 was masked when written to the oplog and is masked again on the way out (Jinja's `finalize`).
 """
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,13 @@ def _finalize(value):
 
 
 def templates() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
-                      finalize=_finalize, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True),
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(views.FILTERS)
     return env
 
@@ -59,12 +65,21 @@ class Pages:
     def tasks(self, request: Request) -> Response:
         search, problems = views.parse_search(request.query_params)
         rows, more = views.tasks(self.oplog, self.inventory, search)
-        def page_query(page: int) -> str:
-            return urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "page"] +
-                             [("page", page)])
 
-        return self.render(request, "tasks.html", search=search, problems=problems, rows=rows, more=more,
-                           sites=sorted(self.inventory.sites), results=views.RESULTS, page_query=page_query)
+        def page_query(page: int) -> str:
+            return urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "page"] + [("page", page)])
+
+        return self.render(
+            request,
+            "tasks.html",
+            search=search,
+            problems=problems,
+            rows=rows,
+            more=more,
+            sites=sorted(self.inventory.sites),
+            results=views.RESULTS,
+            page_query=page_query,
+        )
 
     def task(self, request: Request) -> Response:
         task = request.path_params["task"]
@@ -88,13 +103,19 @@ class Pages:
     async def error(self, request: Request, exc: Exception) -> Response:
         if not isinstance(exc, HTTPException):  # Starlette registers it for HTTPException only
             return await self.crash(request, exc)
-        return self.render(request, "error.html", status=exc.status_code, status_code=exc.status_code,
-                           message=exc.detail)
+        return self.render(
+            request, "error.html", status=exc.status_code, status_code=exc.status_code, message=exc.detail
+        )
 
     async def crash(self, request: Request, exc: Exception) -> Response:
         # the traceback goes to the server's log (uvicorn); the page says only that it failed
-        return self.render(request, "error.html", status=500, status_code=500,
-                           message="This page failed to render; the server's log says why.")
+        return self.render(
+            request,
+            "error.html",
+            status=500,
+            status_code=500,
+            message="This page failed to render; the server's log says why.",
+        )
 
 
 def create_app(oplog, inventory, *, accounts: dict | None = None) -> Guard:
@@ -111,4 +132,3 @@ def create_app(oplog, inventory, *, accounts: dict | None = None) -> Guard:
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: pages.error, Exception: pages.crash})
     return Guard(app, None if accounts is None else Accounts(accounts))
-

@@ -3,6 +3,7 @@
 Read-only, and each page is a handful of indexed queries whatever the oplog's size: operations by task
 (ix_operations_task), by site and time (ix_operations_site_started), steps and artifacts by operation id.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,28 +57,51 @@ def tasks(engine: sa.Engine, search: TaskFilter) -> tuple[list[dict], bool]:
     """
     c = operations.c
     last = sa.func.max(c.started_at).label("last")
-    query = (sa.select(c.task, sa.func.count().label("operations"), sa.func.min(c.started_at).label("first"), last,
-                       sa.func.sum(c.duration).label("seconds"))
-             .where(*search.where()).group_by(c.task).order_by(last.desc(), c.task)
-             .limit(PAGE_SIZE + 1).offset((search.page - 1) * PAGE_SIZE))
+    query = (
+        sa.select(
+            c.task,
+            sa.func.count().label("operations"),
+            sa.func.min(c.started_at).label("first"),
+            last,
+            sa.func.sum(c.duration).label("seconds"),
+        )
+        .where(*search.where())
+        .group_by(c.task)
+        .order_by(last.desc(), c.task)
+        .limit(PAGE_SIZE + 1)
+        .offset((search.page - 1) * PAGE_SIZE)
+    )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-        found = {row.task: {"task": row.task, "operations": row.operations, "first": iso(_aware(row.first)),
-                            "last": iso(_aware(row.last)), "seconds": row.seconds or 0, "sites": [], "statuses": {}}
-                 for row in rows[:PAGE_SIZE]}
+        found = {
+            row.task: {
+                "task": row.task,
+                "operations": row.operations,
+                "first": iso(_aware(row.first)),
+                "last": iso(_aware(row.last)),
+                "seconds": row.seconds or 0,
+                "sites": [],
+                "statuses": {},
+            }
+            for row in rows[:PAGE_SIZE]
+        }
         if found:
             # the page's tasks operation by operation (a few columns): sites, results, and the time with an
             # operation run inside another counted once, as on the task page
-            detail = (sa.select(c.id, c.task, c.site, c.status, c.actor, c.host, c.started_at, c.finished_at,
-                                c.duration).where(c.task.in_(list(found)), *search.where()).order_by(c.id))
+            detail = (
+                sa.select(c.id, c.task, c.site, c.status, c.actor, c.host, c.started_at, c.finished_at, c.duration)
+                .where(c.task.in_(list(found)), *search.where())
+                .order_by(c.id)
+            )
             ops: dict[str, list[dict]] = {}
             for row in conn.execute(detail):
                 task = found[row.task]
                 if row.site and row.site not in task["sites"]:
                     task["sites"].append(row.site)
                 task["statuses"][row.status] = task["statuses"].get(row.status, 0) + 1
-                ops.setdefault(row.task, []).append(dict(row._mapping) | {
-                    "started_at": iso(row.started_at), "finished_at": iso(row.finished_at)})
+                ops.setdefault(row.task, []).append(
+                    dict(row._mapping) | {"started_at": iso(row.started_at), "finished_at": iso(row.finished_at)}
+                )
             for number, task_ops in ops.items():
                 found[number]["seconds"] = total_seconds(task_ops)
     return list(found.values()), len(rows) > PAGE_SIZE
@@ -87,17 +111,30 @@ def _aware(value):
     """SQLite hands aggregates back as text without the column's type: turn them into aware datetimes."""
     if isinstance(value, str):
         from orchestrator.oplog.schema import as_utc
+
         return as_utc(datetime.fromisoformat(value))
     return value
 
 
 def site_artifacts(engine: sa.Engine, site: str, kinds: tuple[str, ...], limit: int = 20) -> list[dict]:
     """Given a site and artifact kinds, return the newest such artifacts with their operation's facts."""
-    query = (sa.select(artifacts.c.kind, artifacts.c.ident, artifacts.c.size, artifacts.c.details,
-                       artifacts.c.created_at, operations.c.id.label("operation_id"), operations.c.task,
-                       operations.c.env, operations.c.status, operations.c.action)
-             .join(operations, operations.c.id == artifacts.c.operation_id)
-             .where(operations.c.site == site, artifacts.c.kind.in_(kinds))
-             .order_by(operations.c.started_at.desc(), artifacts.c.id.desc()).limit(limit))
+    query = (
+        sa.select(
+            artifacts.c.kind,
+            artifacts.c.ident,
+            artifacts.c.size,
+            artifacts.c.details,
+            artifacts.c.created_at,
+            operations.c.id.label("operation_id"),
+            operations.c.task,
+            operations.c.env,
+            operations.c.status,
+            operations.c.action,
+        )
+        .join(operations, operations.c.id == artifacts.c.operation_id)
+        .where(operations.c.site == site, artifacts.c.kind.in_(kinds))
+        .order_by(operations.c.started_at.desc(), artifacts.c.id.desc())
+        .limit(limit)
+    )
     with engine.connect() as conn:
         return [dict(row._mapping) | {"created_at": iso(row.created_at)} for row in conn.execute(query)]

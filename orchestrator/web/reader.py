@@ -6,6 +6,7 @@ for a PM's page. The pages read through a second engine instead: the file opened
 query a WAL snapshot that neither blocks nor waits for writers. PostgreSQL readers never block writers: the
 oplog's engine serves as it is.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,7 +23,8 @@ def read_only(oplog):
         return oplog
     reader = copy.copy(oplog)
     reader.finish_hooks = []
-    reader.engine = sa.create_engine(f"sqlite:///file:{url.database}?mode=ro&uri=true",
-                                     connect_args={"uri": True, "timeout": BUSY_TIMEOUT_MS / 1000,
-                                                   "check_same_thread": False})
+    reader.engine = sa.create_engine(
+        f"sqlite:///file:{url.database}?mode=ro&uri=true",
+        connect_args={"uri": True, "timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
     return reader

@@ -6,6 +6,7 @@ checked with argon2-cffi) or `Authorization: Bearer TOKEN` (stored as its SHA-25
 is remembered for a few minutes by a SHA-256 of the header, so a page view costs one Argon2 check, not one per
 request.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,11 @@ import threading
 import time
 
 HEADERS = [
-    (b"content-security-policy", b"default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                                 b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'self'; img-src 'self' data:; "
+        b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -43,6 +47,7 @@ def is_loopback(host: str) -> bool:
 def hash_password(password: str) -> str:
     """Given a password, return its Argon2id hash for `serve.accounts.NAME.password_hash`."""
     from argon2 import PasswordHasher
+
     return PasswordHasher().hash(password)
 
 
@@ -96,6 +101,7 @@ class Accounts:
 def _argon2_ok(stored: str, password: str) -> bool:
     from argon2 import PasswordHasher
     from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
         return PasswordHasher().verify(stored, password)
     except (VerificationError, InvalidHashError):
@@ -129,7 +135,15 @@ class Guard:
 
 async def _unauthorized(send) -> None:
     body = b"login required\n"
-    await send({"type": "http.response.start", "status": 401, "headers": [
-        (b"www-authenticate", b'Basic realm="orch", charset="UTF-8"'), (b"content-type", b"text/plain"),
-        (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"www-authenticate", b'Basic realm="orch", charset="UTF-8"'),
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,5 @@
 """What each page shows, as plain data for the templates (the templates only lay it out)."""
+
 from __future__ import annotations
 
 import threading
@@ -21,6 +22,7 @@ USAGE_TTL = 600  # seconds a storage reading is reused: reading a bucket or `du`
 
 # ---------------------------------------------------------------- formatting (Jinja filters)
 
+
 def when(value: str | None) -> str:
     return (value or "").replace("T", " ")[:16]
 
@@ -35,11 +37,16 @@ def age(value: str | None, now: datetime | None = None) -> str:
     return "just now"
 
 
-FILTERS = {"when": when, "age": age, "duration": lambda s: human_duration(s) or "-",
-           "size": lambda b: human_size(b) or "-"}
+FILTERS = {
+    "when": when,
+    "age": age,
+    "duration": lambda s: human_duration(s) or "-",
+    "size": lambda b: human_size(b) or "-",
+}
 
 
 # ---------------------------------------------------------------- tasks list
+
 
 def parse_search(params) -> tuple[TaskFilter, list[str]]:
     """Given the query parameters, return the search and the problems with them (shown, not fatal)."""
@@ -61,10 +68,15 @@ def parse_search(params) -> tuple[TaskFilter, list[str]]:
         page = max(1, int(params.get("page", "1")))
     except ValueError:
         page = 1
-    search = TaskFilter(number=params.get("task", "").strip(), site=params.get("site", "").strip(),
-                        person=params.get("person", "").strip(), since=day("since"),
-                        until=until + timedelta(days=1) if until else None,  # the whole `until` day counts
-                        result=result if result in RESULTS else "", page=page)
+    search = TaskFilter(
+        number=params.get("task", "").strip(),
+        site=params.get("site", "").strip(),
+        person=params.get("person", "").strip(),
+        since=day("since"),
+        until=until + timedelta(days=1) if until else None,  # the whole `until` day counts
+        result=result if result in RESULTS else "",
+        page=page,
+    )
     return search, problems
 
 
@@ -77,6 +89,7 @@ def tasks(oplog, inventory, search: TaskFilter) -> tuple[list[dict], bool]:
 
 # ---------------------------------------------------------------- one task
 
+
 def task(oplog, inventory, number: str) -> dict:
     """Given a task, return its page: operations (oldest first) with steps and artifacts, totals, cost, the
     tracker link and the chain head."""
@@ -87,16 +100,22 @@ def task(oplog, inventory, number: str) -> dict:
         op["inside"] = inside.get(op["id"])
         op["money"] = "" if op["inside"] else rates.money(rates.time_cost(op["duration"]))
         op["items"] = [_artifact_view(a, oplog, op) for a in op["artifacts"]]
-    return {"task": number, "operations": ops, "total_seconds": total_seconds(ops),
-            "total_cost": task_cost(inventory, ops),
-            "sites": sorted({op["site"] for op in ops if op["site"]}),
-            "statuses": _count(op["status"] for op in ops), "tracker": tracker_link(inventory, ops, number),
-            "head": chain.current_head(oplog.engine)}
+    return {
+        "task": number,
+        "operations": ops,
+        "total_seconds": total_seconds(ops),
+        "total_cost": task_cost(inventory, ops),
+        "sites": sorted({op["site"] for op in ops if op["site"]}),
+        "statuses": _count(op["status"] for op in ops),
+        "tracker": tracker_link(inventory, ops, number),
+        "head": chain.current_head(oplog.engine),
+    }
 
 
 def tracker_link(inventory, ops: list[dict], number: str) -> str | None:
     """Given a task's operations, return the URL of its issue in the tracker (Redmine), or None."""
     from orchestrator.tracker import tracker_for
+
     for site in dict.fromkeys(op["site"] for op in ops):
         try:
             tracker = tracker_for(inventory, site)
@@ -111,8 +130,14 @@ def tracker_link(inventory, ops: list[dict], number: str) -> str | None:
 def _artifact_view(artifact: dict, oplog, op: dict) -> dict:
     """Given an artifact, return what the page says of it: a label, the text, a link, extra lines."""
     kind, details = artifact["kind"], artifact.get("details") or {}
-    view = {"kind": kind, "ident": artifact["ident"], "size": artifact.get("size"), "link": None, "lines": [],
-            "created_at": artifact["created_at"]}
+    view = {
+        "kind": kind,
+        "ident": artifact["ident"],
+        "size": artifact.get("size"),
+        "link": None,
+        "lines": [],
+        "created_at": artifact["created_at"],
+    }
     if kind == "staging-url":
         view["link"] = artifact["ident"] or None
         view["lines"].append(f"made {age(artifact['created_at'])}" + _staging_state(oplog, op))
@@ -144,21 +169,35 @@ def _count(values) -> dict:
 
 # ---------------------------------------------------------------- one site
 
+
 def site(oplog, inventory, name: str) -> dict:
     """Given a site name, return its page: environments, backups, drills, staging copies, releases, storage."""
     site_ = inventory.sites[name]
-    environments = [{"name": env.name, "host": env.host, "path": env.path, "url": env.url,
-                     "production": env.production, "engine": env.database.engine if env.database else None}
-                    for env in site_.environments.values()]
+    environments = [
+        {
+            "name": env.name,
+            "host": env.host,
+            "path": env.path,
+            "url": env.url,
+            "production": env.production,
+            "engine": env.database.engine if env.database else None,
+        }
+        for env in site_.environments.values()
+    ]
     rates = rates_for(inventory, name)
     usage = storage_usage(inventory, name)
     usage["cost"] = rates.money(rates.storage_cost(usage.get("bytes")))
-    return {"site": site_, "environments": environments,
-            "backups": [_backup_view(a) for a in site_artifacts(oplog.engine, name, BACKUP_KINDS)],
-            "drills": site_artifacts(oplog.engine, name, ("verify", "drill"), limit=10),
-            "staging": oplog.envs(name), "releases": site_artifacts(oplog.engine, name, ("revision", "rollback")),
-            "usage": usage, "rates": rates,
-            "recent": oplog.operations(site=name, limit=20)}
+    return {
+        "site": site_,
+        "environments": environments,
+        "backups": [_backup_view(a) for a in site_artifacts(oplog.engine, name, BACKUP_KINDS)],
+        "drills": site_artifacts(oplog.engine, name, ("verify", "drill"), limit=10),
+        "staging": oplog.envs(name),
+        "releases": site_artifacts(oplog.engine, name, ("revision", "rollback")),
+        "usage": usage,
+        "rates": rates,
+        "recent": oplog.operations(site=name, limit=20),
+    }
 
 
 def _backup_view(artifact: dict) -> dict:
@@ -176,6 +215,7 @@ def storage_usage(inventory, name: str) -> dict:
     """Given a site, return `orch usage`'s reading of its repository (bytes, objects, error), reused for a few
     minutes; never raises."""
     from orchestrator.actions.usage import site_usage
+
     with _usage_lock:
         cached = _usage_cache.get(name)
     if cached and cached[0] > time.monotonic():
@@ -192,10 +232,12 @@ def storage_usage(inventory, name: str) -> dict:
 
 # ---------------------------------------------------------------- fleet
 
+
 def fleet(oplog, inventory) -> list[dict]:
     """Return one row per monitored site environment with its colour: green (healthy, backup well inside its
     max age), amber (healthy but the backup nears its max age, or no drill recorded) or red (any problem)."""
     from orchestrator.actions.health import health
+
     rows = health(inventory, oplog)
     for row in rows:
         last = row["last_backup"]

@@ -1,4 +1,5 @@
 """The e2e fleet: a MariaDB-backed site on web1 and a PostgreSQL-backed site on stage1, backed up to S3."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,16 @@ def seed_shop(mariadb, name: str, user: str, password: str) -> None:
     # a scratch-database grant for `orch verify` drills (production users rarely may CREATE DATABASE)
     mariadb.sql(f"GRANT ALL ON `orch\\_verify\\_%`.* TO '{user}'@'%'")
     mariadb.sql(f"GRANT ALL ON `orch\\_verify\\_%`.* TO '{user}'@'localhost'")
-    mariadb.sql("CREATE TABLE wp_options (option_id INT PRIMARY KEY AUTO_INCREMENT, option_name VARCHAR(191), "
-                "option_value LONGTEXT) ENGINE=InnoDB", name)
-    mariadb.sql("CREATE TABLE wp_users (ID INT PRIMARY KEY AUTO_INCREMENT, user_email VARCHAR(100), "
-                "display_name VARCHAR(250)) ENGINE=InnoDB", name)
+    mariadb.sql(
+        "CREATE TABLE wp_options (option_id INT PRIMARY KEY AUTO_INCREMENT, option_name VARCHAR(191), "
+        "option_value LONGTEXT) ENGINE=InnoDB",
+        name,
+    )
+    mariadb.sql(
+        "CREATE TABLE wp_users (ID INT PRIMARY KEY AUTO_INCREMENT, user_email VARCHAR(100), "
+        "display_name VARCHAR(250)) ENGINE=InnoDB",
+        name,
+    )
     values = ",".join(f"('opt{i}', 'a:1:{{s:3:\"url\";s:20:\"https://shop.example\";}}')" for i in range(SHOP_ROWS))
     mariadb.sql(f"INSERT INTO wp_options (option_name, option_value) VALUES {values}", name)
     users = ",".join(f"('client{i}@mail.example', 'Клиент {i}')" for i in range(40))
@@ -28,21 +35,31 @@ def seed_shop(mariadb, name: str, user: str, password: str) -> None:
 def seed_blog(postgres, name: str, user: str, password: str) -> None:
     postgres.create_database(name, user, password)
     postgres.sql(f"ALTER ROLE {user} CREATEDB")
-    postgres.sql(f"SET ROLE {user}; CREATE TABLE posts (id serial PRIMARY KEY, title text, body text); "
-                 f"INSERT INTO posts (title, body) SELECT 'post ' || g, repeat('lorem ', 50) "
-                 f"FROM generate_series(1, {BLOG_ROWS}) g;", name)
+    postgres.sql(
+        f"SET ROLE {user}; CREATE TABLE posts (id serial PRIMARY KEY, title text, body text); "
+        f"INSERT INTO posts (title, body) SELECT 'post ' || g, repeat('lorem ', 50) "
+        f"FROM generate_series(1, {BLOG_ROWS}) g;",
+        name,
+    )
 
 
 def base_inventory(ssh_hosts, s3, state_dir) -> dict:
     return {
         "oplog": f"sqlite:///{state_dir}/oplog.db",
-        "storage": {"offsite": {"type": "s3", "endpoint": s3.endpoint, "bucket": "agency-backups",
-                                "prefix": "orch", "access_key": {"env": "T_S3_KEY"},
-                                "secret_key": {"env": "T_S3_SECRET"}, "password": {"env": "T_RESTIC_PW"},
-                                "create_bucket": True}},
+        "storage": {
+            "offsite": {
+                "type": "s3",
+                "endpoint": s3.endpoint,
+                "bucket": "agency-backups",
+                "prefix": "orch",
+                "access_key": {"env": "T_S3_KEY"},
+                "secret_key": {"env": "T_S3_SECRET"},
+                "password": {"env": "T_RESTIC_PW"},
+                "create_bucket": True,
+            }
+        },
         "hosts": {name: host_entry(h) for name, h in ssh_hosts.items()},
-        "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"],
-                                "retention": {"daily": 7}}},
+        "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"], "retention": {"daily": 7}}},
     }
 
 
@@ -59,18 +76,56 @@ def fleet(tmp_path_factory, ssh_hosts, mariadb, postgres, s3) -> Fleet:
     shop_path, blog_path = f"{web1.home}/sites-{run}/shop", f"{stage1.home}/sites-{run}/blog"
     make_tree(web1, shop_path)
     make_tree(stage1, blog_path, files=10)
-    env = orch_env(state, T_S3_KEY=s3.access_key, T_S3_SECRET=s3.secret_key, T_RESTIC_PW=new_password(),
-                   T_SHOP_PW=shop_pw, T_BLOG_PW=blog_pw)
+    env = orch_env(
+        state,
+        T_S3_KEY=s3.access_key,
+        T_S3_SECRET=s3.secret_key,
+        T_RESTIC_PW=new_password(),
+        T_SHOP_PW=shop_pw,
+        T_BLOG_PW=blog_pw,
+    )
     fleet = Fleet(root, env, ssh_hosts)
     fleet.sites = {
-        "shop": {"name": "shop", "playbook": "wordpress", "task": "10001", "environments": {"production": {
-            "host": "web1", "path": shop_path, "url": "https://shop.example",
-            "database": {"engine": "mysql", "name": "shop", "user": "shop", "password": {"env": "T_SHOP_PW"},
-                         "host": mariadb.host, "port": mariadb.port}}}},
-        "blog": {"name": "blog", "playbook": "generic", "task": "10002", "environments": {"production": {
-            "host": "stage1", "path": blog_path, "url": "https://blog.example",
-            "database": {"engine": "postgresql", "name": "blog", "user": "blog", "password": {"env": "T_BLOG_PW"},
-                         "host": postgres.host, "port": postgres.port}}}},
+        "shop": {
+            "name": "shop",
+            "playbook": "wordpress",
+            "task": "10001",
+            "environments": {
+                "production": {
+                    "host": "web1",
+                    "path": shop_path,
+                    "url": "https://shop.example",
+                    "database": {
+                        "engine": "mysql",
+                        "name": "shop",
+                        "user": "shop",
+                        "password": {"env": "T_SHOP_PW"},
+                        "host": mariadb.host,
+                        "port": mariadb.port,
+                    },
+                }
+            },
+        },
+        "blog": {
+            "name": "blog",
+            "playbook": "generic",
+            "task": "10002",
+            "environments": {
+                "production": {
+                    "host": "stage1",
+                    "path": blog_path,
+                    "url": "https://blog.example",
+                    "database": {
+                        "engine": "postgresql",
+                        "name": "blog",
+                        "user": "blog",
+                        "password": {"env": "T_BLOG_PW"},
+                        "host": postgres.host,
+                        "port": postgres.port,
+                    },
+                }
+            },
+        },
     }
     fleet.base = base_inventory(ssh_hosts, s3, state)
     fleet.write_inventory(fleet.base, fleet.sites)
@@ -86,22 +141,55 @@ def wp_fleet(fleet, wordpress, stage1_web, mariadb, ssh_hosts, tmp_path_factory)
     mariadb.sql("GRANT ALL PRIVILEGES ON *.* TO 'orch_admin'@'%' WITH GRANT OPTION")
     stage1, nginx = ssh_hosts["stage1"], stage1_web.nginx
     inventory = json.loads(json.dumps(fleet.base))
-    inventory["hosts"]["stage1"] = host_entry(stage1) | {"web": {
-        "sites_dir": str(nginx.sites_dir), "listen": nginx.listen, "connect": nginx.listen,
-        "php_socket": str(stage1_web.php.socket), "test": nginx.test_command.split(),
-        "reload": nginx.reload_command.split()}}
+    inventory["hosts"]["stage1"] = host_entry(stage1) | {
+        "web": {
+            "sites_dir": str(nginx.sites_dir),
+            "listen": nginx.listen,
+            "connect": nginx.listen,
+            "php_socket": str(stage1_web.php.socket),
+            "test": nginx.test_command.split(),
+            "reload": nginx.reload_command.split(),
+        }
+    }
     port = nginx.listen.rsplit(":", 1)[1]
-    site = {"name": "wp", "playbook": "wordpress", "task": "10010", "environments": {
-        "production": {"host": "web1", "path": str(wordpress.path), "url": wordpress.url,
-                       "database": {"engine": "mysql", "name": wordpress.db_name, "user": wordpress.db_user,
-                                    "password": {"env": "T_WP_PW"}, "host": mariadb.host, "port": mariadb.port}},
-        "staging": {"host": "stage1", "path": f"{stage1.home}/stage-{tmp_path_factory.getbasetemp().name}",
-                    "url": f"http://{{env}}.wp.stage.test:{port}",
-                    "database": {"engine": "mysql", "name": "mysql", "user": "orch_admin",
-                                 "password": {"env": "T_WP_ADMIN_PW"},
-                                 "host": mariadb.host, "port": mariadb.port}}}}
-    wp = Fleet(tmp_path_factory.mktemp("wpfleet"), fleet.env | {"T_WP_PW": wordpress.db_password,
-                                                                 "T_WP_ADMIN_PW": admin_pw}, fleet.hosts)
+    site = {
+        "name": "wp",
+        "playbook": "wordpress",
+        "task": "10010",
+        "environments": {
+            "production": {
+                "host": "web1",
+                "path": str(wordpress.path),
+                "url": wordpress.url,
+                "database": {
+                    "engine": "mysql",
+                    "name": wordpress.db_name,
+                    "user": wordpress.db_user,
+                    "password": {"env": "T_WP_PW"},
+                    "host": mariadb.host,
+                    "port": mariadb.port,
+                },
+            },
+            "staging": {
+                "host": "stage1",
+                "path": f"{stage1.home}/stage-{tmp_path_factory.getbasetemp().name}",
+                "url": f"http://{{env}}.wp.stage.test:{port}",
+                "database": {
+                    "engine": "mysql",
+                    "name": "mysql",
+                    "user": "orch_admin",
+                    "password": {"env": "T_WP_ADMIN_PW"},
+                    "host": mariadb.host,
+                    "port": mariadb.port,
+                },
+            },
+        },
+    }
+    wp = Fleet(
+        tmp_path_factory.mktemp("wpfleet"),
+        fleet.env | {"T_WP_PW": wordpress.db_password, "T_WP_ADMIN_PW": admin_pw},
+        fleet.hosts,
+    )
     wp.write_inventory(inventory, {"wp": site})
     wp.wordpress, wp.mariadb, wp.stage1 = wordpress, mariadb, stage1
     wp.orch("backup", "wp", "--task", "14883")

@@ -1,5 +1,6 @@
 """A small agency fleet on the testbed: real sites on real hosts, an inventory describing them, and a way to
 run the real `orch` CLI against it."""
+
 from __future__ import annotations
 
 import json
@@ -29,23 +30,32 @@ class Measured:
 
 @dataclass
 class Fleet:
-    root: Path                 # inventory dir
-    env: dict                  # environment for orch (secrets as env vars, state dir)
+    root: Path  # inventory dir
+    env: dict  # environment for orch (secrets as env vars, state dir)
     hosts: dict
-    sites: dict = field(default_factory=dict)   # name -> {"host", "path", "db": {...}}
+    sites: dict = field(default_factory=dict)  # name -> {"host", "path", "db": {...}}
 
     @property
     def inventory(self) -> Path:
         return self.root / "inventory.yaml"
 
-    def orch(self, *args, expect: int | None = 0, env: dict | None = None, timeout: int = 300,
-             stdin: str | None = None) -> subprocess.CompletedProcess:
+    def orch(
+        self, *args, expect: int | None = 0, env: dict | None = None, timeout: int = 300, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run the real CLI; assert its exit code unless expect is None."""
-        proc = subprocess.run([*ORCH, "-i", str(self.inventory), *map(str, args)], capture_output=True,
-                              text=True, env=self.env | (env or {}), timeout=timeout, input=stdin or "")
+        proc = subprocess.run(
+            [*ORCH, "-i", str(self.inventory), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=self.env | (env or {}),
+            timeout=timeout,
+            input=stdin or "",
+        )
         if expect is not None:
-            assert proc.returncode == expect, (f"orch {' '.join(map(str, args))} exited {proc.returncode}\n"
-                                               f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}")
+            assert proc.returncode == expect, (
+                f"orch {' '.join(map(str, args))} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}"
+            )
         return proc
 
     def orch_json(self, *args, expect: int | None = 0, env: dict | None = None):
@@ -54,13 +64,21 @@ class Fleet:
     def orch_measured(self, *args, memory_limit: int | None = None, timeout: float = 120) -> Measured:
         """Run the real CLI and measure it: wall time and peak RSS of that process alone (wait4's rusage).
         memory_limit (bytes of address space) keeps a runaway from taking the machine down."""
+
         def limit():
             if memory_limit:
                 resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             started = time.monotonic()
-            proc = subprocess.Popen([*ORCH, "-i", str(self.inventory), *map(str, args)], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, env=self.env, preexec_fn=limit)
+            proc = subprocess.Popen(
+                [*ORCH, "-i", str(self.inventory), *map(str, args)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                preexec_fn=limit,
+            )
             deadline = started + timeout
             while (waited := os.wait4(proc.pid, os.WNOHANG))[0] == 0:
                 if time.monotonic() > deadline:
@@ -70,8 +88,13 @@ class Fleet:
             proc.returncode = os.waitstatus_to_exitcode(waited[1])  # reaped here: keep Popen from waiting again
             out.seek(0)
             err.seek(0)
-            return Measured(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                            seconds, waited[2].ru_maxrss * 1024)
+            return Measured(
+                proc.returncode,
+                out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"),
+                seconds,
+                waited[2].ru_maxrss * 1024,
+            )
 
     def write_inventory(self, inventory: dict, sites: dict[str, dict]) -> None:
         sites_dir = self.root / "sites"
@@ -84,8 +107,14 @@ class Fleet:
 
 
 def host_entry(host, **extra) -> dict:
-    return {"address": host.address, "port": host.port, "user": host.user, "host_key": host.host_key,
-            "identity_file": str(host.identity_file), **extra}
+    return {
+        "address": host.address,
+        "port": host.port,
+        "user": host.user,
+        "host_key": host.host_key,
+        "identity_file": str(host.identity_file),
+        **extra,
+    }
 
 
 def orch_env(state_dir: Path, **secrets_env) -> dict:
@@ -102,9 +131,11 @@ def make_tree(host, path: str, files: int = 40, size: int = 4096) -> None:
     host.run(f"mkdir -p {path}/wp-content/uploads/2026 {path}/wp-content/cache {path}/wp-content/themes/t")
     uploads = "wp-content/uploads/2026"
     host.run(f"cd {path} && for i in $(seq 1 {files}); do head -c {size} /dev/urandom > {uploads}/f$i.bin; done")
-    host.run(f"cd {path} && echo '<?php echo \"home\";' > index.php && echo cached > wp-content/cache/page.html && "
-             f"echo 'theme v1' > wp-content/themes/t/style.css && "
-             f"printf 'ünïcødé\\n' > '{uploads}/Файл с пробелом.txt'")
+    host.run(
+        f"cd {path} && echo '<?php echo \"home\";' > index.php && echo cached > wp-content/cache/page.html && "
+        f"echo 'theme v1' > wp-content/themes/t/style.css && "
+        f"printf 'ünïcødé\\n' > '{uploads}/Файл с пробелом.txt'"
+    )
 
 
 def tree_checksums(host, path: str, exclude: str = "wp-content/cache") -> dict[str, str]:

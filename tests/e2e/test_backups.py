@@ -1,4 +1,5 @@
 """Backups end to end: restic on the hosts, dumps streamed, S3 storage, restore, verify, prune, faults."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ def backed_up(fleet, mariadb, postgres):
     fleet.mariadb, fleet.postgres = mariadb, postgres
     results = fleet.orch_json("backup", "shop", "blog", "--task", "14883")
     assert [r["status"] for r in results] == ["ok", "ok"], results
-    state = {s: (_rows(fleet, s), tree_checksums(fleet.hosts[h], fleet.sites[s]["environments"]["production"]["path"]))
-             for s, h in (("shop", "web1"), ("blog", "stage1"))}
+    state = {
+        s: (_rows(fleet, s), tree_checksums(fleet.hosts[h], fleet.sites[s]["environments"]["production"]["path"]))
+        for s, h in (("shop", "web1"), ("blog", "stage1"))
+    }
     return {r["site"]: r["backup_id"] for r in results}, state
 
 
@@ -63,14 +66,27 @@ def test_restoring_onto_production_without_yes_is_refused(fleet, backed_up):
 @pytest.mark.parametrize("path", ["../etc", "/etc/passwd", "wp-content/../../x"])
 def test_restore_path_traversal_is_refused(fleet, backed_up, path):
     ids, _ = backed_up
-    proc = fleet.orch("restore", "shop", "--backup", ids["shop"], "--to", "production", "--task", "1", "--yes",
-                      "--path", path, expect=2)
+    proc = fleet.orch(
+        "restore",
+        "shop",
+        "--backup",
+        ids["shop"],
+        "--to",
+        "production",
+        "--task",
+        "1",
+        "--yes",
+        "--path",
+        path,
+        expect=2,
+    )
     assert "relative path inside the site" in proc.stderr
 
 
 def test_a_backup_id_that_does_not_exist_is_refused(fleet, backed_up):
-    proc = fleet.orch("restore", "shop", "--backup", "19990101-000000-dead", "--to", "production", "--task", "1",
-                      "--yes", expect=2)
+    proc = fleet.orch(
+        "restore", "shop", "--backup", "19990101-000000-dead", "--to", "production", "--task", "1", "--yes", expect=2
+    )
     assert "no backup '19990101-000000-dead'" in proc.stderr
 
 
@@ -80,8 +96,9 @@ def test_backups_json_and_log_show_snapshot_ids_and_sizes(fleet, backed_up):
     mine = listed[ids["shop"]]
     assert mine["status"] == "ok" and mine["task"] == "14883"
     assert set(mine["snapshots"]) == {"db", "files"} and mine["files_size"] > 100_000 and mine["db_size"] > 1000
-    op = next(op for op in fleet.orch_json("log", "--task", "14883") if op["action"] == "backup"
-              and op["site"] == "shop")
+    op = next(
+        op for op in fleet.orch_json("log", "--task", "14883") if op["action"] == "backup" and op["site"] == "shop"
+    )
     art = next(a for a in op["artifacts"] if a["kind"] == "backup")
     assert art["ident"] == ids["shop"] and art["details"]["snapshots"] == mine["snapshots"]
     assert art["details"]["files"]["count"] >= 40 and art["details"]["db"]["size"] == mine["db_size"]
@@ -117,7 +134,7 @@ def test_verify_fails_loudly_when_the_stored_dump_is_corrupt(fleet, s3, mariadb)
     newest = [p for p in packs if p.is_file()][-2:]
     for pack in newest:
         data = bytearray(pack.read_bytes())
-        data[len(data) // 2: len(data) // 2 + 64] = b"\x00" * 64
+        data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
         pack.write_bytes(bytes(data))
     proc = fleet.orch("verify", "shop", "--backup", backup_id, "--task", "14886", expect=1)
     assert "FAILED" in proc.stderr, (snap, proc.stderr)
@@ -199,11 +216,16 @@ def test_a_second_backup_of_an_unchanged_site_adds_almost_nothing(fleet, ssh_hos
     """200 MB of incompressible files + a database: the second backup adds < 1 % and takes < half the time."""
     host = ssh_hosts["web1"]
     path = fleet.sites["shop"]["environments"]["production"]["path"].replace("/shop", "/big")
-    host.run(f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 100); do head -c 2097152 /dev/urandom "
-             f"> {path}/f$i.bin; done")
+    host.run(
+        f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 100); do head -c 2097152 /dev/urandom "
+        f"> {path}/f$i.bin; done"
+    )
     shop_db = fleet.sites["shop"]["environments"]["production"]["database"]  # files AND a database
-    big = {"name": "big", "task": "10003",
-           "environments": {"production": {"host": "web1", "path": path, "database": shop_db}}}
+    big = {
+        "name": "big",
+        "task": "10003",
+        "environments": {"production": {"host": "web1", "path": path, "database": shop_db}},
+    }
     fleet.write_inventory(fleet.base, fleet.sites | {"big": big})
     try:
         t0 = time.monotonic()
@@ -226,6 +248,7 @@ def test_export_streams_a_tar_zst_with_files_and_dump_and_gives_a_working_link(f
     import urllib.request
 
     import zstandard
+
     ids, _ = backed_up
     result = fleet.orch_json("export", "shop", "--backup", ids["shop"], "--task", "14893")
     assert result["key"].endswith(".tar.zst") and result["size"] > 100_000
@@ -246,9 +269,14 @@ def test_kill_9_during_restic_leaves_interrupted_and_the_stale_repository_lock_i
     from fleet import ORCH
 
     from orchestrator.backends.remote.watchdog import group_members
+
     fleet.mariadb = mariadb
-    victim = subprocess.Popen([*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", "14894"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=fleet.env)
+    victim = subprocess.Popen(
+        [*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", "14894"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=fleet.env,
+    )
     deadline = time.monotonic() + 60
     pids = []
     while not pids and time.monotonic() < deadline:  # wait until restic itself runs on the host
@@ -264,6 +292,7 @@ def test_kill_9_during_restic_leaves_interrupted_and_the_stale_repository_lock_i
 
     def left() -> list[int]:  # the rest of the dead run (dump, shells), which its watchdog must stop
         return [pid for group in groups for pid in group_members(group, me=-1)]
+
     while left() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left(), left()
@@ -282,8 +311,9 @@ def test_the_pm_report_of_a_task_lists_its_backups_and_restores(fleet, backed_up
     assert "<h1>Task 14883</h1>" in page.read_text() and ids["blog"] in page.read_text()
 
 
-def test_verify_uses_the_configured_scratch_server_when_the_site_user_may_not_create_databases(fleet, postgres,
-                                                                                               backed_up):
+def test_verify_uses_the_configured_scratch_server_when_the_site_user_may_not_create_databases(
+    fleet, postgres, backed_up
+):
     ids, _ = backed_up
     postgres.sql("ALTER ROLE blog NOCREATEDB")
     try:
@@ -291,11 +321,19 @@ def test_verify_uses_the_configured_scratch_server_when_the_site_user_may_not_cr
         assert "permission denied to create database" in proc.stderr
         assert "verify.scratch_database" in proc.stderr  # the error says what to configure
         site = json.loads(json.dumps(fleet.sites["blog"]))
-        site["verify"] = {"scratch_database": {"engine": "postgresql", "host": postgres.host, "port": postgres.port,
-                                               "user": "postgres", "password": {"env": "T_PG_SUPER"}}}
+        site["verify"] = {
+            "scratch_database": {
+                "engine": "postgresql",
+                "host": postgres.host,
+                "port": postgres.port,
+                "user": "postgres",
+                "password": {"env": "T_PG_SUPER"},
+            }
+        }
         fleet.write_inventory(fleet.base, fleet.sites | {"blog": site})
-        report = fleet.orch_json("verify", "blog", "--backup", ids["blog"], "--task", "14896",
-                                 env={"T_PG_SUPER": postgres.password})
+        report = fleet.orch_json(
+            "verify", "blog", "--backup", ids["blog"], "--task", "14896", env={"T_PG_SUPER": postgres.password}
+        )
         assert report["status"] == "ok" and report["tables"]["public.posts"] == 120
     finally:
         postgres.sql("ALTER ROLE blog CREATEDB")

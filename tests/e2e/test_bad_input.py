@@ -1,5 +1,6 @@
 """Bad input, end to end: each gets one clear line naming what is wrong and its exit code, never a traceback,
 and nothing is lost or changed."""
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,13 @@ def own_fleet(fleet: Fleet, root, **sites: dict) -> Fleet:
 
 def alias_bomb(levels: int = 9, fan_out: int = 9) -> str:
     """A site file whose `sanitize` block is tiny as written and fan_out**levels strings once expanded."""
-    lines = ["name: bomb", "environments:", "  production: {host: web1, path: /srv/bomb}", "sanitize:",
-             "  a0: &a0 [" + ", ".join(['"lol"'] * fan_out) + "]"]
+    lines = [
+        "name: bomb",
+        "environments:",
+        "  production: {host: web1, path: /srv/bomb}",
+        "sanitize:",
+        "  a0: &a0 [" + ", ".join(['"lol"'] * fan_out) + "]",
+    ]
     lines += [f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fan_out) + "]" for i in range(1, levels + 1)]
     return "\n".join(lines) + "\n"
 
@@ -57,7 +63,6 @@ def test_defect_3_a_yaml_alias_bomb_is_refused_at_once_in_little_memory_naming_i
     assert {"shop", "blog"} <= {line.split()[0] for line in listed.stdout.splitlines()[1:]}
 
 
-
 def recorded(fleet: Fleet, task: str) -> list[tuple]:
     """The operations stored under exactly this task, read straight from the fleet's SQLite oplog."""
     db = sqlite3.connect(fleet.base["oplog"].removeprefix("sqlite:///"))
@@ -86,8 +91,7 @@ def test_a_task_that_is_not_a_number_is_one_line_and_exit_2(fleet, task):
 @pytest.mark.parametrize("name", ["../etc", "shop;id", "$(id)", "shop\n", "../../shop", "Shop"])
 def test_a_site_or_env_name_that_cannot_be_a_name_is_one_line_and_exit_2_and_not_recorded(fleet, name):
     task = "8801"
-    for args in (("backup", name), ("backup", "shop", "--env", name), ("unlock", name),
-                 ("pin", name, "--backup", "x")):
+    for args in (("backup", name), ("backup", "shop", "--env", name), ("unlock", name), ("pin", name, "--backup", "x")):
         proc = fleet.orch(*args, "--task", task, expect=2)
         line = one_error_line(proc.stderr)
         assert repr(name) in line and "name" in line, line
@@ -96,8 +100,9 @@ def test_a_site_or_env_name_that_cannot_be_a_name_is_one_line_and_exit_2_and_not
 
 def test_a_site_file_that_is_not_utf8_is_one_line_naming_it(fleet, tmp_path):
     other = own_fleet(fleet, tmp_path / "inv")
-    (other.root / "sites" / "blog.yaml").write_bytes((other.root / "sites" / "blog.yaml").read_bytes()
-                                                      .replace(b"playbook: generic", b"playbook: g\xe9n\xe9ric"))
+    (other.root / "sites" / "blog.yaml").write_bytes(
+        (other.root / "sites" / "blog.yaml").read_bytes().replace(b"playbook: generic", b"playbook: g\xe9n\xe9ric")
+    )
     proc = other.orch("backup", "blog", "--task", "8802", expect=2)
     assert one_error_line(proc.stderr) == "orch: sites/blog.yaml: line 2: not UTF-8 text (byte 0xe9)"
 
@@ -131,7 +136,7 @@ def test_defect_16_a_damaged_oplog_file_is_one_line_and_exit_1(fleet, tmp_path, 
         path.write_bytes(b"this is no database\n" * 500)
     elif damage == "truncated":
         data = good_oplog(fleet, path)
-        path.write_bytes(data[:len(data) // 2])
+        path.write_bytes(data[: len(data) // 2])
     elif damage == "folder":
         path.mkdir(parents=True)
     else:
@@ -148,6 +153,7 @@ def test_defect_16_a_damaged_oplog_file_is_one_line_and_exit_1(fleet, tmp_path, 
 
 def test_defect_16_an_unreachable_postgresql_oplog_is_one_line_and_exit_1(fleet, tmp_path):
     from testbed.ports import free_port
+
     other = with_oplog(fleet, tmp_path / "inv", f"postgresql://orch:pg-secret-1601@127.0.0.1:{free_port()}/oplog")
     proc = other.orch("log", "--task", "1601", expect=1)
     line = one_error_line(proc.stderr)

@@ -4,6 +4,7 @@ kept living (new posts and comments took the ids the copy used). Checked with Wo
 HTTP; production's dump, compared row by row, changed only by the promoted items. A failure after the database
 change restores production exactly; a page edited on both sides blocks the promotion until --prefer resolves it.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ function orch_image($name, $w, $h, $parent = 0) {
 }
 """
 
-BUILD_LANDING = IMAGES + r"""
+BUILD_LANDING = (
+    IMAGES
+    + r"""
 $page = wp_insert_post(['post_type' => 'page', 'post_status' => 'publish', 'post_title' => 'Landing: spring sale',
                         'post_name' => '@LANDING@', 'post_content' => 'draft'], true);
 $hero = orch_image('landing-hero', 640, 360, $page);
@@ -69,6 +72,7 @@ update_option('blogdescription', '@TAGLINE@');
 echo json_encode(['page' => $page, 'hero' => $hero, 'gallery' => [$g1, $g2], 'item' => $item,
                   'files' => array_map(fn ($id) => get_attached_file($id), [$hero, $g1, $g2])]);
 """.replace("@LANDING@", LANDING).replace("@TAGLINE@", TAGLINE)
+)
 
 LIVE_ON = r"""
 $ids = [];
@@ -115,9 +119,25 @@ def stage_php(wp, staged: dict, code: str) -> dict:
 
 def rows(wp) -> dict[str, set[str]]:
     """Production's rows, one INSERT per row, by table (CREATE TABLE and its AUTO_INCREMENT left out)."""
-    out = subprocess.run(["mariadb-dump", "--no-defaults", "-S", str(wp.mariadb.socket), "-u", "root",
-                          "--skip-dump-date", "--skip-comments", "--skip-extended-insert", "--order-by-primary",
-                          "--no-create-info", wp.wordpress.db_name], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "mariadb-dump",
+            "--no-defaults",
+            "-S",
+            str(wp.mariadb.socket),
+            "-u",
+            "root",
+            "--skip-dump-date",
+            "--skip-comments",
+            "--skip-extended-insert",
+            "--order-by-primary",
+            "--no-create-info",
+            wp.wordpress.db_name,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     tables: dict[str, set[str]] = {}
     for line in out.splitlines():
         if line.startswith("INSERT INTO `"):
@@ -127,9 +147,22 @@ def rows(wp) -> dict[str, set[str]]:
 
 
 def full_dump(wp) -> str:
-    return subprocess.run(["mariadb-dump", "--no-defaults", "-S", str(wp.mariadb.socket), "-u", "root",
-                           "--skip-dump-date", "--skip-comments", wp.wordpress.db_name],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [
+            "mariadb-dump",
+            "--no-defaults",
+            "-S",
+            str(wp.mariadb.socket),
+            "-u",
+            "root",
+            "--skip-dump-date",
+            "--skip-comments",
+            wp.wordpress.db_name,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def uploads(wp) -> dict[str, str]:
@@ -138,7 +171,7 @@ def uploads(wp) -> dict[str, str]:
 
 def first_values(line: str) -> list[str]:
     """The leading values of an INSERT line (numbers and short strings), enough to say whose row it is."""
-    body = line[line.index(" VALUES (") + 9:]
+    body = line[line.index(" VALUES (") + 9 :]
     return re.findall(r"'(?:[^'\\]|\\.)*'|[^,']+", body)[:4]
 
 
@@ -147,27 +180,34 @@ def landing(wp_fleet):
     """Production with a menu `Main` (its Services page in it), a staging copy of it, a landing page built on the
     copy, and production living on meanwhile (posts and comments taking the copy's ids)."""
     wp = wp_fleet
-    prod_php(wp, """
+    prod_php(
+        wp,
+        """
         if (!wp_get_nav_menu_object('Main')) {
             $menu = wp_create_nav_menu('Main');
             wp_update_nav_menu_item($menu, 0, ['menu-item-title' => 'Services', 'menu-item-object' => 'page',
                 'menu-item-object-id' => get_page_by_path('services')->ID, 'menu-item-type' => 'post_type',
                 'menu-item-status' => 'publish']);
         }
-        echo json_encode(wp_get_nav_menu_object('Main'));""")
+        echo json_encode(wp_get_nav_menu_object('Main'));""",
+    )
     services = prod_php(wp, "echo json_encode(get_page_by_path('services')->post_content);")
     staged = wp.orch_json("staging", "create", "wp", "--task", TASK, "--from", "fresh")
     try:
         built = stage_php(wp, staged, BUILD_LANDING)
         lived = prod_php(wp, LIVE_ON)
-        assert set(lived["posts"]) & {built["page"], built["hero"], *built["gallery"], built["item"]}, \
+        assert set(lived["posts"]) & {built["page"], built["hero"], *built["gallery"], built["item"]}, (
             "production's new posts must take ids the copy used too"
+        )
         yield wp, staged, built, lived
     finally:  # the session's other tests expect no copy of ours and the Services page as it was
         wp.orch("staging", "destroy", "wp", "--env", ENV, "--task", TASK)
         quoted = "'" + json.dumps(services).replace("\\", "\\\\").replace("'", "\\'") + "'"  # a PHP literal
-        prod_php(wp, "echo json_encode(wp_update_post(['ID' => get_page_by_path('services')->ID, "
-                     f"'post_content' => wp_slash(json_decode({quoted}))]));")
+        prod_php(
+            wp,
+            "echo json_encode(wp_update_post(['ID' => get_page_by_path('services')->ID, "
+            f"'post_content' => wp_slash(json_decode({quoted}))]));",
+        )
 
 
 def promote(wp, *extra, expect: int | None = 0):
@@ -230,11 +270,18 @@ def test_the_landing_page_its_images_menu_item_and_tagline_reach_production(land
     assert any(i["title"] == "Services" for i in live["menu"]), "the menu keeps its item"
     assert wp.wordpress.url in live["content"] and staged["url"].rstrip("/") not in live["content"]
     # the copy's ids that production used meanwhile are production's posts still
-    titles = json.loads(wp.wordpress.run_php(
-        "echo json_encode(array_map(fn ($id) => get_the_title($id), %s));" % json.dumps(lived["posts"])))
+    titles = json.loads(
+        wp.wordpress.run_php(
+            "echo json_encode(array_map(fn ($id) => get_the_title($id), %s));" % json.dumps(lived["posts"])
+        )
+    )
     assert titles == [f"Production news {n}" for n in (1, 2, 3, 4)]
-    comments = json.loads(wp.wordpress.run_php("echo json_encode(array_map(fn ($id) => get_comment($id)->"
-                                               "comment_content, %s));" % json.dumps(lived["comments"])))
+    comments = json.loads(
+        wp.wordpress.run_php(
+            "echo json_encode(array_map(fn ($id) => get_comment($id)->"
+            "comment_content, %s));" % json.dumps(lived["comments"])
+        )
+    )
     assert comments == ["Great roof!", "When is the next sale?"]
 
     # over HTTP: the page at its production URL, with its images
@@ -249,9 +296,15 @@ def test_the_landing_page_its_images_menu_item_and_tagline_reach_production(land
     # nothing else changed: every row that differs belongs to a promoted item
     after = rows(wp)
     new_posts = {live["page"], live["thumb"]["id"], *(g["id"] for g in live["gallery"])}
-    new_posts |= {i["db_id"] for i in json.loads(wp.wordpress.run_php(
-        "echo json_encode(array_map(fn ($i) => ['db_id' => $i->db_id], wp_get_nav_menu_items('Main')));"))
-        if i["db_id"] not in _ids(before.get("wp_posts", set()))}
+    new_posts |= {
+        i["db_id"]
+        for i in json.loads(
+            wp.wordpress.run_php(
+                "echo json_encode(array_map(fn ($i) => ['db_id' => $i->db_id], wp_get_nav_menu_items('Main')));"
+            )
+        )
+        if i["db_id"] not in _ids(before.get("wp_posts", set()))
+    }
     for table in sorted(set(before) | set(after)):
         old, new = before.get(table, set()), after.get(table, set())
         gone, came = old - new, new - old
@@ -290,8 +343,10 @@ echo json_encode(['id' => $page->ID]);
 def test_a_page_edited_on_both_sides_blocks_until_prefer_staging_resolves_it(landing):
     wp, staged, built, _ = landing
     again = wp.orch_json("promote", "wp", "--from", ENV, "--content-only", "--task", TASK, "--dry-run")
-    assert {(i["kind"], i["id"]) for i in again["earlier"]} >= {("page", str(built["page"])),
-                                                                ("menu-item", str(built["item"]))}
+    assert {(i["kind"], i["id"]) for i in again["earlier"]} >= {
+        ("page", str(built["page"])),
+        ("menu-item", str(built["item"])),
+    }
     assert not [i for i in again["items"] if i["status"] == "added"], "a second run inserts nothing twice"
     page = stage_php(wp, staged, EDIT_SERVICES.replace("@TEXT@", "Services, as the copy has them"))["id"]
     prod_php(wp, EDIT_SERVICES.replace("@TEXT@", "Services, as production has them"))
@@ -299,8 +354,9 @@ def test_a_page_edited_on_both_sides_blocks_until_prefer_staging_resolves_it(lan
     proc = promote(wp, "--select", f"page:{page}", "--yes", expect=1)
     assert "blocked" in proc.stderr and f"page {page} 'Services'" in proc.stderr, proc.stderr
     assert full_dump(wp) == before, "a blocked promotion changes nothing"
-    plan = wp.orch_json("promote", "wp", "--from", ENV, "--content-only", "--task", TASK, "--select", f"page:{page}",
-                        "--dry-run")
+    plan = wp.orch_json(
+        "promote", "wp", "--from", ENV, "--content-only", "--task", TASK, "--select", f"page:{page}", "--dry-run"
+    )
     assert plan["blocked"] and [c["item"] for c in plan["conflicts"]] == [f"page:{page}"]
 
     out = json.loads(promote(wp, "--select", f"page:{page}", "--prefer", "staging", "--yes", "--json").stdout)

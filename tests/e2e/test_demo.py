@@ -1,4 +1,5 @@
 """scripts/demo, the README's first command, runs end to end on embedded defaults and its restore really restores."""
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,20 @@ def demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     demo_dir = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "RESTIC_"))}
     venv_bin = str(Path(sys.executable).parent)
-    env |= {"ORCH_DEMO_DIR": str(demo_dir), "ORCH_DEMO_SKIP_BOOTSTRAP": "1",
-            "PATH": venv_bin + os.pathsep + env.get("PATH", "")}
-    result = subprocess.run(["bash", "scripts/demo"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=600)
+    env |= {
+        "ORCH_DEMO_DIR": str(demo_dir),
+        "ORCH_DEMO_SKIP_BOOTSTRAP": "1",
+        "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
+    }
+    result = subprocess.run(
+        ["bash", "scripts/demo"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return result, demo_dir
 
 
@@ -50,14 +61,23 @@ def test_restore_brings_the_file_and_rows_back(demo):
 
 def test_every_step_is_shown_and_logged(demo):
     out = demo[0].stdout
-    for command in ("check", "backup sample --task 14883", "backups sample",
-                    "restore sample --backup latest --to production --task 14883 --yes",
-                    "verify sample --task 14883", "log --task 14883 --steps"):
+    for command in (
+        "check",
+        "backup sample --task 14883",
+        "backups sample",
+        "restore sample --backup latest --to production --task 14883 --yes",
+        "verify sample --task 14883",
+        "log --task 14883 --steps",
+    ):
         assert re.search(rf"^\$ orch -i \S+ {re.escape(command)}$", out, re.M), command
     # the PM's view: backup, restore (with its safety backup taken inside it) and verify, all ok, against the task
-    log = out[out.rindex("log --task 14883 --steps"):]
+    log = out[out.rindex("log --task 14883 --steps") :]
     assert re.findall(r"^#\d+ .* task 14883 +sample/production +(\w+) .* (\w+)$", log, re.M) == [
-        ("backup", "OK"), ("restore", "OK"), ("backup", "OK"), ("verify", "OK")]
+        ("backup", "OK"),
+        ("restore", "OK"),
+        ("backup", "OK"),
+        ("verify", "OK"),
+    ]
     assert "-> safety-backup:" in log and "-> restored-backup:" in log
 
 

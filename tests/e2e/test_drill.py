@@ -1,6 +1,7 @@
 """Boot drills on the real WordPress: a backup restored into a throwaway copy on stage1, its check URLs
 requested through nginx, the RTO recorded; a backup whose site fatals, or lacks a table, fails with an alert to
 a real webhook receiver; and the copy is gone afterwards, also when the drill is killed with SIGKILL."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,11 @@ def copies_left(wp) -> dict[str, list]:
     sites_dir = yaml.safe_load(wp.inventory.read_text())["hosts"]["stage1"]["web"]["sites_dir"]
     vhosts = wp.stage1.run(f"ls {sites_dir} | grep '^orch-wp-drill-' || true").stdout.split()
     registered = [e["name"] for e in wp.orch_json("staging", "list", "wp") if e["name"].startswith("drill-")]
-    return {k: v for k, v in {"registered": registered, "folders": folders, "databases": databases,
-                              "vhosts": vhosts}.items() if v}
+    return {
+        k: v
+        for k, v in {"registered": registered, "folders": folders, "databases": databases, "vhosts": vhosts}.items()
+        if v
+    }
 
 
 def backup_while(wp, broken, repaired) -> str:
@@ -86,16 +90,21 @@ def test_a_good_backup_boots_with_its_rto_recorded_and_leaves_nothing_behind(dri
 def test_a_backup_taken_while_a_plugin_was_broken_fails_and_alerts(drills):
     wp = drills.wordpress
     wp.host.run(f"mkdir -p {wp.path}/{os.path.dirname(PLUGIN)} && printf %s {_quote(GOOD_PLUGIN)} > {wp.path}/{PLUGIN}")
-    wp.run_php("require_once ABSPATH . 'wp-admin/includes/plugin.php'; "
-               "var_dump(activate_plugin('orch-probe/orch-probe.php'));")
+    wp.run_php(
+        "require_once ABSPATH . 'wp-admin/includes/plugin.php'; var_dump(activate_plugin('orch-probe/orch-probe.php'));"
+    )
     try:
-        backup = backup_while(drills, lambda: wp.host.run(f"echo '<?php this is not php' > {wp.path}/{PLUGIN}"),
-                              lambda: wp.host.run(f"printf %s {_quote(GOOD_PLUGIN)} > {wp.path}/{PLUGIN}"))
+        backup = backup_while(
+            drills,
+            lambda: wp.host.run(f"echo '<?php this is not php' > {wp.path}/{PLUGIN}"),
+            lambda: wp.host.run(f"printf %s {_quote(GOOD_PLUGIN)} > {wp.path}/{PLUGIN}"),
+        )
         assert wp.get("/")[0] == 200  # production itself is fine again
         proc = drills.orch("verify", "wp", "--boot", "--backup", backup, "--task", TASK, expect=1)
     finally:
-        wp.run_php("require_once ABSPATH . 'wp-admin/includes/plugin.php'; "
-                   "deactivate_plugins('orch-probe/orch-probe.php');")
+        wp.run_php(
+            "require_once ABSPATH . 'wp-admin/includes/plugin.php'; deactivate_plugins('orch-probe/orch-probe.php');"
+        )
         wp.host.run(f"rm -rf {wp.path}/wp-content/plugins/orch-probe")
     assert "boot drill of backup" in proc.stderr and "FAILED" in proc.stderr and "Traceback" not in proc.stderr
     assert "answered 500" in proc.stderr and "PHP" in proc.stderr
@@ -108,8 +117,11 @@ def test_a_backup_taken_while_a_plugin_was_broken_fails_and_alerts(drills):
 
 def test_a_backup_missing_a_table_the_home_page_needs_fails_and_alerts(drills):
     db, sql = drills.wordpress.db_name, drills.mariadb.sql
-    backup = backup_while(drills, lambda: sql("RENAME TABLE wp_posts TO wp_posts_away", db),
-                          lambda: sql("RENAME TABLE wp_posts_away TO wp_posts", db))
+    backup = backup_while(
+        drills,
+        lambda: sql("RENAME TABLE wp_posts TO wp_posts_away", db),
+        lambda: sql("RENAME TABLE wp_posts_away TO wp_posts", db),
+    )
     assert drills.wordpress.get("/")[0] == 200
     proc = drills.orch("verify", "wp", "--boot", "--backup", backup, "--task", TASK, expect=1)
     assert "database error" in proc.stderr and "wp_posts" in proc.stderr
@@ -120,8 +132,12 @@ def test_a_backup_missing_a_table_the_home_page_needs_fails_and_alerts(drills):
 
 
 def test_a_drill_killed_with_sigkill_leaves_no_copy_behind(drills):
-    proc = subprocess.Popen([*ORCH, "-i", str(drills.inventory), "verify", "wp", "--boot", "--task", TASK],
-                            env=drills.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*ORCH, "-i", str(drills.inventory), "verify", "wp", "--boot", "--task", TASK],
+        env=drills.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while "databases" not in copies_left(drills):  # killed mid-restore: files there, database loading
@@ -144,6 +160,7 @@ def test_a_drill_killed_with_sigkill_leaves_no_copy_behind(drills):
 
 def _quote(text: str) -> str:
     import shlex
+
     return shlex.quote(text)
 
 

@@ -1,6 +1,7 @@
 """Faults, end to end: the SSH connector's one clock, frozen and dropped hosts, kill -9 of orch, S3 down or
 refusing, a full disk, a database that goes away. After each: nothing reported `ok`, nothing left running, the
 site unlocked, the repository sound, earlier backups restorable, the next run fine."""
+
 from __future__ import annotations
 
 import itertools
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.e2e
 
 
 # --- helpers: processes on the testbed machine (every testbed host is a user on this machine) -----------------
+
 
 def processes(user: str) -> dict[int, str]:
     """Return {pid: full command line} of a Unix user's processes (`ps -ww`: lines are never cut)."""
@@ -84,9 +86,22 @@ def signal_all(pids, signum: int) -> None:
 
 
 def connector(host, stall: float = 600) -> SshConnector:
-    return SshConnector(Host(name=host.name, connector="ssh", address=host.address, port=host.port, user=host.user,
-                             host_key=host.host_key, known_hosts=None, identity_file=str(host.identity_file),
-                             max_parallel=2, restic="restic", nightly_window=None, stall_timeout=stall))
+    return SshConnector(
+        Host(
+            name=host.name,
+            connector="ssh",
+            address=host.address,
+            port=host.port,
+            user=host.user,
+            host_key=host.host_key,
+            known_hosts=None,
+            identity_file=str(host.identity_file),
+            max_parallel=2,
+            restic="restic",
+            nightly_window=None,
+            stall_timeout=stall,
+        )
+    )
 
 
 def pids_pipeline(path: str, busy: bool = False) -> Command:
@@ -104,12 +119,14 @@ def remote_pids(host, path: str, count: int = 2) -> list[int]:
         except subprocess.CalledProcessError:
             return None
         return pids if len(pids) >= count else None
+
     pids = wait_for(read, 15, 0.1)
     assert pids, "the remote command never started"
     return pids
 
 
 # --- the SSH connector: one wall-clock timeout, the stall rule, dropped and frozen hosts ------------------------
+
 
 @pytest.fixture
 def path(ssh_hosts):
@@ -243,25 +260,54 @@ def bed(tmp_path_factory, ssh_hosts) -> Bed:
         db.sql(f"INSERT INTO big (payload) SELECT REPEAT(MD5(seq), 30) FROM seq_1_to_{BIG_ROWS}", SITE)
         path = f"{host.home}/faults-{root.name}-{secrets.token_hex(3)}/{SITE}"
         make_tree(host, path, files=24, size=128 * 1024)
-        env = orch_env(root / "state", T_S3_KEY=s3.access_key, T_S3_SECRET=s3.secret_key, T_RESTIC_PW=restic_pw,
-                       T_DB_PW=db_pw)
+        env = orch_env(
+            root / "state", T_S3_KEY=s3.access_key, T_S3_SECRET=s3.secret_key, T_RESTIC_PW=restic_pw, T_DB_PW=db_pw
+        )
         fleet = Fleet(root / "inventory", env, ssh_hosts)
         fleet.base = {
             "oplog": f"sqlite:///{root}/state/oplog.db",
-            "storage": {"vault": {"type": "s3", "endpoint": s3.endpoint, "bucket": "fault-bucket", "prefix": "orch",
-                                  "access_key": {"env": "T_S3_KEY"}, "secret_key": {"env": "T_S3_SECRET"},
-                                  "password": {"env": "T_RESTIC_PW"}, "create_bucket": True}},
+            "storage": {
+                "vault": {
+                    "type": "s3",
+                    "endpoint": s3.endpoint,
+                    "bucket": "fault-bucket",
+                    "prefix": "orch",
+                    "access_key": {"env": "T_S3_KEY"},
+                    "secret_key": {"env": "T_S3_SECRET"},
+                    "password": {"env": "T_RESTIC_PW"},
+                    "create_bucket": True,
+                }
+            },
             "hosts": {"web1": host_entry(host, stall_timeout=5)},
             "defaults": {"backup": {"storage": "vault", "exclude": ["wp-content/cache"]}},
         }
-        fleet.sites = {SITE: {"name": SITE, "task": "10001", "environments": {"production": {
-            "host": "web1", "path": path,
-            "database": {"engine": "mysql", "name": SITE, "user": SITE, "password": {"env": "T_DB_PW"},
-                         "host": db.host, "port": db.port}}}}}
+        fleet.sites = {
+            SITE: {
+                "name": SITE,
+                "task": "10001",
+                "environments": {
+                    "production": {
+                        "host": "web1",
+                        "path": path,
+                        "database": {
+                            "engine": "mysql",
+                            "name": SITE,
+                            "user": SITE,
+                            "password": {"env": "T_DB_PW"},
+                            "host": db.host,
+                            "port": db.port,
+                        },
+                    }
+                },
+            }
+        }
         fleet.write_inventory(fleet.base, fleet.sites)
-        restic_env = os.environ | {"RESTIC_PASSWORD": restic_pw, "AWS_ACCESS_KEY_ID": s3.access_key,
-                                   "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-                                   "RESTIC_REPOSITORY": f"s3:{s3.endpoint}/fault-bucket/orch/{SITE}"}
+        restic_env = os.environ | {
+            "RESTIC_PASSWORD": restic_pw,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "RESTIC_REPOSITORY": f"s3:{s3.endpoint}/fault-bucket/orch/{SITE}",
+        }
         bed = Bed(fleet, s3, db, host, root, restic_env)
         bed.baseline = fleet.orch_json("backup", SITE, "--task", bed.task())[0]["backup_id"]
         yield bed
@@ -293,18 +339,25 @@ def of_owner(owner: str) -> dict[int, str]:
 
 
 def start_orch(bed: Bed, *args) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([*ORCH, "-i", str(bed.fleet.inventory), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=bed.fleet.env)
+    proc = subprocess.Popen(
+        [*ORCH, "-i", str(bed.fleet.inventory), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=bed.fleet.env,
+    )
     return proc, f"{socket.gethostname()}:{proc.pid}"
 
 
-def wait_for_process(bed: Bed, proc: subprocess.Popen, owner: str, starts: tuple[str, ...],
-                     contains: str = "") -> dict[int, str]:
+def wait_for_process(
+    bed: Bed, proc: subprocess.Popen, owner: str, starts: tuple[str, ...], contains: str = ""
+) -> dict[int, str]:
     """Wait until orch runs, on the host, a process whose command line starts with one of `starts`."""
+
     def found():
         assert proc.poll() is None, f"orch ended first: {proc.stderr.read()}"
-        return {pid: args for pid, args in of_owner(owner).items()
-                if args.startswith(starts) and contains in args}
+        return {pid: args for pid, args in of_owner(owner).items() if args.startswith(starts) and contains in args}
+
     hits = wait_for(found, 90, 0.02)
     assert hits, f"orch never ran {starts}"
     return hits
@@ -325,12 +378,22 @@ def kill_9(proc: subprocess.Popen, hold: dict[int, str] | None = None) -> None:
 
 def assert_nothing_left(owner: str, seen: dict[int, str]) -> None:
     """Nothing of the dead run goes on: not what we saw running, nor anything else it started."""
-    assert wait_for(lambda: not any(alive(pid) for pid in seen) and not of_owner(owner), 20), \
-        {pid: args[:120] for pid, args in of_owner(owner).items()}
+    assert wait_for(lambda: not any(alive(pid) for pid in seen) and not of_owner(owner), 20), {
+        pid: args[:120] for pid, args in of_owner(owner).items()
+    }
 
 
-def aftermath(bed: Bed, task: str, error: str | None = None, *, site: str = SITE, action: str = "backup",
-              baseline: str | None = None, repository: str | None = None, next_run=None) -> dict:
+def aftermath(
+    bed: Bed,
+    task: str,
+    error: str | None = None,
+    *,
+    site: str = SITE,
+    action: str = "backup",
+    baseline: str | None = None,
+    repository: str | None = None,
+    next_run=None,
+) -> dict:
     """After a fault: the operation failed or was interrupted (never ok), the site is not held, the repository
     passes `restic check`, the baseline backup still restores (the verify drill), the next run works."""
     op = next(op for op in bed.fleet.orch_json("log", "--task", task) if op["action"] == action)
@@ -377,8 +440,9 @@ def test_kill_9_of_orch_during_a_restore_stops_it_and_a_second_restore_completes
     before = bed.rows()
     bed.mariadb.sql("DELETE FROM big WHERE id % 3 = 0", SITE)
     task = bed.task()
-    proc, owner = start_orch(bed, "restore", SITE, "--backup", bed.baseline, "--to", "production", "--task", task,
-                             "--yes")
+    proc, owner = start_orch(
+        bed, "restore", SITE, "--backup", bed.baseline, "--to", "production", "--task", task, "--yes"
+    )
     seen = wait_for_process(bed, proc, owner, ("restic restore", "restic dump"))
     kill_9(proc, hold=seen)
     assert_nothing_left(owner, seen)
@@ -386,6 +450,7 @@ def test_kill_9_of_orch_during_a_restore_stops_it_and_a_second_restore_completes
     def restore_again():
         bed.fleet.orch("restore", SITE, "--backup", bed.baseline, "--to", "production", "--task", task, "--yes")
         assert bed.rows() == before
+
     aftermath(bed, task, "ended without finishing the operation", action="restore", next_run=restore_again)
 
 
@@ -498,13 +563,18 @@ def small_site(bed: Bed, name: str, storage: str = "vault", files: int = 3) -> d
     """A files-only site on web1 (no database), backed up to `storage`."""
     path = f"{bed.host.home}/faults-{bed.root.name}-{secrets.token_hex(3)}/{name}"
     make_tree(bed.host, path, files=files, size=64 * 1024)
-    return {"name": name, "task": "10001", "backup": {"storage": storage},
-            "environments": {"production": {"host": "web1", "path": path}}}
+    return {
+        "name": name,
+        "task": "10001",
+        "backup": {"storage": storage},
+        "environments": {"production": {"host": "web1", "path": path}},
+    }
 
 
 @pytest.fixture
 def with_sites(bed):
     """Add sites (and storages, host settings) to the bed's inventory for one test; put it back afterwards."""
+
     def add(sites: dict, storage: dict | None = None, web1: dict | None = None, scheduler: dict | None = None):
         base = json.loads(json.dumps(bed.fleet.base))
         base["storage"] |= storage or {}
@@ -512,6 +582,7 @@ def with_sites(bed):
         if scheduler:
             base["scheduler"] = scheduler
         bed.fleet.write_inventory(base, bed.fleet.sites | sites)
+
     yield add
     bed.fleet.write_inventory(bed.fleet.base, bed.fleet.sites)
 
@@ -522,8 +593,10 @@ def tiny_disk(bed):
     mount = Path(f"{bed.host.home}/tiny-{secrets.token_hex(3)}")
     owner = pwd.getpwnam(bed.host.user)
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=8m,mode=0700,uid={owner.pw_uid},gid={owner.pw_gid}",
-                    "tmpfs", str(mount)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size=8m,mode=0700,uid={owner.pw_uid},gid={owner.pw_gid}", "tmpfs", str(mount)],
+        check=True,
+    )
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
     mount.rmdir()
@@ -531,8 +604,10 @@ def tiny_disk(bed):
 
 def test_a_full_disk_fails_the_backup_naming_the_storage(bed, tiny_disk, with_sites):
     site = small_site(bed, "fullsite", storage="tiny", files=40)  # 2.5 MiB: fits
-    with_sites({"fullsite": site}, storage={"tiny": {"type": "local", "path": str(tiny_disk),
-                                                     "password": {"env": "T_RESTIC_PW"}}})
+    with_sites(
+        {"fullsite": site},
+        storage={"tiny": {"type": "local", "path": str(tiny_disk), "password": {"env": "T_RESTIC_PW"}}},
+    )
     baseline = bed.fleet.orch_json("backup", "fullsite", "--task", bed.task())[0]["backup_id"]
     path = site["environments"]["production"]["path"]
     bed.host.run(f"head -c 12M /dev/urandom > {path}/video.bin")  # does not fit any more
@@ -541,8 +616,9 @@ def test_a_full_disk_fails_the_backup_naming_the_storage(bed, tiny_disk, with_si
     assert f"storage tiny ({tiny_disk}/fullsite)" in proc.stderr and "no space left on device" in proc.stderr
     assert "restic restic" not in proc.stderr  # the old message doubled the word
     subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)  # the admin makes room
-    aftermath(bed, task, "no space left on device", site="fullsite", baseline=baseline,
-              repository=f"{tiny_disk}/fullsite")
+    aftermath(
+        bed, task, "no space left on device", site="fullsite", baseline=baseline, repository=f"{tiny_disk}/fullsite"
+    )
 
 
 def test_a_deleted_repository_says_how_to_start_a_new_one(bed, with_sites):
@@ -600,8 +676,10 @@ class SlowLink:
 def test_parallel_first_backups_into_a_new_bucket_all_succeed(bed, with_sites):
     link = SlowLink(int(bed.s3.endpoint.rsplit(":", 1)[1]), delay=0.3)
     try:
-        storage = {"fresh": bed.fleet.base["storage"]["vault"] | {"endpoint": f"http://127.0.0.1:{link.port}",
-                                                                  "bucket": f"fresh-{secrets.token_hex(4)}"}}
+        storage = {
+            "fresh": bed.fleet.base["storage"]["vault"]
+            | {"endpoint": f"http://127.0.0.1:{link.port}", "bucket": f"fresh-{secrets.token_hex(4)}"}
+        }
         sites = {f"first{i}": small_site(bed, f"first{i}", storage="fresh", files=1) for i in range(6)}
         with_sites(sites, storage=storage, web1={"max_parallel": 6}, scheduler={"max_parallel": 6})
         results = bed.fleet.orch_json("backup", *sites, "--task", bed.task(), expect=None)
@@ -614,14 +692,16 @@ def test_a_container_command_streams_both_ways_and_keeps_its_wall_clock_timeout(
     """`docker exec` has no watchdog (an image may lack python3), but the same pump and clock."""
     from orchestrator.backends.remote import Sensitive
     from orchestrator.backends.remote.docker import ContainerConnector
+
     client = docker_engine.client()
     box = client.containers.run(docker_engine.images["debian"], ["sleep", "infinity"], detach=True, remove=True)
     try:
         conn = ContainerConnector(client, box, "box")
         data = os.urandom(3 << 20)
         assert conn.run(Command("cat"), stdin=data).stdout == data
-        said = conn.run(Command("bash", "-c", 'echo "$PW"; echo err >&2; exit 3').env(PW=Sensitive("box-secret-1")),
-                        check=False)
+        said = conn.run(
+            Command("bash", "-c", 'echo "$PW"; echo err >&2; exit 3').env(PW=Sensitive("box-secret-1")), check=False
+        )
         assert (said.exit_status, said.stdout, said.stderr) == (3, b"box-secret-1\n", "err\n")
         started = time.monotonic()
         late = conn.run(Command("bash", "-c", "echo partial; sleep 30"), check=False, timeout=1)

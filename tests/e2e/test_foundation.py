@@ -1,4 +1,5 @@
 """Foundation, end to end: inventory errors, strict host keys, check, the oplog, locks, secrets."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ pytestmark = pytest.mark.e2e
 
 def test_check_reaches_every_host_database_and_storage(fleet):
     rows = fleet.orch_json("check")
-    assert {(r["site"], r["check"]) for r in rows} >= {("shop", "connect"), ("shop", "database"), ("shop", "tools"),
-                                                       ("blog", "database"), ("blog", "storage")}
+    assert {(r["site"], r["check"]) for r in rows} >= {
+        ("shop", "connect"),
+        ("shop", "database"),
+        ("shop", "tools"),
+        ("blog", "database"),
+        ("blog", "storage"),
+    }
     assert all(r["ok"] for r in rows), rows
     tools = next(r for r in rows if r["site"] == "shop" and r["check"] == "tools")["detail"]
     assert "restic 0." in tools and "mariadb-dump" in tools
@@ -27,8 +33,10 @@ def test_check_reaches_every_host_database_and_storage(fleet):
 
 def test_sites_lists_every_environment(fleet):
     rows = fleet.orch_json("sites")
-    assert {(r["site"], r["env"], r["host"]) for r in rows} == {("shop", "production", "web1"),
-                                                                 ("blog", "production", "stage1")}
+    assert {(r["site"], r["env"], r["host"]) for r in rows} == {
+        ("shop", "production", "web1"),
+        ("blog", "production", "stage1"),
+    }
 
 
 def test_a_broken_inventory_reports_every_problem_with_file_and_key_path(fleet, tmp_path):
@@ -39,8 +47,9 @@ def test_a_broken_inventory_reports_every_problem_with_file_and_key_path(fleet, 
     site["environments"]["production"]["database"]["engine"] = "mysqll"
     (bad / "sites" / "shop.yaml").write_text(yaml.safe_dump(site))
     (bad / "sites" / "blog.yaml").write_text("name: blog\nenvironments: {production: [unclosed\n")
-    proc = subprocess.run([*ORCH, "-i", str(bad / "inventory.yaml"), "check"], capture_output=True, text=True,
-                          env=fleet.env)
+    proc = subprocess.run(
+        [*ORCH, "-i", str(bad / "inventory.yaml"), "check"], capture_output=True, text=True, env=fleet.env
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "sites/shop.yaml: environments.production.database.engine: 'mysqll' is not one of" in proc.stderr
@@ -50,8 +59,9 @@ def test_a_broken_inventory_reports_every_problem_with_file_and_key_path(fleet, 
 
 def test_a_missing_secret_is_a_clear_error_naming_site_and_key(fleet):
     env = {k: v for k, v in fleet.env.items() if k != "T_SHOP_PW"}
-    proc = subprocess.run([*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", "1"],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [*ORCH, "-i", str(fleet.inventory), "backup", "shop", "--task", "1"], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 2, proc.stderr
     assert "sites/shop.yaml: environments.production.database.password" in proc.stderr
     assert "T_SHOP_PW" in proc.stderr and "Traceback" not in proc.stderr
@@ -63,6 +73,7 @@ def _with_host(fleet, tmp_path, **overrides):
     inventory["hosts"]["web1"] = host_entry(fleet.hosts["web1"]) | overrides
     inventory["hosts"]["web1"] = {k: v for k, v in inventory["hosts"]["web1"].items() if v is not None}
     from fleet import Fleet
+
     other = Fleet(inv_dir, fleet.env, fleet.hosts)
     other.write_inventory(inventory, {"shop": fleet.sites["shop"]})
     return other
@@ -75,8 +86,9 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint_and_nothing_runs(fl
     assert "unknown ssh-ed25519 key SHA256:" in proc.stderr
     assert not marker.exists()
     # trusting it with the right fingerprint makes the host usable
-    fp = subprocess.run(["ssh-keygen", "-lf", "/dev/stdin"], input=fleet.hosts["web1"].host_key, text=True,
-                        capture_output=True).stdout.split()[1]
+    fp = subprocess.run(
+        ["ssh-keygen", "-lf", "/dev/stdin"], input=fleet.hosts["web1"].host_key, text=True, capture_output=True
+    ).stdout.split()[1]
     other.orch("hosts", "trust", "web1", "--fingerprint", "SHA256:wrong", expect=4)
     other.orch("hosts", "trust", "web1", "--fingerprint", fp)
     rows = other.orch_json("check", "shop")
@@ -108,6 +120,7 @@ def test_the_oplog_works_on_postgresql(fleet, postgres, tmp_path):
     postgres.sql("CREATE DATABASE orch_oplog_e2e")
     inventory = json.loads(json.dumps(fleet.base)) | {"oplog": postgres.url("orch_oplog_e2e").replace("+psycopg", "")}
     from fleet import Fleet
+
     other = Fleet(tmp_path / "pg", fleet.env, fleet.hosts)
     other.write_inventory(inventory, {"blog": fleet.sites["blog"]})
     other.orch("backup", "blog", "--task", "5601")
@@ -127,14 +140,21 @@ def _blocked_backup(fleet, tmp_path, task: str):
     site = json.loads(json.dumps(fleet.sites["shop"]))
     site["environments"]["production"]["database"]["password"] = {"command": f"cat {fifo}"}
     from fleet import Fleet
+
     slow = Fleet(tmp_path / "slow", fleet.env, fleet.hosts)  # same oplog (and so the same locks)
     slow.write_inventory(fleet.base, {"shop": site})
-    proc = subprocess.Popen([*ORCH, "-i", str(slow.inventory), "backup", "shop", "--task", task],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+    proc = subprocess.Popen(
+        [*ORCH, "-i", str(slow.inventory), "backup", "shop", "--task", task],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=fleet.env,
+    )
 
     def release():
         with open(fifo, "w") as pipe:
             pipe.write(fleet.env["T_SHOP_PW"] + "\n")
+
     return proc, release
 
 
@@ -165,9 +185,21 @@ def test_kill_9_leaves_a_trail_that_the_next_command_marks_interrupted(fleet, tm
     _wait_for_lock(fleet, "shop")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    running = [op for op in json.loads(subprocess.run(
-        ["sqlite3", "-json", str(fleet.root / "state" / "oplog.db"),
-         "SELECT status FROM operations WHERE task = '6701'"], capture_output=True, text=True).stdout)]
+    running = [
+        op
+        for op in json.loads(
+            subprocess.run(
+                [
+                    "sqlite3",
+                    "-json",
+                    str(fleet.root / "state" / "oplog.db"),
+                    "SELECT status FROM operations WHERE task = '6701'",
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+    ]
     assert running == [{"status": "running"}]  # the crash left a visible trail
     fleet.orch("backup", "shop", "--task", "6702")  # reaps the dead one and takes the lock
     ops = fleet.orch_json("log", "--task", "6701")
@@ -177,8 +209,13 @@ def test_kill_9_leaves_a_trail_that_the_next_command_marks_interrupted(fleet, tm
 
 
 def test_secrets_never_show_in_ps_oplog_or_verbose_logs(fleet):
-    proc = subprocess.Popen([*ORCH, "-vv", "-i", str(fleet.inventory), "backup", "shop", "blog", "--task", "6801"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=fleet.env)
+    proc = subprocess.Popen(
+        [*ORCH, "-vv", "-i", str(fleet.inventory), "backup", "shop", "blog", "--task", "6801"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=fleet.env,
+    )
     seen = []
     while proc.poll() is None:  # every process on this machine (all the testbed hosts), whole lines: -ww
         seen.append(subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout)
@@ -198,6 +235,7 @@ def test_secrets_never_show_in_ps_oplog_or_verbose_logs(fleet):
 
 def test_defect_5_one_broken_site_file_costs_that_site_alone(fleet, tmp_path):
     from fleet import Fleet
+
     # Its own state folder, so its own oplog: the health it reads is only this test's (an earlier test may have
     # left a failed drill on shop in the shared fleet's oplog).
     other = Fleet(tmp_path / "inv", fleet.env | {"ORCH_STATE_DIR": str(tmp_path / "state")}, fleet.hosts)
@@ -223,8 +261,9 @@ def test_defect_5_one_broken_site_file_costs_that_site_alone(fleet, tmp_path):
     assert "sites/bad.yaml" in plan.stderr
 
     named = other.orch("backup", "bad", "--task", "5506", expect=2)
-    assert named.stderr.strip() == ("orch: sites/bad.yaml: environments.production.host: unknown host 'nowhere' "
-                                    "(known: stage1, web1)")
+    assert named.stderr.strip() == (
+        "orch: sites/bad.yaml: environments.production.host: unknown host 'nowhere' (known: stage1, web1)"
+    )
     (refused,) = other.orch_json("log", "--task", "5506")
     assert (refused["site"], refused["status"]) == ("bad", "refused") and "unknown host" in refused["error"]
     other.orch("backup", "blog", "--task", "5506")  # naming a valid site works as ever
@@ -246,8 +285,11 @@ def test_defect_15_unlock_refuses_a_live_lock_unless_forced_and_records_the_forc
         release()
         first.wait(timeout=120)
     ops = fleet.orch_json("log", "--task", "1502")
-    assert [(op["action"], op["status"]) for op in ops] == [("unlock", "refused"), ("backup", "refused"),
-                                                             ("unlock", "ok")]
+    assert [(op["action"], op["status"]) for op in ops] == [
+        ("unlock", "refused"),
+        ("backup", "refused"),
+        ("unlock", "ok"),
+    ]
     assert "still runs" in ops[0]["error"]
     assert ops[2]["params"] == {"force": True}
     (artifact,) = ops[2]["artifacts"]
@@ -255,17 +297,23 @@ def test_defect_15_unlock_refuses_a_live_lock_unless_forced_and_records_the_forc
     assert "(forced)" in fleet.orch("log", "--task", "1502").stdout
 
 
-HTML_PAGE = ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{font:14px} td|th{}</style>"
-             "</head><body><h1>502 Bad Gateway</h1><script>alert('x')</script><p>" + "upstream said no. " * 60
-             + "</p><hr><center>nginx/1.22.1</center></body></html>")
+HTML_PAGE = (
+    "<!DOCTYPE html><html><head><title>502 Bad Gateway</title><style>body{font:14px} td|th{}</style>"
+    "</head><body><h1>502 Bad Gateway</h1><script>alert('x')</script><p>"
+    + "upstream said no. " * 60
+    + "</p><hr><center>nginx/1.22.1</center></body></html>"
+)
 
 
 def test_defect_10_an_html_error_page_stays_one_short_escaped_line_in_every_report_format(fleet, tmp_path):
     web1 = fleet.hosts["web1"]
     fake = f"{web1.home}/html-restic-{tmp_path.name}"  # restic behind a proxy that answers with an error page
-    web1.run(f"printf '%s\\n' '#!/bin/sh' 'if [ \"$1\" = version ]; then exec restic version; fi' "
-             f"'cat >&2 <<\"PAGE\"' '{HTML_PAGE}' 'PAGE' 'exit 1' > {fake} && chmod +x {fake}")
+    web1.run(
+        f"printf '%s\\n' '#!/bin/sh' 'if [ \"$1\" = version ]; then exec restic version; fi' "
+        f"'cat >&2 <<\"PAGE\"' '{HTML_PAGE}' 'PAGE' 'exit 1' > {fake} && chmod +x {fake}"
+    )
     from fleet import Fleet
+
     other = Fleet(tmp_path / "inv", fleet.env, fleet.hosts)
     base = json.loads(json.dumps(fleet.base))
     base["hosts"]["web1"]["restic"] = fake
@@ -292,8 +340,9 @@ def test_defect_9_a_task_total_counts_a_nested_backup_once(fleet):
     ops = fleet.orch_json("log", "--task", "9009")
     first, restore, safety = sorted(ops, key=lambda op: op["id"])
     assert (first["action"], restore["action"], safety["action"]) == ("backup", "restore", "backup")
-    assert restore["started_at"] <= safety["started_at"] and safety["finished_at"] <= restore["finished_at"], \
+    assert restore["started_at"] <= safety["started_at"] and safety["finished_at"] <= restore["finished_at"], (
         "the safety backup runs inside the restore"
+    )
 
     assert first["finished_at"] <= restore["started_at"]
     wall = first["duration"] + restore["duration"]  # the wall time spent: the third ran inside the restore
@@ -304,21 +353,32 @@ def test_defect_9_a_task_total_counts_a_nested_backup_once(fleet):
 
 
 def test_check_checks_each_hosts_web_block_as_the_ssh_user(wp_fleet, tmp_path):
-    rows = {row["check"]: row for row in wp_fleet.orch_json("check", "wp") if row["host"] == "stage1"
-            and row["check"].startswith("web")}
+    rows = {
+        row["check"]: row
+        for row in wp_fleet.orch_json("check", "wp")
+        if row["host"] == "stage1" and row["check"].startswith("web")
+    }
     assert {check: row["ok"] for check, row in rows.items()} == {
-        "web sites_dir": True, "web nginx test": True, "web php socket": True, "web reload": True,
-        "web php_reload": True}, rows
+        "web sites_dir": True,
+        "web nginx test": True,
+        "web php socket": True,
+        "web reload": True,
+        "web php_reload": True,
+    }, rows
     assert "may signal the nginx master" in rows["web reload"]["detail"]
     assert "not set" in rows["web php_reload"]["detail"]
 
     from fleet import Fleet
+
     inventory = yaml.safe_load(wp_fleet.inventory.read_text())
     web = inventory["hosts"]["stage1"]["web"]
     inventory["hosts"]["stage1"]["web"] = web | {
-        "sites_dir": "/etc", "test": [*web["test"], "-c", str(tmp_path / "missing.conf")],
-        "php_socket": str(tmp_path / "no.sock"), "reload": ["sudo", "-n", "/usr/sbin/nginx", "-s", "reload"],
-        "php_reload": ["sudo", "systemctl", "reload", "php8.2-fpm"]}
+        "sites_dir": "/etc",
+        "test": [*web["test"], "-c", str(tmp_path / "missing.conf")],
+        "php_socket": str(tmp_path / "no.sock"),
+        "reload": ["sudo", "-n", "/usr/sbin/nginx", "-s", "reload"],
+        "php_reload": ["sudo", "systemctl", "reload", "php8.2-fpm"],
+    }
     broken = Fleet(tmp_path / "inv", wp_fleet.env, wp_fleet.hosts)
     broken.write_inventory(inventory, {"wp": wp_fleet.site})
     proc = broken.orch("--json", "check", "wp", expect=1)

@@ -1,5 +1,6 @@
 """One dry-run style for every verb, and refusals recorded under the task: verify and export are planned first
 (`--dry-run` prints the plan and changes nothing), and a plan that stops is a `refused` operation of the task."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,17 @@ def plans(fleet, tmp_path_factory):
     return plans
 
 
-@pytest.mark.parametrize("verb, header, says", [
-    (("verify", "plans"), "verify plans/production", ["scratch database", "restic check --read-data-subset="]),
-    (("export", "plans", "--expires", "2"), "export plans/production", [".tar.zst to s3://agency-backups/",
-                                                                     "valid 2 day(s)"]),
-])
+@pytest.mark.parametrize(
+    "verb, header, says",
+    [
+        (("verify", "plans"), "verify plans/production", ["scratch database", "restic check --read-data-subset="]),
+        (
+            ("export", "plans", "--expires", "2"),
+            "export plans/production",
+            [".tar.zst to s3://agency-backups/", "valid 2 day(s)"],
+        ),
+    ],
+)
 def test_dry_run_prints_the_plan_in_the_one_style_and_records_nothing(plans, verb, header, says):
     out = plans.orch(*verb, "--backup", plans.backup_id, "--task", "14911", "--dry-run")
     assert out.stdout.startswith(f"{header} (task 14911):\n") and plans.backup_id in out.stdout
@@ -37,8 +44,9 @@ def test_dry_run_prints_the_plan_in_the_one_style_and_records_nothing(plans, ver
     assert plans.orch_json("log", "--task", "14911") == []
 
 
-@pytest.mark.parametrize("verb", [("verify", "plans"), ("export", "plans"),
-                                  ("restore", "plans", "--to", "production", "--yes")])
+@pytest.mark.parametrize(
+    "verb", [("verify", "plans"), ("export", "plans"), ("restore", "plans", "--to", "production", "--yes")]
+)
 def test_a_plan_that_stops_is_a_refused_operation_of_the_task(plans, verb):
     proc = plans.orch(*verb, "--backup", "19990101-000000-dead", "--task", "14912", expect=2)
     assert "no backup '19990101-000000-dead'" in proc.stderr

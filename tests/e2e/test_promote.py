@@ -1,6 +1,7 @@
 """Promotion end to end on the real WordPress: adopt the releases layout, promote a theme change made on a
 staging copy, survive a breaking change by rolling back automatically, refuse when the backup cannot be taken,
 and keep serving under load during the switch."""
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,7 @@ def promo(wp_fleet):
 
 def _inventory(wp):
     import yaml
+
     return yaml.safe_load(wp.inventory.read_text())
 
 
@@ -60,8 +62,10 @@ def _releases(wp) -> list[dict]:
 
 def test_dry_run_prints_the_exact_plan_and_changes_nothing(promo):
     stage = promo.stage1
-    stage.run(f"echo '/* orch promo v2 */' >> {promo.staging_path}/{THEME}/style.css && "
-              f"echo 'promoted' > {promo.staging_path}/{THEME}/orch-promo.txt")
+    stage.run(
+        f"echo '/* orch promo v2 */' >> {promo.staging_path}/{THEME}/style.css && "
+        f"echo 'promoted' > {promo.staging_path}/{THEME}/orch-promo.txt"
+    )
     before, releases = _live(promo), _releases(promo)
     plan = promo.orch_json("promote", "wp", "--from", "t14883", "--task", TASK, "--dry-run")
     assert plan["added"] == [f"{THEME}/orch-promo.txt"] and plan["changed"] == [f"{THEME}/style.css"]
@@ -70,7 +74,9 @@ def test_dry_run_prints_the_exact_plan_and_changes_nothing(promo):
     assert text.stdout.splitlines() == [
         f"promote wp/production (task {TASK}):",
         f"  code from t14883 into the releases layout: 1 added, 1 changed, 0 removed ({plan['bytes']} bytes)",
-        f"  + {THEME}/orch-promo.txt", f"  ~ {THEME}/style.css"]
+        f"  + {THEME}/orch-promo.txt",
+        f"  ~ {THEME}/style.css",
+    ]
     assert "dry run: nothing changed" in text.stderr
     assert _live(promo) == before and _releases(promo) == releases
 
@@ -90,6 +96,7 @@ class _Load:
 
     def __enter__(self) -> _Load:
         from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(max_workers=16)
         self.started = time.time()
         self._scheduler = threading.Thread(target=self._schedule, daemon=True)
@@ -106,8 +113,9 @@ class _Load:
         while not self._done.is_set():
             due = int((time.time() - self.started) * self.RATE) + 1  # a slow loop catches up: the rate holds
             while self.sent < due:
-                self._pool.submit(self._one, self.paths[self.sent % len(self.paths)],
-                                  self.started + self.sent / self.RATE)
+                self._pool.submit(
+                    self._one, self.paths[self.sent % len(self.paths)], self.started + self.sent / self.RATE
+                )
                 self.sent += 1
             time.sleep(0.01)
 
@@ -126,12 +134,15 @@ def _when(failed: list, op: dict) -> str:
     """Failed requests (when due, from the switch's start) next to the promotion's steps: what was going on."""
     zero = next(_epoch(s["started_at"]) for s in op["steps"] if s["name"] == "switch")
     steps = ", ".join(f"{s['name']} {_epoch(s['started_at']) - zero:+.1f}..{s['duration']}s" for s in op["steps"])
-    return (f"{len(failed)} failed, due {failed[0][0] - zero:+.1f}..{failed[-1][0] - zero:+.1f}s from the switch: "
-            f"{failed[:3]}; steps: {steps}")
+    return (
+        f"{len(failed)} failed, due {failed[0][0] - zero:+.1f}..{failed[-1][0] - zero:+.1f}s from the switch: "
+        f"{failed[:3]}; steps: {steps}"
+    )
 
 
 def _epoch(iso: str) -> float:
     from datetime import datetime
+
     return datetime.fromisoformat(iso).timestamp()
 
 
@@ -186,8 +197,9 @@ def test_a_release_that_fatals_is_rolled_back_in_seconds_not_after_the_health_ti
 def test_a_promotion_that_cannot_take_its_backup_changes_nothing(promo):
     promo.stage1.run(f"echo 'v3' > {promo.staging_path}/{THEME}/orch-promo.txt")
     before, releases = _live(promo), _releases(promo)
-    proc = promo.orch("promote", "wp", "--from", "t14883", "--task", TASK, "--yes",
-                      env={"T_S3_SECRET": "storage-is-down"}, expect=1)
+    proc = promo.orch(
+        "promote", "wp", "--from", "t14883", "--task", TASK, "--yes", env={"T_S3_SECRET": "storage-is-down"}, expect=1
+    )
     assert "backup failed" in proc.stderr and "storage offsite" in proc.stderr
     assert _live(promo) == before and _releases(promo) == releases
 

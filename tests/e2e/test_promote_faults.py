@@ -5,6 +5,7 @@ nobody looked at.
 The host's `web.php_reload` is a small script the tests steer through files in a control folder on web1:
 `fail` makes the next reload exit 1, `hang` makes it create `hanging` and sleep (so orch can be signalled or
 killed right after the switch, which the reload follows)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ from fleet import ORCH, Fleet, host_entry
 pytestmark = pytest.mark.e2e
 TASK = "16001"
 THEME = "wp-content/themes/twentytwentythree"
-RELOAD = ('ctl=$1; if [ -e "$ctl/fail" ]; then rm -f "$ctl/fail"; echo "php-fpm: reload refused" >&2; exit 1; fi; '
-          'if [ -e "$ctl/hang" ]; then rm -f "$ctl/hang"; touch "$ctl/hanging"; sleep 30; fi')
+RELOAD = (
+    'ctl=$1; if [ -e "$ctl/fail" ]; then rm -f "$ctl/fail"; echo "php-fpm: reload refused" >&2; exit 1; fi; '
+    'if [ -e "$ctl/hang" ]; then rm -f "$ctl/hang"; touch "$ctl/hanging"; sleep 30; fi'
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +38,9 @@ def wp(wp_fleet, tmp_path_factory):
     ctl, dev = f"{path}.faults-ctl", f"{path}.faults-dev"
     host.run(f"rm -rf {ctl} {dev} && mkdir -p {ctl} {dev} && cp -a {path}/. {dev}/")
     inventory = yaml.safe_load(wp_fleet.inventory.read_text())
-    inventory["hosts"]["web1"] = host_entry(host) | {"web": {
-        "sites_dir": str(wp_fleet.wordpress.nginx.sites_dir), "php_reload": ["sh", "-c", RELOAD, "reload", ctl]}}
+    inventory["hosts"]["web1"] = host_entry(host) | {
+        "web": {"sites_dir": str(wp_fleet.wordpress.nginx.sites_dir), "php_reload": ["sh", "-c", RELOAD, "reload", ctl]}
+    }
     site = yaml.safe_load((wp_fleet.root / "sites" / "wp.yaml").read_text())
     site |= {"layout": "releases", "promote": {"health_timeout": 20}}
     site["environments"]["dev"] = {"host": "web1", "path": dev}
@@ -70,9 +74,14 @@ def _last(wp, action: str) -> dict:
 def _start_promotion(wp, *extra) -> subprocess.Popen:
     """Start `orch promote` with the next php-fpm reload hanging; return once the switch is done."""
     wp.host.run(f"touch {wp.ctl}/hang && rm -f {wp.ctl}/hanging")
-    proc = subprocess.Popen([*ORCH, "-i", str(wp.inventory), "promote", "wp", "--from", "dev", "--task", TASK,
-                             "--yes", *extra], env=wp.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*ORCH, "-i", str(wp.inventory), "promote", "wp", "--from", "dev", "--task", TASK, "--yes", *extra],
+        env=wp.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 180
     while wp.host.run(f"test -e {wp.ctl}/hanging && echo yes || echo no").stdout.strip() != "yes":
         assert proc.poll() is None, proc.communicate()
@@ -175,8 +184,7 @@ def test_dry_runs_of_rollback_and_adopt_print_the_plan_and_change_nothing(wp):
     other = next(row["release"] for row in rows if row["status"] != "current")
     plan = wp.orch_json("rollback", "wp", "--task", TASK, "--to", other, "--dry-run")
     assert plan["dry_run"] and plan["to"] == other and plan["from"] == _current(rows)["release"]
-    assert plan["plan"] == [f"switch current from releases/{plan['from']} to releases/{other}; mark "
-                            f"{plan['from']} bad"]
+    assert plan["plan"] == [f"switch current from releases/{plan['from']} to releases/{other}; mark {plan['from']} bad"]
     proc = wp.orch("adopt", "wp", "--layout", "releases", "--task", TASK, "--dry-run", expect=2)
     assert "already a symlink" in proc.stderr
     assert _revision(wp) == before

@@ -1,4 +1,5 @@
 """Promotion into a legacy in-place docroot: changed files renamed into place with a rollback set."""
+
 from __future__ import annotations
 
 import json
@@ -21,23 +22,38 @@ def plain(fleet, ssh_hosts, web1_web, tmp_path_factory):
     run = secrets.token_hex(3)
     prod, dev = f"{web1.home}/plain-{run}", f"{stage1.home}/plain-dev-{run}"
     for host, path in ((web1, prod), (stage1, dev)):
-        host.run(f"mkdir -p {path}/lib {path}/uploads && echo '<?php echo \"plain v1\";' > {path}/index.php && "
-                 f"echo '<?php // old' > {path}/lib/old.php && echo 'keep' > {path}/uploads/u.txt")
+        host.run(
+            f"mkdir -p {path}/lib {path}/uploads && echo '<?php echo \"plain v1\";' > {path}/index.php && "
+            f"echo '<?php // old' > {path}/lib/old.php && echo 'keep' > {path}/uploads/u.txt"
+        )
     nginx = web1_web.nginx
     vhost = nginx.sites_dir / f"plain-{run}.conf"
-    vhost.write_text(php_vhost(listen=nginx.listen, root=prod, php_socket=web1_web.php.socket,
-                               server_name="plain.test"))
+    vhost.write_text(
+        php_vhost(listen=nginx.listen, root=prod, php_socket=web1_web.php.socket, server_name="plain.test")
+    )
     nginx.reload()
     port = nginx.listen.rsplit(":", 1)[1]
     inventory = json.loads(json.dumps(fleet.base))
-    inventory["hosts"]["web1"] = host_entry(web1) | {"web": {
-        "sites_dir": str(nginx.sites_dir), "connect": nginx.listen,
-        # in place, a restored file may carry the cached file's mtime second: only a reload empties OPcache
-        "php_reload": ["sh", "-c", web1_web.php.reload_command]}}
-    site = {"name": "plain", "playbook": "generic", "task": TASK, "layout": "inplace",
-            "playbook_overrides": {"content": ["uploads/"]}, "promote": {"health_timeout": 10},
-            "environments": {"production": {"host": "web1", "path": prod, "url": f"http://plain.test:{port}"},
-                             "dev": {"host": "stage1", "path": dev}}}
+    inventory["hosts"]["web1"] = host_entry(web1) | {
+        "web": {
+            "sites_dir": str(nginx.sites_dir),
+            "connect": nginx.listen,
+            # in place, a restored file may carry the cached file's mtime second: only a reload empties OPcache
+            "php_reload": ["sh", "-c", web1_web.php.reload_command],
+        }
+    }
+    site = {
+        "name": "plain",
+        "playbook": "generic",
+        "task": TASK,
+        "layout": "inplace",
+        "playbook_overrides": {"content": ["uploads/"]},
+        "promote": {"health_timeout": 10},
+        "environments": {
+            "production": {"host": "web1", "path": prod, "url": f"http://plain.test:{port}"},
+            "dev": {"host": "stage1", "path": dev},
+        },
+    }
     other = Fleet(tmp_path_factory.mktemp("plain"), fleet.env, fleet.hosts)
     other.write_inventory(inventory, {"plain": site})
     other.prod, other.dev, other.web1, other.stage1, other.connect = prod, dev, web1, stage1, nginx.listen
@@ -52,8 +68,10 @@ def _page(plain, path="/"):
 
 
 def test_inplace_promotion_replaces_adds_and_removes_code_but_not_content(plain):
-    plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain v2\";' > index.php && "
-                     f"echo '<?php // new' > lib/new.php && rm lib/old.php && echo 'dev junk' > uploads/u.txt")
+    plain.stage1.run(
+        f"cd {plain.dev} && echo '<?php echo \"plain v2\";' > index.php && "
+        f"echo '<?php // new' > lib/new.php && rm lib/old.php && echo 'dev junk' > uploads/u.txt"
+    )
     result = plain.orch_json("promote", "plain", "--from", "dev", "--task", TASK, "--yes")
     assert (result["added"], result["changed"], result["removed"]) == (1, 1, 1)
     assert _page(plain)[2] == "plain v2"
@@ -81,6 +99,7 @@ def test_manual_rollback_undoes_the_last_inplace_promotion(plain):
 
 def test_a_git_ref_is_promoted_as_an_archive_without_git_on_the_host(plain, tmp_path):
     import subprocess
+
     repo = tmp_path / "repo"
     (repo / "public" / "lib").mkdir(parents=True)
     (repo / "public" / "index.php").write_text('<?php echo "plain v3 from git";\n')
@@ -92,6 +111,7 @@ def test_a_git_ref_is_promoted_as_an_archive_without_git_on_the_host(plain, tmp_
     subprocess.run([*git, "commit", "-qm", "v3"], check=True)
     subprocess.run([*git, "tag", "v3"], check=True)
     import yaml
+
     site = yaml.safe_load((plain.root / "sites" / "plain.yaml").read_text())
     site["repository"] = {"url": str(repo), "subdir": "public"}
     (plain.root / "sites" / "plain.yaml").write_text(yaml.safe_dump(site))
@@ -105,6 +125,7 @@ def test_a_git_ref_is_promoted_as_an_archive_without_git_on_the_host(plain, tmp_
 def _person(plain, name: str) -> Fleet:
     """Another person's orch on the same site: the same inventory with its own, fresh oplog (ids from 1)."""
     import yaml
+
     root = plain.root.parent / f"{plain.root.name}-{name}"
     inventory = yaml.safe_load(plain.inventory.read_text()) | {"oplog": f"sqlite:///{root}/oplog.db"}
     site = yaml.safe_load((plain.root / "sites" / "plain.yaml").read_text())
@@ -120,8 +141,9 @@ def test_inplace_rollback_data_is_not_keyed_by_operation_ids_that_repeat_across_
     before = _page(plain)[2]
     plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain v4\";' > index.php")
     first = alice.orch_json("promote", "plain", "--from", "dev", "--task", TASK, "--yes")
-    plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain v5\";' > index.php && "
-                     "echo '<?php // v5' > lib/v5.php")
+    plain.stage1.run(
+        f"cd {plain.dev} && echo '<?php echo \"plain v5\";' > index.php && echo '<?php // v5' > lib/v5.php"
+    )
     second = bob.orch_json("promote", "plain", "--from", "dev", "--task", TASK, "--yes")
     assert [op["id"] for op in alice.orch_json("log", "--action", "promote")] == [1]
     assert [op["id"] for op in bob.orch_json("log", "--action", "promote")] == [1]
@@ -146,8 +168,9 @@ def test_an_error_mid_apply_in_place_is_undone_from_the_journal(plain):
     plain.web1.run(f"chmod 555 {locked}")  # renaming into it fails: after index.php was already replaced
     try:
         before = _page(plain)[2]
-        plain.stage1.run(f"cd {plain.dev} && echo '<?php echo \"plain torn\";' > index.php && "
-                         "echo '<?php // new' > zz-locked/x.php")
+        plain.stage1.run(
+            f"cd {plain.dev} && echo '<?php echo \"plain torn\";' > index.php && echo '<?php // new' > zz-locked/x.php"
+        )
         proc = plain.orch("promote", "plain", "--from", "dev", "--task", TASK, "--yes", expect=1)
         assert "rolled back" in proc.stderr and "Permission denied" in proc.stderr
         assert _page(plain)[2] == before

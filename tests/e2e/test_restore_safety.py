@@ -5,6 +5,7 @@ Site `www` lives outside the host user's 0700 home, owned `orch-web1:www-data` w
 by an nginx running as `www-data` (not the owner): the usual production setup, where a docroot that a restore
 left at 0700 answers 403.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,14 @@ TASK = "14900"
 
 
 def _stat(path) -> str:
-    return subprocess.run(["stat", "-c", "%a %U %G", str(path)], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["stat", "-c", "%a %U %G", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def _get(nginx, path: str = "/") -> tuple[int, str]:
     from orchestrator.backends.envs.web import fetch
+
     status, _, body = fetch(f"http://www.test{path}", connect_to=nginx.listen)
     return status, body
 
@@ -37,20 +40,26 @@ def www(fleet, ssh_hosts):
     """Site `www` (files only) on web1, served by an nginx running as www-data; an `outside` folder beside it."""
     from testbed.ports import free_port
     from testbed.webserver import start_nginx, write_user_file
+
     web1 = ssh_hosts["web1"]
     base = Path(tempfile.mkdtemp(prefix="orch-e2e-www-", dir="/var/tmp"))
     base.chmod(0o755)
     shutil.chown(base, web1.user, web1.user)  # the host user makes its scratch folders beside the docroot
     docroot, outside = base / "www", base / "outside"
-    web1.run(f"mkdir -p {docroot}/wp-content/uploads/2026 {outside} && cd {docroot} && "
-             "echo '<h1>restored site</h1>' > index.html && echo one > wp-content/uploads/2026/a.txt && "
-             f"echo two > wp-content/uploads/2026/b.txt && echo mine > {outside}/keep.txt && "
-             f"echo also mine > {outside}/a.txt")
+    web1.run(
+        f"mkdir -p {docroot}/wp-content/uploads/2026 {outside} && cd {docroot} && "
+        "echo '<h1>restored site</h1>' > index.html && echo one > wp-content/uploads/2026/a.txt && "
+        f"echo two > wp-content/uploads/2026/b.txt && echo mine > {outside}/keep.txt && "
+        f"echo also mine > {outside}/a.txt"
+    )
     subprocess.run(["chgrp", "www-data", str(docroot)], check=True)
     docroot.chmod(0o750)
     nginx = start_nginx(base / "nginx", free_port(web1.address), user="www-data", address=web1.address)
-    write_user_file(nginx.sites_dir / "www.conf", f"server {{ listen {nginx.listen}; server_name www.test; "
-                    f"root {docroot}; index index.html; }}\n", "www-data")
+    write_user_file(
+        nginx.sites_dir / "www.conf",
+        f"server {{ listen {nginx.listen}; server_name www.test; root {docroot}; index index.html; }}\n",
+        "www-data",
+    )
     nginx.reload()
     site = {"name": "www", "task": "10020", "environments": {"production": {"host": "web1", "path": str(docroot)}}}
     www = Fleet(fleet.root.parent / "www-inventory", fleet.env, fleet.hosts)
@@ -84,13 +93,26 @@ def test_restore_path_through_a_symlink_out_of_the_docroot_is_refused_and_the_ou
     www.web1.run(f"mv {uploads} {uploads}.real && ln -s {www.outside} {uploads}")
     try:
         for path in ("wp-content/uploads", "wp-content/uploads/2026", "wp-content/uploads/2026/a.txt"):
-            proc = www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK,
-                            "--yes", "--path", path, expect=2)
+            proc = www.orch(
+                "restore",
+                "www",
+                "--backup",
+                www.backup_id,
+                "--to",
+                "production",
+                "--task",
+                TASK,
+                "--yes",
+                "--path",
+                path,
+                expect=2,
+            )
             assert "wp-content/uploads" in proc.stderr and "symlink" in proc.stderr and "outside" in proc.stderr
             assert "Traceback" not in proc.stderr
         assert tree_checksums(www.web1, str(www.outside)) == outside_before
-        refused = [op for op in www.orch_json("log", "--task", TASK) if op["action"] == "restore"
-                   and op["status"] == "refused"]
+        refused = [
+            op for op in www.orch_json("log", "--task", TASK) if op["action"] == "restore" and op["status"] == "refused"
+        ]
         assert refused and "symlink" in refused[-1]["error"]
     finally:
         www.web1.run(f"rm {uploads} && mv {uploads}.real {uploads}")
@@ -108,8 +130,19 @@ def test_a_full_restore_replaces_a_symlink_out_of_the_docroot_without_writing_th
 def test_restore_path_inside_the_site_brings_one_folder_back(www):
     folder = www.docroot / "wp-content" / "uploads" / "2026"
     www.web1.run(f"rm {folder}/a.txt && echo changed > {folder}/b.txt && echo new > {folder}/c.txt")
-    www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK, "--yes",
-             "--path", "wp-content/uploads/2026")
+    www.orch(
+        "restore",
+        "www",
+        "--backup",
+        www.backup_id,
+        "--to",
+        "production",
+        "--task",
+        TASK,
+        "--yes",
+        "--path",
+        "wp-content/uploads/2026",
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["a.txt", "b.txt"]
     assert (folder / "b.txt").read_text() == "two\n"
     assert _stat(www.docroot) == "750 orch-web1 www-data"
@@ -117,8 +150,20 @@ def test_restore_path_inside_the_site_brings_one_folder_back(www):
 
 @pytest.mark.parametrize("path", ["../../etc", "../outside", "/etc", " /etc", "wp-content/../../outside", "a\nb"])
 def test_a_path_outside_the_site_is_a_clean_usage_error(www, path):
-    proc = www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK, "--yes",
-                    "--path", path, expect=2)
+    proc = www.orch(
+        "restore",
+        "www",
+        "--backup",
+        www.backup_id,
+        "--to",
+        "production",
+        "--task",
+        TASK,
+        "--yes",
+        "--path",
+        path,
+        expect=2,
+    )
     assert "relative path inside the site" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -126,13 +171,15 @@ def test_dry_run_prints_the_plan_and_changes_nothing(www):
     before = tree_checksums(www.web1, str(www.docroot))
     www.web1.run(f"echo stray > {www.docroot}/stray.txt")
     try:
-        out = www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK,
-                       "--dry-run")
+        out = www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK, "--dry-run")
         assert f"restore www/production (task {TASK}):" in out.stdout
         assert "back up production www/production first" in out.stdout and www.backup_id in out.stdout
         assert "dry run: nothing changed" in out.stderr
-        plan = json.loads(www.orch("--json", "restore", "www", "--backup", "latest", "--to", "production",
-                                   "--task", TASK, "--dry-run").stdout)
+        plan = json.loads(
+            www.orch(
+                "--json", "restore", "www", "--backup", "latest", "--to", "production", "--task", TASK, "--dry-run"
+            ).stdout
+        )
         assert plan["dry_run"] and plan["files"] and not plan["db"] and plan["into"] == str(www.docroot)
         assert (www.docroot / "stray.txt").exists()
     finally:
@@ -147,15 +194,13 @@ def test_the_safety_backup_is_taken_under_the_restore_lock_and_recorded_with_it(
     safety = next(a["ident"] for a in restore["artifacts"] if a["kind"] == "safety-backup")
     step = next(s for s in restore["steps"] if s["name"] == "safety backup of production")
     assert safety in step["output"]
-    backup = next(op for op in ops if op["action"] == "backup"
-                  and any(a["ident"] == safety for a in op["artifacts"]))
+    backup = next(op for op in ops if op["action"] == "backup" and any(a["ident"] == safety for a in op["artifacts"]))
     # the backup ran inside the restore, under its lock: it started after the restore and ended before it
     assert restore["started_at"] <= backup["started_at"] and backup["finished_at"] <= restore["finished_at"]
 
 
 def test_restoring_without_yes_is_refused_and_recorded(www):
-    proc = www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", "14901",
-                    expect=4)
+    proc = www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", "14901", expect=4)
     assert "--yes" in proc.stderr
     [op] = www.orch_json("log", "--task", "14901")
     assert op["action"] == "restore" and op["status"] == "refused" and "--yes" in op["error"]
@@ -168,8 +213,7 @@ def test_restoring_wordpress_onto_production_keeps_its_docroot_and_it_answers_20
     before = _stat(root)
     readme = wp.path / "readme.html"
     wp.host.run(f"rm {readme}")
-    wp_fleet.orch("restore", "wp", "--backup", backup_id, "--to", "production", "--task", TASK, "--yes",
-                  "--files-only")
+    wp_fleet.orch("restore", "wp", "--backup", backup_id, "--to", "production", "--task", TASK, "--yes", "--files-only")
     assert _stat(root) == before and readme.exists()
     status, _, body = wp.request("GET", "/")
     assert status == 200 and wp.title in body

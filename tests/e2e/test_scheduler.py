@@ -1,5 +1,6 @@
 """The scheduler end to end: real `orch scheduler run` processes, real backups on the testbed hosts, a real HTTP
 receiver for notifications; schedules seconds apart (6-field cron) to keep it quick."""
+
 from __future__ import annotations
 
 import copy
@@ -49,9 +50,14 @@ class Daemon:
     def __init__(self, fleet: Fleet, log: Path, *args: str):
         self.log = log
         with open(log, "ab") as err:
-            self.proc = subprocess.Popen([*ORCH, "-i", str(fleet.inventory), "scheduler", "run", *args],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                         env=fleet.env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [*ORCH, "-i", str(fleet.inventory), "scheduler", "run", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=fleet.env,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -65,6 +71,7 @@ class Daemon:
             if self.proc.poll() is not None and needle not in self.text():
                 raise AssertionError(f"scheduler exited {self.proc.returncode}:\n{self.text()[-3000:]}")
             return needle in self.text()
+
         try:
             wait_for(seen, timeout, f"scheduler log line {needle!r}", step=0.1)
         except AssertionError as exc:
@@ -98,8 +105,10 @@ def receiver():
 def scheduled_fleet(fleet: Fleet, root: Path, sites: dict[str, str], env: dict | None = None, **inventory) -> Fleet:
     """Given {site: cron}, return a Fleet on its own inventory and SQLite oplog running those sites' backups
     (`broken` is shop with a wrong database password)."""
-    base = copy.deepcopy(fleet.base) | {"oplog": f"sqlite:///{root}/state/oplog.db",
-                                        "scheduler": {"jitter": 0, "misfire_grace": 120, "max_parallel": 4}}
+    base = copy.deepcopy(fleet.base) | {
+        "oplog": f"sqlite:///{root}/state/oplog.db",
+        "scheduler": {"jitter": 0, "misfire_grace": 120, "max_parallel": 4},
+    }
     base |= inventory
     chosen = {}
     for name, schedule in sites.items():
@@ -151,14 +160,19 @@ def finished(ops: list[dict], action: str, count: int) -> list[dict] | None:
 
 
 def test_three_sites_on_two_hosts_run_on_time_respect_max_parallel_notify_and_show_in_health(
-        fleet, tmp_path, receiver, daemons):
+    fleet, tmp_path, receiver, daemons
+):
     when, moments = cron_at(6)
     later, _ = cron_at(7)
     hosts = copy.deepcopy(fleet.base["hosts"])
     hosts["web1"]["max_parallel"] = 1
-    other = scheduled_fleet(fleet, tmp_path, {"shop": when, "broken": when, "blog": later}, hosts=hosts,
-                            notify=[{"type": "webhook", "url": receiver.url + "/orch",
-                                     "on": ["failure", "recovery", "health"]}])
+    other = scheduled_fleet(
+        fleet,
+        tmp_path,
+        {"shop": when, "broken": when, "blog": later},
+        hosts=hosts,
+        notify=[{"type": "webhook", "url": receiver.url + "/orch", "on": ["failure", "recovery", "health"]}],
+    )
 
     plan = other.orch_json("scheduler", "plan")
     jobs = {job["id"]: job for job in plan["jobs"]}
@@ -175,7 +189,8 @@ def test_three_sites_on_two_hosts_run_on_time_respect_max_parallel_notify_and_sh
     by_site = {op["site"]: op for op in ops}
     assert {site: op["status"] for site, op in by_site.items()} == {"shop": "ok", "blog": "ok", "broken": "failed"}
     assert all(op["task"] == "10001" for site, op in by_site.items() if site != "blog") and not any(
-        op["catch_up"] for op in ops)
+        op["catch_up"] for op in ops
+    )
     first_start = min(datetime.fromisoformat(op["started_at"]) for op in ops)
     assert abs(first_start.astimezone().replace(tzinfo=None) - moments[0]) < timedelta(seconds=3)
     web1 = sorted((op["started_at"], op["finished_at"]) for op in ops if op["site"] in ("shop", "broken"))
@@ -255,10 +270,12 @@ def test_reload_changes_jobs_and_an_invalid_inventory_keeps_them(fleet, tmp_path
 
 
 def test_defect_5_a_cold_scheduler_runs_every_valid_site_and_alerts_about_the_broken_one(
-        fleet, tmp_path, receiver, daemons):
+    fleet, tmp_path, receiver, daemons
+):
     when, _ = cron_at(5)
-    other = scheduled_fleet(fleet, tmp_path, {"blog": when},
-                            notify=[{"type": "webhook", "url": receiver.url + "/orch"}])
+    other = scheduled_fleet(
+        fleet, tmp_path, {"blog": when}, notify=[{"type": "webhook", "url": receiver.url + "/orch"}]
+    )
     (other.root / "sites" / "bad.yaml").write_text("name: bad\nenvironments: {production: [unclosed\n")
     daemon = Daemon(other, tmp_path / "scheduler.log")
     daemons.append(daemon)
@@ -272,16 +289,21 @@ def test_defect_5_a_cold_scheduler_runs_every_valid_site_and_alerts_about_the_br
 
 
 def test_a_scheduled_run_refused_by_a_held_lock_is_no_failure_of_the_site(fleet, tmp_path, receiver, daemons):
-    other = scheduled_fleet(fleet, tmp_path, {"blog": "*/5 * * * * *"},  # every 5 s: runs keep coming
-                            notify=[{"type": "webhook", "url": receiver.url + "/orch",
-                                     "on": ["failure", "recovery", "health"]}])
+    other = scheduled_fleet(
+        fleet,
+        tmp_path,
+        {"blog": "*/5 * * * * *"},  # every 5 s: runs keep coming
+        notify=[{"type": "webhook", "url": receiver.url + "/orch", "on": ["failure", "recovery", "health"]}],
+    )
     other.orch("log")  # creates the oplog
     now = datetime.utcnow()
     db = sqlite3.connect(tmp_path / "state" / "oplog.db")
     with db:  # a person's operation holds the site (this live process on this machine)
-        db.execute("INSERT INTO locks (site, task, holder, host, pid, acquired_at, expires_at) VALUES "
-                   "('blog', '4242', 'ann@ops1', ?, ?, ?, ?)",
-                   (socket.gethostname(), os.getpid(), str(now), str(now + timedelta(minutes=10))))
+        db.execute(
+            "INSERT INTO locks (site, task, holder, host, pid, acquired_at, expires_at) VALUES "
+            "('blog', '4242', 'ann@ops1', ?, ?, ?, ?)",
+            (socket.gethostname(), os.getpid(), str(now), str(now + timedelta(minutes=10))),
+        )
     daemon = Daemon(other, tmp_path / "scheduler.log", "--health-interval", "600")
     daemons.append(daemon)
     (refused,) = wait_for(lambda: finished(sqlite_ops(tmp_path), "backup", 1), 60, "the first scheduled run")
@@ -323,14 +345,18 @@ def test_sigterm_during_a_backup_records_it_interrupted_and_exits_promptly(fleet
 
 
 def test_two_schedulers_on_one_postgresql_oplog_one_runs_the_standby_takes_over_after_kill_9(
-        fleet, postgres, tmp_path, daemons):
+    fleet, postgres, tmp_path, daemons
+):
     postgres.sql("CREATE DATABASE orch_scheduler_e2e")
     url = postgres.url("orch_scheduler_e2e").replace("+psycopg", "")
     other = scheduled_fleet(fleet, tmp_path, {"blog": "*/4 * * * * *"}, oplog=url)
 
     def pids_of_backups() -> list[tuple[int, str]]:
-        out = postgres.sql("SELECT pid, status FROM operations WHERE action = 'backup' ORDER BY id",
-                           "orch_scheduler_e2e") if _has_operations(postgres) else ""
+        out = (
+            postgres.sql("SELECT pid, status FROM operations WHERE action = 'backup' ORDER BY id", "orch_scheduler_e2e")
+            if _has_operations(postgres)
+            else ""
+        )
         return [(int(line.split("|")[0]), line.split("|")[1]) for line in out.split()]
 
     active = Daemon(other, tmp_path / "active.log", "--standby-poll", "1")

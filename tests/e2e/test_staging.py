@@ -1,4 +1,5 @@
 """Staging copies end to end: a real WordPress on web1 copied to stage1, served by real nginx + php-fpm."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,11 @@ TASK = "14883"
 
 
 def _prod_state(wp):
-    dump = subprocess.run(["mariadb-dump", "-S", str(wp.mariadb.socket), "--skip-dump-date", "--skip-comments",
-                           wp.wordpress.db_name], capture_output=True, check=True).stdout
+    dump = subprocess.run(
+        ["mariadb-dump", "-S", str(wp.mariadb.socket), "--skip-dump-date", "--skip-comments", wp.wordpress.db_name],
+        capture_output=True,
+        check=True,
+    ).stdout
     return dump, tree_checksums(wp.wordpress.host, str(wp.wordpress.path), exclude="wp-content/cache")
 
 
@@ -28,9 +32,13 @@ def staged(wp_fleet):
 
 def _get(result, path="/", auth=True):
     from orchestrator.backends.envs.web import fetch
+
     listen = result["url"].rsplit(":", 1)[1]
-    return fetch(result["url"].rstrip("/") + path, connect_to=f"127.0.0.3:{listen}",
-                 auth=(result["basic_auth"]["user"], result["basic_auth"]["password"]) if auth else None)
+    return fetch(
+        result["url"].rstrip("/") + path,
+        connect_to=f"127.0.0.3:{listen}",
+        auth=(result["basic_auth"]["user"], result["basic_auth"]["password"]) if auth else None,
+    )
 
 
 def test_the_staging_url_serves_the_copy_behind_basic_auth_with_noindex(wp_fleet, staged):
@@ -56,8 +64,12 @@ def test_serialized_and_json_values_are_valid_after_replacement(wp_fleet, staged
     db = f"wp_{result['env']}"
     raw = wp_fleet.mariadb.sql("SELECT option_value FROM wp_options WHERE option_name='orch_test_widget'", db)
     value = raw.strip().replace("\\\\", "\\")
-    out = subprocess.run(["php", "-r", "var_export(unserialize(stream_get_contents(STDIN)));"], input=value,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["php", "-r", "var_export(unserialize(stream_get_contents(STDIN)));"],
+        input=value,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert result["url"].rstrip("/") in out and "false" != out.strip() and wp_fleet.wordpress.url not in out
     assert "Кровля" in out
     js = wp_fleet.mariadb.sql("SELECT option_value FROM wp_options WHERE option_name='orch_test_json'", db)
@@ -72,18 +84,28 @@ def test_no_production_email_survives_and_the_admin_logs_in_with_the_staging_pas
     assert emails and not set(emails) & set(wp_fleet.wordpress.users.values())
     assert all(e.endswith("@staging.invalid") for e in emails)
     from urllib.parse import urlencode
-    body = urlencode({"log": "admin", "pwd": result["staging_password"], "wp-submit": "Log In",
-                      "testcookie": "1"}).encode()
+
+    body = urlencode(
+        {"log": "admin", "pwd": result["staging_password"], "wp-submit": "Log In", "testcookie": "1"}
+    ).encode()
     import urllib.request
+
     listen = result["url"].rsplit(":", 1)[1]
-    req = urllib.request.Request(f"http://127.0.0.3:{listen}/wp-login.php", data=body, headers={
-        "Host": result["url"].split("//")[1].rstrip("/"), "Cookie": "wordpress_test_cookie=WP%20Cookie%20check",
-        "Authorization": "Basic " + __import__("base64").b64encode(
-            f"staging:{result['basic_auth']['password']}".encode()).decode()})
+    req = urllib.request.Request(
+        f"http://127.0.0.3:{listen}/wp-login.php",
+        data=body,
+        headers={
+            "Host": result["url"].split("//")[1].rstrip("/"),
+            "Cookie": "wordpress_test_cookie=WP%20Cookie%20check",
+            "Authorization": "Basic "
+            + __import__("base64").b64encode(f"staging:{result['basic_auth']['password']}".encode()).decode(),
+        },
+    )
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *a, **k):
             return None
+
     try:
         urllib.request.build_opener(NoRedirect).open(req, timeout=10)
         status = 200
@@ -110,23 +132,26 @@ def test_refresh_brings_new_production_content_down_and_keeps_staging_code(wp_fl
     stage1.run(f"echo 'work in progress' > {theme}")
     upload = f"{wp.path}/wp-content/uploads/2026/11/after-staging.txt"
     wp.host.run(f"echo 'uploaded later' > {upload}")
-    wp_fleet.mariadb.sql("UPDATE wp_options SET option_value = 'Refreshed Title' WHERE option_name = 'blogname'",
-                         wp.db_name)
+    wp_fleet.mariadb.sql(
+        "UPDATE wp_options SET option_value = 'Refreshed Title' WHERE option_name = 'blogname'", wp.db_name
+    )
     mode = stage1.run(f"chmod 0751 {result['path']} && stat -c '%a %U %G' {result['path']}").stdout
     try:
         out = wp_fleet.orch_json("staging", "refresh", "wp", "--env", result["env"], "--task", TASK, "--from", "fresh")
         assert out["staging_password"]
         # the copy's folder keeps its own mode, owner and group (a scratch folder's 0700 locked nginx out)
         assert stage1.run(f"stat -c '%a %U %G' {result['path']}").stdout == mode
-        assert stage1.run(f"cat {result['path']}/wp-content/uploads/2026/11/after-staging.txt").stdout.strip() \
+        assert (
+            stage1.run(f"cat {result['path']}/wp-content/uploads/2026/11/after-staging.txt").stdout.strip()
             == "uploaded later"
+        )
         assert stage1.run(f"cat {theme}").stdout.strip() == "work in progress"
         assert _get(result | {"basic_auth": result["basic_auth"]})[2].count("Refreshed Title") >= 1
     finally:
         wp.host.run(f"rm -f {upload}")
-        wp_fleet.mariadb.sql("UPDATE wp_options SET option_value = 'Dachdeckerei Muster Shop' "
-                             "WHERE option_name = 'blogname'", wp.db_name)
-
+        wp_fleet.mariadb.sql(
+            "UPDATE wp_options SET option_value = 'Dachdeckerei Muster Shop' WHERE option_name = 'blogname'", wp.db_name
+        )
 
 
 def test_the_template_and_staging_copies_are_not_targets_for_raw_restores(wp_fleet, staged):
@@ -137,6 +162,7 @@ def test_the_template_and_staging_copies_are_not_targets_for_raw_restores(wp_fle
     assert "template" in proc.stderr
     proc = wp_fleet.orch("promote", "wp", "--from", "staging", "--task", TASK, "--dry-run", expect=2)
     assert "no environment 'staging'" in proc.stderr
+
 
 def test_destroy_refuses_production_and_removes_everything(wp_fleet, staged):
     result, before = staged

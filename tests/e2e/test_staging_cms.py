@@ -8,6 +8,7 @@ the testbed's server. Then the real CLI runs `orch backup`, `orch --json staging
 JSON values are decoded by PHP; bcrypt hashes are checked by password_verify(); the vhost is fetched through the
 stage1 nginx, whose stand-in front page (the fixture's index.php) reads the staging config and queries the database.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,13 +36,13 @@ PHP = ["php", "-d", "display_errors=stderr", "-d", "error_reporting=-1"]
 @dataclass(frozen=True)
 class Cms:
     name: str
-    url: str                               # production URL (the one in the fixture's database.sql)
-    host_edits: tuple                      # (file, old text, new text with {host}/{port}): production -> real DB
-    emails_sql: str                        # the production e-mail addresses of the user tables
-    password_sql: str                      # the password-reset column of the accounts
-    serialized_sql: str | None             # a PHP-serialized value holding the URL that stays in the copy
-    json_sql: str                          # a JSON value holding the (escaped) URL that stays in the copy
-    marker: str                            # what the stand-in front page shows besides the database name
+    url: str  # production URL (the one in the fixture's database.sql)
+    host_edits: tuple  # (file, old text, new text with {host}/{port}): production -> real DB
+    emails_sql: str  # the production e-mail addresses of the user tables
+    password_sql: str  # the password-reset column of the accounts
+    serialized_sql: str | None  # a PHP-serialized value holding the URL that stays in the copy
+    json_sql: str  # a JSON value holding the (escaped) URL that stays in the copy
+    marker: str  # what the stand-in front page shows besides the database name
 
     @property
     def site(self) -> str:
@@ -56,32 +57,60 @@ class Cms:
         return f"{self.site}_{ENV}".replace("-", "_")
 
 
-CMSES = {c.name: c for c in (
-    Cms("joomla", "https://shinglas.example",
-        (("configuration.php", "public $host = 'localhost';", "public $host = '{host}:{port}';"),),
-        "SELECT email FROM jx7tq_users", "SELECT password FROM jx7tq_users",
-        "SELECT value FROM jx7tq_fields_values WHERE field_id = 3",
-        "SELECT params FROM jx7tq_modules WHERE id = 87", 'content="Joomla!'),
-    Cms("bitrix", "https://shop.bitrix.example",
-        (("bitrix/.settings.php", "'host' => 'localhost',", "'host' => '{host}:{port}',"),
-         ("bitrix/php_interface/dbconn.php", '$DBHost = "localhost";', '$DBHost = "{host}:{port}";')),
-        "SELECT EMAIL FROM b_user UNION SELECT VALUE FROM b_sale_order_props_value WHERE CODE = 'EMAIL'",
-        "SELECT PASSWORD FROM b_user",
-        "SELECT VALUE FROM b_option WHERE MODULE_ID = 'seo' AND NAME = 'sitemap_1_settings'",
-        "SELECT VALUE FROM b_option WHERE MODULE_ID = 'pull' AND NAME = 'path_to_listener_config'", "/bitrix/"),
-    Cms("drupal", "https://drupal.example.org",
-        (("sites/default/settings.php", "\n  'host' => 'localhost',\n  'port' => '3306',\n",
-          "\n  'host' => '{host}',\n  'port' => '{port}',\n"),),
-        "SELECT mail FROM users_field_data UNION SELECT init FROM users_field_data",
-        "SELECT pass FROM users_field_data WHERE uid > 0",
-        "SELECT value FROM key_value WHERE collection = 'state' AND name = 'aggregator.last_feed'",
-        "SELECT field_config_value FROM node__field_config WHERE entity_id = 1", "data-drupal-"),
-    Cms("laravel", "https://app.laravel.example",
-        ((".env", "DB_PORT=3306\n", "DB_PORT={port}\n"),),
-        "SELECT email FROM users", "SELECT password FROM users",
-        None,  # the serialized values (cache, jobs) are in tables the playbook empties
-        "SELECT payload FROM settings WHERE name = 'links'", "Acme Portal"),
-)}
+CMSES = {
+    c.name: c
+    for c in (
+        Cms(
+            "joomla",
+            "https://shinglas.example",
+            (("configuration.php", "public $host = 'localhost';", "public $host = '{host}:{port}';"),),
+            "SELECT email FROM jx7tq_users",
+            "SELECT password FROM jx7tq_users",
+            "SELECT value FROM jx7tq_fields_values WHERE field_id = 3",
+            "SELECT params FROM jx7tq_modules WHERE id = 87",
+            'content="Joomla!',
+        ),
+        Cms(
+            "bitrix",
+            "https://shop.bitrix.example",
+            (
+                ("bitrix/.settings.php", "'host' => 'localhost',", "'host' => '{host}:{port}',"),
+                ("bitrix/php_interface/dbconn.php", '$DBHost = "localhost";', '$DBHost = "{host}:{port}";'),
+            ),
+            "SELECT EMAIL FROM b_user UNION SELECT VALUE FROM b_sale_order_props_value WHERE CODE = 'EMAIL'",
+            "SELECT PASSWORD FROM b_user",
+            "SELECT VALUE FROM b_option WHERE MODULE_ID = 'seo' AND NAME = 'sitemap_1_settings'",
+            "SELECT VALUE FROM b_option WHERE MODULE_ID = 'pull' AND NAME = 'path_to_listener_config'",
+            "/bitrix/",
+        ),
+        Cms(
+            "drupal",
+            "https://drupal.example.org",
+            (
+                (
+                    "sites/default/settings.php",
+                    "\n  'host' => 'localhost',\n  'port' => '3306',\n",
+                    "\n  'host' => '{host}',\n  'port' => '{port}',\n",
+                ),
+            ),
+            "SELECT mail FROM users_field_data UNION SELECT init FROM users_field_data",
+            "SELECT pass FROM users_field_data WHERE uid > 0",
+            "SELECT value FROM key_value WHERE collection = 'state' AND name = 'aggregator.last_feed'",
+            "SELECT field_config_value FROM node__field_config WHERE entity_id = 1",
+            "data-drupal-",
+        ),
+        Cms(
+            "laravel",
+            "https://app.laravel.example",
+            ((".env", "DB_PORT=3306\n", "DB_PORT={port}\n"),),
+            "SELECT email FROM users",
+            "SELECT password FROM users",
+            None,  # the serialized values (cache, jobs) are in tables the playbook empties
+            "SELECT payload FROM settings WHERE name = 'links'",
+            "Acme Portal",
+        ),
+    )
+}
 
 
 # ------------------------------------------------------------------------------------------------ PHP and SQL
@@ -122,10 +151,13 @@ def parse_env(text: str) -> dict[str, str]:
         if raw.startswith('"'):
             body = re.match(r'^"((?:[^"\\]|\\.)*)"', raw)
             assert body, f".env: unterminated value in {line!r}"
-            value = re.sub(r"\\([\\\"$])|\$\{([A-Za-z0-9_.]+)\}",
-                           lambda g: g.group(1) if g.group(1) else out.get(g.group(2), ""), body.group(1))
+            value = re.sub(
+                r"\\([\\\"$])|\$\{([A-Za-z0-9_.]+)\}",
+                lambda g: g.group(1) if g.group(1) else out.get(g.group(2), ""),
+                body.group(1),
+            )
         elif raw.startswith("'"):
-            value = raw[1:raw.index("'", 1)]
+            value = raw[1 : raw.index("'", 1)]
         else:
             value = re.sub(r"\s+#.*$", "", raw).strip()
         out[m.group(1)] = value
@@ -143,19 +175,39 @@ def credentials(cms: str, config: dict) -> dict:
     """Given a loaded config, return the database connection it names: host, port, database, user, password."""
     if cms == "joomla":
         host, _, port = config["host"].partition(":")
-        return {"host": host, "port": port or "3306", "database": config["db"], "user": config["user"],
-                "password": config["password"]}
+        return {
+            "host": host,
+            "port": port or "3306",
+            "database": config["db"],
+            "user": config["user"],
+            "password": config["password"],
+        }
     if cms == "bitrix":
         conn = config["settings"]["connections"]["value"]["default"]
         host, _, port = conn["host"].partition(":")
-        return {"host": host, "port": port or "3306", "database": conn["database"], "user": conn["login"],
-                "password": conn["password"]}
+        return {
+            "host": host,
+            "port": port or "3306",
+            "database": conn["database"],
+            "user": conn["login"],
+            "password": conn["password"],
+        }
     if cms == "drupal":
         conn = config["databases"]["default"]["default"]
-        return {"host": conn["host"], "port": conn.get("port") or "3306", "database": conn["database"],
-                "user": conn["username"], "password": conn["password"]}
-    return {"host": config["DB_HOST"], "port": config["DB_PORT"], "database": config["DB_DATABASE"],
-            "user": config["DB_USERNAME"], "password": config["DB_PASSWORD"]}
+        return {
+            "host": conn["host"],
+            "port": conn.get("port") or "3306",
+            "database": conn["database"],
+            "user": conn["username"],
+            "password": conn["password"],
+        }
+    return {
+        "host": config["DB_HOST"],
+        "port": config["DB_PORT"],
+        "database": config["DB_DATABASE"],
+        "user": config["DB_USERNAME"],
+        "password": config["DB_PASSWORD"],
+    }
 
 
 def connect_as(creds: dict) -> list:
@@ -168,9 +220,15 @@ def connect_as(creds: dict) -> list:
 
 def drupal_trusts(patterns: list[str], host: str) -> bool:
     """Whether Drupal accepts a request for host: it matches each pattern as preg_match('{' . $pattern . '}i')."""
-    return json.loads(php("""[, $patterns, $host] = $argv; $found = false;
+    return json.loads(
+        php(
+            """[, $patterns, $host] = $argv; $found = false;
         foreach (json_decode($patterns) as $p) { $found = $found || preg_match('{' . $p . '}i', $host); }
-        echo json_encode($found);""", json.dumps(patterns), host))
+        echo json_encode($found);""",
+            json.dumps(patterns),
+            host,
+        )
+    )
 
 
 def fetch_decoded(mariadb, database: str, sql: str, how: str) -> list:
@@ -205,9 +263,22 @@ def column(mariadb, database: str, sql: str) -> list[str]:
 
 
 def dump(mariadb, database: str) -> str:
-    return subprocess.run(["mariadb-dump", "--no-defaults", "-S", str(mariadb.socket), "-u", "root",
-                           "--skip-dump-date", "--skip-comments", database],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [
+            "mariadb-dump",
+            "--no-defaults",
+            "-S",
+            str(mariadb.socket),
+            "-u",
+            "root",
+            "--skip-dump-date",
+            "--skip-comments",
+            database,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def url_forms(host: str) -> re.Pattern:
@@ -227,11 +298,11 @@ def write_as(host, path: str, text: str) -> None:
 @dataclass
 class Deployed:
     cms: Cms
-    path: str                              # production folder on web1
-    prod_config: dict                      # production credentials (as the fixture's config names them)
-    emails: list[str]                      # production e-mail addresses of the user tables
-    before: tuple                          # production dump and file checksums before staging
-    result: dict | None = None             # `orch --json staging create` output
+    path: str  # production folder on web1
+    prod_config: dict  # production credentials (as the fixture's config names them)
+    emails: list[str]  # production e-mail addresses of the user tables
+    before: tuple  # production dump and file checksums before staging
+    result: dict | None = None  # `orch --json staging create` output
     error: str | None = None
 
 
@@ -243,8 +314,12 @@ def deploy(cms: Cms, web1, mariadb, path: str) -> Deployed:
     mariadb.sql(f"DROP DATABASE IF EXISTS `{creds['database']}`")
     mariadb.create_database(creds["database"], creds["user"], creds["password"])
     with (fixture / "database.sql").open("rb") as sql:
-        subprocess.run(["mariadb", "--no-defaults", "-S", str(mariadb.socket), "-u", "root", creds["database"]],
-                       stdin=sql, check=True, capture_output=True)
+        subprocess.run(
+            ["mariadb", "--no-defaults", "-S", str(mariadb.socket), "-u", "root", creds["database"]],
+            stdin=sql,
+            check=True,
+            capture_output=True,
+        )
     web1.copy_in(fixture, path)  # as root: web1's user may not read a private checkout
     web1.run(f"rm {path}/database.sql")
     for rel in dict.fromkeys(rel for rel, _, _ in cms.host_edits):
@@ -273,10 +348,16 @@ def cms_fleet(fleet, stage1_web, mariadb, ssh_hosts, tmp_path_factory):
     port = nginx.listen.rsplit(":", 1)[1]
     inventory = json.loads(json.dumps(fleet.base))
     inventory["oplog"] = inventory["oplog"].replace("oplog.db", f"oplog-cms-{run}.db")
-    inventory["hosts"]["stage1"] = host_entry(stage1) | {"web": {
-        "sites_dir": str(nginx.sites_dir), "listen": nginx.listen, "connect": nginx.listen,
-        "php_socket": str(stage1_web.php.socket), "test": nginx.test_command.split(),
-        "reload": nginx.reload_command.split()}}
+    inventory["hosts"]["stage1"] = host_entry(stage1) | {
+        "web": {
+            "sites_dir": str(nginx.sites_dir),
+            "listen": nginx.listen,
+            "connect": nginx.listen,
+            "php_socket": str(stage1_web.php.socket),
+            "test": nginx.test_command.split(),
+            "reload": nginx.reload_command.split(),
+        }
+    }
     orch = Fleet(tmp_path_factory.mktemp("cmsfleet"), dict(fleet.env), fleet.hosts)
     orch.mariadb, orch.web1, orch.stage1, orch.deployed = mariadb, web1, stage1, {}
     orch.listen = nginx.listen  # where the staging URLs are served
@@ -290,13 +371,30 @@ def cms_fleet(fleet, stage1_web, mariadb, ssh_hosts, tmp_path_factory):
             secret = f"T_{cms.name.upper()}_PW"
             orch.env[secret] = item.prod_config["password"]
             db = {"engine": "mysql", "host": mariadb.host, "port": mariadb.port}
-            sites[cms.site] = {"name": cms.site, "playbook": cms.name, "task": "10020", "environments": {
-                "production": {"host": "web1", "path": item.path, "url": cms.url, "database": db | {
-                    "name": item.prod_config["database"], "user": item.prod_config["user"],
-                    "password": {"env": secret}}},
-                "staging": {"host": "stage1", "path": f"{stage_root}/{{site}}",
-                            "url": f"http://{{env}}.{cms.name}.stage.test:{port}", "database": db | {
-                                "name": "mysql", "user": admin, "password": {"env": "T_CMS_ADMIN_PW"}}}}}
+            sites[cms.site] = {
+                "name": cms.site,
+                "playbook": cms.name,
+                "task": "10020",
+                "environments": {
+                    "production": {
+                        "host": "web1",
+                        "path": item.path,
+                        "url": cms.url,
+                        "database": db
+                        | {
+                            "name": item.prod_config["database"],
+                            "user": item.prod_config["user"],
+                            "password": {"env": secret},
+                        },
+                    },
+                    "staging": {
+                        "host": "stage1",
+                        "path": f"{stage_root}/{{site}}",
+                        "url": f"http://{{env}}.{cms.name}.stage.test:{port}",
+                        "database": db | {"name": "mysql", "user": admin, "password": {"env": "T_CMS_ADMIN_PW"}},
+                    },
+                },
+            }
         orch.write_inventory(inventory, sites)
         orch.orch("backup", *sites, "--task", TASK)
 
@@ -306,6 +404,7 @@ def cms_fleet(fleet, stage1_web, mariadb, ssh_hosts, tmp_path_factory):
                 item.result = json.loads(proc.stdout)
             else:
                 item.error = f"exit {proc.returncode}\nstdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}"
+
         with ThreadPoolExecutor(len(orch.deployed)) as pool:
             list(pool.map(create, orch.deployed.values()))
         yield orch
@@ -313,9 +412,11 @@ def cms_fleet(fleet, stage1_web, mariadb, ssh_hosts, tmp_path_factory):
         for item in orch.deployed.values():
             if item.result and orch.orch_json("staging", "list", item.cms.site, expect=None):
                 orch.orch("staging", "destroy", item.cms.site, "--env", ENV, "--task", TASK, expect=None)
-            mariadb.sql(f"DROP DATABASE IF EXISTS `{item.prod_config['database']}`; "
-                        f"DROP DATABASE IF EXISTS `{item.cms.staging_db}`; "
-                        f"DROP USER IF EXISTS '{item.cms.staging_db}'@'%'")
+            mariadb.sql(
+                f"DROP DATABASE IF EXISTS `{item.prod_config['database']}`; "
+                f"DROP DATABASE IF EXISTS `{item.cms.staging_db}`; "
+                f"DROP USER IF EXISTS '{item.cms.staging_db}'@'%'"
+            )
         web1.run(f"rm -rf {prod_root}")
         stage1.run(f"rm -rf {stage_root}")
         mariadb.sql(f"DROP USER IF EXISTS '{admin}'@'%'")
@@ -349,18 +450,25 @@ def test_config_files_point_at_the_staging_database_and_url(cms_fleet, site):
     assert connect_as(creds) == [site.cms.staging_db, f"{site.cms.staging_db}@%"]
     staged_host = urlsplit(url).hostname
     production = load_config(name, site.path)
-    texts = "\n".join(p.read_text(encoding="utf-8") for p in Path(path).rglob("*")
-                      if p.is_file() and p.name in (".env", "configuration.php", ".settings.php", "dbconn.php",
-                                                    "settings.php"))
+    texts = "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in Path(path).rglob("*")
+        if p.is_file() and p.name in (".env", "configuration.php", ".settings.php", "dbconn.php", "settings.php")
+    )
     assert site.prod_config["password"] not in texts, "production's database password is left in the copy"
     if name == "joomla":
         assert config["tmp_path"] == f"{path}/tmp" and config["log_path"] == f"{path}/administrator/logs"
         changed = {"host", "db", "user", "password", "tmp_path", "log_path", "mailonline"}
-        assert {k: v for k, v in config.items() if k not in changed} == \
-               {k: v for k, v in production.items() if k not in changed}
+        assert {k: v for k, v in config.items() if k not in changed} == {
+            k: v for k, v in production.items() if k not in changed
+        }
     elif name == "bitrix":
-        assert config["dbconn"] == {"DBHost": f"{creds['host']}:{creds['port']}", "DBName": creds["database"],
-                                    "DBLogin": creds["user"], "DBPassword": creds["password"]}
+        assert config["dbconn"] == {
+            "DBHost": f"{creds['host']}:{creds['port']}",
+            "DBName": creds["database"],
+            "DBLogin": creds["user"],
+            "DBPassword": creds["password"],
+        }
         assert config["settings"]["crypto"] == production["settings"]["crypto"]
     elif name == "drupal":
         db = config["databases"]["default"]["default"]
@@ -386,30 +494,63 @@ def test_no_production_email_survives_and_personal_data_is_sanitized(cms_fleet, 
     if name == "joomla":
         assert rows("SELECT id, name, username, email FROM jx7tq_users ORDER BY id") == [
             ["42", "User 42", "olga", "user42@staging.invalid"],
-            ["43", "User 43", "manager", "user43@staging.invalid"]]
+            ["43", "User 43", "manager", "user43@staging.invalid"],
+        ]
         assert rows("SELECT profile_value FROM jx7tq_user_profiles") == [['""'], ['""']]
         assert rows("SELECT ip_address FROM jx7tq_action_logs") == [["127.0.0.1"]]
         assert empty("jx7tq_session") and empty("jx7tq_user_keys")
     elif name == "bitrix":
-        assert rows("SELECT ID, LOGIN, EMAIL, NAME, LAST_NAME, SECOND_NAME, PERSONAL_PHONE, PERSONAL_MOBILE, "
-                    "WORK_PHONE, PERSONAL_STREET, PERSONAL_BIRTHDAY FROM b_user ORDER BY ID") == [
-            ["1", "admin", "user1@staging.invalid", "User 1", "User 1", "", "+15550000001", "+15550000001",
-             "NULL", "", "NULL"],
-            ["2", "anna", "user2@staging.invalid", "User 2", "User 2", "", "NULL", "+15550000002",
-             "+15550000002", "", "NULL"]]
+        assert rows(
+            "SELECT ID, LOGIN, EMAIL, NAME, LAST_NAME, SECOND_NAME, PERSONAL_PHONE, PERSONAL_MOBILE, "
+            "WORK_PHONE, PERSONAL_STREET, PERSONAL_BIRTHDAY FROM b_user ORDER BY ID"
+        ) == [
+            [
+                "1",
+                "admin",
+                "user1@staging.invalid",
+                "User 1",
+                "User 1",
+                "",
+                "+15550000001",
+                "+15550000001",
+                "NULL",
+                "",
+                "NULL",
+            ],
+            [
+                "2",
+                "anna",
+                "user2@staging.invalid",
+                "User 2",
+                "User 2",
+                "",
+                "NULL",
+                "+15550000002",
+                "+15550000002",
+                "",
+                "NULL",
+            ],
+        ]
         assert rows("SELECT PHONE_NUMBER FROM b_user_phone_auth") == [["+15550000002"]]
         assert rows("SELECT CODE, VALUE FROM b_sale_order_props_value ORDER BY ID") == [
-            ["FIO", "User 7"], ["EMAIL", "user7@staging.invalid"], ["PHONE", "+15550000007"],
-            ["ADDRESS", "1 Test Street"]]
+            ["FIO", "User 7"],
+            ["EMAIL", "user7@staging.invalid"],
+            ["PHONE", "+15550000007"],
+            ["ADDRESS", "1 Test Street"],
+        ]
         assert empty("b_event") and empty("b_user_stored_auth")
     elif name == "drupal":
         assert rows("SELECT uid, name, mail, init FROM users_field_data ORDER BY uid") == [
-            ["0", "", "NULL", "NULL"], ["1", "User 1", "user1@staging.invalid", "user1@staging.invalid"],
-            ["2", "User 2", "user2@staging.invalid", "user2@staging.invalid"]]
+            ["0", "", "NULL", "NULL"],
+            ["1", "User 1", "user1@staging.invalid", "user1@staging.invalid"],
+            ["2", "User 2", "user2@staging.invalid", "user2@staging.invalid"],
+        ]
         assert empty("sessions") and empty("watchdog") and empty("cache_render")
     else:
         assert rows("SELECT id, name, email FROM users ORDER BY id") == [
-            ["1", "User 1", "user1@staging.invalid"], ["2", "User 2", "user2@staging.invalid"]]
+            ["1", "User 1", "user1@staging.invalid"],
+            ["2", "User 2", "user2@staging.invalid"],
+        ]
         for table in ("sessions", "password_reset_tokens", "jobs", "failed_jobs", "cache"):
             assert empty(table), table
 
@@ -420,7 +561,7 @@ def test_no_production_email_survives_and_personal_data_is_sanitized(cms_fleet, 
 def test_no_production_url_is_left_in_the_staging_database(cms_fleet, site):
     cms, staging_url = site.cms, site.result["url"].rstrip("/")
     text = dump(cms_fleet.mariadb, cms.staging_db)
-    left = [text[max(m.start() - 120, 0):m.end() + 40] for m in url_forms(cms.host).finditer(text)]
+    left = [text[max(m.start() - 120, 0) : m.end() + 40] for m in url_forms(cms.host).finditer(text)]
     assert left == [], "production URLs left in the staging database"
     assert staging_url.replace("/", "\\\\/") in text  # JSON-escaped, as the dump writes it
     assert staging_url in text or cms.name == "laravel"  # Laravel's plain URLs are all in emptied tables
@@ -457,7 +598,8 @@ def test_bitrix_bare_host_is_replaced(cms_fleet, site):
     db, mariadb = site.cms.staging_db, cms_fleet.mariadb
     staged = urlsplit(site.result["url"])
     values = column(mariadb, db, "SELECT SERVER_NAME FROM b_lang") + column(
-        mariadb, db, "SELECT VALUE FROM b_option WHERE MODULE_ID = 'main' AND NAME = 'server_name'")
+        mariadb, db, "SELECT VALUE FROM b_option WHERE MODULE_ID = 'main' AND NAME = 'server_name'"
+    )
     assert values and all(v in (staged.hostname, staged.netloc) for v in values), values
 
 
@@ -467,14 +609,19 @@ def test_the_password_reset_column_verifies_against_the_staging_password(cms_fle
     hashes = column(mariadb, db, site.cms.password_sql)
     assert password and hashes
     if site.cms.name == "bitrix":  # 8-character salt + md5(salt . password)
-        assert all(len(h) == 40 and hashlib.md5((h[:8] + password).encode()).hexdigest() == h[8:]
-                   for h in hashes), hashes
+        assert all(len(h) == 40 and hashlib.md5((h[:8] + password).encode()).hexdigest() == h[8:] for h in hashes), (
+            hashes
+        )
         assert column(mariadb, db, "SELECT DISTINCT LOGIN_ATTEMPTS FROM b_user") == ["0"]
         return
     assert all(h.startswith("$2y$") for h in hashes), hashes
-    verified = json.loads(php("""$in = json_decode(stream_get_contents(STDIN), true);
+    verified = json.loads(
+        php(
+            """$in = json_decode(stream_get_contents(STDIN), true);
         echo json_encode(array_map(fn ($h) => password_verify($in['password'], $h), $in['hashes']));""",
-                              stdin=json.dumps({"password": password, "hashes": hashes})))
+            stdin=json.dumps({"password": password, "hashes": hashes}),
+        )
+    )
     assert verified == [True] * len(hashes)
     wrong = json.loads(php("echo json_encode(password_verify('not-it', $argv[1]));", hashes[0]))
     assert wrong is False
@@ -490,8 +637,9 @@ def test_mail_and_cron_are_off(cms_fleet, site):
     config = load_config(name, path)
     if name == "joomla":
         assert config["mailonline"] is False and load_config(name, site.path)["mailonline"] is True
-        assert cms_fleet.mariadb.sql("SELECT element, enabled FROM jx7tq_extensions ORDER BY extension_id", db) \
-            .split("\n")[:3] == ["schedulerunner\t0", "tasknotification\t0", "cache\t1"]
+        assert cms_fleet.mariadb.sql("SELECT element, enabled FROM jx7tq_extensions ORDER BY extension_id", db).split(
+            "\n"
+        )[:3] == ["schedulerunner\t0", "tasknotification\t0", "cache\t1"]
     elif name == "bitrix":
         # loaded without a warning: no constant is defined twice, custom_mail() exists and sends nothing
         assert config["custom_mail"] is True
@@ -509,6 +657,7 @@ def test_mail_and_cron_are_off(cms_fleet, site):
 @per_cms
 def test_the_vhost_answers_with_basic_auth_only(cms_fleet, site):
     from orchestrator.backends.envs.web import fetch
+
     result = site.result
     listen = cms_fleet.listen
     auth = (result["basic_auth"]["user"], result["basic_auth"]["password"])
@@ -532,7 +681,10 @@ def test_destroy_removes_the_copy_and_production_is_untouched(cms_fleet, site):
     assert mariadb.sql(f"SELECT COUNT(*) FROM mysql.user WHERE user = '{site.cms.staging_db}'").strip() == "0"
     assert cms_fleet.orch_json("staging", "list", site.cms.site) == []
     from orchestrator.backends.envs.web import fetch
+
     auth = (result["basic_auth"]["user"], result["basic_auth"]["password"])
     assert site.cms.marker not in fetch(result["url"], connect_to=cms_fleet.listen, auth=auth)[2]
-    assert (dump(mariadb, site.prod_config["database"]),
-            tree_checksums(cms_fleet.web1, site.path, exclude="-none-")) == site.before
+    assert (
+        dump(mariadb, site.prod_config["database"]),
+        tree_checksums(cms_fleet.web1, site.path, exclude="-none-"),
+    ) == site.before

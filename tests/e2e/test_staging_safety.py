@@ -1,5 +1,6 @@
 """Staging copies that never get lost or mixed up: a half-made copy is registered and destroyable, two sites'
 copies of the same name keep their own credentials, and a copy with nothing to copy from says what to do."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.e2e
 
 def _get(url: str, listen: str, auth=None) -> tuple[int, str]:
     from orchestrator.backends.envs.web import fetch
+
     status, _, body = fetch(url, connect_to=listen, auth=auth)
     return status, body
 
@@ -43,8 +45,7 @@ def _gone(wp, listed: dict) -> None:
     assert not Path(details["vhost"]).exists()
 
 
-def test_a_staging_create_that_fails_half_way_is_listed_as_failed_and_destroy_removes_all_of_it(wp_fleet,
-                                                                                                 tmp_path):
+def test_a_staging_create_that_fails_half_way_is_listed_as_failed_and_destroy_removes_all_of_it(wp_fleet, tmp_path):
     # nginx's config test fails: files, database, user and auth file are made, the vhost is refused
     broken = _variant(wp_fleet, tmp_path / "broken", {"wp": wp_fleet.site}, web={"test": ["false"]})
     proc = broken.orch("staging", "create", "wp", "--task", "14902", expect=1)
@@ -75,7 +76,8 @@ def test_copies_of_two_sites_with_the_same_env_name_keep_their_own_credentials(w
         site["name"] = name
         site["environments"]["staging"]["path"] = shared + "/{site}-{env}"
         site["environments"]["staging"]["url"] = site["environments"]["staging"]["url"].replace(
-            "{env}.wp.", "{env}.{site}.")
+            "{env}.wp.", "{env}.{site}."
+        )
         sites[name] = site
     two = _variant(wp_fleet, tmp_path / "two", sites)
     # wpb has no backup yet: the error says how to make a copy all the same, and the refusal is logged
@@ -127,7 +129,8 @@ def test_a_bad_or_production_env_name_is_refused_before_anything_is_made(wp_flee
 
 
 def test_a_copy_that_would_land_on_another_sites_production_is_refused_and_production_is_untouched(
-        wp_fleet, fleet, tmp_path):
+    wp_fleet, fleet, tmp_path
+):
     # a template without {site}: `--name blog` names the folder where site blog's production lives on stage1
     blog_path = fleet.sites["blog"]["environments"]["production"]["path"]
     site = json.loads(json.dumps(wp_fleet.site))

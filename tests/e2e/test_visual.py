@@ -1,5 +1,6 @@
 """Visual checks on the real WordPress: headless Chromium shots of the check URLs, kept with the operation,
 compared per page and width, and shown side by side in the task's report."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,8 @@ def test_a_snap_shoots_every_check_url_at_desktop_and_mobile_width(wp_fleet, two
     paths = sorted({shot["path"] for shot in first["shots"]})
     assert "/" in paths and len(paths) >= 2, paths  # the home page plus a sample of WordPress's sitemap
     assert sorted((s["path"], s["viewport"]) for s in first["shots"]) == sorted(
-        (p, v) for p in paths for v in ("desktop", "mobile"))
+        (p, v) for p in paths for v in ("desktop", "mobile")
+    )
     for shot in first["shots"]:
         png = _shots_root(wp_fleet) / shot["file"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot["status"] == 200, shot
@@ -39,8 +41,9 @@ def test_a_snap_shoots_every_check_url_at_desktop_and_mobile_width(wp_fleet, two
 
 def test_two_snaps_of_an_unchanged_site_differ_by_less_than_a_tenth_of_a_percent(wp_fleet, two_snaps):
     first, second = two_snaps
-    result = wp_fleet.orch_json("compare", str(first["operation_id"]), str(second["operation_id"]),
-                                "--task", TASK, "--threshold", "0.1")
+    result = wp_fleet.orch_json(
+        "compare", str(first["operation_id"]), str(second["operation_id"]), "--task", TASK, "--threshold", "0.1"
+    )
     assert result["status"] == "ok" and len(result["rows"]) == len(first["shots"])
     assert all(row["percent"] < 0.1 for row in result["rows"]), result["rows"]
     assert all((_shots_root(wp_fleet) / row["diff"]).is_file() for row in result["rows"])

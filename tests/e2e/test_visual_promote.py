@@ -2,6 +2,7 @@
 the health check; a change of a text colour passes under a 5 % threshold, a stylesheet that breaks the layout is
 rolled back naming the page and the share, with the diff images kept and shown in the task's report; a dry run
 compares the staging copy with production, and `staging create --snap` shoots a new copy next to production."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,12 @@ TASK = "14960"
 COPY = "vis14960"
 THEME = "wp-content/themes/twentytwentythree"
 # twentytwentythree is a block theme without functions.php: the promoted code adds one that loads a stylesheet
-FUNCTIONS = ("<?php\nadd_action('wp_enqueue_scripts', function () {\n"
-             "    $css = get_stylesheet_directory() . '/orch-visual.css';\n"
-             "    wp_enqueue_style('orch-visual', get_stylesheet_directory_uri() . '/orch-visual.css', [],"
-             " (string) filemtime($css));\n});\n")
+FUNCTIONS = (
+    "<?php\nadd_action('wp_enqueue_scripts', function () {\n"
+    "    $css = get_stylesheet_directory() . '/orch-visual.css';\n"
+    "    wp_enqueue_style('orch-visual', get_stylesheet_directory_uri() . '/orch-visual.css', [],"
+    " (string) filemtime($css));\n});\n"
+)
 COLOUR = ".wp-block-post-title, .wp-block-post-title a { color: #b00020 !important; }\n"
 BROKEN = "body { display: none !important; }\n"
 
@@ -50,6 +53,7 @@ def stylesheet(css: str, wp) -> None:
 
 def _q(text: str) -> str:
     import shlex
+
     return shlex.quote(text)
 
 
@@ -106,8 +110,7 @@ def test_the_report_shows_before_after_and_the_difference(visual, tmp_path):
 def test_a_dry_run_with_visual_compares_the_copy_with_production_and_changes_nothing(visual):
     stylesheet(BROKEN, visual)
     before = live_css(visual)
-    proc = visual.orch("--json", "promote", "wp", "--from", COPY, "--task", TASK, "--dry-run", "--visual",
-                       expect=1)
+    proc = visual.orch("--json", "promote", "wp", "--from", COPY, "--task", TASK, "--dry-run", "--visual", expect=1)
     out = json.loads(proc.stdout)
     assert out["plan"]["dry_run"] and out["visual"]["status"] == "failed"
     assert {row["path"] for row in out["visual"]["rows"]} >= {"/"}
@@ -126,6 +129,8 @@ def test_staging_create_can_snap_the_new_copy_next_to_production(visual):
         assert "/" in {row["path"] for row in rows}
         compare = visual.orch_json("log", "--task", TASK, "--action", "compare")[-1]
         assert {a["details"]["set"] for a in compare["artifacts"] if a["kind"] == "screenshot"} == {
-            "production", "snap14960"}
+            "production",
+            "snap14960",
+        }
     finally:
         visual.orch("staging", "destroy", "wp", "--env", "snap14960", "--task", TASK)

@@ -12,8 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -33,8 +40,7 @@ def chromium() -> Iterator[object]:
 
 def new_page(browser, *, viewport: dict | None = None, javascript: bool = True, **context_options):
     """Given the browser, return a page in a fresh context (own cookies), `viewport` sized, JavaScript on/off."""
-    context = browser.new_context(viewport=viewport or VIEWPORT, java_script_enabled=javascript,
-                                  **context_options)
+    context = browser.new_context(viewport=viewport or VIEWPORT, java_script_enabled=javascript, **context_options)
     return context.new_page()
 
 

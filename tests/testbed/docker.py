@@ -20,6 +20,7 @@ private socket with data and exec roots in temp dirs, no iptables (several engin
 would rewrite the others' chains) and an address pool of its own; containers reach host loopback services only
 with host networking, which is how orch runs its tools container anyway.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -47,11 +48,11 @@ RECIPE_VERSION = "1"
 SERVER_PACKAGES = "ca-certificates php8.2-fpm php8.2-mysql php8.2-pgsql nginx-light mariadb-server"
 POSTGRES_PACKAGES = "postgresql-15"
 
-APT = (r"""RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
+APT = r"""RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
  && apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {packages} \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /usr/share/doc /usr/share/man
-""")
+"""
 
 # bash: print the value of $NAME, or the contents of the file $NAME_FILE names (the official images' file_env)
 SECRET_FN = r"""secret() {
@@ -135,43 +136,67 @@ NGINX_DEFAULT = """server {
 """
 
 DOCKERFILES = {
-    "server": "FROM {debian}\n" + APT.format(packages=SERVER_PACKAGES) + (
+    "server": "FROM {debian}\n"
+    + APT.format(packages=SERVER_PACKAGES)
+    + (
         # an empty datadir, as in the official image: a new volume starts empty and the entrypoint initialises it
         "RUN rm -rf /etc/nginx/sites-enabled/default /var/lib/mysql/* \\\n"
         " && mkdir -p /run/php /var/www/html /usr/share/nginx/html \\\n"
-        " && ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log\n"),
-    "mariadb": ("FROM {server}\nCOPY mariadb-entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
-                "RUN chmod 755 /usr/local/bin/docker-entrypoint.sh\nEXPOSE 3306\n"
-                'ENTRYPOINT ["docker-entrypoint.sh"]\nCMD ["mariadbd"]\n'),
-    "postgres": ("FROM {server}\n" + APT.format(packages=POSTGRES_PACKAGES)
-                 + "COPY postgres-entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
-                 "RUN chmod 755 /usr/local/bin/docker-entrypoint.sh\nEXPOSE 5432\n"
-                 'ENTRYPOINT ["docker-entrypoint.sh"]\nCMD ["postgres"]\n'),
-    "php-fpm": ("FROM {server}\nCOPY zz-docker.conf /etc/php/8.2/fpm/pool.d/zz-docker.conf\n"
-                'WORKDIR /var/www/html\nEXPOSE 9000\nCMD ["php-fpm8.2", "-F"]\n'),
-    "nginx": ("FROM {server}\nCOPY default.conf /etc/nginx/conf.d/default.conf\nEXPOSE 80\n"
-              'STOPSIGNAL SIGQUIT\nCMD ["nginx", "-g", "daemon off;"]\n'),
+        " && ln -sf /dev/stdout /var/log/nginx/access.log && ln -sf /dev/stderr /var/log/nginx/error.log\n"
+    ),
+    "mariadb": (
+        "FROM {server}\nCOPY mariadb-entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+        "RUN chmod 755 /usr/local/bin/docker-entrypoint.sh\nEXPOSE 3306\n"
+        'ENTRYPOINT ["docker-entrypoint.sh"]\nCMD ["mariadbd"]\n'
+    ),
+    "postgres": (
+        "FROM {server}\n"
+        + APT.format(packages=POSTGRES_PACKAGES)
+        + "COPY postgres-entrypoint.sh /usr/local/bin/docker-entrypoint.sh\n"
+        "RUN chmod 755 /usr/local/bin/docker-entrypoint.sh\nEXPOSE 5432\n"
+        'ENTRYPOINT ["docker-entrypoint.sh"]\nCMD ["postgres"]\n'
+    ),
+    "php-fpm": (
+        "FROM {server}\nCOPY zz-docker.conf /etc/php/8.2/fpm/pool.d/zz-docker.conf\n"
+        'WORKDIR /var/www/html\nEXPOSE 9000\nCMD ["php-fpm8.2", "-F"]\n'
+    ),
+    "nginx": (
+        "FROM {server}\nCOPY default.conf /etc/nginx/conf.d/default.conf\nEXPOSE 80\n"
+        'STOPSIGNAL SIGQUIT\nCMD ["nginx", "-g", "daemon off;"]\n'
+    ),
 }
-CONTEXT_FILES = {"mariadb": {"mariadb-entrypoint.sh": MARIADB_ENTRYPOINT},
-                 "postgres": {"postgres-entrypoint.sh": POSTGRES_ENTRYPOINT},
-                 "php-fpm": {"zz-docker.conf": PHP_FPM_POOL},
-                 "nginx": {"default.conf": NGINX_DEFAULT}}
+CONTEXT_FILES = {
+    "mariadb": {"mariadb-entrypoint.sh": MARIADB_ENTRYPOINT},
+    "postgres": {"postgres-entrypoint.sh": POSTGRES_ENTRYPOINT},
+    "php-fpm": {"zz-docker.conf": PHP_FPM_POOL},
+    "nginx": {"default.conf": NGINX_DEFAULT},
+}
 
 
 def recipe_key() -> str:
     """A hash of everything the images are built from (orch's tools recipe included)."""
     from orchestrator.backends.envs.docker import TOOLS_RECIPE
-    text = "\n".join([RECIPE_VERSION, MIRROR, TOOLS_RECIPE, repr(sorted(DOCKERFILES.items())),
-                      repr(sorted((k, sorted(v.items())) for k, v in CONTEXT_FILES.items()))])
+
+    text = "\n".join(
+        [
+            RECIPE_VERSION,
+            MIRROR,
+            TOOLS_RECIPE,
+            repr(sorted(DOCKERFILES.items())),
+            repr(sorted((k, sorted(v.items())) for k, v in CONTEXT_FILES.items())),
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def image_names(key: str | None = None) -> dict[str, str]:
     """The images of the testbed by role, as the test inventory names them."""
     from orchestrator.backends.envs.docker import TOOLS_IMAGE
+
     key = key or recipe_key()
-    names = {role: f"orch-testbed/{role}:{key}" for role in ("debian", "server", "mariadb", "postgres", "php-fpm",
-                                                                      "nginx")}
+    names = {
+        role: f"orch-testbed/{role}:{key}" for role in ("debian", "server", "mariadb", "postgres", "php-fpm", "nginx")
+    }
     return names | {"tools": TOOLS_IMAGE}
 
 
@@ -183,7 +208,7 @@ class DockerEngine:
     workdir: Path
     log: Path
     images: dict[str, str] = field(default_factory=dict)
-    build_seconds: float | None = None     # set when this session built the images (first run on a machine)
+    build_seconds: float | None = None  # set when this session built the images (first run on a machine)
     load_seconds: float | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -193,12 +218,17 @@ class DockerEngine:
 
     def client(self):
         import docker
+
         return docker.DockerClient(base_url=self.url, version="auto", timeout=300)
 
     def cli(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """Run Debian's docker CLI against this engine."""
-        proc = subprocess.run(["/usr/bin/docker", "-H", self.url, *args], input=input, capture_output=True,
-                              stdin=None if input is not None else subprocess.DEVNULL)
+        proc = subprocess.run(
+            ["/usr/bin/docker", "-H", self.url, *args],
+            input=input,
+            capture_output=True,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         if check and proc.returncode:
             raise TestbedError(f"docker {' '.join(args)} failed: {proc.stderr.decode(errors='replace')[-2000:]}")
         return proc
@@ -244,13 +274,36 @@ def start_dockerd() -> DockerEngine:
     workdir.chmod(0o711)
     tag = secrets.token_hex(4)  # containerd namespaces allow letters and digits (mkdtemp's suffix may hold a _)
     engine = DockerEngine(socket=workdir / "docker.sock", workdir=workdir, log=workdir / "dockerd.log")
-    argv = [DOCKERD, "--host", engine.url, "--data-root", str(workdir / "root"), "--exec-root", str(workdir / "exec"),
-            "--pidfile", str(workdir / "dockerd.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false",
-            "--default-address-pool", f"base={_free_pool()},size=24", "--containerd-namespace", f"orch-{tag}",
-            "--containerd-plugins-namespace", f"orch-{tag}-plugins", "--group", "root"]
+    argv = [
+        DOCKERD,
+        "--host",
+        engine.url,
+        "--data-root",
+        str(workdir / "root"),
+        "--exec-root",
+        str(workdir / "exec"),
+        "--pidfile",
+        str(workdir / "dockerd.pid"),
+        "--bridge",
+        "none",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--default-address-pool",
+        f"base={_free_pool()},size=24",
+        "--containerd-namespace",
+        f"orch-{tag}",
+        "--containerd-plugins-namespace",
+        f"orch-{tag}-plugins",
+        "--group",
+        "root",
+    ]
     # No registry is reachable: a pull must fail at once (through a closed proxy port), not after DNS timeouts.
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-           "NO_PROXY": "localhost,127.0.0.1"}
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "localhost,127.0.0.1",
+    }
     engine._proc = spawn(argv, engine.log, env=env)
     wait_ready(engine._proc, lambda: _answers(engine), "dockerd", engine.log, timeout=60)
     return engine
@@ -273,7 +326,7 @@ def ensure_images(engine: DockerEngine) -> dict[str, str]:
     archive = CACHE / f"images-{key}.tar"
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)    # another session may be building right now: wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be building right now: wait for it
         if not archive.exists():
             started = time.monotonic()
             _build(engine, names)
@@ -298,6 +351,7 @@ def _build(engine: DockerEngine, names: dict[str, str]) -> None:
         dockerfile = DOCKERFILES[role].format(debian=names["debian"], server=names["server"])
         _docker_build(engine, names[role], dockerfile, CONTEXT_FILES.get(role, {}))
     from orchestrator.backends.envs.docker import ensure_image
+
     with closing(engine.client()) as client:
         ensure_image(client, names["tools"], on_line=lambda line: None)
 
@@ -308,8 +362,12 @@ def _import_debian(engine: DockerEngine, name: str) -> None:
     if not rootfs_tar.exists():
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             root = Path(tmp) / "root"
-            proc = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(root), MIRROR],
-                                  capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                ["debootstrap", "--variant=minbase", "bookworm", str(root), MIRROR],
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
             if proc.returncode:
                 raise TestbedError(f"debootstrap failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
             for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -318,8 +376,7 @@ def _import_debian(engine: DockerEngine, name: str) -> None:
             subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], check=True)
             partial.rename(rootfs_tar)
     with open(rootfs_tar, "rb") as fh:
-        proc = subprocess.run(["/usr/bin/docker", "-H", engine.url, "import", "-", name], stdin=fh,
-                              capture_output=True)
+        proc = subprocess.run(["/usr/bin/docker", "-H", engine.url, "import", "-", name], stdin=fh, capture_output=True)
     if proc.returncode:
         raise TestbedError(f"docker import failed: {proc.stderr.decode(errors='replace')}")
 
@@ -332,11 +389,16 @@ def _docker_build(engine: DockerEngine, name: str, dockerfile: str, files: dict[
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    proc = subprocess.run(["/usr/bin/docker", "-H", engine.url, "build", "--network", "host", "-t", name, "-"],
-                          input=context.getvalue(), capture_output=True)
+    proc = subprocess.run(
+        ["/usr/bin/docker", "-H", engine.url, "build", "--network", "host", "-t", name, "-"],
+        input=context.getvalue(),
+        capture_output=True,
+    )
     if proc.returncode:
-        raise TestbedError(f"building {name} failed:\n{proc.stdout.decode(errors='replace')[-3000:]}"
-                           f"{proc.stderr.decode(errors='replace')[-2000:]}")
+        raise TestbedError(
+            f"building {name} failed:\n{proc.stdout.decode(errors='replace')[-3000:]}"
+            f"{proc.stderr.decode(errors='replace')[-2000:]}"
+        )
 
 
 def engine_log_tail(engine: DockerEngine) -> str:

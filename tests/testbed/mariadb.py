@@ -57,20 +57,42 @@ def start_mariadb(workdir: Path) -> MariaDB:
     tmpdir = workdir / "tmp"  # own tmpdir: concurrent instances otherwise collide on /tmp/#sql-temptable-*
     tmpdir.mkdir(exist_ok=True)
     init = subprocess.run(
-        ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={datadir}", f"--tmpdir={tmpdir}",
-         "--auth-root-authentication-method=socket", "--skip-test-db"],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={datadir}",
+            f"--tmpdir={tmpdir}",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     if init.returncode:
         raise TestbedError(f"mariadb-install-db failed:\n{init.stdout[-2000:]}{init.stderr[-2000:]}")
     port = free_port()
     proc = spawn(
-        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={datadir}", f"--socket={sock}", f"--tmpdir={tmpdir}",
-         f"--port={port}", "--bind-address=127.0.0.1", f"--pid-file={workdir / 'mysqld.pid'}",
-         f"--log-error={log}", "--skip-log-bin", "--innodb-buffer-pool-size=64M",
-         "--innodb-flush-log-at-trx-commit=0", "--skip-name-resolve",
-         # Debian's packaged server defaults to utf8mb4; --no-defaults alone would give latin1
-         "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci"],
+        [
+            "mariadbd",
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={datadir}",
+            f"--socket={sock}",
+            f"--tmpdir={tmpdir}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={workdir / 'mysqld.pid'}",
+            f"--log-error={log}",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--skip-name-resolve",
+            # Debian's packaged server defaults to utf8mb4; --no-defaults alone would give latin1
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_general_ci",
+        ],
         workdir / "mysqld.out",
     )
     wait_ready(proc, lambda: sock.exists() and port_open("127.0.0.1", port), "mariadbd", log)

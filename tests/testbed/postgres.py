@@ -36,8 +36,23 @@ class Postgres:
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         """Run ``statement`` with psql -At as the superuser over the unix socket; return stdout."""
-        argv = [str(PG_BIN / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
-                "-p", str(self.port), "-U", SUPERUSER, "-d", database, "-c", statement]
+        argv = [
+            str(PG_BIN / "psql"),
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            database,
+            "-c",
+            statement,
+        ]
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode:
             raise TestbedError(f"psql: {statement!r} failed: {proc.stderr.strip()}")
@@ -77,20 +92,50 @@ def start_postgres(workdir: Path) -> Postgres:
         (root / "pwfile").write_text(password + "\n")
         shutil.chown(root / "pwfile", pw.pw_uid)
         init = subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(datadir), "-U", SUPERUSER, f"--pwfile={root / 'pwfile'}",
-             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync",
-             "--no-instructions"],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, **as_postgres,
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={root / 'pwfile'}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            **as_postgres,
         )
         if init.returncode:
             raise TestbedError(f"initdb failed:\n{init.stdout[-2000:]}{init.stderr[-2000:]}")
         (root / "pwfile").unlink()
         port = free_port()
         proc = spawn(
-            [str(PG_BIN / "postgres"), "-D", str(datadir), "-p", str(port), "-k", str(root),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-             "-c", "synchronous_commit=off"],
-            log, **as_postgres,
+            [
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(datadir),
+                "-p",
+                str(port),
+                "-k",
+                str(root),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
+            ],
+            log,
+            **as_postgres,
         )
         wait_ready(proc, lambda: _accepting(datadir), "postgres", log)
     except BaseException:

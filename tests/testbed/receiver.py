@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Receiver:
     secret: str
     server: ThreadingHTTPServer
-    notes: dict = field(default_factory=dict)      # key -> body of the first accepted delivery
+    notes: dict = field(default_factory=dict)  # key -> body of the first accepted delivery
     deliveries: list = field(default_factory=list)  # (status, key) of every request
     fail_next: int = 0
 

@@ -63,8 +63,12 @@ class Redmine:
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | None]:
         """Call the REST API as the admin; return (status, parsed JSON or None)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers={
-            "X-Redmine-API-Key": self.api_key, "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=data,
+            method=method,
+            headers={"X-Redmine-API-Key": self.api_key, "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
                 text = response.read()
@@ -86,8 +90,24 @@ class Redmine:
         if self._proc is not None and self._proc.poll() is None:
             return
         log = self.root / "server.log"
-        self._proc = spawn(["ruby", "bin/rails", "server", "-u", "puma", "-p", str(self.port), "-b", "127.0.0.1",
-                            "-P", str(self.root / "server.pid")], log, cwd=REDMINE, env=_env(self.instance))
+        self._proc = spawn(
+            [
+                "ruby",
+                "bin/rails",
+                "server",
+                "-u",
+                "puma",
+                "-p",
+                str(self.port),
+                "-b",
+                "127.0.0.1",
+                "-P",
+                str(self.root / "server.pid"),
+            ],
+            log,
+            cwd=REDMINE,
+            env=_env(self.instance),
+        )
         wait_ready(self._proc, self._answers, "redmine", log, timeout=180)
 
     def stop(self) -> None:
@@ -103,8 +123,12 @@ class Redmine:
 
 def _env(instance: str) -> dict:
     import os
+
     return {k: v for k, v in os.environ.items() if not k.startswith(("BUNDLE_", "GEM_", "RUBY"))} | {
-        "RAILS_ENV": "production", "REDMINE_INSTANCE": instance, "REDMINE_LANG": "en"}
+        "RAILS_ENV": "production",
+        "REDMINE_INSTANCE": instance,
+        "REDMINE_LANG": "en",
+    }
 
 
 def _run(argv: list[str], instance: str, what: str) -> str:
@@ -126,15 +150,19 @@ def start_redmine(workdir: Path, issues: list[int]) -> Redmine:
         (root / sub).mkdir(parents=True)
     workdir.mkdir(parents=True, exist_ok=True)
     (root / "config" / "database.yml").write_text(
-        f"production:\n  adapter: sqlite3\n  database: {workdir / 'redmine.sqlite3'}\n  encoding: utf8\n")
+        f"production:\n  adapter: sqlite3\n  database: {workdir / 'redmine.sqlite3'}\n  encoding: utf8\n"
+    )
     (root / "config" / "secret_key.txt").write_text(secrets.token_hex(32))
     redmine = Redmine(port=free_port(), api_key="", instance=instance, root=root)
     try:
         # two processes: one that migrated keeps the old column lists and cannot load the default data
         _run(["ruby", "bin/rake", "db:migrate"], instance, "database migration")
         _run(["ruby", "bin/rake", "redmine:load_default_data"], instance, "default data")
-        out = _run(["ruby", "bin/rails", "runner", SETUP % {"project": PROJECT, "issues": json.dumps(issues)}],
-                   instance, "project set-up")
+        out = _run(
+            ["ruby", "bin/rails", "runner", SETUP % {"project": PROJECT, "issues": json.dumps(issues)}],
+            instance,
+            "project set-up",
+        )
         redmine.api_key = next(line[4:] for line in out.splitlines() if line.startswith("KEY="))
         redmine.start()
     except BaseException:

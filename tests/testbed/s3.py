@@ -38,8 +38,11 @@ class S3Server:
         from botocore.config import Config
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id=self.access_key, aws_secret_access_key=secret_key or self.secret_key,
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
         )
 
@@ -65,9 +68,18 @@ def start_s3(workdir: Path) -> S3Server:
 def _serve(root: Path, port: int, access_key: str, secret_key: str) -> subprocess.Popen:
     log = root.parent / "rclone-s3.log"
     proc = spawn(
-        [rclone_binary(), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
-         "--config", "",  # no config file: don't read or warn about ~/.config/rclone
-         "--log-level", "INFO"],
+        [
+            rclone_binary(),
+            "serve",
+            "s3",
+            str(root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--config",
+            "",  # no config file: don't read or warn about ~/.config/rclone
+            "--log-level",
+            "INFO",
+        ],
         log,
         # the key pair in the environment (CSV, quoted), not in argv: the e2e secrets check reads every `ps` line
         env=os.environ | {"RCLONE_AUTH_KEY": f'"{access_key},{secret_key}"'},

@@ -44,7 +44,10 @@ class SshHost:
         try:
             return subprocess.run(
                 ["runuser", "-l", self.user, "-c", cmd],
-                check=True, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                check=True,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
             )
         except subprocess.CalledProcessError as e:
             e.add_note(f"{self.name}$ {cmd}\nstdout: {e.stdout}\nstderr: {e.stderr}")
@@ -87,8 +90,9 @@ class SshHost:
             self._authorized_keys.unlink(missing_ok=True)
 
 
-def start_sshd(workdir: Path, name: str, address: str, user: str, identity_file: Path,
-               extra_config: str = "") -> SshHost:
+def start_sshd(
+    workdir: Path, name: str, address: str, user: str, identity_file: Path, extra_config: str = ""
+) -> SshHost:
     """Start sshd on ``address``:<free port> accepting only ``user`` with the key ``identity_file``
     (``extra_config``: more sshd_config lines, e.g. ``SetEnv``).
 
@@ -105,8 +109,9 @@ def start_sshd(workdir: Path, name: str, address: str, user: str, identity_file:
     host_key_file.unlink(missing_ok=True)
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(host_key_file)])
     conf = workdir / f"{name}_sshd_config"
-    conf.write_text(_config(address, port, user, host_key_file, workdir / f"{name}_sshd.pid", auth_keys_name)
-                    + extra_config)
+    conf.write_text(
+        _config(address, port, user, host_key_file, workdir / f"{name}_sshd.pid", auth_keys_name) + extra_config
+    )
     log = workdir / f"{name}_sshd.log"
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir, absent on a fresh machine
     proc = spawn([SSHD, "-D", "-f", str(conf), "-E", str(log)], log)
@@ -116,9 +121,15 @@ def start_sshd(workdir: Path, name: str, address: str, user: str, identity_file:
         authorized_keys.unlink(missing_ok=True)
         raise
     return SshHost(
-        name=name, address=address, port=port, user=user, home=home,
+        name=name,
+        address=address,
+        port=port,
+        user=user,
+        home=home,
         host_key=" ".join(Path(f"{host_key_file}.pub").read_text().split()[:2]),
-        identity_file=identity_file, _proc=proc, _authorized_keys=authorized_keys,
+        identity_file=identity_file,
+        _proc=proc,
+        _authorized_keys=authorized_keys,
     )
 
 

@@ -23,8 +23,15 @@ def ssh_connect(host, host_key: str | None = None) -> paramiko.SSHClient:
     key_type, key_data = (host_key or host.host_key).split()
     key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
     client.get_host_keys().add(f"[{host.address}]:{host.port}", key_type, key)
-    client.connect(host.address, host.port, username=host.user, key_filename=str(host.identity_file),
-                   look_for_keys=False, allow_agent=False, timeout=10)
+    client.connect(
+        host.address,
+        host.port,
+        username=host.user,
+        key_filename=str(host.identity_file),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
     return client
 
 
@@ -72,14 +79,20 @@ def test_mariadb_tcp_checks_password_and_allows_dump(mariadb):
     tcp = ["--no-defaults", "-h", mariadb.host, "-P", str(mariadb.port), "-u", "tb_user"]
 
     def client(password: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["mariadb", *tcp, f"-p{password}", "-N", "-B", "-e", "SELECT id FROM t", "tb_app"],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            ["mariadb", *tcp, f"-p{password}", "-N", "-B", "-e", "SELECT id FROM t", "tb_app"],
+            capture_output=True,
+            text=True,
+        )
 
     assert client("right'pw").stdout.strip() == "42"
     wrong = client("wrong")
     assert wrong.returncode != 0 and "Access denied" in wrong.stderr
-    dump = subprocess.run(["mariadb-dump", *tcp, "-pright'pw", "--single-transaction", "--routines", "--triggers",
-                           "--events", "tb_app"], capture_output=True, text=True)
+    dump = subprocess.run(
+        ["mariadb-dump", *tcp, "-pright'pw", "--single-transaction", "--routines", "--triggers", "--events", "tb_app"],
+        capture_output=True,
+        text=True,
+    )
     assert dump.returncode == 0, dump.stderr
     assert "INSERT INTO `t` VALUES" in dump.stdout and "(42)" in dump.stdout  # 10.11 breaks the line here
 

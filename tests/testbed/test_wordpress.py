@@ -22,10 +22,18 @@ def ssh(host) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     key_type, key_data = host.host_key.split()
-    client.get_host_keys().add(f"[{host.address}]:{host.port}", key_type,
-                               paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data)))
-    client.connect(host.address, host.port, username=host.user, key_filename=str(host.identity_file),
-                   look_for_keys=False, allow_agent=False, timeout=10)
+    client.get_host_keys().add(
+        f"[{host.address}]:{host.port}", key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
+    )
+    client.connect(
+        host.address,
+        host.port,
+        username=host.user,
+        key_filename=str(host.identity_file),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+    )
     return client
 
 
@@ -101,9 +109,11 @@ def test_urls_in_serialized_and_json_values(wordpress, mariadb):
     escaped = url.replace("/", "\\/")  # JSON's http:\/\/...
     # mariadb -B prints a backslash as \\
     assert f'"url":"{escaped}"'.replace("\\", "\\\\") in raw(
-        "SELECT option_value FROM wp_options WHERE option_name = 'orch_test_json'")
-    meta = raw(f"SELECT meta_value FROM wp_postmeta WHERE meta_key = '_orch_json' "
-               f"AND post_id = {wordpress.post_ids['roof']}")
+        "SELECT option_value FROM wp_options WHERE option_name = 'orch_test_json'"
+    )
+    meta = raw(
+        f"SELECT meta_value FROM wp_postmeta WHERE meta_key = '_orch_json' AND post_id = {wordpress.post_ids['roof']}"
+    )
     assert json.loads(meta.replace("\\\\", "\\")) == {"link": f"{url}/services/", "home": url}
     assert raw("SELECT option_value FROM wp_options WHERE option_name IN ('siteurl', 'home')").split() == [url, url]
     assert set(raw("SELECT user_email FROM wp_users").split()) == set(wordpress.users.values())
@@ -111,8 +121,12 @@ def test_urls_in_serialized_and_json_values(wordpress, mariadb):
 
 def test_everything_belongs_to_and_runs_as_the_host_user(wordpress, web1_web):
     user = wordpress.host.user
-    assert subprocess.run(["find", str(wordpress.path), "!", "-user", user], capture_output=True,
-                          text=True, check=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["find", str(wordpress.path), "!", "-user", user], capture_output=True, text=True, check=True
+        ).stdout
+        == ""
+    )
     uid = str(pwd.getpwnam(user).pw_uid)
     for master in (web1_web.nginx.pid, web1_web.php.pid):
         workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
@@ -132,19 +146,23 @@ def test_host_user_adds_a_vhost_and_reloads_nginx_over_ssh(ssh_hosts, web1_web, 
     site = host.home / name
     vhost = nginx.sites_dir / f"{name}.conf"
     with ssh(host) as client:
-        rc, out = ssh_run(client, f"mkdir -p {site} && echo 'hello from {name}' > {site}/index.html && "
-                                  f"cat > {vhost} <<'EOF'\n"
-                                  f"server {{\n    listen {nginx.listen};\n    server_name {name}.example;\n"
-                                  f"    root {site};\n}}\nEOF\n"
-                                  f"{nginx.test_command} && {nginx.reload_command}")
+        rc, out = ssh_run(
+            client,
+            f"mkdir -p {site} && echo 'hello from {name}' > {site}/index.html && "
+            f"cat > {vhost} <<'EOF'\n"
+            f"server {{\n    listen {nginx.listen};\n    server_name {name}.example;\n"
+            f"    root {site};\n}}\nEOF\n"
+            f"{nginx.test_command} && {nginx.reload_command}",
+        )
         assert rc == 0, out
         try:
             assert poll(lambda: wordpress.get("/", host=f"{name}.example")[2] == f"hello from {name}\n")
             assert wordpress.get("/")[0] == 200  # the WordPress vhost is still the default server
 
             # a broken vhost: nginx -t says so (non-zero) and the running nginx keeps its config
-            rc, out = ssh_run(client, f"echo 'server {{ listen {nginx.listen}; bogus_directive; }}' > {vhost} && "
-                                      f"{nginx.test_command}")
+            rc, out = ssh_run(
+                client, f"echo 'server {{ listen {nginx.listen}; bogus_directive; }}' > {vhost} && {nginx.test_command}"
+            )
             assert rc != 0 and "bogus_directive" in out
         finally:
             ssh_run(client, f"rm -rf {vhost} {site}")
@@ -160,9 +178,12 @@ def test_stage1_web_runs_as_stage1_user(ssh_hosts, stage1_web):
     assert stage1_web.url == f"http://127.0.0.3:{nginx.port}"
     assert stage1_web.workdir.parent == host.home
     with ssh(host) as client:
-        rc, out = ssh_run(client, f"touch {nginx.sites_dir}/probe.conf && {nginx.test_command} && "
-                                  f"{nginx.reload_command} && rm {nginx.sites_dir}/probe.conf && "
-                                  f"kill -0 $(cat {stage1_web.php.pid_file})")
+        rc, out = ssh_run(
+            client,
+            f"touch {nginx.sites_dir}/probe.conf && {nginx.test_command} && "
+            f"{nginx.reload_command} && rm {nginx.sites_dir}/probe.conf && "
+            f"kill -0 $(cat {stage1_web.php.pid_file})",
+        )
         assert rc == 0, out
     with pytest.raises(subprocess.CalledProcessError):  # web1's user cannot see stage1's web dir
         ssh_hosts["web1"].run(f"ls {nginx.sites_dir}")

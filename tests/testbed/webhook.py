@@ -1,4 +1,5 @@
 """A real webhook receiver: an HTTP server on 127.0.0.1 keeping every JSON body posted to it."""
+
 from __future__ import annotations
 
 import json

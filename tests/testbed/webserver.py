@@ -54,8 +54,13 @@ def php_fpm_binary() -> str:
 
 def user_env(user: str) -> dict[str, str]:
     pw = pwd.getpwnam(user)
-    return {"HOME": pw.pw_dir, "USER": user, "LOGNAME": user, "LANG": "C.UTF-8",
-            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"}
+    return {
+        "HOME": pw.pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+    }
 
 
 def _as_user(user: str) -> dict:
@@ -64,17 +69,36 @@ def _as_user(user: str) -> dict:
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "env": user_env(user)}
 
 
-def run_as(user: str, argv: list[str], *, input: str | bytes | None = None, env: dict[str, str] | None = None,
-           cwd: Path | str | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_as(
+    user: str,
+    argv: list[str],
+    *,
+    input: str | bytes | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | str | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
     """Run ``argv`` as ``user`` (directly, no shell, no login); text output. Raises TestbedError on failure."""
     kwargs = _as_user(user)
     kwargs["env"].update(env or {})
     text = not isinstance(input, bytes)
-    proc = subprocess.run(argv, input=input, capture_output=True, text=text, cwd=cwd, timeout=timeout,
-                          stdin=None if input is not None else subprocess.DEVNULL, **kwargs)
+    proc = subprocess.run(
+        argv,
+        input=input,
+        capture_output=True,
+        text=text,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        **kwargs,
+    )
     if check and proc.returncode:
-        out, err = (proc.stdout, proc.stderr) if text else (proc.stdout.decode(errors="replace"),
-                                                             proc.stderr.decode(errors="replace"))
+        out, err = (
+            (proc.stdout, proc.stderr)
+            if text
+            else (proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        )
         raise TestbedError(f"{user}$ {' '.join(argv)} failed ({proc.returncode}):\n{out[-3000:]}{err[-3000:]}")
     return proc
 
@@ -101,8 +125,15 @@ def _spawn_as(user: str, argv: list[str], log: Path, cwd: Path) -> subprocess.Po
     if not log.exists():
         write_user_file(log, "", user)
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=cwd, **_as_user(user))
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+            **_as_user(user),
+        )
 
 
 def _pid_written(path: Path) -> bool:
@@ -150,8 +181,12 @@ class PhpFpm:
         """SIGUSR2 and wait until the re-executed master accepts again."""
         old = _children(self.pid)
         os.kill(self.pid, signal.SIGUSR2)
-        _wait(lambda: _children(self.pid) and not (_children(self.pid) & old) and _unix_socket_open(self.socket),
-              "php-fpm reload", self.error_log, self._proc)
+        _wait(
+            lambda: _children(self.pid) and not (_children(self.pid) & old) and _unix_socket_open(self.socket),
+            "php-fpm reload",
+            self.error_log,
+            self._proc,
+        )
 
     def stop(self) -> None:
         stop_process(self._proc)
@@ -163,12 +198,19 @@ def start_php_fpm(workdir: Path, user: str, *, children: int = 3) -> PhpFpm:
     make_user_dir(workdir, user)
     logs = make_user_dir(workdir / "logs", user)
     fpm = PhpFpm(
-        user=user, workdir=workdir, socket=workdir / "php-fpm.sock", conf_path=workdir / "php-fpm.conf",
-        pid_file=workdir / "php-fpm.pid", error_log=logs / "php-fpm.log", php_error_log=logs / "php-errors.log",
+        user=user,
+        workdir=workdir,
+        socket=workdir / "php-fpm.sock",
+        conf_path=workdir / "php-fpm.conf",
+        pid_file=workdir / "php-fpm.pid",
+        error_log=logs / "php-fpm.log",
+        php_error_log=logs / "php-errors.log",
         binary=php_fpm_binary(),
     )
     fpm.socket.unlink(missing_ok=True)
-    write_user_file(fpm.conf_path, f"""\
+    write_user_file(
+        fpm.conf_path,
+        f"""\
 [global]
 pid = {fpm.pid_file}
 error_log = {fpm.error_log}
@@ -188,9 +230,12 @@ php_admin_flag[log_errors] = on
 php_admin_value[memory_limit] = 256M
 ; see changed PHP files at once (tests rewrite wp-config.php, switch releases)
 php_admin_value[opcache.revalidate_freq] = 0
-""", user)
-    fpm._proc = _spawn_as(user, [fpm.binary, "--nodaemonize", "--fpm-config", str(fpm.conf_path)],
-                          logs / "php-fpm.out", workdir)
+""",
+        user,
+    )
+    fpm._proc = _spawn_as(
+        user, [fpm.binary, "--nodaemonize", "--fpm-config", str(fpm.conf_path)], logs / "php-fpm.out", workdir
+    )
     wait_ready(fpm._proc, lambda: _unix_socket_open(fpm.socket), f"php-fpm ({user})", fpm.error_log)
     return fpm
 
@@ -288,15 +333,23 @@ def start_nginx(workdir: Path, port: int, *, user: str, address: str = "127.0.0.
     logs = make_user_dir(workdir / "logs", user)
     temp = make_user_dir(workdir / "tmp", user)
     nginx = Nginx(
-        user=user, address=address, port=port, workdir=workdir, conf_path=workdir / "nginx.conf",
-        sites_dir=make_user_dir(workdir / "sites-enabled", user), pid_file=workdir / "nginx.pid",
-        error_log=logs / "nginx-error.log", access_log=logs / "nginx-access.log",
+        user=user,
+        address=address,
+        port=port,
+        workdir=workdir,
+        conf_path=workdir / "nginx.conf",
+        sites_dir=make_user_dir(workdir / "sites-enabled", user),
+        pid_file=workdir / "nginx.pid",
+        error_log=logs / "nginx-error.log",
+        access_log=logs / "nginx-access.log",
     )
     temp_paths = "\n".join(f"    {name}_temp_path {temp / name};" for name in NGINX_TEMP_PATHS)
     # Like a packaged nginx, keep the shared snippets next to nginx.conf: vhosts `include fastcgi_params;`.
     for snippet in ("fastcgi_params", "mime.types"):
         write_user_file(workdir / snippet, Path("/etc/nginx", snippet).read_text(), user)
-    write_user_file(nginx.conf_path, f"""\
+    write_user_file(
+        nginx.conf_path,
+        f"""\
 # testbed nginx running as {user} (no 'user' directive: the master is not root)
 worker_processes {workers};
 pid {nginx.pid_file};
@@ -328,20 +381,33 @@ http {{
         location / {{ return 404; }}
     }}
 }}
-""", user)
+""",
+        user,
+    )
     log = logs / "nginx.out"
     nginx._proc = _spawn_as(user, [*nginx.base_command.split(), "-g", "daemon off;"], log, workdir)
     try:
         # the pid file too: `nginx -s reload` reads it, and nginx may listen before writing it
-        wait_ready(nginx._proc, lambda: port_open(address, port) and _pid_written(nginx.pid_file),
-                   f"nginx ({user})", nginx.error_log)
+        wait_ready(
+            nginx._proc,
+            lambda: port_open(address, port) and _pid_written(nginx.pid_file),
+            f"nginx ({user})",
+            nginx.error_log,
+        )
     except TestbedError as e:
         raise TestbedError(f"{e}\n{log_tail(log)}") from e
     return nginx
 
 
-def php_vhost(*, listen: str, root: Path | str, php_socket: Path | str, server_name: str = "_",
-              default_server: bool = False, extra: str = "") -> str:
+def php_vhost(
+    *,
+    listen: str,
+    root: Path | str,
+    php_socket: Path | str,
+    server_name: str = "_",
+    default_server: bool = False,
+    extra: str = "",
+) -> str:
     """A server block for a PHP front-controller site (WordPress): static files, else ``/index.php?$args``."""
     default = " default_server" if default_server else ""
     return f"""\

@@ -66,9 +66,17 @@ class WordPress:
 
     # ----------------------------------------------------------------------------------------------- HTTP
 
-    def request(self, method: str, path: str = "/", *, data: dict | bytes | None = None, host: str | None = None,
-                headers: dict[str, str] | None = None, cookies: http.cookiejar.CookieJar | None = None,
-                timeout: float = 30) -> tuple[int, Message, str]:
+    def request(
+        self,
+        method: str,
+        path: str = "/",
+        *,
+        data: dict | bytes | None = None,
+        host: str | None = None,
+        headers: dict[str, str] | None = None,
+        cookies: http.cookiejar.CookieJar | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, Message, str]:
         """One request to this site's nginx, redirects NOT followed: (status, headers, body as text).
 
         The connection goes to nginx's address:port; the Host header is the site URL's host:port unless ``host``
@@ -101,10 +109,17 @@ class WordPress:
         password = self.admin_password if password is None else password
         jar = http.cookiejar.CookieJar()
         self.get("/wp-login.php", cookies=jar)  # sets wordpress_test_cookie
-        status, headers, body = self.post("/wp-login.php", {
-            "log": user, "pwd": password, "wp-submit": "Log In", "redirect_to": f"{self.url}/wp-admin/",
-            "testcookie": "1",
-        }, cookies=jar)
+        status, headers, body = self.post(
+            "/wp-login.php",
+            {
+                "log": user,
+                "pwd": password,
+                "wp-submit": "Log In",
+                "redirect_to": f"{self.url}/wp-admin/",
+                "testcookie": "1",
+            },
+            cookies=jar,
+        )
         if status != 302 or "/wp-admin" not in headers.get("Location", ""):
             raise TestbedError(f"login as {user} failed: HTTP {status} Location={headers.get('Location')}")
         return jar
@@ -119,9 +134,21 @@ class WordPress:
         return run_php(self.host.user, _bootstrap(self.url, self.path) + code)
 
 
-def install_wordpress(host: SshHost, path: Path | str, db: MariaDB, db_name: str, db_user: str, db_password: str,
-                      url: str, nginx: Nginx, php: PhpFpm, *, title: str = DEFAULT_TITLE,
-                      admin_password: str | None = None, default_server: bool = True) -> WordPress:
+def install_wordpress(
+    host: SshHost,
+    path: Path | str,
+    db: MariaDB,
+    db_name: str,
+    db_user: str,
+    db_password: str,
+    url: str,
+    nginx: Nginx,
+    php: PhpFpm,
+    *,
+    title: str = DEFAULT_TITLE,
+    admin_password: str | None = None,
+    default_server: bool = True,
+) -> WordPress:
     """Install WordPress into ``path`` (docroot; created, owned by ``host.user``) with database ``db_name`` on
     ``db`` (created with ``db_user``/``db_password``), site URL ``url``, served by ``nginx``/``php``.
 
@@ -136,32 +163,65 @@ def install_wordpress(host: SshHost, path: Path | str, db: MariaDB, db_name: str
 
     run_as(user, ["mkdir", "-p", str(path)])
     _copy_docroot(user, path)
-    write_user_file(path / "wp-config.php", _wp_config(db_name, db_user, db_password, f"{db.host}:{db.port}", url),
-                    user, mode=0o640)
+    write_user_file(
+        path / "wp-config.php", _wp_config(db_name, db_user, db_password, f"{db.host}:{db.port}", url), user, mode=0o640
+    )
 
     passwords = {login: "Pw-" + secrets.token_urlsafe(9) for login in EXTRA_USERS}
     config = {
-        "url": url, "title": title, "admin_user": "admin", "admin_email": "admin@shop.example",
-        "admin_password": admin_password, "upload": UPLOAD, "png": base64.b64encode(_png(48, 32)).decode(),
-        "users": [{"login": login, "email": email, "role": role, "name": name, "password": passwords[login]}
-                  for login, (email, role, name) in EXTRA_USERS.items()],
+        "url": url,
+        "title": title,
+        "admin_user": "admin",
+        "admin_email": "admin@shop.example",
+        "admin_password": admin_password,
+        "upload": UPLOAD,
+        "png": base64.b64encode(_png(48, 32)).decode(),
+        "users": [
+            {"login": login, "email": email, "role": role, "name": name, "password": passwords[login]}
+            for login, (email, role, name) in EXTRA_USERS.items()
+        ],
     }
-    out = run_php(user, _bootstrap(url, path, installing=True) + _INSTALL.replace(
-        "@CONFIG@", base64.b64encode(json.dumps(config).encode()).decode()))
+    out = run_php(
+        user,
+        _bootstrap(url, path, installing=True)
+        + _INSTALL.replace("@CONFIG@", base64.b64encode(json.dumps(config).encode()).decode()),
+    )
     result = _result(out)
 
     host_name = urllib.parse.urlsplit(url).hostname or "_"
     server_name = host_name if not default_server or host_name == "_" else f"{host_name} _"
     vhost = nginx.sites_dir / f"{path.name}.conf"
-    write_user_file(vhost, php_vhost(listen=nginx.listen, root=path, php_socket=php.socket, server_name=server_name,
-                                     default_server=default_server), user)
+    write_user_file(
+        vhost,
+        php_vhost(
+            listen=nginx.listen,
+            root=path,
+            php_socket=php.socket,
+            server_name=server_name,
+            default_server=default_server,
+        ),
+        user,
+    )
     nginx.reload()
     return WordPress(
-        url=url, path=path, host=host, nginx=nginx, php=php, title=title, admin_user="admin",
-        admin_password=admin_password, admin_email="admin@shop.example", db_name=db_name, db_user=db_user,
-        db_password=db_password, db_host=db.host, db_port=db.port, vhost_path=vhost,
+        url=url,
+        path=path,
+        host=host,
+        nginx=nginx,
+        php=php,
+        title=title,
+        admin_user="admin",
+        admin_password=admin_password,
+        admin_email="admin@shop.example",
+        db_name=db_name,
+        db_user=db_user,
+        db_password=db_password,
+        db_host=db.host,
+        db_port=db.port,
+        vhost_path=vhost,
         users={"admin": "admin@shop.example", **{login: v[0] for login, v in EXTRA_USERS.items()}},
-        user_passwords={"admin": admin_password, **passwords}, post_ids=result["post_ids"],
+        user_passwords={"admin": admin_password, **passwords},
+        post_ids=result["post_ids"],
     )
 
 
@@ -179,13 +239,31 @@ def run_php(user: str, script: str) -> str:
 def _copy_docroot(user: str, path: Path) -> None:
     """tar the package's docroot with symlinks resolved (root reads) and unpack it as ``user``."""
     pack = subprocess.Popen(
-        ["tar", "-C", str(WORDPRESS_SOURCE), "-chf", "-", "--exclude=./.htaccess", "--exclude=./wp-config.php",
-         "--exclude=./wp-content/languages/*", "."],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        [
+            "tar",
+            "-C",
+            str(WORDPRESS_SOURCE),
+            "-chf",
+            "-",
+            "--exclude=./.htaccess",
+            "--exclude=./wp-config.php",
+            "--exclude=./wp-content/languages/*",
+            ".",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
     try:
-        unpack = subprocess.run(["tar", "-C", str(path), "--no-same-owner", "-xf", "-"], stdin=pack.stdout,
-                                capture_output=True, user=user, group=user, extra_groups=[], env=user_env(user))
+        unpack = subprocess.run(
+            ["tar", "-C", str(path), "--no-same-owner", "-xf", "-"],
+            stdin=pack.stdout,
+            capture_output=True,
+            user=user,
+            group=user,
+            extra_groups=[],
+            env=user_env(user),
+        )
     finally:
         pack.stdout.close()
         pack_err = pack.stderr.read().decode(errors="replace")
@@ -202,8 +280,16 @@ def _php_str(value: str) -> str:
 def _wp_config(db_name: str, db_user: str, db_password: str, db_host: str, url: str) -> str:
     salts = "\n".join(
         f"define( '{name}', {_php_str(secrets.token_urlsafe(48))} );"
-        for name in ("AUTH_KEY", "SECURE_AUTH_KEY", "LOGGED_IN_KEY", "NONCE_KEY",
-                     "AUTH_SALT", "SECURE_AUTH_SALT", "LOGGED_IN_SALT", "NONCE_SALT")
+        for name in (
+            "AUTH_KEY",
+            "SECURE_AUTH_KEY",
+            "LOGGED_IN_KEY",
+            "NONCE_KEY",
+            "AUTH_SALT",
+            "SECURE_AUTH_SALT",
+            "LOGGED_IN_SALT",
+            "NONCE_SALT",
+        )
     )
     return f"""<?php
 // Written by the orch testbed (tests/testbed/wordpress.py).
@@ -248,8 +334,10 @@ def _bootstrap(url: str, path: Path, installing: bool = False) -> str:
         "$_SERVER['HTTPS'] = 'on';" if parts.scheme == "https" else "",
     ]
     if installing:
-        lines += ["define( 'WP_INSTALLING', true );",
-                  "function wp_new_blog_notification() {}  // no MTA: pluggable, replaced before upgrade.php"]
+        lines += [
+            "define( 'WP_INSTALLING', true );",
+            "function wp_new_blog_notification() {}  // no MTA: pluggable, replaced before upgrade.php",
+        ]
     lines += [f"require_once {_php_str(str(path / 'wp-load.php'))};", ""]
     return "\n".join(lines)
 
@@ -346,8 +434,12 @@ def _png(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

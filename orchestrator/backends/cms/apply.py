@@ -1,5 +1,6 @@
 """What a playbook does to a staging copy on its host: config files, database load, sanitizing, passwords,
 mail and cron off. Each function is one step of `orch staging create/refresh`, run through a connector."""
+
 from __future__ import annotations
 
 import posixpath
@@ -65,8 +66,9 @@ def load_database(conn, repo, snapshot_id: str, engine, pairs: list[tuple[str, s
     pipeline = stream.pipe(hostscript.replace_command(script, pairs, engine.replace_dialect)).pipe(engine.script())
     result = conn.run(pipeline, check=False, timeout=None)
     if not result.ok:
-        raise OperationFailed(f"loading the database failed (exit {result.exit_status}): "
-                              f"{result.stderr.strip()[-400:]}")
+        raise OperationFailed(
+            f"loading the database failed (exit {result.exit_status}): {result.stderr.strip()[-400:]}"
+        )
     return hostscript.parse_stats(result.stderr)
 
 

@@ -41,6 +41,7 @@ PHP files are read with a small tokenizer (strings, comments, variables, words, 
 comments or strings are never touched and values may be any expression (``getenv('X') ?: 'y'`` is replaced whole).
 Heredoc strings are not understood; config files do not use them.
 """
+
 from __future__ import annotations
 
 import re
@@ -98,9 +99,17 @@ class Target:
         db = env.database
         if db is None or not env.url:
             raise UsageError(f"environment {env.name} of {env.site} needs a url and a database for a staging copy")
-        return cls(url=env.url or "", path=env.path, database=db.name or db.path or "", user=db.user,
-                   password=db.password, host=db.host, port=db.port, socket=db.socket,
-                   source_url=getattr(source, "url", None))
+        return cls(
+            url=env.url or "",
+            path=env.path,
+            database=db.name or db.path or "",
+            user=db.user,
+            password=db.password,
+            host=db.host,
+            port=db.port,
+            socket=db.socket,
+            source_url=getattr(source, "url", None),
+        )
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,8 @@ class _Tok(NamedTuple):
     end: int
 
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<sq>'(?:[^'\\]|\\.)*')
   | (?P<dq>"(?:[^"\\]|\\.)*")
   | (?P<comment>(?://|\#)[^\n]*|/\*.*?(?:\*/|\Z))
@@ -201,7 +211,9 @@ _TOKEN = re.compile(r"""
   | (?P<num>[0-9][A-Za-z0-9_.]*)
   | (?P<ws>\s+)
   | (?P<op>=>|::|->|\?\?|.)
-""", re.S | re.X)
+""",
+    re.S | re.X,
+)
 _OPEN, _CLOSE = {"(": ")", "[": "]", "{": "}"}, {")", "]", "}"}
 
 
@@ -267,9 +279,15 @@ def _define_spans(text: str, name: str) -> list[Span]:
     """Given PHP source and a constant name, return the span of the value of every ``define('NAME', value)``."""
     toks, spans = _tokens(text), []
     for i, tok in enumerate(toks):
-        if (tok.kind == "word" and tok.text.lower() == "define" and _is_op(toks, i + 1, "(")
-                and i + 3 < len(toks) and _string_is(toks[i + 2], name) and _is_op(toks, i + 3, ",")
-                and not (_is_op(toks, i - 1, "->") or _is_op(toks, i - 1, "::"))):
+        if (
+            tok.kind == "word"
+            and tok.text.lower() == "define"
+            and _is_op(toks, i + 1, "(")
+            and i + 3 < len(toks)
+            and _string_is(toks[i + 2], name)
+            and _is_op(toks, i + 3, ",")
+            and not (_is_op(toks, i - 1, "->") or _is_op(toks, i - 1, "::"))
+        ):
             end = _expression_end(toks, i + 4, {",", ")"})
             if i + 4 < end <= len(toks) - 1:
                 spans.append((toks[i + 4].start, toks[end - 1].end))
@@ -285,8 +303,11 @@ def _assignment_spans(text: str, variable: str, *, property_only: bool = False) 
             continue
         if _is_op(toks, i + 2, "=") or (i > 0 and toks[i - 1].kind == "op" and toks[i - 1].text in ("->", "::")):
             continue
-        is_property = i > 0 and toks[i - 1].kind == "word" and toks[i - 1].text.lower() in (
-            "public", "var", "protected", "private", "static")
+        is_property = (
+            i > 0
+            and toks[i - 1].kind == "word"
+            and toks[i - 1].text.lower() in ("public", "var", "protected", "private", "static")
+        )
         if property_only and not is_property:
             continue
         end = _expression_end(toks, i + 2, {";", ","})
@@ -303,7 +324,7 @@ def _replace_spans(text: str, spans: list[Span], literal: str) -> str:
 
 def _literal_at(text: str, spans: list[Span]) -> str | None:
     """Given spans, return the value of the first one if it is a plain string literal, else None."""
-    return php_literal_value(text[spans[0][0]:spans[0][1]].strip()) if spans else None
+    return php_literal_value(text[spans[0][0] : spans[0][1]].strip()) if spans else None
 
 
 def _line_start(text: str, pos: int) -> int:
@@ -330,8 +351,11 @@ def _expand(value: Any, target: Target) -> Any:
     """Given a settings value, return it with ``{path}``, ``{url}`` and ``{host}`` replaced (strings only)."""
     if not isinstance(value, str):
         return value
-    return (value.replace("{path}", target.path.rstrip("/")).replace("{url}", target.url.rstrip("/"))
-            .replace("{host}", target.hostname))
+    return (
+        value.replace("{path}", target.path.rstrip("/"))
+        .replace("{url}", target.url.rstrip("/"))
+        .replace("{host}", target.hostname)
+    )
 
 
 def _rebase(old: str | None, target: Target) -> str:
@@ -342,7 +366,7 @@ def _rebase(old: str | None, target: Target) -> str:
         for scheme in ("https", "http"):
             prefix = f"{scheme}://{base.netloc}{base.path}"
             if old == prefix or old.startswith(prefix + "/"):
-                return new + old[len(prefix):]
+                return new + old[len(prefix) :]
     return new
 
 
@@ -372,14 +396,17 @@ def _wp_anchor(text: str) -> int:
     for i, tok in enumerate(toks):
         if tok.kind == "word" and tok.text.lower() in ("require_once", "require", "include", "include_once"):
             end = _expression_end(toks, i + 1, {";"})
-            if any(t.kind == "str" and (php_literal_value(t.text) or "").endswith("wp-settings.php")
-                   for t in toks[i + 1:end]):
+            if any(
+                t.kind == "str" and (php_literal_value(t.text) or "").endswith("wp-settings.php")
+                for t in toks[i + 1 : end]
+            ):
                 return _line_start(text, tok.start)
-    raise UsageError("wp-config.php: no \"stop editing\" line nor require of wp-settings.php to add settings before")
+    raise UsageError('wp-config.php: no "stop editing" line nor require of wp-settings.php to add settings before')
 
 
-def _set_define(ed: _Editor, name: str, value: Any, *, add: bool = True, anchor: Callable[[str], int] | None = None
-                ) -> None:
+def _set_define(
+    ed: _Editor, name: str, value: Any, *, add: bool = True, anchor: Callable[[str], int] | None = None
+) -> None:
     spans = _define_spans(ed.text, name)
     if spans:
         ed.text = _replace_spans(ed.text, spans, php_value(value))
@@ -397,17 +424,22 @@ def _set_define(ed: _Editor, name: str, value: Any, *, add: bool = True, anchor:
         ed.note(name, "absent")
 
 
-def rewrite_wp_config(text: str, target: Target, settings: Mapping[str, Any] | None = None,
-                      append: str | None = None) -> Rewrite:
+def rewrite_wp_config(
+    text: str, target: Target, settings: Mapping[str, Any] | None = None, append: str | None = None
+) -> Rewrite:
     """Given wp-config.php, return it pointed at the target (see the module docstring); raise UsageError if
     there is no place to add settings, or for ``append`` (not supported by this format)."""
     if append:
         raise UsageError("wp-config: `append` is not supported; use `set` defines or a mu-plugin file")
     ed = _Editor(text)
-    for name, value in (("DB_NAME", target.database), ("DB_USER", target.user or ""),
-                        ("DB_PASSWORD", target.password_text or ""), ("DB_HOST", target.mysql_host()),
-                        ("WP_HOME", target.url.rstrip("/")),
-                        ("WP_SITEURL", _rebase(_literal_at(text, _define_spans(text, "WP_SITEURL")), target))):
+    for name, value in (
+        ("DB_NAME", target.database),
+        ("DB_USER", target.user or ""),
+        ("DB_PASSWORD", target.password_text or ""),
+        ("DB_HOST", target.mysql_host()),
+        ("WP_HOME", target.url.rstrip("/")),
+        ("WP_SITEURL", _rebase(_literal_at(text, _define_spans(text, "WP_SITEURL")), target)),
+    ):
         _set_define(ed, name, value, anchor=_wp_anchor)
     for name in ("COOKIE_DOMAIN", "DOMAIN_CURRENT_SITE"):
         if _literal_at(ed.text, _define_spans(ed.text, name)):
@@ -435,21 +467,26 @@ def _set_property(ed: _Editor, name: str, value: Any, *, add: bool = True) -> No
     if not add or close < 0:
         ed.note(name, "absent")
         return
-    at = _line_start(ed.text, close) if not ed.text[_line_start(ed.text, close):close].strip() else close
+    at = _line_start(ed.text, close) if not ed.text[_line_start(ed.text, close) : close].strip() else close
     ed.text = ed.text[:at] + f"\tpublic ${name} = {php_value(value)};\n" + ed.text[at:]
     ed.note(name, "added")
 
 
-def rewrite_joomla(text: str, target: Target, settings: Mapping[str, Any] | None = None,
-                   append: str | None = None) -> Rewrite:
+def rewrite_joomla(
+    text: str, target: Target, settings: Mapping[str, Any] | None = None, append: str | None = None
+) -> Rewrite:
     """Given Joomla's configuration.php, return it pointed at the target (see the module docstring)."""
     if append:
         raise UsageError("joomla: `append` is not supported; use `set` properties")
     if "class JConfig" not in text:
         raise UsageError("configuration.php: no `class JConfig`")
     ed = _Editor(text)
-    for name, value in (("host", target.mysql_host()), ("db", target.database), ("user", target.user or ""),
-                        ("password", target.password_text or "")):
+    for name, value in (
+        ("host", target.mysql_host()),
+        ("db", target.database),
+        ("user", target.user or ""),
+        ("password", target.password_text or ""),
+    ):
         _set_property(ed, name, value)
     live_site = _literal_at(text, _assignment_spans(text, "$live_site", property_only=True))
     if live_site:
@@ -493,16 +530,21 @@ def _array_entry(toks: list[_Tok], open_i: int, close_i: int, key: str) -> Span 
     return None
 
 
-def rewrite_bitrix_settings(text: str, target: Target, settings: Mapping[str, Any] | None = None,
-                            append: str | None = None) -> Rewrite:
+def rewrite_bitrix_settings(
+    text: str, target: Target, settings: Mapping[str, Any] | None = None, append: str | None = None
+) -> Rewrite:
     """Given Bitrix's bitrix/.settings.php, return it pointed at the target's database; raise UsageError if it
     has no ``connections`` / ``default`` array, or for settings/append (not supported by this format)."""
     if settings or append:
         raise UsageError("bitrix-settings: `set` and `append` are not supported")
     ed = _Editor(text)
     host = "localhost" if target.socket else target.mysql_host()
-    for name, value in (("host", host), ("database", target.database), ("login", target.user or ""),
-                        ("password", target.password_text or "")):
+    for name, value in (
+        ("host", host),
+        ("database", target.database),
+        ("login", target.user or ""),
+        ("password", target.password_text or ""),
+    ):
         toks = _tokens(ed.text)
         connections = _array_after(toks, 0, len(toks), "connections")
         default = connections and _array_after(toks, connections[0] + 1, connections[1], "default")
@@ -519,14 +561,19 @@ def rewrite_bitrix_settings(text: str, target: Target, settings: Mapping[str, An
     return ed.result()
 
 
-def rewrite_bitrix_dbconn(text: str, target: Target, settings: Mapping[str, Any] | None = None,
-                          append: str | None = None) -> Rewrite:
+def rewrite_bitrix_dbconn(
+    text: str, target: Target, settings: Mapping[str, Any] | None = None, append: str | None = None
+) -> Rewrite:
     """Given Bitrix's bitrix/php_interface/dbconn.php, return it with $DBHost/$DBName/$DBLogin/$DBPassword (when
     present) pointed at the target, ``settings`` as defines and ``append`` in a marked block at the end."""
     ed = _Editor(text)
     host = "localhost" if target.socket else target.mysql_host()
-    for name, value in (("$DBHost", host), ("$DBName", target.database), ("$DBLogin", target.user or ""),
-                        ("$DBPassword", target.password_text or "")):
+    for name, value in (
+        ("$DBHost", host),
+        ("$DBName", target.database),
+        ("$DBLogin", target.user or ""),
+        ("$DBPassword", target.password_text or ""),
+    ):
         spans = _assignment_spans(ed.text, name)
         ed.text = _replace_spans(ed.text, spans, php_value(value))
         ed.note(name, "replaced" if spans else "absent")
@@ -553,8 +600,9 @@ def _block_anchor(text: str) -> int:
 # ------------------------------------------------------------------------------------------------ Drupal
 
 
-def rewrite_drupal_settings(text: str, target: Target, settings: Mapping[str, Any] | None = None,
-                            append: str | None = None) -> Rewrite:
+def rewrite_drupal_settings(
+    text: str, target: Target, settings: Mapping[str, Any] | None = None, append: str | None = None
+) -> Rewrite:
     """Given Drupal's settings.php, return it with the orch block (database, trusted host, ``append``) at its end;
     raise UsageError for settings (not supported: write PHP in ``append``)."""
     if settings:
@@ -572,8 +620,9 @@ def rewrite_drupal_settings(text: str, target: Target, settings: Mapping[str, An
         lines.append(append.strip())
     lines.append(END)
     had_block = BEGIN in text
-    changes = [Change(f"databases.default.default.{key}", "replaced") for key, value in entries.items()
-               if value is not None]
+    changes = [
+        Change(f"databases.default.default.{key}", "replaced") for key, value in entries.items() if value is not None
+    ]
     changes += [Change("trusted_host_patterns", "replaced"), Change("orch block", "replaced" if had_block else "added")]
     return Rewrite(_append_php(text, "\n".join(lines)), tuple(changes))
 
@@ -641,8 +690,9 @@ def _set_env(ed: _Editor, key: str, value: Any, *, add: bool = True) -> None:
         ed.note(key, "absent")
 
 
-def rewrite_laravel_env(text: str, target: Target, settings: Mapping[str, Any] | None = None,
-                        append: str | None = None) -> Rewrite:
+def rewrite_laravel_env(
+    text: str, target: Target, settings: Mapping[str, Any] | None = None, append: str | None = None
+) -> Rewrite:
     """Given Laravel's .env, return it pointed at the target (see the module docstring); raise UsageError for
     ``append`` (not supported) or a value that cannot be written."""
     if append:
@@ -697,8 +747,9 @@ PREFIX_READERS: dict[str, Callable[[str], str | None]] = {
 }
 
 
-def rewrite_config(fmt: str, text: str, target: Target, settings: Mapping[str, Any] | None = None,
-                   append: str | None = None) -> Rewrite:
+def rewrite_config(
+    fmt: str, text: str, target: Target, settings: Mapping[str, Any] | None = None, append: str | None = None
+) -> Rewrite:
     """Given a format name, a config file's text and the target, return the rewritten text and its report; raise
     UsageError for an unknown format or a file the rewriter cannot handle."""
     if fmt not in FORMATS:

@@ -14,6 +14,7 @@ escape is two bytes, so removing the escaped backslashes (``\\\\``) first leaves
 escaped quotes. Rows of the dumps orch reads for a content merge are in primary-key
 order (InnoDB returns a table in its clustered-index order; orch's own dumps say ``--order-by-primary``).
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,7 @@ _NAME = re.compile(rb"`((?:[^`]|``)+)`")
 # One value of a row: a string (with an optional introducer such as _binary or b), or a bare token (a number,
 # NULL, a 0x hex literal).
 _VALUE = re.compile(rb"[A-Za-z_0-9]*'[^'\\]*(?:\\.[^'\\]*)*'|[^,']+", re.S)
-_UNESCAPE = {ord("0"): b"\0", ord("n"): b"\n", ord("r"): b"\r", ord("Z"): b"\x1a", ord("t"): b"\t",
-             ord("b"): b"\b"}
+_UNESCAPE = {ord("0"): b"\0", ord("n"): b"\n", ord("r"): b"\r", ord("Z"): b"\x1a", ord("t"): b"\t", ord("b"): b"\b"}
 _ESCAPE = re.compile(rb"\\(.)", re.S)
 
 BATCH = 1000  # rows per batch handed out (mariadb-dump writes one row per line)
@@ -85,7 +85,7 @@ def parse_create(lines: list[bytes]) -> Shape:
 
 def split_rows(line: bytes, start: int) -> list[bytes]:
     """Given an INSERT line and where its first row starts (after ``VALUES (``), return its rows' texts."""
-    body = line[start:line.rindex(b")")]
+    body = line[start : line.rindex(b")")]
     pieces = body.split(b"),(")
     rows, pending = [], None
     for piece in pieces:
@@ -154,7 +154,7 @@ class DumpReader:
                     self._held = line
                     break
                 inserting = True
-                if line[match.end():match.end() + 1] == b"(":  # mysqldump: every row on this line
+                if line[match.end() : match.end() + 1] == b"(":  # mysqldump: every row on this line
                     batch += split_rows(line, match.end() + 1)
         if batch:
             yield batch
@@ -171,7 +171,7 @@ def insert_rows(lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
         table = None
         if line.startswith((b"INSERT INTO `", b"REPLACE INTO `")) and (match := _INSERT.match(line)) is not None:
             table = _ident(match[1])
-            if line[match.end():match.end() + 1] == b"(":
+            if line[match.end() : match.end() + 1] == b"(":
                 for row in split_rows(line, match.end() + 1):
                     yield table, row
 
@@ -187,7 +187,7 @@ def decode(literal: bytes) -> Value:
     if literal == b"NULL":
         return None
     if literal.endswith(b"'"):
-        body = literal[literal.index(b"'") + 1:-1]
+        body = literal[literal.index(b"'") + 1 : -1]
         return _ESCAPE.sub(lambda m: _UNESCAPE.get(m[1][0], m[1]), body) if b"\\" in body else body
     if literal.startswith((b"0x", b"0X")):
         return bytes.fromhex(literal[2:].decode())
@@ -201,8 +201,11 @@ def encode(value: Value, like: bytes = b"''") -> bytes:
         return b"NULL"
     if like.startswith((b"0x", b"0X")):
         return b"0x" + value.hex().upper().encode() if value else b"''"
-    if not like.endswith(b"'") and like != b"NULL" and re.fullmatch(rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?",
-                                                                     value, re.I):
+    if (
+        not like.endswith(b"'")
+        and like != b"NULL"
+        and re.fullmatch(rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?", value, re.I)
+    ):
         return value
     return b"'" + MYSQL.escape(value) + b"'"
 

@@ -5,6 +5,7 @@ import of orch's error type, so the shipped script is its source with that impor
 plus a small `main`: `python3 SCRIPT PAIRS_JSON DIALECT [WORKERS]` (workers: replace.default_workers()). It
 is written once per content hash under the host user's cache folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from . import replace
 
 IMPORT_LINE = "from orchestrator.errors import UsageError\n"
 STATS_PREFIX = "ORCH-REPLACE-STATS "
-MAIN = f'''
+MAIN = f"""
 
 def _orch_main():
     import dataclasses, gc, json, sys
@@ -31,7 +32,7 @@ def _orch_main():
 
 if __name__ == "__main__":
     _orch_main()
-'''
+"""
 
 
 def script_source() -> str:
@@ -56,5 +57,5 @@ def parse_stats(stderr: str) -> dict:
     """Find the replacer's stats line in a pipeline's stderr."""
     for line in reversed(stderr.splitlines()):
         if line.startswith(STATS_PREFIX):
-            return json.loads(line[len(STATS_PREFIX):])
+            return json.loads(line[len(STATS_PREFIX) :])
     return {}

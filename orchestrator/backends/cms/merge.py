@@ -29,6 +29,7 @@ Ids and references
 Nothing here does I/O: staging and production are read through :class:`Lookup` objects, URLs are replaced by
 the functions given. ``actions/content.py`` runs it against real hosts.
 """
+
 from __future__ import annotations
 
 import re
@@ -79,8 +80,8 @@ class _Cursor:
         self._batches, self.key_of, self.side, self.table = batches, key_of, side, table
         self.rows: list[bytes] | None = []
         self.i = 0
-        self._last: Key | None = None      # the key of the last row consumed whose key was read
-        self._key: Key | None = None       # the current row's key, once read
+        self._last: Key | None = None  # the key of the last row consumed whose key was read
+        self._key: Key | None = None  # the current row's key, once read
         self._fill()
 
     def _fill(self) -> None:
@@ -103,20 +104,23 @@ class _Cursor:
         if self._key is None:
             key = self.key_of(self.rows[self.i])
             if self._last is not None and not self._last < key:
-                raise MergeError(f"{self.side} rows of {self.table} are not in primary-key order ({key!r} after "
-                                 f"{self._last!r}): is it a MyISAM table? Content promotion needs key order")
+                raise MergeError(
+                    f"{self.side} rows of {self.table} are not in primary-key order ({key!r} after "
+                    f"{self._last!r}): is it a MyISAM table? Content promotion needs key order"
+                )
             self._key = key
         return self._key
 
 
-def diff(base: Iterator[list[bytes]], staging: Iterator[list[bytes]], key_of: Callable[[bytes], Key],
-         table: str = "") -> Iterator[Touched]:
+def diff(
+    base: Iterator[list[bytes]], staging: Iterator[list[bytes]], key_of: Callable[[bytes], Key], table: str = ""
+) -> Iterator[Touched]:
     """Given the row batches of one table on the base and on staging, both in primary-key order, yield the rows
     that differ, in key order. Raise MergeError if a side is out of order."""
     a, b = _Cursor(base, key_of, "base", table), _Cursor(staging, key_of, "staging", table)
     while a.rows is not None and b.rows is not None:
         n = min(len(a.rows) - a.i, len(b.rows) - b.i)
-        if a.rows[a.i:a.i + n] == b.rows[b.i:b.i + n]:  # one C-level compare for a run of equal rows
+        if a.rows[a.i : a.i + n] == b.rows[b.i : b.i + n]:  # one C-level compare for a run of equal rows
             a.skip(n)
             b.skip(n)
             continue
@@ -178,8 +182,7 @@ class Table:
         if (found := self._values.get(row)) is None:
             found = self._values[row] = dumprows.values(row)
             if len(found) != len(self.shape.columns):
-                raise MergeError(f"a row of {self.name} has {len(found)} values for {len(self.shape.columns)} "
-                                 "columns")
+                raise MergeError(f"a row of {self.name} has {len(found)} values for {len(self.shape.columns)} columns")
         return found
 
     def get(self, row: bytes, column: str) -> Value:
@@ -196,8 +199,10 @@ class Table:
         """The row as compared across sides: with derived and nested-set columns blanked (they may differ)."""
         if row is None or not self.blank:
             return row
-        return b",".join(b"" if column in self.blank else literal
-                         for column, literal in zip(self.shape.columns, self.literals(row), strict=True))
+        return b",".join(
+            b"" if column in self.blank else literal
+            for column, literal in zip(self.shape.columns, self.literals(row), strict=True)
+        )
 
 
 def as_key(value: Value) -> int | bytes | None:
@@ -216,9 +221,9 @@ class Item:
     table: str
     key: Key
     title: str
-    status: str                                      # added | changed | deleted (on staging)
+    status: str  # added | changed | deleted (on staging)
     rows: list[tuple[str, Key]] = field(default_factory=list)
-    reason: str = ""                                 # why it is promoted: default, selected, needed by ...
+    reason: str = ""  # why it is promoted: default, selected, needed by ...
     conflicts: list[str] = field(default_factory=list)
     new_key: Key | None = None
 
@@ -236,13 +241,13 @@ class RowChange:
     """What happens to one row on production: insert, update, delete, none (already so) or a conflict."""
 
     table: str
-    key: Key                                         # on staging
+    key: Key  # on staging
     base: bytes | None
     staging: bytes | None
-    production: bytes | None                         # production's row at the key (production's URLs)
+    production: bytes | None  # production's row at the key (production's URLs)
     action: str = NONE
     why: str = ""
-    final: list[bytes] | None = None                 # the literals production gets (insert, update)
+    final: list[bytes] | None = None  # the literals production gets (insert, update)
     final_key: Key | None = None
     item: str = ""
 
@@ -256,10 +261,10 @@ class MergeResult:
     changes: list[RowChange]
     remaps: dict[str, dict[int, int]]
     files: list[str]
-    other_rows: dict[str, int]                       # touched rows that belong to no item: never promoted
+    other_rows: dict[str, int]  # touched rows that belong to no item: never promoted
     prefer: str | None = None
     unchanged: list[Item] = field(default_factory=list)  # chosen, but production has them so already
-    earlier: list[Item] = field(default_factory=list)    # added on staging and promoted by an earlier run
+    earlier: list[Item] = field(default_factory=list)  # added on staging and promoted by an earlier run
 
     @property
     def conflicts(self) -> list[Item]:
@@ -322,9 +327,18 @@ class Merger:
     replacers (staging -> production for rows to write, production -> staging for comparisons) and
     production's next auto-increment ids; :meth:`decide` returns the MergeResult."""
 
-    def __init__(self, spec: Merge, shapes: dict[str, Shape], touched: dict[str, list[Touched]], staging: Lookup,
-                 production: Lookup, *, to_production: Callable[[bytes], bytes],
-                 to_staging: Callable[[bytes], bytes], next_ids: dict[str, int]):
+    def __init__(
+        self,
+        spec: Merge,
+        shapes: dict[str, Shape],
+        touched: dict[str, list[Touched]],
+        staging: Lookup,
+        production: Lookup,
+        *,
+        to_production: Callable[[bytes], bytes],
+        to_staging: Callable[[bytes], bytes],
+        next_ids: dict[str, int],
+    ):
         self.spec = spec
         self.tables = {name: Table(shapes[name], table) for name, table in spec.tables.items() if name in shapes}
         self.touched = {name: {t.key: t for t in rows} for name, rows in touched.items() if name in self.tables}
@@ -333,17 +347,27 @@ class Merger:
         self._check_columns()
 
     def _check_columns(self) -> None:
-        named = [(t.name, c) for t in self.tables.values()
-                 for c in (*t.spec.refs, *t.spec.owns, *t.spec.derived, *((t.spec.owner[0],) if t.spec.owner else ()),
-                           *((t.spec.unique,) if t.spec.unique else ()),
-                           *t.spec.where.names, *(t.spec.skip.names if t.spec.skip else ()))]
+        named = [
+            (t.name, c)
+            for t in self.tables.values()
+            for c in (
+                *t.spec.refs,
+                *t.spec.owns,
+                *t.spec.derived,
+                *((t.spec.owner[0],) if t.spec.owner else ()),
+                *((t.spec.unique,) if t.spec.unique else ()),
+                *t.spec.where.names,
+                *(t.spec.skip.names if t.spec.skip else ()),
+            )
+        ]
         named += [(i.table, c) for i in self.spec.items for c in i.where.names]
         for item in self.spec.items:  # a title may come from a row the item's row owns (a term's name)
             t = self.tables.get(item.table)
             homes = [t, *(self.tables.get(o) for o in t.spec.owns.values())] if t else []
             if t and not any(h and item.title in h.shape.columns for h in homes):
-                raise MergeError(f"playbook merge: items.{item.kind}: no column {item.title!r} in {item.table} "
-                                 "or a table it owns")
+                raise MergeError(
+                    f"playbook merge: items.{item.kind}: no column {item.title!r} in {item.table} or a table it owns"
+                )
         named += [(v.table, v.column) for v in self.spec.values]
         named += [(f.table, f.column) for f in self.spec.files]
         for table, column in named:
@@ -390,8 +414,11 @@ class Merger:
             for column, target in other.spec.owns.items():
                 if target != table or len(key) != 1:
                     continue
-                owners = [s.staging or s.base for s in self.touched.get(other.name, {}).values()
-                          if as_key(other.get(s.staging or s.base, column)) == key[0]]
+                owners = [
+                    s.staging or s.base
+                    for s in self.touched.get(other.name, {}).values()
+                    if as_key(other.get(s.staging or s.base, column)) == key[0]
+                ]
                 if not owners:
                     owners = self.staging.get(other.name, column, key[0])
                     if owners is _MISSING:
@@ -413,10 +440,15 @@ class Merger:
 
     def _items(self) -> tuple[dict[tuple[str, Key], Item], dict[str, int]]:
         """Group the touched rows into items; return them and the count of rows per table that belong to none."""
+
         def compute():
-            return {(table, key): self._root(table, key, t.staging if t.staging is not None else t.base)
-                    for table, rows in self.touched.items() for key, t in rows.items()
-                    if self.tables[table].takes_part(t.staging if t.staging is not None else t.base)}
+            return {
+                (table, key): self._root(table, key, t.staging if t.staging is not None else t.base)
+                for table, rows in self.touched.items()
+                for key, t in rows.items()
+                if self.tables[table].takes_part(t.staging if t.staging is not None else t.base)
+            }
+
         roots = self._settled(compute)
         # a root found through a row it owns (a category through its asset) may not be looked up by key yet
         self._settled(lambda: [self._current(*root) for root in set(roots.values()) if isinstance(root, tuple)])
@@ -461,8 +493,9 @@ class Merger:
 
     # -- selection ------------------------------------------------------------------------------------------
 
-    def _select(self, items: dict[tuple[str, Key], Item], select: list[str] | None,
-                delete: bool) -> dict[tuple[str, Key], Item]:
+    def _select(
+        self, items: dict[tuple[str, Key], Item], select: list[str] | None, delete: bool
+    ) -> dict[tuple[str, Key], Item]:
         chosen: dict[tuple[str, Key], Item] = {}
         if select:
             for wanted in select:
@@ -476,12 +509,17 @@ class Merger:
             for root, item in items.items():
                 kind = next(k for k in self.spec.items if k.kind == item.kind)
                 row = self._current(item.table, item.key)
-                if (item.status != DELETED or delete) and (kind.default is None
-                                                             or self.tables[item.table].matches(row, kind.default)):
+                if (item.status != DELETED or delete) and (
+                    kind.default is None or self.tables[item.table].matches(row, kind.default)
+                ):
                     item.reason = "default"
                     chosen[root] = item
-        added = {(table, key): root for root, item in items.items() for table, key in item.rows
-                 if self.touched[table][key].status == ADDED}
+        added = {
+            (table, key): root
+            for root, item in items.items()
+            for table, key in item.rows
+            if self.touched[table][key].status == ADDED
+        }
         queue = list(chosen.values())
         while queue:
             item = queue.pop()
@@ -522,9 +560,15 @@ class Merger:
 
     # -- the decision ---------------------------------------------------------------------------------------
 
-    def decide(self, *, select: list[str] | None = None, prefer: str | None = None, delete: bool = False,
-               prefer_items: dict[str, str] | None = None,
-               promoted: dict[str, dict[int, int]] | None = None) -> MergeResult:
+    def decide(
+        self,
+        *,
+        select: list[str] | None = None,
+        prefer: str | None = None,
+        delete: bool = False,
+        prefer_items: dict[str, str] | None = None,
+        promoted: dict[str, dict[int, int]] | None = None,
+    ) -> MergeResult:
         """Decide the merge: items, their rows' fate on production, new ids, files. `prefer` (staging or
         production) resolves every conflict, `prefer_items` ({item ident: side}) one item's; `delete` applies
         items deleted on staging. `promoted` ({table: {staging id: production id}}) names the items staging
@@ -532,16 +576,21 @@ class Merger:
         references to them name their production ids."""
         promoted = promoted or {}
         items, other = self._items()
-        earlier = {root: item for root, item in items.items()
-                   if item.status == ADDED and len(item.key) == 1 and item.key[0] in promoted.get(item.table, {})}
+        earlier = {
+            root: item
+            for root, item in items.items()
+            if item.status == ADDED and len(item.key) == 1 and item.key[0] in promoted.get(item.table, {})
+        }
         for (table, key), item in earlier.items():
             new = promoted[table][key[0]]
             item.new_key, item.reason = ((new,) if new != key[0] else None), "promoted earlier"
         chosen = self._select({r: i for r, i in items.items() if r not in earlier}, select, delete)
         changes = self._changes(chosen)
         remaps = self._remaps(changes)
-        ids = {table: {**{o: n for o, n in promoted.get(table, {}).items() if o != n}, **remaps.get(table, {})}
-               for table in set(remaps) | set(promoted)}
+        ids = {
+            table: {**{o: n for o, n in promoted.get(table, {}).items() if o != n}, **remaps.get(table, {})}
+            for table in set(remaps) | set(promoted)
+        }
         self._decide_rows(changes, ids, chosen, prefer, prefer_items or {})
         files = self._rewrite(changes, ids)
         for item in chosen.values():
@@ -553,9 +602,17 @@ class Merger:
         substance = {c.item for c in changes if c.why != _DERIVED_ONLY}  # a renumbered asset is no edit
         same = [item for item in chosen.values() if item not in acted and item.ident in substance]
         left_out = [item for root, item in items.items() if root not in chosen and root not in earlier]
-        return MergeResult(sorted(acted, key=_item_order), sorted(left_out, key=_item_order), changes,
-                           remaps, files, other, prefer, sorted(same, key=_item_order),
-                           sorted(earlier.values(), key=_item_order))
+        return MergeResult(
+            sorted(acted, key=_item_order),
+            sorted(left_out, key=_item_order),
+            changes,
+            remaps,
+            files,
+            other,
+            prefer,
+            sorted(same, key=_item_order),
+            sorted(earlier.values(), key=_item_order),
+        )
 
     def _changes(self, chosen: dict[tuple[str, Key], Item]) -> list[RowChange]:
         """The rows of the chosen items, with production's row at the same key (looked up per table)."""
@@ -577,10 +634,16 @@ class Merger:
     def _production_rows(self, t: Table, rows: list[Touched]) -> dict[Key, bytes]:
         """Production's rows at the touched rows' keys (matched by the table's unique column when it has one)."""
         if t.spec.unique:
+
             def name(touched: Touched) -> Value:
                 return t.get(touched.staging if touched.staging is not None else touched.base, t.spec.unique)
-            by_name = {t.get(row, t.spec.unique): row for row in self.production.rows(
-                t.name, t.spec.unique, sorted({as_key(name(r)) for r in rows} - {None}, key=_sortable))}
+
+            by_name = {
+                t.get(row, t.spec.unique): row
+                for row in self.production.rows(
+                    t.name, t.spec.unique, sorted({as_key(name(r)) for r in rows} - {None}, key=_sortable)
+                )
+            }
             return {r.key: by_name[name(r)] for r in rows if name(r) in by_name}
         found = self.production.rows(t.name, t.shape.key[0], sorted({r.key[0] for r in rows}, key=_sortable))
         return {t.key_of(row): row for row in found}
@@ -603,22 +666,32 @@ class Merger:
             fresh = max([floor, *(i + 1 for i in kept)])
             moved = sorted(i for i in ids if i < floor)
             remaps[table] |= {old: fresh + n for n, old in enumerate(moved)}
-        return {table: {old: new for old, new in ids.items() if old != new} for table, ids in remaps.items()
-                if any(old != new for old, new in ids.items())}
+        return {
+            table: {old: new for old, new in ids.items() if old != new}
+            for table, ids in remaps.items()
+            if any(old != new for old, new in ids.items())
+        }
 
     @staticmethod
     def _matched(t: Table, change: RowChange) -> bool:
         """Whether production's row was found by the table's unique column (so it is this row, whatever its id)."""
         return t.spec.unique is not None and change.production is not None
 
-    def _decide_rows(self, changes: list[RowChange], remaps: dict[str, dict[int, int]],
-                     chosen: dict[tuple[str, Key], Item], prefer: str | None, prefer_items: dict[str, str]) -> None:
+    def _decide_rows(
+        self,
+        changes: list[RowChange],
+        remaps: dict[str, dict[int, int]],
+        chosen: dict[tuple[str, Key], Item],
+        prefer: str | None,
+        prefer_items: dict[str, str],
+    ) -> None:
         by_ident = {item.ident: item for item in chosen.values()}
         for change in changes:
             t = self.tables[change.table]
             change.final_key = self._final_key(t, change.key, remaps)
-            fresh = not self._matched(t, change) and (change.final_key != change.key
-                                                      or (change.base is None and t.auto is not None))
+            fresh = not self._matched(t, change) and (
+                change.final_key != change.key or (change.base is None and t.auto is not None)
+            )
             production = None if fresh else change.production
             change.action, change.why = _three_way(t, change, production, self.to_staging)
             if change.action == CONFLICT:
@@ -626,8 +699,11 @@ class Merger:
                 by_ident[change.item].conflicts.append(change.why)
                 if side is not None:
                     change.why += f"; resolved: {side}'s version"
-                    change.action = NONE if side == "production" else (
-                        DELETE if change.staging is None else UPDATE if production is not None else INSERT)
+                    change.action = (
+                        NONE
+                        if side == "production"
+                        else (DELETE if change.staging is None else UPDATE if production is not None else INSERT)
+                    )
             if change.action == UPDATE and production is None:
                 change.action = INSERT
             if change.base is None and fresh:
@@ -636,8 +712,9 @@ class Merger:
     def _final_key(self, t: Table, key: Key, remaps: dict[str, dict[int, int]]) -> Key:
         """The row's key on production: its parts that name remapped rows (its own id, an owner's) rewritten."""
         targets = {t.auto: t.name} if t.auto else {}
-        targets |= {c: tgt for c, tgt in (*t.spec.refs.items(), *t.spec.owns.items(),
-                                             *([t.spec.owner] if t.spec.owner else []))}
+        targets |= {
+            c: tgt for c, tgt in (*t.spec.refs.items(), *t.spec.owns.items(), *([t.spec.owner] if t.spec.owner else []))
+        }
         parts = []
         for column, part in zip(t.shape.key, key, strict=True):
             target = targets.get(column)
@@ -674,9 +751,11 @@ class Merger:
 
     def _plain(self, t: Table) -> dict[str, str]:
         """Columns naming rows by id (the row's own auto-increment id too) -> the table they name."""
-        plain = {c: tgt for c, tgt in (*t.spec.refs.items(), *t.spec.owns.items(),
-                                        *([t.spec.owner] if t.spec.owner else [])) if "." not in
-                 tgt.removeprefix(ref_table(tgt))}
+        plain = {
+            c: tgt
+            for c, tgt in (*t.spec.refs.items(), *t.spec.owns.items(), *([t.spec.owner] if t.spec.owner else []))
+            if "." not in tgt.removeprefix(ref_table(tgt))
+        }
         if t.auto:
             plain[t.auto] = t.name
         return plain
@@ -684,12 +763,18 @@ class Merger:
     def _siblings(self, changes: list[RowChange]) -> dict[tuple[str, Key], list[bytes]]:
         """Staging rows of the same owner, for value references with a `sibling` condition."""
         tables = {ref.table for ref in self.spec.values if ref.sibling is not None}
-        owners = {(c.table, (as_key(self.tables[c.table].get(c.staging, self.tables[c.table].spec.owner[0])),))
-                  for c in changes if c.table in tables and c.staging is not None and self.tables[c.table].spec.owner}
+        owners = {
+            (c.table, (as_key(self.tables[c.table].get(c.staging, self.tables[c.table].spec.owner[0])),))
+            for c in changes
+            if c.table in tables and c.staging is not None and self.tables[c.table].spec.owner
+        }
 
         def compute():
-            return {(table, owner): self.staging.get(table, self.tables[table].spec.owner[0], owner[0])
-                    for table, owner in owners}
+            return {
+                (table, owner): self.staging.get(table, self.tables[table].spec.owner[0], owner[0])
+                for table, owner in owners
+            }
+
         return self._settled(compute)
 
     def _applies(self, t: Table, ref, change: RowChange, siblings) -> bool:
@@ -706,8 +791,11 @@ class Merger:
             return
         i = t.shape.index(ref.column)
         value = decode(literals[i])
-        edits = [(start, end, str(remap[old]).encode()) for start, end, old in _ids_in(value, ref.pattern, ref.ids)
-                 if old in remap]
+        edits = [
+            (start, end, str(remap[old]).encode())
+            for start, end, old in _ids_in(value, ref.pattern, ref.ids)
+            if old in remap
+        ]
         if edits:
             literals[i] = encode(edit_value(value, sorted(edits)), literals[i])
 
@@ -715,16 +803,21 @@ class Merger:
         for rule in self.spec.files:
             if rule.table != t.name:
                 continue
+
             def get(column: str) -> Value:
                 return decode(literals[t.shape.index(column)])  # noqa: B023 - used in this iteration only
+
             if not rule.where.test(get):
                 continue
             value = get(rule.column)
             if value is None:
                 continue
             text = value.replace(b"\\/", b"/").decode("utf-8", "replace")  # JSON escapes its slashes
-            found = [m.group(1) if m.groups() else m.group(0) for m in re.finditer(rule.pattern, text)] \
-                if rule.pattern else [text.strip()]
+            found = (
+                [m.group(1) if m.groups() else m.group(0) for m in re.finditer(rule.pattern, text)]
+                if rule.pattern
+                else [text.strip()]
+            )
             folder = ""
             for name in found:
                 if rule.beside == "first":
@@ -737,8 +830,9 @@ class Merger:
                     yield path
 
 
-def _three_way(t: Table, change: RowChange, production: bytes | None,
-               to_staging: Callable[[bytes], bytes]) -> tuple[str, str]:
+def _three_way(
+    t: Table, change: RowChange, production: bytes | None, to_staging: Callable[[bytes], bytes]
+) -> tuple[str, str]:
     """Given a touched row and production's row at its final key (None: none there), return (action, why)."""
     base, staging = t.comparable(change.base), t.comparable(change.staging)
     prod = t.comparable(to_staging(production)) if production is not None else None
@@ -746,13 +840,19 @@ def _three_way(t: Table, change: RowChange, production: bytes | None,
     if change.base is None:
         if production is None:
             return INSERT, "added on staging"
-        return (NONE, "already on production") if prod == staging else (
-            CONFLICT, f"{where}: added on staging and on production, differently")
+        return (
+            (NONE, "already on production")
+            if prod == staging
+            else (CONFLICT, f"{where}: added on staging and on production, differently")
+        )
     if change.staging is None:
         if production is None:
             return NONE, "deleted on both sides"
-        return (DELETE, "deleted on staging") if prod == base else (
-            CONFLICT, f"{where}: deleted on staging, changed on production")
+        return (
+            (DELETE, "deleted on staging")
+            if prod == base
+            else (CONFLICT, f"{where}: deleted on staging, changed on production")
+        )
     if base == staging:
         return NONE, _DERIVED_ONLY
     if production is None:

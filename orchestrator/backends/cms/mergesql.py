@@ -8,6 +8,7 @@ and :func:`guard_failure` turns the error back into what changed. Inserts are gu
 any unique key). A nested set is renumbered from the rows production had when the script was made, locked and
 checked first (count and a CRC32 sum of id, parent, left and right), so nobody renumbers it meanwhile.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,25 +42,33 @@ def fingerprint(rows: Iterable[TreeRow]) -> tuple[int, int]:
     """Given a nested set's rows, return (count, sum of CRC32 of "id,parent,left,right"), as the SQL of
     tree_statements computes them (CONCAT_WS leaves a NULL parent out)."""
     rows = list(rows)
-    return len(rows), sum(zlib.crc32(",".join(str(v) for v in (r.key, r.parent, r.left, r.right) if v is not None)
-                                     .encode()) for r in rows)
+    return len(rows), sum(
+        zlib.crc32(",".join(str(v) for v in (r.key, r.parent, r.left, r.right) if v is not None).encode()) for r in rows
+    )
 
 
 class Script:
     """Builds the transaction's SQL and remembers what each guard checks."""
 
     def __init__(self):
-        self.lines = ["SET NAMES utf8mb4;", "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO';",
-                      "SET autocommit = 0;", "START TRANSACTION;"]
+        self.lines = [
+            "SET NAMES utf8mb4;",
+            "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO';",
+            "SET autocommit = 0;",
+            "START TRANSACTION;",
+        ]
         self.guards: list[str] = []
 
     def guard(self, condition: str, what: str) -> None:
         """Stop the script (and so the transaction) unless the SQL condition holds."""
         self.guards.append(what)
-        self.lines += [f"SET @orch_ok = ({condition});",
-                       f"SET @orch_sql = IF(@orch_ok, 'DO 0', 'SELECT 1 FROM `orch-guard-{len(self.guards)}`');",
-                       "PREPARE orch_guard FROM @orch_sql;", "EXECUTE orch_guard;",
-                       "DEALLOCATE PREPARE orch_guard;"]
+        self.lines += [
+            f"SET @orch_ok = ({condition});",
+            f"SET @orch_sql = IF(@orch_ok, 'DO 0', 'SELECT 1 FROM `orch-guard-{len(self.guards)}`');",
+            "PREPARE orch_guard FROM @orch_sql;",
+            "EXECUTE orch_guard;",
+            "DEALLOCATE PREPARE orch_guard;",
+        ]
 
     def text(self) -> str:
         return "\n".join([*self.lines, "COMMIT;"]) + "\n"
@@ -67,8 +76,11 @@ class Script:
 
 def _same_row(t: Table, literals: list[bytes]) -> str:
     """SQL true for exactly the row with these values (derived and nested-set columns aside)."""
-    return " AND ".join(f"BINARY {ident(c)} <=> BINARY {lit.decode('utf-8', 'surrogateescape')}"
-                        for c, lit in zip(t.shape.columns, literals, strict=True) if c not in t.kept)
+    return " AND ".join(
+        f"BINARY {ident(c)} <=> BINARY {lit.decode('utf-8', 'surrogateescape')}"
+        for c, lit in zip(t.shape.columns, literals, strict=True)
+        if c not in t.kept
+    )
 
 
 def _sql(literal: bytes) -> str:
@@ -88,15 +100,20 @@ def _statement(script: Script, t: Table, change: RowChange) -> None:
     what = f"{t.name} row {change.final_key}"
     if change.action == INSERT:
         columns = [(c, lit) for c, lit in zip(t.shape.columns, change.final, strict=True) if c not in t.spec.derived]
-        script.lines.append(f"INSERT INTO {ident(t.name)} ({', '.join(ident(c) for c, _ in columns)}) VALUES "
-                            f"({', '.join(_sql(lit) for _, lit in columns)});")
+        script.lines.append(
+            f"INSERT INTO {ident(t.name)} ({', '.join(ident(c) for c, _ in columns)}) VALUES "
+            f"({', '.join(_sql(lit) for _, lit in columns)});"
+        )
         return
     before = t.literals(change.production)
     if change.action == DELETE:
         script.lines.append(f"DELETE FROM {ident(t.name)} WHERE {_same_row(t, before)};")
     else:
-        sets = [f"{ident(c)} = {_sql(new)}" for c, new, old in zip(t.shape.columns, change.final, before, strict=True)
-                if c not in t.kept and new != old]
+        sets = [
+            f"{ident(c)} = {_sql(new)}"
+            for c, new, old in zip(t.shape.columns, change.final, before, strict=True)
+            if c not in t.kept and new != old
+        ]
         if not sets:
             return
         script.lines.append(f"UPDATE {ident(t.name)} SET {', '.join(sets)} WHERE {_same_row(t, before)};")
@@ -109,11 +126,14 @@ def tree_statements(script: Script, t: Table, now: list[TreeRow], result: MergeR
     tree = t.spec.tree
     key_col = t.shape.key[0]
     count, crc = fingerprint(now)
-    script.lines.append(f"SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS(',', {ident(key_col)}, {ident(tree.parent)}, "
-                        f"{ident(tree.left)}, {ident(tree.right)}))), 0) INTO @orch_n, @orch_s "
-                        f"FROM {ident(t.name)} FOR UPDATE;")
-    script.guard(f"@orch_n = {count} AND @orch_s = {crc}",
-                 f"the nested set of {t.name} changed on production meanwhile")
+    script.lines.append(
+        f"SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS(',', {ident(key_col)}, {ident(tree.parent)}, "
+        f"{ident(tree.left)}, {ident(tree.right)}))), 0) INTO @orch_n, @orch_s "
+        f"FROM {ident(t.name)} FOR UPDATE;"
+    )
+    script.guard(
+        f"@orch_n = {count} AND @orch_s = {crc}", f"the nested set of {t.name} changed on production meanwhile"
+    )
     nodes = {row.key: Node(row.key, row.parent, (0, row.left)) for row in now}
     new = set()
     for change in result.changes:
@@ -142,8 +162,10 @@ def tree_statements(script: Script, t: Table, now: list[TreeRow], result: MergeR
         sets = [f"{ident(tree.left)} = {left}", f"{ident(tree.right)} = {right}"]
         if tree.level:
             sets.append(f"{ident(tree.level)} = {level}")
-        script.lines.append(f"UPDATE {ident(t.name)} SET {', '.join(sets)} WHERE {ident(key_col)} = "
-                            f"{_sql(encode(str(key).encode(), b'0'))};")
+        script.lines.append(
+            f"UPDATE {ident(t.name)} SET {', '.join(sets)} WHERE {ident(key_col)} = "
+            f"{_sql(encode(str(key).encode(), b'0'))};"
+        )
         renumbered += 1
     return renumbered
 
@@ -152,8 +174,10 @@ def tree_query(t: Table) -> str:
     """The SELECT reading a nested set's rows (id, parent, left, right, level) on production."""
     tree = t.spec.tree
     level = ident(tree.level) if tree.level else "NULL"
-    return (f"SELECT {ident(t.shape.key[0])}, {ident(tree.parent)}, {ident(tree.left)}, {ident(tree.right)}, {level} "
-            f"FROM {ident(t.name)}")
+    return (
+        f"SELECT {ident(t.shape.key[0])}, {ident(tree.parent)}, {ident(tree.left)}, {ident(tree.right)}, {level} "
+        f"FROM {ident(t.name)}"
+    )
 
 
 def parse_tree(text: str) -> list[TreeRow]:
@@ -163,8 +187,15 @@ def parse_tree(text: str) -> list[TreeRow]:
         if not line.strip():
             continue
         key, parent, left, right, level = line.split("\t")
-        rows.append(TreeRow(int(key), None if parent == "NULL" else int(parent), int(left), int(right),
-                            None if level == "NULL" else int(level)))
+        rows.append(
+            TreeRow(
+                int(key),
+                None if parent == "NULL" else int(parent),
+                int(left),
+                int(right),
+                None if level == "NULL" else int(level),
+            )
+        )
     return rows
 
 

@@ -6,6 +6,7 @@ adds its left number, each earlier node that is not an ancestor its right one to
 order key they are given (Joomla's own rebuild() orders them by their current ``lft``), so a rebuild keeps the
 order people set and only renumbers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable

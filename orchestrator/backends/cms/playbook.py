@@ -25,6 +25,7 @@ Decisions
       logs), which staging copies down but promotion never sends up.
     * ``{prefix}`` in table names (and Joomla's own ``#__``) stands for the site's table prefix.
 """
+
 from __future__ import annotations
 
 import copy
@@ -275,19 +276,33 @@ class Merge:
 
     def for_prefix(self, prefix: str) -> Merge:
         """Given the site's table prefix, return the spec with every table name resolved."""
+
         def name(table: str) -> str:
             return table.replace("{prefix}", prefix).replace("#__", prefix)
-        tables = {name(t): MergeTable(name(t), {c: name(v) for c, v in m.refs.items()},
-                                      (m.owner[0], name(m.owner[1])) if m.owner else None,
-                                      {c: name(v) for c, v in m.owns.items()}, m.derived, m.where, m.skip, m.tree,
-                                      m.unique)
-                  for t, m in self.tables.items()}
-        return Merge(tables, tuple(ItemKind(i.kind, name(i.table), i.title, i.where, i.skip, i.default)
-                                   for i in self.items),
-                     tuple(ValueRef(name(v.table), v.column, name(v.to), v.where, v.sibling, v.pattern, v.ids)
-                           for v in self.values),
-                     tuple(FileRule(name(f.table), f.column, f.path, f.where, f.pattern, f.beside) for f in self.files),
-                     tuple(name(p) for p in self.production))
+
+        tables = {
+            name(t): MergeTable(
+                name(t),
+                {c: name(v) for c, v in m.refs.items()},
+                (m.owner[0], name(m.owner[1])) if m.owner else None,
+                {c: name(v) for c, v in m.owns.items()},
+                m.derived,
+                m.where,
+                m.skip,
+                m.tree,
+                m.unique,
+            )
+            for t, m in self.tables.items()
+        }
+        return Merge(
+            tables,
+            tuple(ItemKind(i.kind, name(i.table), i.title, i.where, i.skip, i.default) for i in self.items),
+            tuple(
+                ValueRef(name(v.table), v.column, name(v.to), v.where, v.sibling, v.pattern, v.ids) for v in self.values
+            ),
+            tuple(FileRule(name(f.table), f.column, f.path, f.where, f.pattern, f.beside) for f in self.files),
+            tuple(name(p) for p in self.production),
+        )
 
 
 @dataclass(frozen=True)
@@ -315,8 +330,8 @@ class Playbook:
     health_path: str
     vhost: str
     data: dict
-    docker_images: dict[str, str] = field(default_factory=dict)   # images of Docker copies, by role
-    merge: Merge | None = None    # what content promotion merges (None: the CMS has no content merge)
+    docker_images: dict[str, str] = field(default_factory=dict)  # images of Docker copies, by role
+    merge: Merge | None = None  # what content promotion merges (None: the CMS has no content merge)
 
     def classify(self, path: str) -> str:
         """Given a path relative to the environment's folder, return ``staging`` (a file orch writes into staging
@@ -352,8 +367,9 @@ class Playbook:
         nginx would read as syntax."""
         if "fastcgi" not in values and values.get("php_socket"):
             values["fastcgi"] = f"unix:{values['php_socket']}"
-        missing = [name for name in VHOST_PLACEHOLDERS if name in _PLACEHOLDER.findall(self.vhost)
-                   and name not in values]
+        missing = [
+            name for name in VHOST_PLACEHOLDERS if name in _PLACEHOLDER.findall(self.vhost) and name not in values
+        ]
         if missing:
             raise UsageError(f"playbook {self.name}: vhost needs {', '.join(missing)}")
         for name, value in values.items():
@@ -415,8 +431,9 @@ class _Loader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key_node.value!r}",
-                                                            key_node.start_mark)
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
@@ -425,8 +442,9 @@ _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF")
+)
 
 
 @functools.lru_cache(maxsize=32)
@@ -468,8 +486,16 @@ class _Problems:
     def add(self, path: str, message: str) -> None:
         self.lines.append(f"{self.label}: {path}: {message}")
 
-    def take(self, data: Mapping, key: str, types: type | tuple, path: str = "", *, required: bool = True,
-             default: Any = None) -> Any:
+    def take(
+        self,
+        data: Mapping,
+        key: str,
+        types: type | tuple,
+        path: str = "",
+        *,
+        required: bool = True,
+        default: Any = None,
+    ) -> Any:
         """Given a mapping and a key, return its value if of the types, else record a problem and return the
         default (also for an absent optional key)."""
         where = f"{path}.{key}" if path else key
@@ -507,8 +533,9 @@ def build_playbook(data: dict, label: str) -> Playbook:
     """Given playbook data and a label for messages, return the Playbook; raise UsageError listing every
     problem."""
     p = _Problems(label)
-    config = tuple(_config_file(p, item, f"config[{i}]")
-                   for i, item in enumerate(p.take(data, "config", list, default=[])))
+    config = tuple(
+        _config_file(p, item, f"config[{i}]") for i, item in enumerate(p.take(data, "config", list, default=[]))
+    )
     config_paths = {item.path for item in config}
     playbook = Playbook(
         name=p.take(data, "name", str, default=""),
@@ -527,8 +554,9 @@ def build_playbook(data: dict, label: str) -> Playbook:
         password_reset=_password_reset(p, data),
         mail_off=_measure(p, p.take(data, "mail_off", dict, default={}), "mail_off"),
         cron_off=_measure(p, p.take(data, "cron_off", dict, default={}), "cron_off"),
-        migrate=tuple(_migrate_step(p, item, f"migrate[{i}]")
-                      for i, item in enumerate(p.take(data, "migrate", list, default=[]))),
+        migrate=tuple(
+            _migrate_step(p, item, f"migrate[{i}]") for i, item in enumerate(p.take(data, "migrate", list, default=[]))
+        ),
         health_marker=p.strings(data, "health_marker"),
         health_path=p.take(data, "health_path", str, required=False, default="/"),
         vhost=p.take(data, "vhost", str, default=""),
@@ -545,9 +573,30 @@ def build_playbook(data: dict, label: str) -> Playbook:
     return playbook
 
 
-_KNOWN_KEYS = {"name", "title", "notes", "detect", "code", "content", "cache", "config", "table_prefix", "urls",
-               "sanitize", "keys", "truncate", "password_reset", "mail_off", "cron_off", "migrate", "health_marker",
-               "health_path", "vhost", "docker", "merge"}
+_KNOWN_KEYS = {
+    "name",
+    "title",
+    "notes",
+    "detect",
+    "code",
+    "content",
+    "cache",
+    "config",
+    "table_prefix",
+    "urls",
+    "sanitize",
+    "keys",
+    "truncate",
+    "password_reset",
+    "mail_off",
+    "cron_off",
+    "migrate",
+    "health_marker",
+    "health_path",
+    "vhost",
+    "docker",
+    "merge",
+}
 
 
 def _config_file(p: _Problems, item: Any, path: str) -> ConfigFile:
@@ -563,22 +612,30 @@ def _config_file(p: _Problems, item: Any, path: str) -> ConfigFile:
     for key, value in settings.items():
         if not isinstance(value, str | int | bool | float):
             p.add(f"{path}.set.{key}", "must be a string, number or true/false")
-    return ConfigFile(path=p.take(item, "path", str, path, default=""), format=fmt,
-                      required=p.take(item, "required", bool, path, required=False, default=True),
-                      set=dict(settings), append=p.take(item, "append", str, path, required=False))
+    return ConfigFile(
+        path=p.take(item, "path", str, path, default=""),
+        format=fmt,
+        required=p.take(item, "required", bool, path, required=False, default=True),
+        set=dict(settings),
+        append=p.take(item, "append", str, path, required=False),
+    )
 
 
 def _table_prefix(p: _Problems, data: dict, config_paths: set[str]) -> TablePrefix:
-    prefix = TablePrefix(default=p.take(data, "default", str, "table_prefix", default=""),
-                         file=p.take(data, "file", str, "table_prefix", required=False))
+    prefix = TablePrefix(
+        default=p.take(data, "default", str, "table_prefix", default=""),
+        file=p.take(data, "file", str, "table_prefix", required=False),
+    )
     if prefix.file and prefix.file not in config_paths:
         p.add("table_prefix.file", f"{prefix.file!r} is not one of the config files")
     return prefix
 
 
 def _urls(p: _Problems, data: dict) -> Urls:
-    return Urls(columns=p.strings(data, "columns", "urls"),
-                bare_host=p.take(data, "bare_host", bool, "urls", required=False, default=False))
+    return Urls(
+        columns=p.strings(data, "columns", "urls"),
+        bare_host=p.take(data, "bare_host", bool, "urls", required=False, default=False),
+    )
 
 
 def sanitize_rules(data: Mapping, problems: _Problems | None = None) -> tuple[SanitizeRule, ...]:
@@ -616,8 +673,13 @@ def _sanitize_rule(p: _Problems, column: str, form: Any, path: str) -> SanitizeR
     where = p.take(form, "where", str, path, required=False)
     if where and ";" in where:
         p.add(f"{path}.where", "must be one SQL condition (no ';')")
-    return SanitizeRule(column=column, rule=rule, where=where, key=p.take(form, "key", str, path, required=False),
-                        optional=p.take(form, "optional", bool, path, required=False, default=False))
+    return SanitizeRule(
+        column=column,
+        rule=rule,
+        where=where,
+        key=p.take(form, "key", str, path, required=False),
+        optional=p.take(form, "optional", bool, path, required=False, default=False),
+    )
 
 
 def _string_map(p: _Problems, data: dict, path: str) -> dict[str, str]:
@@ -643,10 +705,13 @@ def _password_reset(p: _Problems, data: dict) -> PasswordReset | None:
     for key, value in also.items():
         if value is not None and not isinstance(value, str | int):
             p.add(f"password_reset.also.{key}", "must be a string, a number or null")
-    return PasswordReset(scheme=scheme, table=p.take(item, "table", str, "password_reset", default=""),
-                         column=p.take(item, "column", str, "password_reset", default=""),
-                         where=p.take(item, "where", str, "password_reset", required=False),
-                         also={k: None if v is None else str(v) for k, v in also.items()})
+    return PasswordReset(
+        scheme=scheme,
+        table=p.take(item, "table", str, "password_reset", default=""),
+        column=p.take(item, "column", str, "password_reset", default=""),
+        where=p.take(item, "where", str, "password_reset", required=False),
+        also={k: None if v is None else str(v) for k, v in also.items()},
+    )
 
 
 def _measure(p: _Problems, data: dict, path: str) -> Measure:
@@ -654,9 +719,11 @@ def _measure(p: _Problems, data: dict, path: str) -> Measure:
     for name, content in files.items():
         if not isinstance(content, str):
             p.add(f"{path}.files.{name}", "must be the file's text")
-    return Measure(how=p.take(data, "how", str, path, default=""),
-                   files={k: v for k, v in files.items() if isinstance(v, str)},
-                   sql=p.strings(data, "sql", path, required=False))
+    return Measure(
+        how=p.take(data, "how", str, path, default=""),
+        files={k: v for k, v in files.items() if isinstance(v, str)},
+        sql=p.strings(data, "sql", path, required=False),
+    )
 
 
 def _migrate_step(p: _Problems, item: Any, path: str) -> MigrateStep:
@@ -669,8 +736,11 @@ def _migrate_step(p: _Problems, item: Any, path: str) -> MigrateStep:
     run = p.strings(item, "run", path)
     if not run:
         p.add(f"{path}.run", "must not be empty")
-    return MigrateStep(run=run, when_command=p.take(when, "command", str, f"{path}.when", required=False),
-                       when_file=p.take(when, "file", str, f"{path}.when", required=False))
+    return MigrateStep(
+        run=run,
+        when_command=p.take(when, "command", str, f"{path}.when", required=False),
+        when_file=p.take(when, "file", str, f"{path}.when", required=False),
+    )
 
 
 def _docker_images(p: _Problems, data: dict) -> dict[str, str]:
@@ -703,15 +773,22 @@ def _merge(p: _Problems, data: Any) -> Merge | None:
     tables = {}
     for name, body in p.take(data, "tables", dict, "merge", default={}).items():
         tables[name] = _merge_table(p, name, body if body is not None else {}, f"merge.tables.{name}")
-    items = tuple(_item_kind(p, kind, body, f"merge.items.{kind}")
-                  for kind, body in p.take(data, "items", dict, "merge", default={}).items())
-    values = tuple(_value_ref(p, body, f"merge.values[{i}]")
-                   for i, body in enumerate(p.take(data, "values", list, "merge", required=False, default=[])))
-    files = tuple(_file_rule(p, body, f"merge.files[{i}]")
-                  for i, body in enumerate(p.take(data, "files", list, "merge", required=False, default=[])))
+    items = tuple(
+        _item_kind(p, kind, body, f"merge.items.{kind}")
+        for kind, body in p.take(data, "items", dict, "merge", default={}).items()
+    )
+    values = tuple(
+        _value_ref(p, body, f"merge.values[{i}]")
+        for i, body in enumerate(p.take(data, "values", list, "merge", required=False, default=[]))
+    )
+    files = tuple(
+        _file_rule(p, body, f"merge.files[{i}]")
+        for i, body in enumerate(p.take(data, "files", list, "merge", required=False, default=[]))
+    )
     production = p.strings(data, "production", "merge", required=False)
-    merge = Merge(tables, tuple(i for i in items if i), tuple(v for v in values if v), tuple(f for f in files if f),
-                  production)
+    merge = Merge(
+        tables, tuple(i for i in items if i), tuple(v for v in values if v), tuple(f for f in files if f), production
+    )
     _check_merge_tables(p, merge)
     return merge
 
@@ -761,14 +838,23 @@ def _merge_table(p: _Problems, name: str, data: Any, path: str) -> MergeTable:
             p.add(f"{path}.tree", "must be a mapping with parent, left, right (and level)")
         else:
             _unknown(p, spec, _TREE_KEYS, f"{path}.tree")
-            tree = Tree(str(spec["parent"]), str(spec["left"]), str(spec["right"]),
-                        str(spec["level"]) if spec.get("level") else None)
-    return MergeTable(name, _column_map(p, data.get("refs"), f"{path}.refs"),
-                      next(iter(owner.items()), None), _column_map(p, data.get("owns"), f"{path}.owns"),
-                      p.strings(data, "derived", path, required=False),
-                      _row_match(p, data.get("where"), f"{path}.where"),
-                      _row_match(p, data["skip"], f"{path}.skip") if data.get("skip") else None, tree,
-                      p.take(data, "unique", str, path, required=False))
+            tree = Tree(
+                str(spec["parent"]),
+                str(spec["left"]),
+                str(spec["right"]),
+                str(spec["level"]) if spec.get("level") else None,
+            )
+    return MergeTable(
+        name,
+        _column_map(p, data.get("refs"), f"{path}.refs"),
+        next(iter(owner.items()), None),
+        _column_map(p, data.get("owns"), f"{path}.owns"),
+        p.strings(data, "derived", path, required=False),
+        _row_match(p, data.get("where"), f"{path}.where"),
+        _row_match(p, data["skip"], f"{path}.skip") if data.get("skip") else None,
+        tree,
+        p.take(data, "unique", str, path, required=False),
+    )
 
 
 def _item_kind(p: _Problems, kind: str, data: Any, path: str) -> ItemKind | None:
@@ -778,10 +864,14 @@ def _item_kind(p: _Problems, kind: str, data: Any, path: str) -> ItemKind | None
     _unknown(p, data, _ITEM_KEYS, path)
     if not _NAME.match(kind):
         p.add(path, "an item kind is a lowercase word (letters, digits, - and _)")
-    return ItemKind(kind, p.take(data, "table", str, path, default=""), p.take(data, "title", str, path, default=""),
-                    _row_match(p, data.get("where"), f"{path}.where"),
-                    _row_match(p, data["skip"], f"{path}.skip") if data.get("skip") else None,
-                    _row_match(p, data["default"], f"{path}.default") if "default" in data else None)
+    return ItemKind(
+        kind,
+        p.take(data, "table", str, path, default=""),
+        p.take(data, "title", str, path, default=""),
+        _row_match(p, data.get("where"), f"{path}.where"),
+        _row_match(p, data["skip"], f"{path}.skip") if data.get("skip") else None,
+        _row_match(p, data["default"], f"{path}.default") if "default" in data else None,
+    )
 
 
 def _pattern(p: _Problems, data: dict, key: str, path: str) -> str | None:
@@ -800,10 +890,15 @@ def _value_ref(p: _Problems, data: Any, path: str) -> ValueRef | None:
         p.add(path, "must be a mapping")
         return None
     _unknown(p, data, _VALUE_KEYS, path)
-    return ValueRef(p.take(data, "table", str, path, default=""), p.take(data, "column", str, path, default=""),
-                    p.take(data, "to", str, path, default=""), _row_match(p, data.get("where"), f"{path}.where"),
-                    _row_match(p, data["sibling"], f"{path}.sibling") if data.get("sibling") else None,
-                    _pattern(p, data, "pattern", path), _pattern(p, data, "ids", path))
+    return ValueRef(
+        p.take(data, "table", str, path, default=""),
+        p.take(data, "column", str, path, default=""),
+        p.take(data, "to", str, path, default=""),
+        _row_match(p, data.get("where"), f"{path}.where"),
+        _row_match(p, data["sibling"], f"{path}.sibling") if data.get("sibling") else None,
+        _pattern(p, data, "pattern", path),
+        _pattern(p, data, "ids", path),
+    )
 
 
 def _file_rule(p: _Problems, data: Any, path: str) -> FileRule | None:
@@ -817,9 +912,14 @@ def _file_rule(p: _Problems, data: Any, path: str) -> FileRule | None:
     beside = p.take(data, "beside", str, path, required=False)
     if beside not in (None, "first"):
         p.add(f"{path}.beside", "must be `first`")
-    return FileRule(p.take(data, "table", str, path, default=""), p.take(data, "column", str, path, default=""),
-                    target, _row_match(p, data.get("where"), f"{path}.where"), _pattern(p, data, "pattern", path),
-                    beside)
+    return FileRule(
+        p.take(data, "table", str, path, default=""),
+        p.take(data, "column", str, path, default=""),
+        target,
+        _row_match(p, data.get("where"), f"{path}.where"),
+        _pattern(p, data, "pattern", path),
+        beside,
+    )
 
 
 def ref_table(target: str) -> str:
@@ -830,9 +930,12 @@ def ref_table(target: str) -> str:
 def _check_merge_tables(p: _Problems, merge: Merge) -> None:
     """Every table a merge names must be one of its content tables, and none may be production's."""
     known = set(merge.tables)
-    named = [(f"merge.tables.{t.name}.{what}.{column}", ref_table(target))
-             for t in merge.tables.values() for what, mapping in (("refs", t.refs), ("owns", t.owns))
-             for column, target in mapping.items()]
+    named = [
+        (f"merge.tables.{t.name}.{what}.{column}", ref_table(target))
+        for t in merge.tables.values()
+        for what, mapping in (("refs", t.refs), ("owns", t.owns))
+        for column, target in mapping.items()
+    ]
     named += [(f"merge.tables.{t.name}.owner", t.owner[1]) for t in merge.tables.values() if t.owner]
     named += [(f"merge.items.{i.kind}.table", i.table) for i in merge.items]
     named += [(f"merge.values[{n}]", ref) for n, v in enumerate(merge.values) for ref in (v.table, v.to)]

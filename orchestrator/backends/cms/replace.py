@@ -255,21 +255,29 @@ def _copy_bounds(line: bytes, pos: int) -> tuple[int, int]:
 MYSQL = _Syntax(
     "mysql",
     {0x00: b"\\0", 0x0A: b"\\n", 0x0D: b"\\r", 0x5C: b"\\\\", 0x27: b"\\'", 0x22: b'\\"', 0x1A: b"\\Z"},
-    b"\\", b'\\"', _mysql_bounds, hex_blobs=True,
+    b"\\",
+    b'\\"',
+    _mysql_bounds,
+    hex_blobs=True,
 )
 # The bytes of one value as stored, without escapes: a decoded hex literal.
 RAW = _Syntax("raw", {}, b"", b'"', _whole_bounds)
 PG_COPY = _Syntax(
     "pg-copy",
     {0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t", 0x08: b"\\b", 0x0C: b"\\f", 0x0B: b"\\v"},
-    b"\\", b'"', _copy_bounds,
+    b"\\",
+    b'"',
+    _copy_bounds,
 )
 PG_SQL = _Syntax("pg-sql", {0x27: b"''"}, b"'", b'"', _pg_sql_bounds)
 
 # dialect -> the syntaxes it can switch between; the first is where a dump starts
 _DIALECTS: dict[str, tuple[_Syntax, ...]] = {
-    "mysql": (MYSQL,), "mariadb": (MYSQL,),
-    "postgres": (PG_SQL, PG_COPY), "postgresql": (PG_SQL, PG_COPY), "pg": (PG_SQL, PG_COPY),
+    "mysql": (MYSQL,),
+    "mariadb": (MYSQL,),
+    "postgres": (PG_SQL, PG_COPY),
+    "postgresql": (PG_SQL, PG_COPY),
+    "pg": (PG_SQL, PG_COPY),
 }
 
 
@@ -329,7 +337,8 @@ class _Matcher:
             anchor = min((c for c in candidates if c in old), key=len)
             bare = raw_old[:1] in _HOST_BYTES and b"://" not in raw_old and b":\\/\\/" not in raw_old
             by_anchor.setdefault(anchor, []).append(
-                _Needle(old, syntax.escape(raw_new), len(raw_new) - len(raw_old), bare))
+                _Needle(old, syntax.escape(raw_new), len(raw_new) - len(raw_old), bare)
+            )
         self._groups = [self._group(anchor, needles) for anchor, needles in by_anchor.items()]
         self.blobs = _HexBlobs(pairs) if syntax.hex_blobs else None
         self.anchors: tuple[bytes, ...] = tuple(by_anchor) + (self.blobs.anchors if self.blobs else ())
@@ -348,26 +357,38 @@ class _Matcher:
             left = b"(?:" + left + b"|(?<=" + re.escape(self.syntax.esc) + b"[\\s\\S]))"
         alternatives = b"|".join((left if n.bare else b"") + re.escape(n.old) for n in needles)
         offsets = [n.old.find(anchor) for n in needles]
-        return _Group(anchor, re.compile(b"(?:" + alternatives + b")" + _RIGHT), back=max(offsets),
-                      ahead=max(len(n.old) - at for n, at in zip(needles, offsets, strict=True)) + 2,
-                      needles={n.old: n for n in needles}, forward=self._forward(anchor, needles))
+        return _Group(
+            anchor,
+            re.compile(b"(?:" + alternatives + b")" + _RIGHT),
+            back=max(offsets),
+            ahead=max(len(n.old) - at for n, at in zip(needles, offsets, strict=True)) + 2,
+            needles={n.old: n for n in needles},
+            forward=self._forward(anchor, needles),
+        )
 
     def _forward(self, anchor: bytes, needles: list[_Needle]) -> _Forward | None:
         """Given needles sharing an anchor, return their _Forward pattern, or None if a needle holds its
         anchor twice (then a later anchor hit could start an earlier match: only the window search finds
         the leftmost one)."""
-        heads = [n.old[:n.old.find(anchor) + len(anchor)] for n in needles]
+        heads = [n.old[: n.old.find(anchor) + len(anchor)] for n in needles]
         if any(n.old.find(anchor, len(head) - len(anchor) + 1) >= 0 for n, head in zip(needles, heads, strict=True)):
             return None
         # Leftmost first, as the window search finds them: at one anchor hit the longest head starts first;
         # for one head, the longest needle.
         order = sorted(zip(heads, needles, strict=True), key=lambda hn: (-len(hn[0]), -len(hn[1].old)))
         skip = _rarest(anchor)  # scan for the anchor from its rarest byte on
-        pattern = re.escape(anchor[skip:]) + b"(?:" + b"|".join(
-            self._behind(head, n.bare) + re.escape(n.old[len(head):]) + b"()" for head, n in order) + b")"
-        return _Forward(re.compile(pattern + _RIGHT), news=(b"", *(n.new for _, n in order)),
-                        deltas=(0, *(n.delta for _, n in order)),
-                        starts=(0, *(len(head) - len(anchor) + skip for head, _ in order)))
+        pattern = (
+            re.escape(anchor[skip:])
+            + b"(?:"
+            + b"|".join(self._behind(head, n.bare) + re.escape(n.old[len(head) :]) + b"()" for head, n in order)
+            + b")"
+        )
+        return _Forward(
+            re.compile(pattern + _RIGHT),
+            news=(b"", *(n.new for _, n in order)),
+            deltas=(0, *(n.delta for _, n in order)),
+            starts=(0, *(len(head) - len(anchor) + skip for head, _ in order)),
+        )
 
     def _behind(self, head: bytes, bare: bool) -> bytes:
         """Given a needle's bytes up to the end of its anchor, return a look-behind that is true just after
@@ -412,8 +433,14 @@ class _Matcher:
     @staticmethod
     def _find_window(line: bytes, group: _Group) -> list[Match]:
         """Find the needles by searching ``group.pattern`` in a window around each anchor hit."""
-        find, search, needles, anchor, back, ahead = (line.find, group.pattern.search, group.needles,
-                                                      group.anchor, group.back, group.ahead)
+        find, search, needles, anchor, back, ahead = (
+            line.find,
+            group.pattern.search,
+            group.needles,
+            group.anchor,
+            group.back,
+            group.ahead,
+        )
         found: list[Match] = []
         append = found.append
         floor = 0
@@ -535,8 +562,7 @@ def _is_hex_value(line: bytes, token: re.Match[bytes]) -> bool:
     after ``(`` or ``,``, right before ``,`` or ``)``, an even number of digits (MySQL reads an odd count
     with a leading 0 nibble; mysqldump never writes one)."""
     start, end = token.span()
-    return (line[start - 1:start] in (b"(", b",") and line[end:end + 1] in (b",", b")")
-            and not (end - start) % 2)
+    return line[start - 1 : start] in (b"(", b",") and line[end : end + 1] in (b",", b")") and not (end - start) % 2
 
 
 def _past_strings(line: bytes, pos: int, until: int) -> int:
@@ -620,8 +646,9 @@ def _serialized_fixes(line: bytes, matches, matcher: _SerializedSyntax, stats: R
 _START, _END = itemgetter(0), itemgetter(1)  # of an Edit
 
 
-def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _SerializedSyntax,
-                  stats: ReplaceStats) -> list[Edit]:
+def _length_fixes(
+    line: bytes, lo: int, hi: int, matches, matcher: _SerializedSyntax, stats: ReplaceStats
+) -> list[Edit]:
     """Given the matches inside one value line[lo:hi], return edits of the length prefixes of the serialized
     strings that enclose them."""
     strings = _enclosing_strings(line, lo, hi, matches, matcher, stats)
@@ -629,7 +656,7 @@ def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _SerializedSy
     widened: list[tuple[int, int]] = []  # (position, growth) of length prefixes that gained or lost a digit
     # innermost first: a nested string's new prefix can change its container's length by a digit
     for content, end, length, digits_at, digits_end, first, last in reversed(strings):
-        delta = matches[first][3] if first == last else sum(m[3] for m in matches[first:last + 1])
+        delta = matches[first][3] if first == last else sum(m[3] for m in matches[first : last + 1])
         if widened:
             delta += sum(g for p, g in widened if content <= p < end)
         if not delta:
@@ -642,8 +669,9 @@ def _length_fixes(line: bytes, lo: int, hi: int, matches, matcher: _SerializedSy
     return edits
 
 
-def _enclosing_strings(line: bytes, lo: int, hi: int, matches, matcher: _SerializedSyntax,
-                       stats: ReplaceStats) -> list[tuple[int, int, int, int, int, int, int]]:
+def _enclosing_strings(
+    line: bytes, lo: int, hi: int, matches, matcher: _SerializedSyntax, stats: ReplaceStats
+) -> list[tuple[int, int, int, int, int, int, int]]:
     """Given a value line[lo:hi] and its matches, return (content start, content end, length, digits start,
     digits end, first match, last match) of every well-formed serialized string in it that holds a match,
     by position."""
@@ -661,8 +689,11 @@ def _enclosing_strings(line: bytes, lo: int, hi: int, matches, matcher: _Seriali
         if first == count or starts[first] >= content + 2 * length:
             continue
         stop = content + length
-        end = (_content_end(line, content, length, esc, hi)
-               if stop > hi or (esc and line.find(esc, content, stop) >= 0) else stop)  # else no escapes: common
+        end = (
+            _content_end(line, content, length, esc, hi)
+            if stop > hi or (esc and line.find(esc, content, stop) >= 0)
+            else stop
+        )  # else no escapes: common
         if end is None or not line.startswith(close, end):
             stats.serialized_skipped += 1
             continue
@@ -896,8 +927,15 @@ def _raw_pairs(pairs: Sequence[Pair]) -> list[tuple[bytes, bytes]]:
     return list(out.items())
 
 
-def replace_stream(src: BinaryIO, dst: BinaryIO, pairs: Sequence[Pair], *, dialect: str = "mysql",
-                   chunk_size: int = 1 << 20, workers: int = 1) -> ReplaceStats:
+def replace_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    pairs: Sequence[Pair],
+    *,
+    dialect: str = "mysql",
+    chunk_size: int = 1 << 20,
+    workers: int = 1,
+) -> ReplaceStats:
     """Given a dump on ``src``, write it to ``dst`` with every pair's old value replaced by its new value and
     serialized lengths fixed; return what was done.
 
@@ -963,6 +1001,7 @@ def row_rewriter(pairs: Sequence[Pair]) -> Callable[[bytes], bytes]:
     def rewrite(row: bytes) -> bytes:
         pieces = replacer.feed(b"(" + row + b")")
         return row if len(pieces) == 1 else b"".join(pieces)[1:-1]
+
     return rewrite
 
 
@@ -1012,8 +1051,12 @@ def _replace_parallel(src: int, dst: int, replacer: _Replacer, workers: int, chu
     running: dict[int, int] = {}  # report pipe -> pid of a worker not waited for yet
     try:
         for i in range(workers):
-            ring = (read_turns[i][0], read_turns[(i + 1) % workers][1],
-                    write_turns[i][0], write_turns[(i + 1) % workers][1])
+            ring = (
+                read_turns[i][0],
+                read_turns[(i + 1) % workers][1],
+                write_turns[i][0],
+                write_turns[(i + 1) % workers][1],
+            )
             report, report_w = os.pipe()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child; its exit status and report_w say how it went
@@ -1037,8 +1080,9 @@ def _replace_parallel(src: int, dst: int, replacer: _Replacer, workers: int, chu
         carry.close()
 
 
-def _work(replacer: _Replacer, src: int, dst: int, carry: mmap.mmap, ring: tuple[int, int, int, int],
-          report: int) -> int:
+def _work(
+    replacer: _Replacer, src: int, dst: int, carry: mmap.mmap, ring: tuple[int, int, int, int], report: int
+) -> int:
     """Run one worker of the ring until the input is done; write its stats to ``report``; return its exit
     status."""
     may_read, next_read, may_write, next_write = ring
@@ -1095,7 +1139,7 @@ def _read_block(src: int, carry: mmap.mmap, carried: int) -> tuple[bytes, int]:
         if cut:
             pieces[-1] = memoryview(data)[:cut]
             block = b"".join(pieces)  # before the carry buffer, which pieces[0] shows, is overwritten
-            carry[:len(data) - cut] = memoryview(data)[cut:]
+            carry[: len(data) - cut] = memoryview(data)[cut:]
             return block, len(data) - cut
 
 
@@ -1103,7 +1147,7 @@ def _write_all(fd: int, data: bytes) -> None:
     """Write all of data to a descriptor (a pipe may take less per write)."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _collect(running: dict[int, int]) -> ReplaceStats:

@@ -31,6 +31,7 @@ Passwords: ``phpass`` (WordPress's ``$P$``), ``md5`` and ``bitrix`` (8-char salt
 computed here; ``bcrypt`` by PHP's password_hash() on the host (:func:`bcrypt_command`: the password travels in
 the environment, never in argv).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -252,12 +253,14 @@ def resolve_rules(playbook: Playbook, site_rules: Mapping | None, prefix: str) -
 
 def _with_prefix(rule: SanitizeRule, prefix: str) -> SanitizeRule:
     where = substitute_prefix(rule.where, prefix) if rule.where else None
-    return SanitizeRule(column=substitute_prefix(rule.column, prefix), rule=rule.rule, where=where, key=rule.key,
-                        optional=rule.optional)
+    return SanitizeRule(
+        column=substitute_prefix(rule.column, prefix), rule=rule.rule, where=where, key=rule.key, optional=rule.optional
+    )
 
 
-def sanitize_statements(playbook: Playbook, site_rules: Mapping | None, engine: str, prefix: str,
-                        schema: Schema = None) -> SanitizePlan:
+def sanitize_statements(
+    playbook: Playbook, site_rules: Mapping | None, engine: str, prefix: str, schema: Schema = None
+) -> SanitizePlan:
     """Given a playbook, the site's sanitize mapping, the engine name, the table prefix and (best) the staging
     database's schema, return the statements that sanitize it: rule updates, then truncations, then the
     playbook's mail_off/cron_off SQL. Raise UsageError for a bad identifier or a required rule whose table or
@@ -283,8 +286,10 @@ def sanitize_statements(playbook: Playbook, site_rules: Mapping | None, engine: 
             skipped.append(f"truncate {table}: {why}")
         else:
             statements.append(d.truncate(d.ident(checked(table, "table"))))
-    statements += [substitute_prefix(sql, prefix).strip().rstrip(";").rstrip()
-                   for sql in (*playbook.mail_off.sql, *playbook.cron_off.sql)]
+    statements += [
+        substitute_prefix(sql, prefix).strip().rstrip(";").rstrip()
+        for sql in (*playbook.mail_off.sql, *playbook.cron_off.sql)
+    ]
     return SanitizePlan(tuple(statements), tuple(skipped))
 
 
@@ -340,8 +345,9 @@ def _value(d: Dialect, rule: str, column: str, key: str | None) -> str:
 # ------------------------------------------------------------------------------------------------ passwords
 
 
-def password_reset_statements(playbook: Playbook, engine: str, prefix: str, password_hash: str,
-                              schema: Schema = None) -> list[str]:
+def password_reset_statements(
+    playbook: Playbook, engine: str, prefix: str, password_hash: str, schema: Schema = None
+) -> list[str]:
     """Given a playbook, the engine name, the table prefix, the staging password's hash (in the playbook's
     scheme) and optionally the schema, return the UPDATE setting every account's password (and ``also``
     columns, those missing from a known schema left out); [] when the playbook has no password_reset."""

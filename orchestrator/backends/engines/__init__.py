@@ -4,6 +4,7 @@ Every command runs on the site's host with the host's own client tools (a dump t
 is a known trap when dumping from elsewhere). Passwords travel in the environment (MYSQL_PWD, PGPASSWORD),
 fed through the Command's stdin prefix, never in argv.
 """
+
 from __future__ import annotations
 
 from .base import Engine, TableCounts

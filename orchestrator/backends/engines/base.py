@@ -1,4 +1,5 @@
 """The Engine interface shared by MySQL/MariaDB, PostgreSQL and SQLite."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -11,7 +12,7 @@ TableCounts = dict[str, int]
 class Engine(ABC):
     """Commands for one database. `db` is an inventory Database; `name` may be overridden for scratch copies."""
 
-    dump_filename: str          # name of the dump inside the backup
+    dump_filename: str  # name of the dump inside the backup
 
     def __init__(self, db, env_path: str | None = None):
         self.db, self.env_path = db, env_path
@@ -67,7 +68,7 @@ class Engine(ABC):
 
     # -- staging copies: only MySQL/MariaDB and PostgreSQL implement these --------------------------------------
     replace_dialect: str | None = None  # the URL replacer's dialect for this engine's plain SQL
-    ADMIN_DATABASE: str | None = None   # where an admin connects when the template names no database
+    ADMIN_DATABASE: str | None = None  # where an admin connects when the template names no database
 
     def script(self, database: str | None = None) -> Command:
         """Return a client that runs the SQL script on its stdin, stopping at the first error."""

@@ -1,4 +1,5 @@
 """MySQL / MariaDB: mariadb-dump (or mysqldump) with a consistent snapshot, restore with the mariadb client."""
+
 from __future__ import annotations
 
 from orchestrator.backends.remote import Command, Raw
@@ -10,8 +11,16 @@ DUMP_TOOL = Raw('"$(command -v mariadb-dump || command -v mysqldump || echo mari
 CLIENT_TOOL = Raw('"$(command -v mariadb || command -v mysql || echo mariadb)"')
 # --skip-dump-date: an unchanged database gives a byte-identical dump, so restic stores nothing new for it
 # (the trailer still says "-- Dump completed", which the truncation check looks for).
-DUMP_FLAGS = ("--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob",
-              "--default-character-set=utf8mb4", "--skip-dump-date")
+DUMP_FLAGS = (
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--hex-blob",
+    "--default-character-set=utf8mb4",
+    "--skip-dump-date",
+)
 
 
 def ident(name: str) -> str:
@@ -44,8 +53,14 @@ class MySQL(Engine):
     def client(self, database: str | None = None, *extra) -> Command:
         """Return the mysql client reading SQL from stdin, batch mode, no column names, utf8mb4 whatever the
         client's configured default is (Debian's is utf8mb4, a bare client's follows the locale: latin1 in C)."""
-        args = [CLIENT_TOOL, *self._conn_args(), "--default-character-set=utf8mb4", "--batch", "--skip-column-names",
-                *extra]
+        args = [
+            CLIENT_TOOL,
+            *self._conn_args(),
+            "--default-character-set=utf8mb4",
+            "--batch",
+            "--skip-column-names",
+            *extra,
+        ]
         name = None if database is False else database or self.db.name
         if name:
             args.append(name)
@@ -70,8 +85,18 @@ class MySQL(Engine):
         TABLE first; with `where` (trusted SQL, travels in argv: no secrets), only those rows and no CREATE."""
         flags = [flag for flag in DUMP_FLAGS if flag not in ("--routines", "--events", "--triggers")]
         extra = ["--no-create-info", "--compact", f"--where={where}"] if where else []
-        return self._with_password(Command(DUMP_TOOL, *self._conn_args(), *flags, "--order-by-primary",
-                                           "--skip-triggers", *extra, self.db.name, *tables))
+        return self._with_password(
+            Command(
+                DUMP_TOOL,
+                *self._conn_args(),
+                *flags,
+                "--order-by-primary",
+                "--skip-triggers",
+                *extra,
+                self.db.name,
+                *tables,
+            )
+        )
 
     def create(self, database: str) -> Command:
         return self.client(False, "-e", f"CREATE DATABASE {ident(database)} CHARACTER SET utf8mb4")
@@ -80,16 +105,21 @@ class MySQL(Engine):
         return self.client(False, "-e", f"DROP DATABASE IF EXISTS {ident(database)}")
 
     def list_tables(self, database: str | None = None) -> Command:
-        return self.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
-                        "AND table_type = 'BASE TABLE' ORDER BY table_name", database)
+        return self.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name",
+            database,
+        )
 
     def count_rows(self, tables: list[str], database: str | None = None) -> Command:
         query = " UNION ALL ".join(f"SELECT {literal(t)}, COUNT(*) FROM {ident(t)}" for t in tables)
         return self.sql(query, database)
 
     replace_dialect = "mysql"
-    COLUMNS_SQL = ("SELECT table_name, column_name FROM information_schema.columns "
-                   "WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position")
+    COLUMNS_SQL = (
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position"
+    )
 
     def script(self, database: str | None = None) -> Command:
         return self.client(database)
@@ -99,8 +129,11 @@ class MySQL(Engine):
         lines = [f"DROP DATABASE IF EXISTS {db};", f"CREATE DATABASE {db} CHARACTER SET utf8mb4;"]
         for host in ("%", "localhost"):
             account = f"{literal(user)}@{literal(host)}"
-            lines += [f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {pw};",
-                      f"ALTER USER {account} IDENTIFIED BY {pw};", f"GRANT ALL ON {db}.* TO {account};"]
+            lines += [
+                f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {pw};",
+                f"ALTER USER {account} IDENTIFIED BY {pw};",
+                f"GRANT ALL ON {db}.* TO {account};",
+            ]
         return "\n".join(lines) + "\n"
 
     def deprovision_sql(self, database: str, user: str) -> str:

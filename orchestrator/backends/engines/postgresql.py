@@ -1,4 +1,5 @@
 """PostgreSQL: pg_dump -Fc (custom format: compressed by pg, table-level restore possible), pg_restore back."""
+
 from __future__ import annotations
 
 from orchestrator.backends.remote import Command
@@ -34,8 +35,9 @@ class PostgreSQL(Engine):
         return cmd.env(PGPASSWORD=self.db.password) if self.db.password else cmd
 
     def sql(self, statement: str, database: str | None = None) -> Command:
-        return self._tool("psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", statement,
-                          database=database)
+        return self._tool(
+            "psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", statement, database=database
+        )
 
     def ping(self) -> Command:
         return self.sql("SELECT 1")
@@ -46,9 +48,16 @@ class PostgreSQL(Engine):
 
     def restore(self, database: str | None = None) -> Command:
         # --clean --if-exists: restoring over an existing database replaces its objects instead of failing
-        return self._tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--no-acl", "--exit-on-error",
-                          "--single-transaction",
-                          database=database)
+        return self._tool(
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--no-acl",
+            "--exit-on-error",
+            "--single-transaction",
+            database=database,
+        )
 
     def create(self, database: str) -> Command:
         return self.sql(f"CREATE DATABASE {ident(database)}", database="postgres")
@@ -57,8 +66,11 @@ class PostgreSQL(Engine):
         return self.sql(f"DROP DATABASE IF EXISTS {ident(database)}", database="postgres")
 
     def list_tables(self, database: str | None = None) -> Command:
-        return self.sql("SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN "
-                        "('pg_catalog', 'information_schema') ORDER BY 1", database)
+        return self.sql(
+            "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN "
+            "('pg_catalog', 'information_schema') ORDER BY 1",
+            database,
+        )
 
     def count_rows(self, tables: list[str], database: str | None = None) -> Command:
         query = " UNION ALL ".join(f"SELECT {literal(t)}, COUNT(*) FROM {qualified(t)}" for t in tables)
@@ -66,8 +78,10 @@ class PostgreSQL(Engine):
 
     replace_dialect = "postgres"
     ADMIN_DATABASE = "postgres"
-    COLUMNS_SQL = ("SELECT table_name, column_name FROM information_schema.columns "
-                   "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position")
+    COLUMNS_SQL = (
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+    )
 
     def script(self, database: str | None = None) -> Command:
         return self._tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", database=database)
@@ -77,12 +91,17 @@ class PostgreSQL(Engine):
 
     def provision_sql(self, database: str, user: str, password: str) -> str:
         role, pw = ident(user), literal(password)
-        return "\n".join([
-            f"DROP DATABASE IF EXISTS {ident(database)};",
-            f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
-            f"ALTER ROLE {role} LOGIN PASSWORD {pw};",
-            f"CREATE DATABASE {ident(database)} OWNER {role};",
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    f"DROP DATABASE IF EXISTS {ident(database)};",
+                    f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+                    f"ALTER ROLE {role} LOGIN PASSWORD {pw};",
+                    f"CREATE DATABASE {ident(database)} OWNER {role};",
+                ]
+            )
+            + "\n"
+        )
 
     def deprovision_sql(self, database: str, user: str) -> str:
         return f"DROP DATABASE IF EXISTS {ident(database)};\nDROP ROLE IF EXISTS {ident(user)};\n"

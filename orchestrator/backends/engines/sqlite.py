@@ -1,4 +1,5 @@
 """SQLite: an online backup (consistent while the site writes) taken on the host, streamed to stdout."""
+
 from __future__ import annotations
 
 import posixpath

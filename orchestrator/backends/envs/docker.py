@@ -11,6 +11,7 @@ Every object carries the labels `orch.site`, `orch.env`, `orch.task`, `orch.crea
 destroy or gc removes exactly what orch made, however far a create got. The proxy's routes are derived from
 the labels of the web containers that exist (`sync_routes`), so a removed copy leaves no route behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,11 +31,12 @@ from orchestrator.backends.remote.docker import ContainerConnector
 from orchestrator.errors import OperationFailed, UsageError
 
 PREFIX = "orch"
-SITE, ENV, TASK, CREATED, ROLE, ROUTE = (f"{PREFIX}.{key}" for key in ("site", "env", "task", "created", "role",
-                                                                      "route"))
-RESTART = {"Name": "unless-stopped"}   # copies come back with the Docker host, unless someone stopped them
+SITE, ENV, TASK, CREATED, ROLE, ROUTE = (
+    f"{PREFIX}.{key}" for key in ("site", "env", "task", "created", "role", "route")
+)
+RESTART = {"Name": "unless-stopped"}  # copies come back with the Docker host, unless someone stopped them
 PROXY_NAME = "orch-proxy"
-CACHE_VOLUME = "orch-tools-cache"      # restic's cache and the shipped replacer, shared by every tools container
+CACHE_VOLUME = "orch-tools-cache"  # restic's cache and the shipped replacer, shared by every tools container
 WEB_PORT = 80
 PHP_PORT = 9000
 
@@ -49,8 +51,14 @@ RUN apt-get update \\
 TOOLS_IMAGE = "orch-tools:" + hashlib.sha256(TOOLS_RECIPE.encode()).hexdigest()[:12]
 
 # The images a user would pull; the playbook, the docker host and the site may name others (in that order).
-DEFAULT_IMAGES = {"tools": TOOLS_IMAGE, "php": "php:8.2-fpm", "web": "nginx:1.27", "proxy": "nginx:1.27",
-                  "mysql": "mariadb:10.11", "postgresql": "postgres:15"}
+DEFAULT_IMAGES = {
+    "tools": TOOLS_IMAGE,
+    "php": "php:8.2-fpm",
+    "web": "nginx:1.27",
+    "proxy": "nginx:1.27",
+    "mysql": "mariadb:10.11",
+    "postgresql": "postgres:15",
+}
 ROLES = ("database", "php", "web", "tools")
 
 
@@ -65,8 +73,10 @@ class DatabaseKind:
     password_file_env: str
 
 
-DATABASES = {"mysql": DatabaseKind("/var/lib/mysql", 3306, "root", "MYSQL_ROOT_PASSWORD_FILE"),
-             "postgresql": DatabaseKind("/var/lib/postgresql/data", 5432, "postgres", "POSTGRES_PASSWORD_FILE")}
+DATABASES = {
+    "mysql": DatabaseKind("/var/lib/mysql", 3306, "root", "MYSQL_ROOT_PASSWORD_FILE"),
+    "postgresql": DatabaseKind("/var/lib/postgresql/data", 5432, "postgres", "POSTGRES_PASSWORD_FILE"),
+}
 
 
 def database_kind(engine: str) -> DatabaseKind:
@@ -76,6 +86,7 @@ def database_kind(engine: str) -> DatabaseKind:
 
 
 # ------------------------------------------------------------------------------------------------ images
+
 
 def ensure_image(client: docker.DockerClient, name: str, on_line: Callable[[str], None]) -> str:
     """Make an image available on the Docker host: present, built (orch's tools image) or pulled. Return what
@@ -88,8 +99,9 @@ def ensure_image(client: docker.DockerClient, name: str, on_line: Callable[[str]
     try:
         if name == TOOLS_IMAGE:
             # host networking: apt inside the build reaches the mirror however the host's bridges are set up
-            for chunk in client.api.build(fileobj=io.BytesIO(TOOLS_RECIPE.encode()), tag=name, rm=True,
-                                          network_mode="host", decode=True):
+            for chunk in client.api.build(
+                fileobj=io.BytesIO(TOOLS_RECIPE.encode()), tag=name, rm=True, network_mode="host", decode=True
+            ):
                 if "error" in chunk:
                     raise BuildError(chunk["error"], iter(()))
                 if chunk.get("stream", "").strip():
@@ -103,8 +115,10 @@ def ensure_image(client: docker.DockerClient, name: str, on_line: Callable[[str]
                 on_line(f"{chunk.get('id', name)}: {chunk['status']}")
         return "pulled"
     except (APIError, BuildError) as exc:
-        raise OperationFailed(f"image {name} is not on the docker host and could not be "
-                              f"{'built' if name == TOOLS_IMAGE else 'pulled'}: {_explain(exc)}") from None
+        raise OperationFailed(
+            f"image {name} is not on the docker host and could not be "
+            f"{'built' if name == TOOLS_IMAGE else 'pulled'}: {_explain(exc)}"
+        ) from None
 
 
 def _explain(exc: Exception) -> str:
@@ -113,6 +127,7 @@ def _explain(exc: Exception) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ one copy
+
 
 def now_label() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -165,8 +180,11 @@ class Copy:
     def network(self):
         """Create the copy's network (or return it)."""
         found = self.client.networks.list(names=[self.name()], filters=self.filters)
-        return found[0] if found else self.client.networks.create(self.name(), driver="bridge",
-                                                                  labels=self.labels("network"))
+        return (
+            found[0]
+            if found
+            else self.client.networks.create(self.name(), driver="bridge", labels=self.labels("network"))
+        )
 
     def volume(self, role: str):
         """Create one of the copy's volumes, `docroot` or `database` (or return it)."""
@@ -181,9 +199,18 @@ class Copy:
         except NotFound:
             return None
 
-    def replace_container(self, role: str, image: str, *, files: dict[str, tuple[bytes, int]] | None = None,
-                          network: str | None = None, aliases: tuple[str, ...] = (), labels: dict | None = None,
-                          start: bool = True, **kwargs):
+    def replace_container(
+        self,
+        role: str,
+        image: str,
+        *,
+        files: dict[str, tuple[bytes, int]] | None = None,
+        network: str | None = None,
+        aliases: tuple[str, ...] = (),
+        labels: dict | None = None,
+        start: bool = True,
+        **kwargs,
+    ):
         """(Re)create the container of a role: any old one is removed first. `files` ({path: (bytes, mode)})
         are written into it before it starts (secrets and configs never travel in its environment)."""
         old = self.container(role)
@@ -195,8 +222,12 @@ class Copy:
             # the SDK takes {network: endpoint config}; types-docker says a single EndpointConfig
             networking = self.client.api.create_networking_config({network: endpoint})  # type: ignore[arg-type]
         created = self.client.api.create_container(
-            image, name=self.name(role), labels=self.labels(role, **(labels or {})),
-            networking_config=networking, **_split_container_kwargs(self.client, kwargs))
+            image,
+            name=self.name(role),
+            labels=self.labels(role, **(labels or {})),
+            networking_config=networking,
+            **_split_container_kwargs(self.client, kwargs),
+        )
         container = self.client.containers.get(created["Id"])
         for path, (data, mode) in (files or {}).items():
             put_file(container, path, data, mode)
@@ -207,15 +238,25 @@ class Copy:
 
     def objects(self) -> dict[str, list]:
         """Every object carrying this copy's labels: containers, volumes, networks."""
-        return {"containers": self.client.containers.list(all=True, filters=self.filters),
-                "volumes": self.client.volumes.list(filters=self.filters),
-                "networks": self.client.networks.list(filters=self.filters)}
+        return {
+            "containers": self.client.containers.list(all=True, filters=self.filters),
+            "volumes": self.client.volumes.list(filters=self.filters),
+            "networks": self.client.networks.list(filters=self.filters),
+        }
 
 
 def _split_container_kwargs(client, kwargs: dict) -> dict:
     """Split run()-style keyword arguments into create_container's and its host_config's."""
-    host_keys = {"mem_limit", "nano_cpus", "restart_policy", "mounts", "port_bindings", "network_mode",
-                 "extra_hosts", "binds"}
+    host_keys = {
+        "mem_limit",
+        "nano_cpus",
+        "restart_policy",
+        "mounts",
+        "port_bindings",
+        "network_mode",
+        "extra_hosts",
+        "binds",
+    }
     host = {k: v for k, v in kwargs.items() if k in host_keys}
     rest = {k: v for k, v in kwargs.items() if k not in host_keys}
     return rest | {"host_config": client.api.create_host_config(**host)}
@@ -246,8 +287,9 @@ def container_ip(container, network: str) -> str:
 
 
 @contextmanager
-def tools_container(copy: Copy, image: str, docroot: str, database: str | None, limits: Limits
-                    ) -> Iterator[ContainerConnector]:
+def tools_container(
+    copy: Copy, image: str, docroot: str, database: str | None, limits: Limits
+) -> Iterator[ContainerConnector]:
     """Run the copy's tools container for the duration of a block and yield a connector into it.
 
     It shares the Docker host's network (the backup repository is reached as from the host itself, and so is
@@ -255,9 +297,14 @@ def tools_container(copy: Copy, image: str, docroot: str, database: str | None, 
     docroot volume is mounted where the web containers see it; the cache volume keeps restic's cache."""
     extra_hosts = {"db": container_ip(copy.container("db"), copy.name())} if database else {}
     container = copy.replace_container(
-        "tools", image, command=["sleep", "infinity"], network_mode="host", extra_hosts=extra_hosts,
+        "tools",
+        image,
+        command=["sleep", "infinity"],
+        network_mode="host",
+        extra_hosts=extra_hosts,
         mounts=[mount(copy.name("docroot"), docroot), mount(CACHE_VOLUME, "/root/.cache")],
-        **limits.kwargs())
+        **limits.kwargs(),
+    )
     try:
         yield ContainerConnector(copy.client, container, f"{copy.name('tools')}")
     finally:
@@ -283,24 +330,43 @@ def wait_for_database(conn, admin_engine, timeout: float = 120) -> None:
         if result.ok:
             return
         if time.monotonic() > deadline:
-            raise OperationFailed(f"the copy's database did not accept connections within {timeout:.0f}s: "
-                                  f"{result.stderr.strip()[-300:]}")
+            raise OperationFailed(
+                f"the copy's database did not accept connections within {timeout:.0f}s: {result.stderr.strip()[-300:]}"
+            )
         time.sleep(0.5)
 
 
-def start_web(copy: Copy, image: str, docroot: str, vhost: str, htpasswd: str, limits: Limits,
-              publish: tuple[str, int] | None, route: str | None):
+def start_web(
+    copy: Copy,
+    image: str,
+    docroot: str,
+    vhost: str,
+    htpasswd: str,
+    limits: Limits,
+    publish: tuple[str, int] | None,
+    route: str | None,
+):
     """(Re)create the web container with the copy's vhost as nginx's default server; publish its port when
     asked. Raise PortTaken if the port is in use on the Docker host."""
-    files = {"/etc/nginx/conf.d/default.conf": (vhost.encode(), 0o644),
-             "/etc/nginx/orch.htpasswd": (htpasswd.encode(), 0o644)}
+    files = {
+        "/etc/nginx/conf.d/default.conf": (vhost.encode(), 0o644),
+        "/etc/nginx/orch.htpasswd": (htpasswd.encode(), 0o644),
+    }
     kwargs: dict[str, Any] = {"port_bindings": {WEB_PORT: publish}} if publish else {}
     try:
         return copy.replace_container(
-            "web", image, files=files, network=copy.name(), aliases=("web",), restart_policy=RESTART,
+            "web",
+            image,
+            files=files,
+            network=copy.name(),
+            aliases=("web",),
+            restart_policy=RESTART,
             mounts=[mount(copy.name("docroot"), docroot, read_only=True)],
-            labels={ROUTE: route} if route else None, ports=[WEB_PORT] if publish else None,
-            **kwargs, **limits.kwargs())
+            labels={ROUTE: route} if route else None,
+            ports=[WEB_PORT] if publish else None,
+            **kwargs,
+            **limits.kwargs(),
+        )
     except APIError as exc:
         if publish and any(s in str(exc) for s in ("already allocated", "address already in use")):
             raise PortTaken(publish[1]) from None
@@ -383,16 +449,22 @@ def ensure_proxy(client, image: str, publish: tuple[str, int]):
         client.networks.create(PROXY_NAME, driver="bridge", labels=labels)
     networking = client.api.create_networking_config({PROXY_NAME: client.api.create_endpoint_config()})
     created = client.api.create_container(
-        image, name=PROXY_NAME, labels=labels, ports=[WEB_PORT], networking_config=networking,
-        host_config=client.api.create_host_config(port_bindings={WEB_PORT: publish}, restart_policy=RESTART))
+        image,
+        name=PROXY_NAME,
+        labels=labels,
+        ports=[WEB_PORT],
+        networking_config=networking,
+        host_config=client.api.create_host_config(port_bindings={WEB_PORT: publish}, restart_policy=RESTART),
+    )
     proxy = client.containers.get(created["Id"])
     put_file(proxy, "/etc/nginx/conf.d/default.conf", PROXY_BASE.encode())
     try:
         proxy.start()
     except APIError as exc:
         proxy.remove(force=True)
-        raise OperationFailed(f"the review proxy could not start on {publish[0]}:{publish[1]}: {_explain(exc)}") \
-            from None
+        raise OperationFailed(
+            f"the review proxy could not start on {publish[0]}:{publish[1]}: {_explain(exc)}"
+        ) from None
     return proxy
 
 
@@ -428,8 +500,9 @@ def sync_routes(client) -> dict[str, list[str]]:
         site, env, hostname, network = wanted[name]
         if network not in attached:
             client.networks.get(network).connect(proxy)
-        put_file(proxy, f"/etc/nginx/conf.d/{name}", route_conf(site, env, hostname, f"{PREFIX}-{site}-{env}-web")
-                 .encode())
+        put_file(
+            proxy, f"/etc/nginx/conf.d/{name}", route_conf(site, env, hostname, f"{PREFIX}-{site}-{env}-web").encode()
+        )
     for name in removed:
         exec_checked(proxy, ["rm", "-f", f"/etc/nginx/conf.d/{name}"], "removing a route")
     if added or removed:
@@ -437,8 +510,10 @@ def sync_routes(client) -> dict[str, list[str]]:
         if test.exit_code != 0:
             for name in added:
                 proxy.exec_run(["rm", "-f", f"/etc/nginx/conf.d/{name}"])
-            raise OperationFailed(f"the proxy's nginx refused the route (removed again): "
-                                  f"{test.output.decode('utf-8', 'replace').strip()[-300:]}")
+            raise OperationFailed(
+                f"the proxy's nginx refused the route (removed again): "
+                f"{test.output.decode('utf-8', 'replace').strip()[-300:]}"
+            )
         exec_checked(proxy, ["nginx", "-s", "reload"], "reloading the proxy")
     wanted_networks = {network for _, _, _, network in wanted.values()} | {PROXY_NAME}
     for network in attached - wanted_networks:
@@ -450,6 +525,7 @@ def sync_routes(client) -> dict[str, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------------ removal, listing
+
 
 def remove_copy(client, site: str, env: str) -> dict[str, list[str]]:
     """Remove every object labelled with (site, env): containers first (a volume in use cannot go), then
@@ -481,7 +557,7 @@ class CopyState:
     env: str
     task: str
     created: datetime | None
-    containers: dict[str, str] = field(default_factory=dict)   # role -> status
+    containers: dict[str, str] = field(default_factory=dict)  # role -> status
     volumes: list[str] = field(default_factory=list)
     url: str | None = None
     size: int | None = None
@@ -493,8 +569,9 @@ class CopyState:
             return "running"
         if not any(states.values()):
             return "incomplete" if self.volumes or self.containers else "gone"
-        return "degraded: " + ", ".join(f"{role} {state or 'missing'}" for role, state in states.items()
-                                        if state != "running")
+        return "degraded: " + ", ".join(
+            f"{role} {state or 'missing'}" for role, state in states.items() if state != "running"
+        )
 
 
 def copies(client, with_sizes: bool = False) -> dict[tuple[str, str], CopyState]:

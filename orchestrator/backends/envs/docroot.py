@@ -7,6 +7,7 @@ Two rules every restore and refresh follows:
 - syncing a tree into the docroot keeps the docroot's own mode, owner and group: the tree restic restored into
   comes from `mktemp -d` (mode 0700), and `rsync -a` would copy that onto the docroot and lock the web server out.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -36,8 +37,10 @@ def check_inside(root: str, subpath: str, real: dict[str, str]) -> str:
     for path in component_paths(root, subpath):
         if not is_within(real[path], base):
             rel = posixpath.relpath(path, root)
-            raise UsageError(f"{rel} in {root} is a symlink to {real[path]}, outside the site: refusing to "
-                             "restore through it (replace the link or restore the folder it points to)")
+            raise UsageError(
+                f"{rel} in {root} is a symlink to {real[path]}, outside the site: refusing to "
+                "restore through it (replace the link or restore the folder it points to)"
+            )
     found = real[component_paths(root, subpath)[-1]]
     if found == base:
         raise UsageError(f"{subpath} in {root} is a symlink to the site's own folder: restore the site instead")
@@ -94,8 +97,10 @@ def sync_into(conn, source: str, dest: str, *options: str) -> str:
             raise OperationFailed(f"{source}: vanished before the sync")
         if now.split(":")[2] != before.split(":")[2]:
             keep_group = ["--no-g"]
-    out = conn.run(Command("rsync", "-a", *keep_group, *options, "--", source.rstrip("/") + "/",
-                           dest.rstrip("/") + "/"), timeout=None).text
+    out = conn.run(
+        Command("rsync", "-a", *keep_group, *options, "--", source.rstrip("/") + "/", dest.rstrip("/") + "/"),
+        timeout=None,
+    ).text
     after = _attributes(conn, dest)
     if before is not None and after != before:
         raise OperationFailed(f"{dest}: its mode:uid:gid changed from {before} to {after} during the sync")

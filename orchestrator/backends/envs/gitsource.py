@@ -1,4 +1,5 @@
 """Code from git for `orch promote --ref`: a mirror on the orchestrator, `git archive` streamed to the host."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ def mirror(url: str) -> str:
     path = state_dir() / "git" / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".git")
     local = LocalConnector("orchestrator")
     if path.exists():
-        local.run(Command("git", "--git-dir", path, "fetch", "--prune", "--tags", "origin",
-                          "+refs/heads/*:refs/heads/*"), timeout=600)
+        local.run(
+            Command("git", "--git-dir", path, "fetch", "--prune", "--tags", "origin", "+refs/heads/*:refs/heads/*"),
+            timeout=600,
+        )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         local.run(Command("git", "clone", "--mirror", "--", url, path), timeout=1800)
@@ -30,8 +33,11 @@ def resolve(git_dir: str, ref: str) -> str:
     if not REF.match(ref) or ".." in ref:
         raise UsageError(f"--ref {ref!r} is not a tag, branch or commit name")
     try:
-        out = LocalConnector().run(Command("git", "--git-dir", git_dir, "rev-parse", "--verify", "--quiet",
-                                           f"{ref}^{{commit}}")).text
+        out = (
+            LocalConnector()
+            .run(Command("git", "--git-dir", git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"))
+            .text
+        )
     except RemoteError:
         raise UsageError(f"the repository has no ref {ref!r}") from None
     return out.strip()
@@ -41,5 +47,9 @@ def send_tree(git_dir: str, commit: str, subdir: str | None, conn, dest: str) ->
     """Unpack the commit's tree (or its subdir) into dest on the host, streamed as tar."""
     tree = f"{commit}:{subdir.strip('/')}" if subdir else commit
     conn.run(Command("mkdir", "-p", dest))
-    relay(LocalConnector(), Command("git", "--git-dir", git_dir, "archive", "--format=tar", tree),
-          conn, Command("tar", "-C", dest, "-xf", "-"))
+    relay(
+        LocalConnector(),
+        Command("git", "--git-dir", git_dir, "archive", "--format=tar", tree),
+        conn,
+        Command("tar", "-C", dest, "-xf", "-"),
+    )

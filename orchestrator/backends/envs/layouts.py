@@ -16,6 +16,7 @@ Every promotion has a journal on the host, `path.orch-promotions/<id>/` (see rel
 production changes: its id is unique (not an oplog operation id, which repeats across oplogs), and it says what
 to undo and how far the promotion got, whichever orch (or oplog) ran it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,9 @@ from orchestrator.errors import OperationFailed, UsageError
 from . import release_tool
 
 REVISION_FILE = "REVISION"
-REVISION_PHP = "orch-revision.php"   # served by PHP: proves the new code runs, not cached old code
+REVISION_PHP = "orch-revision.php"  # served by PHP: proves the new code runs, not cached old code
 BAD_MARK = "BAD_RELEASE"
-BUILDING = ".orch-new"               # suffix of a release folder still being built
+BUILDING = ".orch-new"  # suffix of a release folder still being built
 # journal states: production changed (or may have) but the promotion has not ended; an undo has not finished
 UNFINISHED = ("switching", "switched", "migrating", "migrated", "undoing")
 APPLIED = (*UNFINISHED, "verified")  # what an in-place rollback may undo
@@ -47,8 +48,9 @@ def tool(conn: Connector, command: str, args: dict) -> dict:
     if conn not in _tool_paths:  # shipped once per connection: a rollback is timed in round trips
         source = open(release_tool.__file__, encoding="utf-8").read()
         _tool_paths[conn] = shipped.ensure_script(conn, source, "release-tool")
-    result = conn.run(Command("python3", _tool_paths[conn], command), stdin=json.dumps(args).encode(),
-                      check=False, timeout=None)
+    result = conn.run(
+        Command("python3", _tool_paths[conn], command), stdin=json.dumps(args).encode(), check=False, timeout=None
+    )
     if not result.ok:
         raise OperationFailed(f"{conn.name}: release tool `{command}` failed: {result.stderr.strip()[-400:]}")
     return json.loads(result.text)
@@ -62,8 +64,7 @@ def code_tree(conn: Connector, path: str) -> dict[str, tuple[str, int]]:
 def revision_files(revision: dict) -> dict[str, bytes]:
     """The files that tell which release is live: REVISION (JSON) and a PHP file echoing its id."""
     rid = revision["revision"]
-    php = (f"<?php\nheader('X-Orch-Revision: {rid}');\nheader('Cache-Control: no-store');\n"
-           f"echo '{rid}';\n")
+    php = f"<?php\nheader('X-Orch-Revision: {rid}');\nheader('Cache-Control: no-store');\necho '{rid}';\n"
     return {REVISION_FILE: (json.dumps(revision, indent=2) + "\n").encode(), REVISION_PHP: php.encode()}
 
 
@@ -72,8 +73,15 @@ def new_revision(release: str, task: str, source: str, operation_id: int, change
     written into the release. The id carries the time (a journal id has it already)."""
     now = datetime.now(timezone.utc)
     rid = f"r{release}-{now.strftime('%Y%m%d%H%M%S')}" if release.isdigit() else f"r{release}"
-    return {"revision": rid, "release": int(release) if release.isdigit() else release, "task": task,
-            "source": source, "operation": operation_id, "created": now.isoformat(), "files_changed": changes}
+    return {
+        "revision": rid,
+        "release": int(release) if release.isdigit() else release,
+        "task": task,
+        "source": source,
+        "operation": operation_id,
+        "created": now.isoformat(),
+        "files_changed": changes,
+    }
 
 
 def releases_root(path: str) -> str:
@@ -137,8 +145,11 @@ class _Layout:
         """The command that sets a journal's state atomically (chained into the change it describes)."""
         folder = self.journal_dir(journal_id)
         tmp = posixpath.join(folder, "STATE.tmp")
-        return (Command("printf", "%s\\n", state).to_file(tmp)
-                .then(Command("mv", "-f", tmp, posixpath.join(folder, "STATE"))))
+        return (
+            Command("printf", "%s\\n", state)
+            .to_file(tmp)
+            .then(Command("mv", "-f", tmp, posixpath.join(folder, "STATE")))
+        )
 
     def set_state(self, journal_id: str, state: str) -> None:
         self.conn.run(self.state(journal_id, state))
@@ -185,9 +196,11 @@ class Releases(_Layout):
     def listing(self) -> list[dict]:
         """Every release with its REVISION data, newest first, marking the current and the bad ones; the current
         one is `unverified` while a promotion to it has not ended (its health was never checked)."""
-        script = ('cd "$1/releases" 2>/dev/null || exit 0; for d in */; do d=${d%/}; '
-                  'printf "%s\\t%s\\t" "$d" "$(test -e "$d/BAD_RELEASE" && echo bad)"; '
-                  'tr -d "\\n" < "$d/REVISION" 2>/dev/null; echo; done')
+        script = (
+            'cd "$1/releases" 2>/dev/null || exit 0; for d in */; do d=${d%/}; '
+            'printf "%s\\t%s\\t" "$d" "$(test -e "$d/BAD_RELEASE" && echo bad)"; '
+            'tr -d "\\n" < "$d/REVISION" 2>/dev/null; echo; done'
+        )
         out = self.conn.run(Command("sh", "-c", script, "orch", self.root)).text
         current, rows = self.current(), []
         unverified = {j.release for j in self.unfinished()}  # the current one, if its promotion never ended
@@ -196,16 +209,22 @@ class Releases(_Layout):
             if not name.isdigit():
                 continue  # a build cut short (N.orch-new): never a release
             data = json.loads(revision) if revision.strip().startswith("{") else {}
-            status = ("unverified" if name in unverified else "current") if name == current else (
-                "bad" if bad else "previous")
+            status = (
+                ("unverified" if name in unverified else "current")
+                if name == current
+                else ("bad" if bad else "previous")
+            )
             rows.append({**data, "release": name, "status": status})
         return sorted(rows, key=lambda r: int(r["release"]), reverse=True)
 
     def build(self, release: str) -> str:
         """Create releases/N.orch-new as a copy of the current release; return its folder (not yet live)."""
         target = self._release_dir(release + BUILDING)
-        self.conn.run(Command("rm", "-rf", "--", target).then(Command("mkdir", "-p", target))
-                      .then(Command("cp", "-a", self.live_dir() + "/.", target)))
+        self.conn.run(
+            Command("rm", "-rf", "--", target)
+            .then(Command("mkdir", "-p", target))
+            .then(Command("cp", "-a", self.live_dir() + "/.", target))
+        )
         return target
 
     def finish_build(self, release: str) -> None:
@@ -223,8 +242,9 @@ class Releases(_Layout):
 
     def _switch_command(self, release: str) -> Command:
         tmp = posixpath.join(self.root, "current.orch-new")
-        return (Command("ln", "-sfn", posixpath.join("releases", release), tmp)
-                .then(Command("mv", "-T", tmp, posixpath.join(self.root, "current"))))
+        return Command("ln", "-sfn", posixpath.join("releases", release), tmp).then(
+            Command("mv", "-T", tmp, posixpath.join(self.root, "current"))
+        )
 
     def switch_to(self, release: str) -> None:
         """Point `current` at a release atomically: a new symlink renamed over the old one."""
@@ -232,23 +252,32 @@ class Releases(_Layout):
 
     def switch(self, journal: Journal) -> str:
         """The promotion's switch, journaled in the same command: `switching`, the rename, `switched`."""
-        self.conn.run(self.state(journal.id, "switching").then(self._switch_command(journal.release))
-                      .then(self.state(journal.id, "switched")))
+        self.conn.run(
+            self.state(journal.id, "switching")
+            .then(self._switch_command(journal.release))
+            .then(self.state(journal.id, "switched"))
+        )
         return f"current -> releases/{journal.release}"
 
     def undo(self, journal: Journal, reason: str) -> str:
         """Put the release from before the promotion back and mark the promoted one bad (safe to repeat)."""
         previous = journal.meta["previous"]
         bad = posixpath.join(self._release_dir(journal.release), BAD_MARK)
-        self.conn.run(self.state(journal.id, "undoing").then(self._switch_command(previous))
-                      .then(Command("printf", "%s\\n", reason).to_file(bad))
-                      .then(self.state(journal.id, "undone")))
+        self.conn.run(
+            self.state(journal.id, "undoing")
+            .then(self._switch_command(previous))
+            .then(Command("printf", "%s\\n", reason).to_file(bad))
+            .then(self.state(journal.id, "undone"))
+        )
         return f"current -> releases/{previous}; release {journal.release} marked bad"
 
     def abandon(self, journal: Journal) -> str:
         """Remove what a promotion that never switched left behind (its build)."""
-        self.conn.run(Command("rm", "-rf", "--", self._release_dir(journal.release + BUILDING))
-                      .then(self.state(journal.id, "abandoned")))
+        self.conn.run(
+            Command("rm", "-rf", "--", self._release_dir(journal.release + BUILDING)).then(
+                self.state(journal.id, "abandoned")
+            )
+        )
         return f"unfinished build of release {journal.release} removed"
 
     def mark_bad(self, release: str, reason: str) -> None:
@@ -288,8 +317,11 @@ def adopt(conn, path: str, shared: list[str]) -> dict:
     if conn.ok(Command("test", "-L", path)):
         raise UsageError(f"{path} is already a symlink (releases layout?)")
     first = layout._release_dir("1")
-    conn.run(Command("mkdir", "-p", first, posixpath.join(layout.root, "shared"))
-             .then(Command("cp", "-a", path + "/.", first)))
+    conn.run(
+        Command("mkdir", "-p", first, posixpath.join(layout.root, "shared")).then(
+            Command("cp", "-a", path + "/.", first)
+        )
+    )
     linked = [rel for rel in shared if _share(conn, layout, first, path, rel)]
     conn.run(Command("ln", "-sfn", "releases/1", posixpath.join(layout.root, "current")))
     swap = path.rstrip("/") + ".orch-adopt"
@@ -308,8 +340,11 @@ def _share(conn, layout: Releases, release: str, live: str, rel: str) -> bool:
     target = posixpath.join(layout.root, "shared", rel)
     depth = rel.count("/") + 2  # from releases/N/<rel's folder> up to the layout root
     link = "/".join([".."] * depth) + "/shared/" + rel
-    conn.run(Command("mkdir", "-p", posixpath.dirname(target)).then(Command("mv", "-T", source, target))
-             .then(Command("ln", "-s", link, source)))
+    conn.run(
+        Command("mkdir", "-p", posixpath.dirname(target))
+        .then(Command("mv", "-T", source, target))
+        .then(Command("ln", "-s", link, source))
+    )
     # catch up with writes to the live docroot since the copy (uploads do not stop for us)
     if conn.ok(Command("test", "-d", posixpath.join(live, rel))):
         conn.run(Command("rsync", "-a", posixpath.join(live, rel) + "/", target + "/"))
@@ -328,8 +363,11 @@ class InPlace(_Layout):
 
     def switch(self, journal: Journal, changed: list[str], removed: list[str]) -> str:
         """Rename the staged files into the docroot, each move journaled before it is made."""
-        done = tool(self.conn, "inplace", {"path": self.path, "journal": self.journal_dir(journal.id),
-                                           "changed": changed, "removed": removed})
+        done = tool(
+            self.conn,
+            "inplace",
+            {"path": self.path, "journal": self.journal_dir(journal.id), "changed": changed, "removed": removed},
+        )
         return f"{len(done['replaced'])} replaced, {len(done['added'])} added, {len(done['removed'])} removed"
 
     def undo(self, journal: Journal, reason: str = "") -> str:

@@ -5,6 +5,7 @@ check notes the log's size first, then reads only what was appended since, and k
 checked copy (its real docroot path or its database name): a fatal error names the file, a WordPress database
 error names the table with its database.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,10 @@ class Findings:
     warning: list[str] = field(default_factory=list)
 
     def as_dict(self, keep: int = 5) -> dict:
-        return {kind: {"count": len(items), "first": [line[:300] for line in items[:keep]]}
-                for kind, items in (("fatal", self.fatal), ("database", self.database), ("warning", self.warning))}
+        return {
+            kind: {"count": len(items), "first": [line[:300] for line in items[:keep]]}
+            for kind, items in (("fatal", self.fatal), ("database", self.database), ("warning", self.warning))
+        }
 
 
 def entries(text: str) -> list[str]:

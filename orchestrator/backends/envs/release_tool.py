@@ -21,6 +21,7 @@ A promotion's journal is a folder named by a unique id (never reused, whichever 
 (its orchestrator gone) instead of racing it. Every undo step checks what is there, so an undo interrupted at
 any point can simply be run again.
 """
+
 import ctypes
 import fcntl
 import hashlib
@@ -183,7 +184,7 @@ def undo(args):
     write_state(journal, "undoing")
     restored, deleted = [], []
     for entry in reversed(_entries(journal)):
-        (kind, rel), = entry.items()
+        ((kind, rel),) = entry.items()
         target, kept = os.path.join(root, rel), os.path.join(files, rel)
         if kind in ("replace", "remove"):
             if _same_file(kept, target):  # linked, not yet replaced: the target is still the old file
@@ -232,8 +233,7 @@ def exchange(args):
     return {"exchanged": [args["a"], args["b"]]}
 
 
-COMMANDS = {"tree": tree, "begin": begin, "inplace": inplace, "undo": undo, "journals": journals,
-            "exchange": exchange}
+COMMANDS = {"tree": tree, "begin": begin, "inplace": inplace, "undo": undo, "journals": journals, "exchange": exchange}
 
 if __name__ == "__main__":
     try:

@@ -6,6 +6,7 @@ environment `t14883` gets its own folder, database, database user and basic-auth
 are DERIVED (HMAC of the template's admin password), so orch stores none of them anywhere and can always
 recompute them for a refresh, a promotion or a destroy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,8 +62,9 @@ def template(site):
 
 def derive_secret(tmpl, site: str, name: str, purpose: str) -> Sensitive:
     """Return a stable password for (site, env, purpose), keyed by the template's admin password."""
-    key = (tmpl.database.password.reveal() if tmpl.database and tmpl.database.password
-           else tmpl.path or tmpl.site).encode()
+    key = (
+        tmpl.database.password.reveal() if tmpl.database and tmpl.database.password else tmpl.path or tmpl.site
+    ).encode()
     digest = hmac.new(key, f"orch:{site}:{name}:{purpose}".encode(), hashlib.sha256).hexdigest()
     return Sensitive(digest[:24])
 
@@ -96,7 +98,7 @@ class StagingEnv:
     env: Environment
     admin_db: Database | None  # the template's Database (admin account on the staging DB server)
     auth_password: Sensitive
-    auth_file: str | None   # the vhost's basic-auth file: beside the docroot, one per site and environment
+    auth_file: str | None  # the vhost's basic-auth file: beside the docroot, one per site and environment
 
     @property
     def name(self) -> str:
@@ -127,12 +129,23 @@ def derive(site, name: str) -> StagingEnv:
         if tmpl.database.engine == "sqlite":
             database = replace(tmpl.database, password=None)
         else:
-            database = replace(tmpl.database, name=ident, user=ident,
-                               password=derive_secret(tmpl, site.name, name, "database"))
-    env = replace(tmpl, name=name, path=_path(tmpl.path, site.name, name), url=_url(tmpl.url, site.name, name),
-                  production=False, database=database)
-    return StagingEnv(env, tmpl.database, derive_secret(tmpl, site.name, name, "basic-auth"),
-                      auth_file_path(site.name, env.path, name) if env.path else None)
+            database = replace(
+                tmpl.database, name=ident, user=ident, password=derive_secret(tmpl, site.name, name, "database")
+            )
+    env = replace(
+        tmpl,
+        name=name,
+        path=_path(tmpl.path, site.name, name),
+        url=_url(tmpl.url, site.name, name),
+        production=False,
+        database=database,
+    )
+    return StagingEnv(
+        env,
+        tmpl.database,
+        derive_secret(tmpl, site.name, name, "basic-auth"),
+        auth_file_path(site.name, env.path, name) if env.path else None,
+    )
 
 
 def auth_file_path(site: str, path: str, name: str) -> str:
@@ -142,8 +155,9 @@ def auth_file_path(site: str, path: str, name: str) -> str:
     return posixpath.join(posixpath.dirname(path.rstrip("/")), f".orch-{site}.{name}.htpasswd")
 
 
-def clashes(rows: list[dict], site: str, name: str, host: str, path: str, database: dict | None, vhost: str,
-            auth_file: str) -> list[str]:
+def clashes(
+    rows: list[dict], site: str, name: str, host: str, path: str, database: dict | None, vhost: str, auth_file: str
+) -> list[str]:
     """Given environments as registry rows (the live copies, or the inventory's environments) and a copy about to
     be made, return what it would share with one of them, one line each: its docroot (the same folder, or one
     inside the other: a create or destroy of one deletes the other), its database (same engine, server and
@@ -158,8 +172,10 @@ def clashes(rows: list[dict], site: str, name: str, host: str, path: str, databa
             found.append(f"its docroot with {other}")
         if database and database.get("name") and _db_key(database) == _db_key(row.get("database")):
             found.append(f"its database with {other}")
-        for what, own, its in (("vhost", vhost, details.get("vhost")),
-                               ("basic-auth file", auth_file, details.get("auth_file"))):
+        for what, own, its in (
+            ("vhost", vhost, details.get("vhost")),
+            ("basic-auth file", auth_file, details.get("auth_file")),
+        ):
             if same_host and own and own == its:
                 found.append(f"its {what} with {other}")
     return found

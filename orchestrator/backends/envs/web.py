@@ -3,6 +3,7 @@
 A vhost that fails `nginx -t` is removed again before anything reloads, so a bad template never takes the
 staging host's web server down.
 """
+
 from __future__ import annotations
 
 import base64
@@ -77,8 +78,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx itself is the answer
 
 
-def fetch(url: str, *, connect_to: str | None = None, auth: tuple[str, str] | None = None,
-          timeout: float = 10, follow_redirects: bool = True) -> tuple[int, dict, str]:
+def fetch(
+    url: str,
+    *,
+    connect_to: str | None = None,
+    auth: tuple[str, str] | None = None,
+    timeout: float = 10,
+    follow_redirects: bool = True,
+) -> tuple[int, dict, str]:
     """GET a URL (optionally sending it to another address, keeping the Host header). Return status, headers, body.
 
     With follow_redirects=False a 3xx is returned as it is (a site redirecting to its installer is not up)."""
@@ -87,7 +94,8 @@ def fetch(url: str, *, connect_to: str | None = None, auth: tuple[str, str] | No
         raise UsageError(f"not an http(s) URL: {url}")
     target = url if not connect_to else parts._replace(netloc=connect_to).geturl()
     request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        target, headers={"Host": parts.netloc, "User-Agent": "orch-health"})
+        target, headers={"Host": parts.netloc, "User-Agent": "orch-health"}
+    )
     if auth:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")

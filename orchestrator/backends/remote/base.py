@@ -1,4 +1,5 @@
 """One interface for every target: run a Command (streaming stdin/stdout), put and get files."""
+
 from __future__ import annotations
 
 import logging
@@ -72,9 +73,16 @@ class Connector(ABC):
     name: str
     stall: float | None = DEFAULT_STALL
 
-    def run(self, cmd: Command, *, stdin: bytes | BinaryIO | None = None, stdout: BinaryIO | None = None,
-            check: bool = True, timeout: float | None = None,
-            on_stderr: Callable[[str], None] | None = None) -> Result:
+    def run(
+        self,
+        cmd: Command,
+        *,
+        stdin: bytes | BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> Result:
         """Given a Command, run it and return its Result.
 
         stdin: bytes or a binary file object streamed to the command; stdout: a binary file object to
@@ -88,12 +96,16 @@ class Connector(ABC):
         tail = StderrTail(on_stderr)
         outcome = drive(self._start(cmd, limits), cmd, stdin, stdout, tail.feed, limits)
         if outcome.expired == "silent":
-            raise HostLost(f"host {self.name}: no sign of life for {limits.stall:g} s (host frozen or network "
-                           "cut); gave up on the command and closed the connection")
+            raise HostLost(
+                f"host {self.name}: no sign of life for {limits.stall:g} s (host frozen or network "
+                "cut); gave up on the command and closed the connection"
+            )
         stderr = tail.text()
         if outcome.status == 127 and NO_PYTHON.search(stderr):
-            raise HostLost(f"host {self.name}: has no python3, which orch needs there to supervise its commands "
-                           "(a standard-library script; Python 3.6 or newer)")
+            raise HostLost(
+                f"host {self.name}: has no python3, which orch needs there to supervise its commands "
+                "(a standard-library script; Python 3.6 or newer)"
+            )
         status = outcome.status
         if outcome.expired or status is None:  # drive() leaves the status None only when a limit stopped it
             stderr, status = f"{stderr.rstrip()}\n{outcome.note}: stopped".lstrip(), 124

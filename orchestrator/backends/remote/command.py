@@ -7,6 +7,7 @@ A `Command` is a value: a sequence of parts rendered to text in exactly one plac
   the environment: `Command(...).env(MYSQL_PWD=secret)`. They are sent to the host on the command's stdin,
   read there into shell variables, and so never appear in any process's argv, nor in what we log.
 """
+
 from __future__ import annotations
 
 import re
@@ -47,8 +48,9 @@ class Raw:
 
 PIPE, AND = Raw("|"), Raw("&&")
 STATUS_MARK = "orch-pipestatus:"
-_REPORT_STATUSES = (f'; set -- "${{PIPESTATUS[@]}}"; echo "{STATUS_MARK} $*" >&2; '
-                    'for s; do [ "$s" = 0 ] || exit "$s"; done')
+_REPORT_STATUSES = (
+    f'; set -- "${{PIPESTATUS[@]}}"; echo "{STATUS_MARK} $*" >&2; for s; do [ "$s" = 0 ] || exit "$s"; done'
+)
 
 
 def _quote(part) -> str:
@@ -91,8 +93,9 @@ class Command:
 
     def _join(self, op: Raw, other: Command) -> Command:
         merged = dict(self.environment) | dict(other.environment)
-        return Command(*self.parts, op, *other.parts, environment=tuple(merged.items()),
-                       pipefail=self.pipefail and other.pipefail)
+        return Command(
+            *self.parts, op, *other.parts, environment=tuple(merged.items()), pipefail=self.pipefail and other.pipefail
+        )
 
     def pipe(self, other: Command) -> Command:
         """`self | other`; with pipefail (default) the pipeline fails if any side fails."""
@@ -110,8 +113,9 @@ class Command:
 
     def to_file(self, path, append: bool = False) -> Command:
         """Redirect stdout to a (quoted) path."""
-        return Command(*self.parts, Raw(">>" if append else ">"), path, environment=self.environment,
-                       pipefail=self.pipefail)
+        return Command(
+            *self.parts, Raw(">>" if append else ">"), path, environment=self.environment, pipefail=self.pipefail
+        )
 
     # -- rendering ----------------------------------------------------------------------------------------
     def _body(self) -> str:

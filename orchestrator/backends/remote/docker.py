@@ -5,6 +5,7 @@ The connector is what lets the staging machinery run unchanged on a Docker host:
 the database clients run in a short-lived tools container exactly as they run on a staging host over SSH
 (`bash -c` with secrets read from stdin, never argv).
 """
+
 from __future__ import annotations
 
 import io
@@ -30,8 +31,8 @@ from .hostkeys import RefuseUnknown, changed_key_error, fingerprint
 from .ssh import CONNECT_TIMEOUT, strict_client
 from .supervise import Limits, PipeSource, Session, Sink, Source
 
-API_TIMEOUT = 120       # seconds for one API call (image pulls and builds stream, so they are not bound by it)
-FRAME_HEADER = 8        # docker's multiplexed stream: 1 byte stream id, 3 padding, 4 bytes big-endian length
+API_TIMEOUT = 120  # seconds for one API call (image pulls and builds stream, so they are not bound by it)
+FRAME_HEADER = 8  # docker's multiplexed stream: 1 byte stream id, 3 padding, 4 bytes big-endian length
 
 
 class RefuseUnknownDocker(RefuseUnknown):
@@ -41,7 +42,8 @@ class RefuseUnknownDocker(RefuseUnknown):
         raise HostKeyError(
             f"docker host {self.host_name} ({hostname}) offered an unknown {key.get_name()} key {fingerprint(key)}; "
             f"nothing was run. Verify it, then set docker.{self.host_name}.host_key (or add it to a known_hosts "
-            "file the entry names)")
+            "file the entry names)"
+        )
 
 
 class StrictSSHAdapter(SSHHTTPAdapter):
@@ -56,9 +58,14 @@ class StrictSSHAdapter(SSHHTTPAdapter):
         host = self.orch_host
         self.ssh_client = strict_client(host)
         self.ssh_client.set_missing_host_key_policy(RefuseUnknownDocker(host.name))
-        self.ssh_params = {"hostname": host.address, "port": host.port, "username": host.user,
-                           "timeout": CONNECT_TIMEOUT, "look_for_keys": host.identity_file is None,
-                           "allow_agent": host.identity_file is None}
+        self.ssh_params = {
+            "hostname": host.address,
+            "port": host.port,
+            "username": host.user,
+            "timeout": CONNECT_TIMEOUT,
+            "look_for_keys": host.identity_file is None,
+            "allow_agent": host.identity_file is None,
+        }
         if host.identity_file:
             self.ssh_params["key_filename"] = str(Path(host.identity_file).expanduser())
 
@@ -83,14 +90,14 @@ def docker_client(dhost) -> docker.DockerClient:
     ConnectError if the engine cannot be reached, HostKeyError if its SSH host key is not the trusted one."""
     if dhost.ssh is not None:
         # use_ssh_client=True builds the SDK's shell-out adapter, which connects nowhere; ours replaces it.
-        client = docker.DockerClient(base_url=dhost.url, use_ssh_client=True, timeout=API_TIMEOUT,
-                                     version=MINIMUM_DOCKER_API_VERSION)
+        client = docker.DockerClient(
+            base_url=dhost.url, use_ssh_client=True, timeout=API_TIMEOUT, version=MINIMUM_DOCKER_API_VERSION
+        )
         adapter = StrictSSHAdapter(dhost.ssh)
         client.api._custom_adapter = adapter  # type: ignore[attr-defined]  # the SDK's own slot, not in its stubs
         client.api.mount("http+docker://ssh", adapter)
     else:
-        client = docker.DockerClient(base_url=dhost.url, timeout=API_TIMEOUT,
-                                     version=MINIMUM_DOCKER_API_VERSION)
+        client = docker.DockerClient(base_url=dhost.url, timeout=API_TIMEOUT, version=MINIMUM_DOCKER_API_VERSION)
     try:
         server = client.api.version(api_version=False)["ApiVersion"]
     except (requests.exceptions.ConnectionError, docker.errors.DockerException, OSError) as exc:
@@ -113,10 +120,10 @@ class _Hijacked:
     def __init__(self, response):
         self.response = response
         self.reader = response.raw._fp.fp
-        channel = getattr(self.reader, "channel", None)   # SSH: a paramiko ChannelFile
+        channel = getattr(self.reader, "channel", None)  # SSH: a paramiko ChannelFile
         if channel is not None:
             self.write, self.close_write, self.cut = channel.sendall, channel.shutdown_write, channel.close
-        else:                                              # unix socket: a BufferedReader over SocketIO
+        else:  # unix socket: a BufferedReader over SocketIO
             sock = self.reader.raw._sock
             self.write = sock.sendall
             self.close_write = lambda: sock.shutdown(socket.SHUT_WR)
@@ -197,8 +204,12 @@ class ExecSession(Session):
         self.exec_id = api.exec_create(container_id, argv, stdin=True, stdout=True, stderr=True, user=user)["Id"]
         # exec_start(socket=True) hands back the raw socket and loses what the HTTP parser buffered after the
         # 101 answer, so the upgrade is done here (as the SDK does it) and reads go through the buffer.
-        response = api._post_json(api._url("/exec/{0}/start", self.exec_id), data={"Tty": False, "Detach": False},
-                                  headers={"Connection": "Upgrade", "Upgrade": "tcp"}, stream=True)
+        response = api._post_json(
+            api._url("/exec/{0}/start", self.exec_id),
+            data={"Tty": False, "Detach": False},
+            headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+            stream=True,
+        )
         api._raise_for_status(response)
         self.stream = _Hijacked(response)
         self.out, self.err = os.pipe(), os.pipe()
@@ -209,7 +220,7 @@ class ExecSession(Session):
             for kind, data in self.stream.frames():
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self.err[1] if kind == 2 else self.out[1], view):]
+                    view = view[os.write(self.err[1] if kind == 2 else self.out[1], view) :]
         except Exception:  # noqa: BLE001,S110 - aborted: the pipes or the stream were closed under us; output ends
             pass
         finally:

@@ -2,6 +2,7 @@
 the network on first sight. Unknown or changed keys are refused with the offered fingerprint, so the user can
 compare it out of band and run `orch hosts trust HOST`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -75,14 +76,16 @@ class RefuseUnknown(paramiko.MissingHostKeyPolicy):
         raise HostKeyError(
             f"host {self.host_name} ({hostname}) offered an unknown {key.get_name()} key {fingerprint(key)}; "
             f"nothing was run. Verify it, then `orch hosts trust {self.host_name}` or set hosts.{self.host_name}"
-            ".host_key")
+            ".host_key"
+        )
 
 
 def changed_key_error(host, exc: paramiko.BadHostKeyException) -> HostKeyError:
     return HostKeyError(
         f"host {host.name} ({exc.hostname}) offered {exc.key.get_name()} key {fingerprint(exc.key)} but the "
         f"trusted key is {fingerprint(exc.expected_key)}: REFUSED (possible man-in-the-middle or a rebuilt "
-        "host); nothing was run")
+        "host); nothing was run"
+    )
 
 
 def fetch_server_key(address: str, port: int, timeout: float = 10) -> paramiko.PKey:

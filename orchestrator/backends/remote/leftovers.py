@@ -2,6 +2,7 @@
 
 Each command's watchdog stops it when orch dies, so normally nothing is left. This is the check behind that
 promise, for a watchdog that could not act (killed itself, or its host froze while orch died)."""
+
 from __future__ import annotations
 
 import logging

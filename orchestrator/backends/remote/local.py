@@ -1,4 +1,5 @@
 """The `local` connector: commands run on the orchestrator machine itself (demo sites, local repositories)."""
+
 from __future__ import annotations
 
 import shutil
@@ -34,8 +35,14 @@ class LocalSession(Session):
     """The watchdog as a child process leading its own session (and so its own process group)."""
 
     def __init__(self, argv: list[str]):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True, bufsize=0)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            bufsize=0,
+        )
         self.pipes = (_pipe(self.proc.stdin), _pipe(self.proc.stdout), _pipe(self.proc.stderr))
 
     def sources(self, out: Sink, err: Sink) -> list[Source]:

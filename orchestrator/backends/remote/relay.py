@@ -1,5 +1,6 @@
 """Stream one command's stdout into another command's stdin, across two connectors (host -> here -> host),
 without a temp file anywhere."""
+
 from __future__ import annotations
 
 import os
@@ -45,5 +46,10 @@ def send_files(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str
     if not files:
         return
     names = b"\0".join(f.encode() for f in files) + b"\0"
-    relay(src_conn, Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
-          dst_conn, Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"), src_stdin=names)
+    relay(
+        src_conn,
+        Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
+        dst_conn,
+        Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"),
+        src_stdin=names,
+    )

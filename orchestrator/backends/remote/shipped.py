@@ -1,4 +1,5 @@
 """Small standard-library Python scripts orch ships to hosts for work a shell pipeline does badly."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """The `ssh` connector: fabric/paramiko with strict host keys and commands streamed over one channel."""
+
 from __future__ import annotations
 
 import shlex
@@ -35,13 +36,20 @@ def strict_client(host) -> paramiko.SSHClient:
 class SshConnector(Connector):
     def __init__(self, host):
         self.host, self.name, self.stall = host, host.name, host.stall_timeout
-        connect_kwargs: dict[str, Any] = {"look_for_keys": host.identity_file is None,
-                                          "allow_agent": host.identity_file is None}
+        connect_kwargs: dict[str, Any] = {
+            "look_for_keys": host.identity_file is None,
+            "allow_agent": host.identity_file is None,
+        }
         if host.identity_file:
             connect_kwargs["key_filename"] = str(Path(host.identity_file).expanduser())
-        self.conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
-                               connect_kwargs=connect_kwargs,
-                               config=Config(overrides={"load_ssh_configs": False}))
+        self.conn = Connection(
+            host.address,
+            user=host.user,
+            port=host.port,
+            connect_timeout=CONNECT_TIMEOUT,
+            connect_kwargs=connect_kwargs,
+            config=Config(overrides={"load_ssh_configs": False}),
+        )
         self.conn.client = strict_client(host)  # fabric's own client would auto-add unknown keys
         self._lock = threading.Lock()
 
@@ -59,11 +67,11 @@ class SshConnector(Connector):
         except paramiko.BadHostKeyException as exc:
             raise changed_key_error(self.host, exc) from None
         except paramiko.AuthenticationException as exc:
-            raise ConnectError(f"host {self.name}: {self.host.user}@{self.host.address} refused our key "
-                               f"({exc})") from None
+            raise ConnectError(
+                f"host {self.name}: {self.host.user}@{self.host.address} refused our key ({exc})"
+            ) from None
         except (OSError, socket.timeout, paramiko.SSHException) as exc:
-            raise ConnectError(f"host {self.name} ({self.host.address}:{self.host.port}) unreachable: "
-                               f"{exc}") from None
+            raise ConnectError(f"host {self.name} ({self.host.address}:{self.host.port}) unreachable: {exc}") from None
         transport = self.conn.transport
         transport.set_keepalive(KEEPALIVE)
         sock = transport.sock

@@ -4,6 +4,7 @@ and the one pump that reads its stdout and stderr under one clock.
 Both connectors run every command this way; they differ only in how a `Session` is opened (a local process or
 an SSH channel), read and ended (kill the process group, or close the channel and let the host's watchdog do it).
 """
+
 from __future__ import annotations
 
 import io
@@ -55,8 +56,19 @@ class Limits:
 
 def watched_argv(cmd: Command, limits: Limits, python: str = "python3") -> list[str]:
     """Given a Command, return the argv that runs it under the watchdog (no secret in it: those go on stdin)."""
-    return [python, "-I", "-S", "-c", WATCHDOG_SOURCE, "run", owner(), f"{limits.beat:g}", f"{limits.silence:g}",
-            "--", *cmd.argv()]
+    return [
+        python,
+        "-I",
+        "-S",
+        "-c",
+        WATCHDOG_SOURCE,
+        "run",
+        owner(),
+        f"{limits.beat:g}",
+        f"{limits.silence:g}",
+        "--",
+        *cmd.argv(),
+    ]
 
 
 def sweep_command(dead_owner: str) -> Command:
@@ -72,8 +84,14 @@ class Uplink:
 
     For a session without a watchdog (`end` given), the stdin goes as it is, then `end()` closes it."""
 
-    def __init__(self, prefix: bytes, stdin: bytes | BinaryIO | None, send: Sink, beat: float,
-                 end: Callable[[], object] | None = None):
+    def __init__(
+        self,
+        prefix: bytes,
+        stdin: bytes | BinaryIO | None,
+        send: Sink,
+        beat: float,
+        end: Callable[[], object] | None = None,
+    ):
         self.prefix, self.stdin, self.send, self.beat, self.end = prefix, stdin, send, beat, end
         self.lock, self.stopped, self.broken = threading.Lock(), threading.Event(), False
         self.threads = [threading.Thread(target=self._feed, daemon=True)]
@@ -285,8 +303,9 @@ def drive(session: Session, cmd: Command, stdin, stdout: BinaryIO | None, on_std
         if own:
             on_stderr(own)
 
-    uplink = Uplink(cmd.stdin_prefix(), stdin, session.send, limits.beat,
-                    end=None if session.watched else session.end_stdin).start()
+    uplink = Uplink(
+        cmd.stdin_prefix(), stdin, session.send, limits.beat, end=None if session.watched else session.end_stdin
+    ).start()
     try:
         expired = pump(session.sources(out, err), clock)
         status = None

@@ -19,6 +19,7 @@ The exit status is the child's (128 + N when a signal N killed it).
 `sweep`: stop every process of this user whose environment says ORCH_OWNER=OWNER (an orchestrator died and
 its watchdog could not stop them, e.g. it was killed too); print `pid args` of each.
 """
+
 import _signal as signal  # the C module: `signal` imports enum, a quarter of this script's start-up time
 import os
 import select
@@ -115,7 +116,6 @@ class Supervisor:
             os.write(2, ("orch watchdog: cannot run %s: %s\n" % (argv[0], exc)).encode())
         os._exit(127)
 
-
     def run(self):
         """Supervise until the child exits (return its status) or orch is gone (stop the group, return 124)."""
         heard = time.monotonic()
@@ -176,8 +176,8 @@ class Supervisor:
                 if len(self.frames) < 5 + size:
                     return
                 if self.to_child is not None:
-                    self.pending += self.frames[5:5 + size]
-                self.frames = self.frames[5 + size:]
+                    self.pending += self.frames[5 : 5 + size]
+                self.frames = self.frames[5 + size :]
             else:
                 self.frames = self.frames[1:]
                 if kind == b"E":
@@ -191,7 +191,7 @@ class Supervisor:
             if broken:
                 raise BrokenPipeError
             while self.pending:
-                self.pending = self.pending[os.write(self.to_child, self.pending[:CHUNK]):]
+                self.pending = self.pending[os.write(self.to_child, self.pending[:CHUNK]) :]
         except BlockingIOError:
             return
         except OSError:  # the child stopped reading its stdin: drop what it did not want

@@ -2,6 +2,7 @@
 
 Backup data flows host -> repository directly; the orchestrator only sends commands and reads JSON back.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,21 @@ from orchestrator.backends.remote import Command, Connector
 from orchestrator.errors import OrchError, RemoteError
 
 # restic says "unable to open config file ... Is there a repository" for any failure to open; only these are absence
-NOT_A_REPO = re.compile(r"unable to open config file: .*(specified (key|bucket) does not exist|NoSuchKey|NoSuchBucket|"
-                        r"no such file or directory)", re.I)
-BAD_CREDENTIALS = re.compile(r"signature we calculated does not match|Access Key Id you provided does not exist|"
-                             r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied", re.I)
+NOT_A_REPO = re.compile(
+    r"unable to open config file: .*(specified (key|bucket) does not exist|NoSuchKey|NoSuchBucket|"
+    r"no such file or directory)",
+    re.I,
+)
+BAD_CREDENTIALS = re.compile(
+    r"signature we calculated does not match|Access Key Id you provided does not exist|"
+    r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Access Denied",
+    re.I,
+)
 WRONG_PASSWORD = re.compile(r"wrong password|no key found", re.I)
 # restic creates the bucket on `init`; two first backups into a new bucket race to create it
-BUCKET_RACE = re.compile(r"BucketAlreadyOwnedByYou|BucketAlreadyExists|already own it|bucket name is not available",
-                         re.I)
+BUCKET_RACE = re.compile(
+    r"BucketAlreadyOwnedByYou|BucketAlreadyExists|already own it|bucket name is not available", re.I
+)
 
 
 class RepositoryError(OrchError):
@@ -73,9 +81,12 @@ class Repository:
 
     def command(self, *args) -> Command:
         """Return `restic ARGS` with the repository, password and S3 keys in the environment."""
-        env = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD": self.storage.password,
-               "AWS_ACCESS_KEY_ID": self.storage.access_key,
-               "AWS_SECRET_ACCESS_KEY": self.storage.secret_key}
+        env = {
+            "RESTIC_REPOSITORY": self.url,
+            "RESTIC_PASSWORD": self.storage.password,
+            "AWS_ACCESS_KEY_ID": self.storage.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.storage.secret_key,
+        }
         if self.storage.type == "s3" and self.storage.region:
             env["AWS_DEFAULT_REGION"] = self.storage.region
         return Command(self.restic, *args).env(**env)
@@ -96,8 +107,10 @@ class Repository:
         if WRONG_PASSWORD.search(stderr):
             return RepositoryError(f"{self.describe()}: wrong repository password")
         if BAD_CREDENTIALS.search(stderr):
-            return RepositoryError(f"{self.describe()}: the S3 server refused our credentials (storage."
-                                   f"{self.storage.name}.access_key, secret_key): {reason}")
+            return RepositoryError(
+                f"{self.describe()}: the S3 server refused our credentials (storage."
+                f"{self.storage.name}.access_key, secret_key): {reason}"
+            )
         if NOT_A_REPO.search(stderr) and action != "init":
             return MissingRepository(f"{self.describe()}: no restic repository there ({reason})")
         return RepositoryError(f"{self.describe()}: restic {action} failed: {reason}")

@@ -1,4 +1,5 @@
 """boto3 for the S3 side restic does not cover: bucket creation, reachability, usage, exports, presigned links."""
+
 from __future__ import annotations
 
 import boto3
@@ -15,11 +16,19 @@ class StorageError(OrchError):
 def client(storage):
     """Given an inventory s3 Storage, return a boto3 client for it (path-style, v4 signatures, short timeouts)."""
     return boto3.client(
-        "s3", endpoint_url=storage.endpoint, region_name=storage.region or "us-east-1",
+        "s3",
+        endpoint_url=storage.endpoint,
+        region_name=storage.region or "us-east-1",
         aws_access_key_id=storage.access_key.reveal() if storage.access_key else None,
         aws_secret_access_key=storage.secret_key.reveal() if storage.secret_key else None,
-        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", connect_timeout=5,
-                      read_timeout=60, retries={"max_attempts": 2}))
+        config=Config(
+            s3={"addressing_style": "path"},
+            signature_version="s3v4",
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"max_attempts": 2},
+        ),
+    )
 
 
 def explain(storage, exc: Exception) -> StorageError:
@@ -80,6 +89,7 @@ def prefix_usage(storage, prefix: str) -> tuple[int, int]:
 def upload_stream(storage, key: str, fileobj, part_size: int = 16 << 20) -> None:
     """Upload a readable stream to the storage's bucket as `key` with multipart upload (no temp file)."""
     from boto3.s3.transfer import TransferConfig
+
     config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=2)
     try:
         client(storage).upload_fileobj(fileobj, storage.bucket, key, Config=config)
@@ -89,8 +99,9 @@ def upload_stream(storage, key: str, fileobj, part_size: int = 16 << 20) -> None
 
 def presigned_url(storage, key: str, expires_seconds: int) -> str:
     """Return a time-limited download link for an object."""
-    return client(storage).generate_presigned_url("get_object", Params={"Bucket": storage.bucket, "Key": key},
-                                                  ExpiresIn=expires_seconds)
+    return client(storage).generate_presigned_url(
+        "get_object", Params={"Bucket": storage.bucket, "Key": key}, ExpiresIn=expires_seconds
+    )
 
 
 def object_size(storage, key: str) -> int:

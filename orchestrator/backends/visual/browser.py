@@ -7,6 +7,7 @@ Playwright starts each browser with a fresh, empty profile (`--user-data-dir` in
 when the browser closes); nothing is ever downloaded (the flags below keep Chromium off the network except
 for the pages asked for).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,9 +22,20 @@ from orchestrator.errors import OrchError, UsageError
 log = logging.getLogger("orch.visual")
 
 CHROMIUM = os.environ.get("ORCH_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-         "--hide-scrollbars", "--mute-audio", "--force-color-profile=srgb", "--font-render-hinting=none"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--force-color-profile=srgb",
+    "--font-render-hinting=none",
+]
 
 
 @dataclass(frozen=True)
@@ -104,10 +116,18 @@ class Camera:
     def _context(self, viewport: Viewport):
         if viewport.name not in self._contexts:
             self._contexts[viewport.name] = self._browser.new_context(
-                viewport={"width": viewport.width, "height": viewport.height}, device_scale_factor=1,
-                is_mobile=viewport.mobile, has_touch=viewport.mobile, color_scheme="light", locale="en-US",
-                timezone_id="UTC", reduced_motion="reduce", ignore_https_errors=True, service_workers="block",
-                http_credentials={"username": self._auth[0], "password": self._auth[1]} if self._auth else None)
+                viewport={"width": viewport.width, "height": viewport.height},
+                device_scale_factor=1,
+                is_mobile=viewport.mobile,
+                has_touch=viewport.mobile,
+                color_scheme="light",
+                locale="en-US",
+                timezone_id="UTC",
+                reduced_motion="reduce",
+                ignore_https_errors=True,
+                service_workers="block",
+                http_credentials={"username": self._auth[0], "password": self._auth[1]} if self._auth else None,
+            )
         return self._contexts[viewport.name]
 
     def shoot(self, url: str, viewport: Viewport, ignore: Sequence[str] = ()) -> Capture:
@@ -129,8 +149,13 @@ class Camera:
                 log.info("%s: the network did not go idle within %d s", url, IDLE_TIMEOUT // 1000)
             found = page.evaluate(MEASURE, list(ignore))
             height = min(int(found["height"]) or viewport.height, MAX_HEIGHT)
-            png = page.screenshot(full_page=True, animations="disabled", caret="hide", timeout=PAGE_TIMEOUT,
-                                  clip={"x": 0, "y": 0, "width": viewport.width, "height": max(height, 1)})
+            png = page.screenshot(
+                full_page=True,
+                animations="disabled",
+                caret="hide",
+                timeout=PAGE_TIMEOUT,
+                clip={"x": 0, "y": 0, "width": viewport.width, "height": max(height, 1)},
+            )
             return Capture(png, status, [list(box) for box in found["boxes"]], error)
         except Exception as exc:
             raise BrowserError(f"{url} ({viewport.name}): the screenshot failed: {_first_line(exc)}") from exc
@@ -150,10 +175,12 @@ def camera(url: str, *, connect_to: str | None = None, auth: tuple[str, str] | N
     if not os.access(CHROMIUM, os.X_OK):
         raise UsageError(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         try:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=FLAGS + host_rules(url, connect_to))
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=FLAGS + host_rules(url, connect_to)
+            )
         except Exception as exc:
             raise BrowserError(f"headless Chromium did not start: {_first_line(exc)}") from exc
         try:

@@ -5,6 +5,7 @@ changed (a page that lost half its height changed by half). Regions to ignore (b
 page pixels, from either shot) count neither as changed nor in the total. A pixel is changed when one of its
 channels differs by more than TOLERANCE, so the last bit of anti-aliasing does not count.
 """
+
 from __future__ import annotations
 
 import io
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageChops, ImageDraw
 
-TOLERANCE = 16      # of 255, per channel
+TOLERANCE = 16  # of 255, per channel
 HIGHLIGHT = (230, 0, 60)
 IGNORED = (140, 140, 140)
 
@@ -73,8 +74,9 @@ def compare(before: Image.Image, after: Image.Image, ignore=(), tolerance: int =
 
 
 def _picture(after: Image.Image, changed: Image.Image, ignored: Image.Image) -> Image.Image:
-    faded = Image.blend(_canvas(after, changed.size).convert("L").convert("RGB"),
-                        Image.new("RGB", changed.size, (255, 255, 255)), 0.6)
+    faded = Image.blend(
+        _canvas(after, changed.size).convert("L").convert("RGB"), Image.new("RGB", changed.size, (255, 255, 255)), 0.6
+    )
     grey = Image.composite(Image.new("RGB", changed.size, IGNORED), faded, ignored.point(lambda v: v // 2))
     return Image.composite(Image.new("RGB", changed.size, HIGHLIGHT), grey, changed)
 

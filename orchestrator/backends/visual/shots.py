@@ -1,6 +1,7 @@
 """Where screenshots live: a folder beside the oplog (`screenshots/` next to a SQLite oplog file, or in orch's
 state folder for a PostgreSQL oplog), one sub-folder per operation. The oplog records each shot as a
 `screenshot` artifact whose `file` is relative to that folder, so the folder can move with the oplog."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,10 +32,10 @@ def slug(path: str) -> str:
 class Shot:
     """One screenshot of one check URL at one viewport, as recorded in the oplog."""
 
-    set: str             # which set it belongs to: an environment's name, `before`, `after`...
-    path: str            # the URL path shot, below the environment's URL
-    viewport: str        # desktop | mobile
-    file: str            # PNG, relative to the screenshots folder
+    set: str  # which set it belongs to: an environment's name, `before`, `after`...
+    path: str  # the URL path shot, below the environment's URL
+    viewport: str  # desktop | mobile
+    file: str  # PNG, relative to the screenshots folder
     width: int
     height: int
     status: int | None = None
@@ -94,6 +95,7 @@ class Gallery:
         import base64
 
         from .diff import load, thumbnail
+
         try:
             image = load(str(self.root / relative))
         except (OSError, ValueError):

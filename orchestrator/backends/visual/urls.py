@@ -4,6 +4,7 @@
 entries of the site's own sitemap (`/sitemap.xml`, a sitemap index followed one level down), so a check sees
 more than the one page everybody looks at anyway.
 """
+
 from __future__ import annotations
 
 import html
@@ -13,8 +14,8 @@ from urllib.parse import urljoin, urlsplit
 
 LOC = re.compile(r"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 SITEMAP = "/sitemap.xml"
-MAX_SITEMAPS = 5   # child sitemaps of an index read at most
-MAX_HOPS = 3       # redirects followed (WordPress sends /sitemap.xml to /wp-sitemap.xml or /?sitemap=index)
+MAX_SITEMAPS = 5  # child sitemaps of an index read at most
+MAX_HOPS = 3  # redirects followed (WordPress sends /sitemap.xml to /wp-sitemap.xml or /?sitemap=index)
 
 Fetch = Callable[[str], tuple[int, dict, str]]  # URL -> (status, headers, body), redirects not followed
 
@@ -53,7 +54,7 @@ def _path(url: str, base_path: str) -> str:
     parts = urlsplit(url)
     path = parts.path or "/"
     if base_path and path.startswith(base_path + "/"):
-        path = path[len(base_path):]
+        path = path[len(base_path) :]
     return path + (f"?{parts.query}" if parts.query else "")
 
 

@@ -1,4 +1,5 @@
 """A failed backup names the part that failed: the database, the storage (by name) or the host."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -8,21 +9,41 @@ from orchestrator.backends.remote import Sensitive
 from orchestrator.backends.storage.restic import MissingRepository, Repository, RepositoryError
 from orchestrator.errors import OperationFailed
 
-S3_DENIED = ("Fatal: unable to open config file: Stat: The request signature we calculated does not match the "
-             "signature you provided. Check your key and signing method.\nIs there a repository at the following "
-             "location?\ns3:http://s3/b/orch/shop")
-S3_MISSING = ("Fatal: unable to open config file: Stat: The specified key does not exist.\nIs there a repository at "
-              "the following location?\ns3:http://s3/b/orch/shop")
+S3_DENIED = (
+    "Fatal: unable to open config file: Stat: The request signature we calculated does not match the "
+    "signature you provided. Check your key and signing method.\nIs there a repository at the following "
+    "location?\ns3:http://s3/b/orch/shop"
+)
+S3_MISSING = (
+    "Fatal: unable to open config file: Stat: The specified key does not exist.\nIs there a repository at "
+    "the following location?\ns3:http://s3/b/orch/shop"
+)
 
 
 def _target():
-    db = SimpleNamespace(engine="mysql", name="shop", user="shop", password=Sensitive("blame-test-db-secret"),
-                         host="db", port=3306, socket=None, path=None)
+    db = SimpleNamespace(
+        engine="mysql",
+        name="shop",
+        user="shop",
+        password=Sensitive("blame-test-db-secret"),
+        host="db",
+        port=3306,
+        socket=None,
+        path=None,
+    )
     env = SimpleNamespace(name="production", path="/var/www/shop", database=db)
     site = SimpleNamespace(name="shop", backup=SimpleNamespace(exclude=[]))
-    storage = SimpleNamespace(name="offsite", type="s3", endpoint="http://s3", bucket="b", prefix="orch",
-                              password=Sensitive("blame-test-repo-secret"), access_key=None, secret_key=None,
-                              region=None)
+    storage = SimpleNamespace(
+        name="offsite",
+        type="s3",
+        endpoint="http://s3",
+        bucket="b",
+        prefix="orch",
+        password=Sensitive("blame-test-repo-secret"),
+        access_key=None,
+        secret_key=None,
+        region=None,
+    )
     return backup.Target(site, env, SimpleNamespace(name="web1", restic="restic"), storage)
 
 
@@ -47,8 +68,9 @@ def test_restic_failing_blames_the_storage_by_name_even_if_the_dump_then_died_of
 def test_a_failing_dump_blames_the_database_with_its_own_message():
     err = problem([2, 0, 0], "mariadb-dump: Got error: 1045: Access denied for user 'shop'")
     assert isinstance(err, OperationFailed)
-    assert str(err) == ("database shop (mysql at db:3306): dump failed: "
-                        "mariadb-dump: Got error: 1045: Access denied for user 'shop'")
+    assert str(err) == (
+        "database shop (mysql at db:3306): dump failed: mariadb-dump: Got error: 1045: Access denied for user 'shop'"
+    )
 
 
 def test_a_dump_killed_without_a_word_says_so():
@@ -75,12 +97,17 @@ def repo():
     return Repository(_target().storage, "shop")
 
 
-@pytest.mark.parametrize("stderr, expected", [
-    ("Fatal: unable to save snapshot: Put: connection refused\n", "restic backup failed: Fatal: unable to save "
-                                                                  "snapshot: Put: connection refused"),
-    ("", "restic backup failed: exit 1"),
-    ("Fatal: wrong password or no key found\n", "wrong repository password"),
-])
+@pytest.mark.parametrize(
+    "stderr, expected",
+    [
+        (
+            "Fatal: unable to save snapshot: Put: connection refused\n",
+            "restic backup failed: Fatal: unable to save snapshot: Put: connection refused",
+        ),
+        ("", "restic backup failed: exit 1"),
+        ("Fatal: wrong password or no key found\n", "wrong repository password"),
+    ],
+)
 def test_restic_errors_say_what_restic_was_doing_once(stderr, expected):
     err = repo().explain("backup", 1, stderr)
     assert str(err) == f"storage offsite (s3:http://s3/b/orch/shop): {expected}"

@@ -1,4 +1,5 @@
 """How a backup drives restic, depending on the host's restic version (facts in, commands out)."""
+
 import base64
 from types import SimpleNamespace
 
@@ -22,12 +23,28 @@ class RecordingConnector:
 
 
 def _target():
-    db = SimpleNamespace(engine="mysql", name="shop", user="shop", password=Sensitive("db-secret-pw"), host="db",
-                         port=3306, socket=None, path=None)
+    db = SimpleNamespace(
+        engine="mysql",
+        name="shop",
+        user="shop",
+        password=Sensitive("db-secret-pw"),
+        host="db",
+        port=3306,
+        socket=None,
+        path=None,
+    )
     env = SimpleNamespace(name="production", path="/var/www/shop", database=db)
     site = SimpleNamespace(name="shop", backup=SimpleNamespace(exclude=[]))
-    storage = SimpleNamespace(name="local", type="local", path="/backups", password=Sensitive("repo-secret-pw"),
-                              access_key=None, secret_key=None, region=None, prefix=None)
+    storage = SimpleNamespace(
+        name="local",
+        type="local",
+        path="/backups",
+        password=Sensitive("repo-secret-pw"),
+        access_key=None,
+        secret_key=None,
+        region=None,
+        prefix=None,
+    )
     return backup.Target(site, env, SimpleNamespace(name="web1", restic="restic"), storage)
 
 
@@ -44,8 +61,14 @@ def test_new_restic_runs_the_dump_itself_with_the_password_in_its_environment():
 def test_old_restic_reads_the_dump_from_a_pipe_and_checks_its_tail_in_one_command():
     t, conn = _target(), RecordingConnector()
     tail = base64.b64encode(b"UNLOCK TABLES;\n-- Dump completed\n").decode()
-    conn.run = lambda cmd, **kw: (conn.commands.append(cmd) or Result(
-        0, b'{"message_type":"summary","snapshot_id":"abc"}\n', f"{backup.TAIL_MARK}{tail}\norch-pipestatus: 0 0 0\n"))
+    conn.run = lambda cmd, **kw: (
+        conn.commands.append(cmd)
+        or Result(
+            0,
+            b'{"message_type":"summary","snapshot_id":"abc"}\n',
+            f"{backup.TAIL_MARK}{tail}\norch-pipestatus: 0 0 0\n",
+        )
+    )
     backup.dump_into_restic(conn, t.repository, t, ["site=shop"], Version(0, 14, 0))
     (pipeline,) = conn.commands
     assert "--stdin-from-command" not in pipeline.body() and "| restic backup" in pipeline.body()
@@ -54,9 +77,14 @@ def test_old_restic_reads_the_dump_from_a_pipe_and_checks_its_tail_in_one_comman
 
 def test_old_restic_without_the_tail_line_takes_the_dump_as_truncated_and_forgets_its_snapshot():
     t, conn = _target(), RecordingConnector()
-    conn.run = lambda cmd, **kw: (conn.commands.append(cmd) or Result(
-        0, b'{"message_type":"summary","snapshot_id":"abc"}\n' if "--stdin" in cmd.body() else b"[]",
-        "orch-pipestatus: 0 0 0\n"))
+    conn.run = lambda cmd, **kw: (
+        conn.commands.append(cmd)
+        or Result(
+            0,
+            b'{"message_type":"summary","snapshot_id":"abc"}\n' if "--stdin" in cmd.body() else b"[]",
+            "orch-pipestatus: 0 0 0\n",
+        )
+    )
     with pytest.raises(OperationFailed, match="truncated"):
         backup.dump_into_restic(conn, t.repository, t, ["site=shop", "backup=1"], Version(0, 14, 0))
     assert any("snapshots" in c.body() for c in conn.commands)

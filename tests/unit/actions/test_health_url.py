@@ -1,5 +1,6 @@
 """A promotion or a rollback health-checks production through its `url`: without one, both are refused while
 nothing has changed yet (a rollback used to switch back first, then fail on the missing URL)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -15,13 +16,15 @@ from orchestrator.errors import UsageError
 @pytest.fixture
 def inventory(tmp_path):
     (tmp_path / "sites").mkdir()
-    (tmp_path / "sites" / "shop.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "sites" / "shop.yaml").write_text(
+        textwrap.dedent(f"""\
         name: shop
         backup: {{enabled: false}}
         environments:
           production: {{host: here, path: {tmp_path}/www}}
           dev: {{host: here, path: {tmp_path}/dev}}
-        """))
+        """)
+    )
     (tmp_path / "inventory.yaml").write_text("oplog: sqlite:///oplog.db\nhosts: {here: {connector: local}}\n")
     return load_inventory(tmp_path / "inventory.yaml")
 

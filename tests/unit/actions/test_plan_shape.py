@@ -1,4 +1,5 @@
 """The plan -> lock -> re-check -> apply shape (orchestrator/actions/plan.py) on a real SQLite oplog."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

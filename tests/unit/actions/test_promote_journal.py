@@ -1,5 +1,6 @@
 """What makes a promotion undoable: the host-side journal (release_tool, run here on temp folders), the point of
 no return, the verdict on a promotion whose orch died, the health check's fast decision, typed options."""
+
 from __future__ import annotations
 
 import http.server
@@ -52,8 +53,9 @@ def site(tmp_path):
 
 
 def apply(site, changed=("index.php", "lib/new/deep/a.php"), removed=("lib/old.php",)):
-    return tool.inplace({"path": site.docroot, "journal": site.journal, "changed": list(changed),
-                         "removed": list(removed)})
+    return tool.inplace(
+        {"path": site.docroot, "journal": site.journal, "changed": list(changed), "removed": list(removed)}
+    )
 
 
 def undo(site):
@@ -91,8 +93,13 @@ def test_moves_announced_but_never_made_are_left_alone(site):
     os.makedirs(os.path.join(site.journal, "files"))
     os.link(os.path.join(site.docroot, "index.php"), os.path.join(site.journal, "files", "index.php"))
     with open(os.path.join(site.journal, "JOURNAL"), "w") as fh:
-        fh.write(json.dumps({"replace": "index.php"}) + "\n" + json.dumps({"add": "lib/new/deep/a.php"}) + "\n"
-                 + '{"remove": "lib/ol')  # a line cut by the crash: its move never happened
+        fh.write(
+            json.dumps({"replace": "index.php"})
+            + "\n"
+            + json.dumps({"add": "lib/new/deep/a.php"})
+            + "\n"
+            + '{"remove": "lib/ol'
+        )  # a line cut by the crash: its move never happened
     assert undo(site) == {"restored": [], "deleted": []}
     assert snapshot(site.docroot) == site.before
 
@@ -106,8 +113,10 @@ def test_journals_are_listed_oldest_first_with_their_state(site, tmp_path):
     root = os.path.dirname(site.journal)
     os.mkdir(os.path.join(root, "20261126-000000-aaaaaa"))  # begin died before writing anything
     found = tool.journals({"root": root})["journals"]
-    assert [(j["id"], j["state"]) for j in found] == [("20261126-000000-aaaaaa", "prepared"),
-                                                      ("20261127-030012-3fa2c1", "prepared")]
+    assert [(j["id"], j["state"]) for j in found] == [
+        ("20261126-000000-aaaaaa", "prepared"),
+        ("20261127-030012-3fa2c1", "prepared"),
+    ]
     assert found[1]["meta"] == {"release": "x"}
     assert tool.journals({"root": str(tmp_path / "none")}) == {"journals": []}
 
@@ -117,23 +126,27 @@ def test_tree_refuses_a_missing_folder_instead_of_reading_it_as_empty(tmp_path):
         tool.tree({"path": str(tmp_path / "gone")})
 
 
-@pytest.mark.parametrize(("state", "meta", "verdict"), [
-    ("prepared", {}, "abandon"),
-    ("switching", {}, "undo"),
-    ("switched", {"migration": True}, "undo"),
-    ("switched", {"migration": False}, "check"),
-    ("migrating", {"migration": True}, "undo"),
-    ("migrated", {"migration": True}, "check"),
-    ("undoing", {}, "undo"),
-    ("verified", {}, "none"),
-    ("undone", {}, "none"),
-    ("abandoned", {}, "none"),
-])
+@pytest.mark.parametrize(
+    ("state", "meta", "verdict"),
+    [
+        ("prepared", {}, "abandon"),
+        ("switching", {}, "undo"),
+        ("switched", {"migration": True}, "undo"),
+        ("switched", {"migration": False}, "check"),
+        ("migrating", {"migration": True}, "undo"),
+        ("migrated", {"migration": True}, "check"),
+        ("undoing", {}, "undo"),
+        ("verified", {}, "none"),
+        ("undone", {}, "none"),
+        ("abandoned", {}, "none"),
+    ],
+)
 def test_settle_verdict(state, meta, verdict):
     assert settle_verdict(Journal("j", state, meta)) == verdict
 
 
 # -- the point of no return ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def op(tmp_path):
@@ -142,12 +155,15 @@ def op(tmp_path):
             yield operation
 
 
-@pytest.mark.parametrize("error", [
-    RemoteError("web1", "php-fpm reload", 1, "refused"),
-    ValueError("URL can't contain control characters"),
-    ConnectionResetError("reset by peer"),
-    AttributeError("'NoneType' object has no attribute 'rstrip'"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RemoteError("web1", "php-fpm reload", 1, "refused"),
+        ValueError("URL can't contain control characters"),
+        ConnectionResetError("reset by peer"),
+        AttributeError("'NoneType' object has no attribute 'rstrip'"),
+    ],
+)
 def test_any_exception_after_the_first_change_is_undone(op, error):
     undone = []
     with pytest.raises(OperationFailed, match="promotion rolled back"):
@@ -168,6 +184,7 @@ def test_an_interrupt_is_undone_then_re_raised(op):
 def test_an_undo_that_fails_is_said_and_recorded_failed(op):
     def broken(_reason):
         raise RemoteError("web1", "mv", 1, "host gone")
+
     with pytest.raises(OperationFailed, match="not rolled back"):
         with rel.point_of_no_return(op, broken):
             raise ValueError("boom")
@@ -175,6 +192,7 @@ def test_an_undo_that_fails_is_said_and_recorded_failed(op):
 
 
 # -- the health check ----------------------------------------------------------------------------------------
+
 
 class _Site(http.server.ThreadingHTTPServer):
     """Answers each GET with the next (status, body) of a script per path; the last one repeats."""
@@ -205,9 +223,12 @@ class _Site(http.server.ThreadingHTTPServer):
 
 def _prod(url: str, php_reload: bool = False, timeout: float = 3.0):
     block = fill_defaults(definition("promote"), {"health_timeout": timeout})
-    return SimpleNamespace(env=SimpleNamespace(url=url), host=SimpleNamespace(web={"php_reload": ["true"]}
-                                                                              if php_reload else None),
-                           site=SimpleNamespace(promote=block), label="shop/production")
+    return SimpleNamespace(
+        env=SimpleNamespace(url=url),
+        host=SimpleNamespace(web={"php_reload": ["true"]} if php_reload else None),
+        site=SimpleNamespace(promote=block),
+        label="shop/production",
+    )
 
 
 def _check(prod, revision="r7"):
@@ -246,5 +267,11 @@ def test_the_old_revision_is_definite_only_once_opcache_was_emptied(php_reload, 
 
 def test_options_come_from_the_schema_defaults():
     opts = rel.PromoteOptions.from_block(fill_defaults(definition("promote"), {"keep_releases": 3}))
-    assert opts == rel.PromoteOptions(keep_releases=3, health_paths=("/",), expect_status=200, health_timeout=30.0,
-                                      restore_db_on_rollback=False, visual_threshold=None)
+    assert opts == rel.PromoteOptions(
+        keep_releases=3,
+        health_paths=("/",),
+        expect_status=200,
+        health_timeout=30.0,
+        restore_db_on_rollback=False,
+        visual_threshold=None,
+    )

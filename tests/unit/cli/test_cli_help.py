@@ -1,5 +1,6 @@
 """Every command explains itself with an example, `orch --help` lists exactly the commands there are (from the
 lazy registry, with their own short help), and click's shell completion works through `main`."""
+
 import os
 import subprocess
 import sys
@@ -33,29 +34,36 @@ def test_every_command_has_help_with_an_example(path, command):
 
 def test_the_lazy_registry_lists_every_command_of_every_module_with_its_own_short_help():
     modules = {module for module, _ in COMMANDS.values()}
-    defined = {command.name: (module, command) for module in modules
-               for command in import_module(f"orchestrator.cli.{module}").COMMANDS}
+    defined = {
+        command.name: (module, command)
+        for module in modules
+        for command in import_module(f"orchestrator.cli.{module}").COMMANDS
+    }
     assert set(defined) == set(COMMANDS), "add new commands to orchestrator.cli.COMMANDS"
     for name, (module, command) in defined.items():
         assert COMMANDS[name] == (module, command.get_short_help_str(10**6)), f"orch {name}: registry out of date"
 
 
 def test_help_imports_no_command_module():
-    code = ("import sys; from orchestrator.cli import main\n"
-            "try: main(['--help'])\nexcept SystemExit: pass\n"
-            "loaded = [m for m in sys.modules if m.startswith(('orchestrator.cli.', 'orchestrator.actions', "
-            "'orchestrator.oplog', 'paramiko', 'sqlalchemy', 'boto3', 'jsonschema'))]\n"
-            "print(sorted(loaded), file=sys.stderr)")
+    code = (
+        "import sys; from orchestrator.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit: pass\n"
+        "loaded = [m for m in sys.modules if m.startswith(('orchestrator.cli.', 'orchestrator.actions', "
+        "'orchestrator.oplog', 'paramiko', 'sqlalchemy', 'boto3', 'jsonschema'))]\n"
+        "print(sorted(loaded), file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "Commands:" in proc.stdout and "verify" in proc.stdout
     assert proc.stderr.strip() == "['orchestrator.cli.app', 'orchestrator.cli.output']", proc.stderr
 
 
 def test_log_imports_neither_paramiko_nor_other_commands(tmp_path):
-    code = ("import sys; from orchestrator.cli import main\n"
-            "try: main(['log', '--help'])\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.cli.', 'paramiko', 'boto3'))), "
-            "file=sys.stderr)")
+    code = (
+        "import sys; from orchestrator.cli import main\n"
+        "try: main(['log', '--help'])\nexcept SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('orchestrator.cli.', 'paramiko', 'boto3'))), "
+        "file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stderr.strip() == "['orchestrator.cli.app', 'orchestrator.cli.log', 'orchestrator.cli.output']"
 
@@ -76,8 +84,9 @@ def test_bash_completion_completes_subcommands_of_a_group_and_options():
 
 
 def test_exit_code_2_for_usage_errors():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "backup", "--no-such-flag"], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "backup", "--no-such-flag"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
@@ -87,8 +96,11 @@ def test_an_unknown_command_is_a_usage_error():
 
 
 def test_an_orch_error_is_one_line_and_its_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "-i", str(tmp_path / "missing.yaml"), "sites"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "-i", str(tmp_path / "missing.yaml"), "sites"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("orch: ") and "missing.yaml" in proc.stderr
 

@@ -1,4 +1,5 @@
 """The live count of a fleet run (`backup --all`): sites done of N and failures so far, on a terminal only."""
+
 from __future__ import annotations
 
 import io
@@ -15,8 +16,7 @@ class Terminal(io.StringIO):
 def test_a_terminal_sees_sites_done_of_n_and_the_failures_so_far_from_worker_threads():
     out = Terminal()
     with sites_progress(4, "backing up", file=out) as done:
-        threads = [threading.Thread(target=done, args=({"status": status},))
-                   for status in ("ok", "failed", "ok", "ok")]
+        threads = [threading.Thread(target=done, args=({"status": status},)) for status in ("ok", "failed", "ok", "ok")]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -1,27 +1,38 @@
 """Small WordPress-like tables for the merge engine's unit tests: rows written as mysqldump writes them, and
 lookups that answer from dicts as a database would."""
+
 from __future__ import annotations
 
 from orchestrator.backends.cms.dumprows import Shape, encode, values
 from orchestrator.backends.cms.merge import Touched
 from orchestrator.backends.cms.playbook import load_playbook
 
-POSTS = Shape("wp_posts", ("ID", "post_title", "post_content", "post_type", "post_status", "post_parent",
-                           "comment_count"), ("ID",), "ID")
+POSTS = Shape(
+    "wp_posts",
+    ("ID", "post_title", "post_content", "post_type", "post_status", "post_parent", "comment_count"),
+    ("ID",),
+    "ID",
+)
 POSTMETA = Shape("wp_postmeta", ("meta_id", "post_id", "meta_key", "meta_value"), ("meta_id",), "meta_id")
 OPTIONS = Shape("wp_options", ("option_id", "option_name", "option_value", "autoload"), ("option_id",), "option_id")
 TERMS = Shape("wp_terms", ("term_id", "name", "slug"), ("term_id",), "term_id")
-TAXONOMY = Shape("wp_term_taxonomy", ("term_taxonomy_id", "term_id", "taxonomy", "parent", "count"),
-                 ("term_taxonomy_id",), "term_taxonomy_id")
-RELATIONSHIPS = Shape("wp_term_relationships", ("object_id", "term_taxonomy_id", "term_order"),
-                      ("object_id", "term_taxonomy_id"))
+TAXONOMY = Shape(
+    "wp_term_taxonomy",
+    ("term_taxonomy_id", "term_id", "taxonomy", "parent", "count"),
+    ("term_taxonomy_id",),
+    "term_taxonomy_id",
+)
+RELATIONSHIPS = Shape(
+    "wp_term_relationships", ("object_id", "term_taxonomy_id", "term_order"), ("object_id", "term_taxonomy_id")
+)
 SHAPES = {s.name: s for s in (POSTS, POSTMETA, OPTIONS, TERMS, TAXONOMY, RELATIONSHIPS)}
 
 
 def row(*fields) -> bytes:
     """A row's text as mysqldump writes it: ints bare, strings quoted and escaped, None as NULL."""
-    return b",".join(b"NULL" if f is None else str(f).encode() if isinstance(f, int) else encode(f.encode())
-                     for f in fields)
+    return b",".join(
+        b"NULL" if f is None else str(f).encode() if isinstance(f, int) else encode(f.encode()) for f in fields
+    )
 
 
 def spec():
@@ -47,8 +58,9 @@ class Side:
         return out
 
 
-def touched(base: dict[str, list[bytes]], staging: dict[str, list[bytes]],
-            shapes: dict[str, Shape] = SHAPES) -> dict[str, list[Touched]]:
+def touched(
+    base: dict[str, list[bytes]], staging: dict[str, list[bytes]], shapes: dict[str, Shape] = SHAPES
+) -> dict[str, list[Touched]]:
     """The rows that differ between two {table: rows} states, keyed by their first column (two columns)."""
     out = {}
     for table in set(base) | set(staging):

@@ -61,9 +61,16 @@ HOSTILE = [
     "",
 ]
 
-STAGE = Target(url="https://t14883.shop.stage.example.net", path="/var/www/stage/shop", database="shop_stage",
-               user="shop_stage", password="stage-pw", host="127.0.0.1", port=3307,
-               source_url="https://shop.example.com")
+STAGE = Target(
+    url="https://t14883.shop.stage.example.net",
+    path="/var/www/stage/shop",
+    database="shop_stage",
+    user="shop_stage",
+    password="stage-pw",
+    host="127.0.0.1",
+    port=3307,
+    source_url="https://shop.example.com",
+)
 
 
 def target(password="stage-pw", **changes) -> Target:
@@ -86,15 +93,21 @@ def run_php(tmp_path: Path, files: dict[str, str], script: str) -> dict:
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(text, encoding="utf-8")
     runner = tmp_path / "orch_test_runner.php"
-    runner.write_text("<?php\nset_error_handler(function ($no, $str, $file, $line) {\n"
-                      "  fwrite(STDERR, \"PHP error $no: $str at $file:$line\\n\"); exit(3);\n});\n"
-                      + script, encoding="utf-8")
-    result = subprocess.run([PHP, "-d", "display_errors=stderr", "-d", "error_reporting=-1", str(runner)],
-                            cwd=tmp_path, capture_output=True, timeout=30)
+    runner.write_text(
+        "<?php\nset_error_handler(function ($no, $str, $file, $line) {\n"
+        '  fwrite(STDERR, "PHP error $no: $str at $file:$line\\n"); exit(3);\n});\n' + script,
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [PHP, "-d", "display_errors=stderr", "-d", "error_reporting=-1", str(runner)],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+    )
     assert result.returncode == 0 and not result.stderr, result.stderr.decode() + result.stdout.decode()
     out = result.stdout.decode()
     start = out.index("ORCH_JSON:")  # files may print (a closing ?> followed by a newline...)
-    return json.loads(out[start + len("ORCH_JSON:"):])
+    return json.loads(out[start + len("ORCH_JSON:") :])
 
 
 def emit(expr: str) -> str:
@@ -110,11 +123,13 @@ def test_php_string_literals_read_back_as_the_exact_value(tmp_path, value):
 
 # ------------------------------------------------------------------------------------------ WordPress
 
-WP_READ = ("$c = ['DB_NAME', 'DB_USER', 'DB_PASSWORD', 'DB_HOST', 'WP_HOME', 'WP_SITEURL', 'WP_ENVIRONMENT_TYPE',"
-           " 'DISABLE_WP_CRON', 'COOKIE_DOMAIN'];\n"
-           "require __DIR__ . '/wp-config.php';\n"
-           "$out = ['prefix' => $table_prefix];\n"
-           "foreach ($c as $n) { $out[$n] = defined($n) ? constant($n) : null; }\n" + emit("$out"))
+WP_READ = (
+    "$c = ['DB_NAME', 'DB_USER', 'DB_PASSWORD', 'DB_HOST', 'WP_HOME', 'WP_SITEURL', 'WP_ENVIRONMENT_TYPE',"
+    " 'DISABLE_WP_CRON', 'COOKIE_DOMAIN'];\n"
+    "require __DIR__ . '/wp-config.php';\n"
+    "$out = ['prefix' => $table_prefix];\n"
+    "foreach ($c as $n) { $out[$n] = defined($n) ? constant($n) : null; }\n" + emit("$out")
+)
 
 
 def wp_files(text: str) -> dict[str, str]:
@@ -128,17 +143,31 @@ def test_wp_config_rewrite_is_read_back_by_php_with_a_hostile_password(tmp_path,
     result = rewrite_wp_config(fixture("wordpress/wp-config.php"), target(password), settings)
     got = run_php(tmp_path, wp_files(result.text), WP_READ)
     assert got == {
-        "prefix": "wp_", "DB_NAME": "shop_stage", "DB_USER": "shop_stage", "DB_PASSWORD": password,
-        "DB_HOST": "127.0.0.1:3307", "WP_HOME": STAGE.url, "WP_SITEURL": STAGE.url,
-        "WP_ENVIRONMENT_TYPE": "staging", "DISABLE_WP_CRON": True, "COOKIE_DOMAIN": "t14883.shop.stage.example.net",
+        "prefix": "wp_",
+        "DB_NAME": "shop_stage",
+        "DB_USER": "shop_stage",
+        "DB_PASSWORD": password,
+        "DB_HOST": "127.0.0.1:3307",
+        "WP_HOME": STAGE.url,
+        "WP_SITEURL": STAGE.url,
+        "WP_ENVIRONMENT_TYPE": "staging",
+        "DISABLE_WP_CRON": True,
+        "COOKIE_DOMAIN": "t14883.shop.stage.example.net",
     }
 
 
 def test_wp_config_report_names_settings_and_never_values():
     result = rewrite_wp_config(fixture("wordpress/wp-config.php"), target("s3cret-Value"), {"DISABLE_WP_CRON": True})
-    assert result.report() == ["DB_NAME: replaced", "DB_USER: replaced", "DB_PASSWORD: replaced",
-                               "DB_HOST: replaced", "WP_HOME: added", "WP_SITEURL: added", "COOKIE_DOMAIN: replaced",
-                               "DISABLE_WP_CRON: added"]
+    assert result.report() == [
+        "DB_NAME: replaced",
+        "DB_USER: replaced",
+        "DB_PASSWORD: replaced",
+        "DB_HOST: replaced",
+        "WP_HOME: added",
+        "WP_SITEURL: added",
+        "COOKIE_DOMAIN: replaced",
+        "DISABLE_WP_CRON: added",
+    ]
     assert "s3cret-Value" not in " ".join(result.report())
 
 
@@ -161,8 +190,7 @@ def test_wp_config_rewrite_is_idempotent():
 
 
 def test_wp_config_without_the_stop_editing_line_adds_before_wp_settings():
-    text = ("<?php\ndefine('DB_NAME', 'x');\n$table_prefix = \"wp7_\";\n"
-            "require_once(ABSPATH . 'wp-settings.php');\n")
+    text = "<?php\ndefine('DB_NAME', 'x');\n$table_prefix = \"wp7_\";\nrequire_once(ABSPATH . 'wp-settings.php');\n"
     out = rewrite_wp_config(text, STAGE).text
     assert out.index("define( 'WP_HOME'") < out.index("require_once(ABSPATH")
     assert read_wp_prefix(out) == "wp7_"
@@ -174,16 +202,20 @@ def test_wp_config_with_nowhere_to_add_settings_is_refused():
 
 
 def test_wp_siteurl_below_production_keeps_its_sub_folder():
-    text = ("<?php\ndefine('WP_HOME', 'https://shop.example.com');\n"
-            "define(\"WP_SITEURL\", \"http://shop.example.com/wp\");\n/* That's all, stop editing! */\n")
+    text = (
+        "<?php\ndefine('WP_HOME', 'https://shop.example.com');\n"
+        'define("WP_SITEURL", "http://shop.example.com/wp");\n/* That\'s all, stop editing! */\n'
+    )
     out = rewrite_wp_config(text, STAGE).text
     assert "define('WP_SITEURL', 'https://t14883.shop.stage.example.net/wp');" in out.replace('"', "'")
     assert "define('WP_HOME', 'https://t14883.shop.stage.example.net');" in out
 
 
 def test_wp_config_socket_and_computed_values():
-    text = ("<?php\ndefine( 'DB_HOST', getenv('DB_HOST') ?: 'localhost' );\n"
-            "define('DB_PASSWORD', \"a\" . 'b');\n/* stop editing */\n")
+    text = (
+        "<?php\ndefine( 'DB_HOST', getenv('DB_HOST') ?: 'localhost' );\n"
+        "define('DB_PASSWORD', \"a\" . 'b');\n/* stop editing */\n"
+    )
     out = rewrite_wp_config(text, target(socket="/run/mysqld/mysqld.sock")).text
     assert "define( 'DB_HOST', 'localhost:/run/mysqld/mysqld.sock' );" in out
     assert "define('DB_PASSWORD', 'stage-pw');" in out
@@ -208,11 +240,12 @@ def test_a_secret_password_is_revealed_only_into_the_file():
 
 # ------------------------------------------------------------------------------------------ Joomla
 
-JOOMLA_READ = ("require __DIR__ . '/configuration.php';\n$c = new JConfig();\n"
-               + emit("['host' => $c->host, 'db' => $c->db, 'user' => $c->user, 'password' => $c->password,"
-                      " 'dbprefix' => $c->dbprefix, 'mailonline' => $c->mailonline, 'tmp_path' => $c->tmp_path,"
-                      " 'log_path' => $c->log_path, 'live_site' => $c->live_site,"
-                      " 'cookie_domain' => $c->cookie_domain, 'smtppass' => $c->smtppass]"))
+JOOMLA_READ = "require __DIR__ . '/configuration.php';\n$c = new JConfig();\n" + emit(
+    "['host' => $c->host, 'db' => $c->db, 'user' => $c->user, 'password' => $c->password,"
+    " 'dbprefix' => $c->dbprefix, 'mailonline' => $c->mailonline, 'tmp_path' => $c->tmp_path,"
+    " 'log_path' => $c->log_path, 'live_site' => $c->live_site,"
+    " 'cookie_domain' => $c->cookie_domain, 'smtppass' => $c->smtppass]"
+)
 
 
 @needs_php
@@ -221,17 +254,28 @@ def test_joomla_configuration_is_read_back_by_php(tmp_path, password):
     item = load_playbook("joomla").config_file("configuration.php")
     result = rewrite_config_file(item, fixture("joomla/configuration.php"), target(password))
     got = run_php(tmp_path, {"configuration.php": result.text}, JOOMLA_READ)
-    assert got == {"host": "127.0.0.1:3307", "db": "shop_stage", "user": "shop_stage", "password": password,
-                   "dbprefix": "jx7tq_", "mailonline": False, "tmp_path": "/var/www/stage/shop/tmp",
-                   "log_path": "/var/www/stage/shop/administrator/logs", "live_site": "", "cookie_domain": "",
-                   "smtppass": "Smtp#Secret1"}
+    assert got == {
+        "host": "127.0.0.1:3307",
+        "db": "shop_stage",
+        "user": "shop_stage",
+        "password": password,
+        "dbprefix": "jx7tq_",
+        "mailonline": False,
+        "tmp_path": "/var/www/stage/shop/tmp",
+        "log_path": "/var/www/stage/shop/administrator/logs",
+        "live_site": "",
+        "cookie_domain": "",
+        "smtppass": "Smtp#Secret1",
+    }
 
 
 @needs_php
 def test_joomla_live_site_and_cookie_domain_follow_the_staging_url(tmp_path):
-    text = (fixture("joomla/configuration.php")
-            .replace("public $live_site = '';", "public $live_site = 'https://shop.example.com/joomla';")
-            .replace("public $cookie_domain = '';", "public $cookie_domain = '.shop.example.com';"))
+    text = (
+        fixture("joomla/configuration.php")
+        .replace("public $live_site = '';", "public $live_site = 'https://shop.example.com/joomla';")
+        .replace("public $cookie_domain = '';", "public $cookie_domain = '.shop.example.com';")
+    )
     result = rewrite_joomla(text, STAGE)
     got = run_php(tmp_path, {"configuration.php": result.text}, JOOMLA_READ)
     assert got["live_site"] == "https://t14883.shop.stage.example.net/joomla"
@@ -250,7 +294,7 @@ def test_joomla_missing_property_is_added_inside_the_class(tmp_path):
 
 def test_joomla_prefix_and_refusals():
     assert read_joomla_prefix(fixture("joomla/configuration.php")) == "jx7tq_"
-    assert read_table_prefix("joomla", "<?php class JConfig { var $dbprefix = \"abc_\"; }") == "abc_"
+    assert read_table_prefix("joomla", '<?php class JConfig { var $dbprefix = "abc_"; }') == "abc_"
     with pytest.raises(UsageError, match="JConfig"):
         rewrite_joomla("<?php $host = 'x';", STAGE)
 
@@ -262,22 +306,37 @@ def test_joomla_prefix_and_refusals():
 @pytest.mark.parametrize("password", HOSTILE)
 def test_bitrix_settings_connection_is_read_back_by_php(tmp_path, password):
     result = rewrite_bitrix_settings(fixture("bitrix/bitrix/.settings.php"), target(password))
-    got = run_php(tmp_path, {".settings.php": result.text},
-                  "$s = include __DIR__ . '/.settings.php';\n"
-                  + emit("[$s['connections']['value']['default'], $s['crypto']['value']['crypto_key']]"))
-    assert got == [{"className": "\\Bitrix\\Main\\DB\\MysqliConnection", "host": "127.0.0.1:3307",
-                    "database": "shop_stage", "login": "shop_stage", "password": password, "options": 2},
-                   "0f7c5a1d2e3b4c5d6e7f8091a2b3c4d5"]
-    assert [str(c) for c in result.changes] == [f"connections.default.{k}: replaced"
-                                                for k in ("host", "database", "login", "password")]
+    got = run_php(
+        tmp_path,
+        {".settings.php": result.text},
+        "$s = include __DIR__ . '/.settings.php';\n"
+        + emit("[$s['connections']['value']['default'], $s['crypto']['value']['crypto_key']]"),
+    )
+    assert got == [
+        {
+            "className": "\\Bitrix\\Main\\DB\\MysqliConnection",
+            "host": "127.0.0.1:3307",
+            "database": "shop_stage",
+            "login": "shop_stage",
+            "password": password,
+            "options": 2,
+        },
+        "0f7c5a1d2e3b4c5d6e7f8091a2b3c4d5",
+    ]
+    assert [str(c) for c in result.changes] == [
+        f"connections.default.{k}: replaced" for k in ("host", "database", "login", "password")
+    ]
 
 
 @needs_php
 def test_bitrix_settings_missing_entry_is_added_and_socket_becomes_localhost(tmp_path):
     text = fixture("bitrix/bitrix/.settings.php").replace("        'login' => 'bitrix0',\n", "")
     result = rewrite_bitrix_settings(text, target(socket="/run/mysqld/mysqld.sock"))
-    got = run_php(tmp_path, {".settings.php": result.text},
-                  "$s = include __DIR__ . '/.settings.php';\n" + emit("$s['connections']['value']['default']"))
+    got = run_php(
+        tmp_path,
+        {".settings.php": result.text},
+        "$s = include __DIR__ . '/.settings.php';\n" + emit("$s['connections']['value']['default']"),
+    )
     assert got["login"] == "shop_stage" and got["host"] == "localhost"
     assert "connections.default.login: added" in result.report()
 
@@ -287,10 +346,11 @@ def test_bitrix_settings_without_connections_is_refused():
         rewrite_bitrix_settings("<?php return array('utf_mode' => array('value' => true));", STAGE)
 
 
-DBCONN_READ = ("require __DIR__ . '/dbconn.php';\n"
-               + emit("[$DBHost, $DBName, $DBLogin, $DBPassword, BX_CRONTAB_SUPPORT, NO_AGENT_CHECK,"
-                      " DisableEventsCheck, function_exists('custom_mail') ? custom_mail('a@b', 's', 'm') : null,"
-                      " BX_UTF]"))
+DBCONN_READ = "require __DIR__ . '/dbconn.php';\n" + emit(
+    "[$DBHost, $DBName, $DBLogin, $DBPassword, BX_CRONTAB_SUPPORT, NO_AGENT_CHECK,"
+    " DisableEventsCheck, function_exists('custom_mail') ? custom_mail('a@b', 's', 'm') : null,"
+    " BX_UTF]"
+)
 
 
 @needs_php
@@ -309,22 +369,22 @@ def test_bitrix_dbconn_rewrite_is_idempotent_and_modern_files_keep_no_db_variabl
     once = rewrite_config_file(item, fixture("bitrix/bitrix/php_interface/dbconn.php"), STAGE)
     twice = rewrite_config_file(item, once.text, STAGE)
     assert twice.text == once.text and once.text.count(BEGIN) == 1
-    modern = rewrite_bitrix_dbconn("<?php\ndefine(\"BX_UTF\", true);\n", STAGE, {"NO_AGENT_CHECK": True})
+    modern = rewrite_bitrix_dbconn('<?php\ndefine("BX_UTF", true);\n', STAGE, {"NO_AGENT_CHECK": True})
     assert "$DBHost: absent" in modern.report() and "define( 'NO_AGENT_CHECK', true );" in modern.text
 
 
 # ------------------------------------------------------------------------------------------ Drupal
 
-DRUPAL_READ = ("$app_root = __DIR__; $site_path = 'sites/default';\n"
-               "require __DIR__ . '/settings.php';\n"
-               + emit("['db' => $databases['default']['default'], 'hosts' => $settings['trusted_host_patterns'],"
-                      " 'mail' => $config['system.mail']['interface']['default'],"
-                      " 'cron' => $config['automated_cron.settings']['interval'],"
-                      # Drupal's TrustedHostsRequestFactory wraps each pattern as '/' . $pattern . '/i'
-                      " 'matches' => preg_match('/' . $settings['trusted_host_patterns'][0] . '/i',"
-                      " 't14883.shop.stage.example.net'),"
-                      " 'evil' => preg_match('/' . $settings['trusted_host_patterns'][0] . '/i',"
-                      " 't14883xshop.stage.example.net')]"))
+DRUPAL_READ = "$app_root = __DIR__; $site_path = 'sites/default';\nrequire __DIR__ . '/settings.php';\n" + emit(
+    "['db' => $databases['default']['default'], 'hosts' => $settings['trusted_host_patterns'],"
+    " 'mail' => $config['system.mail']['interface']['default'],"
+    " 'cron' => $config['automated_cron.settings']['interval'],"
+    # Drupal's TrustedHostsRequestFactory wraps each pattern as '/' . $pattern . '/i'
+    " 'matches' => preg_match('/' . $settings['trusted_host_patterns'][0] . '/i',"
+    " 't14883.shop.stage.example.net'),"
+    " 'evil' => preg_match('/' . $settings['trusted_host_patterns'][0] . '/i',"
+    " 't14883xshop.stage.example.net')]"
+)
 
 
 @needs_php
@@ -333,10 +393,18 @@ def test_drupal_settings_override_block_is_read_back_by_php(tmp_path, password):
     item = load_playbook("drupal").config_file("sites/default/settings.php")
     result = rewrite_config_file(item, fixture("drupal/sites/default/settings.php"), target(password))
     got = run_php(tmp_path, {"settings.php": result.text}, DRUPAL_READ)
-    assert got["db"] == {"database": "shop_stage", "username": "shop_stage", "password": password, "prefix": "",
-                         "host": "127.0.0.1", "port": "3307", "isolation_level": "READ COMMITTED", "driver": "mysql",
-                         "namespace": "Drupal\\mysql\\Driver\\Database\\mysql",
-                         "autoload": "core/modules/mysql/src/Driver/Database/mysql/"}
+    assert got["db"] == {
+        "database": "shop_stage",
+        "username": "shop_stage",
+        "password": password,
+        "prefix": "",
+        "host": "127.0.0.1",
+        "port": "3307",
+        "isolation_level": "READ COMMITTED",
+        "driver": "mysql",
+        "namespace": "Drupal\\mysql\\Driver\\Database\\mysql",
+        "autoload": "core/modules/mysql/src/Driver/Database/mysql/",
+    }
     assert got["hosts"] == ["^t14883\\.shop\\.stage\\.example\\.net$"]
     assert got["mail"] == "test_mail_collector" and got["cron"] == 0
     assert got["matches"] == 1 and got["evil"] == 0
@@ -349,9 +417,12 @@ def test_drupal_rewrite_is_idempotent_and_handles_a_closing_tag_and_a_socket(tmp
     twice = rewrite_drupal_settings(once.text, target(socket="/run/mysqld/mysqld.sock"))
     assert twice.text == once.text and once.text.count(BEGIN) == 1 and once.text.rstrip().endswith("?>")
     assert "orch block: replaced" in twice.report()
-    got = run_php(tmp_path, {"settings.php": once.text},
-                  "$app_root = __DIR__; $site_path = 'x';\nrequire __DIR__ . '/settings.php';\n"
-                  + emit("$databases['default']['default']"))
+    got = run_php(
+        tmp_path,
+        {"settings.php": once.text},
+        "$app_root = __DIR__; $site_path = 'x';\nrequire __DIR__ . '/settings.php';\n"
+        + emit("$databases['default']['default']"),
+    )
     assert got["unix_socket"] == "/run/mysqld/mysqld.sock" and got["host"] == "localhost"
 
 
@@ -410,14 +481,14 @@ def _dotenv_value(raw: str, seen: dict[str, str]) -> str:
     chars, marks, i = [], [], 0
     if raw.startswith("'"):
         end = raw.index("'", 1)
-        assert not raw[end + 1:].strip() or raw[end + 1:].strip().startswith("#")
+        assert not raw[end + 1 :].strip() or raw[end + 1 :].strip().startswith("#")
         return raw[1:end]
     if raw.startswith('"'):
         i = 1
         while True:
             ch = raw[i]
             if ch == '"':
-                rest = raw[i + 1:].strip()
+                rest = raw[i + 1 :].strip()
                 assert not rest or rest.startswith("#"), f"unexpected text after quote: {raw!r}"
                 break
             if ch == "\\":
@@ -442,7 +513,7 @@ def _dotenv_value(raw: str, seen: dict[str, str]) -> str:
     for mark in reversed(marks):
         m = re.match(r"\$\{([A-Za-z0-9_.]+)\}", value[mark:])
         if m and m.group(1) in seen:
-            value = value[:mark] + seen[m.group(1)] + value[mark + m.end():]
+            value = value[:mark] + seen[m.group(1)] + value[mark + m.end() :]
     return value
 
 
@@ -459,11 +530,30 @@ def test_laravel_env_values_round_trip_through_phpdotenv_rules(password):
     result = rewrite_config_file(item, fixture("laravel/.env"), target(password))
     env = parse_dotenv(result.text)
     assert env["DB_PASSWORD"] == password
-    assert {k: env[k] for k in ("DB_HOST", "DB_PORT", "DB_DATABASE", "DB_USERNAME", "APP_URL", "APP_ENV",
-                                "MAIL_MAILER", "QUEUE_CONNECTION", "SESSION_DOMAIN")} == {
-        "DB_HOST": "127.0.0.1", "DB_PORT": "3307", "DB_DATABASE": "shop_stage", "DB_USERNAME": "shop_stage",
-        "APP_URL": STAGE.url, "APP_ENV": "staging", "MAIL_MAILER": "log", "QUEUE_CONNECTION": "sync",
-        "SESSION_DOMAIN": "t14883.shop.stage.example.net"}
+    assert {
+        k: env[k]
+        for k in (
+            "DB_HOST",
+            "DB_PORT",
+            "DB_DATABASE",
+            "DB_USERNAME",
+            "APP_URL",
+            "APP_ENV",
+            "MAIL_MAILER",
+            "QUEUE_CONNECTION",
+            "SESSION_DOMAIN",
+        )
+    } == {
+        "DB_HOST": "127.0.0.1",
+        "DB_PORT": "3307",
+        "DB_DATABASE": "shop_stage",
+        "DB_USERNAME": "shop_stage",
+        "APP_URL": STAGE.url,
+        "APP_ENV": "staging",
+        "MAIL_MAILER": "log",
+        "QUEUE_CONNECTION": "sync",
+        "SESSION_DOMAIN": "t14883.shop.stage.example.net",
+    }
     assert env["MAIL_FROM_NAME"] == "Acme Portal" and env["APP_KEY"].startswith("base64:2fl+")
     assert "# APP_MAINTENANCE_STORE=database" in result.text
 
@@ -497,17 +587,23 @@ def test_env_value_quotes_only_when_needed():
 
 
 def test_every_playbook_config_format_has_a_rewriter_and_unknown_formats_are_refused():
-    assert set(FORMATS) == {"wp-config", "joomla", "bitrix-settings", "bitrix-dbconn", "drupal-settings",
-                            "laravel-env"}
+    assert set(FORMATS) == {"wp-config", "joomla", "bitrix-settings", "bitrix-dbconn", "drupal-settings", "laravel-env"}
     with pytest.raises(UsageError, match="unknown config format"):
         rewrite_config("ini", "", STAGE)
     assert read_table_prefix("laravel-env", "DB_PREFIX=x") is None
     assert read_table_prefix("wp-config", fixture("wordpress/wp-config.php")) == "wp_"
 
 
-@pytest.mark.parametrize("fmt,settings,append", [
-    ("wp-config", None, "x"), ("joomla", None, "x"), ("bitrix-settings", {"A": 1}, None),
-    ("drupal-settings", {"A": 1}, None), ("laravel-env", None, "x")])
+@pytest.mark.parametrize(
+    "fmt,settings,append",
+    [
+        ("wp-config", None, "x"),
+        ("joomla", None, "x"),
+        ("bitrix-settings", {"A": 1}, None),
+        ("drupal-settings", {"A": 1}, None),
+        ("laravel-env", None, "x"),
+    ],
+)
 def test_settings_or_blocks_a_format_cannot_hold_are_refused(fmt, settings, append):
     with pytest.raises(UsageError, match="not supported"):
         rewrite_config(fmt, "<?php class JConfig {}", STAGE, settings, append)
@@ -515,13 +611,18 @@ def test_settings_or_blocks_a_format_cannot_hold_are_refused(fmt, settings, appe
 
 def test_target_for_an_inventory_environment():
     from types import SimpleNamespace
-    db = SimpleNamespace(name="shop_stage", path=None, user="u", password=Sensitive("pw"), host="db", port=3306,
-                         socket=None)
-    env = SimpleNamespace(name="staging", site="shop", url="https://stage.example.net", path="/srv/shop",
-                          database=db)
+
+    db = SimpleNamespace(
+        name="shop_stage", path=None, user="u", password=Sensitive("pw"), host="db", port=3306, socket=None
+    )
+    env = SimpleNamespace(name="staging", site="shop", url="https://stage.example.net", path="/srv/shop", database=db)
     source = SimpleNamespace(url="https://shop.example.com")
     made = Target.for_environment(env, source)
     assert (made.database, made.password_text, made.mysql_host(), made.source_url) == (
-        "shop_stage", "pw", "db:3306", "https://shop.example.com")
+        "shop_stage",
+        "pw",
+        "db:3306",
+        "https://shop.example.com",
+    )
     with pytest.raises(UsageError, match="needs a url and a database"):
         Target.for_environment(SimpleNamespace(name="x", site="y", url="https://x", database=None))

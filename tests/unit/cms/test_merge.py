@@ -5,6 +5,7 @@ their lengths fixed), conflicts and how they are resolved, and the transaction's
 The sides are small WordPress-like tables written as mysqldump writes rows (tests/unit/cms/mergekit.py); the
 playbook's real `merge` block decides what content is. Serialized values are checked by PHP itself when the
 `php` CLI is there."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,7 +54,7 @@ TO_STAGE = row_rewriter(PAIRS)
 
 
 def batches(rows: list[bytes], size: int):
-    return iter([rows[i:i + size] for i in range(0, len(rows), size)])
+    return iter([rows[i : i + size] for i in range(0, len(rows), size)])
 
 
 def key_of(text: bytes):
@@ -72,8 +73,14 @@ def test_the_diff_yields_exactly_the_rows_added_changed_and_deleted_whatever_the
         staging[i] = row(i, f"new {i}")
     expected = {(k,): (base.get(k), staging.get(k)) for k in set(base) | set(staging) if base.get(k) != staging.get(k)}
     for a_size, b_size in ((1000, 1000), (7, 13), (1, 999)):
-        found = list(diff(batches([base[k] for k in sorted(base)], a_size),
-                          batches([staging[k] for k in sorted(staging)], b_size), key_of, "t"))
+        found = list(
+            diff(
+                batches([base[k] for k in sorted(base)], a_size),
+                batches([staging[k] for k in sorted(staging)], b_size),
+                key_of,
+                "t",
+            )
+        )
         assert [t.key for t in found] == sorted(expected), "in key order, each once"
         assert {t.key: (t.base, t.staging) for t in found} == expected
         statuses = {t.status for t in found}
@@ -112,12 +119,22 @@ def test_a_value_encodes_back_as_the_literal_kind_it_replaces():
 
 
 def test_the_dump_reader_gives_each_tables_shape_and_rows_in_both_dump_styles():
-    dump = [b"CREATE TABLE `wp_posts` (\n", b"  `ID` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n",
-            b"  `post_title` text NOT NULL,\n", b"  PRIMARY KEY (`ID`)\n", b") ENGINE=InnoDB AUTO_INCREMENT=9;\n",
-            b"INSERT INTO `wp_posts` VALUES (1,'a'),(2,'b');\n",
-            b"CREATE TABLE `wp_term_relationships` (\n", b"  `object_id` bigint(20) NOT NULL,\n",
-            b"  `term_taxonomy_id` bigint(20) NOT NULL,\n", b"  PRIMARY KEY (`object_id`,`term_taxonomy_id`)\n",
-            b");\n", b"INSERT INTO `wp_term_relationships` VALUES\n", b"(1,2),\n", b"(1,3);\n"]
+    dump = [
+        b"CREATE TABLE `wp_posts` (\n",
+        b"  `ID` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n",
+        b"  `post_title` text NOT NULL,\n",
+        b"  PRIMARY KEY (`ID`)\n",
+        b") ENGINE=InnoDB AUTO_INCREMENT=9;\n",
+        b"INSERT INTO `wp_posts` VALUES (1,'a'),(2,'b');\n",
+        b"CREATE TABLE `wp_term_relationships` (\n",
+        b"  `object_id` bigint(20) NOT NULL,\n",
+        b"  `term_taxonomy_id` bigint(20) NOT NULL,\n",
+        b"  PRIMARY KEY (`object_id`,`term_taxonomy_id`)\n",
+        b");\n",
+        b"INSERT INTO `wp_term_relationships` VALUES\n",
+        b"(1,2),\n",
+        b"(1,3);\n",
+    ]
     seen = [(shape, [r for batch in rows for r in batch]) for shape, rows in DumpReader(iter(dump)).tables()]
     assert seen[0][0] == Shape("wp_posts", ("ID", "post_title"), ("ID",), "ID", 9)
     assert seen[0][1] == [b"1,'a'", b"2,'b'"]
@@ -133,24 +150,37 @@ def landing_sides():
     posts that took the page's and the image's ids meanwhile, a comment-count bump on an old page)."""
     hero_url = f"{STAGE}/wp-content/uploads/2026/11/hero.png"
     base = {
-        "wp_posts": [row(1, "Home", "<p>hi</p>", "page", "publish", 0, 0),
-                     row(2, "Services", f'<a href="{STAGE}/services/">s</a>', "page", "publish", 0, 0)],
+        "wp_posts": [
+            row(1, "Home", "<p>hi</p>", "page", "publish", 0, 0),
+            row(2, "Services", f'<a href="{STAGE}/services/">s</a>', "page", "publish", 0, 0),
+        ],
         "wp_postmeta": [row(1, 2, "_edit_lock", "1:1")],
         "wp_options": [row(1, "blogdescription", "Roofs", "yes"), row(2, "admin_email", "a@b.example", "yes")],
     }
-    content = (f'<!-- wp:image {{"id":4,"sizeSlug":"large"}} -->\n<figure><img src="{hero_url}" '
-               'class="wp-image-4"/></figure>\n<!-- /wp:image -->')
+    content = (
+        f'<!-- wp:image {{"id":4,"sizeSlug":"large"}} -->\n<figure><img src="{hero_url}" '
+        'class="wp-image-4"/></figure>\n<!-- /wp:image -->'
+    )
     staging = {
-        "wp_posts": [*base["wp_posts"], row(3, "Landing", content, "page", "publish", 0, 0),
-                     row(4, "hero", "", "attachment", "inherit", 3, 0)],
-        "wp_postmeta": [row(1, 2, "_edit_lock", "1:2"), row(2, 3, "_thumbnail_id", "4"),
-                        row(3, 4, "_wp_attached_file", "2026/11/hero.png")],
+        "wp_posts": [
+            *base["wp_posts"],
+            row(3, "Landing", content, "page", "publish", 0, 0),
+            row(4, "hero", "", "attachment", "inherit", 3, 0),
+        ],
+        "wp_postmeta": [
+            row(1, 2, "_edit_lock", "1:2"),
+            row(2, 3, "_thumbnail_id", "4"),
+            row(3, 4, "_wp_attached_file", "2026/11/hero.png"),
+        ],
         "wp_options": [row(1, "blogdescription", "Spring sale", "yes"), row(2, "admin_email", "a@b.example", "yes")],
     }
     production = {
-        "wp_posts": [row(1, "Home", "<p>hi</p>", "page", "publish", 0, 3),
-                     row(2, "Services", f'<a href="{PROD}/services/">s</a>', "page", "publish", 0, 0),
-                     row(3, "News 1", "n", "post", "publish", 0, 0), row(4, "News 2", "n", "post", "publish", 0, 0)],
+        "wp_posts": [
+            row(1, "Home", "<p>hi</p>", "page", "publish", 0, 3),
+            row(2, "Services", f'<a href="{PROD}/services/">s</a>', "page", "publish", 0, 0),
+            row(3, "News 1", "n", "post", "publish", 0, 0),
+            row(4, "News 2", "n", "post", "publish", 0, 0),
+        ],
         "wp_postmeta": [row(1, 2, "_edit_lock", "1:1"), row(2, 3, "_edit_last", "1")],
         "wp_options": [row(1, "blogdescription", "Roofs", "yes"), row(2, "admin_email", "a@b.example", "yes")],
     }
@@ -158,8 +188,16 @@ def landing_sides():
 
 
 def merger(base, staging, production, next_ids, merge_spec=None):
-    return Merger(merge_spec or spec(), SHAPES, touched(base, staging), Side(staging), Side(production),
-                  to_production=TO_PROD, to_staging=TO_STAGE, next_ids=next_ids)
+    return Merger(
+        merge_spec or spec(),
+        SHAPES,
+        touched(base, staging),
+        Side(staging),
+        Side(production),
+        to_production=TO_PROD,
+        to_staging=TO_STAGE,
+        next_ids=next_ids,
+    )
 
 
 def final(result, table, key) -> dict[str, bytes | None]:
@@ -241,12 +279,13 @@ def test_derived_columns_and_equal_edits_are_no_conflict_and_deletions_wait_to_b
     base, staging, production = landing_sides()
     # production's comment count moved (derived), staging changed the title: no conflict, the count stays
     staging["wp_posts"][0] = row(1, "Home page", "<p>hi</p>", "page", "publish", 0, 0)
-    staging["wp_posts"].pop(1)                     # Services deleted on the copy
+    staging["wp_posts"].pop(1)  # Services deleted on the copy
     result = merger(base, staging, production, {"wp_posts": 5, "wp_postmeta": 3}).decide()
     home = next(c for c in result.changes if c.table == "wp_posts" and c.key == (1,))
     assert home.action == UPDATE and not result.blocked
-    table = Merger(spec(), SHAPES, {}, Side({}), Side({}), to_production=TO_PROD, to_staging=TO_STAGE,
-                   next_ids={}).tables["wp_posts"]
+    table = Merger(
+        spec(), SHAPES, {}, Side({}), Side({}), to_production=TO_PROD, to_staging=TO_STAGE, next_ids={}
+    ).tables["wp_posts"]
     script = mergesql.Script()
     mergesql.row_statements(script, result, {"wp_posts": table, **_tables()})
     update = next(line for line in script.lines if line.startswith("UPDATE `wp_posts`"))
@@ -271,17 +310,27 @@ def serialized(ids: str) -> str:
 def test_ids_inside_serialized_values_are_rewritten_and_the_lengths_fixed():
     base, staging, production = landing_sides()
     staging["wp_options"].append(row(3, "widget_media_gallery", serialized("4,2"), "yes"))
-    gallery = ValueRef("wp_options", "option_value", "wp_posts", RowMatch((("option_name", ("widget_media_*",)),)),
-                       pattern=r's:3:"ids";s:\d+:"([0-9,]*)"')
+    gallery = ValueRef(
+        "wp_options",
+        "option_value",
+        "wp_posts",
+        RowMatch((("option_name", ("widget_media_*",)),)),
+        pattern=r's:3:"ids";s:\d+:"([0-9,]*)"',
+    )
     merge_spec = dataclasses.replace(spec(), values=(*spec().values, gallery))
-    result = merger(base, staging, production, {"wp_posts": 5, "wp_postmeta": 3, "wp_options": 3},
-                    merge_spec).decide(select=["option:widget_media_gallery"])
+    result = merger(base, staging, production, {"wp_posts": 5, "wp_postmeta": 3, "wp_options": 3}, merge_spec).decide(
+        select=["option:widget_media_gallery"]
+    )
     assert "media:4" in [i.ident for i in result.items], "the image the widget names goes along"
     value = final(result, "wp_options", (3,))["option_value"]
     assert value == serialized("6,2").encode()
     if shutil.which("php"):
-        out = subprocess.run(["php", "-r", "var_export(unserialize(stream_get_contents(STDIN)));"], input=value,
-                             capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["php", "-r", "var_export(unserialize(stream_get_contents(STDIN)));"],
+            input=value,
+            capture_output=True,
+            check=True,
+        ).stdout
         assert b"'ids' => '6,2'" in out
 
 
@@ -306,8 +355,10 @@ def test_the_transaction_guards_updates_and_deletes_with_productions_row():
     assert text.index("START TRANSACTION;") < text.index("UPDATE `wp_options`") < text.index("INSERT INTO")
     assert text.rstrip().endswith("COMMIT;")
     assert "WHERE BINARY `option_id` <=> BINARY 1 AND BINARY `option_name` <=> BINARY 'blogdescription'" in text
-    assert "INSERT INTO `wp_posts` (`ID`, `post_title`, `post_content`, `post_type`, `post_status`, " \
-           "`post_parent`) VALUES (5, 'Landing'," in text, "derived comment_count is left to the CMS"
+    assert (
+        "INSERT INTO `wp_posts` (`ID`, `post_title`, `post_content`, `post_type`, `post_status`, "
+        "`post_parent`) VALUES (5, 'Landing'," in text
+    ), "derived comment_count is left to the CMS"
     assert script.guards == ["wp_options row (1,) changed on production meanwhile"]
     stderr = "ERROR 1146 (42S02) at line 9: Table 'wp.orch-guard-1' doesn't exist"
     assert mergesql.guard_failure(stderr, script.guards) == script.guards[0]
@@ -320,7 +371,8 @@ def test_items_an_earlier_run_promoted_are_not_inserted_again_and_references_nam
     staging["wp_postmeta"].append(row(9, 7, "_menu_item_object_id", "3"))
     staging["wp_postmeta"].append(row(10, 7, "_menu_item_type", "post_type"))
     result = merger(base, staging, production, {"wp_posts": 8, "wp_postmeta": 11}).decide(
-        promoted={"wp_posts": {3: 5, 4: 6}})
+        promoted={"wp_posts": {3: 5, 4: 6}}
+    )
     assert [i.ident for i in result.earlier] == ["media:4", "page:3"]
     assert [i.new_key for i in result.earlier] == [(6,), (5,)]
     assert {i.ident for i in result.items} == {"menu-item:7", "option:1"}, "nothing inserted twice"

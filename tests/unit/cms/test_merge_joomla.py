@@ -1,6 +1,7 @@
 """Content merge on Joomla's tables, as the real playbook (playbooks/joomla.yaml) describes them: an article
 (with its asset) and a menu item linking to it, added on a staging copy while production added an article, an
 asset and a menu item of its own; and the nested sets (assets, categories, menu) renumbered afterwards."""
+
 from __future__ import annotations
 
 import random
@@ -17,13 +18,63 @@ from orchestrator.backends.cms.playbook import load_playbook
 from orchestrator.backends.cms.replace import row_rewriter, url_pairs
 
 PROD, STAGE = "https://roofs.example", "https://t1.stage.example"
-CONTENT = Shape("jos_content", ("id", "asset_id", "title", "introtext", "fulltext", "images", "catid", "hits",
-                                "checked_out", "checked_out_time", "state"), ("id",), "id")
-CATEGORIES = Shape("jos_categories", ("id", "asset_id", "parent_id", "lft", "rgt", "level", "extension", "title",
-                                      "params", "hits", "checked_out", "checked_out_time"), ("id",), "id")
+CONTENT = Shape(
+    "jos_content",
+    (
+        "id",
+        "asset_id",
+        "title",
+        "introtext",
+        "fulltext",
+        "images",
+        "catid",
+        "hits",
+        "checked_out",
+        "checked_out_time",
+        "state",
+    ),
+    ("id",),
+    "id",
+)
+CATEGORIES = Shape(
+    "jos_categories",
+    (
+        "id",
+        "asset_id",
+        "parent_id",
+        "lft",
+        "rgt",
+        "level",
+        "extension",
+        "title",
+        "params",
+        "hits",
+        "checked_out",
+        "checked_out_time",
+    ),
+    ("id",),
+    "id",
+)
 ASSETS = Shape("jos_assets", ("id", "parent_id", "lft", "rgt", "level", "name", "title"), ("id",), "id")
-MENU = Shape("jos_menu", ("id", "menutype", "title", "link", "parent_id", "lft", "rgt", "level", "client_id",
-                          "params", "checked_out", "checked_out_time"), ("id",), "id")
+MENU = Shape(
+    "jos_menu",
+    (
+        "id",
+        "menutype",
+        "title",
+        "link",
+        "parent_id",
+        "lft",
+        "rgt",
+        "level",
+        "client_id",
+        "params",
+        "checked_out",
+        "checked_out_time",
+    ),
+    ("id",),
+    "id",
+)
 MENU_TYPES = Shape("jos_menu_types", ("id", "menutype", "title", "client_id"), ("id",), "id")
 SHAPES = {s.name: s for s in (CONTENT, CATEGORIES, ASSETS, MENU, MENU_TYPES)}
 
@@ -43,12 +94,15 @@ def test_the_joomla_playbook_names_its_content_tables_trees_and_production_table
     assert {i.kind for i in merge.items} == {"article", "category", "menu-item", "menu", "module"}
 
 
-@pytest.mark.parametrize(("link", "target", "found"), [
-    ("index.php?option=com_content&view=article&id=12", "jos_content", "12"),
-    ("index.php?option=com_content&view=article&layout=blog&id=7&catid=2", "jos_content", "7"),
-    ("index.php?option=com_content&view=category&layout=blog&id=9", "jos_categories", "9"),
-    ("index.php?option=com_contact&view=contact&id=3", None, None),
-])
+@pytest.mark.parametrize(
+    ("link", "target", "found"),
+    [
+        ("index.php?option=com_content&view=article&id=12", "jos_content", "12"),
+        ("index.php?option=com_content&view=article&layout=blog&id=7&catid=2", "jos_content", "7"),
+        ("index.php?option=com_content&view=category&layout=blog&id=9", "jos_categories", "9"),
+        ("index.php?option=com_contact&view=contact&id=3", None, None),
+    ],
+)
 def test_menu_links_name_the_article_or_category_they_open(link, target, found):
     refs = [v for v in spec().values if v.table == "jos_menu" and v.column == "link"]
     hits = [(v.to, m.group(1)) for v in refs for m in [re.search(v.pattern, link)] if m]
@@ -59,46 +113,82 @@ def sides():
     """Base, staging (an article with its asset, a menu item opening it) and production (its own article 1,
     asset 4 and menu item 3 took the copy's ids)."""
     base = {
-        "jos_assets": [row(1, 0, 0, 5, 0, "root.1", "Root"), row(2, 1, 1, 4, 1, "com_content", "Content"),
-                       row(3, 2, 2, 3, 2, "com_content.category.2", "Uncategorised")],
-        "jos_categories": [row(1, 0, 0, 0, 3, 0, "system", "ROOT", "{}", 0, 0, None),
-                           row(2, 3, 1, 1, 2, 1, "com_content", "Uncategorised", "{}", 0, 0, None)],
+        "jos_assets": [
+            row(1, 0, 0, 5, 0, "root.1", "Root"),
+            row(2, 1, 1, 4, 1, "com_content", "Content"),
+            row(3, 2, 2, 3, 2, "com_content.category.2", "Uncategorised"),
+        ],
+        "jos_categories": [
+            row(1, 0, 0, 0, 3, 0, "system", "ROOT", "{}", 0, 0, None),
+            row(2, 3, 1, 1, 2, 1, "com_content", "Uncategorised", "{}", 0, 0, None),
+        ],
         "jos_content": [],
-        "jos_menu": [row(1, "", "Menu_Item_Root", "", 0, 0, 3, 0, 0, "{}", 0, None),
-                     row(2, "mainmenu", "Home", "index.php?option=com_content&view=featured", 1, 1, 2, 1, 0, "{}", 0,
-                         None)],
+        "jos_menu": [
+            row(1, "", "Menu_Item_Root", "", 0, 0, 3, 0, 0, "{}", 0, None),
+            row(2, "mainmenu", "Home", "index.php?option=com_content&view=featured", 1, 1, 2, 1, 0, "{}", 0, None),
+        ],
         "jos_menu_types": [row(1, "mainmenu", "Main Menu", 0)],
     }
     staging = {
         **base,
-        "jos_assets": [row(1, 0, 0, 7, 0, "root.1", "Root"), row(2, 1, 1, 6, 1, "com_content", "Content"),
-                       row(3, 2, 2, 5, 2, "com_content.category.2", "Uncategorised"),
-                       row(4, 3, 3, 4, 3, "com_content.article.1", "Landing")],
-        "jos_content": [row(1, 4, "Landing", f'<p><img src="{STAGE}/images/landing/hero.jpg"> '
-                               '<img src="images/landing/hero.jpg"></p>', "",
-                               '{"image_intro":"images\\/landing\\/intro.jpg"}', 2, 5, 0, None, 1)],
-        "jos_menu": [row(1, "", "Menu_Item_Root", "", 0, 0, 5, 0, 0, "{}", 0, None), base["jos_menu"][1],
-                     row(3, "mainmenu", "Landing", "index.php?option=com_content&view=article&id=1", 1, 3, 4, 1, 0,
-                         "{}", 0, None)],
+        "jos_assets": [
+            row(1, 0, 0, 7, 0, "root.1", "Root"),
+            row(2, 1, 1, 6, 1, "com_content", "Content"),
+            row(3, 2, 2, 5, 2, "com_content.category.2", "Uncategorised"),
+            row(4, 3, 3, 4, 3, "com_content.article.1", "Landing"),
+        ],
+        "jos_content": [
+            row(
+                1,
+                4,
+                "Landing",
+                f'<p><img src="{STAGE}/images/landing/hero.jpg"> <img src="images/landing/hero.jpg"></p>',
+                "",
+                '{"image_intro":"images\\/landing\\/intro.jpg"}',
+                2,
+                5,
+                0,
+                None,
+                1,
+            )
+        ],
+        "jos_menu": [
+            row(1, "", "Menu_Item_Root", "", 0, 0, 5, 0, 0, "{}", 0, None),
+            base["jos_menu"][1],
+            row(
+                3, "mainmenu", "Landing", "index.php?option=com_content&view=article&id=1", 1, 3, 4, 1, 0, "{}", 0, None
+            ),
+        ],
     }
     production = {
         **base,
-        "jos_assets": [row(1, 0, 0, 7, 0, "root.1", "Root"), row(2, 1, 1, 6, 1, "com_content", "Content"),
-                       row(3, 2, 2, 5, 2, "com_content.category.2", "Uncategorised"),
-                       row(4, 3, 3, 4, 3, "com_content.article.1", "News")],
+        "jos_assets": [
+            row(1, 0, 0, 7, 0, "root.1", "Root"),
+            row(2, 1, 1, 6, 1, "com_content", "Content"),
+            row(3, 2, 2, 5, 2, "com_content.category.2", "Uncategorised"),
+            row(4, 3, 3, 4, 3, "com_content.article.1", "News"),
+        ],
         "jos_content": [row(1, 4, "News", "<p>news</p>", "", "{}", 2, 40, 0, None, 1)],
-        "jos_menu": [row(1, "", "Menu_Item_Root", "", 0, 0, 5, 0, 0, "{}", 0, None), base["jos_menu"][1],
-                     row(3, "mainmenu", "News", "index.php?option=com_content&view=article&id=1", 1, 3, 4, 1, 0,
-                         "{}", 0, None)],
+        "jos_menu": [
+            row(1, "", "Menu_Item_Root", "", 0, 0, 5, 0, 0, "{}", 0, None),
+            base["jos_menu"][1],
+            row(3, "mainmenu", "News", "index.php?option=com_content&view=article&id=1", 1, 3, 4, 1, 0, "{}", 0, None),
+        ],
     }
     return base, staging, production
 
 
 def decide(base, staging, production):
-    merger = Merger(spec(), SHAPES, touched(base, staging, SHAPES), Side(staging, SHAPES), Side(production, SHAPES),
-                    to_production=row_rewriter(url_pairs(STAGE, PROD, www=False)),
-                    to_staging=row_rewriter(url_pairs(PROD, STAGE)),
-                    next_ids={"jos_content": 2, "jos_assets": 5, "jos_menu": 4})
+    merger = Merger(
+        spec(),
+        SHAPES,
+        touched(base, staging, SHAPES),
+        Side(staging, SHAPES),
+        Side(production, SHAPES),
+        to_production=row_rewriter(url_pairs(STAGE, PROD, www=False)),
+        to_staging=row_rewriter(url_pairs(PROD, STAGE)),
+        next_ids={"jos_content": 2, "jos_assets": 5, "jos_menu": 4},
+    )
     return merger, merger.decide()
 
 
@@ -136,8 +226,10 @@ def apply_tree(rows: dict[int, list], script: mergesql.Script) -> None:
 
 def test_the_nested_sets_are_valid_on_production_after_the_merge():
     merger, result = decide(*sides())
-    for name, now_rows in (("jos_assets", [(1, None, 0, 7, 0), (2, 1, 1, 6, 1), (3, 2, 2, 5, 2), (4, 3, 3, 4, 3)]),
-                           ("jos_menu", [(1, 0, 0, 5, 0), (2, 1, 1, 2, 1), (3, 1, 3, 4, 1)])):
+    for name, now_rows in (
+        ("jos_assets", [(1, None, 0, 7, 0), (2, 1, 1, 6, 1), (3, 2, 2, 5, 2), (4, 3, 3, 4, 3)]),
+        ("jos_menu", [(1, 0, 0, 5, 0), (2, 1, 1, 2, 1), (3, 1, 3, 4, 1)]),
+    ):
         now = [mergesql.TreeRow(*r) for r in now_rows]
         script = mergesql.Script()
         assert mergesql.tree_statements(script, merger.tables[name], now, result) >= 2
@@ -172,14 +264,22 @@ def test_a_random_tree_rebuilt_is_always_a_valid_nested_set():
 
 def test_problems_names_what_is_wrong_with_a_nested_set():
     assert problems([(1, 0, 0, 5), (2, 1, 1, 3), (3, 1, 2, 4)])  # 3 overlaps 2
-    assert problems([(1, 0, 0, 3), (2, 1, 4, 5)])               # 2 outside its parent
-    assert problems([(1, 0, 3, 3)])                             # left not below right
+    assert problems([(1, 0, 0, 3), (2, 1, 4, 5)])  # 2 outside its parent
+    assert problems([(1, 0, 3, 3)])  # left not below right
 
 
 def test_a_tree_change_is_numbered_from_the_rows_it_names():
     t = Table(MENU, spec().tables["jos_menu"])
-    change = RowChange("jos_menu", (3,), None, b"", None, action=INSERT, final_key=(3,),
-                       final=[b"3", b"'mainmenu'", b"'x'", b"''", b"2", b"0", b"0", b"0", b"0", b"'{}'", b"0", b"NULL"])
+    change = RowChange(
+        "jos_menu",
+        (3,),
+        None,
+        b"",
+        None,
+        action=INSERT,
+        final_key=(3,),
+        final=[b"3", b"'mainmenu'", b"'x'", b"''", b"2", b"0", b"0", b"0", b"0", b"'{}'", b"0", b"NULL"],
+    )
     result = MergeResult([], [], [change], {}, [], {})
     script = mergesql.Script()
     now = [mergesql.TreeRow(1, 0, 0, 3, 0), mergesql.TreeRow(2, 1, 1, 2, 1)]

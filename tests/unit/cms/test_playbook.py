@@ -30,8 +30,13 @@ from orchestrator.errors import UsageError
 
 NAMES = ["bitrix", "drupal", "generic", "joomla", "laravel", "wordpress"]
 PHP, NGINX = shutil.which("php"), shutil.which("nginx") or (Path("/usr/sbin/nginx").is_file() and "/usr/sbin/nginx")
-VHOST = {"server_name": "t14883.shop.stage.example.net", "listen": "127.0.0.1:8080", "root": "/var/www/stage/shop",
-         "php_socket": "/run/php/php8.2-fpm.sock", "auth_file": "/etc/nginx/orch-staging.htpasswd"}
+VHOST = {
+    "server_name": "t14883.shop.stage.example.net",
+    "listen": "127.0.0.1:8080",
+    "root": "/var/www/stage/shop",
+    "php_socket": "/run/php/php8.2-fpm.sock",
+    "auth_file": "/etc/nginx/orch-staging.htpasswd",
+}
 
 
 def test_the_six_playbooks_are_found_in_the_repository():
@@ -68,15 +73,22 @@ def test_each_vhost_renders_with_staging_guards(name):
 def test_each_vhost_passes_nginx_config_test(tmp_path, name):
     shutil.copy("/etc/nginx/fastcgi_params", tmp_path / "fastcgi_params")
     (tmp_path / "htpasswd").write_text("staging:$apr1$x$y\n")
-    server = load_playbook(name).render_vhost(**{**VHOST, "auth_file": str(tmp_path / "htpasswd"),
-                                                 "root": str(tmp_path / "site")})
+    server = load_playbook(name).render_vhost(
+        **{**VHOST, "auth_file": str(tmp_path / "htpasswd"), "root": str(tmp_path / "site")}
+    )
     conf = tmp_path / "nginx.conf"
-    conf.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-                    f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n"
-                    f"  fastcgi_temp_path {tmp_path}/fastcgi;\n  proxy_temp_path {tmp_path}/proxy;\n"
-                    f"  uwsgi_temp_path {tmp_path}/uwsgi;\n  scgi_temp_path {tmp_path}/scgi;\n{server}\n}}\n")
-    result = subprocess.run([NGINX, "-t", "-q", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "e.log")],
-                            capture_output=True, text=True, timeout=30)
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n"
+        f"  fastcgi_temp_path {tmp_path}/fastcgi;\n  proxy_temp_path {tmp_path}/proxy;\n"
+        f"  uwsgi_temp_path {tmp_path}/uwsgi;\n  scgi_temp_path {tmp_path}/scgi;\n{server}\n}}\n"
+    )
+    result = subprocess.run(
+        [NGINX, "-t", "-q", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "e.log")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -119,58 +131,65 @@ def test_every_php_snippet_of_a_playbook_parses(tmp_path, name):
 def test_the_wordpress_mu_plugin_replaces_wp_mail_and_registers_its_filters(tmp_path):
     plugin = load_playbook("wordpress").mail_off.files["wp-content/mu-plugins/orch-staging.php"]
     (tmp_path / "orch-staging.php").write_text(plugin)
-    script = ("<?php\n$filters = [];\nfunction add_filter($hook, $cb, $prio = 10) { global $filters;"
-              " $filters[$hook] = is_string($cb) ? $cb : 'closure:' . var_export($cb(null), true); }\n"
-              "function __return_zero() { return 0; }\nfunction __return_false() { return false; }\n"
-              "ini_set('error_log', '/dev/null');\nrequire __DIR__ . '/orch-staging.php';\n"
-              "var_dump(wp_mail('a@example.com', 'Hi', 'Body'));\nksort($filters);\n"
-              "echo json_encode($filters);\n")
+    script = (
+        "<?php\n$filters = [];\nfunction add_filter($hook, $cb, $prio = 10) { global $filters;"
+        " $filters[$hook] = is_string($cb) ? $cb : 'closure:' . var_export($cb(null), true); }\n"
+        "function __return_zero() { return 0; }\nfunction __return_false() { return false; }\n"
+        "ini_set('error_log', '/dev/null');\nrequire __DIR__ . '/orch-staging.php';\n"
+        "var_dump(wp_mail('a@example.com', 'Hi', 'Body'));\nksort($filters);\n"
+        "echo json_encode($filters);\n"
+    )
     (tmp_path / "run.php").write_text(script)
     out = subprocess.run([PHP, str(tmp_path / "run.php")], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and not out.stderr, out.stderr
     assert out.stdout.startswith("bool(true)")
-    assert out.stdout.endswith('{"action_scheduler_allow_async_request_runner":"__return_false",'
-                               '"pre_option_blog_public":"__return_zero","pre_wp_mail":"closure:true",'
-                               '"woocommerce_webhook_should_deliver":"__return_false"}')
+    assert out.stdout.endswith(
+        '{"action_scheduler_allow_async_request_runner":"__return_false",'
+        '"pre_option_blog_public":"__return_zero","pre_wp_mail":"closure:true",'
+        '"woocommerce_webhook_should_deliver":"__return_false"}'
+    )
 
 
 # ------------------------------------------------------------------------------------------ classification
 
 
-@pytest.mark.parametrize("name,path,expected", [
-    ("wordpress", "wp-content/uploads/2024/05/a.jpg", "content"),
-    ("wordpress", "wp-content/cache/page/index.html", "cache"),
-    ("wordpress", "wp-content/uploads/cache/x.css", "cache"),
-    ("wordpress", "wp-content/plugins/woocommerce/woocommerce.php", "code"),
-    ("wordpress", "wp-content/advanced-cache.php", "code"),
-    ("wordpress", "wp-config.php", "config"),
-    ("wordpress", "index.php", "code"),
-    ("wordpress", "wp-content/mu-plugins/orch-staging.php", "staging"),
-    ("wordpress", "backup-2024.zip", "other"),
-    ("joomla", "images/banners/roof.jpg", "content"),
-    ("joomla", "administrator/cache/x.php", "cache"),
-    ("joomla", "administrator/components/com_content/src/x.php", "code"),
-    ("joomla", "configuration.php", "config"),
-    ("bitrix", "upload/iblock/1a2/pic.jpg", "content"),
-    ("bitrix", "upload/resize_cache/iblock/pic.jpg", "cache"),
-    ("bitrix", "bitrix/managed_cache/MYSQL/x.php", "cache"),
-    ("bitrix", "bitrix/php_interface/dbconn.php", "config"),
-    ("bitrix", "bitrix/php_interface/init.php", "code"),
-    ("bitrix", "catalog/index.php", "code"),
-    ("bitrix", "catalog/.section.php", "code"),
-    ("drupal", "sites/default/files/pictures/me.jpg", "content"),
-    ("drupal", "sites/default/files/css/css_abc.css", "cache"),
-    ("drupal", "sites/default/files/styles/thumb/public/me.jpg", "cache"),
-    ("drupal", "sites/default/settings.php", "config"),
-    ("drupal", "core/lib/Drupal.php", "code"),
-    ("laravel", "storage/app/public/avatars/1.png", "content"),
-    ("laravel", "storage/framework/views/abc.php", "cache"),
-    ("laravel", "bootstrap/cache/config.php", "cache"),
-    ("laravel", "bootstrap/app.php", "code"),
-    ("laravel", ".env", "config"),
-    ("laravel", "app/Models/User.php", "code"),
-    ("generic", "anything/at/all.php", "code"),
-])
+@pytest.mark.parametrize(
+    "name,path,expected",
+    [
+        ("wordpress", "wp-content/uploads/2024/05/a.jpg", "content"),
+        ("wordpress", "wp-content/cache/page/index.html", "cache"),
+        ("wordpress", "wp-content/uploads/cache/x.css", "cache"),
+        ("wordpress", "wp-content/plugins/woocommerce/woocommerce.php", "code"),
+        ("wordpress", "wp-content/advanced-cache.php", "code"),
+        ("wordpress", "wp-config.php", "config"),
+        ("wordpress", "index.php", "code"),
+        ("wordpress", "wp-content/mu-plugins/orch-staging.php", "staging"),
+        ("wordpress", "backup-2024.zip", "other"),
+        ("joomla", "images/banners/roof.jpg", "content"),
+        ("joomla", "administrator/cache/x.php", "cache"),
+        ("joomla", "administrator/components/com_content/src/x.php", "code"),
+        ("joomla", "configuration.php", "config"),
+        ("bitrix", "upload/iblock/1a2/pic.jpg", "content"),
+        ("bitrix", "upload/resize_cache/iblock/pic.jpg", "cache"),
+        ("bitrix", "bitrix/managed_cache/MYSQL/x.php", "cache"),
+        ("bitrix", "bitrix/php_interface/dbconn.php", "config"),
+        ("bitrix", "bitrix/php_interface/init.php", "code"),
+        ("bitrix", "catalog/index.php", "code"),
+        ("bitrix", "catalog/.section.php", "code"),
+        ("drupal", "sites/default/files/pictures/me.jpg", "content"),
+        ("drupal", "sites/default/files/css/css_abc.css", "cache"),
+        ("drupal", "sites/default/files/styles/thumb/public/me.jpg", "cache"),
+        ("drupal", "sites/default/settings.php", "config"),
+        ("drupal", "core/lib/Drupal.php", "code"),
+        ("laravel", "storage/app/public/avatars/1.png", "content"),
+        ("laravel", "storage/framework/views/abc.php", "cache"),
+        ("laravel", "bootstrap/cache/config.php", "cache"),
+        ("laravel", "bootstrap/app.php", "code"),
+        ("laravel", ".env", "config"),
+        ("laravel", "app/Models/User.php", "code"),
+        ("generic", "anything/at/all.php", "code"),
+    ],
+)
 def test_paths_are_classified_cache_content_config_code_or_other(name, path, expected):
     assert load_playbook(name).classify(path) == expected
 
@@ -208,8 +227,9 @@ def test_migration_takes_the_first_step_whose_probe_passes():
 
     has_wp = True
     command = wordpress.choose_migration("/var/www/stage/shop", "https://stage.example.net", applies)
-    assert command.masked() == ("cd /var/www/stage/shop && wp core update-db --path=/var/www/stage/shop "
-                                "--url=https://stage.example.net")
+    assert command.masked() == (
+        "cd /var/www/stage/shop && wp core update-db --path=/var/www/stage/shop --url=https://stage.example.net"
+    )
     assert probes == ["command -v wp > /dev/null"]
     has_wp = False
     command = wordpress.choose_migration("/var/www/stage/shop", "https://stage.example.net", applies)
@@ -220,10 +240,12 @@ def test_migration_probes_files_in_the_environment_and_may_find_nothing():
     laravel, drupal = load_playbook("laravel"), load_playbook("drupal")
     assert laravel.migrate[0].probe("/srv/app").masked() == "test -e /srv/app/artisan"
     assert laravel.choose_migration("/srv/app", "https://x", lambda probe: True).masked() == (
-        "cd /srv/app && php artisan migrate --force")
+        "cd /srv/app && php artisan migrate --force"
+    )
     assert laravel.choose_migration("/srv/app", "https://x", lambda probe: False) is None
     assert drupal.choose_migration("/srv/d", "https://x", lambda p: "command -v" in p.masked()).masked() == (
-        "cd /srv/d && drush --root=/srv/d updatedb --yes")
+        "cd /srv/d && drush --root=/srv/d updatedb --yes"
+    )
     assert load_playbook("joomla").choose_migration("/srv/j", "https://x", lambda p: True) is None
 
 
@@ -264,21 +286,32 @@ def test_playbook_for_site_reads_playbook_overrides_from_the_site():
 
 def test_bad_overrides_are_reported_with_their_key_paths_all_at_once():
     with pytest.raises(UsageError) as error:
-        load_playbook("wordpress", {
-            "migrate": "wp core update-db",
-            "sanitize": {"{prefix}users.user_email": "scramble", "nodot": "email",
-                         "{prefix}users.x": {"rule": "email", "where": "1; DROP TABLE x"}},
-            "config": [{"path": "wp-config.php", "format": "yaml"}],
-            "password_reset": {"scheme": "sha1", "table": "t", "column": "c"},
-            "colour": "blue",
-        })
+        load_playbook(
+            "wordpress",
+            {
+                "migrate": "wp core update-db",
+                "sanitize": {
+                    "{prefix}users.user_email": "scramble",
+                    "nodot": "email",
+                    "{prefix}users.x": {"rule": "email", "where": "1; DROP TABLE x"},
+                },
+                "config": [{"path": "wp-config.php", "format": "yaml"}],
+                "password_reset": {"scheme": "sha1", "table": "t", "column": "c"},
+                "colour": "blue",
+            },
+        )
     lines = str(error.value).splitlines()
     assert all(line.startswith("playbook wordpress (with site overrides): ") for line in lines)
     text = "\n".join(lines)
-    for expected in ["migrate: must be a list", "sanitize.{prefix}users.user_email.rule: unknown rule 'scramble'",
-                     "sanitize.nodot: keys are table.column", "where: must be one SQL condition",
-                     "config[0].format: unknown format 'yaml'", "password_reset.scheme: unknown scheme 'sha1'",
-                     "colour: unknown key"]:
+    for expected in [
+        "migrate: must be a list",
+        "sanitize.{prefix}users.user_email.rule: unknown rule 'scramble'",
+        "sanitize.nodot: keys are table.column",
+        "where: must be one SQL condition",
+        "config[0].format: unknown format 'yaml'",
+        "password_reset.scheme: unknown scheme 'sha1'",
+        "colour: unknown key",
+    ]:
         assert expected in text
 
 

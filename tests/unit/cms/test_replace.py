@@ -88,8 +88,10 @@ def php_json(value) -> str:
 def php_reserialize(values: list[bytes]) -> list[bytes | None]:
     """Unserialize each value with PHP and serialize it again; None where unserialize() fails."""
     encoded = b",".join(b"'" + base64.b64encode(v) + b"'" for v in values)
-    out = php(b"foreach ([" + encoded + b"] as $b) { $v = @unserialize(base64_decode($b));"
-              b' echo $v === false ? "-" : base64_encode(serialize($v)), "\\n"; }')
+    out = php(
+        b"foreach ([" + encoded + b"] as $b) { $v = @unserialize(base64_decode($b));"
+        b' echo $v === false ? "-" : base64_encode(serialize($v)), "\\n"; }'
+    )
     return [None if line == b"-" else base64.b64decode(line) for line in out.splitlines()]
 
 
@@ -182,14 +184,19 @@ def check_serialized(before, after, pairs=PAIRS, replace=replace_values) -> Repl
 
 
 def widget(u: str) -> dict:
-    html = (f'<p class="intro">It\'s <a href="{u}/kontakty/">here</a>\r\n'
-            f"<img src='{u}/wp-content/uploads/2024/01/map.png'>\tC:\\path\\ \x1a \0</p>")
+    html = (
+        f'<p class="intro">It\'s <a href="{u}/kontakty/">here</a>\r\n'
+        f"<img src='{u}/wp-content/uploads/2024/01/map.png'>\tC:\\path\\ \x1a \0</p>"
+    )
     return {2: {"title": "Контакты", "text": html, "filter": True, "visual": False}, "_multiwidget": 1}
 
 
 def nested(u: str) -> dict:
-    return {"home": u, "list": [1, 2.5, True, None, f"{u}/a", {"deep": Obj(url=f"{u}/wp-content/x.png", n=3)}],
-            "obj": Obj(a=Obj(b=f"see {u}/c and {u}/d"))}
+    return {
+        "home": u,
+        "list": [1, 2.5, True, None, f"{u}/a", {"deep": Obj(url=f"{u}/wp-content/x.png", n=3)}],
+        "obj": Obj(a=Obj(b=f"see {u}/c and {u}/d")),
+    }
 
 
 def multibyte(u: str) -> dict:
@@ -197,8 +204,10 @@ def multibyte(u: str) -> dict:
 
 
 def json_in_serialized(u: str) -> dict:
-    return {"_elementor_data": php_json([{"id": "a1", "settings": {"link": {"url": f"{u}/wp-content/a.jpg"}}}]),
-            "plain": u}
+    return {
+        "_elementor_data": php_json([{"id": "a1", "settings": {"link": {"url": f"{u}/wp-content/a.jpg"}}}]),
+        "plain": u,
+    }
 
 
 def serialized_in_serialized(u: str) -> dict:
@@ -232,7 +241,9 @@ def test_url_pairs_keeps_path_drops_trailing_slash_and_new_scheme_wins():
 
 def test_url_pairs_options_and_hosts_without_www():
     assert url_pairs(OLD, NEW, schemes=False, www=False) == [
-        ("https:\\/\\/shop.example.com", NEW.replace("/", "\\/")), (OLD, NEW)]
+        ("https:\\/\\/shop.example.com", NEW.replace("/", "\\/")),
+        (OLD, NEW),
+    ]
     olds = [old for old, _ in url_pairs("http://127.0.0.1:18080", "http://127.0.0.1:18081")]
     assert not any("www" in old for old in olds) and "http://127.0.0.1:18080" in olds
     assert not any("www" in old for old, _ in url_pairs("http://localhost:8080", NEW))
@@ -283,20 +294,33 @@ def test_nested_length_prefix_growing_a_digit_fixes_every_container():
         level1 = php_serialize({"inner": level2, "url": f"{full}/p"})
         return {"outer": level1, "tail": rel}
 
-    check_serialized(build("//a.io", "http://a.io"),
-                     build("//staging-a.example.net", "https://staging-a.example.net"), pairs)
+    check_serialized(
+        build("//a.io", "http://a.io"), build("//staging-a.example.net", "https://staging-a.example.net"), pairs
+    )
 
 
 @needs_php
 def test_scheme_www_relative_and_json_variants_all_map_to_new_url():
     def build(http: str, www: str, www_http: str, relative: str, relative_www: str) -> dict:
-        return {"a": f"{http}/a", "b": f"{www}/b", "c": www_http, "d": f"{relative}/c.js",
-                "e": f'<script src="{relative_www}/x.js"></script>', "f": php_json({"u": f"{www_http}/y"})}
+        return {
+            "a": f"{http}/a",
+            "b": f"{www}/b",
+            "c": www_http,
+            "d": f"{relative}/c.js",
+            "e": f'<script src="{relative_www}/x.js"></script>',
+            "f": php_json({"u": f"{www_http}/y"}),
+        }
 
     check_serialized(
-        build("http://shop.example.com", "https://www.shop.example.com", "http://www.shop.example.com",
-              "//shop.example.com", "//www.shop.example.com"),
-        build(NEW, NEW, NEW, NEW_RELATIVE, NEW_RELATIVE))
+        build(
+            "http://shop.example.com",
+            "https://www.shop.example.com",
+            "http://www.shop.example.com",
+            "//shop.example.com",
+            "//www.shop.example.com",
+        ),
+        build(NEW, NEW, NEW, NEW_RELATIVE, NEW_RELATIVE),
+    )
 
 
 @needs_php
@@ -321,8 +345,9 @@ def test_broken_serialized_string_is_left_alone_but_url_replaced():
 
 
 def test_json_value_outside_serialization():
-    value = ('[{"settings":{"url":"https:\\/\\/shop.example.com\\/wp-content\\/a.jpg",'
-             '"n":"http:\\/\\/shop.example.com"}}]')
+    value = (
+        '[{"settings":{"url":"https:\\/\\/shop.example.com\\/wp-content\\/a.jpg","n":"http:\\/\\/shop.example.com"}}]'
+    )
     got, stats = replace_values([value])
     new_json = NEW.replace("/", "\\/")
     assert got == [f'[{{"settings":{{"url":"{new_json}\\/wp-content\\/a.jpg","n":"{new_json}"}}}}]'.encode()]
@@ -337,9 +362,17 @@ def test_urls_ending_at_a_boundary_are_replaced():
 
 
 def test_longer_hosts_emails_and_bare_hosts_are_not_replaced():
-    values = ["https://shop.example.com.evil.net/x", "https://shop.example.community", "info@shop.example.com",
-              "https://cdn.shop.example.com/a", "shop.example.com", "https://shop.example.com-old.net",
-              "https://shop.example.com_x", "https://shop.example.com.", "HTTPS://SHOP.EXAMPLE.COM"]
+    values = [
+        "https://shop.example.com.evil.net/x",
+        "https://shop.example.community",
+        "info@shop.example.com",
+        "https://cdn.shop.example.com/a",
+        "shop.example.com",
+        "https://shop.example.com-old.net",
+        "https://shop.example.com_x",
+        "https://shop.example.com.",
+        "HTTPS://SHOP.EXAMPLE.COM",
+    ]
     line = insert_line("wp_options", [(1, v) for v in values[:-2]] + [(2, values[-1])])
     out, stats = replace_bytes(line, PAIRS)
     assert out == line
@@ -356,8 +389,9 @@ def test_explicit_bare_host_pair_needs_a_left_boundary_too():
     pairs = [("shop.example.com", "stage.example.net")]
     value = "info@shop.example.com, shop.example.com, cdn.shop.example.com, myshop.example.com, x\nshop.example.com"
     got, _ = replace_values([value], pairs)
-    assert got == [b"info@stage.example.net, stage.example.net, cdn.shop.example.com, myshop.example.com, "
-                   b"x\nstage.example.net"]
+    assert got == [
+        b"info@stage.example.net, stage.example.net, cdn.shop.example.com, myshop.example.com, x\nstage.example.net"
+    ]
 
 
 def test_several_sites_in_one_run():
@@ -383,8 +417,9 @@ def url_hex(url: str = OLD) -> str:
 
 
 @needs_php
-@pytest.mark.parametrize("build", [drupal_state, widget, nested, multibyte, json_in_serialized,
-                                   serialized_in_serialized])
+@pytest.mark.parametrize(
+    "build", [drupal_state, widget, nested, multibyte, json_in_serialized, serialized_in_serialized]
+)
 def test_serialized_values_in_hex_blobs_are_replaced_with_correct_lengths(build):
     stats = check_serialized(build(OLD), build(NEW), replace=replace_blobs)
     assert stats.serialized_fixed >= 1 and stats.serialized_skipped == 0
@@ -417,12 +452,16 @@ def test_url_hex_at_an_odd_offset_of_a_blob_is_no_match():
 @needs_php
 def test_several_blobs_and_strings_in_one_line():
     def line(u: str) -> bytes:
-        return insert_line("cache_data", [
-            ("a", Blob(php_serialize(nested(u))), f"{u}/plain", 1),
-            ("b", Blob(b"no url here"), "", 2),
-            ("c", Blob(b""), u, None),
-            ("d", Blob(f"{u}/1 and {u}/2".encode()), "x", 4),
-            ("e", Blob(php_serialize(serialized_in_serialized(u))), None, 5)])
+        return insert_line(
+            "cache_data",
+            [
+                ("a", Blob(php_serialize(nested(u))), f"{u}/plain", 1),
+                ("b", Blob(b"no url here"), "", 2),
+                ("c", Blob(b""), u, None),
+                ("d", Blob(f"{u}/1 and {u}/2".encode()), "x", 4),
+                ("e", Blob(php_serialize(serialized_in_serialized(u))), None, 5),
+            ],
+        )
 
     out, stats = replace_bytes(line(OLD), PAIRS)
     assert out == line(NEW)
@@ -443,42 +482,62 @@ def test_hex_blobs_of_an_insert_with_a_row_per_line():
 
 def test_hex_looking_text_in_strings_is_left_alone():
     def line(u: str) -> bytes:
-        return insert_line("cache_data", [
-            ("it's ,0x" + url_hex() + ", (0x" + url_hex() + ")", Blob(u.encode()), "0x" + url_hex()),
-            ("\\", Blob(b"x" + u.encode()), "'0x" + url_hex() + "'")])
+        return insert_line(
+            "cache_data",
+            [
+                ("it's ,0x" + url_hex() + ", (0x" + url_hex() + ")", Blob(u.encode()), "0x" + url_hex()),
+                ("\\", Blob(b"x" + u.encode()), "'0x" + url_hex() + "'"),
+            ],
+        )
 
     out, stats = replace_bytes(line(OLD), PAIRS)
     assert out == line(NEW) and stats.replacements == 2
 
 
 def test_lines_without_a_needle_are_byte_identical_with_hex_blobs():
-    dump = (DUMP_HEAD + insert_line("cache_data", [
-        ("a", Blob(b"\x00\xff binary"), "text ,0x" + url_hex() + ","),
-        ("b", Blob(b"info@shop.example.com, https://shop.example.community"), ""),
-        ("c", Blob(bytes.fromhex("0" + url_hex() + "0")), Blob(b""))])
-        + b"-- 0x" + url_hex().encode() + b"\n")
+    dump = (
+        DUMP_HEAD
+        + insert_line(
+            "cache_data",
+            [
+                ("a", Blob(b"\x00\xff binary"), "text ,0x" + url_hex() + ","),
+                ("b", Blob(b"info@shop.example.com, https://shop.example.community"), ""),
+                ("c", Blob(bytes.fromhex("0" + url_hex() + "0")), Blob(b"")),
+            ],
+        )
+        + b"-- 0x"
+        + url_hex().encode()
+        + b"\n"
+    )
     out, stats = replace_bytes(dump, PAIRS)
     assert out == dump
-    assert stats == ReplaceStats(lines=8, lines_changed=0, replacements=0, serialized_fixed=0,
-                                 bytes_in=len(dump), bytes_out=len(dump))
+    assert stats == ReplaceStats(
+        lines=8, lines_changed=0, replacements=0, serialized_fixed=0, bytes_in=len(dump), bytes_out=len(dump)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- streaming
 
 
-DUMP_HEAD = (b"-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\n"
-             b"/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\n"
-             b"CREATE TABLE `wp_options` (\n  `option_id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n"
-             b"  `option_value` longtext NOT NULL\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n")
+DUMP_HEAD = (
+    b"-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\n"
+    b"/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\n"
+    b"CREATE TABLE `wp_options` (\n  `option_id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n"
+    b"  `option_value` longtext NOT NULL\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n"
+)
 
 
 def test_lines_without_a_match_are_byte_identical():
-    dump = (DUMP_HEAD + insert_line("wp_posts", [(1, b"\xff\xfe invalid \xc3( utf-8"), (2, "info@shop.example.com")])
-            + b"-- no newline at the end: shop.example.com")
+    dump = (
+        DUMP_HEAD
+        + insert_line("wp_posts", [(1, b"\xff\xfe invalid \xc3( utf-8"), (2, "info@shop.example.com")])
+        + b"-- no newline at the end: shop.example.com"
+    )
     out, stats = replace_bytes(dump, PAIRS)
     assert out == dump
-    assert stats == ReplaceStats(lines=8, lines_changed=0, replacements=0, serialized_fixed=0,
-                                 bytes_in=len(dump), bytes_out=len(dump))
+    assert stats == ReplaceStats(
+        lines=8, lines_changed=0, replacements=0, serialized_fixed=0, bytes_in=len(dump), bytes_out=len(dump)
+    )
 
 
 @needs_php
@@ -494,34 +553,50 @@ def test_stats_and_untouched_neighbour_lines():
 def mysql_dump(url: str) -> bytes:
     return DUMP_HEAD + b"".join(
         insert_line("wp_options", [(i, php_serialize(widget(url))), (i + 1, f"x{url}/{i}"), (i + 2, "plain")])
-        for i in range(0, 30, 3))
+        for i in range(0, 30, 3)
+    )
 
 
 def mysql_hex_dump(url: str) -> bytes:
     """Drupal-like rows whose values are BLOBs (mysqldump --hex-blob)."""
     return DUMP_HEAD + b"".join(
-        insert_line("key_value", [("state", f"w{i}", Blob(php_serialize(widget(url)))),
-                                  ("state", f"u{i}", Blob(f"x{url}/{i}".encode())), ("state", "e", Blob(b""))])
-        for i in range(10))
+        insert_line(
+            "key_value",
+            [
+                ("state", f"w{i}", Blob(php_serialize(widget(url)))),
+                ("state", f"u{i}", Blob(f"x{url}/{i}".encode())),
+                ("state", "e", Blob(b"")),
+            ],
+        )
+        for i in range(10)
+    )
 
 
 def pg_dump(url: str) -> bytes:
     """COPY rows, then INSERTs whose strings hold raw newlines (as pg_dump --inserts writes them)."""
     serialized, json_text = php_serialize(widget(url)), php_json({"u": f"{url}/x", "q": "it's"}).encode()
-    inserts = b"".join(b"INSERT INTO public.t VALUES (%d, '%s', '%s');\n"
-                       % (i, serialized.replace(b"'", b"''"), json_text.replace(b"'", b"''")) for i in range(10))
-    return (b"SET standard_conforming_strings = on;\n"
-            b"COPY public.wp_options (option_id, option_name, option_value) FROM stdin;\n"
-            + b"".join(copy_line([str(i), "widget_text", serialized]) + copy_line([str(i), "json", json_text])
-                       for i in range(10))
-            + b"\\.\n" + inserts)
+    inserts = b"".join(
+        b"INSERT INTO public.t VALUES (%d, '%s', '%s');\n"
+        % (i, serialized.replace(b"'", b"''"), json_text.replace(b"'", b"''"))
+        for i in range(10)
+    )
+    return (
+        b"SET standard_conforming_strings = on;\n"
+        b"COPY public.wp_options (option_id, option_name, option_value) FROM stdin;\n"
+        + b"".join(
+            copy_line([str(i), "widget_text", serialized]) + copy_line([str(i), "json", json_text]) for i in range(10)
+        )
+        + b"\\.\n"
+        + inserts
+    )
 
 
 @needs_php
 @pytest.mark.parametrize("chunk_size", [1, 7, 100, 1 << 20])
-@pytest.mark.parametrize(("dialect", "make_dump", "replaced", "fixed"),
-                         [("mysql", mysql_dump, 30, 10), ("mysql", mysql_hex_dump, 30, 10),
-                          ("postgres", pg_dump, 60, 20)])
+@pytest.mark.parametrize(
+    ("dialect", "make_dump", "replaced", "fixed"),
+    [("mysql", mysql_dump, 30, 10), ("mysql", mysql_hex_dump, 30, 10), ("postgres", pg_dump, 60, 20)],
+)
 def test_chunk_size_does_not_change_the_output(chunk_size, dialect, make_dump, replaced, fixed):
     out = io.BytesIO()
     stats = replace_stream(io.BytesIO(make_dump(OLD)), out, PAIRS, dialect=dialect, chunk_size=chunk_size)
@@ -563,8 +638,12 @@ def test_fifty_megabyte_line_streams_in_bounded_memory(tmp_path: Path):
     expected_digest = hashlib.sha256(_big_line(NEW, rows)).hexdigest()
 
     def run(path: Path) -> list[int]:
-        proc = subprocess.run([sys.executable, "-c", _BIG_LINE_SCRIPT, str(path), str(dst), OLD, NEW],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _BIG_LINE_SCRIPT, str(path), str(dst), OLD, NEW],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return [int(x) for x in proc.stdout.split()]
 
     tiny = tmp_path / "tiny.sql"
@@ -592,27 +671,38 @@ def test_postgres_copy_and_insert_syntax():
 
 def corpus(url: str, relative: str) -> list[bytes]:
     """Realistic option values (valid UTF-8, no NUL: PostgreSQL text takes neither)."""
+
     def clean(value: dict) -> dict:
         value[2]["text"] = value[2]["text"].replace("\0", "")
         return value
 
-    return [php_serialize(clean(widget(url))), php_serialize(nested(url)), php_serialize(multibyte(url)),
-            php_serialize(json_in_serialized(url)), php_serialize(serialized_in_serialized(url)),
-            php_json([{"url": f"{url}/wp-content/a.jpg"}]).encode(),
-            f'<p>It\'s <a href="{url}/x">x</a> <script src="{relative}/s.js"></script>\r\n\\</p>'.encode(),
-            url.encode()]
+    return [
+        php_serialize(clean(widget(url))),
+        php_serialize(nested(url)),
+        php_serialize(multibyte(url)),
+        php_serialize(json_in_serialized(url)),
+        php_serialize(serialized_in_serialized(url)),
+        php_json([{"url": f"{url}/wp-content/a.jpg"}]).encode(),
+        f'<p>It\'s <a href="{url}/x">x</a> <script src="{relative}/s.js"></script>\r\n\\</p>'.encode(),
+        url.encode(),
+    ]
 
 
 @needs_php
 def test_real_mariadb_dump_round_trip(mariadb):
     before, after = corpus(OLD, "//shop.example.com"), corpus(NEW, NEW_RELATIVE)
     blob_before, blob_after = b"\x00\xff'\"\\" + OLD.encode() + b"\x1a\n", b"\x00\xff'\"\\" + NEW.encode() + b"\x1a\n"
-    mariadb.sql("DROP DATABASE IF EXISTS replace_src; DROP DATABASE IF EXISTS replace_dst;"
-                "CREATE DATABASE replace_src; CREATE DATABASE replace_dst")
+    mariadb.sql(
+        "DROP DATABASE IF EXISTS replace_src; DROP DATABASE IF EXISTS replace_dst;"
+        "CREATE DATABASE replace_src; CREATE DATABASE replace_dst"
+    )
     rows = ",".join(f"({i}, UNHEX('{v.hex()}'), UNHEX('{blob_before.hex()}'))" for i, v in enumerate(before))
-    mariadb.sql("CREATE TABLE wp_options (option_id INT PRIMARY KEY, option_value LONGTEXT, raw LONGBLOB)"
-                " DEFAULT CHARSET=utf8mb4;"
-                f"INSERT INTO wp_options VALUES {rows}", "replace_src")
+    mariadb.sql(
+        "CREATE TABLE wp_options (option_id INT PRIMARY KEY, option_value LONGTEXT, raw LONGBLOB)"
+        " DEFAULT CHARSET=utf8mb4;"
+        f"INSERT INTO wp_options VALUES {rows}",
+        "replace_src",
+    )
     client = ["--no-defaults", "-S", str(mariadb.socket), "-u", "root"]
     dump = subprocess.run(["mariadb-dump", *client, "replace_src"], capture_output=True, check=True).stdout
     assert dump.count(b"INSERT INTO") == 1  # one extended INSERT (mariadb-dump 10.11 puts each row on a line)
@@ -635,19 +725,29 @@ def test_real_mariadb_hex_blob_dump_round_trip(mariadb):
     binary = b"\x00\xff'\"\\\x1a\n"
 
     def values(url: str, relative: str) -> list[bytes | None]:
-        return [*corpus(url, relative), binary + url.encode() + binary, php_serialize({"b": binary + url.encode()}),
-                b"", None]
+        return [
+            *corpus(url, relative),
+            binary + url.encode() + binary,
+            php_serialize({"b": binary + url.encode()}),
+            b"",
+            None,
+        ]
 
     before, after = values(OLD, "//shop.example.com"), values(NEW, NEW_RELATIVE)
-    mariadb.sql("DROP DATABASE IF EXISTS replace_src; DROP DATABASE IF EXISTS replace_dst;"
-                "CREATE DATABASE replace_src; CREATE DATABASE replace_dst")
-    rows = ",".join(f"({i}, {'NULL' if v is None else f'UNHEX({v.hex()!r})'}, 'see {OLD}')"
-                    for i, v in enumerate(before))
-    mariadb.sql("CREATE TABLE cache_data (cid INT PRIMARY KEY, data LONGBLOB, label TEXT) DEFAULT CHARSET=utf8mb4;"
-                f"INSERT INTO cache_data VALUES {rows}", "replace_src")
+    mariadb.sql(
+        "DROP DATABASE IF EXISTS replace_src; DROP DATABASE IF EXISTS replace_dst;"
+        "CREATE DATABASE replace_src; CREATE DATABASE replace_dst"
+    )
+    rows = ",".join(
+        f"({i}, {'NULL' if v is None else f'UNHEX({v.hex()!r})'}, 'see {OLD}')" for i, v in enumerate(before)
+    )
+    mariadb.sql(
+        "CREATE TABLE cache_data (cid INT PRIMARY KEY, data LONGBLOB, label TEXT) DEFAULT CHARSET=utf8mb4;"
+        f"INSERT INTO cache_data VALUES {rows}",
+        "replace_src",
+    )
     client = ["--no-defaults", "-S", str(mariadb.socket), "-u", "root"]
-    dump = subprocess.run(["mariadb-dump", *client, *DUMP_FLAGS, "replace_src"], capture_output=True,
-                          check=True).stdout
+    dump = subprocess.run(["mariadb-dump", *client, *DUMP_FLAGS, "replace_src"], capture_output=True, check=True).stdout
     assert f",0x{url_hex()}".encode() in dump  # the blobs are hex (a row per line with mariadb-dump 10.11)
 
     out, stats = replace_bytes(dump, PAIRS)
@@ -674,17 +774,27 @@ def test_real_pg_dump_round_trip(postgres, inserts):
         postgres.sql(f"DROP DATABASE IF EXISTS {db}")
         postgres.sql(f"CREATE DATABASE {db}")
     rows = ",".join(f"({i}, convert_from(decode('{v.hex()}', 'hex'), 'UTF8'))" for i, v in enumerate(before))
-    postgres.sql(f"CREATE TABLE wp_options (option_id int PRIMARY KEY, option_value text);"
-                 f"INSERT INTO wp_options VALUES {rows}", "replace_src")
+    postgres.sql(
+        f"CREATE TABLE wp_options (option_id int PRIMARY KEY, option_value text);INSERT INTO wp_options VALUES {rows}",
+        "replace_src",
+    )
     conn = ["-h", str(postgres.socket_dir), "-p", str(postgres.port), "-U", "postgres"]
-    dump = subprocess.run([str(PG_BIN / "pg_dump"), *conn, *(["--inserts"] if inserts else []), "replace_src"],
-                          capture_output=True, check=True).stdout
+    dump = subprocess.run(
+        [str(PG_BIN / "pg_dump"), *conn, *(["--inserts"] if inserts else []), "replace_src"],
+        capture_output=True,
+        check=True,
+    ).stdout
 
     out, stats = replace_bytes(dump, PAIRS, dialect="postgres")
-    subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *conn, "-d", "replace_dst"],
-                   input=out, check=True, capture_output=True)
-    hexes = postgres.sql("SELECT encode(convert_to(option_value, 'UTF8'), 'hex') FROM wp_options"
-                         " ORDER BY option_id", "replace_dst")
+    subprocess.run(
+        [str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *conn, "-d", "replace_dst"],
+        input=out,
+        check=True,
+        capture_output=True,
+    )
+    hexes = postgres.sql(
+        "SELECT encode(convert_to(option_value, 'UTF8'), 'hex') FROM wp_options ORDER BY option_id", "replace_dst"
+    )
     assert [bytes.fromhex(h) for h in hexes.split()] == after
     assert stats.replacements > 0 and stats.serialized_skipped == 0
 
@@ -692,8 +802,9 @@ def test_real_pg_dump_round_trip(postgres, inserts):
 # ------------------------------------------------------------------------------------------ parallel workers
 
 
-def replace_files(tmp_path: Path, dump: bytes, *, workers: int, chunk_size: int = 1 << 20,
-                  dialect: str = "mysql") -> tuple[bytes, ReplaceStats]:
+def replace_files(
+    tmp_path: Path, dump: bytes, *, workers: int, chunk_size: int = 1 << 20, dialect: str = "mysql"
+) -> tuple[bytes, ReplaceStats]:
     """Replace a dump from one file into another (the workers need file descriptors)."""
     src, dst = tmp_path / "in.sql", tmp_path / "out.sql"
     src.write_bytes(dump)
@@ -708,10 +819,12 @@ def edge_dump() -> bytes:
     bytes, a line ends at every offset of a chunk."""
     url = OLD.encode()
     inner = b's:%d:\\"%s\\";' % (len(url), url)
-    rows = [b"INSERT INTO `t` VALUES (1,'" + url + b"/a'),(2,'https:\\\\/\\\\/shop.example.com\\\\/b');",
-            b"INSERT INTO `t` VALUES (3,'a:1:{i:0;" + inner + b"}');",
-            b"INSERT INTO `t` VALUES (4,'s:%d:\\\"a:1:{i:0;%s}\\\";');" % (len(inner) - 2 + 10, inner),
-            b"(5,0x" + binascii.hexlify(b'a:1:{i:0;s:%d:"%s";}' % (len(url), url)).upper() + b")"]
+    rows = [
+        b"INSERT INTO `t` VALUES (1,'" + url + b"/a'),(2,'https:\\\\/\\\\/shop.example.com\\\\/b');",
+        b"INSERT INTO `t` VALUES (3,'a:1:{i:0;" + inner + b"}');",
+        b"INSERT INTO `t` VALUES (4,'s:%d:\\\"a:1:{i:0;%s}\\\";');" % (len(inner) - 2 + 10, inner),
+        b"(5,0x" + binascii.hexlify(b'a:1:{i:0;s:%d:"%s";}' % (len(url), url)).upper() + b")",
+    ]
     lines = [b"-- " + b"x" * (length - 3) if length > 3 else b"-" * length for length in range(1, 62)]
     mixed = [line for i, pad in enumerate(lines) for line in (pad, rows[i % len(rows)])]
     return b"\n".join(mixed) + b"\n" + rows[1]
@@ -782,13 +895,20 @@ def test_a_postgres_dump_takes_one_process_with_workers_asked(tmp_path):
     assert out == replace_bytes(dump, PAIRS, dialect="postgres")[0]
 
 
-@pytest.mark.parametrize("pairs", [
-    PAIRS,
-    url_pairs("http://www.shop.example.com/blog/", "https://stage.example.net/blog"),
-    [("shop.example.com", "stage.example.net"), ("https://shop.example.com/a", "https://x.example.net/a"),
-     ("//shop.example.com", "//x.example.net")],
-    [("x.com/x.com", "y"), ("//x.com", "//z.net")],  # a needle holding its anchor twice: the window search
-], ids=["url_pairs", "path", "bare-host", "anchor-twice"])
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        PAIRS,
+        url_pairs("http://www.shop.example.com/blog/", "https://stage.example.net/blog"),
+        [
+            ("shop.example.com", "stage.example.net"),
+            ("https://shop.example.com/a", "https://x.example.net/a"),
+            ("//shop.example.com", "//x.example.net"),
+        ],
+        [("x.com/x.com", "y"), ("//x.com", "//z.net")],  # a needle holding its anchor twice: the window search
+    ],
+    ids=["url_pairs", "path", "bare-host", "anchor-twice"],
+)
 def test_the_anchor_first_search_finds_what_the_window_search_finds(pairs):
     from orchestrator.backends.cms.replace import _DIALECTS, RAW, _Matcher, _raw_pairs
 

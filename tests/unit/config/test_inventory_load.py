@@ -1,4 +1,5 @@
 """load_inventory: every problem of every file reported at once, one clear line each; defaults merged."""
+
 from __future__ import annotations
 
 import textwrap
@@ -76,15 +77,19 @@ def test_a_wrong_enum_value_is_one_line_with_file_key_path_and_choices(tmp_path)
     site = SITE.replace("name: shop", "name: shinglas").replace("engine: mysql", "engine: mysqll")
     path = write_inventory(tmp_path, shinglas=site)
 
-    assert problems_of(path) == ["sites/shinglas.yaml: environments.production.database.engine: 'mysqll' is not "
-                                 "one of ['mysql', 'postgresql', 'sqlite']"]
+    assert problems_of(path) == [
+        "sites/shinglas.yaml: environments.production.database.engine: 'mysqll' is not "
+        "one of ['mysql', 'postgresql', 'sqlite']"
+    ]
 
 
 def test_an_unknown_key_is_named_with_the_allowed_ones(tmp_path):
     path = write_inventory(tmp_path, shop=SITE.replace("database:", "databse:"))
 
-    assert problems_of(path) == ["sites/shop.yaml: environments.production.databse: unknown key (allowed: database, "
-                                 "docker, host, path, production, target, url)"]
+    assert problems_of(path) == [
+        "sites/shop.yaml: environments.production.databse: unknown key (allowed: database, "
+        "docker, host, path, production, target, url)"
+    ]
 
 
 def test_a_missing_required_key_is_named(tmp_path):
@@ -114,36 +119,42 @@ def test_an_empty_site_file_is_reported(tmp_path):
 def test_a_wrong_type_is_reported_without_echoing_the_value(tmp_path):
     path = write_inventory(tmp_path, shop=SITE.replace("password: {env: SHOP_DB_PW}", "password: 918273"))
 
-    assert problems_of(path) == ["sites/shop.yaml: environments.production.database.password: expected a string or "
-                                 "a mapping, got an integer"]
+    assert problems_of(path) == [
+        "sites/shop.yaml: environments.production.database.password: expected a string or a mapping, got an integer"
+    ]
 
 
 def test_a_secret_reference_must_have_exactly_one_key(tmp_path):
     path = write_inventory(tmp_path, shop=SITE.replace("{env: SHOP_DB_PW}", "{env: A, file: /b}"))
 
-    assert problems_of(path) == ["sites/shop.yaml: environments.production.database.password: expected exactly one "
-                                 "of: command, env, file"]
+    assert problems_of(path) == [
+        "sites/shop.yaml: environments.production.database.password: expected exactly one of: command, env, file"
+    ]
 
 
 def test_a_malformed_value_is_shown_with_an_example_of_the_right_form(tmp_path):
     path = write_inventory(tmp_path, shop=SITE.replace("path: /var/www/shop", "path: var/www/shop"))
 
-    assert problems_of(path) == ["sites/shop.yaml: environments.production.path: 'var/www/shop' does not match the "
-                                 "expected form, e.g. '/var/www/shinglas'"]
+    assert problems_of(path) == [
+        "sites/shop.yaml: environments.production.path: 'var/www/shop' does not match the "
+        "expected form, e.g. '/var/www/shinglas'"
+    ]
 
 
 def test_a_key_of_the_other_storage_type_is_refused(tmp_path):
     inventory = INVENTORY.replace("path: /backups,", "path: /backups, bucket: b,")
 
     assert problems_of(write_inventory(tmp_path, inventory, shop=SITE)) == [
-        "inventory.yaml: storage.offsite.bucket: not used with the `type` set here"]
+        "inventory.yaml: storage.offsite.bucket: not used with the `type` set here"
+    ]
 
 
 def test_an_environment_on_an_unknown_host_is_reported_with_its_key_path(tmp_path):
     path = write_inventory(tmp_path, shop=SITE.replace("host: stage1", "host: stage9"))
 
-    assert problems_of(path) == ["sites/shop.yaml: environments.staging.host: unknown host 'stage9' "
-                                 "(known: stage1, web1)"]
+    assert problems_of(path) == [
+        "sites/shop.yaml: environments.staging.host: unknown host 'stage9' (known: stage1, web1)"
+    ]
 
 
 def test_an_unknown_storage_is_reported_where_it_is_written(tmp_path):
@@ -158,11 +169,14 @@ def test_an_unknown_storage_is_reported_where_it_is_written(tmp_path):
 
 def test_enabled_backups_need_a_storage_from_the_site_or_the_defaults(tmp_path):
     inventory = INVENTORY.replace("    storage: offsite\n", "")
-    path = write_inventory(tmp_path, inventory, shop=SITE, old=SITE.replace("shop", "old") +
-                           "backup: {enabled: false}\n")
+    path = write_inventory(
+        tmp_path, inventory, shop=SITE, old=SITE.replace("shop", "old") + "backup: {enabled: false}\n"
+    )
 
-    assert problems_of(path) == ["sites/shop.yaml: backup.storage: not set, here or in the inventory's "
-                                 "defaults.backup.storage (or set backup.enabled: false)"]
+    assert problems_of(path) == [
+        "sites/shop.yaml: backup.storage: not set, here or in the inventory's "
+        "defaults.backup.storage (or set backup.enabled: false)"
+    ]
 
 
 def test_a_site_name_must_match_its_file_name(tmp_path):
@@ -221,8 +235,11 @@ def test_only_the_environment_named_production_is_production_by_default(tmp_path
     site += "  preview: {host: stage1, path: /var/www/preview}\n"
     envs = load_inventory(write_inventory(tmp_path, shop=site)).site("shop").environments
 
-    assert {name: env.production for name, env in envs.items()} == {"production": True, "staging": True,
-                                                                    "preview": False}
+    assert {name: env.production for name, env in envs.items()} == {
+        "production": True,
+        "staging": True,
+        "preview": False,
+    }
 
 
 def test_a_task_number_is_kept_as_a_string(tmp_path):
@@ -255,22 +272,30 @@ def test_unknown_site_and_environment_errors_list_the_known_names(tmp_path):
 
     with pytest.raises(InventoryError, match=r"^unknown site 'shob' \(known: shop\)$"):
         inventory.site("shob")
-    with pytest.raises(InventoryError, match=r"^site 'shop': unknown environment 'prod' "
-                                             r"\(known: production, staging\)$"):
+    with pytest.raises(
+        InventoryError,
+        match=r"^site 'shop': unknown environment 'prod' "
+        r"\(known: production, staging\)$",
+    ):
         inventory.site("shop").env("prod")
 
 
 def test_partial_loading_keeps_the_valid_sites_and_lists_each_broken_file_by_site(tmp_path):
-    path = write_inventory(tmp_path, shop=SITE, blog="name: blog\nenvironments: {production: [unclosed\n",
-                           lost=SITE.replace("shop", "lost").replace("host: web1", "host: nowhere"))
+    path = write_inventory(
+        tmp_path,
+        shop=SITE,
+        blog="name: blog\nenvironments: {production: [unclosed\n",
+        lost=SITE.replace("shop", "lost").replace("host: web1", "host: nowhere"),
+    )
     (tmp_path / "sites" / "old.yml").write_text(SITE)
 
     inventory = load_inventory(path, partial=True)
 
     assert list(inventory.sites) == ["shop"]
     assert sorted(inventory.broken) == ["blog", "lost", "old"]
-    assert inventory.broken["lost"] == ["sites/lost.yaml: environments.production.host: unknown host 'nowhere' "
-                                        "(known: stage1, web1)"]
+    assert inventory.broken["lost"] == [
+        "sites/lost.yaml: environments.production.host: unknown host 'nowhere' (known: stage1, web1)"
+    ]
     assert inventory.broken["old"] == ["sites/old.yml: site files must be named *.yaml"]
     with pytest.raises(InventoryError) as caught:
         inventory.site("blog")
@@ -289,8 +314,10 @@ def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path):
     bomb = ["a0: &a0 [" + ", ".join(['"lol"'] * 10) + "]"]
     bomb += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]  # 10**12 strings
     path = write_inventory(tmp_path, shop="name: shop\nsanitize:\n" + "\n".join(f"  {line}" for line in bomb))
-    assert problems_of(path) == ["sites/shop.yaml: too large once its aliases are expanded (over 50000 nodes): "
-                                 "write the values out, or use fewer aliases"]
+    assert problems_of(path) == [
+        "sites/shop.yaml: too large once its aliases are expanded (over 50000 nodes): "
+        "write the values out, or use fewer aliases"
+    ]
 
 
 def test_a_few_ordinary_aliases_and_merge_keys_still_load(tmp_path):

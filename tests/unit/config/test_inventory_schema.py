@@ -1,4 +1,5 @@
 """The schema is data: well-formed, fully described, rendered to the committed doc, and the examples obey it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,12 @@ def test_the_schema_is_a_valid_draft_2020_12_schema():
 
 
 def test_every_key_has_a_type_a_description_and_an_example():
-    missing = [f"{key.path}: {field}" for key in documented_keys()
-               for field in ("type", "description", "example") if field not in key.node]
+    missing = [
+        f"{key.path}: {field}"
+        for key in documented_keys()
+        for field in ("type", "description", "example")
+        if field not in key.node
+    ]
 
     assert missing == []
 
@@ -44,11 +49,17 @@ def test_every_object_says_which_keys_it_allows():
 def test_every_example_and_default_is_valid_for_its_key():
     def problems(key, field):
         node = {**key.node, "$defs": load_schema()["$defs"]}
-        return [f"{key.path} {field}: {error.message}"
-                for error in Draft202012Validator(node).iter_errors(key.node[field])]
+        return [
+            f"{key.path} {field}: {error.message}" for error in Draft202012Validator(node).iter_errors(key.node[field])
+        ]
 
-    assert [line for key in documented_keys() for field in ("example", "default") if field in key.node
-            for line in problems(key, field)] == []
+    assert [
+        line
+        for key in documented_keys()
+        for field in ("example", "default")
+        if field in key.node
+        for line in problems(key, field)
+    ] == []
 
 
 def test_the_committed_reference_doc_is_up_to_date():
@@ -65,5 +76,6 @@ def test_the_example_inventory_and_site_load(monkeypatch):
     assert set(inventory.storage) == {"offsite", "local"} and set(inventory.hosts) == {"web1", "stage1"}
     assert site.playbook == "wordpress" and set(site.environments) == {"production", "staging"}
     assert site.env("production").database.password.where == (
-        "sites/example.yaml: environments.production.database.password")
+        "sites/example.yaml: environments.production.database.password"
+    )
     assert site.backup.retention == {"daily": 14, "weekly": 4, "monthly": 6}

@@ -1,4 +1,5 @@
 """Secrets: resolved lazily from env / file / command, cached, masked, and never shown by repr()."""
+
 from __future__ import annotations
 
 import textwrap
@@ -64,19 +65,22 @@ def test_a_missing_environment_variable_names_the_place_and_the_variable(monkeyp
 
 def test_a_missing_file_names_the_place_and_the_file(tmp_path):
     assert reveal_error({"file": "/nonexistent/db.key"}, tmp_path) == (
-        f"{WHERE}: file /nonexistent/db.key: No such file or directory")
+        f"{WHERE}: file /nonexistent/db.key: No such file or directory"
+    )
 
 
 def test_a_failing_command_names_the_place_the_command_its_status_and_its_error(tmp_path):
     assert reveal_error({"command": "echo locked >&2; exit 3"}, tmp_path) == (
-        f"{WHERE}: command `echo locked >&2; exit 3` exited 3: locked")
+        f"{WHERE}: command `echo locked >&2; exit 3` exited 3: locked"
+    )
 
 
 def test_an_empty_value_is_an_error_rather_than_an_empty_password(monkeypatch, tmp_path):
     monkeypatch.setenv("SHOP_DB_PW", "")
 
     assert reveal_error({"env": "SHOP_DB_PW"}, tmp_path) == (
-        f"{WHERE}: environment variable SHOP_DB_PW gave an empty value")
+        f"{WHERE}: environment variable SHOP_DB_PW gave an empty value"
+    )
 
 
 def test_repr_and_str_show_where_the_secret_is_written_never_its_value(tmp_path):
@@ -84,30 +88,37 @@ def test_repr_and_str_show_where_the_secret_is_written_never_its_value(tmp_path)
     secret.reveal()
 
     assert repr(secret) == str(secret) == f"Secret({WHERE})"
-    assert "plain-secret-4" not in f"{secret} {secret!r} {[secret]} {({'password': secret})}"
+    assert "plain-secret-4" not in f"{secret} {secret!r} {[secret]} { ({'password': secret}) }"
 
 
 def test_loaded_secrets_know_their_file_and_key_path_even_when_inherited_from_defaults(tmp_path, monkeypatch):
     (tmp_path / "sites").mkdir()
-    (tmp_path / "inventory.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "inventory.yaml").write_text(
+        textwrap.dedent("""\
         storage: {offsite: {type: local, path: /backups, password: {command: "exit 1"}}}
         hosts: {web1: {address: 192.0.2.1}}
         defaults:
           backup: {storage: offsite}
           verify: {scratch_database: {engine: mysql, password: {env: VERIFY_PW}}}
-        """))
-    (tmp_path / "sites" / "shop.yaml").write_text(textwrap.dedent("""\
+        """)
+    )
+    (tmp_path / "sites" / "shop.yaml").write_text(
+        textwrap.dedent("""\
         name: shop
         environments:
           production: {host: web1, path: /srv/shop, database: {engine: sqlite, path: db.sqlite, password: {env: X}}}
-        """))
+        """)
+    )
     monkeypatch.delenv("VERIFY_PW", raising=False)
     inventory = load_inventory(tmp_path / "inventory.yaml")  # loading resolves nothing: `exit 1` is not run yet
     site = inventory.site("shop")
 
     assert site.env("production").database.password.where == WHERE
-    with pytest.raises(SecretError, match=r"^inventory.yaml: defaults.verify.scratch_database.password: "
-                                          r"environment variable VERIFY_PW is not set$"):
+    with pytest.raises(
+        SecretError,
+        match=r"^inventory.yaml: defaults.verify.scratch_database.password: "
+        r"environment variable VERIFY_PW is not set$",
+    ):
         site.verify["scratch_database"]["password"].reveal()
     with pytest.raises(SecretError, match=r"^inventory.yaml: storage.offsite.password: command `exit 1` exited 1$"):
         inventory.storage["offsite"].password.reveal()

@@ -1,5 +1,6 @@
 """Validators match whole values: a `$`-anchored pattern accepts a trailing newline in Python (`777\\n` was once a
 task nobody could find), so the code anchors with `\\Z` and the schema's `$` is read as ECMA-262 means it."""
+
 from __future__ import annotations
 
 import re
@@ -15,9 +16,12 @@ DOLLAR_ANCHORED = re.compile(r"""re\.compile\(\s*r?b?(["'])\^.*?(?<!\\)\$\1""")
 
 
 def test_no_regex_in_the_code_is_anchored_with_a_dollar():
-    found = [f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
-             for path in sorted(PACKAGE.rglob("*.py"))
-             for number, line in enumerate(path.read_text().splitlines(), 1) if DOLLAR_ANCHORED.search(line)]
+    found = [
+        f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if DOLLAR_ANCHORED.search(line)
+    ]
     assert found == [], "anchor with \\Z (or use fullmatch): `$` also matches before a trailing newline"
 
 

@@ -1,4 +1,5 @@
 """The Docker target's pure parts: settings resolution, URLs, ages, routes, stream frames, states."""
+
 from __future__ import annotations
 
 import io
@@ -62,8 +63,8 @@ def test_images_come_from_defaults_then_playbook_then_engine_then_site(tmp_path)
     inv = inventory(tmp_path)
     setup = staging_docker.docker_site(inv, inv.site("shop"))
     assert setup.host.name == "review" and setup.host.ssh.port == 2222 and setup.host.ssh.user == "deploy"
-    assert setup.images["php"] == "registry.example/php:8.2-fpm"       # the engine's over the playbook's
-    assert setup.images["web"] == "nginx:1.25"                         # the site's over the default
+    assert setup.images["php"] == "registry.example/php:8.2-fpm"  # the engine's over the playbook's
+    assert setup.images["web"] == "nginx:1.25"  # the site's over the default
     assert setup.images["database"] == "mysql:8.0" and setup.images["tools"] == dock.TOOLS_IMAGE
     assert setup.limits["database"].kwargs() == {"mem_limit": "1g", "nano_cpus": 2_000_000_000}
     assert setup.limits["php"].kwargs() == {"mem_limit": "256m", "nano_cpus": 500_000_000}
@@ -108,16 +109,23 @@ def test_a_docker_url_must_be_ssh_or_a_unix_socket(tmp_path):
 
 
 def test_a_local_folder_storage_is_refused_for_docker_copies(tmp_path):
-    inv = inventory(tmp_path, text=INVENTORY.replace(
-        'offsite: {type: s3, endpoint: "https://s3.example.net", bucket: b, access_key: k, secret_key: s, password: p}',
-        "offsite: {type: local, path: /backups, password: p}"))
+    inv = inventory(
+        tmp_path,
+        text=INVENTORY.replace(
+            'offsite: {type: s3, endpoint: "https://s3.example.net", bucket: b, access_key: k, secret_key: s, '
+            "password: p}",
+            "offsite: {type: local, path: /backups, password: p}",
+        ),
+    )
     from orchestrator.actions.targets import target
+
     with pytest.raises(UsageError, match="restore from an s3 storage"):
         staging_docker.repository(target(inv, "shop", "production"))
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("30m", 1800), ("12h", 43200), ("14d", 14 * 86400),
-                                           ("2w", 14 * 86400)])
+@pytest.mark.parametrize(
+    "text, seconds", [("90s", 90), ("30m", 1800), ("12h", 43200), ("14d", 14 * 86400), ("2w", 14 * 86400)]
+)
 def test_gc_ages_read_a_number_and_a_unit(text, seconds):
     assert parse_age(text) == timedelta(seconds=seconds)
 
@@ -155,6 +163,7 @@ def test_a_copys_state_says_which_container_is_not_running():
 def test_multiplexed_frames_are_split_by_stream():
     def frame(kind: int, data: bytes) -> bytes:
         return bytes([kind, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
     stream = _Hijacked.__new__(_Hijacked)
     stream.reader = io.BytesIO(frame(1, b"out") + frame(2, b"err") + frame(1, b"") + frame(1, b"more") + b"\x01\x00")
     assert list(stream.frames()) == [(1, b"out"), (2, b"err"), (1, b""), (1, b"more")]

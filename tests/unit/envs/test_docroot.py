@@ -2,6 +2,7 @@
 
 check_inside is the pure decider (fed the real paths a host reported); resolve_inside and sync_into run on this
 machine through the local connector, against real folders and symlinks."""
+
 from __future__ import annotations
 
 import os
@@ -9,29 +10,26 @@ import stat
 
 import pytest
 
-from orchestrator.backends.envs.docroot import (
-    check_inside,
-    component_paths,
-    is_within,
-    resolve_inside,
-    sync_into,
-)
+from orchestrator.backends.envs.docroot import check_inside, component_paths, is_within, resolve_inside, sync_into
 from orchestrator.backends.remote import LocalConnector
 from orchestrator.errors import UsageError
 
 NASTY = ["with space", "it's", "$(touch x)", "a; rm -rf b", "--leading-dash", "юникод ✓", "glob * ?", "line\nbreak"]
 
 
-@pytest.mark.parametrize("path, root, expected", [
-    ("/srv/site", "/srv/site", True),
-    ("/srv/site/a", "/srv/site", True),
-    ("/srv/site/a/b", "/srv/site/", True),
-    ("/srv/site2", "/srv/site", False),       # a sibling sharing the prefix is outside
-    ("/srv/sit", "/srv/site", False),
-    ("/srv", "/srv/site", False),
-    ("/etc/passwd", "/srv/site", False),
-    ("/anything", "/", True),
-])
+@pytest.mark.parametrize(
+    "path, root, expected",
+    [
+        ("/srv/site", "/srv/site", True),
+        ("/srv/site/a", "/srv/site", True),
+        ("/srv/site/a/b", "/srv/site/", True),
+        ("/srv/site2", "/srv/site", False),  # a sibling sharing the prefix is outside
+        ("/srv/sit", "/srv/site", False),
+        ("/srv", "/srv/site", False),
+        ("/etc/passwd", "/srv/site", False),
+        ("/anything", "/", True),
+    ],
+)
 def test_is_within_compares_whole_components(path, root, expected):
     assert is_within(path, root) is expected
 
@@ -44,26 +42,36 @@ ROOT = "/srv/site"
 PLAIN = {ROOT: ROOT, f"{ROOT}/up": f"{ROOT}/up", f"{ROOT}/up/2026": f"{ROOT}/up/2026"}
 
 
-@pytest.mark.parametrize("real, expected", [
-    (PLAIN, f"{ROOT}/up/2026"),
-    # a link inside the site is followed: the restore lands where it leads, still inside
-    ({ROOT: ROOT, f"{ROOT}/up": f"{ROOT}/data/up", f"{ROOT}/up/2026": f"{ROOT}/data/up/2026"},
-     f"{ROOT}/data/up/2026"),
-    # the docroot itself may be a symlink (/var/www/site -> /srv/site): its real path is the reference
-    ({ROOT: "/data/site", f"{ROOT}/up": "/data/site/up", f"{ROOT}/up/2026": "/data/site/up/2026"},
-     "/data/site/up/2026"),
-])
+@pytest.mark.parametrize(
+    "real, expected",
+    [
+        (PLAIN, f"{ROOT}/up/2026"),
+        # a link inside the site is followed: the restore lands where it leads, still inside
+        (
+            {ROOT: ROOT, f"{ROOT}/up": f"{ROOT}/data/up", f"{ROOT}/up/2026": f"{ROOT}/data/up/2026"},
+            f"{ROOT}/data/up/2026",
+        ),
+        # the docroot itself may be a symlink (/var/www/site -> /srv/site): its real path is the reference
+        (
+            {ROOT: "/data/site", f"{ROOT}/up": "/data/site/up", f"{ROOT}/up/2026": "/data/site/up/2026"},
+            "/data/site/up/2026",
+        ),
+    ],
+)
 def test_check_inside_returns_the_real_path_of_a_path_that_stays_inside(real, expected):
     assert check_inside(ROOT, "up/2026", real) == expected
 
 
-@pytest.mark.parametrize("real, named", [
-    ({ROOT: ROOT, f"{ROOT}/up": "/home/other", f"{ROOT}/up/2026": "/home/other/2026"}, "up"),
-    ({ROOT: ROOT, f"{ROOT}/up": f"{ROOT}/up", f"{ROOT}/up/2026": "/"}, "up/2026"),
-    ({ROOT: ROOT, f"{ROOT}/up": "/srv/site2", f"{ROOT}/up/2026": "/srv/site2/2026"}, "up"),
-    # inside, then out through a second link: the first component that leaves is named
-    ({ROOT: ROOT, f"{ROOT}/up": f"{ROOT}/x", f"{ROOT}/up/2026": "/etc"}, "up/2026"),
-])
+@pytest.mark.parametrize(
+    "real, named",
+    [
+        ({ROOT: ROOT, f"{ROOT}/up": "/home/other", f"{ROOT}/up/2026": "/home/other/2026"}, "up"),
+        ({ROOT: ROOT, f"{ROOT}/up": f"{ROOT}/up", f"{ROOT}/up/2026": "/"}, "up/2026"),
+        ({ROOT: ROOT, f"{ROOT}/up": "/srv/site2", f"{ROOT}/up/2026": "/srv/site2/2026"}, "up"),
+        # inside, then out through a second link: the first component that leaves is named
+        ({ROOT: ROOT, f"{ROOT}/up": f"{ROOT}/x", f"{ROOT}/up/2026": "/etc"}, "up/2026"),
+    ],
+)
 def test_check_inside_refuses_the_first_component_leading_outside(real, named):
     with pytest.raises(UsageError, match=f"^{named} in {ROOT} is a symlink to {real[ROOT + '/' + named]}, outside"):
         check_inside(ROOT, "up/2026", real)

@@ -1,5 +1,6 @@
 """web.wait_until: poll until a check holds, N times in a row when a reload lets old and new workers answer in
 turn; htpasswd lines nginx can read."""
+
 from __future__ import annotations
 
 import base64
@@ -17,16 +18,20 @@ def _answers(*values):
     def check():
         calls.append(1)
         return values[min(len(calls), len(values)) - 1]
+
     return check, calls
 
 
-@pytest.mark.parametrize("values, streak, expected, calls", [
-    ((True,), 1, True, 1),
-    ((False, False, True), 1, True, 3),
-    # after a reload: the new config answers, an old worker answers once more, then only the new config
-    ((True, False, True, True, True), 3, True, 5),
-    ((True, False, True, False, True, True, True), 3, True, 7),
-])
+@pytest.mark.parametrize(
+    "values, streak, expected, calls",
+    [
+        ((True,), 1, True, 1),
+        ((False, False, True), 1, True, 3),
+        # after a reload: the new config answers, an old worker answers once more, then only the new config
+        ((True, False, True, True, True), 3, True, 5),
+        ((True, False, True, False, True, True, True), 3, True, 7),
+    ],
+)
 def test_wait_until_returns_once_the_check_holds_streak_times_in_a_row(values, streak, expected, calls):
     check, made = _answers(*values)
     assert web.wait_until(check, timeout=5, interval=0, streak=streak) is expected

@@ -1,5 +1,6 @@
 """Notification channels against real local servers: an HTTP receiver (webhook, Telegram Bot API stand-in)
 and an SMTP server (aiosmtpd). No mocks: what is asserted is what arrived."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.posts.append({"path": self.path, "body": json.loads(body or b"null"),
-                                       "type": self.headers.get("Content-Type")})
+                receiver.posts.append(
+                    {"path": self.path, "body": json.loads(body or b"null"), "type": self.headers.get("Content-Type")}
+                )
                 self.send_response(receiver.status)
                 self.end_headers()
                 self.wfile.write(receiver.answer if receiver.status < 400 else self.path.encode())
@@ -68,8 +70,17 @@ def smtp():
     controller.stop()
 
 
-RUN = {"site": "shop", "env": "production", "kind": "backup", "host": "web1", "task": "10001", "operation_id": 42,
-       "status": "failed", "error": "shop/production: database dump failed (exit 2): Access denied", "catch_up": True}
+RUN = {
+    "site": "shop",
+    "env": "production",
+    "kind": "backup",
+    "host": "web1",
+    "task": "10001",
+    "operation_id": 42,
+    "status": "failed",
+    "error": "shop/production: database dump failed (exit 2): Access denied",
+    "catch_up": True,
+}
 
 
 def test_a_webhook_receives_the_event_as_json(receiver):
@@ -83,19 +94,28 @@ def test_a_webhook_receives_the_event_as_json(receiver):
 
 
 def test_channels_get_only_the_events_they_subscribed_to(receiver):
-    notifier = Notifier([{"type": "webhook", "url": receiver.url + "/default"},
-                         {"type": "webhook", "url": receiver.url + "/health", "on": ["health"]}])
+    notifier = Notifier(
+        [
+            {"type": "webhook", "url": receiver.url + "/default"},
+            {"type": "webhook", "url": receiver.url + "/health", "on": ["health"]},
+        ]
+    )
     notifier.send(events.recovery(RUN | {"status": "ok"}))
-    notifier.send(events.health({"site": "shop", "env": "production", "healthy": False,
-                                 "problems": ["no good backup recorded"]}))
-    assert [(p["path"], p["body"]["event"]) for p in receiver.posts] == [("/default", "recovery"),
-                                                                         ("/health", "health")]
+    notifier.send(
+        events.health({"site": "shop", "env": "production", "healthy": False, "problems": ["no good backup recorded"]})
+    )
+    assert [(p["path"], p["body"]["event"]) for p in receiver.posts] == [
+        ("/default", "recovery"),
+        ("/health", "health"),
+    ]
 
 
 def test_a_failing_webhook_is_reported_not_raised(receiver, caplog):
     receiver.status = 500
-    notifier = Notifier([{"type": "webhook", "url": receiver.url + "/x"},
-                         {"type": "webhook", "url": "http://127.0.0.1:9/closed"}], retry_delay=0)
+    notifier = Notifier(
+        [{"type": "webhook", "url": receiver.url + "/x"}, {"type": "webhook", "url": "http://127.0.0.1:9/closed"}],
+        retry_delay=0,
+    )
     first, second = notifier.send(events.failure(RUN))
     assert not first["ok"] and first["error"].startswith("HTTP 500") and len(receiver.posts) == 2  # retried once
     assert not second["ok"] and "refused" in second["error"].lower()
@@ -120,8 +140,14 @@ def test_telegram_posts_to_the_bot_api_and_masks_the_token(receiver):
 
 
 def test_email_arrives_with_subject_and_body(smtp):
-    channel = {"type": "email", "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "from": "orch@agency.example",
-               "to": ["ops@agency.example", "pm@agency.example"], "on": ["failure"]}
+    channel = {
+        "type": "email",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "from": "orch@agency.example",
+        "to": ["ops@agency.example", "pm@agency.example"],
+        "on": ["failure"],
+    }
     (result,) = Notifier([channel], retry_delay=0).send(events.failure(RUN))
     assert result["ok"], result
     ((rcpts, message),) = smtp.messages
@@ -131,17 +157,27 @@ def test_email_arrives_with_subject_and_body(smtp):
 
 
 def test_email_never_sends_a_password_without_tls(smtp):
-    channel = {"type": "email", "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "from": "orch@agency.example",
-               "to": ["ops@agency.example"], "user": "orch", "password": Secret("smtp-secret-pw", "test")}
+    channel = {
+        "type": "email",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "from": "orch@agency.example",
+        "to": ["ops@agency.example"],
+        "user": "orch",
+        "password": Secret("smtp-secret-pw", "test"),
+    }
     (result,) = Notifier([channel], attempts=1).send(events.failure(RUN))
     assert not result["ok"] and "STARTTLS" in result["error"] and smtp.messages == []
 
 
 def test_the_digest_and_test_events_read_well():
-    summary = {"hours": 24, "since": "x", "actions": {"backup": {"ok": 40, "failed": 1}},
-               "failures": [{"action": "backup", "site": "shop", "env": "production", "started_at": "t",
-                             "error": "boom"}],
-               "unhealthy": [{"site": "shop", "env": "production", "problems": ["no good backup recorded"]}]}
+    summary = {
+        "hours": 24,
+        "since": "x",
+        "actions": {"backup": {"ok": 40, "failed": 1}},
+        "failures": [{"action": "backup", "site": "shop", "env": "production", "started_at": "t", "error": "boom"}],
+        "unhealthy": [{"site": "shop", "env": "production", "problems": ["no good backup recorded"]}],
+    }
     digest = events.digest(summary)
     assert digest["title"] == "orch digest: 1 failed, 1 unhealthy"
     assert "backup 40 ok / 1 failed" in digest["text"] and "UNHEALTHY: shop/production" in digest["text"]

@@ -1,5 +1,6 @@
 """The tamper-evident chain over operations, steps and artifacts: built as rows become final, verified link by
 link, on SQLite and PostgreSQL, with concurrent writers."""
+
 import socket
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_a_row_joins_the_chain_only_when_final(oplog):
     step_ctx = op.step("dump")
     step = step_ctx.__enter__()
     assert chain.current_head(oplog.engine).seq == 0
-    step.output("progress")                      # running rows may still change
+    step.output("progress")  # running rows may still change
     step_ctx.__exit__(None, None, None)
     assert chain.current_head(oplog.engine).seq == 1
     step.output("late output is not written into a linked row")
@@ -153,17 +154,32 @@ def test_reordered_steps_of_an_operation_are_named(oplog):
 
 def test_a_final_row_written_outside_orch_is_named(oplog):
     op_id = record(oplog)
-    sql(oplog, "INSERT INTO artifacts (operation_id, kind, ident, created_at) "
-               "VALUES (:op, 'backup', 'forged', '2026-01-01 00:00:00')", op=op_id)
+    sql(
+        oplog,
+        "INSERT INTO artifacts (operation_id, kind, ident, created_at) "
+        "VALUES (:op, 'backup', 'forged', '2026-01-01 00:00:00')",
+        op=op_id,
+    )
     _, broken = chain.verify(oplog.engine)
     assert broken.kind == "artifact" and "not in the chain" in broken.problem
 
 
 def test_reaped_operations_join_the_chain(oplog):
     with oplog.engine.begin() as conn:
-        conn.execute(schema.operations.insert().values(
-            task="1", site="shop", env=None, action="backup", actor="x@y", host=socket.gethostname(),
-            pid=2 ** 22 + 7, params={}, started_at=datetime.now(UTC), status="running"))
+        conn.execute(
+            schema.operations.insert().values(
+                task="1",
+                site="shop",
+                env=None,
+                action="backup",
+                actor="x@y",
+                host=socket.gethostname(),
+                pid=2**22 + 7,
+                params={},
+                started_at=datetime.now(UTC),
+                status="running",
+            )
+        )
     assert oplog.reap() == 1
     assert chain.verify(oplog.engine) == (chain.Head(1, chain.current_head(oplog.engine).hash), None)
 
@@ -178,11 +194,27 @@ def test_an_oplog_written_before_the_chain_is_chained_when_migrated(tmp_path):
             migration(conn)
         now = datetime.now(UTC)
         for n in range(3):
-            op = conn.execute(schema.operations.insert().values(
-                task="7", site="shop", env=None, action="backup", actor="a@b", host="h", pid=1, params={},
-                started_at=now, finished_at=now, duration=1.0, status="ok")).inserted_primary_key[0]
-            conn.execute(schema.steps.insert().values(operation_id=op, seq=1, name="dump", started_at=now,
-                                                      finished_at=now, status="ok", output=f"{n}"))
+            op = conn.execute(
+                schema.operations.insert().values(
+                    task="7",
+                    site="shop",
+                    env=None,
+                    action="backup",
+                    actor="a@b",
+                    host="h",
+                    pid=1,
+                    params={},
+                    started_at=now,
+                    finished_at=now,
+                    duration=1.0,
+                    status="ok",
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                schema.steps.insert().values(
+                    operation_id=op, seq=1, name="dump", started_at=now, finished_at=now, status="ok", output=f"{n}"
+                )
+            )
     engine.dispose()
     with Oplog(url) as oplog:
         head, broken = chain.verify(oplog.engine)
@@ -207,8 +239,15 @@ def test_concurrent_writers_keep_one_valid_chain(url):
     with Oplog(url):
         pass  # migrate once, so the writers race on the chain and not on the first open
     writers, count = 3, 15
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), url, str(n), str(count)],
-                              cwd=REPO, stderr=subprocess.PIPE, text=True) for n in range(writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WRITER), url, str(n), str(count)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(writers)
+    ]
     errors = [proc.communicate(timeout=300)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * writers, errors
     with Oplog(url) as oplog:
@@ -241,8 +280,7 @@ def test_orch_log_verify_prints_the_head_or_names_the_row(tmp_path, capsys, monk
 
 def test_the_task_report_carries_the_chain_head_and_the_cost(tmp_path, capsys, monkeypatch):
     (tmp_path / "sites").mkdir()
-    (tmp_path / "inventory.yaml").write_text("oplog: sqlite:///oplog.db\n"
-                                             "billing: {currency: EUR, hourly_rate: 3600}\n")
+    (tmp_path / "inventory.yaml").write_text("oplog: sqlite:///oplog.db\nbilling: {currency: EUR, hourly_rate: 3600}\n")
     monkeypatch.chdir(tmp_path)
     with Oplog(f"sqlite:///{tmp_path}/oplog.db") as oplog:
         record(oplog)

@@ -1,4 +1,5 @@
 """The registry of run-time environments, and the migration that adds it to an existing oplog."""
+
 import sqlalchemy as sa
 
 from orchestrator.oplog import Oplog, schema
@@ -6,9 +7,16 @@ from orchestrator.oplog import Oplog, schema
 
 def test_an_environment_is_recorded_updated_and_destroyed(tmp_path):
     oplog = Oplog(f"sqlite:///{tmp_path}/oplog.db")
-    oplog.record_env("shop", "t14883", task="14883", host="stage1", path="/srv/stage/shop/t14883",
-                     url="https://t14883.shop.stage.example", database={"engine": "mysql", "name": "shop_t14883"},
-                     details={"backup_id": "b1"})
+    oplog.record_env(
+        "shop",
+        "t14883",
+        task="14883",
+        host="stage1",
+        path="/srv/stage/shop/t14883",
+        url="https://t14883.shop.stage.example",
+        database={"engine": "mysql", "name": "shop_t14883"},
+        details={"backup_id": "b1"},
+    )
     oplog.update_env("shop", "t14883", vhost="/etc/nginx/t14883.conf")
     (env,) = oplog.envs("shop")
     assert env["details"] == {"backup_id": "b1", "vhost": "/etc/nginx/t14883.conf"}
@@ -44,16 +52,19 @@ def test_a_held_lock_is_renewed_by_the_heartbeat_and_released_at_the_end(tmp_pat
 
     from orchestrator.oplog import locks as site_locks
     from orchestrator.oplog import run
+
     oplog = Oplog(f"sqlite:///{tmp_path}/oplog.db")
     original = run._Heartbeat.__init__
 
     def fast(self, *args, **kwargs):
         original(self, *args, **kwargs)
         self.ttl = 0.3  # beat every 0.1 s
+
     run._Heartbeat.__init__ = fast
     try:
         with run.locked_operation(oplog, site="shop", task="1", env="production", action="backup"):
             from datetime import datetime, timezone
+
             first = oplog.locks()[0]["expires_at"]
             time.sleep(0.35)
             renewed = oplog.locks()[0]["expires_at"]

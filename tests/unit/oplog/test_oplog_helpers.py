@@ -1,4 +1,5 @@
 """Helpers of the oplog that need no database: text cleaning, process liveness, exit statuses."""
+
 import os
 import subprocess
 import sys
@@ -41,14 +42,17 @@ def test_a_zombie_counts_as_dead():
         proc.wait()
 
 
-@pytest.mark.parametrize(("exc", "status"), [
-    (None, "ok"),
-    (RuntimeError("x"), "failed"),
-    (KeyboardInterrupt(), "interrupted"),
-    (SystemExit(0), "ok"),
-    (SystemExit(None), "ok"),
-    (SystemExit(143), "interrupted"),
-    (SystemExit("message"), "interrupted"),
-])
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (None, "ok"),
+        (RuntimeError("x"), "failed"),
+        (KeyboardInterrupt(), "interrupted"),
+        (SystemExit(0), "ok"),
+        (SystemExit(None), "ok"),
+        (SystemExit(143), "interrupted"),
+        (SystemExit("message"), "interrupted"),
+    ],
+)
 def test_how_a_block_ended_decides_its_status(exc, status):
     assert exit_status(exc) == status

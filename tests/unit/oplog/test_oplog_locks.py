@@ -1,4 +1,5 @@
 """Site locks and the reaper, including real processes racing, crashing and being killed."""
+
 import os
 import signal
 import subprocess
@@ -48,12 +49,33 @@ def plant_lock(oplog, *, site="shinglas", host="web-admin", pid=123, expires_in=
     acquired = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
     with oplog.engine.begin() as conn:
         if op_id is not None:
-            conn.execute(schema.operations.insert().values(
-                id=op_id, task="14883", site=site, env="production", action="backup", actor=f"alice@{host}",
-                host=host, pid=pid, params={}, started_at=acquired, status="running"))
-        conn.execute(schema.locks.insert().values(
-            site=site, task="14883", operation_id=op_id, holder=f"alice@{host}", host=host, pid=pid,
-            acquired_at=acquired, expires_at=datetime.now(UTC) + expires_in))
+            conn.execute(
+                schema.operations.insert().values(
+                    id=op_id,
+                    task="14883",
+                    site=site,
+                    env="production",
+                    action="backup",
+                    actor=f"alice@{host}",
+                    host=host,
+                    pid=pid,
+                    params={},
+                    started_at=acquired,
+                    status="running",
+                )
+            )
+        conn.execute(
+            schema.locks.insert().values(
+                site=site,
+                task="14883",
+                operation_id=op_id,
+                holder=f"alice@{host}",
+                host=host,
+                pid=pid,
+                acquired_at=acquired,
+                expires_at=datetime.now(UTC) + expires_in,
+            )
+        )
 
 
 def spawn(code: str, *args: str, **kwargs) -> subprocess.Popen:
@@ -80,6 +102,7 @@ def wait_for(paths: list[Path], timeout: float = 60) -> None:
 
 # -- in one process ----------------------------------------------------------------------------------------------
 
+
 def test_a_lock_is_taken_listed_and_released(oplog):
     op = oplog.start(task="14883", site="shinglas", env="production", action="backup")
     oplog.acquire_lock("shinglas", task="14883", operation_id=op.id)
@@ -98,8 +121,10 @@ def test_a_held_lock_says_who_holds_it(oplog):
     op = oplog.start(task="1", site="shinglas", env=None, action="restore")
     with pytest.raises(LockHeld) as caught:
         oplog.acquire_lock("shinglas", task="1", operation_id=op.id)
-    assert str(caught.value) == ("site 'shinglas' is locked by alice@web-admin (pid 123) for task 14883 "
-                                 "since 2026-11-27 10:00 UTC (operation 42, backup)")
+    assert str(caught.value) == (
+        "site 'shinglas' is locked by alice@web-admin (pid 123) for task 14883 "
+        "since 2026-11-27 10:00 UTC (operation 42, backup)"
+    )
     assert caught.value.exit_code == 3
 
 
@@ -146,6 +171,7 @@ def test_a_live_lock_of_another_machine_is_not_reclaimed_even_with_a_dead_local_
 
 def test_a_lock_of_a_dead_local_process_is_reclaimed(oplog):
     from orchestrator.oplog.process import machine
+
     plant_lock(oplog, host=machine(), pid=dead_pid())
     oplog.acquire_lock("shinglas", task="2", operation_id=None)
     assert oplog.locks()[0]["pid"] == os.getpid()
@@ -154,13 +180,18 @@ def test_a_lock_of_a_dead_local_process_is_reclaimed(oplog):
 def test_force_unlock_refuses_a_live_holder_unless_live_and_removes_a_stale_one(oplog):
     from orchestrator.errors import Refused
     from orchestrator.oplog.process import machine
+
     plant_lock(oplog, expires_in=timedelta(minutes=14))  # another machine, heartbeat a minute ago
     with pytest.raises(Refused, match=r"heartbeat from web-admin is fresh \(renewed about 1 min ago.*--force"):
         oplog.force_unlock("shinglas", task="777")
     assert [lock["pid"] for lock in oplog.locks()] == [123]
     removed = oplog.force_unlock("shinglas", task="777", live=True)
     assert (removed["holder"], removed["pid"], removed["operation_id"], removed["stale"]) == (
-        "alice@web-admin", 123, 42, False)
+        "alice@web-admin",
+        123,
+        42,
+        False,
+    )
     assert oplog.locks() == []
     assert oplog.force_unlock("shinglas", task="777") is None
 
@@ -177,6 +208,7 @@ def test_force_unlock_refuses_a_live_holder_unless_live_and_removes_a_stale_one(
 
 
 # -- locked_operation ------------------------------------------------------------------------------------------
+
 
 def test_locked_operation_holds_the_lock_while_it_runs(oplog):
     with locked_operation(oplog, site="a", task="5", env="production", action="backup", params={"x": 1}) as op:

@@ -1,12 +1,21 @@
 """The outbox of tracker notes: queued once per key, claimed by one process at a time, retried with backoff."""
+
 from datetime import UTC, datetime
 
 from orchestrator.oplog import Oplog, outbox
 
 
 def queue(oplog, key="k1"):
-    return outbox.add(oplog.engine, key=key, operation_id=None, task="14883", site="shop",
-                      tracker="redmine:http://r", issue="14883", payload={"text": "done"})
+    return outbox.add(
+        oplog.engine,
+        key=key,
+        operation_id=None,
+        task="14883",
+        site="shop",
+        tracker="redmine:http://r",
+        issue="14883",
+        payload={"text": "done"},
+    )
 
 
 def test_a_note_is_queued_once_per_key(tmp_path):
@@ -22,7 +31,7 @@ def test_a_claimed_note_is_not_claimed_again_until_released(tmp_path):
         (row,) = outbox.claim_due(oplog.engine)
         assert outbox.claim_due(oplog.engine) == []
         outbox.failed(oplog.engine, row["id"], "connection refused", row["attempts"])
-        assert outbox.claim_due(oplog.engine) == []          # not due: backoff
+        assert outbox.claim_due(oplog.engine) == []  # not due: backoff
         (again,) = outbox.claim_due(oplog.engine, everything=True)  # `orch tracker retry`
         assert again["attempts"] == 1 and again["last_error"] == "connection refused"
         assert datetime.fromisoformat(again["next_attempt_at"]) > datetime.now(UTC)

@@ -1,4 +1,5 @@
 """The PM's task report renders real operations, escapes what users typed, and adds up time."""
+
 from orchestrator.oplog import Oplog, report
 
 
@@ -31,12 +32,15 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     assert page.count("<tr>") == 3  # header + two operations
 
 
-PAGE = ("<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title><style>td|th{color:red}</style></head>\n"
-        "<body><h1>502 &amp; gone</h1><script>alert('x|y')</script>" + "<p>more</p>\n" * 200 + "</body></html>")
+PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title><style>td|th{color:red}</style></head>\n"
+    "<body><h1>502 &amp; gone</h1><script>alert('x|y')</script>" + "<p>more</p>\n" * 200 + "</body></html>"
+)
 
 
 def test_one_line_reduces_an_html_page_to_its_text_and_cuts_it():
     from orchestrator.oplog.text import one_line
+
     assert one_line(f"restic: {PAGE}", 60) == "restic: 502 Bad Gateway 502 & gone more more more more more…"
     assert one_line("a\n  b\tc", 10) == "a b c" and one_line(None, 5) == ""
     assert one_line("expected <value> here", 40) == "expected <value> here", "not a page: kept as written"

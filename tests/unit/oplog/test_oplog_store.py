@@ -1,4 +1,5 @@
 """The oplog store: migrations, operations, steps, artifacts, queries, masking — on SQLite and PostgreSQL."""
+
 import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,8 +11,22 @@ from orchestrator.masking import register_secret
 from orchestrator.oplog import CURRENT_VERSION, OperationNotFound, Oplog, SchemaTooNew, schema
 from orchestrator.oplog.text import OUTPUT_LIMIT
 
-OPERATION_KEYS = {"id", "task", "site", "env", "action", "actor", "host", "started_at", "finished_at", "duration",
-                  "status", "error", "catch_up", "params"}
+OPERATION_KEYS = {
+    "id",
+    "task",
+    "site",
+    "env",
+    "action",
+    "actor",
+    "host",
+    "started_at",
+    "finished_at",
+    "duration",
+    "status",
+    "error",
+    "catch_up",
+    "params",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -59,10 +74,16 @@ def version_of(oplog):
 
 # -- migrations ------------------------------------------------------------------------------------------------
 
+
 def test_a_fresh_database_gets_the_current_schema_version(oplog):
     assert version_of(oplog) == [CURRENT_VERSION]
     assert set(sa.inspect(oplog.engine).get_table_names()) >= {
-        "schema_version", "operations", "steps", "artifacts", "locks"}
+        "schema_version",
+        "operations",
+        "steps",
+        "artifacts",
+        "locks",
+    }
 
 
 def test_reopening_a_current_database_changes_nothing(open_oplog):
@@ -108,6 +129,7 @@ def test_sqlite_creates_the_folder_and_uses_wal(tmp_path):
 
 def test_postgresql_urls_get_psycopg_3():
     from orchestrator.oplog.engine import normalize_url
+
     assert normalize_url("postgresql://u:p@h/db").drivername == "postgresql+psycopg"
     assert normalize_url("postgres://u:p@h/db").drivername == "postgresql+psycopg"
     assert normalize_url("postgresql+psycopg://u:p@h/db").drivername == "postgresql+psycopg"
@@ -115,6 +137,7 @@ def test_postgresql_urls_get_psycopg_3():
 
 def test_sqlite_paths_may_start_with_a_tilde(monkeypatch, tmp_path):
     from orchestrator.oplog.engine import normalize_url
+
     monkeypatch.setenv("HOME", str(tmp_path))
     assert normalize_url("sqlite:///~/state/oplog.db").database == f"{tmp_path}/state/oplog.db"
     assert normalize_url("~/oplog.db").database == f"{tmp_path}/oplog.db"
@@ -122,10 +145,12 @@ def test_sqlite_paths_may_start_with_a_tilde(monkeypatch, tmp_path):
 
 # -- operations and steps ----------------------------------------------------------------------------------------
 
+
 def test_an_operation_records_who_where_when_and_how_long(oplog):
     before = datetime.now(UTC)
-    with oplog.start(task=14883, site="shinglas", env="production", action="backup",
-                     params={"storage": "offsite"}, catch_up=True) as op:
+    with oplog.start(
+        task=14883, site="shinglas", env="production", action="backup", params={"storage": "offsite"}, catch_up=True
+    ) as op:
         pass
     [row] = oplog.operations()
     assert set(row) == OPERATION_KEYS
@@ -166,11 +191,9 @@ def test_an_exception_fails_the_step_and_the_operation_and_propagates(oplog):
     assert step["output"] == "dumping...\nerror: disk full"
 
 
-@pytest.mark.parametrize(("exc", "status"), [
-    (KeyboardInterrupt(), "interrupted"),
-    (SystemExit(2), "interrupted"),
-    (SystemExit(0), "ok"),
-])
+@pytest.mark.parametrize(
+    ("exc", "status"), [(KeyboardInterrupt(), "interrupted"), (SystemExit(2), "interrupted"), (SystemExit(0), "ok")]
+)
 def test_ctrl_c_and_exits_record_interrupted_or_ok(oplog, exc, status):
     with pytest.raises(type(exc)):
         with oplog.start(task="1", site="a", env=None, action="backup") as op:
@@ -232,7 +255,9 @@ def test_artifacts_are_recorded_in_order(oplog):
         op.artifact("dump", "a.sql.zst")
     artifacts = oplog.operation(op.id)["artifacts"]
     assert [(a["kind"], a["ident"], a["size"]) for a in artifacts] == [
-        ("snapshot", "4f2a9c", 10 * 2**40), ("dump", "a.sql.zst", None)]
+        ("snapshot", "4f2a9c", 10 * 2**40),
+        ("dump", "a.sql.zst", None),
+    ]
     assert artifacts[0]["details"] == {"repo": "offsite", "paths": ["/var/www"]}
     assert artifacts[1]["details"] == {}
     assert datetime.fromisoformat(artifacts[0]["created_at"]).utcoffset() == timedelta(0)
@@ -240,11 +265,13 @@ def test_artifacts_are_recorded_in_order(oplog):
 
 # -- masking ---------------------------------------------------------------------------------------------------
 
+
 def test_secrets_never_reach_the_database(oplog, secret):
     quoted = register_secret(f'p"a\\ss-{uuid.uuid4().hex}')  # JSON escapes this one: masking must not miss it
     with pytest.raises(RuntimeError):
-        with oplog.start(task="1", site="a", env=None, action="backup",
-                         params={"dsn": f"mysql://u:{secret}@h/db", "other": quoted}) as op:
+        with oplog.start(
+            task="1", site="a", env=None, action="backup", params={"dsn": f"mysql://u:{secret}@h/db", "other": quoted}
+        ) as op:
             op.artifact("link", f"https://x/?sig={secret}", details={"auth": [secret, {quoted: 1}]})
             with op.step(f"login {secret}") as step:
                 step.output(f"using password {secret[:10]}")
@@ -265,6 +292,7 @@ def test_secrets_never_reach_the_database(oplog, secret):
 
 
 # -- queries ---------------------------------------------------------------------------------------------------
+
 
 def make_history(oplog):
     plan = [("100", "a", "backup"), ("100", "a", "staging"), ("200", "b", "backup"), ("100", "b", "promote")]
@@ -298,8 +326,7 @@ def test_operations_with_details_carry_steps_and_artifacts(oplog):
     plain, detailed = oplog.operations(), oplog.operations(with_details=True)
     assert all("steps" not in op for op in plain)
     assert [set(op) for op in detailed] == [OPERATION_KEYS | {"steps", "artifacts"}] * 4
-    assert set(detailed[0]["steps"][0]) == {"seq", "name", "started_at", "finished_at", "duration", "status",
-                                             "output"}
+    assert set(detailed[0]["steps"][0]) == {"seq", "name", "started_at", "finished_at", "duration", "status", "output"}
 
 
 def test_an_unknown_operation_id_is_a_clear_error(oplog):

@@ -1,4 +1,5 @@
 """The Command type: hostile values stay single arguments; secrets never reach argv or logs."""
+
 import os
 import subprocess
 from pathlib import Path
@@ -57,7 +58,7 @@ def test_a_secret_reaches_the_process_environment_but_not_its_argv(local):
     cmd = Command("sh", "-c", 'printf %s "$DB_PW"; cat /proc/$$/cmdline').env(DB_PW=Sensitive(secret))
     out = local.run(cmd).stdout
     assert out.startswith(secret.encode())
-    assert secret.encode() not in out[len(secret.encode()):]  # not in the shell's own cmdline
+    assert secret.encode() not in out[len(secret.encode()) :]  # not in the shell's own cmdline
     assert secret not in cmd.script()
     assert secret not in " ".join(cmd.argv())
     assert "DB_PW=***" in cmd.masked() and secret not in cmd.masked()
@@ -66,8 +67,9 @@ def test_a_secret_reaches_the_process_environment_but_not_its_argv(local):
 def test_a_secret_is_not_visible_in_ps_while_the_command_runs(local, tmp_path):
     secret = "ps-visible-canary-4711"
     marker = tmp_path / "started"
-    cmd = Command("sh", "-c", f'touch {marker}; sleep 2').env(TOKEN=Sensitive(secret))
+    cmd = Command("sh", "-c", f"touch {marker}; sleep 2").env(TOKEN=Sensitive(secret))
     import threading
+
     runner = threading.Thread(target=local.run, args=(cmd,))
     runner.start()
     while not marker.exists():

@@ -1,5 +1,6 @@
 """The local connector under its watchdog: one wall-clock timeout over both streams, the stall rule, and commands
 that die with their orchestrator (kill -9, or frozen)."""
+
 import os
 import signal
 import subprocess
@@ -124,6 +125,7 @@ def test_a_slow_stdin_source_does_not_make_the_command_look_dead(tmp_path):
                 sink.flush()
 
     import threading
+
     threading.Thread(target=trickle, daemon=True).start()
     with open(read_end, "rb") as source:
         result = LocalConnector(stall=1).run(Command("cat"), stdin=source)
@@ -157,8 +159,7 @@ ORCHESTRATOR = textwrap.dedent("""
 
 
 def start_orchestrator(pids: Path, stall: float = 600) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, str(pids), str(stall)],
-                            cwd=Path(__file__).parents[3])
+    return subprocess.Popen([sys.executable, "-c", ORCHESTRATOR, str(pids), str(stall)], cwd=Path(__file__).parents[3])
 
 
 def test_kill_9_of_the_orchestrator_stops_its_commands(tmp_path):
@@ -223,6 +224,7 @@ def test_raw_shell_runs_under_the_watchdog_too():
 
 def test_progress_means_real_work_not_an_idle_runtime_ticking():
     from orchestrator.backends.remote.watchdog import progressed
+
     idle = {10: (6949, 15), 11: (0, 3)}
     assert not progressed(idle, {10: (6951, 15), 11: (0, 3)})  # restic waiting: a byte now and then
     assert progressed(idle, {10: (6949 + 65536, 15), 11: (0, 3)})  # it reads and writes
@@ -234,7 +236,10 @@ def test_progress_means_real_work_not_an_idle_runtime_ticking():
 def test_a_host_without_python3_is_told_plainly(monkeypatch, tmp_path):
     """What the watchdog's start looks like where python3 is missing: the shell cannot find it (127)."""
     from orchestrator.backends.remote import HostLost
-    monkeypatch.setattr("orchestrator.backends.remote.local.watched_argv",
-                        lambda cmd, limits, python: ["env", f"PATH={tmp_path}", "/bin/bash", "-c", "python3 -I"])
+
+    monkeypatch.setattr(
+        "orchestrator.backends.remote.local.watched_argv",
+        lambda cmd, limits, python: ["env", f"PATH={tmp_path}", "/bin/bash", "-c", "python3 -I"],
+    )
     with pytest.raises(HostLost, match="local: has no python3, which orch needs"):
         LocalConnector().run(Command("true"), check=False)

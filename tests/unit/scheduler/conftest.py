@@ -1,4 +1,5 @@
 """Fixtures of the scheduler tests (helpers live in schedkit.py: `conftest` is not a unique module name)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Helpers of the scheduler tests: a local inventory (local-connector hosts, SQLite oplog), schedules seconds ahead, and
 actions replaced by fakes that record real operations in the real oplog."""
+
 from __future__ import annotations
 
 import time
@@ -41,8 +42,10 @@ class Kit:
         self.base = {
             "oplog": "sqlite:///state/oplog.db",
             "storage": {"local": {"type": "local", "path": "/var/backups/orch", "password": "pw-unit-test"}},
-            "hosts": {"one": {"connector": "local", "max_parallel": 1},
-                      "two": {"connector": "local", "max_parallel": 2}},
+            "hosts": {
+                "one": {"connector": "local", "max_parallel": 1},
+                "two": {"connector": "local", "max_parallel": 2},
+            },
             "defaults": {"backup": {"storage": "local"}},
             "scheduler": {"jitter": 0, "misfire_grace": 60, "max_parallel": 4},
         }
@@ -85,8 +88,9 @@ class FakeActions:
 
     def __call__(self, kind):
         def action(oplog, t, *, task, catch_up):
-            with locked_operation(oplog, site=t.site.name, env=t.env.name, task=task, action=kind,
-                                  catch_up=catch_up) as op:
+            with locked_operation(
+                oplog, site=t.site.name, env=t.env.name, task=task, action=kind, catch_up=catch_up
+            ) as op:
                 if self.release is not None:
                     self.release.wait(30)
                 else:
@@ -96,4 +100,5 @@ class FakeActions:
                 if kind == "backup":
                     op.artifact("backup", f"b-{op.id}", size=10, details={"files": {"size": 100}})
             return {}
+
         return action

@@ -1,4 +1,5 @@
 """The daemon in-process: real APScheduler, real SQLite oplog and job store, fake (but oplog-recording) actions."""
+
 from __future__ import annotations
 
 import json
@@ -37,25 +38,30 @@ def overlap(a, b) -> bool:
 def test_jobs_run_at_their_time_one_at_a_time_on_a_max_parallel_1_host(kit, fake_actions, daemons):
     fake_actions.duration = 0.6
     when = cron_at(2)
-    kit.write(kit.site("a", "one", when), kit.site("b", "one", when), kit.site("c", "one", when),
-              kit.site("d", "two", when))
+    kit.write(
+        kit.site("a", "one", when), kit.site("b", "one", when), kit.site("c", "one", when), kit.site("d", "two", when)
+    )
     daemon = start(kit, daemons)
     ops = wait_for(lambda: backups(daemon.runtime.oplog, 4), timeout=12)
     assert {op["site"] for op in ops} == {"a", "b", "c", "d"}
     assert all(op["status"] == "ok" and op["task"] == "700" and not op["catch_up"] for op in ops)
     on_one = spans([op for op in ops if op["site"] != "d"])
-    assert not any(overlap(x, y) for i, x in enumerate(on_one) for y in on_one[i + 1:]), on_one
+    assert not any(overlap(x, y) for i, x in enumerate(on_one) for y in on_one[i + 1 :]), on_one
     (on_two,) = spans([op for op in ops if op["site"] == "d"])
     assert any(overlap(on_two, x) for x in on_one), "host two should not wait for host one"
 
 
 def test_the_global_limit_holds_across_hosts(kit, fake_actions, daemons):
     when = cron_at(2)
-    kit.write(kit.site("a", "two", when), kit.site("b", "two", when), kit.site("c", "one", when),
-              scheduler={"jitter": 0, "misfire_grace": 60, "max_parallel": 1})
+    kit.write(
+        kit.site("a", "two", when),
+        kit.site("b", "two", when),
+        kit.site("c", "one", when),
+        scheduler={"jitter": 0, "misfire_grace": 60, "max_parallel": 1},
+    )
     daemon = start(kit, daemons)
     found = spans(wait_for(lambda: backups(daemon.runtime.oplog, 3), timeout=12))
-    assert not any(overlap(x, y) for i, x in enumerate(found) for y in found[i + 1:]), found
+    assert not any(overlap(x, y) for i, x in enumerate(found) for y in found[i + 1 :]), found
 
 
 def test_a_run_missed_while_down_is_caught_up_once_and_marked(kit, fake_actions, daemons):
@@ -109,8 +115,11 @@ def test_a_broken_site_file_is_alerted_at_start_and_its_stored_jobs_fail_loudly(
     server, received = receiver()
     try:
         when = cron_at(4)  # after the first daemon stored the jobs and stopped, even on a busy machine
-        kit.write(kit.site("a", "one", when), kit.site("b", "two", when),
-                  notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"}])
+        kit.write(
+            kit.site("a", "one", when),
+            kit.site("b", "two", when),
+            notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"}],
+        )
         first = start(kit, daemons)
         first.stop()
         (kit.root / "sites" / "b.yaml").write_text("name: b\nenvironments: {production: [broken\n")
@@ -186,9 +195,13 @@ def test_a_failed_run_notifies_failure_and_the_next_good_one_recovery(kit, fake_
     server, received = receiver()
     try:
         fake_actions.failing.add("a")
-        kit.write(kit.site("a", "one", cron_at(1, 3)),
-                  notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"},
-                          {"type": "webhook", "url": "http://127.0.0.1:9/refused"}])
+        kit.write(
+            kit.site("a", "one", cron_at(1, 3)),
+            notify=[
+                {"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"},
+                {"type": "webhook", "url": "http://127.0.0.1:9/refused"},
+            ],
+        )
         daemon = start(kit, daemons)
         wait_for(lambda: backups(daemon.runtime.oplog, 1), timeout=6)
         fake_actions.failing.clear()
@@ -205,8 +218,10 @@ def test_a_failed_run_notifies_failure_and_the_next_good_one_recovery(kit, fake_
 def test_a_run_refused_by_a_held_lock_is_logged_not_alerted_and_no_recovery_follows(kit, fake_actions, daemons):
     server, received = receiver()
     try:
-        kit.write(kit.site("a", "one", cron_at(2, 4)),
-                  notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"}])
+        kit.write(
+            kit.site("a", "one", cron_at(2, 4)),
+            notify=[{"type": "webhook", "url": f"http://127.0.0.1:{server.server_address[1]}/h"}],
+        )
         oplog = kit.oplog()
         oplog.acquire_lock("a", task="1", operation_id=None)  # a person's backup holds the site
         daemon = start(kit, daemons)
@@ -224,10 +239,13 @@ def test_the_daemon_raises_health_alarms_and_sends_the_digest(kit, fake_actions,
     server, received = receiver()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        kit.write(kit.site("never", "one", "0 3 * * *"),
-                  notify=[{"type": "webhook", "url": url + "/alarms", "on": ["health"]},
-                          {"type": "webhook", "url": url + "/digest", "on": ["digest"],
-                           "digest_schedule": cron_at(3)}])  # room for a slow start on a busy machine
+        kit.write(
+            kit.site("never", "one", "0 3 * * *"),
+            notify=[
+                {"type": "webhook", "url": url + "/alarms", "on": ["health"]},
+                {"type": "webhook", "url": url + "/digest", "on": ["digest"], "digest_schedule": cron_at(3)},
+            ],
+        )  # room for a slow start on a busy machine
         start(kit, daemons, health_interval=1)
         wait_for(lambda: {event["event"] for event in received} >= {"health", "digest"}, timeout=12)
     finally:

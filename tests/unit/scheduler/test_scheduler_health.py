@@ -1,4 +1,5 @@
 """Backup health from the oplog, and the daemon's watch that alarms on changes."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -16,21 +17,29 @@ def record(oplog, site, action, status, hours_ago, *, env="production", error=No
     """Record a finished operation that started `hours_ago` before NOW; return its id."""
     op = oplog.start(task="700", site=site, env=env, action=action, params={})
     if action == "backup" and status == "ok":
-        op.artifact("backup", f"b{op.id}", size=5, details={"files": {"size": size}, "db": {"size": 24},
-                                                            "added": 5})
+        op.artifact("backup", f"b{op.id}", size=5, details={"files": {"size": size}, "db": {"size": 24}, "added": 5})
     op.finish(status, error)
     started = NOW - timedelta(hours=hours_ago)
     with oplog.engine.begin() as conn:
-        conn.execute(operations.update().where(operations.c.id == op.id)
-                     .values(started_at=started, finished_at=started + timedelta(seconds=duration), duration=duration))
+        conn.execute(
+            operations.update()
+            .where(operations.c.id == op.id)
+            .values(started_at=started, finished_at=started + timedelta(seconds=duration), duration=duration)
+        )
     return op.id
 
 
 @pytest.fixture
 def fleet(kit):
-    kit.write(kit.site("fresh"), kit.site("stale"), kit.site("never"), kit.site("failing"), kit.site("drill"),
-              kit.site("off", backup={"enabled": False}),
-              kit.site("staged", environments={"staging": {"host": "one", "path": "/srv/s"}}))
+    kit.write(
+        kit.site("fresh"),
+        kit.site("stale"),
+        kit.site("never"),
+        kit.site("failing"),
+        kit.site("drill"),
+        kit.site("off", backup={"enabled": False}),
+        kit.site("staged", environments={"staging": {"host": "one", "path": "/srv/s"}}),
+    )
     oplog = kit.oplog()
     record(oplog, "fresh", "backup", "ok", 3)
     record(oplog, "fresh", "backup", "ok", 1, env="staging-not-monitored")
@@ -48,7 +57,12 @@ def test_each_monitored_site_gets_a_verdict(fleet):
     rows = {row["site"]: row for row in health(*fleet, now=NOW)}
     assert set(rows) == {"fresh", "stale", "never", "failing", "drill"}, "no row for disabled or env-less sites"
     assert {site: row["status"] for site, row in rows.items()} == {
-        "fresh": "ok", "stale": "stale", "never": "missing", "failing": "failing", "drill": "drill-failed"}
+        "fresh": "ok",
+        "stale": "stale",
+        "never": "missing",
+        "failing": "failing",
+        "drill": "drill-failed",
+    }
     assert [site for site, row in rows.items() if row["healthy"]] == ["fresh"]
 
 
@@ -108,9 +122,11 @@ def test_the_digest_counts_the_day_and_lists_failures_and_unhealthy_sites(kit):
 
 
 def test_digest_channels_are_grouped_by_their_schedule():
-    channels = [{"type": "webhook", "url": "http://x", "on": ["digest"]},
-                {"type": "webhook", "url": "http://y", "on": ["failure"]},
-                {"type": "webhook", "url": "http://z", "on": ["digest"], "digest_schedule": "30 7 * * *"}]
+    channels = [
+        {"type": "webhook", "url": "http://x", "on": ["digest"]},
+        {"type": "webhook", "url": "http://y", "on": ["failure"]},
+        {"type": "webhook", "url": "http://z", "on": ["digest"], "digest_schedule": "30 7 * * *"},
+    ]
     assert digest_schedules(channels) == {"0 8 * * *": [0], "30 7 * * *": [2]}
 
 

@@ -1,4 +1,5 @@
 """Rates and costs: time per task, storage per site (`orch usage` prices what it reads)."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,15 @@ def test_time_and_storage_are_priced_only_when_a_rate_is_given():
 
 
 def op(n, start, end, actor="anna@ops1", site="shop"):
-    return {"id": n, "actor": actor, "host": "ops1", "site": site, "duration": end - start,
-            "started_at": f"2026-11-27T10:00:{start:02d}", "finished_at": f"2026-11-27T10:00:{end:02d}"}
+    return {
+        "id": n,
+        "actor": actor,
+        "host": "ops1",
+        "site": site,
+        "duration": end - start,
+        "started_at": f"2026-11-27T10:00:{start:02d}",
+        "finished_at": f"2026-11-27T10:00:{end:02d}",
+    }
 
 
 def test_an_operation_inside_another_is_counted_once():
@@ -33,18 +41,22 @@ def test_orch_usage_prices_the_storage(tmp_path, capsys):
     (repo / "shop").mkdir(parents=True)
     (repo / "shop" / "data").write_bytes(b"x" * 1_000_000)
     (tmp_path / "sites").mkdir()
-    (tmp_path / "sites" / "shop.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "sites" / "shop.yaml").write_text(
+        textwrap.dedent(f"""\
         name: shop
         environments: {{production: {{host: here, path: {tmp_path}/www}}}}
         billing: {{storage_gb_month: 2000}}
-        """))
-    (tmp_path / "inventory.yaml").write_text(textwrap.dedent(f"""\
+        """)
+    )
+    (tmp_path / "inventory.yaml").write_text(
+        textwrap.dedent(f"""\
         oplog: sqlite:///oplog.db
         hosts: {{here: {{connector: local}}}}
         storage: {{local: {{type: local, path: {repo}, password: pw}}}}
         defaults: {{backup: {{storage: local}}}}
         billing: {{currency: EUR, storage_gb_month: 0.05}}
-        """))
+        """)
+    )
     with pytest.raises(SystemExit) as done:
         main(["-i", str(tmp_path / "inventory.yaml"), "--json", "usage"])
     assert done.value.code == 0

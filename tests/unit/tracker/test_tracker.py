@@ -1,5 +1,6 @@
 """Tracker notes: which tracker a site uses, what a note says, and delivery to a real signature-checking
 receiver (retries, idempotency) driven through the real CLI."""
+
 from __future__ import annotations
 
 import json
@@ -23,27 +24,34 @@ SECRET = "hook-secret-7f3a9c"
 
 def write(root: Path, tracker: str, site_tracker: str = "", billing: str = "") -> Path:
     (root / "sites").mkdir(exist_ok=True)
-    (root / "sites" / "shop.yaml").write_text(textwrap.dedent(f"""\
+    (root / "sites" / "shop.yaml").write_text(
+        textwrap.dedent(f"""\
         name: shop
         environments:
           production: {{host: here, path: {root}/www}}
         {site_tracker}
-        """))
-    (root / "sites" / "blog.yaml").write_text(textwrap.dedent(f"""\
+        """)
+    )
+    (root / "sites" / "blog.yaml").write_text(
+        textwrap.dedent(f"""\
         name: blog
         environments:
           production: {{host: here, path: {root}/blog}}
         tracker: {{enabled: false}}
-        """))
+        """)
+    )
     path = root / "inventory.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         oplog: sqlite:///oplog.db
         hosts:
           here: {{connector: local}}
         defaults: {{backup: {{enabled: false}}}}
         serve: {{public_url: "https://orch.agency.test/pm"}}
         {billing}
-        """) + tracker)
+        """)
+        + tracker
+    )
     return path
 
 
@@ -51,8 +59,13 @@ WEBHOOK = f"tracker: {{type: webhook, url: URL, secret: {SECRET}, issue_pattern:
 
 
 def test_a_site_merges_its_tracker_over_the_inventorys_and_may_turn_it_off(tmp_path):
-    inventory = load_inventory(write(tmp_path, WEBHOOK.replace("URL", "http://hooks.test/a"),
-                                     site_tracker="tracker: {url: 'http://hooks.test/shop'}"))
+    inventory = load_inventory(
+        write(
+            tmp_path,
+            WEBHOOK.replace("URL", "http://hooks.test/a"),
+            site_tracker="tracker: {url: 'http://hooks.test/shop'}",
+        )
+    )
     shop = tracker_for(inventory, "shop")
     assert (shop.type, shop.url, shop.issue_for("14883")) == ("webhook", "http://hooks.test/shop", "14883")
     assert shop.issue_for("7") is None and shop.issue_for("scheduler") is None
@@ -97,11 +110,12 @@ def orch(inventory: Path, *args) -> int:
 
 
 def test_finished_operations_post_one_signed_note_each_with_results_cost_link_and_chain(tmp_path, receiver):
-    inventory = write(tmp_path, WEBHOOK.replace("URL", receiver.url),
-                      billing="billing: {currency: EUR, hourly_rate: 90}")
+    inventory = write(
+        tmp_path, WEBHOOK.replace("URL", receiver.url), billing="billing: {currency: EUR, hourly_rate: 90}"
+    )
     assert orch(inventory, "unlock", "shop", "--task", "14883") == 0
-    assert orch(inventory, "unlock", "blog", "--task", "14883") == 0   # tracker off for blog
-    assert orch(inventory, "unlock", "shop", "--task", "7") == 0        # not an issue number by the pattern
+    assert orch(inventory, "unlock", "blog", "--task", "14883") == 0  # tracker off for blog
+    assert orch(inventory, "unlock", "shop", "--task", "7") == 0  # not an issue number by the pattern
     (note,) = receiver.notes.values()
     assert (note["task"], note["issue"], note["site"]) == ("14883", "14883", "shop")
     assert note["operation"]["action"] == "unlock" and note["operation"]["status"] == "ok"
@@ -116,7 +130,7 @@ def test_finished_operations_post_one_signed_note_each_with_results_cost_link_an
 def test_a_receiver_that_is_down_gets_the_note_once_it_is_back(tmp_path, receiver, capsys):
     inventory = write(tmp_path, WEBHOOK.replace("URL", receiver.url))
     receiver.fail_next = 1
-    assert orch(inventory, "unlock", "shop", "--task", "14883") == 0     # the operation is not failed
+    assert orch(inventory, "unlock", "shop", "--task", "14883") == 0  # the operation is not failed
     assert receiver.notes == {}
     assert orch(inventory, "tracker", "status") == 1
     assert "HTTP 503" in capsys.readouterr().out
@@ -124,7 +138,7 @@ def test_a_receiver_that_is_down_gets_the_note_once_it_is_back(tmp_path, receive
     (sent,) = json.loads(capsys.readouterr().out)
     assert sent["status"] == "sent" and list(receiver.notes) == [sent["key"]]
     assert orch(inventory, "tracker", "status") == 0
-    assert orch(inventory, "tracker", "retry") == 0                        # nothing pending: nothing sent
+    assert orch(inventory, "tracker", "retry") == 0  # nothing pending: nothing sent
     assert [status for status, _ in receiver.deliveries] == [503, 200]
 
 
@@ -155,6 +169,7 @@ def test_the_scheduler_sends_due_notes_on_its_hourly_round(tmp_path, receiver):
     from types import SimpleNamespace
 
     from orchestrator.scheduler.daemon import Daemon
+
     inventory = write(tmp_path, WEBHOOK.replace("URL", receiver.url))
     receiver.fail_next = 1
     assert orch(inventory, "unlock", "shop", "--task", "14883") == 0

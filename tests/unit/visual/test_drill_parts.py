@@ -1,4 +1,5 @@
 """Boot drill parts without a testbed: the PHP error log reading, each check URL's verdict, the guard."""
+
 from __future__ import annotations
 
 import subprocess
@@ -57,8 +58,9 @@ def test_a_check_url_must_answer_200_in_time_with_its_marker():
     home = "<link href='/wp-content/x.css'>"
 
     assert c._judge("/", 200, {}, home, 0.2) is None
-    assert c._judge("/", 302, {"Location": "/wp-admin/install.php"}, "", 0.1) == \
-        "answered 302 (to /wp-admin/install.php)"
+    assert (
+        c._judge("/", 302, {"Location": "/wp-admin/install.php"}, "", 0.1) == "answered 302 (to /wp-admin/install.php)"
+    )
     assert c._judge("/", 200, {}, "<html>", 0.2) == "lacks the playbook's health marker"
     assert c._judge("/", 200, {}, home, 7.5) == "took 7.5 s (limit 5 s)"
     assert c._judge("/contact/", 200, {}, "Write to us", 0.1) == "lacks its marker 'Call us'"
@@ -87,8 +89,10 @@ def test_the_guard_removes_the_copy_once_the_drill_process_is_gone(monkeypatch):
 
 def test_drill_schedule_makes_a_scheduler_job_of_its_own():
     from orchestrator.scheduler.jobs import site_schedules
-    site = SimpleNamespace(backup=SimpleNamespace(enabled=True, schedule="0 3 * * *"), verify={}, prune={},
-                           drill={"schedule": "0 4 1 * *"})
+
+    site = SimpleNamespace(
+        backup=SimpleNamespace(enabled=True, schedule="0 3 * * *"), verify={}, prune={}, drill={"schedule": "0 4 1 * *"}
+    )
 
     assert site_schedules(site) == {"backup": "0 3 * * *", "verify": None, "prune": None, "drill": "0 4 1 * *"}
     site.backup.enabled = False

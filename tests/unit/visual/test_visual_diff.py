@@ -1,4 +1,5 @@
 """Changed-pixel shares and diff pictures, on images drawn here (Pillow, no browser)."""
+
 from __future__ import annotations
 
 import pytest

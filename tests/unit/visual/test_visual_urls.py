@@ -1,4 +1,5 @@
 """Check URLs: configured paths win; otherwise the home page plus an even spread of the site's sitemap."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ def sitemap_site(pages: dict[str, tuple[int, dict, str]]):
     def fetch(url):
         asked.append(url)
         return pages.get(url, (404, {}, "not found"))
+
     return fetch, asked
 
 
@@ -41,12 +43,22 @@ def test_without_a_sitemap_only_the_home_page_is_checked():
 def test_a_sitemap_index_is_followed_through_a_redirect_and_sampled_evenly():
     pages = {
         f"{BASE}/sitemap.xml": (301, {"Location": "/wp-sitemap.xml"}, ""),
-        f"{BASE}/wp-sitemap.xml": (200, {}, "<sitemapindex><sitemap><loc>" + BASE
-                                   + "/wp-sitemap-posts-post-1.xml</loc></sitemap><sitemap><loc>"
-                                   "http://elsewhere.example/x.xml</loc></sitemap></sitemapindex>"),
-        f"{BASE}/wp-sitemap-posts-post-1.xml": (200, {}, urlset(
-            BASE + "/", *(f"{BASE}/post-{i}/" for i in range(10)), "http://elsewhere.example/post/",
-            BASE + "/?p=7&amp;preview=1")),
+        f"{BASE}/wp-sitemap.xml": (
+            200,
+            {},
+            "<sitemapindex><sitemap><loc>" + BASE + "/wp-sitemap-posts-post-1.xml</loc></sitemap><sitemap><loc>"
+            "http://elsewhere.example/x.xml</loc></sitemap></sitemapindex>",
+        ),
+        f"{BASE}/wp-sitemap-posts-post-1.xml": (
+            200,
+            {},
+            urlset(
+                BASE + "/",
+                *(f"{BASE}/post-{i}/" for i in range(10)),
+                "http://elsewhere.example/post/",
+                BASE + "/?p=7&amp;preview=1",
+            ),
+        ),
     }
     fetch, asked = sitemap_site(pages)
 

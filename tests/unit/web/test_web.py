@@ -1,5 +1,6 @@
 """The web pages over a real oplog (SQLite), through Starlette's test client: what a PM reads, search,
 security headers, logins, the reverse-proxy prefix, and no secret on any page."""
+
 from __future__ import annotations
 
 import base64
@@ -21,35 +22,38 @@ SECRET = register_secret("db-pw-5e1f0c9a77")
 @pytest.fixture
 def world(tmp_path):
     (tmp_path / "sites").mkdir()
-    (tmp_path / "sites" / "shop.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "sites" / "shop.yaml").write_text(
+        textwrap.dedent(f"""\
         name: shop
         task: 10001
         billing: {{hourly_rate: 120}}
         environments:
           production: {{host: here, path: {tmp_path}/www, url: "https://shop.test",
                         database: {{engine: mysql, name: shop, user: shop, password: {SECRET}}}}}
-        """))
-    (tmp_path / "inventory.yaml").write_text(textwrap.dedent("""\
+        """)
+    )
+    (tmp_path / "inventory.yaml").write_text(
+        textwrap.dedent("""\
         oplog: sqlite:///oplog.db
         hosts: {here: {connector: local}}
         storage: {local: {type: local, path: /nonexistent/orch-test, password: restic-pw-x}}
         defaults: {backup: {storage: local}}
         billing: {currency: EUR, hourly_rate: 60, storage_gb_month: 0.05}
         tracker: {type: redmine, url: "https://redmine.test", api_key: key-9f8e7d}
-        """))
+        """)
+    )
     inventory = load_inventory(tmp_path / "inventory.yaml")
     oplog = Oplog(inventory.oplog_url)
     with oplog.start(task="14883", site="shop", env="production", action="backup") as op:
         with op.step("dump database") as step:
             step.output(f"mysqldump -p{SECRET} ok")
-        op.artifact("backup", "20261127-113837-e011", size=2048,
-                    details={"files": {"size": 1000}, "db": {"size": 500}})
+        op.artifact("backup", "20261127-113837-e011", size=2048, details={"files": {"size": 1000}, "db": {"size": 500}})
     with oplog.start(task="14883", site="shop", env="production", action="promote") as op:
         op.artifact("pre-promotion-backup", "20261127-120000-aaaa", details={"db": "3fa2c1", "files": "9bd0e4"})
         op.artifact("plan", "2 files", size=10, details={"added": ["a.php"], "changed": ["style.css"]})
         op.artifact("rollback", "r3", details={"reason": "health check: 500 on /"})
         op.finish("rolled_back", error="health check: 500 on /")
-    with oplog.start(task="15000", site="shop", env="production", action="backup", ) as op:
+    with oplog.start(task="15000", site="shop", env="production", action="backup") as op:
         op.finish("failed", error="disk full")
     yield inventory, oplog
     oplog.close()
@@ -64,9 +68,20 @@ def test_the_task_page_shows_every_operation_step_artifact_time_cost_and_tracker
     page = client(world).get("/tasks/14883")
     assert page.status_code == 200
     html = page.text
-    for text in ("Task 14883", "backup", "promote", "dump database", "20261127-113837-e011", "a.php", "style.css",
-                 "reason: health check: 500 on /", "rolled_back", "https://redmine.test/issues/14883",
-                 "Oplog chain head", "EUR"):
+    for text in (
+        "Task 14883",
+        "backup",
+        "promote",
+        "dump database",
+        "20261127-113837-e011",
+        "a.php",
+        "style.css",
+        "reason: health check: 500 on /",
+        "rolled_back",
+        "https://redmine.test/issues/14883",
+        "Oplog chain head",
+        "EUR",
+    ):
         assert text in html, text
     assert SECRET not in html and "***" in html
 
@@ -133,8 +148,9 @@ def test_an_operation_run_inside_another_is_shown_as_its_part_and_counted_once(w
     outer.finish("ok")
     ops = oplog.operations(task="16000", oldest_first=True)
     html = client(world).get("/tasks/16000").text
-    assert f"part of <a href=\"#op-{outer.id}\">operation {outer.id}</a>" in html
+    assert f'part of <a href="#op-{outer.id}">operation {outer.id}</a>' in html
     from orchestrator.billing import total_seconds
+
     assert total_seconds(ops) == ops[0]["duration"]
 
 
@@ -146,6 +162,7 @@ def test_the_tasks_list_counts_an_operation_inside_another_once(world):
     time.sleep(0.05)
     outer.finish("ok")
     from orchestrator.web.queries import TaskFilter, tasks
+
     (row,) = tasks(oplog.engine, TaskFilter(number="16001"))[0]
     assert row["seconds"] == oplog.operation(outer.id)["duration"]
 
@@ -154,6 +171,7 @@ def test_pages_read_without_taking_the_write_lock(world, tmp_path):
     import sqlalchemy as sa
 
     from orchestrator.web.reader import read_only
+
     inventory, oplog = world
     reader = read_only(oplog)
     web = TestClient(create_app(reader, inventory))
