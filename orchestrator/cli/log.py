@@ -110,9 +110,12 @@ def _print(ops: list[dict], steps: bool) -> None:
         )
         if op.get("error"):
             click.echo(f"    error: {one_line(op['error'], 1000)}")
-        for step in op.get("steps", []):
+        steps_ = op.get("steps", [])
+        width = max([32, *(len(step["name"]) for step in steps_)])  # one column per operation, however long a name
+        for step in steps_:
             click.echo(
-                f"    {step['seq']:>2}. {step['name']:<32} {step['status']:<11} {human_duration(step.get('duration'))}"
+                f"    {step['seq']:>2}. {step['name']:<{width}} {step['status']:<11} "
+                f"{human_duration(step.get('duration'))}"
             )
             for line in (step.get("output") or "").strip().splitlines()[-3:]:
                 click.echo(f"          {line}")

@@ -79,6 +79,10 @@ def test_every_step_is_shown_and_logged(demo):
         ("verify", "OK"),
     ]
     assert "-> safety-backup:" in log and "-> restored-backup:" in log
+    # each operation's steps line up: the status column starts at one place, however long a step's name
+    verify = log[log.rindex(" verify ") :]
+    columns = {m.start(1) - m.start() for m in re.finditer(r"^ +\d+\. .*? (ok|failed) ", verify, re.M)}
+    assert len(columns) == 1, verify
 
 
 def test_demo_stays_in_its_folder(demo):
