@@ -2,6 +2,7 @@
 that die with their orchestrator (kill -9, or frozen)."""
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -188,10 +189,12 @@ def test_a_frozen_orchestrator_has_its_commands_stopped_after_the_silence(tmp_pa
 
 
 def test_sweep_stops_what_a_dead_orchestrator_left_and_lists_it(tmp_path):
-    leftover = subprocess.Popen(["sleep", "60"], env=os.environ | {"ORCH_OWNER": "gone-host:4242"})
-    bystander = subprocess.Popen(["sleep", "60"], env=os.environ | {"ORCH_OWNER": "gone-host:42424"})
+    # an owner of this run alone: the same test running beside this one (another checkout) sweeps its own
+    owner = f"gone-{secrets.token_hex(4)}:4242"
+    leftover = subprocess.Popen(["sleep", "60"], env=os.environ | {"ORCH_OWNER": owner})
+    bystander = subprocess.Popen(["sleep", "60"], env=os.environ | {"ORCH_OWNER": owner + "2"})
     try:
-        out = LocalConnector().run(sweep_command("gone-host:4242")).text
+        out = LocalConnector().run(sweep_command(owner)).text
         assert leftover.wait(timeout=5) == -signal.SIGTERM
         assert f"{leftover.pid} sleep 60" in out
         assert bystander.poll() is None
