@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from orchestrator.errors import OrchError
+
 from .replace import MYSQL
 
 _CREATE = re.compile(rb"^CREATE TABLE `((?:[^`]|``)+)` \(")
@@ -69,8 +71,13 @@ def _ident(raw: bytes) -> str:
 
 def parse_create(lines: list[bytes]) -> Shape:
     """Given the lines of one CREATE TABLE statement as mysqldump writes it, return the table's Shape."""
-    name = _ident(_CREATE.match(lines[0])[1])
-    columns, key, auto, next_id = [], (), None, None
+    if (create := _CREATE.match(lines[0])) is None:
+        raise OrchError(f"the dump has a malformed CREATE TABLE line: {lines[0][:80]!r}")
+    name = _ident(create[1])
+    columns: list[str] = []
+    key: tuple[str, ...] = ()
+    auto: str | None = None
+    next_id: int | None = None
     for line in lines[1:]:
         if (column := _COLUMN.match(line)) is not None:
             columns.append(_ident(column[1]))
@@ -226,6 +233,7 @@ class KeyReader:
     def __init__(self, shape: Shape):
         if not shape.key:
             raise ValueError(f"table {shape.name} has no primary key")
+        self.table = shape.name
         self.positions = shape.key_positions
         self._last = max(self.positions)
         self._simple = self.positions == (0,)
@@ -240,7 +248,8 @@ class KeyReader:
                 pass
         found, pos = [], 0
         for _ in range(self._last + 1):
-            match = _VALUE.match(row, pos)
+            if (match := _VALUE.match(row, pos)) is None:
+                raise OrchError(f"a row of table {self.table} in the dump ends before its primary key: {row[:80]!r}")
             found.append(match[0])
             pos = match.end() + 1
         return tuple(key_value(found[i]) for i in self.positions)

@@ -69,6 +69,11 @@ class Engine(ABC):
     # -- staging copies: only MySQL/MariaDB and PostgreSQL implement these --------------------------------------
     replace_dialect: str | None = None  # the URL replacer's dialect for this engine's plain SQL
     ADMIN_DATABASE: str | None = None  # where an admin connects when the template names no database
+    COLUMNS_SQL: str  # prints `table<TAB>column` per column of the current database
+
+    def sql(self, statement: str, database: str | None = None) -> Command:
+        """Return a client running one SQL statement, printing rows tab-separated without headers."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run SQL statements for staging copies")
 
     def script(self, database: str | None = None) -> Command:
         """Return a client that runs the SQL script on its stdin, stopping at the first error."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from orchestrator.backends.remote import Command, Raw
 
 from .base import Engine
@@ -50,7 +52,7 @@ class MySQL(Engine):
     def _with_password(self, cmd: Command) -> Command:
         return cmd.env(MYSQL_PWD=self.db.password) if self.db.password else cmd
 
-    def client(self, database: str | None = None, *extra) -> Command:
+    def client(self, database: str | Literal[False] | None = None, *extra: str) -> Command:
         """Return the mysql client reading SQL from stdin, batch mode, no column names, utf8mb4 whatever the
         client's configured default is (Debian's is utf8mb4, a bare client's follows the locale: latin1 in C)."""
         args = [

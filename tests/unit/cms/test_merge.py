@@ -43,7 +43,7 @@ from orchestrator.backends.cms.merge import (
 )
 from orchestrator.backends.cms.playbook import RowMatch, ValueRef
 from orchestrator.backends.cms.replace import edit_value, row_rewriter, url_pairs
-from orchestrator.errors import UsageError
+from orchestrator.errors import OrchError, UsageError
 
 PROD, STAGE = "https://shop.example", "https://t1.stage.example"
 PAIRS = url_pairs(PROD, STAGE)
@@ -110,6 +110,13 @@ def test_rows_are_split_even_with_the_separator_and_escaped_quotes_inside_string
     assert [r for _, r in rows] == [b"1,'a),(b','it\\'s'", b"2,'c\\\\',NULL", b"3,'),(\\\\\\'',0x00FF"]
     assert [decode(v) for v in values(rows[2][1])] == [b"3", b"),(\\'", b"\x00\xff"]
     assert split_rows(b"(5,'x')\n", 1) == [b"5,'x'"]
+
+
+def test_a_malformed_create_or_a_row_short_of_its_key_is_a_one_line_error():
+    with pytest.raises(OrchError, match="malformed CREATE TABLE"):
+        list(DumpReader([b"CREATE TABLE `t`(\n", b") ENGINE=InnoDB;\n"]).tables())
+    with pytest.raises(OrchError, match="table t in the dump ends before its primary key"):
+        KeyReader(Shape("t", ("a", "b"), ("b",)))(b"'x'")
 
 
 def test_a_value_encodes_back_as_the_literal_kind_it_replaces():
