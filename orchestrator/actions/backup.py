@@ -13,14 +13,15 @@ import base64
 import logging
 import re
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Any
 
 from orchestrator.backends.remote import PIPE, Command, Raw, connect
 from orchestrator.backends.remote.command import part_statuses
 from orchestrator.backends.storage.restic import MissingRepository, Repository, parse_summary
-from orchestrator.errors import OperationFailed, OrchError, RemoteError
+from orchestrator.errors import OperationFailed, OrchError, RemoteError, UsageError
 from orchestrator.oplog.run import locked_operation
 
 from .parallel import run_limited
@@ -56,10 +57,10 @@ def tag_args(tags: list[str]) -> list[str]:
 def count_tables(t: Target, conn) -> dict[str, int]:
     """Return {table: rows} of the environment's database; raise OperationFailed naming the database."""
     try:
-        return t.engine.table_counts(conn) if t.engine else {}
+        return t.db_engine.table_counts(conn) if t.env.database else {}
     except RemoteError as exc:
         raise OperationFailed(
-            f"{t.engine.describe()}: cannot count rows: {_why(exc.exit_status, exc.stderr)}"
+            f"{t.db_engine.describe()}: cannot count rows: {_why(exc.exit_status, exc.stderr)}"
         ) from None
 
 
@@ -82,7 +83,7 @@ def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version
         t.restic_host,
         *tag_args(tags + ["part=db"]),
         "--stdin-filename",
-        t.engine.dump_filename,
+        t.db_engine.dump_filename,
     )
     if version.stdin_from_command:
         result, tail = _dump_by_restic(conn, backup, t), None
@@ -91,8 +92,8 @@ def dump_into_restic(conn, repo: Repository, t: Target, tags: list[str], version
         result, tail = _dump_through_pipe(conn, backup, t)
         statuses, stderr = part_statuses(result.stderr)
     problem = _dump_problem(conn, repo, t, result.exit_status, statuses, stderr)
-    if problem is None and tail is not None and not t.engine.is_complete(tail):
-        problem = OperationFailed(f"{t.engine.describe()}: the dump is truncated (no completion marker at its end)")
+    if problem is None and tail is not None and not t.db_engine.is_complete(tail):
+        problem = OperationFailed(f"{t.db_engine.describe()}: the dump is truncated (no completion marker at its end)")
     if problem:
         _forget_part(conn, repo, tags, "db")
         raise problem
@@ -112,13 +113,13 @@ def _dump_problem(
         if status == 0:
             return None
         if status != 124 and not STORAGE_TROUBLE.search(stderr):
-            return OperationFailed(f"{t.engine.describe()}: dump failed: {_why(status, stderr)}")
+            return OperationFailed(f"{t.db_engine.describe()}: dump failed: {_why(status, stderr)}")
         return repo.explain("backup", status, stderr)
     dump, keeper, restic = statuses[0], statuses[1:-1], statuses[-1]
     if restic:
         return repo.explain("backup", restic, stderr)
     if dump:
-        return OperationFailed(f"{t.engine.describe()}: dump failed: {_why(dump, stderr)}")
+        return OperationFailed(f"{t.db_engine.describe()}: dump failed: {_why(dump, stderr)}")
     if any(keeper):
         return OperationFailed(
             f"host {conn.name}: could not keep the dump's tail in a temp file: {_why(max(keeper), stderr)}"
@@ -128,7 +129,7 @@ def _dump_problem(
 
 def _dump_by_restic(conn, backup: Command, t: Target):
     """restic >= 0.17 runs the dump itself and saves no snapshot when the dump exits non-zero."""
-    dump = t.engine.dump()
+    dump = t.db_engine.dump()
     command = backup.env(**dict(dump.environment)).args(
         "--stdin-from-command", "--", "bash", "-o", "pipefail", "-c", dump.body()
     )
@@ -156,7 +157,7 @@ def _dump_through_pipe(conn, backup: Command, t: Target):
         f'{{print "{TAIL_MARK}" $0}}',
         Raw(">&2; } 3>&1"),
     )
-    pipeline = t.engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")).reporting_statuses()
+    pipeline = t.db_engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")).reporting_statuses()
     result = conn.run(pipeline, check=False, timeout=None)
     tail, stderr = dump_tail(result.stderr)
     return replace(result, stderr=stderr), tail
@@ -239,7 +240,7 @@ def backup_target(
         # Opening a repository costs a key derivation (~1 s); skip the probe once a backup went there.
         known = not init and _has_backed_up_to(oplog, t.site.name, repo.url)
         try:
-            summary = _back_up(op, conn, repo, t, known, tags=backup_tags(t, task, backup_id, pin))
+            parts = _back_up(op, conn, repo, t, known, tags=backup_tags(t, task, backup_id, pin))
         except MissingRepository as exc:
             if not known:
                 raise
@@ -247,28 +248,30 @@ def backup_target(
                 f"{exc}. It held this site's earlier backups, which are gone with it. To start a new, empty "
                 f"repository there: orch backup {t.site.name} --env {t.env.name} --init --task {task}"
             ) from None
-        summary = _summary(t, backup_id, task, pin, *summary)
+        summary = _summary(t, backup_id, task, pin, *parts)
         op.artifact("backup", backup_id, size=summary["added"], details=summary)
         return summary
 
 
-def _back_up(op, conn, repo: Repository, t: Target, known: bool, tags: list[str]) -> tuple:
+def _back_up(
+    op, conn, repo: Repository, t: Target, known: bool, tags: list[str]
+) -> tuple[dict, dict | None, dict[str, list[int]] | None]:
     """The steps of one backup. Return (files summary, db summary or None, row counts or None).
 
     The row counts run beside the restic work (a second channel of the same connection): the first while the
     repository is opened, the second while the files are backed up. The dump still starts after the first
     count and the files after the dump (a killed run leaves at most a lone db part)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="count") as beside:
-        counting = beside.submit(count_tables, t, conn) if t.engine else None
+        counting = beside.submit(count_tables, t, conn) if t.env.database else None
         with op.step("open repository") as step:
             version = repo.version(conn)
             state = "known" if known else repo.ensure(conn)
             step.output(f"restic {version} on {t.host.name}; {repo.describe()}: {state}")
         db = None
-        if t.engine:
+        if counting is not None:  # the environment has a database
             with op.step("count rows before dump"):
                 before = counting.result()
-            with op.step(f"dump {t.env.database.engine} database into restic") as step:
+            with op.step(f"dump {t.database.engine} database into restic") as step:
                 db = dump_into_restic(conn, repo, t, tags, version)
                 step.output(
                     f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, added {db.get('data_added', 0)}"
@@ -281,14 +284,16 @@ def _back_up(op, conn, repo: Repository, t: Target, known: bool, tags: list[str]
                 f"{files.get('total_bytes_processed')} bytes, added {files.get('data_added', 0)}"
             )
         tables = None
-        if t.engine:
+        if counting is not None:
             with op.step("count rows after dump") as step:
                 tables = _counted_after(conn, repo, tags, before, counting)
                 step.output("counted while the files were backed up")
     return files, db, tables
 
 
-def _counted_after(conn, repo: Repository, tags: list[str], before: dict[str, int], counting) -> dict:
+def _counted_after(
+    conn, repo: Repository, tags: list[str], before: dict[str, int], counting: Future[dict[str, int]]
+) -> dict[str, list[int]]:
     """Given the counts before the dump and the future of those after it, return their [min, max] per table.
     If the second count failed, forget the files part too: a failed backup leaves at most a lone db part."""
     try:
@@ -308,7 +313,9 @@ def _has_backed_up_to(oplog, site: str, url: str) -> bool:
     return False
 
 
-def _summary(t: Target, backup_id, task, pin, files: dict, db: dict | None, tables) -> dict:
+def _summary(
+    t: Target, backup_id: str, task: str, pin: bool, files: dict, db: dict | None, tables: dict[str, list[int]] | None
+) -> dict:
     return {
         "site": t.site.name,
         "env": t.env.name,
@@ -323,12 +330,7 @@ def _summary(t: Target, backup_id, task, pin, files: dict, db: dict | None, tabl
             "added": files.get("data_added", 0),
         },
         "db": (
-            {
-                "engine": t.env.database.engine,
-                "size": db["dump_size"],
-                "added": db.get("data_added", 0),
-                "tables": tables,
-            }
+            {"engine": t.database.engine, "size": db["dump_size"], "added": db.get("data_added", 0), "tables": tables}
             if db
             else None
         ),
@@ -367,9 +369,12 @@ def run_backups(
     """
 
     def one(t: Target) -> dict:
-        result = {"site": t.site.name, "env": t.env.name, "host": t.host.name}
+        result: dict[str, Any] = {"site": t.site.name, "env": t.env.name, "host": t.host.name}
         try:
-            summary = backup_target(oplog, t, task=task or t.site.task, pin=pin, catch_up=catch_up, init=init)
+            logged_as = task or t.site.task
+            if logged_as is None:
+                raise UsageError(f"{t.label}: no task to log the backup against (give --task or set the site's task)")
+            summary = backup_target(oplog, t, task=logged_as, pin=pin, catch_up=catch_up, init=init)
             result |= {"status": "ok", "backup_id": summary["backup_id"], "summary": summary}
         except OrchError as exc:
             result |= {"status": "failed", "error": str(exc), "exit_code": int(exc.exit_code)}
