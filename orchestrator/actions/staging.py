@@ -33,7 +33,7 @@ from orchestrator.backends.envs import web
 from orchestrator.backends.envs.docroot import resolve_all, sync_into
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.storage.restic import NOT_A_REPO, Repository, RepositoryError
-from orchestrator.config.model import DockerHost, Host
+from orchestrator.config.model import Database, DockerHost, Host
 from orchestrator.errors import OperationFailed, OrchError, Refused, UsageError
 
 from . import catalog
@@ -296,7 +296,7 @@ def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
                 conn,
                 repo,
                 backup["snapshots"]["files"],
-                env.path,
+                plan.staged.path,
                 plan.playbook,
                 flatten=plan.prod.files_root != plan.prod.env.path,
             )
@@ -307,7 +307,7 @@ def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
         raise
     db_result = _adapt_database(op, conn, plan, loading.result()) if loading else {}
     with op.step("switch mail and cron off") as step:
-        step.output(", ".join(apply.write_guard_files(conn, plan.playbook, env.path)) or "nothing to write")
+        step.output(", ".join(apply.write_guard_files(conn, plan.playbook, plan.staged.path)) or "nothing to write")
     vhost = _install_web(op, conn, plan)
     return {
         "site": plan.site,
@@ -382,10 +382,11 @@ def _load_database(op, conn, plan: CopyPlan, repo, backup: dict) -> dict:
     env, playbook = plan.staged.env, plan.playbook
     engine = engine_for(env.database, env.path)
     if engine.replace_dialect is None:
-        raise UsageError(f"staging copies of {env.database.engine} databases are not supported yet")
+        raise UsageError(f"staging copies of {engine.db.engine} databases are not supported yet")
     admin = engine_for(plan.staged.admin_db, env.path)
+    db, name, user = _account(plan.staged)
     with op.step("create the staging database and its user"):
-        apply.provision_database(conn, admin, engine, env.database.name, env.database.user, env.database.password)
+        apply.provision_database(conn, admin, engine, name, user, db.password)
     with op.step("load the dump, replacing production URLs") as step:
         pairs = replacement_pairs(playbook, plan.prod.env.url, env.url)
         stats = apply.load_database(conn, repo, backup["snapshots"]["db"], engine, pairs)
@@ -403,13 +404,22 @@ def _adapt_database(op, conn, plan: CopyPlan, stats: dict) -> dict:
     engine = engine_for(env.database, env.path)
     with op.step("point config files at the staging copy") as step:
         step.output("\n".join(apply.rewrite_configs(conn, playbook, env, plan.prod.env)))
-    prefix = apply.table_prefix(conn, playbook, env.path)
+    prefix = apply.table_prefix(conn, playbook, plan.staged.path)
     with op.step("sanitize personal data") as step:
         count, skipped = apply.sanitize(conn, playbook, plan.prod.site, engine, prefix)
         step.output(f"{count} statements; skipped: {', '.join(skipped) or 'none'}")
     with op.step("reset passwords to a staging password"):
         password = apply.reset_passwords(conn, playbook, engine, prefix)
     return {"replacements": stats, "table_prefix": prefix, "staging_password": password.reveal() if password else None}
+
+
+def _account(staged: model.StagingEnv) -> tuple[Database, str, str]:
+    """Given a staging environment, return its database, that database's name and its user; raise UsageError
+    if it has none of them (derive() names both for every engine a staging copy supports)."""
+    db = staged.env.database
+    if db is None or db.name is None or db.user is None:
+        raise UsageError(f"{staged.env.site}/{staged.name}: the staging copy has no database name and user")
+    return db, db.name, db.user
 
 
 def replacement_pairs(playbook, production_url: str | None, staging_url: str | None) -> list[tuple[str, str]]:
@@ -427,14 +437,17 @@ def replacement_pairs(playbook, production_url: str | None, staging_url: str | N
 
 def _install_web(op, conn, plan: CreatePlan) -> str:
     env, cfg, auth_file = plan.staged.env, web.web_config(plan.host), plan.staged.auth_file
+    server_name = urlsplit(plan.staged.url).hostname
+    if server_name is None or auth_file is None:
+        raise UsageError(f"{plan.label}: the staging template's url or path names no host or folder for the vhost")
     with op.step("write the vhost (basic auth, noindex) and reload nginx") as step:
         conn.put_bytes(
             web.htpasswd_line(model.AUTH_USER, plan.staged.auth_password.reveal()).encode(), auth_file, mode=0o644
         )
         text = plan.playbook.render_vhost(
-            server_name=urlsplit(env.url).hostname,
+            server_name=server_name,
             listen=cfg["listen"],
-            root=env.path,
+            root=plan.staged.path,
             php_socket=cfg["php_socket"],
             auth_file=auth_file,
         )
@@ -589,7 +602,7 @@ def _apply_refresh(oplog, op, plan: RefreshPlan) -> dict:
             result |= copy_database(op, conn, plan, repo, backup)
         if plan.with_code:
             with op.step("switch mail and cron off"):
-                apply.write_guard_files(conn, plan.playbook, env.path)
+                apply.write_guard_files(conn, plan.playbook, plan.staged.path)
     reloaded = {"db_backup_id": backup["backup_id"]} if plan.db and env.database else {}
     oplog.update_env(plan.site, plan.env, backup_id=backup["backup_id"], **reloaded)
     return result
@@ -604,7 +617,7 @@ def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -
     guard files are never overwritten. The copy's folder keeps its own mode, owner and group."""
     env, playbook, with_code = plan.staged.env, plan.playbook, plan.with_code
     flatten = plan.prod.files_root != plan.prod.env.path
-    scratch = _scratch(conn, env.path, ".orch-refresh.XXXXXX")
+    scratch = _scratch(conn, plan.staged.path, ".orch-refresh.XXXXXX")
     try:
         includes = (
             [] if with_code or flatten else [a for p in playbook.content for a in ("--include", "/" + p.strip("/"))]
@@ -617,10 +630,10 @@ def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -
         staging_only = [item.path for item in playbook.config] + [*playbook.mail_off.files, *playbook.cron_off.files]
         skip = [*playbook.cache, *staging_only]
         if with_code:
-            sync_into(conn, source, env.path, "--delete", *_excludes(skip))
+            sync_into(conn, source, plan.staged.path, "--delete", *_excludes(skip))
             return f"{env.path}: everything but cache, config and staging guard files"
         if not flatten:  # the restore held only content (glob patterns included): bring all of it
-            sync_into(conn, source, env.path, *_excludes(skip))
+            sync_into(conn, source, plan.staged.path, *_excludes(skip))
         mirrored = []
         for rel, real in plan.mirrored.items():
             if conn.ok(Command("test", "-d", posixpath.join(source, rel))):
@@ -764,7 +777,8 @@ def _apply_destroy(oplog, op, plan: DestroyPlan) -> dict:
         with op.step("drop the database and its user"):
             if staged.env.database and staged.admin_db:
                 admin = engine_for(staged.admin_db, staged.env.path)
-                sql = admin.deprovision_sql(staged.env.database.name, staged.env.database.user)
+                _, name, user = _account(staged)
+                sql = admin.deprovision_sql(name, user)
                 conn.run(admin.script(admin.db.name or admin.ADMIN_DATABASE), stdin=sql.encode())
         with op.step("delete the files") as step:
             conn.run(Command("rm", "-rf", "--", path, *plan.auth_files))
