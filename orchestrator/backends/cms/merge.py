@@ -42,7 +42,7 @@ from orchestrator.errors import UsageError
 
 from . import dumprows
 from .dumprows import Key, KeyReader, Shape, Value, decode, encode, key_value
-from .playbook import ItemKind, Merge, MergeTable, RowMatch, ref_table
+from .playbook import ItemKind, Merge, MergeTable, RowMatch, Tree, ref_table
 from .replace import edit_value
 
 ADDED, CHANGED, DELETED = "added", "changed", "deleted"
@@ -178,6 +178,13 @@ class Table:
     def name(self) -> str:
         return self.shape.name
 
+    @property
+    def tree(self) -> Tree:
+        """The table's nested set; raise MergeError if the playbook declares none."""
+        if self.spec.tree is None:
+            raise MergeError(f"playbook merge: table {self.name} is no nested set (no tree)")
+        return self.spec.tree
+
     def literals(self, row: bytes) -> list[bytes]:
         if (found := self._values.get(row)) is None:
             found = self._values[row] = dumprows.values(row)
@@ -250,6 +257,27 @@ class RowChange:
     final: list[bytes] | None = None  # the literals production gets (insert, update)
     final_key: Key | None = None
     item: str = ""
+
+    @property
+    def written(self) -> list[bytes]:
+        """The literals production gets; raise MergeError if the change writes none (it is no insert or update)."""
+        if self.final is None:
+            raise MergeError(f"{self.table} row {_show_key(self.key)}: a {self.action} with no row to write")
+        return self.final
+
+    @property
+    def written_key(self) -> Key:
+        """The row's key on production; raise MergeError if the change has none (it changes nothing there)."""
+        if self.final_key is None:
+            raise MergeError(f"{self.table} row {_show_key(self.key)}: a {self.action} with no key on production")
+        return self.final_key
+
+    @property
+    def replaced(self) -> bytes:
+        """Production's row the change updates or deletes; raise MergeError if production has none at the key."""
+        if self.production is None:
+            raise MergeError(f"{self.table} row {_show_key(self.key)}: a {self.action} of a row production lacks")
+        return self.production
 
 
 @dataclass

@@ -99,19 +99,19 @@ def row_statements(script: Script, result: MergeResult, tables: dict[str, Table]
 def _statement(script: Script, t: Table, change: RowChange) -> None:
     what = f"{t.name} row {change.final_key}"
     if change.action == INSERT:
-        columns = [(c, lit) for c, lit in zip(t.shape.columns, change.final, strict=True) if c not in t.spec.derived]
+        columns = [(c, lit) for c, lit in zip(t.shape.columns, change.written, strict=True) if c not in t.spec.derived]
         script.lines.append(
             f"INSERT INTO {ident(t.name)} ({', '.join(ident(c) for c, _ in columns)}) VALUES "
             f"({', '.join(_sql(lit) for _, lit in columns)});"
         )
         return
-    before = t.literals(change.production)
+    before = t.literals(change.replaced)
     if change.action == DELETE:
         script.lines.append(f"DELETE FROM {ident(t.name)} WHERE {_same_row(t, before)};")
     else:
         sets = [
             f"{ident(c)} = {_sql(new)}"
-            for c, new, old in zip(t.shape.columns, change.final, before, strict=True)
+            for c, new, old in zip(t.shape.columns, change.written, before, strict=True)
             if c not in t.kept and new != old
         ]
         if not sets:
@@ -123,7 +123,7 @@ def _statement(script: Script, t: Table, change: RowChange) -> None:
 def tree_statements(script: Script, t: Table, now: list[TreeRow], result: MergeResult) -> int:
     """Renumber the nested set of table t after the merge's changes; production had rows `now` when the script
     was made (locked and checked first). Return how many rows are renumbered."""
-    tree = t.spec.tree
+    tree = t.tree
     key_col = t.shape.key[0]
     count, crc = fingerprint(now)
     script.lines.append(
@@ -135,21 +135,21 @@ def tree_statements(script: Script, t: Table, now: list[TreeRow], result: MergeR
         f"@orch_n = {count} AND @orch_s = {crc}", f"the nested set of {t.name} changed on production meanwhile"
     )
     nodes = {row.key: Node(row.key, row.parent, (0, row.left)) for row in now}
-    new = set()
+    new: set[int] = set()
     for change in result.changes:
         if change.table != t.name or change.action not in (INSERT, UPDATE, DELETE):
             continue
-        key = change.final_key[0]
+        key = change.written_key[0]
         if change.action == DELETE:
             nodes.pop(key, None)
             continue
-        values = dict(zip(t.shape.columns, change.final, strict=True))
+        values = dict(zip(t.shape.columns, change.written, strict=True))
         parent_value = decode(values[tree.parent])
         parent_key = int(parent_value) if parent_value not in (None, b"") else None
         staging_left = int(decode(values[tree.left]) or 0)
         old = nodes.get(key)
-        moved = old is None or old.parent != parent_key
-        nodes[key] = Node(key, parent_key, (1, staging_left) if moved else old.order)
+        kept = old is not None and old.parent == parent_key  # not moved: keeps its place among its siblings
+        nodes[key] = Node(key, parent_key, old.order if old is not None and kept else (1, staging_left))
         if old is None:
             new.add(key)
     roots = [row.left for row in now if row.parent not in nodes or row.parent == row.key]
@@ -172,7 +172,7 @@ def tree_statements(script: Script, t: Table, now: list[TreeRow], result: MergeR
 
 def tree_query(t: Table) -> str:
     """The SELECT reading a nested set's rows (id, parent, left, right, level) on production."""
-    tree = t.spec.tree
+    tree = t.tree
     level = ident(tree.level) if tree.level else "NULL"
     return (
         f"SELECT {ident(t.shape.key[0])}, {ident(tree.parent)}, {ident(tree.left)}, {ident(tree.right)}, {level} "

@@ -11,25 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+Id = TypeVar("Id", bound=Hashable)
 
 
 @dataclass(frozen=True)
-class Node:
+class Node(Generic[Id]):
     """One row of a nested set: its id, its parent's id (None, 0 or a missing id for a root), and the key its
     siblings are ordered by."""
 
-    id: Hashable
-    parent: Hashable | None
+    id: Id
+    parent: Id | None
     order: tuple = ()
 
 
-def rebuild(nodes: Iterable[Node], root_left: int = 0) -> dict[Hashable, tuple[int, int, int]]:
+def rebuild(nodes: Iterable[Node[Id]], root_left: int = 0) -> dict[Id, tuple[int, int, int]]:
     """Given the nodes of one table, return {id: (left, right, level)} numbering every tree depth first, roots
     in order one after another from root_left (Joomla numbers its root 0). Raise ValueError if the parent links
     hold a cycle."""
     nodes = list(nodes)
     known = {node.id for node in nodes}
-    children: dict[Hashable, list[Node]] = {}
+    children: dict[Id, list[Node[Id]]] = {}
     roots = []
     for node in nodes:
         if node.parent in known and node.parent != node.id:
@@ -38,7 +41,7 @@ def rebuild(nodes: Iterable[Node], root_left: int = 0) -> dict[Hashable, tuple[i
             roots.append(node)
     for group in (roots, *children.values()):
         group.sort(key=lambda n: (n.order, _sortable(n.id)))
-    numbers: dict[Hashable, tuple[int, int, int]] = {}
+    numbers: dict[Id, tuple[int, int, int]] = {}
     counter = root_left
     for root in roots:
         stack = [(root, 0, False)]
