@@ -47,16 +47,17 @@ from orchestrator.backends.cms.merge import (
 )
 from orchestrator.backends.cms.playbook import playbook_for_site
 from orchestrator.backends.cms.replace import row_rewriter, url_pairs
-from orchestrator.backends.engines import engine_for
+from orchestrator.backends.engines import Engine, engine_for
 from orchestrator.backends.engines.mysql import MySQL
 from orchestrator.backends.envs import staging as staging_model
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.remote.relay import remote_stream, send_files
+from orchestrator.config.model import Environment, Host
 from orchestrator.errors import OperationFailed, OrchError, RemoteError, UsageError
 
 from . import catalog
 from .backup import backup_target
-from .plan import Plan, execute
+from .plan import SitePlan, execute
 from .release import health_check, options, point_of_no_return
 from .staging import registered, replacement_pairs, status_of
 from .targets import Target, target
@@ -82,13 +83,34 @@ class Source:
     """The staging copy content comes from, and the backup its database was made from (the base)."""
 
     name: str
-    env: object
-    host: object
+    env: Environment
+    host: Host
     base: dict
 
     @property
     def engine(self) -> MySQL:
-        return engine_for(self.env.database, self.env.path)
+        return _mysql(engine_for(self.env.database, self.env.path))
+
+    @property
+    def url(self) -> str:
+        """The copy's URL; raise UsageError if it has none."""
+        if self.env.url is None:
+            raise UsageError(f"{self.env.site}/{self.name}: the staging copy has no url")
+        return self.env.url
+
+    @property
+    def path(self) -> str:
+        """The copy's docroot; raise UsageError if it has none (a Docker copy)."""
+        if self.env.path is None:
+            raise UsageError(f"{self.env.site}/{self.name}: the staging copy has no path on a host")
+        return self.env.path
+
+
+def _mysql(engine: Engine) -> MySQL:
+    """Given a database's engine, return it as MySQL's; raise UsageError if it is another engine."""
+    if not isinstance(engine, MySQL):
+        raise UsageError(f"{engine.describe()}: content promotion merges MySQL/MariaDB databases only")
+    return engine
 
 
 def content_source(oplog, inventory, prod: Target, name: str) -> Source:
@@ -105,7 +127,7 @@ def content_source(oplog, inventory, prod: Target, name: str) -> Source:
             "no base to merge against: `orch staging refresh` it (then redo the work) or promote by hand"
         )
     env = staging_model.derive(prod.site, name).env
-    if env.database is None or env.database.engine != "mysql" or prod.env.database.engine != "mysql":
+    if env.database is None or env.database.engine != "mysql" or prod.database.engine != "mysql":
         raise UsageError(f"{prod.site.name}: content promotion merges MySQL/MariaDB databases only")
     with connect(prod.host) as conn:
         backups = catalog.list_backups(prod, conn, oplog)
@@ -168,12 +190,12 @@ def _production_shapes(conn, engine: MySQL, tables: list[str]) -> tuple[dict[str
 
 def _max_ids(conn, engine: MySQL, shapes: dict[str, Shape]) -> dict[str, int]:
     """MAX(id) + 1 of each auto-increment table (information_schema's AUTO_INCREMENT may be cached, MySQL 8)."""
-    autos = [s for s in shapes.values() if s.auto and s.key == (s.auto,)]
+    autos = [(s.name, s.auto) for s in shapes.values() if s.auto and s.key == (s.auto,)]
     if not autos:
         return {}
     query = " UNION ALL ".join(
-        f"SELECT '{s.name}', COALESCE(MAX({mergesql.ident(s.auto)}), 0) + 1 FROM {mergesql.ident(s.name)}"
-        for s in autos
+        f"SELECT '{name}', COALESCE(MAX({mergesql.ident(auto)}), 0) + 1 FROM {mergesql.ident(name)}"
+        for name, auto in autos
     )
     return {
         line.split("\t")[0]: int(line.split("\t")[1])
@@ -182,17 +204,20 @@ def _max_ids(conn, engine: MySQL, shapes: dict[str, Shape]) -> dict[str, int]:
     }
 
 
-def _paired(base: DumpReader, staging: DumpReader) -> Iterator[tuple[Shape, Iterator, Iterator]]:
+def _paired(
+    base: DumpReader, staging: DumpReader
+) -> Iterator[tuple[Shape, Iterator[list[bytes]], Iterator[list[bytes]]]]:
     """Given the base and staging dumps (their tables in the same order), yield each table's shape and both
     sides' row batches; raise MergeError when the tables or their columns differ."""
     stage_tables = staging.tables()
     for base_shape, base_rows in base.tables():
-        stage_shape, stage_rows = next(stage_tables, (None, None))
-        if stage_shape is None or stage_shape.name != base_shape.name:
+        found = next(stage_tables, None)
+        if found is None or found[0].name != base_shape.name:
             raise MergeError(
                 f"table {base_shape.name} of the base backup is not next in the copy's dump "
-                f"({stage_shape.name if stage_shape else 'nothing'} is)"
+                f"({found[0].name if found else 'nothing'} is)"
             )
+        stage_shape, stage_rows = found
         if stage_shape.columns != base_shape.columns or stage_shape.key != base_shape.key:
             raise MergeError(
                 f"table {base_shape.name} has other columns on the staging copy than in its base "
@@ -217,7 +242,7 @@ class Sides:
 
 def read_sides(prod: Target, source: Source, prod_conn, stage_conn, playbook, spec) -> Sides:
     """Stream the base and the copy side by side and keep the rows that differ; read production's schema."""
-    prod_engine, stage_engine = prod.engine, source.engine
+    prod_engine, stage_engine = _mysql(prod.db_engine), source.engine
     on_prod, on_stage = _tables(prod_conn, prod_engine), _tables(stage_conn, stage_engine)
     tables = sorted(t for t in spec.tables if t in on_stage)
     missing = [t for t in tables if t not in on_prod]
@@ -288,7 +313,7 @@ class _Counted:
 
 
 @dataclass
-class ContentPlan(Plan):
+class ContentPlan(SitePlan):
     """Which items of a staging copy go to production, with their rows, new ids, files and conflicts."""
 
     target: Target
@@ -460,15 +485,15 @@ def plan_content(
     every, per_item = parse_prefer(prefer, kinds)
     src = content_source(oplog, inventory, prod, source)
     with connect(prod.host) as prod_conn, connect(src.host) as stage_conn:
-        spec = playbook.merge.for_prefix(apply.table_prefix(prod_conn, playbook, prod.env.path))
+        spec = playbook.merge.for_prefix(apply.table_prefix(prod_conn, playbook, prod.path))
         sides = read_sides(prod, src, prod_conn, stage_conn, playbook, spec)
         merger = Merger(
             spec,
             sides.shapes,
             sides.touched,
             DbLookup(stage_conn, src.engine),
-            DbLookup(prod_conn, prod.engine),
-            to_production=row_rewriter(back_pairs(playbook, prod.env.url, src.env.url)),
+            DbLookup(prod_conn, _mysql(prod.db_engine)),
+            to_production=row_rewriter(back_pairs(playbook, prod.env.url, src.url)),
             to_staging=row_rewriter(sides.pairs),
             next_ids=sides.next_ids,
         )
@@ -605,17 +630,17 @@ class _ContentPromotion:
             if not files:
                 step.skip("no files")
                 return
-            there = _existing(stage_conn, self.src.env.path, files)
+            there = _existing(stage_conn, self.src.path, files)
             missing = [f for f in files if f not in there]
-            on_prod = set(_existing(self.conn, self.prod.env.path, there))
+            on_prod = set(_existing(self.conn, self.prod.path, there))
             if on_prod:  # production's versions, kept aside first: the undo puts them back
-                parent = posixpath.dirname(self.prod.env.path.rstrip("/"))
+                parent = posixpath.dirname(self.prod.path.rstrip("/"))
                 self.kept = self.conn.run(Command("mktemp", "-d", "-p", parent, ".orch-content.XXXXXX")).text.strip()
                 self.conn.run(
                     Command(
                         "tar",
                         "-C",
-                        self.prod.env.path,
+                        self.prod.path,
                         "-cf",
                         posixpath.join(self.kept, "kept.tar"),
                         "--",
@@ -623,7 +648,7 @@ class _ContentPromotion:
                     )
                 )
             self.new_files = [f for f in there if f not in on_prod]
-            send_files(stage_conn, self.src.env.path, self.conn, self.prod.env.path, there)
+            send_files(stage_conn, self.src.path, self.conn, self.prod.path, there)
             step.output(
                 f"{len(there)} copied ({len(on_prod)} replaced)"
                 + (f"; not on the copy, skipped: {', '.join(missing)}" if missing else "")
@@ -638,9 +663,11 @@ class _ContentPromotion:
                 if t.spec.tree is not None and any(
                     c.table == t.name and c.action in (INSERT, UPDATE, DELETE) for c in self.plan.result.changes
                 ):
-                    now = mergesql.parse_tree(self.conn.run(self.prod.engine.sql(mergesql.tree_query(t))).text)
+                    now = mergesql.parse_tree(self.conn.run(self.prod.db_engine.sql(mergesql.tree_query(t))).text)
                     renumbered += mergesql.tree_statements(script, t, now, self.plan.result)
-            result = self.conn.run(self.prod.engine.script(), stdin=script.text().encode(), check=False, timeout=None)
+            result = self.conn.run(
+                self.prod.db_engine.script(), stdin=script.text().encode(), check=False, timeout=None
+            )
             if not result.ok:
                 guarded = mergesql.guard_failure(result.stderr, script.guards)
                 raise OperationFailed(
