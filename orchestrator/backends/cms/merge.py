@@ -36,7 +36,8 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import Enum
+from typing import Final, Protocol, TypeVar
 
 from orchestrator.errors import UsageError
 
@@ -50,6 +51,7 @@ INSERT, UPDATE, DELETE, NONE, CONFLICT = "insert", "update", "delete", "none", "
 PREFER = ("staging", "production")
 _DIGITS = re.compile(rb"-?\d+")
 _DERIVED_ONLY = "only derived or nested-set columns changed on staging"
+R = TypeVar("R")
 
 
 class MergeError(UsageError):
@@ -71,6 +73,14 @@ class Touched:
     @property
     def status(self) -> str:
         return ADDED if self.base is None else DELETED if self.staging is None else CHANGED
+
+    @property
+    def row(self) -> bytes:
+        """The row as staging has it, or had it before deleting it; raise MergeError if neither side has it."""
+        row = self.staging if self.staging is not None else self.base
+        if row is None:
+            raise MergeError(f"row {_show_key(self.key)} is on neither side")
+        return row
 
 
 class _Cursor:
@@ -97,12 +107,15 @@ class _Cursor:
 
     @property
     def row(self) -> bytes:
+        """The current row; raise MergeError if the side has no rows left."""
+        if self.rows is None:
+            raise MergeError(f"{self.side} rows of {self.table} were read past their end")
         return self.rows[self.i]
 
     def key(self) -> Key:
         """The current row's key; raise MergeError if it does not follow the last key read."""
         if self._key is None:
-            key = self.key_of(self.rows[self.i])
+            key = self.key_of(self.row)
             if self._last is not None and not self._last < key:
                 raise MergeError(
                     f"{self.side} rows of {self.table} are not in primary-key order ({key!r} after "
@@ -169,7 +182,9 @@ class Table:
         self._values: dict[bytes, list[bytes]] = {}
         self.auto = self.shape.auto if self.shape.key == (self.shape.auto,) else None
         tree = self.spec.tree
-        self.kept = set(self.spec.derived) | ({tree.left, tree.right, tree.level} - {None} if tree else set())
+        self.kept = set(self.spec.derived) | (
+            {c for c in (tree.left, tree.right, tree.level) if c is not None} if tree else set()
+        )
         # compared without: columns that may differ while the row is the same (and a row matched by its unique
         # column may have another id on production)
         self.blank = self.kept | (set(self.shape.key) if self.spec.unique else set())
@@ -177,6 +192,13 @@ class Table:
     @property
     def name(self) -> str:
         return self.shape.name
+
+    @property
+    def owner_column(self) -> str:
+        """The column naming the row's owner; raise MergeError if the playbook gives the table no owner."""
+        if self.spec.owner is None:
+            raise MergeError(f"playbook merge: table {self.name} has no owner")
+        return self.spec.owner[0]
 
     @property
     def tree(self) -> Tree:
@@ -273,6 +295,13 @@ class RowChange:
         return self.final_key
 
     @property
+    def staged(self) -> bytes:
+        """Staging's row; raise MergeError if staging deleted it."""
+        if self.staging is None:
+            raise MergeError(f"{self.table} row {_show_key(self.key)}: a {self.action} of a row staging deleted")
+        return self.staging
+
+    @property
     def replaced(self) -> bytes:
         """Production's row the change updates or deletes; raise MergeError if production has none at the key."""
         if self.production is None:
@@ -316,7 +345,13 @@ def _show_key(key: Key | None) -> str:
 # ------------------------------------------------------------------------------------------- the merge
 
 
-_MISSING = object()
+class _Missing(Enum):
+    """Not looked up yet (a staging row :class:`_StagingRows` fetches in its next batch)."""
+
+    MISSING = 0
+
+
+_MISSING: Final = _Missing.MISSING
 
 
 class _StagingRows:
@@ -328,7 +363,7 @@ class _StagingRows:
         self.cache: dict[tuple[str, str, object], list[bytes]] = {}
         self.missing: dict[tuple[str, str], set] = defaultdict(set)
 
-    def get(self, table: str, column: str, value) -> list[bytes] | object:
+    def get(self, table: str, column: str, value) -> list[bytes] | _Missing:
         found = self.cache.get((table, column, value), _MISSING)
         if found is _MISSING:
             self.missing[(table, column)].add(value)
@@ -404,7 +439,7 @@ class Merger:
 
     # -- rows as staging has them ---------------------------------------------------------------------------
 
-    def _current(self, table: str, key: Key) -> bytes | None | object:
+    def _current(self, table: str, key: Key) -> bytes | None | _Missing:
         """The row as staging has it (for a row staging deleted: as it was), or _MISSING until looked up."""
         touched = self.touched.get(table, {}).get(key)
         if touched is not None:
@@ -424,7 +459,7 @@ class Merger:
                 return kind
         return None
 
-    def _root(self, table: str, key: Key, row: bytes, depth: int = 0) -> tuple[str, Key] | None | object:
+    def _root(self, table: str, key: Key, row: bytes, depth: int = 0) -> tuple[str, Key] | None | _Missing:
         """The (table, key) of the item a row belongs to, None if none, _MISSING until looked up."""
         t = self.tables[table]
         if self._kind(table, row) is not None:
@@ -443,19 +478,20 @@ class Merger:
                 if target != table or len(key) != 1:
                     continue
                 owners = [
-                    s.staging or s.base
+                    s.row
                     for s in self.touched.get(other.name, {}).values()
-                    if as_key(other.get(s.staging or s.base, column)) == key[0]
+                    if as_key(other.get(s.row, column)) == key[0]
                 ]
                 if not owners:
-                    owners = self.staging.get(other.name, column, key[0])
-                    if owners is _MISSING:
+                    found = self.staging.get(other.name, column, key[0])
+                    if found is _MISSING:
                         return _MISSING
+                    owners = found
                 if owners:
                     return self._root(other.name, other.key_of(owners[0]), owners[0], depth + 1)
         return None
 
-    def _settled(self, compute: Callable[[], dict]) -> dict:
+    def _settled(self, compute: Callable[[], R]) -> R:
         """Run compute() until it needs no staging row that was not looked up yet; return its result."""
         for _ in range(12):
             result = compute()
@@ -471,10 +507,10 @@ class Merger:
 
         def compute():
             return {
-                (table, key): self._root(table, key, t.staging if t.staging is not None else t.base)
+                (table, key): self._root(table, key, t.row)
                 for table, rows in self.touched.items()
                 for key, t in rows.items()
-                if self.tables[table].takes_part(t.staging if t.staging is not None else t.base)
+                if self.tables[table].takes_part(t.row)
             }
 
         roots = self._settled(compute)
@@ -493,18 +529,27 @@ class Merger:
                 items[root].rows.append((table, key))
         titles = self._settled(lambda: {r: self._title(items[r]) for r in items})
         for root, item in items.items():
-            item.title = titles[root] or ""
+            title = titles[root]  # settled: a str or None
+            item.title = title if isinstance(title, str) else ""
         return items, dict(other)
 
-    def _item(self, table: str, key: Key) -> Item:
+    def _found(self, table: str, key: Key) -> bytes:
+        """The row as staging has it, once looked up (an item's own row); raise MergeError if staging has none."""
         row = self._current(table, key)
-        kind = self._kind(table, row)
+        if row is None or row is _MISSING:
+            raise MergeError(f"{table} row {_show_key(key)} is not on staging")
+        return row
+
+    def _item(self, table: str, key: Key) -> Item:
+        kind = self._kind(table, self._found(table, key))
+        if kind is None:
+            raise MergeError(f"{table} row {_show_key(key)} is no item the playbook names")
         touched = self.touched.get(table, {}).get(key)
         return Item(kind.kind, table, key, "", touched.status if touched else CHANGED)
 
-    def _title(self, item: Item) -> str | None | object:
+    def _title(self, item: Item) -> str | None | _Missing:
         kind = next(k for k in self.spec.items if k.kind == item.kind)
-        t, row = self.tables[item.table], self._current(item.table, item.key)
+        t, row = self.tables[item.table], self._found(item.table, item.key)
         if kind.title in t.shape.columns:
             value = t.get(row, kind.title)
             return None if value is None else value.decode("utf-8", "replace")
@@ -536,9 +581,9 @@ class Merger:
         else:
             for root, item in items.items():
                 kind = next(k for k in self.spec.items if k.kind == item.kind)
-                row = self._current(item.table, item.key)
                 if (item.status != DELETED or delete) and (
-                    kind.default is None or self.tables[item.table].matches(row, kind.default)
+                    kind.default is None
+                    or self.tables[item.table].matches(self._found(item.table, item.key), kind.default)
                 ):
                     item.reason = "default"
                     chosen[root] = item
@@ -552,9 +597,9 @@ class Merger:
         while queue:
             item = queue.pop()
             for target in self._references(item):
-                root = added.get(target)
-                if root is not None and root not in chosen:
-                    chosen[root] = needed = items[root]
+                needed_root = added.get(target)
+                if needed_root is not None and needed_root not in chosen:
+                    chosen[needed_root] = needed = items[needed_root]
                     needed.reason = f"needed by {item.ident}"
                     queue.append(needed)
         return chosen
@@ -582,7 +627,9 @@ class Merger:
         """Rows of `table.column` targets staging touched whose column holds value (a menu's type name)."""
         table, column = ref_table(target), target.rsplit(".", 1)[1]
         t = self.tables.get(table)
-        for key, touched in (self.touched.get(table, {}) if t else {}).items():
+        if t is None:
+            return
+        for key, touched in self.touched.get(table, {}).items():
             if touched.staging is not None and t.get(touched.staging, column) == value:
                 yield table, key
 
@@ -623,8 +670,8 @@ class Merger:
         files = self._rewrite(changes, ids)
         for item in chosen.values():
             if item.status == ADDED and self.tables[item.table].auto:
-                new = remaps.get(item.table, {}).get(item.key[0])
-                item.new_key = (new,) if new is not None else None
+                new_id = remaps.get(item.table, {}).get(item.key[0])
+                item.new_key = (new_id,) if new_id is not None else None
         acting = {c.item for c in changes if c.action in (INSERT, UPDATE, DELETE, CONFLICT)}
         acted = [item for item in chosen.values() if item.ident in acting or item.conflicts]
         substance = {c.item for c in changes if c.why != _DERIVED_ONLY}  # a renumbered asset is no edit
@@ -648,7 +695,7 @@ class Merger:
         for item in chosen.values():
             for table, key in item.rows:
                 touched = self.touched[table][key]
-                if self.tables[table].takes_part(touched.staging if touched.staging is not None else touched.base):
+                if self.tables[table].takes_part(touched.row):
                     wanted[table].append((key, item.ident))
         changes = []
         for table, keys in wanted.items():
@@ -661,15 +708,15 @@ class Merger:
 
     def _production_rows(self, t: Table, rows: list[Touched]) -> dict[Key, bytes]:
         """Production's rows at the touched rows' keys (matched by the table's unique column when it has one)."""
-        if t.spec.unique:
+        if unique := t.spec.unique:
 
             def name(touched: Touched) -> Value:
-                return t.get(touched.staging if touched.staging is not None else touched.base, t.spec.unique)
+                return t.get(touched.row, unique)
 
             by_name = {
-                t.get(row, t.spec.unique): row
+                t.get(row, unique): row
                 for row in self.production.rows(
-                    t.name, t.spec.unique, sorted({as_key(name(r)) for r in rows} - {None}, key=_sortable)
+                    t.name, unique, sorted({as_key(name(r)) for r in rows} - {None}, key=_sortable)
                 )
             }
             return {r.key: by_name[name(r)] for r in rows if name(r) in by_name}
@@ -685,7 +732,7 @@ class Merger:
             t = self.tables[change.table]
             if change.base is None and t.auto and isinstance(change.key[0], int):
                 if self._matched(t, change):  # the same option on production: its id
-                    remaps[change.table][change.key[0]] = t.key_of(change.production)[0]
+                    remaps[change.table][change.key[0]] = t.key_of(change.replaced)[0]
                 else:
                     by_table[change.table].append(change.key[0])
         for table, ids in by_table.items():
@@ -760,7 +807,7 @@ class Merger:
             if change.action not in (INSERT, UPDATE):
                 continue
             t = self.tables[change.table]
-            text = self.to_production(change.staging)
+            text = self.to_production(change.staged)
             literals = list(dumprows.values(text))
             for column, target in self._plain(t).items():
                 i = t.shape.index(column)
@@ -792,25 +839,25 @@ class Merger:
         """Staging rows of the same owner, for value references with a `sibling` condition."""
         tables = {ref.table for ref in self.spec.values if ref.sibling is not None}
         owners = {
-            (c.table, (as_key(self.tables[c.table].get(c.staging, self.tables[c.table].spec.owner[0])),))
+            (c.table, (as_key(self.tables[c.table].get(c.staging, self.tables[c.table].owner_column)),))
             for c in changes
             if c.table in tables and c.staging is not None and self.tables[c.table].spec.owner
         }
 
         def compute():
             return {
-                (table, owner): self.staging.get(table, self.tables[table].spec.owner[0], owner[0])
+                (table, owner): self.staging.get(table, self.tables[table].owner_column, owner[0])
                 for table, owner in owners
             }
 
         return self._settled(compute)
 
     def _applies(self, t: Table, ref, change: RowChange, siblings) -> bool:
-        if not t.matches(change.staging, ref.where):
+        if not t.matches(change.staged, ref.where):
             return False
         if ref.sibling is None:
             return True
-        owner = (as_key(t.get(change.staging, t.spec.owner[0])),)
+        owner = (as_key(t.get(change.staged, t.owner_column)),)
         return any(t.matches(row, ref.sibling) for row in siblings.get((t.name, owner), []))
 
     @staticmethod
@@ -824,7 +871,7 @@ class Merger:
             for start, end, old in _ids_in(value, ref.pattern, ref.ids)
             if old in remap
         ]
-        if edits:
+        if edits and value is not None:  # ids were found, so there is a value
             literals[i] = encode(edit_value(value, sorted(edits)), literals[i])
 
     def _files(self, t: Table, literals: list[bytes]) -> Iterator[str]:
