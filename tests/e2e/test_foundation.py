@@ -236,11 +236,11 @@ def test_secrets_never_show_in_ps_oplog_or_verbose_logs(fleet):
 def test_defect_5_one_broken_site_file_costs_that_site_alone(fleet, tmp_path):
     from fleet import Fleet
 
-    # Its own state folder, so its own oplog: the health it reads is only this test's (an earlier test may have
-    # left a failed drill on shop in the shared fleet's oplog).
-    other = Fleet(tmp_path / "inv", fleet.env | {"ORCH_STATE_DIR": str(tmp_path / "state")}, fleet.hosts)
+    # Its own oplog: the health it reads is only this test's (an earlier test may have left a failed drill on shop
+    # in the shared fleet's oplog).
+    other = Fleet(tmp_path / "inv", fleet.env, fleet.hosts)
     sites = {name: site | {"backup": {"schedule": "0 3 * * *"}} for name, site in fleet.sites.items()}
-    other.write_inventory(fleet.base, sites)
+    other.write_inventory(fleet.base | {"oplog": f"sqlite:///{tmp_path}/oplog.db"}, sites)
     (other.root / "sites" / "bad.yaml").write_text("name: bad\nenvironments: {production: {host: nowhere, path: /x}}\n")
 
     proc = other.orch("backup", "--all", "--task", "5505", expect=1)
