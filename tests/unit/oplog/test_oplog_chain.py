@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from orchestrator.billing import Rates
 from orchestrator.cli import main
 from orchestrator.oplog import Oplog, chain, schema
 
@@ -291,7 +292,10 @@ def test_the_task_report_carries_the_chain_head_and_the_cost(tmp_path, capsys, m
             main(["report", "--task", "14883", "--format", fmt])
         assert done.value.code == 0
         out = capsys.readouterr().out
-        assert f"Oplog chain head: {head}" in out and f"Cost: {duration:,.2f} EUR" in out
+        # priced as billing prices it (seconds / 3600 * rate, rounded): formatting the raw duration rounds a
+        # duration like 0.005 s the other way
+        cost = Rates(currency="EUR", hourly_rate=3600).time_cost(duration)
+        assert f"Oplog chain head: {head}" in out and f"Cost: {cost:,.2f} EUR" in out
 
 
 def test_a_head_quoted_elsewhere_must_still_be_in_the_oplog(oplog):
