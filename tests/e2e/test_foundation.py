@@ -181,10 +181,11 @@ def test_a_second_mutating_command_on_a_locked_site_exits_3_naming_holder_and_ta
 
 
 def test_kill_9_leaves_a_trail_that_the_next_command_marks_interrupted(fleet, tmp_path):
-    victim, _release = _blocked_backup(fleet, tmp_path, "6701")
+    victim, release = _blocked_backup(fleet, tmp_path, "6701")
     _wait_for_lock(fleet, "shop")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    release()  # the secret command (`cat FIFO`) outlives its killed orch: let it end, or it waits forever
     running = [
         op
         for op in json.loads(
