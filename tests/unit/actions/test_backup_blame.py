@@ -3,9 +3,9 @@
 from types import SimpleNamespace
 
 import pytest
+from backupkit import fake_target
 
 from orchestrator.actions import backup
-from orchestrator.backends.remote import Sensitive
 from orchestrator.backends.storage.restic import MissingRepository, Repository, RepositoryError
 from orchestrator.errors import OperationFailed
 
@@ -21,30 +21,15 @@ S3_MISSING = (
 
 
 def _target():
-    db = SimpleNamespace(
-        engine="mysql",
-        name="shop",
-        user="shop",
-        password=Sensitive("blame-test-db-secret"),
-        host="db",
-        port=3306,
-        socket=None,
-        path=None,
-    )
-    env = SimpleNamespace(name="production", path="/var/www/shop", database=db)
-    site = SimpleNamespace(name="shop", backup=SimpleNamespace(exclude=[]))
-    storage = SimpleNamespace(
+    return fake_target(
+        "blame-test-db-secret",
+        "blame-test-repo-secret",
         name="offsite",
         type="s3",
         endpoint="http://s3",
         bucket="b",
         prefix="orch",
-        password=Sensitive("blame-test-repo-secret"),
-        access_key=None,
-        secret_key=None,
-        region=None,
     )
-    return backup.Target(site, env, SimpleNamespace(name="web1", restic="restic"), storage)
 
 
 def problem(statuses, stderr, status=None):

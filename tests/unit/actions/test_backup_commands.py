@@ -1,12 +1,12 @@
 """How a backup drives restic, depending on the host's restic version (facts in, commands out)."""
 
 import base64
-from types import SimpleNamespace
 
 import pytest
+from backupkit import fake_target
 
 from orchestrator.actions import backup
-from orchestrator.backends.remote import Result, Sensitive
+from orchestrator.backends.remote import Result
 from orchestrator.backends.storage.restic import Version
 from orchestrator.errors import OperationFailed
 
@@ -23,29 +23,7 @@ class RecordingConnector:
 
 
 def _target():
-    db = SimpleNamespace(
-        engine="mysql",
-        name="shop",
-        user="shop",
-        password=Sensitive("db-secret-pw"),
-        host="db",
-        port=3306,
-        socket=None,
-        path=None,
-    )
-    env = SimpleNamespace(name="production", path="/var/www/shop", database=db)
-    site = SimpleNamespace(name="shop", backup=SimpleNamespace(exclude=[]))
-    storage = SimpleNamespace(
-        name="local",
-        type="local",
-        path="/backups",
-        password=Sensitive("repo-secret-pw"),
-        access_key=None,
-        secret_key=None,
-        region=None,
-        prefix=None,
-    )
-    return backup.Target(site, env, SimpleNamespace(name="web1", restic="restic"), storage)
+    return fake_target("db-secret-pw", "repo-secret-pw", name="local", type="local", path="/backups")
 
 
 def test_new_restic_runs_the_dump_itself_with_the_password_in_its_environment():
