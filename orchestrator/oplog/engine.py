@@ -12,7 +12,7 @@ from sqlalchemy.pool import StaticPool
 from orchestrator.errors import OrchError, UsageError
 from orchestrator.masking import mask
 
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 30_000  # default; a SQLite oplog URL may say otherwise with `?timeout=SECONDS`
 
 
 class OplogError(OrchError):
@@ -47,26 +47,46 @@ def inserted_id(result: sa.CursorResult) -> int:
 
 
 def make_engine(url: str) -> sa.Engine:
-    """Given an oplog URL, return an engine; for SQLite create the file's folder and set WAL + busy timeout.
+    """Given an oplog URL, return an engine; for SQLite create the file's folder and set WAL + busy timeout
+    (`?timeout=SECONDS` in the URL, as SQLAlchemy's SQLite URLs have it; default 30 s).
 
-    Raise OplogError if a SQLite path is a folder or an empty file; database errors of the engine's later use
+    Raise UsageError if the timeout is not a number of seconds. Raise OplogError if a SQLite path is a folder or
+    an empty file; database errors of the engine's later use
     (cannot connect, not a database, damaged, locked for longer than the busy timeout) raise OplogError too.
     """
     parsed = normalize_url(url)
     where = parsed.render_as_string(hide_password=True)
+    busy_ms = BUSY_TIMEOUT_MS
+    if parsed.get_backend_name() == "sqlite":
+        busy_ms, parsed = _busy_timeout(parsed), parsed.difference_update_query(["timeout"])
     if parsed.get_backend_name() != "sqlite":
         engine = sa.create_engine(parsed, pool_pre_ping=True)
     elif parsed.database in (None, "", ":memory:"):
         # One shared connection, or every checkout would see its own empty database.
         engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
-        _tune_sqlite(engine, wal=False)
+        _tune_sqlite(engine, busy_ms, wal=False)
     else:
         where = parsed.database
         _check_file(Path(parsed.database))
-        engine = sa.create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
-        _tune_sqlite(engine, wal=True)
-    _explain_errors(engine, where)
+        engine = sa.create_engine(parsed, connect_args={"timeout": busy_ms / 1000})
+        _tune_sqlite(engine, busy_ms, wal=True)
+    _explain_errors(engine, where, busy_ms)
     return engine
+
+
+def _busy_timeout(url: sa.URL) -> int:
+    """Given a SQLite oplog URL, return how long (ms) a writer waits for another's lock; raise UsageError if its
+    `timeout` is not a positive number of seconds."""
+    value = url.query.get("timeout")
+    if value is None:
+        return BUSY_TIMEOUT_MS
+    try:
+        seconds = float(value if isinstance(value, str) else value[-1])
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds <= 86_400:
+        raise UsageError(f"oplog URL: timeout={value!r} is not a number of seconds (1 to 86400)")
+    return round(seconds * 1000)
 
 
 def _check_file(path: Path) -> None:
@@ -90,24 +110,28 @@ def _check_file(path: Path) -> None:
 _UNUSABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
-def _explain_errors(engine: sa.Engine, where: str) -> None:
-    """Given an engine and how to name its database, make its unusable-database errors raise OplogError."""
+def _explain_errors(engine: sa.Engine, where: str, busy_ms: int = BUSY_TIMEOUT_MS) -> None:
+    """Given an engine, how to name its database and its busy timeout, make its unusable-database errors raise
+    OplogError."""
 
     @sa.event.listens_for(engine, "handle_error")
     def _on_error(context: sa.engine.ExceptionContext) -> None:
         error = context.sqlalchemy_exception
         if context.is_pre_ping or not (isinstance(error, _UNUSABLE) or type(error) is sa.exc.DatabaseError):
             return  # a pre-ping reconnects on its own; other errors are the caller's to handle
-        raise OplogError(f"oplog {where}: {explain(context.original_exception)}") from context.original_exception
+        raise OplogError(f"oplog {where}: {explain(context.original_exception, busy_ms)}") from (
+            context.original_exception
+        )
 
 
-def explain(error: BaseException) -> str:
-    """Given a driver error of an oplog database, return one line saying what is wrong and what to do."""
+def explain(error: BaseException, busy_ms: int = BUSY_TIMEOUT_MS) -> str:
+    """Given a driver error of an oplog database (and the busy timeout it waited out), return one line saying what
+    is wrong and what to do."""
     text = " ".join(str(error).split())
     lowered = text.lower()
     if "database is locked" in lowered:
         return (
-            f"locked by another writer for more than {BUSY_TIMEOUT_MS // 1000} s; try again when it is done "
+            f"locked by another writer for more than {busy_ms / 1000:g} s; try again when it is done "
             "(a long transaction of another orch, or a program holding the file open)"
         )
     if "file is not a database" in lowered or "malformed" in lowered:
@@ -119,15 +143,16 @@ def explain(error: BaseException) -> str:
     return mask(text)[:300]
 
 
-def _tune_sqlite(engine: sa.Engine, *, wal: bool) -> None:
-    """Given a SQLite engine, make its transactions safe for concurrent orch processes."""
+def _tune_sqlite(engine: sa.Engine, busy_ms: int, *, wal: bool) -> None:
+    """Given a SQLite engine and how long (ms) to wait for another writer, make its transactions safe for
+    concurrent orch processes."""
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
         # We emit BEGIN ourselves (below); sqlite3's own implicit BEGIN would defer the write lock.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         cursor.execute("PRAGMA foreign_keys = ON")
         if wal:
             cursor.execute("PRAGMA journal_mode = WAL")

@@ -1,12 +1,16 @@
 """Helpers of the oplog that need no database: text cleaning, process liveness, exit statuses."""
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
+from orchestrator.errors import UsageError
 from orchestrator.masking import register_secret
+from orchestrator.oplog.engine import OplogError, make_engine
 from orchestrator.oplog.operation import exit_status
 from orchestrator.oplog.process import pid_alive
 from orchestrator.oplog.text import clean_json, tail
@@ -56,3 +60,27 @@ def test_a_zombie_counts_as_dead():
 )
 def test_how_a_block_ended_decides_its_status(exc, status):
     assert exit_status(exc) == status
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "soon", "100000"])
+def test_a_sqlite_busy_timeout_that_is_no_number_of_seconds_is_a_usage_error(tmp_path, timeout):
+    with pytest.raises(UsageError, match=f"timeout={timeout!r}"):
+        make_engine(f"sqlite:///{tmp_path}/oplog.db?timeout={timeout}")
+
+
+def test_a_writer_waits_the_urls_busy_timeout_and_names_it(tmp_path):
+    path = tmp_path / "oplog.db"
+    engine = make_engine(f"sqlite:///{path}?timeout=0.3")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x)")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(OplogError, match=r"locked by another writer for more than 0\.3 s"):
+            with engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert 0.25 < time.monotonic() - started < 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
