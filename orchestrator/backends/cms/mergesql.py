@@ -6,7 +6,8 @@ the script unless exactly one row was hit. A guard is a prepared statement that 
 ``orch-guard-N`` when its condition fails: the client stops at that error, the transaction is never committed,
 and :func:`guard_failure` turns the error back into what changed. Inserts are guarded by the primary key (and
 any unique key). A nested set is renumbered from the rows production had when the script was made, locked and
-checked first (count and a CRC32 sum of id, parent, left and right), so nobody renumbers it meanwhile.
+checked first (count and a CRC32 sum of id, parent, left and right), so nobody renumbers it meanwhile: the check
+runs before the script's own row changes, which it would otherwise count as someone else's.
 """
 
 from __future__ import annotations
@@ -48,30 +49,36 @@ def fingerprint(rows: Iterable[TreeRow]) -> tuple[int, int]:
 
 
 class Script:
-    """Builds the transaction's SQL and remembers what each guard checks."""
+    """Builds the transaction's SQL and remembers what each guard checks. ``checks`` run first, at the start of
+    the transaction (locks, and checks of what the statements were computed from); ``lines`` follow."""
 
     def __init__(self):
-        self.lines = [
+        self.head = [
             "SET NAMES utf8mb4;",
             "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO';",
             "SET autocommit = 0;",
             "START TRANSACTION;",
         ]
+        self.checks: list[str] = []
+        self.lines: list[str] = []
         self.guards: list[str] = []
 
-    def guard(self, condition: str, what: str) -> None:
-        """Stop the script (and so the transaction) unless the SQL condition holds."""
+    def guard(self, condition: str, what: str, *, first: bool = False) -> None:
+        """Stop the script (and so the transaction) unless the SQL condition holds: where it is now, or with
+        `first` among the checks, before any row changes."""
         self.guards.append(what)
-        self.lines += [
-            f"SET @orch_ok = ({condition});",
-            f"SET @orch_sql = IF(@orch_ok, 'DO 0', 'SELECT 1 FROM `orch-guard-{len(self.guards)}`');",
-            "PREPARE orch_guard FROM @orch_sql;",
-            "EXECUTE orch_guard;",
-            "DEALLOCATE PREPARE orch_guard;",
-        ]
+        (self.checks if first else self.lines).extend(
+            [
+                f"SET @orch_ok = ({condition});",
+                f"SET @orch_sql = IF(@orch_ok, 'DO 0', 'SELECT 1 FROM `orch-guard-{len(self.guards)}`');",
+                "PREPARE orch_guard FROM @orch_sql;",
+                "EXECUTE orch_guard;",
+                "DEALLOCATE PREPARE orch_guard;",
+            ]
+        )
 
     def text(self) -> str:
-        return "\n".join([*self.lines, "COMMIT;"]) + "\n"
+        return "\n".join([*self.head, *self.checks, *self.lines, "COMMIT;"]) + "\n"
 
 
 def _same_row(t: Table, literals: list[bytes]) -> str:
@@ -122,17 +129,19 @@ def _statement(script: Script, t: Table, change: RowChange) -> None:
 
 def tree_statements(script: Script, t: Table, now: list[TreeRow], result: MergeResult) -> int:
     """Renumber the nested set of table t after the merge's changes; production had rows `now` when the script
-    was made (locked and checked first). Return how many rows are renumbered."""
+    was made (locked and checked among the script's first checks). Return how many rows are renumbered."""
     tree = t.tree
     key_col = t.shape.key[0]
     count, crc = fingerprint(now)
-    script.lines.append(
+    script.checks.append(
         f"SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS(',', {ident(key_col)}, {ident(tree.parent)}, "
         f"{ident(tree.left)}, {ident(tree.right)}))), 0) INTO @orch_n, @orch_s "
         f"FROM {ident(t.name)} FOR UPDATE;"
     )
     script.guard(
-        f"@orch_n = {count} AND @orch_s = {crc}", f"the nested set of {t.name} changed on production meanwhile"
+        f"@orch_n = {count} AND @orch_s = {crc}",
+        f"the nested set of {t.name} changed on production meanwhile",
+        first=True,
     )
     nodes = {row.key: Node(row.key, row.parent, (0, row.left)) for row in now}
     new: set[int] = set()

@@ -4,20 +4,24 @@ asset and a menu item of its own; and the nested sets (assets, categories, menu)
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from mergekit import Side, row, touched
 
 from orchestrator.backends.cms import mergesql
-from orchestrator.backends.cms.dumprows import Shape, decode
+from orchestrator.backends.cms.dumprows import DumpReader, Shape, decode
 from orchestrator.backends.cms.merge import ADDED, INSERT, Merger, MergeResult, RowChange, Table
 from orchestrator.backends.cms.nestedset import Node, problems, rebuild
 from orchestrator.backends.cms.playbook import load_playbook
 from orchestrator.backends.cms.replace import row_rewriter, url_pairs
 
 PROD, STAGE = "https://roofs.example", "https://t1.stage.example"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "cms" / "joomla"
 CONTENT = Shape(
     "jos_content",
     (
@@ -233,7 +237,7 @@ def test_the_nested_sets_are_valid_on_production_after_the_merge():
         now = [mergesql.TreeRow(*r) for r in now_rows]
         script = mergesql.Script()
         assert mergesql.tree_statements(script, merger.tables[name], now, result) >= 2
-        assert any("orch-guard-1" in line for line in script.lines), "the set is checked under a lock first"
+        assert any("orch-guard-1" in line for line in script.checks), "the set is checked under a lock first"
         rows = {r.key: [r.parent, r.left, r.right, r.level] for r in now}
         new = next(c for c in result.changes if c.table == name and c.action == INSERT)
         rows[new.final_key[0]] = [int(decode(new.final[SHAPES[name].index("parent_id")])), 0, 0, 0]
@@ -287,3 +291,48 @@ def test_a_tree_change_is_numbered_from_the_rows_it_names():
     rows = {1: [0, 0, 3, 0], 2: [1, 1, 2, 1], 3: [2, 0, 0, 0]}
     apply_tree(rows, script)
     assert rows == {1: [0, 0, 5, 0], 2: [1, 1, 4, 1], 3: [2, 2, 3, 2]}
+
+
+def test_a_nested_set_is_locked_and_checked_before_the_rows_change_it():
+    """The check compares the set with the rows read before the script was made: run after the script's own
+    inserts, it would count them too and stop every promotion that adds an asset, a category or a menu item."""
+    merger, result = decide(*sides())
+    script = mergesql.Script()
+    mergesql.row_statements(script, result, merger.tables)
+    now = [mergesql.TreeRow(*r) for r in [(1, None, 0, 7, 0), (2, 1, 1, 6, 1), (3, 2, 2, 5, 2), (4, 3, 3, 4, 3)]]
+    mergesql.tree_statements(script, merger.tables["jos_assets"], now, result)
+    lines = script.text().splitlines()
+    check = next(i for i, line in enumerate(lines) if "FROM `jos_assets` FOR UPDATE" in line)
+    insert = next(i for i, line in enumerate(lines) if line.startswith("INSERT INTO `jos_assets`"))
+    renumber = next(i for i, line in enumerate(lines) if line.startswith("UPDATE `jos_assets` SET `lft`"))
+    assert lines.index("START TRANSACTION;") < check < insert < renumber
+    assert "orch-guard-1" in lines[check + 2], "the check's guard follows it at once"
+
+
+def fixture_tables() -> dict[str, tuple[Shape, list[bytes]]]:
+    """The Joomla 4 content tables of the fixture site (tests/fixtures/cms/joomla/content.sql): shapes and rows."""
+    with (FIXTURE / "content.sql").open("rb") as dump:
+        return {shape.name: (shape, [r for batch in rows for r in batch]) for shape, rows in DumpReader(dump).tables()}
+
+
+def test_the_playbook_names_only_columns_the_joomla_4_tables_have_and_the_fixture_sets_are_valid():
+    tables = fixture_tables()
+    merge = load_playbook("joomla").merge.for_prefix("jx7tq_")
+    assert set(tables) == set(merge.tables), "the fixture holds the playbook's content tables"
+    shapes = {name: shape for name, (shape, _) in tables.items()}
+    merger = Merger(merge, shapes, {}, Side({}, shapes), Side({}, shapes), to_production=bytes, to_staging=bytes,
+                    next_ids={})  # fmt: skip
+    for name in ("jx7tq_assets", "jx7tq_categories", "jx7tq_menu"):
+        t = merger.tables[name]
+        rows = [[int(t.get(r, c) or 0) for c in ("id", "parent_id", "lft", "rgt")] for r in tables[name][1]]
+        assert problems(rows) == [], name
+        assert sorted(n for r in rows for n in r[2:]) == list(range(2 * len(rows))), name
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php CLI not installed")
+def test_the_joomla_content_fixture_is_what_the_generator_writes():
+    spec = importlib.util.spec_from_file_location("cms_fixture_generate", FIXTURE.parent / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.EXTRA["joomla/content.sql"]() == (FIXTURE / "content.sql").read_text(encoding="utf-8")
