@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fleet import Fleet, host_entry, make_tree, new_password, orch_env
+from fleet import Fleet, host_entry, make_tree, new_password, orch_env, web_host_entry
 
 SHOP_ROWS = 250
 BLOG_ROWS = 120
@@ -141,16 +141,7 @@ def wp_fleet(fleet, wordpress, stage1_web, mariadb, ssh_hosts, tmp_path_factory)
     mariadb.sql("GRANT ALL PRIVILEGES ON *.* TO 'orch_admin'@'%' WITH GRANT OPTION")
     stage1, nginx = ssh_hosts["stage1"], stage1_web.nginx
     inventory = json.loads(json.dumps(fleet.base))
-    inventory["hosts"]["stage1"] = host_entry(stage1) | {
-        "web": {
-            "sites_dir": str(nginx.sites_dir),
-            "listen": nginx.listen,
-            "connect": nginx.listen,
-            "php_socket": str(stage1_web.php.socket),
-            "test": nginx.test_command.split(),
-            "reload": nginx.reload_command.split(),
-        }
-    }
+    inventory["hosts"]["stage1"] = web_host_entry(stage1, stage1_web)
     port = nginx.listen.rsplit(":", 1)[1]
     site = {
         "name": "wp",

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fleet import Fleet, host_entry, tree_checksums
+from fleet import Fleet, tree_checksums, web_host_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -306,22 +306,24 @@ class Deployed:
     error: str | None = None
 
 
-def deploy(cms: Cms, web1, mariadb, path: str) -> Deployed:
-    """Put a fixture site on web1 (as its user) and its dump into the database its config names; point the config
-    at the testbed's MariaDB (host and port only) and check it opens that database."""
+def deploy(cms: Cms, web1, mariadb, path: str, dumps: tuple[str, ...] = ("database.sql",)) -> Deployed:
+    """Put a fixture site on web1 (as its user) and its dumps (database.sql, then any more of the fixture's, in
+    order) into the database its config names; point the config at the testbed's MariaDB (host and port only)
+    and check it opens that database."""
     fixture = FIXTURES / cms.name
     creds = credentials(cms.name, load_config(cms.name, str(fixture)))
     mariadb.sql(f"DROP DATABASE IF EXISTS `{creds['database']}`")
     mariadb.create_database(creds["database"], creds["user"], creds["password"])
-    with (fixture / "database.sql").open("rb") as sql:
-        subprocess.run(
-            ["mariadb", "--no-defaults", "-S", str(mariadb.socket), "-u", "root", creds["database"]],
-            stdin=sql,
-            check=True,
-            capture_output=True,
-        )
+    for name in dumps:
+        with (fixture / name).open("rb") as sql:
+            subprocess.run(
+                ["mariadb", "--no-defaults", "-S", str(mariadb.socket), "-u", "root", creds["database"]],
+                stdin=sql,
+                check=True,
+                capture_output=True,
+            )
     web1.copy_in(fixture, path)  # as root: web1's user may not read a private checkout
-    web1.run(f"rm {path}/database.sql")
+    web1.run(f"rm {path}/*.sql")  # dumps are no site files
     for rel in dict.fromkeys(rel for rel, _, _ in cms.host_edits):
         text = (fixture / rel).read_text(encoding="utf-8")
         for edit_rel, old, new in cms.host_edits:
@@ -348,16 +350,7 @@ def cms_fleet(fleet, stage1_web, mariadb, ssh_hosts, tmp_path_factory):
     port = nginx.listen.rsplit(":", 1)[1]
     inventory = json.loads(json.dumps(fleet.base))
     inventory["oplog"] = inventory["oplog"].replace("oplog.db", f"oplog-cms-{run}.db")
-    inventory["hosts"]["stage1"] = host_entry(stage1) | {
-        "web": {
-            "sites_dir": str(nginx.sites_dir),
-            "listen": nginx.listen,
-            "connect": nginx.listen,
-            "php_socket": str(stage1_web.php.socket),
-            "test": nginx.test_command.split(),
-            "reload": nginx.reload_command.split(),
-        }
-    }
+    inventory["hosts"]["stage1"] = web_host_entry(stage1, stage1_web)
     orch = Fleet(tmp_path_factory.mktemp("cmsfleet"), dict(fleet.env), fleet.hosts)
     orch.mariadb, orch.web1, orch.stage1, orch.deployed = mariadb, web1, stage1, {}
     orch.listen = nginx.listen  # where the staging URLs are served
