@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from orchestrator import progress
 from orchestrator.backends.remote import PIPE, Command, Raw, connect
 from orchestrator.backends.remote.command import part_statuses
 from orchestrator.backends.storage.restic import MissingRepository, Repository, parse_summary
@@ -133,7 +134,7 @@ def _dump_by_restic(conn, backup: Command, t: Target):
     command = backup.env(**dict(dump.environment)).args(
         "--stdin-from-command", "--", "bash", "-o", "pipefail", "-c", dump.body()
     )
-    return conn.run(command, check=False, timeout=None)
+    return conn.run(command, check=False, timeout=None, on_stdout=progress.lines(progress.restic_status))
 
 
 def _dump_through_pipe(conn, backup: Command, t: Target):
@@ -158,7 +159,7 @@ def _dump_through_pipe(conn, backup: Command, t: Target):
         Raw(">&2; } 3>&1"),
     )
     pipeline = t.db_engine.dump().pipe(keep_tail).pipe(backup.args("--stdin")).reporting_statuses()
-    result = conn.run(pipeline, check=False, timeout=None)
+    result = conn.run(pipeline, check=False, timeout=None, on_stdout=progress.lines(progress.restic_status))
     tail, stderr = dump_tail(result.stderr)
     return replace(result, stderr=stderr), tail
 
@@ -200,7 +201,12 @@ def backup_files(conn, repo: Repository, t: Target, tags: list[str]) -> dict:
     """Back up the environment's docroot (minus excludes) from inside it, so restores land at the root."""
     excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
     backup = repo.command("backup", "--json", "--host", t.restic_host, *tag_args(tags + ["part=files"]), *excludes, ".")
-    result = conn.run(Command("cd", t.files_root).then(backup), check=False, timeout=None)
+    result = conn.run(
+        Command("cd", t.files_root).then(backup),
+        check=False,
+        timeout=None,
+        on_stdout=progress.lines(progress.restic_status),
+    )
     if result.exit_status == 3:  # restic: snapshot saved, some files unreadable: keep it, say so loudly
         log.warning("%s: some files could not be read: %s", t.label, _why(3, result.stderr))
     elif not result.ok:
@@ -238,9 +244,10 @@ def backup_target(
     ):
         repo = t.repository
         # Opening a repository costs a key derivation (~1 s); skip the probe once a backup went there.
-        known = not init and _has_backed_up_to(oplog, t.site.name, repo.url)
+        last = None if init else _last_backup_to(oplog, t.site.name, repo.url)
+        known = last is not None
         try:
-            parts = _back_up(op, conn, repo, t, known, tags=backup_tags(t, task, backup_id, pin))
+            parts = _back_up(op, conn, repo, t, last, tags=backup_tags(t, task, backup_id, pin))
         except MissingRepository as exc:
             if not known:
                 raise
@@ -254,9 +261,10 @@ def backup_target(
 
 
 def _back_up(
-    op, conn, repo: Repository, t: Target, known: bool, tags: list[str]
+    op, conn, repo: Repository, t: Target, last: dict | None, tags: list[str]
 ) -> tuple[dict, dict | None, dict[str, list[int]] | None]:
-    """The steps of one backup. Return (files summary, db summary or None, row counts or None).
+    """The steps of one backup. Return (files summary, db summary or None, row counts or None). `last` is the
+    summary of the last backup that went to this repository (None: it may not exist yet).
 
     The row counts run beside the restic work (a second channel of the same connection): the first while the
     repository is opened, the second while the files are backed up. The dump still starts after the first
@@ -265,13 +273,15 @@ def _back_up(
         counting = beside.submit(count_tables, t, conn) if t.env.database else None
         with op.step("open repository") as step:
             version = repo.version(conn)
-            state = "known" if known else repo.ensure(conn)
+            state = "known" if last else repo.ensure(conn)
             step.output(f"restic {version} on {t.host.name}; {repo.describe()}: {state}")
         db = None
         if counting is not None:  # the environment has a database
             with op.step("count rows before dump"):
                 before = counting.result()
             with op.step(f"dump {t.database.engine} database into restic") as step:
+                if (meter := progress.current()) and last and last.get("db"):
+                    meter.expected = last["db"].get("size")  # a stream's size is known at its end: guess the last
                 db = dump_into_restic(conn, repo, t, tags, version)
                 step.output(
                     f"snapshot {db['snapshot_id'][:8]}, dump {db['dump_size']} bytes, added {db.get('data_added', 0)}"
@@ -303,14 +313,14 @@ def _counted_after(
         raise
 
 
-def _has_backed_up_to(oplog, site: str, url: str) -> bool:
-    """Whether a recorded backup of this site went to this repository (so it exists and opens)."""
+def _last_backup_to(oplog, site: str, url: str) -> dict | None:
+    """Return the summary of the last recorded backup of this site to this repository (so it exists and
+    opens), or None."""
     for op in oplog.operations(site=site, action="backup", limit=20, with_details=True):
-        if op["status"] == "ok" and any(
-            a["kind"] == "backup" and (a.get("details") or {}).get("repository") == url for a in op.get("artifacts", [])
-        ):
-            return True
-    return False
+        for a in op.get("artifacts", []) if op["status"] == "ok" else ():
+            if a["kind"] == "backup" and (a.get("details") or {}).get("repository") == url:
+                return a["details"]
+    return None
 
 
 def _summary(

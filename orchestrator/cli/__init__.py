@@ -13,11 +13,12 @@ from importlib import import_module
 
 import click
 
-from orchestrator import __version__
+from orchestrator import __version__, progress
 from orchestrator.errors import ExitCode, InventoryError, OrchError
 from orchestrator.masking import mask
 
 from .app import App, setup_logging
+from .live import Terminal
 
 EPILOG = """\b
 Examples:
@@ -130,8 +131,11 @@ def cli(ctx, inventory, json_output, verbose, quiet):
     """orch keeps an agency's client sites backed up, staged and safely deployed,
     with every action logged against its support task."""
     verbosity = -1 if quiet else verbose + 1
-    setup_logging(verbosity)
-    ctx.obj = App(inventory, json_output, verbosity)
+    app = App(inventory, json_output, verbosity)
+    live = Terminal(sys.stderr, when=app.live_progress)  # asked at each step: --json may come after the command
+    setup_logging(verbosity, live)
+    progress.use(live)
+    ctx.obj = app
 
 
 def _terminate(signum, _frame):

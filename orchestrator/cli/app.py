@@ -16,6 +16,7 @@ from orchestrator.masking import mask
 from orchestrator.tasks import UNATTENDED, is_task
 
 from . import output
+from .live import LineSafeHandler, Terminal
 
 
 class MaskingFormatter(logging.Formatter):
@@ -25,8 +26,10 @@ class MaskingFormatter(logging.Formatter):
         return mask(super().format(record))
 
 
-def setup_logging(verbosity: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(verbosity: int, live: Terminal | None = None) -> None:
+    """Log to stderr at the level `verbosity` asks for; with `live`, each line first takes the live progress
+    line off the terminal."""
+    handler = LineSafeHandler(sys.stderr, live) if live else logging.StreamHandler(sys.stderr)
     handler.setFormatter(MaskingFormatter("%(message)s" if verbosity < 2 else "%(name)s: %(message)s"))
     root = logging.getLogger("orch")
     root.handlers[:] = [handler]
@@ -122,6 +125,10 @@ class App:
             if value is not None:
                 check_name(value, what)
         return preflight(lambda: self.oplog, action=action, task=task, site=site, env=env, dry_run=dry_run)
+
+    def live_progress(self) -> bool:
+        """Whether steps show a live progress line: on a terminal (stdout and stderr), without -q or --json."""
+        return self.verbosity >= 1 and not self.json and sys.stdout.isatty() and sys.stderr.isatty()
 
     def say(self, message: str) -> None:
         """Tell a human something (stderr, so --json stdout stays clean)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import click
 
@@ -12,6 +13,7 @@ from orchestrator.actions.restore import plan_restore, restore
 from orchestrator.actions.targets import target, targets
 from orchestrator.backends.remote import connect
 from orchestrator.errors import ExitCode
+from orchestrator.progress import suspended
 
 from .app import json_option, pass_app, task_option
 from .output import human_size, short_time, sites_progress
@@ -71,7 +73,11 @@ def backup_cmd(app, sites, all_sites, env, task, pin, init, dry_run):
                 f"{result.get('backup_id') or result.get('error', '')}"
             )
 
-    with sites_progress(len(chosen) if live else 0, "backing up") as progress:
+    # several sites run at once: their steps' figures would fight over one line
+    with (
+        sites_progress(len(chosen) if live else 0, "backing up") as done,
+        nullcontext() if len(chosen) == 1 else suspended(),
+    ):
         results = run_backups(
             app.inventory,
             app.oplog,
@@ -79,7 +85,7 @@ def backup_cmd(app, sites, all_sites, env, task, pin, init, dry_run):
             task=task,
             pin=pin,
             init=init,
-            on_done=lambda result: (each(result), progress(result)),
+            on_done=lambda result: (each(result), done(result)),
         )
     rows = [
         r

@@ -9,12 +9,16 @@ import sys
 
 import click
 
+from orchestrator import progress
 from orchestrator.errors import ExitCode, InventoryError, OperationFailed
 from orchestrator.masking import mask
 from orchestrator.oplog import process
 
 from .app import MaskingFormatter, json_option, pass_app
+from .live import LogLines
 from .output import human_duration, short_time
+
+FIGURES_EVERY = 30.0  # seconds between two log lines of one step's progress
 
 
 def daemon_logging(verbosity: int) -> None:
@@ -32,6 +36,10 @@ def daemon_logging(verbosity: int) -> None:
         logger.propagate = False
     # every step of every run would flood the service log; -v brings them back
     logging.getLogger("orch.progress").setLevel(logging.INFO if verbosity > 1 else logging.WARNING)
+    # a long step's figures, at most every 30 s (a short step logs none): shown unless -q
+    figures = logging.getLogger("orch.progress.figures")
+    figures.setLevel(logging.WARNING if verbosity < 0 else logging.INFO)
+    progress.use(LogLines(figures, every=FIGURES_EVERY))
 
 
 @click.group("scheduler")

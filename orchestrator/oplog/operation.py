@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from orchestrator import progress as live
+
 from . import chain, process
 from .engine import inserted_id
 from .rows import seconds
@@ -139,10 +141,12 @@ class Operation:
         The exception that ends the step propagates after being recorded.
         """
         step = self._insert_step(name)
-        # every step is also the user's progress line (stderr; -q hides it)
-        progress.info("%s %s: %s...", self.action, "/".join(p for p in (self.site, self.env) if p), name)
+        # every step is also the user's progress line (stderr; -q hides it), and its figures go to a live meter
+        label = f"{self.action} {'/'.join(p for p in (self.site, self.env) if p)}: {name}"
+        progress.info("%s...", label)
         try:
-            yield step
+            with live.step(label):
+                yield step
         except BaseException as exc:
             status = exit_status(exc)
             if step.status == "running":

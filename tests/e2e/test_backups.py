@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 
@@ -338,3 +339,46 @@ def test_verify_uses_the_configured_scratch_server_when_the_site_user_may_not_cr
     finally:
         postgres.sql("ALTER ROLE blog CREATEDB")
         fleet.write_inventory(fleet.base, fleet.sites)
+
+
+FIGURES = re.compile(r"\r(backup big/production: [a-z ]+?)  ([\d.]+ (?:B|KiB|MiB)) / ([\d.]+ MiB)  (\d+)%")
+
+
+def test_a_long_backup_shows_live_figures_on_a_terminal_and_none_elsewhere(fleet, ssh_hosts):
+    """80 MB of files and a database: on a terminal the steps draw bytes done of the total and a percentage
+    on one live line, cleared at each step's end; with output to a pipe, or with -q, not a figure is printed."""
+    host = ssh_hosts["web1"]
+    path = fleet.sites["shop"]["environments"]["production"]["path"].replace("/shop", "/progress")
+    host.run(
+        f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 40); do head -c 2097152 /dev/urandom "
+        f"> {path}/f$i.bin; done"
+    )
+    shop_db = fleet.sites["shop"]["environments"]["production"]["database"]
+    big = {
+        "name": "big",
+        "task": "10003",
+        "environments": {"production": {"host": "web1", "path": path, "database": shop_db}},
+    }
+    fleet.write_inventory(fleet.base, fleet.sites | {"big": big})
+    try:
+        code, screen = fleet.orch_on_terminal("backup", "big", "--task", "14897")
+        assert code == 0, screen
+        piped = fleet.orch("backup", "big", "--task", "14897")
+        code_quiet, quiet = fleet.orch_on_terminal("-q", "backup", "big", "--task", "14897")
+    finally:
+        host.run(f"rm -rf {path}")
+        fleet.write_inventory(fleet.base, fleet.sites)
+    drawn = FIGURES.findall(screen)
+    files = [
+        (done, total, int(pct)) for step, done, total, pct in drawn if step == "backup big/production: back up files"
+    ]
+    assert files, screen
+    assert 75 <= max(float(total[:-4]) for _, total, _ in files) <= 85, screen  # restic counts the total as it scans
+    assert any(0 < pct < 100 for _, _, pct in files), screen  # drawn while under way, not only at the ends
+    assert "\r\x1b[K" in screen  # the line is taken off at the step's end
+    assert "backup big/production: back up files...\r\n" in screen  # the step lines stay as they were
+    for text in (piped.stdout + piped.stderr, quiet):
+        assert "\x1b[K" not in text and not re.search(r"\d+%", text) and "MiB /" not in text, text
+    assert code_quiet == 0
+    steps = [s["output"] for op in fleet.orch_json("log", "--site", "big", "--steps") for s in op["steps"]]
+    assert steps and not any("%" in out or "MiB" in out for out in steps)  # the oplog gets no progress

@@ -37,26 +37,42 @@ class Result:
         return self.stdout.decode("utf-8", "replace")
 
 
+class Lines:
+    """Split a byte stream into text lines for a callback: at newlines, and with `returns` also at carriage
+    returns (rsync redraws its progress line with them)."""
+
+    def __init__(self, on_line: Callable[[str], None], returns: bool = False):
+        self.on_line, self.returns, self.pending = on_line, returns, b""
+
+    def feed(self, data: bytes) -> None:
+        self.pending += data.replace(b"\r", b"\n") if self.returns else data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            self.on_line(line.decode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        if self.pending:
+            self.on_line(self.pending.decode("utf-8", "replace"))
+            self.pending = b""
+
+
 class StderrTail:
     """Collect stderr lines: pass each (masked) to a callback, keep a bounded tail for error messages."""
 
     def __init__(self, on_line: Callable[[str], None] | None):
-        self.on_line, self.buf, self.pending = on_line, bytearray(), b""
+        self.buf = bytearray()
+        self.lines = Lines(lambda line: on_line(mask(line))) if on_line else None
 
     def feed(self, data: bytes) -> None:
         self.buf += data
         if len(self.buf) > STDERR_KEEP:
             del self.buf[: len(self.buf) - STDERR_KEEP]
-        if self.on_line:
-            self.pending += data
-            *lines, self.pending = self.pending.split(b"\n")
-            for line in lines:
-                self.on_line(mask(line.decode("utf-8", "replace")))
+        if self.lines:
+            self.lines.feed(data)
 
     def text(self) -> str:
-        if self.on_line and self.pending:
-            self.on_line(mask(self.pending.decode("utf-8", "replace")))
-            self.pending = b""
+        if self.lines:
+            self.lines.flush()
         return mask(self.buf.decode("utf-8", "replace"))
 
 
@@ -82,19 +98,25 @@ class Connector(ABC):
         check: bool = True,
         timeout: float | None = None,
         on_stderr: Callable[[str], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None,
     ) -> Result:
         """Given a Command, run it and return its Result.
 
         stdin: bytes or a binary file object streamed to the command; stdout: a binary file object to
-        stream output into (else it is collected). `timeout` bounds the wall-clock time; past it, or past the
-        stall rule, the command and everything it started are stopped and the status is 124 (stderr kept, with
-        a line saying why). Raise RemoteError (masked) if check and it failed; raise HostLost if the host
-        stopped answering or the connection dropped (whatever `check` says: that is no status of the command).
+        stream output into (else it is collected); on_stdout: a callback given each line of stdout as well
+        (lines end at a newline or a carriage return; progress parsers read them). `timeout` bounds the
+        wall-clock time; past it, or past the stall rule, the command and everything it started are stopped
+        and the status is 124 (stderr kept, with a line saying why). Raise RemoteError (masked) if check and
+        it failed; raise HostLost if the host stopped answering or the connection dropped (whatever `check`
+        says: that is no status of the command).
         """
         log.debug("%s: %s", self.name, cmd.masked())
         limits = Limits(timeout=timeout, stall=self.stall)
         tail = StderrTail(on_stderr)
-        outcome = drive(self._start(cmd, limits), cmd, stdin, stdout, tail.feed, limits)
+        lines = Lines(on_stdout, returns=True) if on_stdout else None
+        outcome = drive(self._start(cmd, limits), cmd, stdin, stdout, tail.feed, limits, lines.feed if lines else None)
+        if lines:
+            lines.flush()
         if outcome.expired == "silent":
             raise HostLost(
                 f"host {self.name}: no sign of life for {limits.stall:g} s (host frozen or network "

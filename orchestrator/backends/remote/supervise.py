@@ -284,17 +284,28 @@ class Outcome:
     note: str = ""
 
 
-def drive(session: Session, cmd: Command, stdin, stdout: BinaryIO | None, on_stderr: Sink, limits: Limits) -> Outcome:
+def drive(
+    session: Session,
+    cmd: Command,
+    stdin,
+    stdout: BinaryIO | None,
+    on_stderr: Sink,
+    limits: Limits,
+    on_stdout: Sink | None = None,
+) -> Outcome:
     """Given a started Session, feed its stdin, pump its output under one clock and wait for its status.
 
-    stdout goes to the file object `stdout` (or is collected); stderr, without the watchdog's beats, to
-    `on_stderr`. On expiry the session is aborted (its whole process group stopped) and status is None."""
+    stdout goes to the file object `stdout` (or is collected), and to `on_stdout` as well if given; stderr,
+    without the watchdog's beats, to `on_stderr`. On expiry the session is aborted (its whole process group
+    stopped) and status is None."""
     clock, beats, collected = Clock(limits), Beats(), bytearray()
     sink = stdout.write if stdout is not None else collected.extend
 
     def out(data: bytes) -> None:
         clock.heard(progress=True)
         sink(data)
+        if on_stdout is not None:
+            on_stdout(data)
 
     def err(data: bytes) -> None:
         own, beat, progress = beats.strip(data)

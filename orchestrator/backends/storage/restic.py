@@ -91,10 +91,17 @@ class Repository:
             env["AWS_DEFAULT_REGION"] = self.storage.region
         return Command(self.restic, *args).env(**env)
 
-    def run(self, conn: Connector, *args, stdin=None, stdout=None, timeout=None, on_stderr=None):
+    def run(self, conn: Connector, *args, stdin=None, stdout=None, timeout=None, on_stderr=None, on_stdout=None):
         """Run restic on a connector; turn failures into a RepositoryError naming the storage."""
         try:
-            return conn.run(self.command(*args), stdin=stdin, stdout=stdout, timeout=timeout, on_stderr=on_stderr)
+            return conn.run(
+                self.command(*args),
+                stdin=stdin,
+                stdout=stdout,
+                timeout=timeout,
+                on_stderr=on_stderr,
+                on_stdout=on_stdout,
+            )
         except RemoteError as exc:
             raise self.explain(str(args[0]), exc.exit_status, exc.stderr) from None
 

@@ -54,7 +54,9 @@ def test_help_imports_no_command_module():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "Commands:" in proc.stdout and "verify" in proc.stdout
-    assert proc.stderr.strip() == "['orchestrator.cli.app', 'orchestrator.cli.output']", proc.stderr
+    assert proc.stderr.strip() == "['orchestrator.cli.app', 'orchestrator.cli.live', 'orchestrator.cli.output']", (
+        proc.stderr
+    )
 
 
 def test_log_imports_neither_paramiko_nor_other_commands(tmp_path):
@@ -65,7 +67,10 @@ def test_log_imports_neither_paramiko_nor_other_commands(tmp_path):
         "file=sys.stderr)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stderr.strip() == "['orchestrator.cli.app', 'orchestrator.cli.log', 'orchestrator.cli.output']"
+    assert (
+        proc.stderr.strip()
+        == "['orchestrator.cli.app', 'orchestrator.cli.live', 'orchestrator.cli.log', 'orchestrator.cli.output']"
+    )
 
 
 def test_bash_completion_completes_subcommands():

@@ -1,0 +1,112 @@
+"""Where step progress shows: one live line on a terminal (`Terminal`), or a log line per step now and then in
+the scheduler (`LogLines`). The figures come from `orchestrator.progress`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from orchestrator.progress import Figures, Meter
+
+from .output import human_size
+
+
+def clock(seconds: float) -> str:
+    """Given seconds, return 'H:MM:SS' or 'M:SS'."""
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{sec:02d}" if hours else f"{minutes}:{sec:02d}"
+
+
+def describe(label: str, f: Figures) -> str:
+    """Given a step's label and figures, return `label  12.3 MiB / 40.1 MiB  31%  5.2 MiB/s  ETA 0:05`."""
+    parts = [label, human_size(f.done) + (f" / {human_size(f.total)}" if f.total else "")]
+    if f.percent is not None:
+        parts.append(f"{f.percent}%")
+    if f.files_done is not None and f.total_files:
+        parts.append(f"{f.files_done}/{f.total_files} files")
+    if f.rate:
+        parts.append(f"{human_size(f.rate)}/s")
+    if f.eta is not None and f.percent is not None:
+        parts.append(f"ETA {clock(f.eta)}")
+    return "  ".join(parts)
+
+
+class Terminal:
+    """One live line on a terminal, redrawn at most every `interval` seconds, cleared when its step ends.
+    `when` says whether to draw at all (a terminal, no -q, no --json); it is asked at each step's start."""
+
+    def __init__(
+        self,
+        file: TextIO,
+        when: Callable[[], bool] = lambda: True,
+        interval: float = 0.25,
+        now: Callable[[], float] = time.monotonic,
+    ):
+        self.file, self.when, self.interval, self.now = file, when, interval, now
+        self.lock, self.drawn, self.last = threading.Lock(), False, float("-inf")
+
+    def wanted(self) -> bool:
+        return self.when()
+
+    def show(self, meter: Meter, figures: Figures) -> None:
+        with self.lock:
+            if self.now() - self.last < self.interval:
+                return
+            self.last = self.now()
+            width = shutil.get_terminal_size((100, 24)).columns - 1
+            self.file.write("\r" + describe(meter.label, figures)[:width] + "\x1b[K")
+            self.file.flush()
+            self.drawn = True
+
+    def end(self, meter: Meter) -> None:
+        self.clear()
+        self.last = float("-inf")  # the next step draws its first figures at once
+
+    def clear(self) -> None:
+        """Take the live line off the screen (before a log line is written); the next figures redraw it."""
+        with self.lock:
+            if self.drawn:
+                self.file.write("\r\x1b[K")
+                self.file.flush()
+                self.drawn = False
+
+
+class LogLines:
+    """The scheduler's progress: a log line per step at most every `every` seconds, the first one `every`
+    seconds into the step (a short step logs none)."""
+
+    def __init__(self, logger: logging.Logger, every: float = 30.0, now: Callable[[], float] = time.monotonic):
+        self.logger, self.every, self.now = logger, every, now
+        self.lock, self.last = threading.Lock(), dict[int, float]()
+
+    def wanted(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def show(self, meter: Meter, figures: Figures) -> None:
+        with self.lock:
+            if self.now() - self.last.get(id(meter), meter.started) < self.every:
+                return
+            self.last[id(meter)] = self.now()
+        self.logger.info("%s", describe(meter.label, figures))
+
+    def end(self, meter: Meter) -> None:
+        with self.lock:
+            self.last.pop(id(meter), None)
+
+
+class LineSafeHandler(logging.StreamHandler):
+    """A log handler that takes the live progress line off the terminal before it writes (the line comes back
+    with the next figures), so that a log line never lands in the middle of it."""
+
+    def __init__(self, stream: TextIO, live: Terminal):
+        super().__init__(stream)
+        self.live = live
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.live.clear()
+        super().emit(record)
