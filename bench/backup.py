@@ -20,6 +20,10 @@ What is compared
     Separately, right after night 1, orch backs up the UNCHANGED site once more: the issue's bar is that such
     a second backup adds < 1 % of the site's size and takes < half the time of the first.
 
+    Last, the live progress line's cost: the unchanged site is backed up --progress-rounds times each way,
+    alternating, once with stdout and stderr on a pseudo-terminal (the line is drawn: restic's status lines
+    parsed, redrawn up to 4 times a second) and once into pipes (no progress); the best times are compared.
+
 Why it is fair
     Same machine, same site, same S3 server (`rclone serve s3` from the testbed), same bucket, same dump tool
     and flags, same page cache (the data is generated first, so both read warm files). Both read the site as
@@ -39,7 +43,7 @@ Setup
     the user's restic cache, unless --keep.
 
 Usage
-    .venv/bin/python bench/backup.py [--size-mb 200] [--keep]
+    .venv/bin/python bench/backup.py [--size-mb 200] [--progress-rounds 3] [--keep]
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from testbed.mariadb import start_mariadb  # noqa: E402
 from testbed.s3 import start_s3  # noqa: E402
 from testbed.sshd import start_sshd  # noqa: E402
+from testbed.terminal import run_on_terminal  # noqa: E402
 
 from orchestrator.backends.engines.mysql import DUMP_FLAGS as ORCH_DUMP_FLAGS  # noqa: E402
 
@@ -508,11 +513,43 @@ def naive_backup(b: Bench, key: str) -> Night:
     return Night(seconds, b.s3_client().head_object(Bucket=BUCKET, Key=f"{NAIVE_PREFIX}/{key}")["ContentLength"])
 
 
-def raw_env_file(b: Bench) -> Path:
-    """Write the raw runs' secrets to a file only the host's user reads (not into argv); init their repository."""
-    env = b.docroot.parent / f"{b.docroot.name}-raw.env"
+def progress_cost(b: Bench, rounds: int) -> dict[str, list[float]]:
+    """Back up the (unchanged) site `rounds` times each way, alternating: on a terminal (the live progress
+    line drawn) and with output to pipes (no progress). Return the wall times of each."""
+    times: dict[str, list[float]] = {"terminal (progress drawn)": [], "pipes (no progress)": []}
+    argv = [*ORCH, "-i", str(b.inventory), "backup", SITE, "--task", "10001"]
+    for _ in range(rounds):
+        start = time.monotonic()
+        code, screen = run_on_terminal(argv, b.env)
+        times["terminal (progress drawn)"].append(time.monotonic() - start)
+        if code or "\x1b[K" not in screen:
+            raise SystemExit(f"orch backup on a terminal: exit {code}, drew no progress:\n{screen[-3000:]}")
+        start = time.monotonic()
+        subprocess.run(argv, capture_output=True, env=b.env, check=True)
+        times["pipes (no progress)"].append(time.monotonic() - start)
+    return times
+
+
+def progress_table(times: dict[str, list[float]]) -> list[str]:
+    best = {name: min(values) for name, values in times.items()}
+    drawn, plain = best.values()
+    return [
+        "",
+        "Live progress costs (the unchanged site backed up again, alternating; bar: no measurable cost):",
+        "",
+        "| orch backup | best | all rounds |",
+        "|---|---:|---|",
+        *(f"| {name} | {best[name]:.2f} s | {', '.join(f'{v:.2f}' for v in vs)} |" for name, vs in times.items()),
+        f"| terminal / pipes | {drawn / plain:.3f} | |",
+    ]
+
+
+def raw_env_file(b: Bench, prefix: str = RAW_PREFIX, init: bool = True) -> Path:
+    """Write the raw runs' secrets to a file only the host's user reads (not into argv), for the repository
+    under `prefix` in the bucket (default: their own, initialised here)."""
+    env = b.docroot.parent / f"{b.docroot.name}-{prefix.replace('/', '-')}.env"
     values = {
-        "RESTIC_REPOSITORY": f"s3:{b.s3.endpoint.rstrip('/')}/{BUCKET}/{RAW_PREFIX}",
+        "RESTIC_REPOSITORY": f"s3:{b.s3.endpoint.rstrip('/')}/{BUCKET}/{prefix}",
         "RESTIC_PASSWORD": b.env["B_RESTIC_PW"],
         "AWS_ACCESS_KEY_ID": b.s3.access_key,
         "AWS_SECRET_ACCESS_KEY": b.s3.secret_key,
@@ -521,7 +558,8 @@ def raw_env_file(b: Bench) -> Path:
     env.write_text("".join(f"export {k}='{v}'\n" for k, v in values.items()))
     env.chmod(0o600)
     shutil.chown(env, HOST_USER, HOST_USER)
-    b.host.run(f". {env} && restic init -q")
+    if init:
+        b.host.run(f". {env} && restic init -q")
     return env
 
 
@@ -677,6 +715,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=200, help="docroot size in MB (default 200)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir, docroot and restic cache")
+    parser.add_argument("--progress-rounds", type=int, default=3, help="backups each way for the progress cost")
     args = parser.parse_args()
     rng = random.Random(20261127)
     text = Text(rng)
@@ -719,13 +758,16 @@ def main() -> None:
         r2 = raw_backup(b, raw_env)
         step("night 2: naive tar.gz")
         n2 = naive_backup(b, "night-2.tar.gz")
+        step("progress: orch backup on a terminal and to pipes, alternating")
+        drawn = progress_cost(b, args.progress_rounds)
 
         site = {"files": files, "docroot_bytes": docroot_bytes, "dump_bytes": o1.dump}
         print(
             f"\nMachine: {machine()}; 1-min load average {load_before} before the backups, {load()} after\n"
             f"Command: .venv/bin/python bench/backup.py --size-mb {args.size_mb}\n"
         )
-        print(report(site, change, o1, same, o2, n1, n2, orch_steps(b), r1, r2))
+        print(report(site, change, o1, same, o2, n1, n2, orch_steps(b)[:3], r1, r2))
+        print("\n".join(progress_table(drawn)))
         if args.keep:
             print(f"\nkept: {tmp} (daemons stopped), docroot {b.docroot}")
 

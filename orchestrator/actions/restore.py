@@ -13,8 +13,10 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from orchestrator import progress
 from orchestrator.backends.envs.docroot import resolve_inside, sync_into
 from orchestrator.backends.remote import Command, connect
+from orchestrator.backends.remote.written import bytes_written
 from orchestrator.errors import Refused, UsageError
 
 from . import catalog
@@ -159,17 +161,20 @@ def _apply(oplog, op, plan: RestorePlan) -> dict:
     with connect(dest.host) as conn:
         if plan.files:
             with op.step("restore files" + (f" ({plan.subpath})" if plan.subpath else "")) as step:
-                step.output(restore_files(conn, dest, snaps["files"], plan.subpath, plan.into))
+                size = None if plan.subpath else plan.backup.get("files_size")
+                step.output(restore_files(conn, dest, snaps["files"], plan.subpath, plan.into, size))
         if plan.db:
             with op.step("restore database") as step:
-                step.output(restore_database(conn, dest, snaps["db"]))
+                step.output(restore_database(conn, dest, snaps["db"], plan.backup.get("db_size")))
     return result
 
 
-def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: str) -> str:
+def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: str, size: int | None = None) -> str:
     """Restore the files snapshot into the target's docroot, or only `subpath` into `into` (its real path,
-    checked by resolve_inside). Return a summary line."""
+    checked by resolve_inside); `size` (the backup's, if known) is the total of the progress figures. Return a
+    summary line."""
     repo, root = t.repository, t.files_root
+    restic = posixpath.basename(repo.restic)
     scratch = conn.run(
         Command("mktemp", "-d", "-p", posixpath.dirname(root.rstrip("/")), ".orch-restore.XXXXXX")
     ).text.strip()
@@ -177,7 +182,9 @@ def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: 
         raise UsageError(f"could not make a scratch folder beside {root}")
     try:
         include = ["--include", "/" + subpath] if subpath else []
-        repo.run(conn, "restore", snapshot_id, "--target", scratch, *include, timeout=None)
+        # restic 0.14 says nothing while it restores: progress is what it has written so far
+        with progress.polling(lambda: progress.Figures(bytes_written(conn, restic, "restore", scratch), size), 0.5):
+            repo.run(conn, "restore", snapshot_id, "--target", scratch, *include, timeout=None)
         excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
         if not subpath:
             out = sync_into(conn, scratch, root, "--delete", "--itemize-changes", *excludes)
@@ -201,10 +208,12 @@ def _changed(rsync_out: str) -> int:
     return len([line for line in rsync_out.splitlines() if line.strip()])
 
 
-def restore_database(conn, t: Target, snapshot_id: str) -> str:
-    """Stream the dump from the repository into the target environment's database."""
-    engine = t.db_engine
+def restore_database(conn, t: Target, snapshot_id: str, size: int | None = None) -> str:
+    """Stream the dump from the repository into the target environment's database; `size` (the dump's, if
+    known) is the total of the progress figures."""
+    engine, restic = t.db_engine, posixpath.basename(t.repository.restic)
     dump = t.repository.command("dump", snapshot_id, "/" + engine.dump_filename)
-    conn.run(dump.pipe(engine.restore()), timeout=None)
+    with progress.polling(lambda: progress.Figures(bytes_written(conn, restic, "dump", snapshot_id), size), 0.5):
+        conn.run(dump.pipe(engine.restore()), timeout=None)
     tables = engine.table_counts(conn)
     return f"{len(tables)} tables, {sum(tables.values())} rows now in {t.database.name or t.database.path}"

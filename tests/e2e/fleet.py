@@ -3,22 +3,19 @@ run the real `orch` CLI against it."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import resource
 import secrets
-import select
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from testbed.terminal import run_on_terminal
 
 ORCH = [sys.executable, "-m", "orchestrator"]
 
@@ -101,33 +98,9 @@ class Fleet:
             )
 
     def orch_on_terminal(self, *args, timeout: float = 300) -> tuple[int, str]:
-        """Run the real CLI with stdout and stderr on a pseudo-terminal (120 columns), as a person at a
-        terminal would; return its exit code and everything it wrote there."""
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        proc = subprocess.Popen(
-            [*ORCH, "-i", str(self.inventory), *map(str, args)],
-            stdin=subprocess.DEVNULL,
-            stdout=slave,
-            stderr=slave,
-            env=self.env,
-        )
-        os.close(slave)
-        out, deadline = bytearray(), time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if not select.select([master], [], [], 1)[0]:
-                    continue
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every writer of the terminal is gone
-                    break
-                if not data:
-                    break
-                out += data
-        finally:
-            os.close(master)
-        return proc.wait(timeout=10), out.decode(errors="replace")
+        """Run the real CLI with stdout and stderr on a pseudo-terminal, as a person at a terminal would;
+        return its exit code and everything it wrote there."""
+        return run_on_terminal([*ORCH, "-i", str(self.inventory), *map(str, args)], self.env, timeout)
 
     def write_inventory(self, inventory: dict, sites: dict[str, dict]) -> None:
         sites_dir = self.root / "sites"

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
+import time
 
 from orchestrator import progress
 from orchestrator.backends.remote import Command, LocalConnector
+from orchestrator.backends.remote.written import bytes_written
 from orchestrator.progress import Figures, Meter, restic_status, rsync_progress
 
 # `restic backup --json DIR` and `restic backup --json --stdin` (restic 0.14.0)
@@ -179,3 +182,29 @@ def test_a_command_stdout_reaches_the_callback_line_by_line_and_is_still_collect
     result = LocalConnector().run(Command(sys.executable, "-c", script), on_stdout=lines.append)
     assert lines == ["one", "two", "50%", "three"]
     assert result.stdout == b"one\ntwo\r50%\rthree"
+
+
+def test_bytes_written_reads_a_running_program_s_writes_on_its_host(tmp_path):
+    target = tmp_path / "restored"
+    proc = subprocess.Popen(["tee", str(target)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"x" * 3_000_000)
+        proc.stdin.flush()
+        conn = LocalConnector()
+        assert wait_until(lambda: target.stat().st_size == 3_000_000)
+        assert bytes_written(conn, "tee", str(target)) >= 3_000_000  # to the file (and to its stdout)
+        assert bytes_written(conn, "tee", str(tmp_path / "other")) == 0
+        assert bytes_written(conn, "cat", str(target)) == 0  # another program with the same words
+    finally:
+        proc.communicate()
+    assert bytes_written(LocalConnector(), "tee", str(target)) == 0  # gone: nothing running writes
+
+
+def wait_until(check, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
