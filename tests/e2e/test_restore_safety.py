@@ -35,6 +35,12 @@ def _get(nginx, path: str = "/") -> tuple[int, str]:
     return status, body
 
 
+def restore(www, *extra, expect: int | None = 0):
+    """Run `orch restore www --backup <the module's backup> --to production --task TASK --yes` plus ``extra``."""
+    args = ("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK, "--yes", *extra)
+    return www.orch(*args, expect=expect)
+
+
 @pytest.fixture(scope="module")
 def www(fleet, ssh_hosts):
     """Site `www` (files only) on web1, served by an nginx running as www-data; an `outside` folder beside it."""
@@ -79,7 +85,7 @@ def test_a_full_restore_keeps_the_docroot_mode_owner_and_group_so_the_web_server
     www.web1.run(f"rm {www.docroot}/index.html && echo stray > {www.docroot}/stray.txt")
     assert _get(www.nginx)[0] == 403  # no index: the web server itself shows the damage
 
-    www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK, "--yes")
+    restore(www)
 
     status, body = _get(www.nginx)
     assert status == 200 and "restored site" in body  # a docroot left at 0700 answers 403
@@ -93,20 +99,7 @@ def test_restore_path_through_a_symlink_out_of_the_docroot_is_refused_and_the_ou
     www.web1.run(f"mv {uploads} {uploads}.real && ln -s {www.outside} {uploads}")
     try:
         for path in ("wp-content/uploads", "wp-content/uploads/2026", "wp-content/uploads/2026/a.txt"):
-            proc = www.orch(
-                "restore",
-                "www",
-                "--backup",
-                www.backup_id,
-                "--to",
-                "production",
-                "--task",
-                TASK,
-                "--yes",
-                "--path",
-                path,
-                expect=2,
-            )
+            proc = restore(www, "--path", path, expect=2)
             assert "wp-content/uploads" in proc.stderr and "symlink" in proc.stderr and "outside" in proc.stderr
             assert "Traceback" not in proc.stderr
         assert tree_checksums(www.web1, str(www.outside)) == outside_before
@@ -122,7 +115,7 @@ def test_a_full_restore_replaces_a_symlink_out_of_the_docroot_without_writing_th
     uploads = www.docroot / "wp-content" / "uploads"
     outside_before = tree_checksums(www.web1, str(www.outside))
     www.web1.run(f"rm -r {uploads} && ln -s {www.outside} {uploads}")
-    www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK, "--yes")
+    restore(www)
     assert tree_checksums(www.web1, str(www.outside)) == outside_before
     assert not uploads.is_symlink() and (uploads / "2026" / "a.txt").read_text() == "one\n"
 
@@ -130,19 +123,7 @@ def test_a_full_restore_replaces_a_symlink_out_of_the_docroot_without_writing_th
 def test_restore_path_inside_the_site_brings_one_folder_back(www):
     folder = www.docroot / "wp-content" / "uploads" / "2026"
     www.web1.run(f"rm {folder}/a.txt && echo changed > {folder}/b.txt && echo new > {folder}/c.txt")
-    www.orch(
-        "restore",
-        "www",
-        "--backup",
-        www.backup_id,
-        "--to",
-        "production",
-        "--task",
-        TASK,
-        "--yes",
-        "--path",
-        "wp-content/uploads/2026",
-    )
+    restore(www, "--path", "wp-content/uploads/2026")
     assert sorted(p.name for p in folder.iterdir()) == ["a.txt", "b.txt"]
     assert (folder / "b.txt").read_text() == "two\n"
     assert _stat(www.docroot) == "750 orch-web1 www-data"
@@ -150,20 +131,7 @@ def test_restore_path_inside_the_site_brings_one_folder_back(www):
 
 @pytest.mark.parametrize("path", ["../../etc", "../outside", "/etc", " /etc", "wp-content/../../outside", "a\nb"])
 def test_a_path_outside_the_site_is_a_clean_usage_error(www, path):
-    proc = www.orch(
-        "restore",
-        "www",
-        "--backup",
-        www.backup_id,
-        "--to",
-        "production",
-        "--task",
-        TASK,
-        "--yes",
-        "--path",
-        path,
-        expect=2,
-    )
+    proc = restore(www, "--path", path, expect=2)
     assert "relative path inside the site" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -188,15 +156,15 @@ def test_dry_run_prints_the_plan_and_changes_nothing(www):
 
 
 def test_the_safety_backup_is_taken_under_the_restore_lock_and_recorded_with_it(www):
-    www.orch("restore", "www", "--backup", www.backup_id, "--to", "production", "--task", TASK, "--yes")
+    restore(www)
     ops = www.orch_json("log", "--task", TASK)
-    restore = [op for op in ops if op["action"] == "restore" and op["status"] == "ok"][-1]
-    safety = next(a["ident"] for a in restore["artifacts"] if a["kind"] == "safety-backup")
-    step = next(s for s in restore["steps"] if s["name"] == "safety backup of production")
+    done = [op for op in ops if op["action"] == "restore" and op["status"] == "ok"][-1]
+    safety = next(a["ident"] for a in done["artifacts"] if a["kind"] == "safety-backup")
+    step = next(s for s in done["steps"] if s["name"] == "safety backup of production")
     assert safety in step["output"]
     backup = next(op for op in ops if op["action"] == "backup" and any(a["ident"] == safety for a in op["artifacts"]))
     # the backup ran inside the restore, under its lock: it started after the restore and ended before it
-    assert restore["started_at"] <= backup["started_at"] and backup["finished_at"] <= restore["finished_at"]
+    assert done["started_at"] <= backup["started_at"] and backup["finished_at"] <= done["finished_at"]
 
 
 def test_restoring_without_yes_is_refused_and_recorded(www):
