@@ -374,13 +374,7 @@ class ContentPlan(SitePlan):
 
     def as_dict(self) -> dict:
         r = self.result
-        return {
-            "site": self.site,
-            "env": self.env,
-            "task": self.task,
-            "from": self.source.name,
-            "base_backup": self.source.base["backup_id"],
-            **self.choice,
+        return super().as_dict() | {
             "items": [_item_dict(i) for i in r.items],
             "left_out": [_item_dict(i) for i in r.left_out],
             "unchanged": [_item_dict(i) for i in r.unchanged],
@@ -392,7 +386,6 @@ class ContentPlan(SitePlan):
             "conflicts": [{"item": i.ident, "title": i.title, "why": i.conflicts} for i in r.conflicts],
             "blocked": r.blocked,
             "summary": summary(r.items),
-            "plan": self.lines(),
         }
 
     def row_counts(self) -> dict[str, int]:

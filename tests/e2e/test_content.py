@@ -218,6 +218,7 @@ def test_the_dry_run_lists_the_items_new_ids_and_files_and_changes_nothing(landi
     wp, staged, built, _ = landing
     before = full_dump(wp)
     plan = wp.orch_json("promote", "wp", "--from", ENV, "--content-only", "--task", TASK, "--dry-run")
+    assert (plan["action"], plan["site"], plan["from"]) == ("promote-content", "wp", ENV)
     items = {(i["kind"], i["id"]): i for i in plan["items"]}
     assert items[("page", str(built["page"]))]["status"] == "added"
     assert {("media", str(i)) for i in (built["hero"], *built["gallery"])} <= set(items)
