@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO / "tests")
 
 from testbed.docker import ensure_images, start_dockerd  # noqa: E402
+from testbed.inventory import s3_secrets, s3_storage, web_host_entry  # noqa: E402
 from testbed.mariadb import start_mariadb  # noqa: E402
 from testbed.ports import free_port  # noqa: E402
 from testbed.s3 import start_s3  # noqa: E402
@@ -123,9 +124,7 @@ class Bench:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")} | {
             "ORCH_STATE_DIR": str(tmp / "state"),
             "PYTHONPATH": str(REPO),
-            "B_S3_KEY": self.s3.access_key,
-            "B_S3_SECRET": self.s3.secret_key,
-            "B_RESTIC_PW": "pw-" + os.urandom(8).hex(),
+            **s3_secrets(self.s3, "B"),
             "B_ADMIN_PW": ADMIN_PW,
         }
 
@@ -157,35 +156,8 @@ class Bench:
         h, nginx, images = self.host, self.web.nginx, self.engine.images
         inventory = {
             "oplog": f"sqlite:///{self.tmp}/state/oplog.db",
-            "storage": {
-                "offsite": {
-                    "type": "s3",
-                    "endpoint": self.s3.endpoint,
-                    "bucket": "bench-docker",
-                    "prefix": "orch",
-                    "access_key": {"env": "B_S3_KEY"},
-                    "secret_key": {"env": "B_S3_SECRET"},
-                    "password": {"env": "B_RESTIC_PW"},
-                    "create_bucket": True,
-                }
-            },
-            "hosts": {
-                "web": {
-                    "address": h.address,
-                    "port": h.port,
-                    "user": h.user,
-                    "host_key": h.host_key,
-                    "identity_file": str(h.identity_file),
-                    "web": {
-                        "sites_dir": str(nginx.sites_dir),
-                        "listen": nginx.listen,
-                        "connect": nginx.listen,
-                        "php_socket": str(self.web.php.socket),
-                        "test": nginx.test_command.split(),
-                        "reload": nginx.reload_command.split(),
-                    },
-                }
-            },
+            "storage": {"offsite": s3_storage(self.s3, "bench-docker", "B")},
+            "hosts": {"web": web_host_entry(h, self.web)},
             "docker": {
                 "review": {
                     "url": self.engine.url,

@@ -60,6 +60,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 
 from backup import Text, log_uniform  # noqa: E402  (bench/backup.py: the same synthetic content)
 from promote import forget_new_restic_caches, loadavg, machine  # noqa: E402
+from testbed.inventory import s3_secrets, s3_storage, web_host_entry  # noqa: E402
 from testbed.mariadb import start_mariadb  # noqa: E402
 from testbed.s3 import start_s3  # noqa: E402
 from testbed.sshd import start_sshd  # noqa: E402
@@ -175,36 +176,8 @@ def write_inventory(b: Bench) -> None:
     h, nginx, m = b.host, b.web.nginx, b.mariadb
     inventory = {
         "oplog": f"sqlite:///{b.tmp}/state/oplog.db",
-        "storage": {
-            "offsite": {
-                "type": "s3",
-                "endpoint": b.s3.endpoint,
-                "bucket": "bench",
-                "prefix": "orch",
-                "access_key": {"env": "B_S3_KEY"},
-                "secret_key": {"env": "B_S3_SECRET"},
-                "password": {"env": "B_RESTIC_PW"},
-                "create_bucket": True,
-            }
-        },
-        "hosts": {
-            "web": {
-                "address": h.address,
-                "port": h.port,
-                "user": h.user,
-                "host_key": h.host_key,
-                "identity_file": str(h.identity_file),
-                "web": {
-                    "sites_dir": str(nginx.sites_dir),
-                    "listen": nginx.listen,
-                    "connect": nginx.listen,
-                    "php_socket": str(b.web.php.socket),
-                    "test": nginx.test_command.split(),
-                    "reload": nginx.reload_command.split(),
-                    "php_error_log": str(b.web.php.php_error_log),
-                },
-            }
-        },
+        "storage": {"offsite": s3_storage(b.s3, "bench", "B")},
+        "hosts": {"web": web_host_entry(h, b.web, php_error_log=str(b.web.php.php_error_log))},
         "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"]}},
     }
     b.inventory.parent.mkdir(parents=True, exist_ok=True)
@@ -252,9 +225,7 @@ def write_inventory(b: Bench) -> None:
         | {
             "ORCH_STATE_DIR": str(b.tmp / "state"),
             "PYTHONPATH": str(REPO),
-            "B_S3_KEY": b.s3.access_key,
-            "B_S3_SECRET": b.s3.secret_key,
-            "B_RESTIC_PW": "pw-" + os.urandom(8).hex(),
+            **s3_secrets(b.s3, "B"),
             "B_ADMIN_PW": b.admin_password,
         }
         | {f"B_{s.name.upper()}_PW": s.db_password for s in b.sites.values()}

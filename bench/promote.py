@@ -102,6 +102,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from replace import take_priority  # noqa: E402  (bench/replace.py: a session of its own at autogroup nice -20)
+from testbed.inventory import host_entry, s3_secrets, s3_storage  # noqa: E402
 from testbed.mariadb import start_mariadb  # noqa: E402
 from testbed.s3 import start_s3  # noqa: E402
 from testbed.sshd import start_sshd  # noqa: E402
@@ -316,28 +317,8 @@ def write_inventory(b: Bench, php_reload: bool = False) -> None:
         web["php_reload"] = ["sh", "-c", b.web.php.reload_command]
     inventory = {
         "oplog": f"sqlite:///{b.tmp}/state/oplog.db",
-        "storage": {
-            "offsite": {
-                "type": "s3",
-                "endpoint": b.s3.endpoint,
-                "bucket": BUCKET,
-                "prefix": "orch",
-                "access_key": {"env": "B_S3_KEY"},
-                "secret_key": {"env": "B_S3_SECRET"},
-                "password": {"env": "B_RESTIC_PW"},
-                "create_bucket": True,
-            }
-        },
-        "hosts": {
-            "web": {
-                "address": h.address,
-                "port": h.port,
-                "user": h.user,
-                "host_key": h.host_key,
-                "identity_file": str(h.identity_file),
-                "web": web,
-            }
-        },
+        "storage": {"offsite": s3_storage(b.s3, BUCKET, "B")},
+        "hosts": {"web": host_entry(h, web=web)},
         "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"], "retention": {"daily": 7}}},
     }
     b.inventory.parent.mkdir(parents=True, exist_ok=True)
@@ -346,13 +327,7 @@ def write_inventory(b: Bench, php_reload: bool = False) -> None:
         write_site_file(b, site, "inplace")
     b.env = (
         {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-        | {
-            "ORCH_STATE_DIR": str(b.tmp / "state"),
-            "PYTHONPATH": str(REPO),
-            "B_S3_KEY": b.s3.access_key,
-            "B_S3_SECRET": b.s3.secret_key,
-            "B_RESTIC_PW": "pw-" + os.urandom(8).hex(),
-        }
+        | {"ORCH_STATE_DIR": str(b.tmp / "state"), "PYTHONPATH": str(REPO), **s3_secrets(b.s3, "B")}
         | {f"B_{s.name.upper()}_PW": s.db_password for s in b.sites.values()}
     )
 

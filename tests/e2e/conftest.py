@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fleet import Fleet, host_entry, make_tree, new_password, orch_env, web_host_entry
+from fleet import Fleet, make_tree, new_password, orch_env
+from testbed.inventory import host_entry, s3_secrets, s3_storage, web_host_entry
 
 SHOP_ROWS = 250
 BLOG_ROWS = 120
@@ -46,18 +47,7 @@ def seed_blog(postgres, name: str, user: str, password: str) -> None:
 def base_inventory(ssh_hosts, s3, state_dir) -> dict:
     return {
         "oplog": f"sqlite:///{state_dir}/oplog.db",
-        "storage": {
-            "offsite": {
-                "type": "s3",
-                "endpoint": s3.endpoint,
-                "bucket": "agency-backups",
-                "prefix": "orch",
-                "access_key": {"env": "T_S3_KEY"},
-                "secret_key": {"env": "T_S3_SECRET"},
-                "password": {"env": "T_RESTIC_PW"},
-                "create_bucket": True,
-            }
-        },
+        "storage": {"offsite": s3_storage(s3, "agency-backups", "T")},
         "hosts": {name: host_entry(h) for name, h in ssh_hosts.items()},
         "defaults": {"backup": {"storage": "offsite", "exclude": ["wp-content/cache"], "retention": {"daily": 7}}},
     }
@@ -76,14 +66,7 @@ def fleet(tmp_path_factory, ssh_hosts, mariadb, postgres, s3) -> Fleet:
     shop_path, blog_path = f"{web1.home}/sites-{run}/shop", f"{stage1.home}/sites-{run}/blog"
     make_tree(web1, shop_path)
     make_tree(stage1, blog_path, files=10)
-    env = orch_env(
-        state,
-        T_S3_KEY=s3.access_key,
-        T_S3_SECRET=s3.secret_key,
-        T_RESTIC_PW=new_password(),
-        T_SHOP_PW=shop_pw,
-        T_BLOG_PW=blog_pw,
-    )
+    env = orch_env(state, **s3_secrets(s3, "T"), T_SHOP_PW=shop_pw, T_BLOG_PW=blog_pw)
     fleet = Fleet(root, env, ssh_hosts)
     fleet.sites = {
         "shop": {

@@ -112,33 +112,6 @@ class Fleet:
             (sites_dir / f"{name}.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
 
 
-def host_entry(host, **extra) -> dict:
-    return {
-        "address": host.address,
-        "port": host.port,
-        "user": host.user,
-        "host_key": host.host_key,
-        "identity_file": str(host.identity_file),
-        **extra,
-    }
-
-
-def web_host_entry(host, stack) -> dict:
-    """Given a testbed host and its web stack (nginx + php-fpm running as the host's user), return the host's
-    inventory entry with a `web` block: vhosts go to that nginx, health checks are sent to it."""
-    nginx = stack.nginx
-    return host_entry(host) | {
-        "web": {
-            "sites_dir": str(nginx.sites_dir),
-            "listen": nginx.listen,
-            "connect": nginx.listen,
-            "php_socket": str(stack.php.socket),
-            "test": nginx.test_command.split(),
-            "reload": nginx.reload_command.split(),
-        }
-    }
-
-
 def orch_env(state_dir: Path, **secrets_env) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     return env | {"ORCH_STATE_DIR": str(state_dir), "PYTHONPATH": str(Path(__file__).parents[2])} | secrets_env

@@ -9,7 +9,8 @@ import sqlite3
 import time
 
 import pytest
-from fleet import Fleet, host_entry, tree_checksums
+from fleet import Fleet, tree_checksums
+from testbed.inventory import host_entry
 
 pytestmark = pytest.mark.e2e
 

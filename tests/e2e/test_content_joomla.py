@@ -16,8 +16,9 @@ import secrets
 from dataclasses import dataclass
 
 import pytest
-from fleet import Fleet, web_host_entry
+from fleet import Fleet
 from test_staging_cms import CMSES, Deployed, deploy, dump
+from testbed.inventory import web_host_entry
 from testbed.webserver import php_vhost, write_user_file
 
 from orchestrator.backends.envs.web import fetch

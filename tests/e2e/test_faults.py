@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fleet import ORCH, Fleet, host_entry, make_tree, new_password, orch_env
+from fleet import ORCH, Fleet, make_tree, new_password, orch_env
 from testbed import spawn, wait_ready
+from testbed.inventory import host_entry, s3_secrets, s3_storage
 from testbed.mariadb import MariaDB, start_mariadb
 from testbed.ports import port_open
 from testbed.s3 import S3Server, start_s3
@@ -252,7 +253,7 @@ def bed(tmp_path_factory, ssh_hosts) -> Bed:
     s3, db = start_s3(root / "s3"), start_mariadb(root / "mariadb")
     try:
         host = ssh_hosts["web1"]
-        db_pw, restic_pw = new_password(), new_password()
+        db_pw, s3_env = new_password(), s3_secrets(s3, "T")
         db.create_database(SITE, SITE, db_pw)
         for where in ("%", "localhost"):
             db.sql(f"GRANT ALL ON `orch\\_verify\\_%`.* TO '{SITE}'@'{where}'")
@@ -260,24 +261,11 @@ def bed(tmp_path_factory, ssh_hosts) -> Bed:
         db.sql(f"INSERT INTO big (payload) SELECT REPEAT(MD5(seq), 30) FROM seq_1_to_{BIG_ROWS}", SITE)
         path = f"{host.home}/faults-{root.name}-{secrets.token_hex(3)}/{SITE}"
         make_tree(host, path, files=24, size=128 * 1024)
-        env = orch_env(
-            root / "state", T_S3_KEY=s3.access_key, T_S3_SECRET=s3.secret_key, T_RESTIC_PW=restic_pw, T_DB_PW=db_pw
-        )
+        env = orch_env(root / "state", **s3_env, T_DB_PW=db_pw)
         fleet = Fleet(root / "inventory", env, ssh_hosts)
         fleet.base = {
             "oplog": f"sqlite:///{root}/state/oplog.db",
-            "storage": {
-                "vault": {
-                    "type": "s3",
-                    "endpoint": s3.endpoint,
-                    "bucket": "fault-bucket",
-                    "prefix": "orch",
-                    "access_key": {"env": "T_S3_KEY"},
-                    "secret_key": {"env": "T_S3_SECRET"},
-                    "password": {"env": "T_RESTIC_PW"},
-                    "create_bucket": True,
-                }
-            },
+            "storage": {"vault": s3_storage(s3, "fault-bucket", "T")},
             "hosts": {"web1": host_entry(host, stall_timeout=5)},
             "defaults": {"backup": {"storage": "vault", "exclude": ["wp-content/cache"]}},
         }
@@ -303,7 +291,7 @@ def bed(tmp_path_factory, ssh_hosts) -> Bed:
         }
         fleet.write_inventory(fleet.base, fleet.sites)
         restic_env = os.environ | {
-            "RESTIC_PASSWORD": restic_pw,
+            "RESTIC_PASSWORD": s3_env["T_RESTIC_PW"],
             "AWS_ACCESS_KEY_ID": s3.access_key,
             "AWS_SECRET_ACCESS_KEY": s3.secret_key,
             "RESTIC_REPOSITORY": f"s3:{s3.endpoint}/fault-bucket/orch/{SITE}",

@@ -10,7 +10,8 @@ import time
 
 import pytest
 import yaml
-from fleet import ORCH, host_entry
+from fleet import ORCH
+from testbed.inventory import host_entry
 
 from orchestrator.cli.output import human_duration
 

@@ -15,7 +15,8 @@ import time
 
 import pytest
 import yaml
-from fleet import ORCH, Fleet, host_entry
+from fleet import ORCH, Fleet
+from testbed.inventory import host_entry
 
 pytestmark = pytest.mark.e2e
 TASK = "16001"

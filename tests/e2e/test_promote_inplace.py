@@ -6,7 +6,8 @@ import json
 import secrets
 
 import pytest
-from fleet import Fleet, host_entry
+from fleet import Fleet
+from testbed.inventory import host_entry
 from testbed.webserver import php_vhost
 
 from orchestrator.backends.envs.web import fetch

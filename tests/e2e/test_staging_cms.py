@@ -23,7 +23,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fleet import Fleet, tree_checksums, web_host_entry
+from fleet import Fleet, tree_checksums
+from testbed.inventory import web_host_entry
 
 pytestmark = pytest.mark.e2e
 
