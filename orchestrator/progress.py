@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,31 @@ def lines(parse: Callable[[str], Figures | None]) -> Callable[[str], None] | Non
     (pass it as `on_stdout`: a command then runs exactly as without progress)."""
     meter = _meter.get()
     return meter.lines(parse) if meter else None
+
+
+class _Counted:
+    """A readable stream that passes the bytes read through it to a meter, as done of `total`."""
+
+    def __init__(self, source: BinaryIO, meter: Meter, total: int | None):
+        self.source, self.meter, self.total, self.done = source, meter, total, 0
+
+    def read(self, size: int = -1) -> bytes:
+        return self._count(self.source.read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._count(getattr(self.source, "read1", self.source.read)(size))
+
+    def _count(self, data: bytes) -> bytes:
+        self.done += len(data)
+        self.meter.update(Figures(self.done, self.total))
+        return data
+
+
+def reading(source: BinaryIO, total: int | None = None) -> BinaryIO:
+    """Given a stream a command reads (a relay) and its expected size, return a stream that feeds the current
+    step's meter with the bytes read so far; the stream itself when nobody watches."""
+    meter = _meter.get()
+    return source if meter is None else _Counted(source, meter, total)  # type: ignore[return-value]
 
 
 @contextmanager

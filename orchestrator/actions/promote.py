@@ -20,7 +20,7 @@ from orchestrator.backends.cms.playbook import playbook_for_site
 from orchestrator.backends.envs import gitsource, layouts
 from orchestrator.backends.envs import staging as staging_model
 from orchestrator.backends.remote import Command, connect
-from orchestrator.backends.remote.relay import relay
+from orchestrator.backends.remote.relay import send_files
 from orchestrator.errors import OperationFailed, OrchError, UsageError
 
 from .backup import backup_target
@@ -388,14 +388,14 @@ class _Promotion:
             try:
                 if isinstance(self.layout, layouts.Releases):
                     folder = self.layout.build(self.journal.release)
-                    _send(self.src_conn, self.src_path, self.conn, folder, files.sent)
+                    send_files(self.src_conn, self.src_path, self.conn, folder, files.sent, files.bytes)
                     self.layout.remove(folder, list(files.removed))
                     self.layout.write_revision(folder, self.revision)
                     self.layout.finish_build(self.journal.release)
                     step.output(f"release {self.journal.release} (from release {self.journal.meta['previous']})")
                 else:
                     folder = self.layout.incoming(self.journal.id)
-                    _send(self.src_conn, self.src_path, self.conn, folder, files.sent)
+                    send_files(self.src_conn, self.src_path, self.conn, folder, files.sent, files.bytes)
                     for name, data in layouts.revision_files(self.revision).items():
                         self.conn.put_bytes(data, posixpath.join(folder, name), mode=0o644)
                     step.output(f"{len(files.sent)} files staged in {folder}")
@@ -449,18 +449,3 @@ class _Promotion:
         if isinstance(self.layout, layouts.Releases):
             pruned["pruned_releases"] = self.layout.prune(keep)
         return pruned
-
-
-def _send(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) -> None:
-    """Copy files (relative paths) from one host's folder into another's, streamed as tar through here."""
-    dst_conn.run(Command("mkdir", "-p", dst_path))
-    if not files:
-        return
-    names = b"\0".join(f.encode() for f in files) + b"\0"
-    relay(
-        src_conn,
-        Command("tar", "-C", src_path, "--null", "-T", "-", "-cf", "-"),
-        dst_conn,
-        Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"),
-        src_stdin=names,
-    )

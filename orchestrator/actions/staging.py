@@ -32,6 +32,7 @@ from orchestrator.backends.envs import staging as model
 from orchestrator.backends.envs import web
 from orchestrator.backends.envs.docroot import resolve_all, sync_into
 from orchestrator.backends.remote import Command, connect
+from orchestrator.backends.remote.written import watching
 from orchestrator.backends.storage.restic import NOT_A_REPO, Repository, RepositoryError
 from orchestrator.config.model import Database, DockerHost, Host
 from orchestrator.errors import OperationFailed, OrchError, Refused, UsageError
@@ -299,6 +300,7 @@ def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
                 plan.staged.path,
                 plan.playbook,
                 flatten=plan.prod.files_root != plan.prod.env.path,
+                size=backup.get("files_size"),
             )
             step.output(f"{env.path} from snapshot {backup['snapshots']['files']}")
     except BaseException:
@@ -321,23 +323,34 @@ def _build(op, conn, plan: CreatePlan, backup: dict) -> dict:
     }
 
 
-def restore_files(conn, repo: Repository, snapshot_id: str, path: str, playbook, flatten: bool) -> None:
+def restore_files(
+    conn, repo: Repository, snapshot_id: str, path: str, playbook, flatten: bool, size: int | None = None
+) -> None:
     """Restore a production files snapshot as the staging docroot. A releases-layout snapshot holds
-    releases/, shared/ and current: its live release is copied out with the shared links dereferenced."""
+    releases/, shared/ and current: its live release is copied out with the shared links dereferenced.
+    `size` (the backup's files, if known) is the total of the progress figures."""
     # emptied in place, not removed: the folder keeps its mode and owner, and may be a mount point (a volume)
     conn.run(Command("mkdir", "-p", "--", path).then(Command("find", path, "-mindepth", "1", "-delete")))
     excludes = [arg for pattern in playbook.cache for arg in ("--exclude", "/" + pattern.strip("/"))]
     if not flatten:
-        repo.run(conn, "restore", snapshot_id, "--target", path, *excludes, timeout=None)
+        with _restoring(conn, repo, path, size):
+            repo.run(conn, "restore", snapshot_id, "--target", path, *excludes, timeout=None)
         return
     scratch = _scratch(conn, path, ".orch-flat.XXXXXX")
     try:
-        repo.run(
-            conn, "restore", snapshot_id, "--target", scratch, "--exclude", "/releases/*/BAD_RELEASE", timeout=None
-        )
+        with _restoring(conn, repo, scratch, size):
+            repo.run(
+                conn, "restore", snapshot_id, "--target", scratch, "--exclude", "/releases/*/BAD_RELEASE", timeout=None
+            )
         sync_into(conn, _live_tree(conn, scratch), path, "--copy-links", *_excludes(playbook.cache))
     finally:
         conn.run(Command("rm", "-rf", "--", scratch), check=False)
+
+
+def _restoring(conn, repo: Repository, target: str, size: int | None):
+    """The block where restic restores into `target`: restic 0.14 says nothing while it restores, so the step's
+    figures are the bytes it has written so far (of `size`)."""
+    return watching(conn, posixpath.basename(repo.restic), "restore", target, total=size)
 
 
 def _scratch(conn, beside: str, template: str) -> str:
@@ -389,7 +402,7 @@ def _load_database(op, conn, plan: CopyPlan, repo, backup: dict) -> dict:
         apply.provision_database(conn, admin, engine, name, user, db.password)
     with op.step("load the dump, replacing production URLs") as step:
         pairs = replacement_pairs(playbook, plan.prod.env.url, env.url)
-        stats = apply.load_database(conn, repo, backup["snapshots"]["db"], engine, pairs)
+        stats = apply.load_database(conn, repo, backup["snapshots"]["db"], engine, pairs, backup.get("db_size"))
         step.output(
             f"{stats.get('replacements', 0)} replacements, {stats.get('serialized_fixed', 0)} "
             f"serialized lengths fixed, {stats.get('lines_changed', 0)} lines changed"
@@ -597,7 +610,7 @@ def _apply_refresh(oplog, op, plan: RefreshPlan) -> dict:
         repo = _repo_on(plan.host, plan.prod)
         if plan.files:
             with op.step("refresh " + ("all files" if plan.with_code else "content files")) as step:
-                step.output(refresh_files(conn, repo, backup["snapshots"]["files"], plan))
+                step.output(refresh_files(conn, repo, backup["snapshots"]["files"], plan, backup.get("files_size")))
         if plan.db and env.database:
             result |= copy_database(op, conn, plan, repo, backup)
         if plan.with_code:
@@ -608,8 +621,8 @@ def _apply_refresh(oplog, op, plan: RefreshPlan) -> dict:
     return result
 
 
-def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -> str:
-    """Restore the snapshot's content (or everything) beside the env, then rsync it in.
+def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan, size: int | None = None) -> str:
+    """Restore the snapshot's content (or everything: `size` bytes, if known) beside the env, then rsync it in.
 
     Without with_code only the playbook's content paths come down; each plain (glob-free) content folder
     is mirrored exactly (--delete) into its real path, checked by the plan to stay inside the copy, so files
@@ -622,7 +635,8 @@ def refresh_files(conn, repo: Repository, snapshot_id: str, plan: RefreshPlan) -
         includes = (
             [] if with_code or flatten else [a for p in playbook.content for a in ("--include", "/" + p.strip("/"))]
         )
-        repo.run(conn, "restore", snapshot_id, "--target", scratch, *includes, timeout=None)
+        with _restoring(conn, repo, scratch, None if includes else size):
+            repo.run(conn, "restore", snapshot_id, "--target", scratch, *includes, timeout=None)
         source = scratch
         if flatten:  # a releases-layout snapshot: the live release, shared links dereferenced
             source = scratch + "/flat"

@@ -4,6 +4,7 @@ the scheduler (`LogLines`). The figures come from `orchestrator.progress`."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -36,9 +37,25 @@ def describe(label: str, f: Figures) -> str:
     return "  ".join(parts)
 
 
+def side_by_side(steps: list[tuple[str, Figures]]) -> str:
+    """Given steps running at once (labels and figures), return one line for all: the one step's `describe`, or
+    their shared `action site/env: ` once and each step's name with its percentage (or bytes done), e.g.
+    `staging-create wp/t1: restore files 56% | load the dump 30%`."""
+    if len(steps) == 1:
+        return describe(*steps[0])
+    shared = os.path.commonprefix([label for label, _ in steps])
+    shared = shared[: shared.rfind(": ") + 2] if ": " in shared else ""
+    return shared + " | ".join(
+        f"{label[len(shared) :]} {f'{f.percent}%' if f.percent is not None else human_size(f.done)}"
+        for label, f in steps
+    )
+
+
 class Terminal:
     """One live line on a terminal, redrawn at most every `interval` seconds, cleared when its step ends.
-    `when` says whether to draw at all (a terminal, no -q, no --json); it is asked at each step's start."""
+    `when` says whether to draw at all (a terminal, no -q, no --json); it is asked at each step's start.
+
+    Steps that run side by side (a staging copy's files and database) share the line (see `side_by_side`)."""
 
     def __init__(
         self,
@@ -49,23 +66,32 @@ class Terminal:
     ):
         self.file, self.when, self.interval, self.now = file, when, interval, now
         self.lock, self.drawn, self.last = threading.Lock(), False, float("-inf")
+        self.latest: dict[Meter, Figures] = {}  # the steps reporting now and their last figures
 
     def wanted(self) -> bool:
         return self.when()
 
     def show(self, meter: Meter, figures: Figures) -> None:
         with self.lock:
-            if self.now() - self.last < self.interval:
-                return
-            self.last = self.now()
-            width = shutil.get_terminal_size((100, 24)).columns - 1
-            self.file.write("\r" + describe(meter.label, figures)[:width] + "\x1b[K")
-            self.file.flush()
-            self.drawn = True
+            self.latest[meter] = figures
+            if self.now() - self.last >= self.interval:
+                self._draw()
 
     def end(self, meter: Meter) -> None:
         self.clear()
-        self.last = float("-inf")  # the next step draws its first figures at once
+        with self.lock:
+            self.latest.pop(meter, None)
+            self.last = float("-inf")  # the next step draws its first figures at once
+            if self.latest:  # the steps still running, at once
+                self._draw()
+
+    def _draw(self) -> None:
+        self.last = self.now()
+        width = shutil.get_terminal_size((100, 24)).columns - 1
+        line = side_by_side([(meter.label, figures) for meter, figures in self.latest.items()])
+        self.file.write("\r" + line[:width] + "\x1b[K")
+        self.file.flush()
+        self.drawn = True
 
     def clear(self) -> None:
         """Take the live line off the screen (before a log line is written); the next figures redraw it."""

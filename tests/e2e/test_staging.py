@@ -175,3 +175,46 @@ def test_destroy_refuses_production_and_removes_everything(wp_fleet, staged):
     assert wp_fleet.mariadb.sql(f"SELECT COUNT(*) FROM mysql.user WHERE user = 'wp_{result['env']}'").strip() == "0"
     assert not list(__import__("pathlib").Path(result["vhost"]).parent.glob(f"orch-wp-{result['env']}.conf"))
     assert wp_fleet.orch_json("staging", "list", "wp") == []
+
+
+# a step alone: `name  12.0 MiB / 72.7 MiB  16%  ...`; two side by side: `name 16% | name 30%`
+FIGURES = re.compile(
+    r"(restore files on the staging host|load the dump, replacing production URLs)"
+    r"(?:  [\d.]+ (?:B|KiB|MiB) / ([\d.]+) MiB  | )(\d+)%"
+)
+
+
+def test_a_staging_copy_shows_live_figures_on_a_terminal_and_none_elsewhere(wp_fleet):
+    """20 MB more files and 40 MB more rows in production: on a terminal the files restore and the dump's load
+    draw bytes done of the backup's sizes on one live line, cleared at the end; through a pipe, not a figure."""
+    wp, uploads = wp_fleet.wordpress, f"{wp_fleet.wordpress.path}/wp-content/uploads/orch-ballast"
+    wp.host.run(f"mkdir -p {uploads} && for i in $(seq 1 10); do head -c 2097152 /dev/urandom > {uploads}/f$i; done")
+    wp_fleet.mariadb.sql(
+        "CREATE TABLE orch_ballast (id INT AUTO_INCREMENT PRIMARY KEY, v LONGTEXT);"
+        "INSERT INTO orch_ballast (v) SELECT REPEAT(MD5(RAND()), 32768) FROM seq_1_to_40",
+        wp.db_name,
+    )
+    before = {e["name"] for e in wp_fleet.orch_json("staging", "list", "wp")}
+    try:
+        code, screen = wp_fleet.orch_on_terminal("staging", "create", "wp", "--task", TASK, "--from", "fresh")
+        piped = wp_fleet.orch("staging", "create", "wp", "--task", TASK)
+    finally:
+        wp.host.run(f"rm -rf {uploads}")
+        wp_fleet.mariadb.sql("DROP TABLE IF EXISTS orch_ballast", wp.db_name)
+        for env in {e["name"] for e in wp_fleet.orch_json("staging", "list", "wp")} - before:
+            wp_fleet.orch("staging", "destroy", "wp", "--env", env, "--task", TASK)
+    assert code == 0, screen
+    drawn: dict[str, list[tuple[float, int]]] = {}
+    for step, total, pct in FIGURES.findall(screen):
+        drawn.setdefault(step, []).append((float(total or "nan"), int(pct)))
+    # the backup's sizes are the totals: restic 0.14 and the dump's pipe say nothing of their own
+    files, load = drawn.get("restore files on the staging host"), drawn.get("load the dump, replacing production URLs")
+    assert files and load and all(pct <= 100 for _, pct in files + load), screen
+    for figures in (files, load):  # never back: the load's figures outlast the `restic dump` feeding it
+        assert [pct for _, pct in figures] == sorted(pct for _, pct in figures), screen
+    assert any(t == t for t, _ in files + load), screen  # MiB of a total, drawn when a step runs alone
+    assert all(t >= 20 for t, _ in files if t == t) and all(40 <= t <= 50 for t, _ in load if t == t), screen
+    assert screen.rstrip().count("\r\x1b[K") >= 2  # the line is taken off at each step's end
+    assert "staging-create wp/" in screen and "restore files on the staging host...\r\n" in screen
+    for text in (piped.stdout, piped.stderr):
+        assert "\x1b[K" not in text and not re.search(r"\d+%", text) and "MiB /" not in text, text

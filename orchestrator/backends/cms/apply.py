@@ -7,6 +7,7 @@ import posixpath
 import secrets
 
 from orchestrator.backends.remote import Command, Sensitive
+from orchestrator.backends.remote.written import watching
 from orchestrator.errors import OperationFailed
 
 from . import hostscript
@@ -56,15 +57,17 @@ def provision_database(conn, admin_engine, engine, database: str, user: str, pas
     conn.run(admin_engine.script(admin_engine.db.name or admin_engine.ADMIN_DATABASE), stdin=sql.encode())
 
 
-def load_database(conn, repo, snapshot_id: str, engine, pairs: list[tuple[str, str]]) -> dict:
-    """Stream the stored dump through the URL replacer into the environment's database; return the counts."""
+def load_database(conn, repo, snapshot_id: str, engine, pairs: list[tuple[str, str]], size: int | None = None) -> dict:
+    """Stream the stored dump through the URL replacer into the environment's database; return the counts.
+    The dump's bytes streamed so far (of `size`, the dump's recorded size) are the step's progress figures."""
     script = hostscript.ensure_script(conn)
     stream = repo.command("dump", snapshot_id, "/" + engine.dump_filename)
     plain = engine.to_plain_sql()
     if plain is not None:
         stream = stream.pipe(plain)
     pipeline = stream.pipe(hostscript.replace_command(script, pairs, engine.replace_dialect)).pipe(engine.script())
-    result = conn.run(pipeline, check=False, timeout=None)
+    with watching(conn, posixpath.basename(repo.restic), "dump", snapshot_id, total=size):
+        result = conn.run(pipeline, check=False, timeout=None)
     if not result.ok:
         raise OperationFailed(
             f"loading the database failed (exit {result.exit_status}): {result.stderr.strip()[-400:]}"

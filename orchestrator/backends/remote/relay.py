@@ -7,7 +7,11 @@ import os
 import threading
 from contextlib import contextmanager
 
+from orchestrator import progress
+
 from .command import Command
+
+TAR_BLOCK = 512
 
 
 @contextmanager
@@ -33,15 +37,25 @@ def remote_stream(conn, command: Command, stdin: bytes | None = None):
         raise errors[0]
 
 
-def relay(src_conn, src_command: Command, dst_conn, dst_command: Command, *, src_stdin: bytes | None = None):
-    """Run src_command on one host and pipe its output into dst_command on another; return dst's Result."""
+def relay(
+    src_conn,
+    src_command: Command,
+    dst_conn,
+    dst_command: Command,
+    *,
+    src_stdin: bytes | None = None,
+    size: int | None = None,
+):
+    """Run src_command on one host and pipe its output into dst_command on another; return dst's Result. The
+    bytes relayed (of `size`, the stream's expected length) are the current step's progress figures."""
     with remote_stream(src_conn, src_command, src_stdin) as source:
-        return dst_conn.run(dst_command, stdin=source, timeout=None)
+        return dst_conn.run(dst_command, stdin=progress.reading(source, size), timeout=None)
 
 
-def send_files(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str]) -> None:
+def send_files(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str], size: int | None = None) -> None:
     """Copy files (paths relative to src_path) from one host's folder into another's, as a tar stream through
-    here; each arrives under its relative path in dst_path (folders made as needed, a file there replaced)."""
+    here; each arrives under its relative path in dst_path (folders made as needed, a file there replaced).
+    `size`, the files' total bytes if known, gives the progress figures their total."""
     dst_conn.run(Command("mkdir", "-p", dst_path))
     if not files:
         return
@@ -52,4 +66,11 @@ def send_files(src_conn, src_path: str, dst_conn, dst_path: str, files: list[str
         dst_conn,
         Command("tar", "-C", dst_path, "-xpf", "-", "--unlink-first"),
         src_stdin=names,
+        size=None if size is None else tar_size(size, len(files)),
     )
+
+
+def tar_size(size: int, count: int) -> int:
+    """Given files' total bytes and their number, return about how long their tar stream is: a header block
+    each, half a block of padding each on average, two end blocks."""
+    return size + count * TAR_BLOCK * 3 // 2 + 2 * TAR_BLOCK

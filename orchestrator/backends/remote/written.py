@@ -3,6 +3,10 @@ where the command itself says nothing: restic before 0.16 restoring files, `rest
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
+from orchestrator import progress
+
 from .command import Command
 
 # argv[1]: the program's name, argv[2:]: words that must all be in its argv (not the watchdog's, nor ours: their
@@ -29,3 +33,18 @@ def bytes_written(conn, program: str, *words: str) -> int:
     bytes its processes on the connector's host have written so far (0 if none runs)."""
     command = Command("python3", "-I", "-S", "-c", WRITTEN_SOURCE, program, *words)
     return int(conn.run(command, timeout=30).text.strip() or 0)
+
+
+def watching(conn, program: str, *words: str, total: int | None = None) -> AbstractContextManager[None]:
+    """Given a program about to run on the connector's host, words of its argv (see bytes_written) and the bytes
+    it should write, return a block whose current step's figures are the bytes it has written so far (polled
+    twice a second; nothing runs when nobody watches). Once the program has ended (a dump still being loaded
+    after `restic dump` finished) the figures stay at the most it wrote, not at the 0 of no process."""
+    most = 0
+
+    def measure() -> progress.Figures:
+        nonlocal most
+        most = max(most, bytes_written(conn, program, *words))
+        return progress.Figures(most, total)
+
+    return progress.polling(measure, 0.5)

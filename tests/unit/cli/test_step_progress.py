@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator import progress
 from orchestrator.cli.app import App
-from orchestrator.cli.live import LineSafeHandler, LogLines, Terminal, describe
+from orchestrator.cli.live import LineSafeHandler, LogLines, Terminal, describe, side_by_side
 from orchestrator.progress import Figures, Meter
 
 MIB = 1024 * 1024
@@ -107,3 +107,30 @@ def test_the_cli_draws_only_on_a_terminal_without_quiet_or_json(
     finally:
         progress.use(previous)
     assert ("50%" in out.getvalue()) is live
+
+
+def test_steps_side_by_side_share_the_line_and_the_last_one_gets_it_back_whole():
+    """A staging copy loads its database while its files come down: the line names the operation once and
+    each step's percentage; when one ends, the other's full figures at once; cleared when the last one ends."""
+    out, now = io.StringIO(), Clock()
+    sink = Terminal(out, interval=0.25, now=now)
+    label = "staging-create wp/t1: "
+    files, load = Meter(label + "restore files", sink, now=now), Meter(label + "load the dump", sink, now=now)
+    files.update(Figures(MIB, 10 * MIB))
+    assert out.getvalue() == "\rstaging-create wp/t1: restore files  1.0 MiB / 10.0 MiB  10%\x1b[K"
+    now.t = 0.3
+    load.update(Figures(2 * MIB))  # a total not known: bytes done
+    now.t = 0.6
+    load.update(Figures(4 * MIB, 8 * MIB))
+    assert out.getvalue().endswith(
+        "\rstaging-create wp/t1: restore files 10% | load the dump 2.0 MiB\x1b[K"
+        "\rstaging-create wp/t1: restore files 10% | load the dump 50%\x1b[K"
+    )
+    sink.end(files)
+    assert out.getvalue().endswith("\r\x1b[K\rstaging-create wp/t1: load the dump  4.0 MiB / 8.0 MiB  50%\x1b[K")
+    now.t = 0.7  # within the interval of that redraw: not drawn again yet
+    load.update(Figures(8 * MIB, 8 * MIB))
+    assert "8.0 MiB / 8.0 MiB" not in out.getvalue()
+    sink.end(load)
+    assert out.getvalue().endswith("50%\x1b[K\r\x1b[K") and not sink.latest
+    assert side_by_side([("a: x", Figures(1, 2)), ("b: y", Figures(1))]) == "a: x 50% | b: y 1 B"  # no shared step

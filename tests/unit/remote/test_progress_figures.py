@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import threading
@@ -10,7 +11,8 @@ import time
 
 from orchestrator import progress
 from orchestrator.backends.remote import Command, LocalConnector
-from orchestrator.backends.remote.written import bytes_written
+from orchestrator.backends.remote.relay import send_files
+from orchestrator.backends.remote.written import bytes_written, watching
 from orchestrator.progress import Figures, Meter, restic_status, rsync_progress
 
 # `restic backup --json DIR` and `restic backup --json --stdin` (restic 0.14.0)
@@ -208,3 +210,48 @@ def wait_until(check, timeout: float = 10) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def test_a_relay_s_bytes_are_its_step_s_figures_and_its_stream_is_untouched_when_nobody_watches(tmp_path):
+    """Files sent host -> here -> host as tar (a promotion's release): the bytes relayed, of about the stream's
+    length worked out from the files' total size; without a watcher the stream is read as it is."""
+    src, dst, sizes = tmp_path / "src", tmp_path / "dst", [0, 1, 511, 513, 70_000, 1_500_000] * 20
+    src.mkdir()
+    for i, size in enumerate(sizes):
+        (src / f"f{i}.bin").write_bytes(b"x" * size)
+    names, conn = [f"f{i}.bin" for i in range(len(sizes))], LocalConnector()
+    stream = io.BytesIO(b"data")
+    assert progress.reading(stream, 4) is stream  # no step open: no counting wrapper, no parser
+
+    sink = Recorder()
+    previous = progress.use(sink)
+    try:
+        with progress.step("promote wp/production: build the new release"):
+            send_files(conn, str(src), conn, str(dst), names, sum(sizes))
+    finally:
+        progress.use(previous)
+    assert [(dst / n).stat().st_size for n in names] == sizes
+    streamed = len(subprocess.run(["tar", "-C", str(src), "-cf", "-", *names], capture_output=True).stdout)
+    last = sink.shown[-1][1]
+    assert last.done == streamed and all(f.total == last.total for _, f in sink.shown)
+    assert last.total is not None and abs(last.total - streamed) < 0.02 * streamed  # an estimate, within 2 %
+    assert [f.done for _, f in sink.shown] == sorted(f.done for _, f in sink.shown)
+
+
+def test_watching_a_program_s_writes_keeps_the_most_it_wrote_once_it_has_ended(tmp_path):
+    """`restic dump` ends before the import it feeds: its figures stay at the bytes it wrote, not at 0."""
+    target, sink = tmp_path / "dump.sql", Recorder()
+    previous = progress.use(sink)
+    try:
+        with progress.step("load the dump"), watching(LocalConnector(), "tee", str(target), total=2_000_000):
+            proc = subprocess.Popen(["tee", str(target)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            assert proc.stdin is not None
+            proc.stdin.write(b"x" * 1_000_000)
+            proc.stdin.flush()
+            assert wait_until(lambda: sink.shown and sink.shown[-1][1].done >= 1_000_000)
+            proc.communicate()  # gone: nothing running writes any more
+            seen = len(sink.shown)
+            assert wait_until(lambda: len(sink.shown) >= seen + 2)
+    finally:
+        progress.use(previous)
+    assert all(f.done >= 1_000_000 and f.total == 2_000_000 for _, f in sink.shown[-2:]), sink.shown
