@@ -109,7 +109,7 @@ class Meter:
         now = self.now()
         if self.first is None:
             self.first = (now, figures.done)
-        if figures.total is None and self.expected:
+        if figures.total is None and self.expected and self.expected >= figures.done:  # a guess passed is none
             figures = replace(figures, total=self.expected)
         rate, eta = figures.rate, figures.eta
         if rate is None and now - self.first[0] > 0.5:

@@ -113,7 +113,7 @@ def test_an_expected_total_stands_in_for_a_stream_whose_size_is_unknown():
     meter.update(Figures(done=1000))
     assert sink.shown[0][1].total == 4000 and sink.shown[0][1].percent == 25
     meter.update(Figures(done=5000))  # the site grew: past the guess, no percentage rather than a false one
-    assert sink.shown[1][1].percent is None
+    assert sink.shown[1][1].percent is None and sink.shown[1][1].total is None  # not `5000 / 4000`
 
 
 def test_a_step_feeds_its_meter_only_when_a_sink_wants_figures():
