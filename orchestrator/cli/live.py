@@ -51,6 +51,16 @@ def side_by_side(steps: list[tuple[str, Figures]]) -> str:
     )
 
 
+def fit(line: str, width: int) -> str:
+    """Given a live line and the terminal's width, return it cut to fit: from the middle of the line (`…`), so
+    its start (what runs where) and its end (the figures: the point of the line) stay on screen."""
+    if len(line) <= width:
+        return line
+    head = width // 3
+    tail = width - head - 1
+    return line[:head] + "…" + line[-tail:] if tail > 0 else line[:width]
+
+
 class Terminal:
     """One live line on a terminal, redrawn at most every `interval` seconds, cleared when its step ends.
     `when` says whether to draw at all (a terminal, no -q, no --json); it is asked at each step's start.
@@ -89,7 +99,7 @@ class Terminal:
         self.last = self.now()
         width = shutil.get_terminal_size((100, 24)).columns - 1
         line = side_by_side([(meter.label, figures) for meter, figures in self.latest.items()])
-        self.file.write("\r" + line[:width] + "\x1b[K")
+        self.file.write("\r" + fit(line, width) + "\x1b[K")
         self.file.flush()
         self.drawn = True
 

@@ -100,7 +100,8 @@ class Fleet:
     def orch_on_terminal(self, *args, timeout: float = 300) -> tuple[int, str]:
         """Run the real CLI with stdout and stderr on a pseudo-terminal, as a person at a terminal would;
         return its exit code and everything it wrote there."""
-        return run_on_terminal([*ORCH, "-i", str(self.inventory), *map(str, args)], self.env, timeout)
+        env = {k: v for k, v in self.env.items() if k not in ("COLUMNS", "LINES")}  # the terminal's size rules
+        return run_on_terminal([*ORCH, "-i", str(self.inventory), *map(str, args)], env, timeout)
 
     def write_inventory(self, inventory: dict, sites: dict[str, dict]) -> None:
         sites_dir = self.root / "sites"
@@ -131,6 +132,18 @@ def make_tree(host, path: str, files: int = 40, size: int = 4096) -> None:
         f"echo 'theme v1' > wp-content/themes/t/style.css && "
         f"printf 'ünïcødé\\n' > '{uploads}/Файл с пробелом.txt'"
     )
+
+
+def releases_layout(wp, task: str) -> str:
+    """Given the session's WordPress fleet, put its production into the releases layout unless an earlier module
+    did (`orch adopt`: release 1), say so in its site file, and return the release that is current now."""
+    host, path = wp.wordpress.host, str(wp.wordpress.path)
+    if host.run(f"test -L {path} && echo releases || echo inplace").stdout.strip() == "inplace":
+        assert wp.orch_json("adopt", "wp", "--layout", "releases", "--task", task, "--yes")["release"] == "1"
+    # later modules back up and copy the release tree, not a symlink
+    wp.site = wp.site | {"layout": "releases"}
+    wp.write_inventory(yaml.safe_load(wp.inventory.read_text()), {"wp": wp.site})
+    return next(r["release"] for r in wp.orch_json("releases", "wp") if r["status"] == "current")
 
 
 def tree_checksums(host, path: str, exclude: str = "wp-content/cache") -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator import progress
 from orchestrator.cli.app import App
-from orchestrator.cli.live import LineSafeHandler, LogLines, Terminal, describe, side_by_side
+from orchestrator.cli.live import LineSafeHandler, LogLines, Terminal, describe, fit, side_by_side
 from orchestrator.progress import Figures, Meter
 
 MIB = 1024 * 1024
@@ -30,6 +30,15 @@ def test_the_line_says_bytes_of_total_percent_rate_and_eta():
     assert describe("dump", Figures(2048)) == "dump  2.0 KiB"
     assert "3/10 files" in describe("restore", Figures(1, 2, files_done=3, total_files=10))
     assert "ETA 1:01:01" in describe("x", Figures(1, 2, eta=3661))
+
+
+def test_a_line_too_long_for_the_terminal_loses_the_middle_of_its_label_not_its_figures():
+    label = "staging-create wp/t14883: load the dump, replacing production URLs"
+    line = describe(label, Figures(24 * MIB, 40 * MIB, rate=2 * MIB, eta=6))
+    cut = fit(line, 79)
+    assert len(cut) == 79 and cut.startswith("staging-create wp/") and "…" in cut
+    assert cut.endswith("24.0 MiB / 40.0 MiB  60%  2.0 MiB/s  ETA 0:06")
+    assert fit(line, len(line)) == line and fit("abc", 1) == "a"
 
 
 def test_the_terminal_redraws_at_most_four_times_a_second_and_clears_the_line_at_the_end():
