@@ -3,6 +3,7 @@ and nothing is lost or changed."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sqlite3
 import time
@@ -123,8 +124,14 @@ def with_oplog(fleet: Fleet, root, url: str) -> Fleet:
 
 
 def good_oplog(fleet: Fleet, path) -> bytes:
-    """Given a path, make a real oplog there (one recorded operation) and return its bytes."""
+    """Given a path, make a real oplog there (one recorded operation) and return its bytes, every page in the
+    file: a WAL file left beside it (its writer's connection not closed at exit) would still hold the pages a
+    test truncates from the file."""
     with_oplog(fleet, path.parent / "maker", f"sqlite:///{path}").orch("unlock", "shop", "--task", "1601")
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # every page into the file
+    wal = path.with_name(path.name + "-wal")
+    assert not busy and (not wal.exists() or wal.stat().st_size == 0)
     return path.read_bytes()
 
 
