@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from fleet import tree_checksums
+from fleet import releases_layout, tree_checksums
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +29,11 @@ def _get(url: str, timeout: float = 5) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def promo(wp_fleet):
-    """Production adopted into the releases layout, and a staging copy t14883 to work on."""
+    """Production in the releases layout (adopted here, or by test_promote_faults on this testbed before),
+    its release then as `.first_release`, and a staging copy t14883 to work on."""
     wp = wp_fleet
-    out = wp.orch_json("adopt", "wp", "--layout", "releases", "--task", TASK, "--yes")
-    assert out["release"] == "1"
-    wp.site = wp.site | {"layout": "releases", "promote": {"health_timeout": 20}}
+    wp.first_release = releases_layout(wp, TASK)
+    wp.site = wp.site | {"promote": {"health_timeout": 20}}
     wp.write_inventory(_inventory(wp), {"wp": wp.site})
     assert _get(wp.wordpress.url)[0] == 200
     staging = wp.orch_json("staging", "create", "wp", "--task", TASK)
@@ -211,6 +211,6 @@ def test_manual_rollback_goes_back_to_the_previous_good_release(promo):
     rows = _releases(promo)
     current = next(r for r in rows if r["status"] == "current")["release"]
     out = promo.orch_json("rollback", "wp", "--task", TASK, "--yes")
-    assert out["from"] == current and out["to"] == "1"
-    assert json.loads(_get(f"{wp.url}/REVISION")[1])["release"] == 1
+    assert out["from"] == current and out["to"] == promo.first_release
+    assert json.loads(_get(f"{wp.url}/REVISION")[1])["release"] == int(promo.first_release)
     promo.orch("rollback", "wp", "--task", TASK, "--yes", "--to", current)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from fleet import ORCH, Fleet
+from fleet import ORCH, Fleet, releases_layout
 from testbed.inventory import host_entry
 
 pytestmark = pytest.mark.e2e
@@ -31,11 +31,7 @@ RELOAD = (
 def wp(wp_fleet, tmp_path_factory):
     """The session's WordPress in the releases layout, promoted from `dev` (a copy of its code on web1)."""
     host, path = wp_fleet.wordpress.host, str(wp_fleet.wordpress.path)
-    if host.run(f"test -L {path} && echo releases || echo inplace").stdout.strip() == "inplace":
-        wp_fleet.orch_json("adopt", "wp", "--layout", "releases", "--task", TASK, "--yes")
-        # the session's site file says so too: later modules back up and copy the release tree, not a symlink
-        wp_fleet.site = wp_fleet.site | {"layout": "releases"}
-        wp_fleet.write_inventory(yaml.safe_load(wp_fleet.inventory.read_text()), {"wp": wp_fleet.site})
+    releases_layout(wp_fleet, TASK)
     ctl, dev = f"{path}.faults-ctl", f"{path}.faults-dev"
     host.run(f"rm -rf {ctl} {dev} && mkdir -p {ctl} {dev} && cp -a {path}/. {dev}/")
     inventory = yaml.safe_load(wp_fleet.inventory.read_text())
