@@ -2,22 +2,26 @@
 
 Files are restored into a fresh folder beside the docroot, then synced into place with rsync (only changed
 files are touched; excluded paths such as caches are left alone; the docroot keeps its own mode, owner and
-group). A `--path` is resolved on the host first: a component that is a symlink out of the docroot is refused,
-so a restore never writes or deletes outside the site. The database dump streams from the repository straight
-into the target database on the host. Onto production, a safety backup is taken first, inside the same locked
-operation.
+group). Into a missing or empty docroot that sync would be a second full copy: the folder is renamed into its
+place instead, given the docroot's mode, owner and group first. A `--path` is resolved on the host first: a
+component that is a symlink out of the docroot is refused, so a restore never writes or deletes outside the
+site. The database dump streams from the repository straight into the target database on the host. Onto
+production, a safety backup is taken first, inside the same locked operation.
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestrator import progress
-from orchestrator.backends.envs.docroot import resolve_inside, sync_into
+from orchestrator.backends.envs.docroot import move_into_place, resolve_inside, sync_into, vacancy
 from orchestrator.backends.remote import Command, connect
 from orchestrator.backends.remote.written import bytes_written
-from orchestrator.errors import Refused, UsageError
+from orchestrator.backends.storage.restic import RepositoryError
+from orchestrator.errors import OperationFailed, Refused, RemoteError, UsageError
 
 from . import catalog
 from .backup import backup_target
@@ -54,12 +58,18 @@ class RestorePlan(SitePlan):
     subpath: str | None
     into: str  # the real folder or file the files land in: the docroot, or the resolved --path
     safety_backup: bool  # production: a full backup of it is taken first
+    into_empty: bool = False  # a full restore into a missing or empty docroot: restored beside it, then renamed
 
     def lines(self) -> list[str]:
         snaps, lines = self.backup["snapshots"], []
         if self.safety_backup:
             lines.append(f"back up production {self.dest.label} first (the safety backup)")
-        if self.files:
+        if self.files and self.into_empty:
+            lines.append(
+                f"restore files of backup {self.backup['backup_id']} (snapshot {snaps['files']}) beside the "
+                f"missing or empty {self.into} and move them into its place"
+            )
+        elif self.files:
             kept = ", ".join(self.dest.site.backup.exclude)
             lines.append(
                 f"restore files of backup {self.backup['backup_id']} (snapshot {snaps['files']}) into "
@@ -84,7 +94,14 @@ class RestorePlan(SitePlan):
         }
 
     def as_dict(self) -> dict:
-        return {"site": self.site, "to": self.env, **self.params(), "into": self.into, "plan": self.lines()}
+        return {
+            "site": self.site,
+            "to": self.env,
+            **self.params(),
+            "into": self.into,
+            "into_empty": self.into_empty,
+            "plan": self.lines(),
+        }
 
 
 def plan_restore(
@@ -100,8 +117,10 @@ def plan_restore(
     db: bool = True,
     path: str | None = None,
     yes: bool = False,
+    chosen: dict | None = None,
 ) -> RestorePlan:
-    """Given what the user asked for, return the restore plan (reads only).
+    """Given what the user asked for, return the restore plan (reads only). `chosen`: the backup a plan made
+    earlier resolved (its listing is then not read again).
 
     Raise UsageError for a staging copy (`staging refresh` does its URL replacement and sanitizing), an unknown
     backup, a --path that escapes the site or leads out of it through a symlink; Refused for production
@@ -116,19 +135,25 @@ def plan_restore(
     if dest.env.production and not yes:
         raise Refused(f"restoring onto production {dest.label} needs --yes (a safety backup is taken first)")
     with connect(dest.host) as conn:
-        chosen = catalog.resolve(catalog.list_backups(source, conn, oplog), backup_id)
+        chosen = chosen or catalog.resolve(catalog.list_backups(source, conn, oplog), backup_id)
         into = resolve_inside(conn, dest.files_root, subpath) if subpath else dest.files_root
+        into_empty = files and not subpath and vacancy(conn, into) is not None
     db = db and dest.engine is not None and "db" in chosen["snapshots"] and subpath is None
     if not files and not db:
         raise UsageError(f"backup {chosen['backup_id']} has no database part to restore into {dest.label}")
     return RestorePlan(
-        "restore", site, to_env, task, source, dest, chosen, files, db, subpath, into, safety_backup=dest.env.production
+        "restore", site, to_env, task, source, dest, chosen, files, db, subpath, into, dest.env.production, into_empty
     )
 
 
 def restore(oplog, inventory, plan: RestorePlan) -> dict:
-    """Given a restore plan, apply it as one locked operation, planned again under the lock (the backup may
-    have been pruned, a symlink may have appeared). Return the plan applied, with the safety backup's id."""
+    """Given a restore plan, apply it as one locked operation, planned again under the lock (a symlink may have
+    appeared, the docroot may have been filled). Return the plan applied, with the safety backup's id.
+
+    The re-check does not list the repository again (a restic start: ~0.7 s of key derivation): the plan holds
+    the backup by its snapshot ids, and a snapshot never changes; all that can happen to it meanwhile is a
+    prune forgetting it, and then `restic restore`/`restic dump` fail on it before the docroot or the database
+    is touched (`_missing` says so plainly)."""
 
     def recheck(p: RestorePlan) -> RestorePlan:
         return plan_restore(
@@ -143,6 +168,7 @@ def restore(oplog, inventory, plan: RestorePlan) -> dict:
             db=p.db,
             path=p.subpath,
             yes=True,
+            chosen=p.backup,
         )
 
     return execute(oplog, plan, lambda op, p: _apply(oplog, op, p), recheck=recheck)
@@ -162,17 +188,20 @@ def _apply(oplog, op, plan: RestorePlan) -> dict:
         if plan.files:
             with op.step("restore files" + (f" ({plan.subpath})" if plan.subpath else "")) as step:
                 size = None if plan.subpath else plan.backup.get("files_size")
-                step.output(restore_files(conn, dest, snaps["files"], plan.subpath, plan.into, size))
+                step.output(restore_files(conn, dest, snaps["files"], plan.subpath, plan.into, size, plan.into_empty))
         if plan.db:
             with op.step("restore database") as step:
                 step.output(restore_database(conn, dest, snaps["db"], plan.backup.get("db_size")))
     return result
 
 
-def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: str, size: int | None = None) -> str:
+def restore_files(
+    conn, t: Target, snapshot_id: str, subpath: str | None, into: str, size: int | None = None, vacant: bool = False
+) -> str:
     """Restore the files snapshot into the target's docroot, or only `subpath` into `into` (its real path,
-    checked by resolve_inside); `size` (the backup's, if known) is the total of the progress figures. Return a
-    summary line."""
+    checked by resolve_inside); `size` (the backup's, if known) is the total of the progress figures; `vacant`:
+    the plan found the docroot missing or empty (the restored folder is then renamed into its place when it
+    still is). Return a summary line."""
     repo, root = t.repository, t.files_root
     restic = posixpath.basename(repo.restic)
     scratch = conn.run(
@@ -180,13 +209,17 @@ def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: 
     ).text.strip()
     if not scratch:
         raise UsageError(f"could not make a scratch folder beside {root}")
+    moved = False
     try:
         include = ["--include", "/" + subpath] if subpath else []
         # restic 0.14 says nothing while it restores: progress is what it has written so far
         with progress.polling(lambda: progress.Figures(bytes_written(conn, restic, "restore", scratch), size), 0.5):
-            repo.run(conn, "restore", snapshot_id, "--target", scratch, *include, timeout=None)
+            with _missing(snapshot_id):
+                repo.run(conn, "restore", snapshot_id, "--target", scratch, *include, timeout=None)
         excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
         if not subpath:
+            if vacant and (moved := move_into_place(conn, scratch, root)):
+                return f"snapshot {snapshot_id} restored beside the empty {root} and moved into place"
             out = sync_into(conn, scratch, root, "--delete", "--itemize-changes", *excludes)
             return f"{_changed(out)} path(s) changed in {root}"
         source = posixpath.join(scratch, subpath)
@@ -201,7 +234,23 @@ def restore_files(conn, t: Target, snapshot_id: str, subpath: str | None, into: 
         ).text
         return f"{_changed(out)} path(s) changed in {posixpath.join(root, subpath)}"
     finally:
-        conn.run(Command("rm", "-rf", "--", scratch), check=False)
+        if not moved:
+            conn.run(Command("rm", "-rf", "--", scratch), check=False)
+
+
+@contextmanager
+def _missing(snapshot_id: str) -> Iterator[None]:
+    """Say plainly when restic cannot find the snapshot: it was forgotten after the plan (the re-check under the
+    lock trusts the plan's listing, see `restore`). Nothing was written before restic looked it up."""
+    try:
+        yield
+    except (RepositoryError, RemoteError) as exc:
+        if "no matching ID found" not in str(exc) + getattr(exc, "stderr", ""):
+            raise
+        raise OperationFailed(
+            f"snapshot {snapshot_id} is no longer in the repository (pruned since the restore was planned?): "
+            "nothing was restored from it"
+        ) from None
 
 
 def _changed(rsync_out: str) -> int:
@@ -214,6 +263,7 @@ def restore_database(conn, t: Target, snapshot_id: str, size: int | None = None)
     engine, restic = t.db_engine, posixpath.basename(t.repository.restic)
     dump = t.repository.command("dump", snapshot_id, "/" + engine.dump_filename)
     with progress.polling(lambda: progress.Figures(bytes_written(conn, restic, "dump", snapshot_id), size), 0.5):
-        conn.run(dump.pipe(engine.restore()), timeout=None)
+        with _missing(snapshot_id):  # restic exits at once: the import got no input and changed nothing
+            conn.run(dump.pipe(engine.restore()), timeout=None)
     tables = engine.table_counts(conn)
     return f"{len(tables)} tables, {sum(tables.values())} rows now in {t.database.name or t.database.path}"

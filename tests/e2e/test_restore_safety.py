@@ -3,7 +3,8 @@ and nothing outside the docroot is ever written or deleted, whatever symlinks th
 
 Site `www` lives outside the host user's 0700 home, owned `orch-web1:www-data` with mode 0750, and is served
 by an nginx running as `www-data` (not the owner): the usual production setup, where a docroot that a restore
-left at 0700 answers 403.
+left at 0700 answers 403. A second environment `copy` (docroot `www-copy` beside it, served the same way) is where
+restores into an empty or missing docroot land.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ def _stat(path) -> str:
     ).stdout.strip()
 
 
-def _get(nginx, path: str = "/") -> tuple[int, str]:
+def _get(nginx, path: str = "/", host: str = "www.test") -> tuple[int, str]:
     from orchestrator.backends.envs.web import fetch
 
-    status, _, body = fetch(f"http://www.test{path}", connect_to=nginx.listen)
+    status, _, body = fetch(f"http://{host}{path}", connect_to=nginx.listen)
     return status, body
 
 
@@ -61,17 +62,21 @@ def www(fleet, ssh_hosts):
     subprocess.run(["chgrp", "www-data", str(docroot)], check=True)
     docroot.chmod(0o750)
     nginx = start_nginx(base / "nginx", free_port(web1.address), user="www-data", address=web1.address)
+    copy = base / "www-copy"
     write_user_file(
         nginx.sites_dir / "www.conf",
-        f"server {{ listen {nginx.listen}; server_name www.test; root {docroot}; index index.html; }}\n",
+        f"server {{ listen {nginx.listen}; server_name www.test; root {docroot}; index index.html; }}\n"
+        f"server {{ listen {nginx.listen}; server_name copy.test; root {copy}; index index.html; }}\n",
         "www-data",
     )
     nginx.reload()
-    site = {"name": "www", "task": "10020", "environments": {"production": {"host": "web1", "path": str(docroot)}}}
+    environments = {"production": {"host": "web1", "path": str(docroot)}, "copy": {"host": "web1", "path": str(copy)}}
+    site = {"name": "www", "task": "10020", "environments": environments}
     www = Fleet(fleet.root.parent / "www-inventory", fleet.env, fleet.hosts)
     www.write_inventory(fleet.base, {"www": site})
-    www.docroot, www.outside, www.nginx, www.web1 = docroot, outside, nginx, web1
+    www.docroot, www.outside, www.nginx, www.web1, www.copy = docroot, outside, nginx, web1, copy
     www.backup_id = www.orch_json("backup", "www", "--task", TASK)[0]["backup_id"]
+    www.backed_up = tree_checksums(web1, str(docroot))
     try:
         yield www
     finally:
@@ -185,3 +190,79 @@ def test_restoring_wordpress_onto_production_keeps_its_docroot_and_it_answers_20
     assert _stat(root) == before and readme.exists()
     status, _, body = wp.request("GET", "/")
     assert status == 200 and wp.title in body
+
+
+def restore_copy(www) -> dict:
+    """Restore the module's backup of production into `copy`; return the restore's oplog step."""
+    www.orch("restore", "www", "--backup", www.backup_id, "--from-env", "production", "--to", "copy", "--task", TASK)
+    done = [op for op in www.orch_json("log", "--task", TASK, "--steps") if op["action"] == "restore"][-1]
+    assert done["env"] == "copy" and done["status"] == "ok"
+    return next(s for s in done["steps"] if s["name"] == "restore files")
+
+
+def _empty_copy(www, mode: int, group: str) -> None:
+    www.web1.run(f"rm -rf {www.copy} && mkdir {www.copy}")
+    subprocess.run(["chgrp", group, str(www.copy)], check=True)
+    www.copy.chmod(mode)
+
+
+def test_a_restore_into_an_empty_docroot_moves_the_files_into_place_and_keeps_its_mode_owner_and_group(www):
+    _empty_copy(www, 0o711, www.web1.user)  # others may enter, not list: the web server still serves index.html
+    plan = json.loads(
+        www.orch(
+            *("--json", "restore", "www", "--backup", www.backup_id, "--from-env", "production", "--to", "copy"),
+            *("--task", TASK, "--dry-run"),
+        ).stdout
+    )
+    assert plan["into_empty"] and any("empty" in line for line in plan["plan"])
+    try:
+        step = restore_copy(www)
+        assert "moved into place" in step["output"]  # restored once beside it, not copied a second time
+        assert tree_checksums(www.web1, str(www.copy)) == www.backed_up
+        assert _stat(www.copy) == "711 orch-web1 orch-web1"
+        status, body = _get(www.nginx, host="copy.test")
+        assert status == 200 and "restored site" in body
+        assert not list(www.copy.parent.glob(".orch-restore.*"))  # no scratch folder left beside it
+    finally:
+        www.web1.run(f"rm -rf {www.copy}")
+
+
+def test_an_empty_docroot_whose_group_the_user_cannot_give_is_synced_into_and_keeps_it(www):
+    _empty_copy(www, 0o750, "www-data")  # orch-web1 is not in www-data: a folder of its own cannot get that group
+    try:
+        step = restore_copy(www)
+        assert "moved into place" not in step["output"]
+        assert tree_checksums(www.web1, str(www.copy)) == www.backed_up
+        assert _stat(www.copy) == "750 orch-web1 www-data"
+        assert _get(www.nginx, host="copy.test")[0] == 200
+        assert not list(www.copy.parent.glob(".orch-restore.*"))
+    finally:
+        www.web1.run(f"rm -rf {www.copy}")
+
+
+def test_a_restore_into_a_missing_docroot_creates_it_as_mkdir_would_and_the_site_answers_200(www):
+    www.web1.run(f"rm -rf {www.copy} && mkdir {www.copy}.probe")
+    made_by_mkdir = _stat(f"{www.copy}.probe")  # the host user's umask and the parent's group
+    www.web1.run(f"rmdir {www.copy}.probe")
+    try:
+        step = restore_copy(www)
+        assert "moved into place" in step["output"]
+        assert tree_checksums(www.web1, str(www.copy)) == www.backed_up
+        assert _stat(www.copy) == made_by_mkdir  # not the 0700 of a scratch folder: nginx could not enter it
+        status, body = _get(www.nginx, host="copy.test")
+        assert status == 200 and "restored site" in body
+        assert not list(www.copy.parent.glob(".orch-restore.*"))
+    finally:
+        www.web1.run(f"rm -rf {www.copy}")
+
+
+def test_a_restore_into_a_docroot_that_is_a_symlink_to_an_empty_folder_keeps_the_symlink(www):
+    target = www.copy.parent / "www-copy.real"
+    www.web1.run(f"rm -rf {www.copy} {target} && mkdir {target} && chmod 755 {target} && ln -s {target} {www.copy}")
+    try:
+        step = restore_copy(www)
+        assert "moved into place" not in step["output"]  # a symlink is never replaced by a folder
+        assert www.copy.is_symlink() and tree_checksums(www.web1, str(target)) == www.backed_up
+        assert _get(www.nginx, host="copy.test")[0] == 200
+    finally:
+        www.web1.run(f"rm -rf {www.copy} {target}")

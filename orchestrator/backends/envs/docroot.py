@@ -6,6 +6,7 @@ Two rules every restore and refresh follows:
   through it, whatever the backup holds);
 - syncing a tree into the docroot keeps the docroot's own mode, owner and group: the tree restic restored into
   comes from `mktemp -d` (mode 0700), and `rsync -a` would copy that onto the docroot and lock the web server out.
+  A tree moved into the place of an empty or missing docroot (`move_into_place`) is given those attributes first.
 """
 
 from __future__ import annotations
@@ -105,3 +106,48 @@ def sync_into(conn, source: str, dest: str, *options: str) -> str:
     if before is not None and after != before:
         raise OperationFailed(f"{dest}: its mode:uid:gid changed from {before} to {after} during the sync")
     return out
+
+
+# A docroot that is missing, or an empty folder (not a symlink: that stays a symlink), can take a restored tree
+# by a rename instead of a second full copy. Prints `missing`, `empty`, or nothing.
+_VACANCY = (
+    'if [ -L "$1" ]; then :; elif [ ! -e "$1" ]; then echo missing; '
+    'elif [ -d "$1" ] && [ -z "$(ls -A -- "$1")" ]; then echo empty; fi'
+)
+
+# Given DEST and a TREE beside it (same folder, same filesystem), rename TREE into DEST's place when DEST is still
+# vacant (checked again here: this runs under the site lock, the plan was made before it). TREE first gets what
+# DEST would have had: an empty DEST's own mode, owner and group (all three must take: a user who may not give
+# it DEST's group or owner would change the docroot's, so then nothing is moved), a missing DEST what `mkdir`
+# makes (umask; a setgid parent's group came with mktemp already). A DEST carrying an ACL or a security context
+# (`ls -ld`'s `+` or `.`) is never replaced: the rename would drop it. `mv -T` is rename(2): it fails rather
+# than replace a folder that is no longer empty. Prints `moved` when it moved, else why not.
+_MOVE = (
+    f"state=$({_VACANCY})"
+    + """
+case $state in
+missing) chmod "$(printf %o $((0777 & ~$(umask))))" -- "$2" || exit ;;
+empty)
+    case $(ls -ld -- "$1") in ??????????[+.]*) echo "it has an ACL"; exit 0 ;; esac
+    chmod --reference="$1" -- "$2" || exit
+    chown --reference="$1" -- "$2" 2>/dev/null || chgrp --reference="$1" -- "$2" 2>/dev/null
+    [ "$(stat -c %a:%u:%g -- "$1")" = "$(stat -c %a:%u:%g -- "$2")" ] || { echo "cannot give it the owner"; exit 0; } ;;
+*) echo "not vacant"; exit 0 ;;
+esac
+mv -T -- "$2" "$1" 2>&1 && echo moved || true"""
+)
+
+
+def vacancy(conn, path: str) -> str | None:
+    """Given a docroot, return `missing` or `empty` when a restored tree may be renamed into its place, None when
+    it holds something or is a symlink (it is then synced into)."""
+    return conn.run(Command("bash", "-c", _VACANCY, "vacancy", path)).text.strip() or None
+
+
+def move_into_place(conn, tree: str, dest: str) -> bool:
+    """Given a restored tree and a docroot beside it (same folder), rename the tree into the docroot's place if the
+    docroot is still missing or empty, with the mode, owner and group it had (missing: those `mkdir` gives).
+    Return whether it moved; when not (the docroot got content meanwhile, a symlink, an ACL, an owner this user
+    cannot give), nothing changed and the caller syncs instead."""
+    out = conn.run(Command("bash", "-c", _MOVE, "move", dest, tree)).text
+    return out.strip().endswith("moved")

@@ -10,7 +10,15 @@ import stat
 
 import pytest
 
-from orchestrator.backends.envs.docroot import check_inside, component_paths, is_within, resolve_inside, sync_into
+from orchestrator.backends.envs.docroot import (
+    check_inside,
+    component_paths,
+    is_within,
+    move_into_place,
+    resolve_inside,
+    sync_into,
+    vacancy,
+)
 from orchestrator.backends.remote import LocalConnector
 from orchestrator.errors import UsageError
 
@@ -152,3 +160,49 @@ def test_sync_into_a_missing_folder_creates_it(local, tmp_path):
     (scratch / "a").write_text("a")
     sync_into(local, str(scratch), str(tmp_path / "new"))
     assert (tmp_path / "new" / "a").read_text() == "a"
+
+
+def _restored(tmp_path):
+    tree = tmp_path / ".orch-restore.x"
+    tree.mkdir(mode=0o700)  # what mktemp -d makes
+    (tree / "index.html").write_text("restored")
+    return tree
+
+
+def test_vacancy_tells_a_missing_or_empty_docroot_from_one_with_content_or_a_symlink(local, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / ".hidden").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    found = {name: vacancy(local, str(tmp_path / name)) for name in ("missing", "empty", "full", "link")}
+    assert found == {"missing": "missing", "empty": "empty", "full": None, "link": None}
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o2775, 0o711])
+def test_move_into_place_gives_the_tree_an_empty_docroots_mode_and_renames_it(local, tmp_path, mode):
+    dest, tree = tmp_path / "site", _restored(tmp_path)
+    dest.mkdir()
+    dest.chmod(mode)
+    assert move_into_place(local, str(tree), str(dest))
+    assert _mode(dest) == mode and (dest / "index.html").read_text() == "restored" and not tree.exists()
+
+
+def test_move_into_place_makes_a_missing_docroot_as_mkdir_would(local, tmp_path):
+    (tmp_path / "probe").mkdir()
+    dest, tree = tmp_path / "site", _restored(tmp_path)
+    assert move_into_place(local, str(tree), str(dest))
+    assert _mode(dest) == _mode(tmp_path / "probe") != 0o700
+    assert (dest / "index.html").read_text() == "restored"
+
+
+def test_move_into_place_leaves_a_docroot_with_content_or_a_symlink_alone(local, tmp_path):
+    full, link, elsewhere = tmp_path / "full", tmp_path / "link", tmp_path / "elsewhere"
+    full.mkdir()
+    (full / "kept.txt").write_text("mine")
+    elsewhere.mkdir()
+    link.symlink_to(elsewhere)
+    tree = _restored(tmp_path)
+    assert not move_into_place(local, str(tree), str(full))
+    assert not move_into_place(local, str(tree), str(link))
+    assert [p.name for p in full.iterdir()] == ["kept.txt"] and link.is_symlink() and not any(elsewhere.iterdir())
+    assert tree.exists() and _mode(tree) == 0o700  # the caller syncs from it, then removes it
