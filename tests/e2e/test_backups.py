@@ -59,6 +59,31 @@ def test_restore_brings_back_rows_and_files_exactly(fleet, backed_up):
     assert any(a["kind"] == "safety-backup" for a in restore_op["artifacts"])
 
 
+def test_the_database_is_imported_beside_the_files_and_recorded_when_the_files_fail(fleet, backed_up):
+    """The dump and the files restore at the same time; if the files fail, the import that ran beside them is
+    still recorded (the database was replaced), and the operation fails."""
+    ids, before = backed_up
+    web1 = fleet.hosts["web1"]
+    shop_path = fleet.sites["shop"]["environments"]["production"]["path"]
+    fleet.mariadb.sql("DELETE FROM wp_options WHERE option_id > 100", "shop")
+    parent = os.path.dirname(shop_path)
+    mode = os.stat(parent).st_mode
+    os.chmod(parent, 0o555)  # the scratch folder beside the docroot cannot be made: the files step fails
+    try:
+        proc = fleet.orch(
+            "restore", "shop", "--backup", ids["shop"], "--to", "production", "--task", "14884", "--yes", expect=1
+        )
+    finally:
+        os.chmod(parent, mode)
+    assert "Traceback" not in proc.stderr
+    op = [op for op in fleet.orch_json("log", "--task", "14884", "--steps") if op["action"] == "restore"][-1]
+    steps = {s["name"]: s for s in op["steps"]}
+    assert op["status"] == "failed" and steps["restore files"]["status"] == "failed"
+    assert steps["restore database"]["status"] == "ok" and "beside the files" in steps["restore database"]["output"]
+    assert _rows(fleet, "shop") == before["shop"][0]
+    assert tree_checksums(web1, shop_path) == before["shop"][1]
+
+
 def test_restoring_onto_production_without_yes_is_refused(fleet, backed_up):
     ids, _ = backed_up
     proc = fleet.orch("restore", "shop", "--backup", ids["shop"], "--to", "production", "--task", "1", expect=4)
