@@ -77,6 +77,18 @@ def _attributes(conn, path: str) -> str | None:
     return result.text.strip() if result.ok else None
 
 
+# Give folder $2 the mode, owner and group of $1 as far as this user may: root gives owner and group, others the
+# group at most (and only one they are a member of). The caller compares what took.
+_ADOPT = """chmod --reference="$1" -- "$2" || exit
+chown --reference="$1" -- "$2" 2>/dev/null || chgrp --reference="$1" -- "$2" 2>/dev/null"""
+
+# sync_into's preparation in one command: prints DEST's mode:uid:gid, then SOURCE's after _ADOPT; nothing when
+# DEST does not exist (yet). A second line missing means SOURCE could not be given them (or vanished).
+_PREPARE = (
+    'before=$(stat -c %a:%u:%g -- "$1" 2>/dev/null) || exit 0\necho "$before"\n' + _ADOPT + '\nstat -c %a:%u:%g -- "$2"'
+)
+
+
 def sync_into(conn, source: str, dest: str, *options: str) -> str:
     """Given a folder on the host and a folder to mirror it into (a docroot), rsync source's content into dest
     with `options` (-a, then e.g. --delete, --exclude ...), keeping dest's own mode, owner and group. Return
@@ -87,15 +99,12 @@ def sync_into(conn, source: str, dest: str, *options: str) -> str:
     such a group on the files anyway, and would otherwise hand dest and its files to this user's group.
     Raise OperationFailed if dest's own attributes changed all the same.
     """
-    before = _attributes(conn, dest)
+    found = conn.run(Command("bash", "-c", _PREPARE, "prepare", dest, source), check=False)
+    before, now = ([*found.text.split(), None, None])[:2]
     keep_group: list[str] = []
     if before is not None:
-        conn.run(Command("chmod", "--reference", dest, "--", source))
-        conn.run(Command("chown", "--reference", dest, "--", source), check=False)  # root: owner and group
-        conn.run(Command("chgrp", "--reference", dest, "--", source), check=False)  # others: the group at most
-        now = _attributes(conn, source)
-        if now is None:
-            raise OperationFailed(f"{source}: vanished before the sync")
+        if not found.ok or now is None:
+            raise OperationFailed(f"{source}: could not give it the attributes of {dest}: {found.stderr.strip()}")
         if now.split(":")[2] != before.split(":")[2]:
             keep_group = ["--no-g"]
     out = conn.run(
@@ -129,8 +138,9 @@ case $state in
 missing) chmod "$(printf %o $((0777 & ~$(umask))))" -- "$2" || exit ;;
 empty)
     case $(ls -ld -- "$1") in ??????????[+.]*) echo "it has an ACL"; exit 0 ;; esac
-    chmod --reference="$1" -- "$2" || exit
-    chown --reference="$1" -- "$2" 2>/dev/null || chgrp --reference="$1" -- "$2" 2>/dev/null
+"""
+    + _ADOPT
+    + """
     [ "$(stat -c %a:%u:%g -- "$1")" = "$(stat -c %a:%u:%g -- "$2")" ] || { echo "cannot give it the owner"; exit 0; } ;;
 *) echo "not vacant"; exit 0 ;;
 esac
