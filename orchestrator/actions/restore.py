@@ -240,13 +240,16 @@ def restore_files(
     if not scratch:
         raise UsageError(f"could not make a scratch folder beside {root}")
     moved = False
+    excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
     try:
-        include = ["--include", "/" + subpath] if subpath else []
+        # only a subpath; or, for a whole restore, what the site excludes now stays out of the docroot as rsync
+        # --exclude keeps it out of a docroot with files (an older backup may hold it); the backup's patterns,
+        # so restic reads them as it did when backing up
+        choose = ["--include", "/" + subpath] if subpath else excludes
         # restic 0.14 says nothing while it restores: progress is what it has written so far
         with progress.polling(lambda: progress.Figures(bytes_written(conn, restic, "restore", scratch), size), 0.5):
             with _missing(snapshot_id):
-                repo.run(conn, "restore", snapshot_id, "--target", scratch, *include, timeout=None)
-        excludes = [arg for pattern in t.site.backup.exclude for arg in ("--exclude", pattern)]
+                repo.run(conn, "restore", snapshot_id, "--target", scratch, *choose, timeout=None)
         if not subpath:
             if vacant and (moved := move_into_place(conn, scratch, root)):
                 return f"snapshot {snapshot_id} restored beside the empty {root} and moved into place"

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from fleet import Fleet, tree_checksums
 
 pytestmark = pytest.mark.e2e
@@ -252,6 +253,23 @@ def test_a_restore_into_a_missing_docroot_creates_it_as_mkdir_would_and_the_site
         status, body = _get(www.nginx, host="copy.test")
         assert status == 200 and "restored site" in body
         assert not list(www.copy.parent.glob(".orch-restore.*"))
+    finally:
+        www.web1.run(f"rm -rf {www.copy}")
+
+
+def test_a_path_excluded_since_the_backup_is_not_restored_into_an_empty_docroot_either(www):
+    # as into a docroot with files (rsync --exclude), what the site's exclude names now stays out of it
+    site = yaml.safe_load((www.root / "sites" / "www.yaml").read_text())
+    site["backup"] = {"exclude": ["wp-content/cache", "wp-content/uploads/2026/b.txt"]}
+    later = Fleet(www.root.parent / "www-excluded", www.env, www.hosts)
+    later.write_inventory(yaml.safe_load(www.inventory.read_text()), {"www": site})
+    _empty_copy(www, 0o711, www.web1.user)
+    try:
+        args = ("--backup", www.backup_id, "--from-env", "production", "--to", "copy", "--task", TASK)
+        later.orch("restore", "www", *args)
+        restored = tree_checksums(www.web1, str(www.copy))
+        assert "./wp-content/uploads/2026/a.txt" in restored and "./wp-content/uploads/2026/b.txt" not in restored
+        assert restored == {k: v for k, v in www.backed_up.items() if k != "./wp-content/uploads/2026/b.txt"}
     finally:
         www.web1.run(f"rm -rf {www.copy}")
 
