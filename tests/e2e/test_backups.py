@@ -7,6 +7,8 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from fleet import Fleet, tree_checksums
@@ -239,30 +241,34 @@ def test_usage_reports_bytes_per_site_from_the_bucket(fleet, backed_up):
     assert rows["shop"]["bytes"] > 100_000 and rows["blog"]["bytes"] > 10_000 and not rows["shop"]["error"]
 
 
-def test_a_second_backup_of_an_unchanged_site_adds_almost_nothing(fleet, ssh_hosts):
-    """200 MB of incompressible files + a database: the second backup adds < 1 % and takes < half the time."""
-    host = ssh_hosts["web1"]
-    path = fleet.sites["shop"]["environments"]["production"]["path"].replace("/shop", "/big")
+@contextmanager
+def big_site(fleet, host, folder: str, files: int) -> Iterator[str]:
+    """Site `big` beside `shop` on web1: `files` incompressible files of 2 MiB in ``folder`` and shop's database;
+    yield its path; remove it and the site afterwards."""
+    path = fleet.sites["shop"]["environments"]["production"]["path"].replace("/shop", f"/{folder}")
     host.run(
-        f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 100); do head -c 2097152 /dev/urandom "
+        f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 {files}); do head -c 2097152 /dev/urandom "
         f"> {path}/f$i.bin; done"
     )
     shop_db = fleet.sites["shop"]["environments"]["production"]["database"]  # files AND a database
-    big = {
-        "name": "big",
-        "task": "10003",
-        "environments": {"production": {"host": "web1", "path": path, "database": shop_db}},
-    }
+    production = {"host": "web1", "path": path, "database": shop_db}
+    big = {"name": "big", "task": "10003", "environments": {"production": production}}
     fleet.write_inventory(fleet.base, fleet.sites | {"big": big})
     try:
+        yield path
+    finally:
+        host.run(f"rm -rf {path}")
+        fleet.write_inventory(fleet.base, fleet.sites)
+
+
+def test_a_second_backup_of_an_unchanged_site_adds_almost_nothing(fleet, ssh_hosts):
+    """200 MB of incompressible files + a database: the second backup adds < 1 % and takes < half the time."""
+    with big_site(fleet, ssh_hosts["web1"], "big", files=100):
         t0 = time.monotonic()
         first = fleet.orch_json("backup", "big", "--task", "14892")[0]["summary"]
         t1 = time.monotonic()
         second = fleet.orch_json("backup", "big", "--task", "14892")[0]["summary"]
         t2 = time.monotonic()
-    finally:
-        host.run(f"rm -rf {path}")
-        fleet.write_inventory(fleet.base, fleet.sites)
     size = first["files"]["size"] + first["db"]["size"]
     assert size >= 200 * 1024 * 1024
     assert second["added"] < 0.01 * size, second
@@ -373,20 +379,7 @@ FIGURES = re.compile(r"\r((?:backup|restore) big/production: [a-z ]+?)  ([\d.]+ 
 def test_a_long_backup_and_restore_show_live_figures_on_a_terminal_and_none_elsewhere(fleet, ssh_hosts):
     """80 MB of files and a database: on a terminal the steps draw bytes done of the total and a percentage
     on one live line, cleared at each step's end; with output to a pipe, or with -q, not a figure is printed."""
-    host = ssh_hosts["web1"]
-    path = fleet.sites["shop"]["environments"]["production"]["path"].replace("/shop", "/progress")
-    host.run(
-        f"rm -rf {path} && mkdir -p {path} && for i in $(seq 1 40); do head -c 2097152 /dev/urandom "
-        f"> {path}/f$i.bin; done"
-    )
-    shop_db = fleet.sites["shop"]["environments"]["production"]["database"]
-    big = {
-        "name": "big",
-        "task": "10003",
-        "environments": {"production": {"host": "web1", "path": path, "database": shop_db}},
-    }
-    fleet.write_inventory(fleet.base, fleet.sites | {"big": big})
-    try:
+    with big_site(fleet, ssh_hosts["web1"], "progress", files=40):
         code, screen = fleet.orch_on_terminal("backup", "big", "--task", "14897")
         assert code == 0, screen
         piped = fleet.orch("backup", "big", "--task", "14897")
@@ -394,9 +387,6 @@ def test_a_long_backup_and_restore_show_live_figures_on_a_terminal_and_none_else
         restored, restore_screen = fleet.orch_on_terminal(
             "restore", "big", "--backup", "latest", "--to", "production", "--task", "14897", "--yes"
         )
-    finally:
-        host.run(f"rm -rf {path}")
-        fleet.write_inventory(fleet.base, fleet.sites)
     drawn = FIGURES.findall(screen)
     files = [
         (done, total, int(pct)) for step, done, total, pct in drawn if step == "backup big/production: back up files"
