@@ -1,5 +1,5 @@
-"""Live progress of long steps: figures read from a command's output (restic's `--json` status lines, rsync's
-`--info=progress2`) or polled beside it, shown on one sink.
+"""Live progress of long steps: figures read from a command's output (restic's `--json` status lines), counted
+as a stream passes through here, or polled beside a command (bytes it has written), shown on one sink.
 
 Every oplog step opens a `Meter` (see `step`) when the sink wants progress (the CLI's sinks are in
 `orchestrator/cli/progress.py`: a live line on a terminal, a log line now and then in the scheduler); when none
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -57,29 +56,6 @@ def restic_status(line: str) -> Figures | None:
         files_done=msg.get("files_done", msg.get("files_restored")),
         total_files=msg.get("total_files"),
         eta=msg.get("seconds_remaining"),
-    )
-
-
-RSYNC = re.compile(r"^\s*([\d,]+)\s+(\d{1,3})%\s+([\d.]+)([kMGT]?)B/s\s+(\d+):(\d\d):(\d\d)(?:.*to-chk=(\d+)/(\d+))?")
-
-
-def rsync_progress(line: str) -> Figures | None:
-    """Given a line (or a carriage-return-separated piece) of `rsync --info=progress2` output, return its
-    figures: bytes sent, the total it implies from the percentage, files checked of those known, rate, ETA;
-    None for any other line."""
-    match = RSYNC.match(line)
-    if not match:
-        return None
-    done, percent = int(match[1].replace(",", "")), int(match[2])
-    scale = 1024 ** (" kMGT".index(match[4] or " "))
-    left, files = (int(match[8]), int(match[9])) if match[9] else (None, None)
-    return Figures(
-        done=done,
-        total=done * 100 // percent if percent else None,
-        files_done=files - left if files is not None and left is not None else None,
-        total_files=files,
-        rate=float(match[3]) * scale,
-        eta=int(match[5]) * 3600 + int(match[6]) * 60 + int(match[7]),
     )
 
 

@@ -1,5 +1,5 @@
-"""Progress figures: restic's and rsync's output parsed (lines captured from this machine's restic 0.14 and rsync
-3.2), a command's stdout given line by line to a callback, and a step's meter working out rate and ETA."""
+"""Progress figures: restic's output parsed (lines captured from this machine's restic 0.14), a command's stdout
+given line by line to a callback, and a step's meter working out rate and ETA."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from orchestrator import progress
 from orchestrator.backends.remote import Command, LocalConnector
 from orchestrator.backends.remote.relay import send_files
 from orchestrator.backends.remote.written import bytes_written, watching
-from orchestrator.progress import Figures, Meter, restic_status, rsync_progress
+from orchestrator.progress import Figures, Meter, restic_status
 
 # `restic backup --json DIR` and `restic backup --json --stdin` (restic 0.14.0)
 BACKUP_START = '{"message_type":"status","percent_done":0,"total_files":1,"total_bytes":30000000}'
@@ -35,9 +35,6 @@ RESTORE_MID = (
     '{"message_type":"status","seconds_elapsed":2,"percent_done":0.5,"total_files":10,"files_restored":4,'
     '"total_bytes":1000,"bytes_restored":500}'
 )
-# `rsync -a --info=progress2` pieces between carriage returns (rsync 3.2)
-RSYNC_START = "         32,768   0%    0.00kB/s    0:00:00  "
-RSYNC_MID = "     50,000,000  14%  671.16MB/s    0:00:03 (xfr#2, to-chk=1/4)"
 
 
 def test_restic_backup_status_lines_give_bytes_and_files_done_of_the_totals():
@@ -59,16 +56,6 @@ def test_restic_restore_status_lines_count_bytes_and_files_restored():
 def test_other_lines_are_no_figures():
     for line in (SUMMARY, "", "not json", '{"message_type": "status"', '["status"]', "restoring <Snapshot>"):
         assert restic_status(line) is None
-    assert rsync_progress("sending incremental file list") is None and rsync_progress("") is None
-
-
-def test_rsync_progress2_gives_bytes_rate_eta_and_files_checked():
-    mid = rsync_progress(RSYNC_MID)
-    assert mid is not None
-    assert (mid.done, mid.total, mid.files_done, mid.total_files, mid.eta) == (50_000_000, 357_142_857, 3, 4, 3)
-    assert mid.rate == 671.16 * 1024**2
-    start = rsync_progress(RSYNC_START)
-    assert start is not None and (start.done, start.total, start.rate, start.files_done) == (32_768, None, 0.0, None)
 
 
 class Recorder:
