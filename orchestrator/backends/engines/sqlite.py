@@ -21,11 +21,26 @@ dst.close()
 PY
 cat "$tmp"
 """
+# The stream is checked before it replaces anything: a `restic dump` that failed (a wrong key, a locked or
+# unreachable repository, a forgotten snapshot) gives an empty or cut stream, and an empty file would pass an
+# integrity check. The restored file gets the live one's mode (and owner, as root): mktemp makes it 0600.
 RESTORE_SCRIPT = """set -e
 tmp=$(mktemp "$1.orch-restore.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
-python3 -c 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA integrity_check").fetchone()' "$tmp"
+python3 - "$tmp" <<'PY'
+import sqlite3, sys
+with open(sys.argv[1], "rb") as f:
+    if f.read(16) != b"SQLite format 3\\x00":
+        sys.exit("the restored stream is no SQLite database (empty or cut short): the database is left as it was")
+try:
+    result = sqlite3.connect(sys.argv[1]).execute("PRAGMA integrity_check").fetchone()[0]
+except sqlite3.DatabaseError as exc:
+    result = str(exc)
+if result != "ok":
+    sys.exit("the restored database is damaged (" + result + "): the database is left as it was")
+PY
+if [ -e "$1" ]; then chmod --reference="$1" "$tmp"; chown --reference="$1" "$tmp" 2>/dev/null || true; fi
 mv -f "$tmp" "$1"
 """
 QUERY_SCRIPT = """python3 - "$@" <<'PY'
