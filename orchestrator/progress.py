@@ -2,7 +2,7 @@
 as a stream passes through here, or polled beside a command (bytes it has written), shown on one sink.
 
 Every oplog step opens a `Meter` (see `step`) when the sink wants progress (the CLI's sinks are in
-`orchestrator/cli/progress.py`: a live line on a terminal, a log line now and then in the scheduler); when none
+`orchestrator/cli/live.py`: a live line on a terminal, a log line now and then in the scheduler); when none
 does, no parser runs and every command runs exactly as it would without progress. The oplog never sees any of it.
 """
 
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Protocol
+
+log = logging.getLogger("orch.progress")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,10 @@ class Meter:
             rate = max(0.0, (figures.done - self.first[1]) / (now - self.first[0]))
         if eta is None and rate and figures.total and figures.total >= figures.done:
             eta = (figures.total - figures.done) / rate
-        self.sink.show(self, replace(figures, rate=rate, eta=eta))
+        try:
+            self.sink.show(self, replace(figures, rate=rate, eta=eta))
+        except Exception:  # figures are for people watching: drawing them never fails the work being measured
+            log.debug("progress figures not shown", exc_info=True)
 
     def lines(self, parse: Callable[[str], Figures | None]) -> Callable[[str], None]:
         """Given a parser, return a callback that takes a command's output line by line into this meter."""

@@ -18,10 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from orchestrator import progress
 from orchestrator.backends.envs.docroot import move_into_place, resolve_inside, sync_into, vacancy
 from orchestrator.backends.remote import Command, connect
-from orchestrator.backends.remote.written import bytes_written
+from orchestrator.backends.remote.written import watching
 from orchestrator.backends.storage.restic import RepositoryError
 from orchestrator.errors import OperationFailed, Refused, RemoteError, UsageError
 
@@ -247,7 +246,7 @@ def restore_files(
         # so restic reads them as it did when backing up
         choose = ["--include", "/" + subpath] if subpath else excludes
         # restic 0.14 says nothing while it restores: progress is what it has written so far
-        with progress.polling(lambda: progress.Figures(bytes_written(conn, restic, "restore", scratch), size), 0.5):
+        with watching(conn, restic, "restore", scratch, total=size):
             with _missing(snapshot_id):
                 repo.run(conn, "restore", snapshot_id, "--target", scratch, *choose, timeout=None)
         if not subpath:
@@ -295,7 +294,7 @@ def restore_database(conn, t: Target, snapshot_id: str, size: int | None = None)
     known) is the total of the progress figures."""
     engine, restic = t.db_engine, posixpath.basename(t.repository.restic)
     dump = t.repository.command("dump", snapshot_id, "/" + engine.dump_filename)
-    with progress.polling(lambda: progress.Figures(bytes_written(conn, restic, "dump", snapshot_id), size), 0.5):
+    with watching(conn, restic, "dump", snapshot_id, total=size):
         with _missing(snapshot_id):  # restic exits at once: the import got no input and changed nothing
             conn.run(dump.pipe(engine.restore()), timeout=None)
     tables = engine.table_counts(conn)

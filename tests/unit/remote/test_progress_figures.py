@@ -242,3 +242,12 @@ def test_watching_a_program_s_writes_keeps_the_most_it_wrote_once_it_has_ended(t
     finally:
         progress.use(previous)
     assert all(f.done >= 1_000_000 and f.total == 2_000_000 for _, f in sink.shown[-2:]), sink.shown
+
+
+def test_a_sink_that_fails_to_draw_never_fails_the_work_it_measures():
+    class Broken(Recorder):
+        def show(self, meter, figures):
+            raise OSError("the terminal went away")
+
+    meter = Meter("back up files", Broken())
+    meter.update(Figures(done=1, total=2))  # no exception: the backup goes on
