@@ -195,6 +195,9 @@ def polling(measure: Callable[[], Figures | None], every: float = 1.0) -> Iterat
     if meter is None:
         yield
         return
+    # a sink that shows figures only every so often (the scheduler's log: `every` 30 s) needs no measurement
+    # in between: each one is a command on the host
+    every = max(every, getattr(meter.sink, "every", 0.0))
     stop = threading.Event()
 
     def loop() -> None:

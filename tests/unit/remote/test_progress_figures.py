@@ -161,6 +161,19 @@ def test_polling_feeds_the_meter_beside_the_work_and_survives_a_failed_measureme
     assert len(calls) == count  # stopped with its step
 
 
+def test_a_sink_that_shows_figures_every_30_s_is_not_measured_for_twice_a_second():
+    sink = Recorder()
+    sink.every = 30.0  # the scheduler's log lines
+    previous = progress.use(sink)
+    calls = []
+    try:
+        with progress.step("restore files"), progress.polling(lambda: calls.append(1), every=0.02):
+            threading.Event().wait(0.3)
+    finally:
+        progress.use(previous)
+    assert calls == []  # each measurement is a command on the host
+
+
 def test_a_command_stdout_reaches_the_callback_line_by_line_and_is_still_collected():
     script = (
         "import sys,time\n"
