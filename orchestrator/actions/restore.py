@@ -12,10 +12,9 @@ production, a safety backup is taken first, inside the same locked operation.
 from __future__ import annotations
 
 import posixpath
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestrator.backends.envs.docroot import move_into_place, resolve_inside, sync_into, vacancy
@@ -187,41 +186,31 @@ def _apply(oplog, op, plan: RestorePlan) -> dict:
     op.artifact("restored-backup", plan.backup["backup_id"], details={"snapshots": snaps})
     # the executor outlives the connection: on Ctrl-C the closed connection stops an import still running beside
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-db") as beside, connect(dest.host) as conn:
-        if not plan.files:  # a database alone: in this thread, where its step's live progress line is drawn
-            with op.step("restore database") as step:
-                step.output(restore_database(conn, dest, snaps["db"], plan.backup.get("db_size")))
+        db_size = plan.backup.get("db_size")
+        if not plan.files:
+            _database_step(op, conn, dest, snaps["db"], db_size)
             return result
-        importing = None
-        if plan.db:
-            # the dump and the files are independent: the import runs beside the files (restic decrypting files
-            # and MariaDB importing use different CPUs: bench/restore.py), and its step is recorded when the
-            # files are done, also when they failed (the database was replaced all the same)
-            importing = beside.submit(_timed, restore_database, conn, dest, snaps["db"], plan.backup.get("db_size"))
+        # the dump and the files are independent: the import runs beside the files (restic decrypting files and
+        # MariaDB importing use different CPUs: bench/restore.py) as a step of its own, recorded however it ends
+        importing = beside.submit(_database_step, op, conn, dest, snaps["db"], db_size, True) if plan.db else None
         try:
             with op.step("restore files" + (f" ({plan.subpath})" if plan.subpath else "")) as step:
                 size = None if plan.subpath else plan.backup.get("files_size")
                 step.output(restore_files(conn, dest, snaps["files"], plan.subpath, plan.into, size, plan.into_empty))
         except Exception:
-            if importing is not None:
-                with suppress(Exception):
-                    _database_step(op, importing)
+            if importing is not None:  # the database is replaced all the same: its step says how; raise the files'
+                wait([importing])
             raise
         if importing is not None:
-            _database_step(op, importing)
+            importing.result()
     return result
 
 
-def _database_step(op, importing: Future) -> None:
-    """Record the import that ran beside the files as the step `restore database` (its duration is the wait for
-    it after the files: the output says how long the import took)."""
+def _database_step(op, conn, t: Target, snapshot_id: str, size: int | None, beside: bool = False) -> None:
+    """Restore the database as the step `restore database` (in a thread of its own when `beside` the files: the
+    step then has its own times and its own figures on the live line)."""
     with op.step("restore database") as step:
-        summary, seconds = importing.result()
-        step.output(f"{summary} (imported in {seconds:.1f} s, beside the files)")
-
-
-def _timed(work: Callable[..., str], *args) -> tuple[str, float]:
-    start = time.monotonic()
-    return work(*args), time.monotonic() - start
+        step.output(restore_database(conn, t, snapshot_id, size) + (" (beside the files)" if beside else ""))
 
 
 def restore_files(
