@@ -93,3 +93,21 @@ def test_demo_stays_in_its_folder(demo):
     key = (demo_dir / "restic.key").read_text().strip()
     assert key not in result.stdout + result.stderr
     assert key not in (demo_dir / "inventory.yaml").read_text()
+
+
+def test_a_database_restore_whose_dump_cannot_be_read_leaves_the_sqlite_database_as_it_was(demo):
+    """The repository's data damaged after the backup was listed (its packs overwritten): `restic dump` streams
+    nothing, and the live SQLite file must stay as it is, not become the empty stream."""
+    result, demo_dir = demo
+    assert result.returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "RESTIC_"))}
+    env |= {"ORCH_STATE_DIR": str(demo_dir / "state"), "RESTIC_CACHE_DIR": str(demo_dir / "state" / "restic-cache")}
+    orch = [sys.executable, "-m", "orchestrator", "-i", str(demo_dir / "inventory.yaml")]
+    db = demo_dir / "www" / "sample" / "data" / "site.sqlite"
+    before = db.read_bytes()
+    for pack in (demo_dir / "repository" / "sample" / "data").glob("*/*"):
+        pack.write_bytes(b"\0" * pack.stat().st_size)  # the index still lists every blob: the plan is made
+    args = ("restore", "sample", "--backup", "latest", "--to", "production", "--db-only", "--task", "14884", "--yes")
+    proc = subprocess.run([*orch, *args], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert db.read_bytes() == before  # not the 0-byte file of the failed dump
