@@ -191,8 +191,10 @@ def _apply(oplog, op, plan: RestorePlan) -> dict:
             _database_step(op, conn, dest, snaps["db"], db_size)
             return result
         # the dump and the files are independent: the import runs beside the files (restic decrypting files and
-        # MariaDB importing use different CPUs: bench/restore.py) as a step of its own, recorded however it ends
-        importing = beside.submit(_database_step, op, conn, dest, snaps["db"], db_size, True) if plan.db else None
+        # MariaDB importing use different CPUs: bench/restore.py) as a step of its own, recorded however it ends.
+        # Not a SQLite database: a file in the docroot, which the files' sync would delete or overwrite under it.
+        alongside = plan.db and dest.database.engine != "sqlite"
+        importing = beside.submit(_database_step, op, conn, dest, snaps["db"], db_size, True) if alongside else None
         try:
             with op.step("restore files" + (f" ({plan.subpath})" if plan.subpath else "")) as step:
                 size = None if plan.subpath else plan.backup.get("files_size")
@@ -203,6 +205,8 @@ def _apply(oplog, op, plan: RestorePlan) -> dict:
             raise
         if importing is not None:
             importing.result()
+        elif plan.db:
+            _database_step(op, conn, dest, snaps["db"], db_size)
     return result
 
 

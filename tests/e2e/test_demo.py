@@ -79,6 +79,10 @@ def test_every_step_is_shown_and_logged(demo):
         ("verify", "OK"),
     ]
     assert "-> safety-backup:" in log and "-> restored-backup:" in log
+    # the SQLite file lives in the docroot: restored after the files' sync, never beside it (the sync would
+    # delete its temp file or overwrite it with the files part's copy)
+    restore = log[log.index(" restore ") : log.index(" verify ")]
+    assert restore.index("restore files") < restore.index("restore database") and "beside the files" not in restore
     # each operation's steps line up: the status column starts at one place, however long a step's name
     verify = log[log.rindex(" verify ") :]
     columns = {m.start(1) - m.start() for m in re.finditer(r"^ +\d+\. .*? (ok|failed) ", verify, re.M)}
