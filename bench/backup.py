@@ -392,6 +392,19 @@ def start_testbed(stack: ExitStack, tmp: Path) -> Bench:
     return Bench(tmp, host, mariadb, s3, host.home / f"bench-{os.getpid()}", "pw-" + os.urandom(8).hex())
 
 
+def build_site(stack: ExitStack | None, b: Bench, size_mb: int, rng: random.Random, text: Text) -> None:
+    """Generate the bench site (a `size_mb` docroot owned by the host user, a database of 15 % of that) and
+    write the inventory; with a stack, remove the docroot and the host user's restic cache when it closes."""
+    if stack is not None:
+        stack.callback(shutil.rmtree, b.docroot, ignore_errors=True)
+        stack.callback(shutil.rmtree, b.host.home / ".cache" / "restic", ignore_errors=True)
+    step(f"generating a {size_mb} MB docroot in {b.docroot} and the database")
+    make_docroot(b.docroot, size_mb * MB, rng, text)
+    subprocess.run(["chown", "-R", f"{HOST_USER}:{HOST_USER}", str(b.docroot)], check=True)
+    seed_database(b.mariadb, b.db_password, size_mb * MB * 15 // 100, rng, text)
+    write_inventory(b)
+
+
 def write_inventory(b: Bench) -> None:
     """One host, one S3 storage, one WordPress site on MariaDB: what a real agency inventory would say."""
     h = b.host
@@ -724,14 +737,7 @@ def main() -> None:
         if not args.keep:
             stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         b = start_testbed(stack, tmp)
-        if not args.keep:
-            stack.callback(shutil.rmtree, b.docroot, ignore_errors=True)
-            stack.callback(shutil.rmtree, b.host.home / ".cache" / "restic", ignore_errors=True)
-        step(f"generating a {args.size_mb} MB docroot in {b.docroot} and the database")
-        make_docroot(b.docroot, args.size_mb * MB, rng, text)
-        subprocess.run(["chown", "-R", f"{HOST_USER}:{HOST_USER}", str(b.docroot)], check=True)
-        seed_database(b.mariadb, b.db_password, args.size_mb * MB * 15 // 100, rng, text)
-        write_inventory(b)
+        build_site(None if args.keep else stack, b, args.size_mb, rng, text)
         raw_env = raw_env_file(b)
         if not args.keep:
             stack.callback(raw_env.unlink, missing_ok=True)

@@ -37,21 +37,18 @@ import yaml
 from backup import (
     DB_NAME,
     DB_USER,
-    HOST_USER,
     MB,
     ORCH,
     ORCH_PREFIX,
     SITE,
     Bench,
     Text,
+    build_site,
     load,
     machine,
-    make_docroot,
     raw_env_file,
-    seed_database,
     start_testbed,
     step,
-    write_inventory,
 )
 
 COPY_DB = f"{DB_NAME}_copy"
@@ -140,13 +137,7 @@ def main() -> None:
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         b = start_testbed(stack, tmp)
-        stack.callback(shutil.rmtree, b.docroot, ignore_errors=True)
-        stack.callback(shutil.rmtree, b.host.home / ".cache" / "restic", ignore_errors=True)
-        step(f"generating a {args.size_mb} MB docroot in {b.docroot} and the database")
-        make_docroot(b.docroot, args.size_mb * MB, rng, text)
-        subprocess.run(["chown", "-R", f"{HOST_USER}:{HOST_USER}", str(b.docroot)], check=True)
-        seed_database(b.mariadb, b.db_password, args.size_mb * MB * 15 // 100, rng, text)
-        write_inventory(b)
+        build_site(stack, b, args.size_mb, rng, text)
         copy = add_copy_env(b)
         stack.callback(shutil.rmtree, copy, ignore_errors=True)
         env = raw_env_file(b, f"{ORCH_PREFIX}/{SITE}", init=False)  # by hand: orch's own repository
