@@ -152,9 +152,21 @@ def _blocked_backup(fleet, tmp_path, task: str):
         env=fleet.env,
     )
 
-    def release():
-        with open(fifo, "w") as pipe:
-            pipe.write(fleet.env["T_SHOP_PW"] + "\n")
+    def release(within: float = 120) -> None:
+        """Give the password to the reader of the FIFO, once there is one (within `within` seconds); an orch
+        killed before it started the secret command leaves none, and opening the FIFO would then wait forever."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while nobody reads it
+            except OSError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+                continue
+            with os.fdopen(fd, "w") as pipe:
+                pipe.write(fleet.env["T_SHOP_PW"] + "\n")
+            return
 
     return proc, release
 
@@ -186,7 +198,7 @@ def test_kill_9_leaves_a_trail_that_the_next_command_marks_interrupted(fleet, tm
     _wait_for_lock(fleet, "shop")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    release()  # the secret command (`cat FIFO`) outlives its killed orch: let it end, or it waits forever
+    release(within=3)  # a secret command (`cat FIFO`) outlives its killed orch: let it end, or it waits forever
     running = [
         op
         for op in json.loads(
